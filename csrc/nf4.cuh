@@ -1,0 +1,50 @@
+// NF4 device helpers shared by every kernel in csrc/.
+//
+// Format (bitsandbytes-compatible, DESIGN.md §2): W (N, K) flattened row-major; element i has a
+// 4-bit code in byte i/2 (even i: high nibble, odd i: low nibble) and a float32 absmax for block
+// i / blocksize. Double-quantized ("nested") absmax: absmax[b] = code2[q[b]] * absmax2[b / 256] + offset,
+// two float32 roundings (multiply, then add), exactly as bitsandbytes reconstructs it.
+#pragma once
+
+#include <cstdint>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+namespace nf4lora {
+
+constexpr int kNestedBlockLog2 = 8;  // 256 absmax values per nested block
+
+// The NF4 state of one weight as the kernels see it (all device pointers).
+struct NF4State {
+  const uint8_t* packed;          // (ceil(n/2),) two codes per byte
+  const void* absmax;             // float32 (n_blocks,), or uint8 codes when nested
+  const float* quant_map;         // (16,) NF4 code values
+  const float* nested_absmax;     // (ceil(n_blocks/256),) or nullptr
+  const float* nested_quant_map;  // (256,) or nullptr
+  float nested_offset;
+  int64_t n;                      // N * K elements
+  int blocksize_log2;             // blocksize = 1 << blocksize_log2 (32 ... 4096)
+};
+
+// Absmax of block b; code2 is the nested table staged in shared memory (or nullptr).
+__device__ __forceinline__ float block_absmax(const NF4State& s, const float* code2, int64_t b) {
+  if (s.nested_absmax == nullptr) return static_cast<const float*>(s.absmax)[b];
+  const uint8_t q = static_cast<const uint8_t*>(s.absmax)[b];
+  return __fadd_rn(__fmul_rn(code2[q], s.nested_absmax[b >> kNestedBlockLog2]), s.nested_offset);
+}
+
+template <typename T> struct Pair;
+template <> struct Pair<float> {
+  using type = float2;
+  __device__ static type make(float a, float b) { return make_float2(a, b); }
+};
+template <> struct Pair<__half> {
+  using type = __half2;
+  __device__ static type make(float a, float b) { return __floats2half2_rn(a, b); }
+};
+template <> struct Pair<__nv_bfloat16> {
+  using type = __nv_bfloat162;
+  __device__ static type make(float a, float b) { return __floats2bfloat162_rn(a, b); }
+};
+
+}  // namespace nf4lora

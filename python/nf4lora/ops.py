@@ -1,0 +1,313 @@
+"""torch.library ops of nf4lora: schemas, validation, fakes, autograd and backend choice.
+
+Ops (all in the ``nf4lora`` namespace):
+
+- ``dequantize(weight, shape, blocksize, nested_offset, dtype) -> W``
+- ``qlora_linear(x, x_lora, weight, shape, blocksize, nested_offset, A, B, scale, bias) -> (y, u)``
+- ``qlora_linear_backward(grad_y, x_lora, u, weight, shape, blocksize, nested_offset, A, B,
+  scale, needs) -> (dx, dx_lora, dA, dB)``
+
+``weight`` is the NF4 state as a tensor list: ``[packed, absmax, quant_map]`` or, double-quantized,
+``[packed, absmax(uint8), quant_map, nested_absmax, nested_quant_map]`` (see :class:`NF4Weight`).
+x and x_lora are 2-D (M, K) at the op level; :func:`qlora_linear` flattens leading dimensions.
+Every input is validated once, here, before any kernel runs.
+
+Backends: ``reference`` (plain PyTorch, any device), ``cuda`` (the csrc/ extension) and
+``triton`` (triton_kernels/). Each op picks the fastest one implemented and available for the
+device; ``NF4LORA_BACKEND=reference|triton|cuda`` forces one, and a forced backend that cannot
+run the op is an error, never a silent fallback.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from . import _cuda_ext, reference
+from .nf4 import NF4Weight, dequantize_nf4
+
+BACKENDS = ("reference", "triton", "cuda")
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+# op name -> backend -> implementation. Kernel backends register themselves here.
+_IMPLS: Dict[str, Dict[str, Callable]] = {"dequantize": {}, "qlora_linear": {}, "qlora_linear_backward": {}}
+# Backends in order of preference on a CUDA device (measured fastest first, see bench/results).
+_CUDA_PREFERENCE = ("cuda", "triton", "reference")
+
+
+def _backend_unavailable_reason(backend: str, op: str, device: torch.device) -> Optional[str]:
+    if backend not in _IMPLS[op]:
+        return f"backend {backend!r} has no kernel for nf4lora::{op}"
+    if backend == "reference":
+        return None
+    if device.type != "cuda":
+        return f"backend {backend!r} needs CUDA tensors, got device {device}"
+    if backend == "cuda":
+        return _cuda_ext.unavailable_reason()
+    return None
+
+
+def select_backend(op: str, device: torch.device) -> str:
+    """The backend that runs ``op`` for tensors on ``device`` (honours NF4LORA_BACKEND)."""
+    forced = os.environ.get("NF4LORA_BACKEND", "").strip()
+    if forced:
+        if forced not in BACKENDS:
+            raise ValueError(f"NF4LORA_BACKEND must be one of {BACKENDS}, got {forced!r}")
+        reason = _backend_unavailable_reason(forced, op, device)
+        if reason is not None:
+            raise RuntimeError(f"NF4LORA_BACKEND={forced} cannot run nf4lora::{op}: {reason}")
+        return forced
+    if device.type == "cuda":
+        for backend in _CUDA_PREFERENCE:
+            if _backend_unavailable_reason(backend, op, device) is None:
+                return backend
+    return "reference"
+
+
+def register_impl(op: str, backend: str, fn: Callable) -> None:
+    """Plug a kernel backend's implementation of ``op`` into the dispatcher."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    _IMPLS[op][backend] = fn
+
+
+# --- validation (shared by real and fake implementations) ------------------------------
+
+def _weight(weight: Sequence[torch.Tensor], shape: Sequence[int], blocksize: int,
+            nested_offset: float) -> NF4Weight:
+    if len(weight) not in (3, 5):
+        raise ValueError("weight must be [packed, absmax, quant_map] or "
+                         f"[packed, absmax, quant_map, nested_absmax, nested_quant_map], got {len(weight)} tensors")
+    if len(shape) != 2:
+        raise ValueError(f"shape must be [N, K], got {list(shape)}")
+    nested = len(weight) == 5
+    return NF4Weight(weight[0], weight[1], shape, blocksize, torch.float32, weight[2],
+                     weight[3] if nested else None, weight[4] if nested else None,
+                     nested_offset if nested else None)
+
+
+def _check_float(name: str, t: torch.Tensor, dtype=None, device=None, shape=None) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if dtype is None and t.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32, float16 or bfloat16, got {t.dtype}")
+    if dtype is not None and t.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype} (the dtype of x), got {t.dtype}")
+    if device is not None and t.device != device:
+        raise ValueError(f"{name} must be on {device} (the device of the weight), got {t.device}")
+    if shape is not None and tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+
+
+def check_linear_inputs(x, x_lora, q: NF4Weight, A, B, bias) -> int:
+    """Validate the inputs of qlora_linear for weight q (N, K); returns r."""
+    N, K = q.shape
+    _check_float("x", x, device=q.device)
+    if x.dim() != 2 or x.shape[1] != K:
+        raise ValueError(f"x must have shape (M, {K}) (K = in_features), got {tuple(x.shape)}")
+    if x_lora is not None:
+        _check_float("x_lora", x_lora, x.dtype, q.device, x.shape)
+    _check_float("lora_A", A, x.dtype, q.device)
+    if A.dim() != 2 or A.shape[0] <= 0 or A.shape[1] != K:
+        raise ValueError(f"lora_A must have shape (r, {K}) with r > 0, got {tuple(A.shape)}")
+    r = A.shape[0]
+    _check_float("lora_B", B, x.dtype, q.device, (N, r))
+    if bias is not None:
+        _check_float("bias", bias, x.dtype, q.device, (N,))
+    return r
+
+
+# --- nf4lora::dequantize ------------------------------------------------------------
+
+@torch.library.custom_op("nf4lora::dequantize", mutates_args=())
+def _dequantize_op(weight: List[torch.Tensor], shape: List[int], blocksize: int, nested_offset: float,
+                   dtype: torch.dtype) -> torch.Tensor:
+    q = _weight(weight, shape, blocksize, nested_offset)
+    if dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
+    return _IMPLS["dequantize"][select_backend("dequantize", q.device)](q, dtype)
+
+
+@_dequantize_op.register_fake
+def _(weight, shape, blocksize, nested_offset, dtype):
+    q = _weight(weight, shape, blocksize, nested_offset)
+    return weight[0].new_empty(q.shape, dtype=dtype)
+
+
+# --- nf4lora::qlora_linear ----------------------------------------------------------
+
+def _reference_forward(x, x_lora, q, A, B, scale, bias):
+    w = _dequantize_for_reference(q)
+    return reference.forward(x, x if x_lora is None else x_lora, w, A, B, scale, bias)
+
+
+def _reference_backward(grad_y, x_lora, u, q, A, B, scale, needs):
+    w = _dequantize_for_reference(q) if needs[0] else None
+    return reference.backward(grad_y, x_lora, u, w, A, B, scale, *needs)
+
+
+def _dequantize_for_reference(q: NF4Weight) -> torch.Tensor:
+    # The reference dequantizes through the op so that on CUDA the csrc/ kernel does it.
+    return torch.ops.nf4lora.dequantize(_weight_args(q), list(q.shape), q.blocksize,
+                                        _offset_arg(q), torch.float32)
+
+
+@torch.library.custom_op("nf4lora::qlora_linear", mutates_args=())
+def _qlora_linear_op(x: torch.Tensor, x_lora: Optional[torch.Tensor], weight: List[torch.Tensor],
+                     shape: List[int], blocksize: int, nested_offset: float, A: torch.Tensor,
+                     B: torch.Tensor, scale: float, bias: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    q = _weight(weight, shape, blocksize, nested_offset)
+    check_linear_inputs(x, x_lora, q, A, B, bias)
+    impl = _IMPLS["qlora_linear"][select_backend("qlora_linear", q.device)]
+    return impl(x, x_lora, q, A, B, scale, bias)
+
+
+@_qlora_linear_op.register_fake
+def _(x, x_lora, weight, shape, blocksize, nested_offset, A, B, scale, bias):
+    q = _weight(weight, shape, blocksize, nested_offset)
+    r = check_linear_inputs(x, x_lora, q, A, B, bias)
+    return x.new_empty((x.shape[0], q.shape[0])), x.new_empty((x.shape[0], r))
+
+
+# --- nf4lora::qlora_linear_backward ---------------------------------------------------
+
+@torch.library.custom_op("nf4lora::qlora_linear_backward", mutates_args=())
+def _qlora_linear_backward_op(grad_y: torch.Tensor, x_lora: Optional[torch.Tensor], u: Optional[torch.Tensor],
+                              weight: List[torch.Tensor], shape: List[int], blocksize: int,
+                              nested_offset: float, A: torch.Tensor, B: torch.Tensor, scale: float,
+                              needs: List[bool]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """needs = [dx, dx_lora, dA, dB]; outputs not needed come back as empty (0,) tensors.
+    needs[1] False with needs[0] True means x̃ is x: the LoRA term is summed into dx."""
+    q = _weight(weight, shape, blocksize, nested_offset)
+    _check_backward(grad_y, x_lora, u, q, A, B, needs)
+    impl = _IMPLS["qlora_linear_backward"][select_backend("qlora_linear_backward", q.device)]
+    outs = impl(grad_y, x_lora, u, q, A, B, scale, tuple(needs))
+    return tuple(grad_y.new_empty(0) if t is None else t for t in outs)
+
+
+def _backward_shapes(grad_y, q, A, needs):
+    M, (N, K), r = grad_y.shape[0], q.shape, A.shape[0]
+    shapes = [(M, K), (M, K), (r, K), (N, r)]
+    return [s if need else (0,) for s, need in zip(shapes, needs)]
+
+
+def _check_backward(grad_y, x_lora, u, q, A, B, needs):
+    if len(needs) != 4:
+        raise ValueError(f"needs must be [dx, dx_lora, dA, dB], got {list(needs)}")
+    N, K = q.shape
+    _check_float("grad_y", grad_y, device=q.device)
+    if grad_y.dim() != 2 or grad_y.shape[1] != N:
+        raise ValueError(f"grad_y must have shape (M, {N}), got {tuple(grad_y.shape)}")
+    M = grad_y.shape[0]
+    _check_float("lora_A", A, grad_y.dtype, q.device)
+    if A.dim() != 2 or A.shape[1] != K:
+        raise ValueError(f"lora_A must have shape (r, {K}), got {tuple(A.shape)}")
+    _check_float("lora_B", B, grad_y.dtype, q.device, (N, A.shape[0]))
+    if needs[2]:
+        if x_lora is None:
+            raise ValueError("x_lora is required for dA")
+        _check_float("x_lora", x_lora, grad_y.dtype, q.device, (M, K))
+    if needs[3]:
+        if u is None:
+            raise ValueError("u is required for dB")
+        _check_float("u", u, grad_y.dtype, q.device, (M, A.shape[0]))
+
+
+@_qlora_linear_backward_op.register_fake
+def _(grad_y, x_lora, u, weight, shape, blocksize, nested_offset, A, B, scale, needs):
+    q = _weight(weight, shape, blocksize, nested_offset)
+    _check_backward(grad_y, x_lora, u, q, A, B, needs)
+    dtypes = [grad_y.dtype, grad_y.dtype, A.dtype, B.dtype]
+    return tuple(grad_y.new_empty(s, dtype=d) for s, d in zip(_backward_shapes(grad_y, q, A, needs), dtypes))
+
+
+# --- autograd --------------------------------------------------------------------------
+# Only what the needed gradients read is saved: x̃ for dA, u for dB, A and B, and the NF4
+# state (references to the layer's buffers, no copy). W is never saved dequantized.
+
+def _setup_context(ctx, inputs, output):
+    x, x_lora, weight, shape, blocksize, nested_offset, A, B, scale, bias = inputs
+    # ctx.needs_input_grad is indexed over flattened inputs (the weight list expands), so
+    # read requires_grad from the inputs themselves.
+    need_x, need_A, need_B = x.requires_grad, A.requires_grad, B.requires_grad
+    need_xl = x_lora is not None and x_lora.requires_grad
+    ctx.needs = [need_x, need_xl, need_A, need_B]
+    ctx.need_bias = bias is not None and bias.requires_grad
+    ctx.meta = (list(shape), blocksize, nested_offset, scale)
+    saved_x = (x if x_lora is None else x_lora) if need_A else None
+    saved_u = output[1] if need_B else None
+    ctx.save_for_backward(saved_x, saved_u, A, B, *weight)
+
+
+def _backward(ctx, grad_y, grad_u):
+    shape, blocksize, nested_offset, scale = ctx.meta
+    saved = ctx.saved_tensors
+    x_lora, u, A, B = saved[:4]
+    weight = list(saved[4:])
+    grad_y = grad_y.contiguous()
+    dx = dx_lora = dA = dB = None
+    if any(ctx.needs):
+        outs = torch.ops.nf4lora.qlora_linear_backward(grad_y, x_lora, u, weight, shape, blocksize,
+                                                       nested_offset, A, B, scale, ctx.needs)
+        dx, dx_lora, dA, dB = (o if need else None for o, need in zip(outs, ctx.needs))
+    dbias = grad_y.sum(0) if ctx.need_bias else None
+    return dx, dx_lora, [None] * len(weight), None, None, None, dA, dB, None, dbias
+
+
+_qlora_linear_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# --- public functions ---------------------------------------------------------------
+
+def _weight_args(q: NF4Weight) -> List[torch.Tensor]:
+    return list(q.tensors().values())
+
+
+def _offset_arg(q: NF4Weight) -> float:
+    return q.nested_offset if q.nested else 0.0
+
+
+def dequantize(q: NF4Weight, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """Dense (N, K) W of ``dtype`` (default q.dtype) from its NF4 state, through the op."""
+    return torch.ops.nf4lora.dequantize(_weight_args(q), list(q.shape), q.blocksize, _offset_arg(q),
+                                        q.dtype if dtype is None else dtype)
+
+
+def qlora_linear(x: torch.Tensor, weight: NF4Weight, lora_A: torch.Tensor, lora_B: torch.Tensor,
+                 scale: float, bias: Optional[torch.Tensor] = None,
+                 x_lora: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """y = x·Wᵀ + scale·(x̃·Aᵀ)·Bᵀ + bias, differentiable in x, x_lora, lora_A, lora_B and bias.
+
+    Args:
+        x: (..., K) float32/float16/bfloat16.
+        weight: frozen NF4 W of shape (N, K).
+        lora_A: (r, K), lora_B: (N, r), bias: (N,) or None, all of x's dtype and device.
+        scale: s, e.g. alpha / r.
+        x_lora: x̃ = dropout(x), same shape as x, or None to use x for the LoRA branch.
+    Returns:
+        y of shape (..., N) and x's dtype.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() == 0:
+        raise ValueError("x must have at least one dimension (..., K), got a scalar")
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1])
+    xl2 = None
+    if x_lora is not None:
+        if not isinstance(x_lora, torch.Tensor) or x_lora.shape != x.shape:
+            raise ValueError(f"x_lora must have the shape of x {tuple(x.shape)}, "
+                             f"got {tuple(getattr(x_lora, 'shape', ()))}")
+        xl2 = x_lora.reshape(-1, x.shape[-1])
+    y, _ = torch.ops.nf4lora.qlora_linear(x2, xl2, _weight_args(weight), list(weight.shape), weight.blocksize,
+                                          _offset_arg(weight), lora_A, lora_B, float(scale), bias)
+    return y.view(*lead, weight.shape[0])
+
+
+register_impl("dequantize", "reference", dequantize_nf4)
+register_impl("qlora_linear", "reference", _reference_forward)
+register_impl("qlora_linear_backward", "reference", _reference_backward)
+if _cuda_ext.built():
+    register_impl("dequantize", "cuda", _cuda_ext.dequantize)
