@@ -7,6 +7,7 @@ to pointers. Importing it on a machine without a GPU is fine; launching is not.
 
 from __future__ import annotations
 
+import importlib
 from typing import Optional
 
 import torch
@@ -14,7 +15,7 @@ import torch
 from .nf4 import NF4Weight
 
 try:
-    from . import _C  # type: ignore[attr-defined]
+    _C = importlib.import_module("nf4lora._C")
     _IMPORT_ERROR: Optional[str] = None
 except ImportError as exc:  # not built (no nvcc at install, or NF4LORA_SKIP_CUDA_BUILD=1)
     _C = None
@@ -50,9 +51,11 @@ def dequantize(q: NF4Weight, dtype: torch.dtype) -> torch.Tensor:
     out = torch.empty(q.shape, dtype=dtype, device=q.device)
     if q.numel == 0:
         return out
+    # The kernel reads the codes as 4-byte words; a view at an odd offset is copied once.
+    packed = q.packed if q.packed.data_ptr() % 4 == 0 else q.packed.clone()
     with torch.cuda.device(q.device):
         _C.dequantize_nf4(
-            out=out.data_ptr(), out_dtype=_DTYPE_CODES[dtype], packed=q.packed.data_ptr(),
+            out=out.data_ptr(), out_dtype=_DTYPE_CODES[dtype], packed=packed.data_ptr(),
             absmax=q.absmax.data_ptr(), quant_map=q.quant_map.data_ptr(),
             nested_absmax=q.nested_absmax.data_ptr() if q.nested else 0,
             nested_quant_map=q.nested_quant_map.data_ptr() if q.nested else 0,

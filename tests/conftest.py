@@ -1,0 +1,67 @@
+"""Shared test helpers: seeds, the float64 oracle, tolerances, and the gpu marker."""
+
+import os
+
+import pytest
+import torch
+
+from nf4lora import dequantize_nf4
+
+# ‖out − ref‖ / ‖ref‖ bounds against a float64 reference (DESIGN.md §4).
+REL_TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+# Where Triton's default (tf32 dot) runs, fp32 is held to this instead.
+TF32_TOL = 5e-4
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_env(monkeypatch):
+    torch.manual_seed(0)
+    monkeypatch.delenv("NF4LORA_BACKEND", raising=False)
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """‖out − ref‖ / ‖ref‖ in float64; NaN or Inf anywhere gives inf."""
+    out, ref = out.double(), ref.double()
+    if not torch.isfinite(out).all():
+        return float("inf")
+    return ((out - ref).norm() / ref.norm().clamp_min(1e-300)).item()
+
+
+def qlora_reference_f64(x, q, A, B, scale, bias=None, x_lora=None, grad_y=None):
+    """Float64 math of the layer: (y, dx, dx_lora, dA, dB) for 2-D inputs (grads when grad_y given).
+
+    dx includes the LoRA term when x_lora is None; otherwise dx_lora holds it.
+    """
+    w = dequantize_nf4(q, torch.float32).double()
+    xd = x.double()
+    xl = xd if x_lora is None else x_lora.double()
+    Ad, Bd = A.double(), B.double()
+    u = xl @ Ad.t()
+    y = xd @ w.t() + scale * u @ Bd.t()
+    if bias is not None:
+        y = y + bias.double()
+    if grad_y is None:
+        return y
+    g = grad_y.double()
+    gB = g @ Bd
+    lora = scale * gB @ Ad
+    dx = g @ w + (lora if x_lora is None else 0)
+    dA = scale * gB.t() @ xl
+    dB = scale * g.t() @ u
+    return y, dx, (None if x_lora is None else lora), dA, dB
+
+
+def random_lora(N, K, r, dtype, device="cpu"):
+    """A and B with magnitudes of a trained adapter (B not zero), for tests."""
+    A = (torch.randn(r, K, device=device) / K**0.5).to(dtype)
+    B = (torch.randn(N, r, device=device) / r**0.5).to(dtype)
+    return A, B

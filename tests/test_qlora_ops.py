@@ -1,0 +1,180 @@
+"""nf4lora::qlora_linear and its backward on the reference path, against float64 math."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import nf4lora
+from nf4lora import dequantize_nf4, ops, qlora_linear, quantize_nf4
+from conftest import REL_TOL, qlora_reference_f64, random_lora, rel_err
+
+SHAPES = [(1, 64, 32), (5, 96, 40), (123, 160, 72), (33, 256, 48)]  # (M, K, N)
+
+
+def _plain_torch_error(x, q, A, B, scale, bias, dtype):
+    """Error of the same math done by plain torch in ``dtype`` (the bar for our kernels)."""
+    w = dequantize_nf4(q, dtype)
+    y = F.linear(x, w, bias) + scale * F.linear(F.linear(x, A), B)
+    return rel_err(y, qlora_reference_f64(x, q, A, B, scale, bias))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("M,K,N", SHAPES)
+@pytest.mark.parametrize("nested", [False, True])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_forward_and_grads_match_float64(dtype, M, K, N, nested, with_bias):
+    q = quantize_nf4(torch.randn(N, K), blocksize=32, double_quant=nested)
+    r, scale = 8, 2.0
+    x = torch.randn(M, K).to(dtype).requires_grad_()
+    A, B = random_lora(N, K, r, dtype)
+    A.requires_grad_(), B.requires_grad_()
+    bias = torch.randn(N).to(dtype).requires_grad_() if with_bias else None
+    y = qlora_linear(x, q, A, B, scale, bias)
+    g = torch.randn(M, N).to(dtype)
+    y.backward(g)
+    y64, dx64, _, dA64, dB64 = qlora_reference_f64(x.detach(), q, A.detach(), B.detach(), scale,
+                                                    None if bias is None else bias.detach(), grad_y=g)
+    tol = REL_TOL[dtype]
+    assert y.dtype == dtype and y.shape == (M, N)
+    assert rel_err(y, y64) < tol
+    assert rel_err(x.grad, dx64) < tol
+    assert rel_err(A.grad, dA64) < tol
+    assert rel_err(B.grad, dB64) < tol
+    if with_bias:
+        assert rel_err(bias.grad, g.double().sum(0)) < tol
+    if dtype != torch.float32:  # at most about twice the error of plain torch in this dtype
+        plain = _plain_torch_error(x.detach(), q, A.detach(), B.detach(), scale,
+                                   None if bias is None else bias.detach(), dtype)
+        assert rel_err(y, y64) <= 2 * plain + 1e-6
+
+
+def test_lora_dropout_branch_sees_dropped_x():
+    dtype = torch.float32
+    M, K, N, r, p, scale = 17, 96, 40, 4, 0.3, 0.5
+    q = quantize_nf4(torch.randn(N, K), 32)
+    x = torch.randn(M, K, requires_grad=True)
+    A, B = random_lora(N, K, r, dtype)
+    A.requires_grad_(), B.requires_grad_()
+    mask = (torch.rand(M, K) > p).float() / (1 - p)
+    x_lora = x * mask
+    y = qlora_linear(x, q, A, B, scale, x_lora=x_lora)
+    g = torch.randn(M, N)
+    y.backward(g)
+    y64, dx64, lora64, dA64, dB64 = qlora_reference_f64(x.detach(), q, A.detach(), B.detach(), scale,
+                                                         x_lora=x_lora.detach(), grad_y=g)
+    assert rel_err(y, y64) < 1e-5
+    assert rel_err(x.grad, dx64 + lora64 * mask.double()) < 1e-5
+    assert rel_err(A.grad, dA64) < 1e-5 and rel_err(B.grad, dB64) < 1e-5
+
+
+def test_only_needed_grads_and_leading_dims():
+    q = quantize_nf4(torch.randn(40, 64), 64)
+    A, B = random_lora(40, 64, 4, torch.float32)
+    B.requires_grad_()
+    x = torch.randn(2, 3, 64)
+    y = qlora_linear(x, q, A, B, 1.0)
+    assert y.shape == (2, 3, 40)
+    y.sum().backward()
+    assert A.grad is None and B.grad is not None and x.grad is None
+    x_nc = torch.randn(64, 6).t()  # non-contiguous (6, 64)
+    ref = qlora_reference_f64(x_nc, q, A, B.detach(), 1.0)
+    assert rel_err(qlora_linear(x_nc, q, A, B.detach(), 1.0), ref) < 1e-5
+
+
+def test_empty_batch_returns_empty():
+    q = quantize_nf4(torch.randn(40, 64), 64)
+    A, B = random_lora(40, 64, 4, torch.float32)
+    x = torch.randn(0, 64, requires_grad=True)
+    y = qlora_linear(x, q, A, B, 1.0)
+    assert y.shape == (0, 40)
+    y.sum().backward()
+    assert x.grad.shape == (0, 64)
+
+
+def _op_args(dtype=torch.float32, nested=True):
+    q = quantize_nf4(torch.randn(40, 96), 32, double_quant=nested)
+    x = torch.randn(7, 96, dtype=dtype, requires_grad=True)
+    A, B = random_lora(40, 96, 4, dtype)
+    return q, x, A.requires_grad_(), B.requires_grad_(), torch.randn(40, dtype=dtype)
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_opcheck(nested):
+    q, x, A, B, bias = _op_args(nested=nested)
+    w = ops._weight_args(q)
+    meta = (list(q.shape), q.blocksize, ops._offset_arg(q))
+    torch.library.opcheck(torch.ops.nf4lora.dequantize.default, (w, *meta, torch.bfloat16))
+    torch.library.opcheck(torch.ops.nf4lora.qlora_linear.default, (x, None, w, *meta, A, B, 0.5, bias))
+    xl = torch.randn_like(x, requires_grad=True)
+    torch.library.opcheck(torch.ops.nf4lora.qlora_linear.default, (x, xl, w, *meta, A, B, 0.5, None))
+    g = torch.randn(7, 40)
+    u = torch.randn(7, 4)
+    for needs in ([True, False, True, True], [False, False, True, False], [True, True, False, True]):
+        torch.library.opcheck(torch.ops.nf4lora.qlora_linear_backward.default,
+                              (g, x.detach(), u, w, *meta, A.detach(), B.detach(), 0.5, needs))
+
+
+def test_torch_compile_fullgraph_matches_eager():
+    layer = nf4lora.QLoRALinear(96, 40, r=4, compute_dtype=torch.float32)
+    torch.nn.init.normal_(layer.lora_B)
+    x = torch.randn(3, 7, 96, requires_grad=True)
+
+    def step(inp):
+        return (layer(inp) ** 2).sum()
+
+    eager = step(x)
+    eager.backward()
+    grads = [t.grad.clone() for t in (x, layer.lora_A, layer.lora_B)]
+    for t in (x, layer.lora_A, layer.lora_B):
+        t.grad = None
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")(x)
+    compiled.backward()
+    assert torch.allclose(compiled, eager, rtol=1e-6)
+    for g0, t in zip(grads, (x, layer.lora_A, layer.lora_B)):
+        assert torch.allclose(t.grad, g0, rtol=1e-5, atol=1e-6)
+
+
+def test_torch_compile_inductor_cpu():
+    layer = nf4lora.QLoRALinear(64, 32, r=4, compute_dtype=torch.float32)
+    torch.nn.init.normal_(layer.lora_B)
+    x = torch.randn(5, 64)
+    f = torch.compile(layer, fullgraph=True)
+    assert torch.allclose(f(x), layer(x), rtol=1e-5, atol=1e-6)
+
+
+# --- bad inputs -----------------------------------------------------------------------
+
+def test_bad_inputs_name_the_argument():
+    q, x, A, B, bias = _op_args()
+    with pytest.raises(ValueError, match=r"x must have shape \(M, 96\)"):
+        qlora_linear(torch.randn(7, 95), q, A, B, 1.0)
+    with pytest.raises(TypeError, match="lora_A must have dtype torch.float32"):
+        qlora_linear(x, q, A.half(), B, 1.0)
+    with pytest.raises(ValueError, match=r"lora_B must have shape \(40, 4\)"):
+        qlora_linear(x, q, A, B[:, :3], 1.0)
+    with pytest.raises(ValueError, match=r"lora_A must have shape \(r, 96\)"):
+        qlora_linear(x, q, A[:, :90], B, 1.0)
+    with pytest.raises(ValueError, match=r"bias must have shape \(40,\)"):
+        qlora_linear(x, q, A, B, 1.0, bias[:39])
+    with pytest.raises(TypeError, match="x must be float32, float16 or bfloat16"):
+        qlora_linear(x.detach().long(), q, A, B, 1.0)
+    with pytest.raises(ValueError, match="x_lora must have the shape of x"):
+        qlora_linear(x, q, A, B, 1.0, x_lora=x[:3])
+    with pytest.raises(ValueError, match="x must be on meta"):
+        qlora_linear(x, q.to("meta"), A, B, 1.0)
+
+
+def test_forced_backend_errors(monkeypatch):
+    q, x, A, B, _ = _op_args()
+    monkeypatch.setenv("NF4LORA_BACKEND", "triton")
+    with pytest.raises(RuntimeError, match="NF4LORA_BACKEND=triton cannot run nf4lora::qlora_linear"):
+        qlora_linear(x, q, A, B, 1.0)
+    monkeypatch.setenv("NF4LORA_BACKEND", "cuda")
+    with pytest.raises(RuntimeError, match="NF4LORA_BACKEND=cuda cannot run"):
+        nf4lora.dequantize(q)
+    monkeypatch.setenv("NF4LORA_BACKEND", "fast")
+    with pytest.raises(ValueError, match="NF4LORA_BACKEND must be one of"):
+        qlora_linear(x, q, A, B, 1.0)
+    monkeypatch.setenv("NF4LORA_BACKEND", "reference")
+    assert qlora_linear(x, q, A, B, 1.0).shape == (7, 40)
+    assert nf4lora.select_backend("qlora_linear", torch.device("cpu")) == "reference"
