@@ -41,14 +41,11 @@ test: $(SETUP)
 	$(PY) -m nf4lora info
 	$(PY) -m pytest -q tests
 
-gpu-check: $(SETUP)
-	mkdir -p $(RESULTS)
-	$(PY) -m nf4lora info | tee $(RESULTS)/info.txt
-	$(PY) -m pytest -q -rs tests 2>&1 | tee $(RESULTS)/tests.txt; test $${PIPESTATUS[0]} -eq 0
-	$(PY) bench/bench_qlora.py --out $(RESULTS)
+gpu-check:
+	PY=$(PY) bench/gpu_check.sh $(BENCH_ARGS)
 
 bench: $(SETUP)
-	$(PY) bench/bench_qlora.py --out $(RESULTS)
+	$(PY) bench/bench_qlora.py --out $(RESULTS) $(BENCH_ARGS)
 
 clean:
 	rm -rf build .venv .setup-system python/nf4lora/_C*.so *.egg-info python/*.egg-info
