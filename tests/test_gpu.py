@@ -53,10 +53,15 @@ def test_cuda_dequantize_writes_every_element_and_is_default():
 
 def test_quantize_on_gpu_matches_cpu():
     w = torch.randn(1000, 515)
-    for nested in (False, True):
-        a, b = quantize_nf4(w, 64, nested), quantize_nf4(w.to(DEV), 64, nested)
-        assert torch.equal(a.packed, b.packed.cpu())
-        assert torch.equal(dequantize_nf4(a), dequantize_nf4(b).cpu())
+    a, b = quantize_nf4(w, 64, False), quantize_nf4(w.to(DEV), 64, False)
+    assert torch.equal(a.packed, b.packed.cpu()) and torch.equal(a.absmax, b.absmax.cpu())
+    assert torch.equal(dequantize_nf4(a), dequantize_nf4(b).cpu())
+    # Nested: mean(absmax) is reduced in a different order on each device, so the offset (and
+    # then a few 8-bit absmax codes) may differ by rounding; the codes of W may not.
+    a, b = quantize_nf4(w, 64, True), quantize_nf4(w.to(DEV), 64, True)
+    assert torch.equal(a.packed, b.packed.cpu())
+    assert abs(a.nested_offset - b.nested_offset) <= 4e-7 * abs(a.nested_offset)
+    assert rel_err(dequantize_nf4(b).cpu(), dequantize_nf4(a)) < 1e-5
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

@@ -7,7 +7,8 @@ Providers for one layer y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ (bf16, x (M, K), W (N, 
   naive       W dequantized by torch ops every call, F.linear, two LoRA matmuls
   dense_bf16  W kept in bf16 (16-bit LoRA): F.linear + two LoRA matmuls through cuBLAS
   bnb_peft    bitsandbytes matmul_4bit + LoRA matmuls (only where bitsandbytes imports)
-  nf4lora_<backend>  QLoRALinear through nf4lora's ops with NF4LORA_BACKEND=<backend>
+  nf4lora     nf4lora's ops with the dispatcher's default backend choice per op
+  nf4lora_<backend>  the same with NF4LORA_BACKEND=<backend> forced
 Modes: fwd (no grad), fwdbwd (x, A, B need grad), mem (peak extra memory of one fwd+bwd).
 """
 
@@ -26,6 +27,8 @@ from .nf4 import dequantize_nf4, quantize_nf4
 
 DTYPE = torch.bfloat16
 MODES = ("fwd", "fwdbwd", "mem")
+# "nf4lora" is what a user gets (the dispatcher's choice per op); nf4lora_<backend> forces one.
+DEFAULT_PROVIDERS = ["naive", "dense_bf16", "bnb_peft", "nf4lora"]
 
 
 @contextlib.contextmanager
@@ -106,8 +109,8 @@ def provider_fn(name: str, c: Case) -> Optional[Callable]:
             return None
         packed, state = bnbf.quantize_4bit(c.w, blocksize=64, quant_type="nf4", compress_statistics=True)
         return lambda x, A, B: bnb.matmul_4bit(x, packed.t(), quant_state=state) + _lora(x, A, B, c.scale)
-    if name.startswith("nf4lora_"):
-        backend = name[len("nf4lora_"):]
+    if name == "nf4lora" or name.startswith("nf4lora_"):
+        backend = name[len("nf4lora_"):] or None
         try:
             with forced_backend(backend):
                 ops.select_backend("qlora_linear", c.x.device)
@@ -152,10 +155,10 @@ def bench_one(name: str, c: Case, mode: str) -> Optional[Dict[str, float]]:
 
 def run_grid(shapes: Iterable, Ms: Iterable[int], ranks: Iterable[int], modes: Iterable[str],
              providers: Optional[List[str]] = None, device="cuda", ceilings=None,
-             log: Callable[[str], None] = print) -> List[Dict]:
+             log: Callable[[str], None] = print, sink: Optional[Callable[[Dict], None]] = None) -> List[Dict]:
     """Benchmark every (shape (K, N), M, r, mode, provider); rows carry time, rate and % of roof."""
     device = torch.device(device)
-    providers = providers or ["naive", "dense_bf16", "bnb_peft"] + [f"nf4lora_{b}" for b in ops.BACKENDS]
+    providers = providers or DEFAULT_PROVIDERS
     ceilings = ceilings or measure_ceilings(device)
     rows = []
     for K, N in shapes:
@@ -178,6 +181,8 @@ def run_grid(shapes: Iterable, Ms: Iterable[int], ranks: Iterable[int], modes: I
                             row.update(tflops=wk["flops"] / t / 1e12, gbps=wk["bytes"] / t / 1e9,
                                        floor_us=floor * 1e6, pct_roof=100 * floor / t)
                         rows.append(row)
+                        if sink is not None:
+                            sink(row)
                         log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
                 del c
     return rows
@@ -203,7 +208,7 @@ def markdown_table(rows: List[Dict]) -> str:
             else:
                 ratio = f" ({row['time_us'] / ref['time_us']:.2f}×)" if ref and p != "dense_bf16" else ""
                 cells.append(f"{row['time_us']:.0f} µs{ratio}")
-        ours = [r.get("pct_roof") for p, r in by.items() if p.startswith("nf4lora_") and "pct_roof" in r]
+        ours = [r.get("pct_roof") for p, r in by.items() if p.startswith("nf4lora") and "pct_roof" in r]
         best = f"{max(ours):.0f}%" if ours else "–"
         lines.append(f"| {K}×{N} | {M} | {rr} | {mode} | " + " | ".join(cells) + f" | {best} |")
     return "\n".join(lines)
