@@ -115,8 +115,7 @@ def main():
     print(f"ceilings: copy {ceilings['copy_bytes_per_s'] / 1e12:.2f} TB/s, "
           f"bf16 GEMM {ceilings['bf16_flops_per_s'] / 1e12:.0f} TFLOP/s", flush=True)
     providers = args.providers.split(",") if args.providers else None
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    meta = {"date": os.environ.get("NF4LORA_RUN_DATE", now),
+    meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "git_sha": git_sha(), "device": torch.cuda.get_device_name(), "torch": torch.__version__,
             "ceilings": ceilings, "shapes": shapes, "Ms": ms, "ranks": ranks}
     try:
