@@ -109,6 +109,19 @@ def provider_fn(name: str, c: Case) -> Optional[Callable]:
             return None
         packed, state = bnbf.quantize_4bit(c.w, blocksize=64, quant_type="nf4", compress_statistics=True)
         return lambda x, A, B: bnb.matmul_4bit(x, packed.t(), quant_state=state) + _lora(x, A, B, c.scale)
+    if name == "nf4lora_triton_gather":  # the Triton kernel with codebook loads instead of prmt
+        run = provider_fn("nf4lora_triton", c)
+        if run is None:
+            return None
+
+        def gather(x, A, B):
+            old = os.environ.get("NF4LORA_TRITON_DECODE")
+            os.environ["NF4LORA_TRITON_DECODE"] = "gather"
+            try:
+                return run(x, A, B)
+            finally:
+                os.environ.pop("NF4LORA_TRITON_DECODE") if old is None else os.environ.update(NF4LORA_TRITON_DECODE=old)
+        return gather
     if name == "nf4lora" or name.startswith("nf4lora_"):
         backend = name[len("nf4lora_"):] or None
         try:
@@ -125,14 +138,22 @@ def provider_fn(name: str, c: Case) -> Optional[Callable]:
     raise ValueError(f"unknown provider {name!r}")
 
 
+def _path(name: str) -> Dict[str, str]:
+    """Which backend actually ran each nf4lora op (a fallback shows here)."""
+    if not name.startswith("nf4lora"):
+        return {}
+    return {"path": ", ".join(f"{op}={p}" for op, p in sorted(ops.last_path.items()))}
+
+
 def bench_one(name: str, c: Case, mode: str) -> Optional[Dict[str, float]]:
     fn = provider_fn(name, c)
     if fn is None:
         return None
+    ops.last_path.clear()
     if mode == "fwd":
         with torch.no_grad():
             ms = _do_bench(lambda: fn(c.x, c.A, c.B))
-        return {"time_us": ms * 1e3}
+        return {"time_us": ms * 1e3, **_path(name)}
     x, A, B = (t.detach().requires_grad_() for t in (c.x, c.A, c.B))
 
     def step():
@@ -140,7 +161,7 @@ def bench_one(name: str, c: Case, mode: str) -> Optional[Dict[str, float]]:
         return torch.autograd.grad(y, (x, A, B), c.g)
 
     if mode == "fwdbwd":
-        return {"time_us": _do_bench(step) * 1e3}
+        return {"time_us": _do_bench(step) * 1e3, **_path(name)}
     torch.cuda.synchronize()
     step()  # warm caches (cuBLAS workspaces, kernels) outside the measurement
     torch.cuda.synchronize()

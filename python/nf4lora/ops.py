@@ -4,6 +4,7 @@ Ops (all in the ``nf4lora`` namespace):
 
 - ``dequantize(weight, shape, blocksize, nested_offset, dtype) -> W``
 - ``qlora_linear(x, x_lora, weight, shape, blocksize, nested_offset, A, B, scale, bias) -> (y, u)``
+  (y in x's dtype; u = x̃·Aᵀ in float32, saved for dB)
 - ``qlora_linear_backward(grad_y, x_lora, u, weight, shape, blocksize, nested_offset, A, B,
   scale, needs) -> (dx, dx_lora, dA, dB)``
 
@@ -20,7 +21,10 @@ run the op is an error, never a silent fallback.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
+import warnings
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -35,6 +39,9 @@ _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _IMPLS: Dict[str, Dict[str, Callable]] = {"dequantize": {}, "qlora_linear": {}, "qlora_linear_backward": {}}
 # Backends in order of preference on a CUDA device (measured fastest first, see bench/results).
 _CUDA_PREFERENCE = ("cuda", "triton", "reference")
+# What actually ran last for each op ("triton", or "reference (fallback: ...)"): the benchmark
+# records it so that a row never hides a slow path.
+last_path: Dict[str, str] = {}
 
 
 def _backend_unavailable_reason(backend: str, op: str, device: torch.device) -> Optional[str]:
@@ -42,6 +49,8 @@ def _backend_unavailable_reason(backend: str, op: str, device: torch.device) -> 
         return f"backend {backend!r} has no kernel for nf4lora::{op}"
     if backend == "reference":
         return None
+    if backend == "triton" and device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1":
+        return None  # Triton's interpreter runs the kernels on CPU tensors (tests)
     if device.type != "cuda":
         return f"backend {backend!r} needs CUDA tensors, got device {device}"
     if backend == "cuda":
@@ -59,6 +68,10 @@ def select_backend(op: str, device: torch.device) -> str:
         if reason is not None:
             raise RuntimeError(f"NF4LORA_BACKEND={forced} cannot run nf4lora::{op}: {reason}")
         return forced
+    return _default_backend(op, device)
+
+
+def _default_backend(op: str, device: torch.device) -> str:
     if device.type == "cuda":
         for backend in _CUDA_PREFERENCE:
             if _backend_unavailable_reason(backend, op, device) is None:
@@ -149,9 +162,10 @@ def _reference_backward(grad_y, x_lora, u, q, A, B, scale, needs):
 
 
 def _dequantize_for_reference(q: NF4Weight) -> torch.Tensor:
-    # The reference dequantizes through the op so that on CUDA the csrc/ kernel does it.
-    return torch.ops.nf4lora.dequantize(_weight_args(q), list(q.shape), q.blocksize,
-                                        _offset_arg(q), torch.float32)
+    # The reference path (also the fallback of a forced kernel backend for shapes it does not
+    # take) dequantizes W with the fastest available kernel, whatever NF4LORA_BACKEND says:
+    # every dequantize backend is bit-exact with the others (tests/test_gpu.py).
+    return _IMPLS["dequantize"][_default_backend("dequantize", q.device)](q, torch.float32)
 
 
 @torch.library.custom_op("nf4lora::qlora_linear", mutates_args=())
@@ -160,15 +174,16 @@ def _qlora_linear_op(x: torch.Tensor, x_lora: Optional[torch.Tensor], weight: Li
                      B: torch.Tensor, scale: float, bias: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
     q = _weight(weight, shape, blocksize, nested_offset)
     check_linear_inputs(x, x_lora, q, A, B, bias)
-    impl = _IMPLS["qlora_linear"][select_backend("qlora_linear", q.device)]
-    return impl(x, x_lora, q, A, B, scale, bias)
+    backend = select_backend("qlora_linear", q.device)
+    last_path["qlora_linear"] = backend
+    return _IMPLS["qlora_linear"][backend](x, x_lora, q, A, B, scale, bias)
 
 
 @_qlora_linear_op.register_fake
 def _(x, x_lora, weight, shape, blocksize, nested_offset, A, B, scale, bias):
     q = _weight(weight, shape, blocksize, nested_offset)
     r = check_linear_inputs(x, x_lora, q, A, B, bias)
-    return x.new_empty((x.shape[0], q.shape[0])), x.new_empty((x.shape[0], r))
+    return x.new_empty((x.shape[0], q.shape[0])), x.new_empty((x.shape[0], r), dtype=torch.float32)
 
 
 # --- nf4lora::qlora_linear_backward ---------------------------------------------------
@@ -182,8 +197,9 @@ def _qlora_linear_backward_op(grad_y: torch.Tensor, x_lora: Optional[torch.Tenso
     needs[1] False with needs[0] True means x̃ is x: the LoRA term is summed into dx."""
     q = _weight(weight, shape, blocksize, nested_offset)
     _check_backward(grad_y, x_lora, u, q, A, B, needs)
-    impl = _IMPLS["qlora_linear_backward"][select_backend("qlora_linear_backward", q.device)]
-    outs = impl(grad_y, x_lora, u, q, A, B, scale, tuple(needs))
+    backend = select_backend("qlora_linear_backward", q.device)
+    last_path["qlora_linear_backward"] = backend
+    outs = _IMPLS["qlora_linear_backward"][backend](grad_y, x_lora, u, q, A, B, scale, tuple(needs))
     return tuple(grad_y.new_empty(0) if t is None else t for t in outs)
 
 
@@ -212,7 +228,7 @@ def _check_backward(grad_y, x_lora, u, q, A, B, needs):
     if needs[3]:
         if u is None:
             raise ValueError("u is required for dB")
-        _check_float("u", u, grad_y.dtype, q.device, (M, A.shape[0]))
+        _check_float("u", u, torch.float32, q.device, (M, A.shape[0]))
 
 
 @_qlora_linear_backward_op.register_fake
@@ -306,8 +322,27 @@ def qlora_linear(x: torch.Tensor, weight: NF4Weight, lora_A: torch.Tensor, lora_
     return y.view(*lead, weight.shape[0])
 
 
+_warned_fallback = set()
+
+
+def _triton_forward(x, x_lora, q, A, B, scale, bias):
+    from nf4lora.triton_kernels import qlora_fwd  # imported on first use: triton loads slowly
+
+    if not qlora_fwd.supports(q):
+        reason = f"K={q.shape[1]} is not a multiple of blocksize={q.blocksize}"
+        if reason not in _warned_fallback:
+            _warned_fallback.add(reason)
+            warnings.warn(f"nf4lora: the Triton forward needs K a multiple of the blocksize; {reason}, "
+                          "so this layer runs on the reference path (slow)", stacklevel=3)
+        last_path["qlora_linear"] = f"reference (fallback: {reason})"
+        return _reference_forward(x, x_lora, q, A, B, scale, bias)
+    return qlora_fwd.qlora_forward(x, x_lora, q, A, B, scale, bias)
+
+
 register_impl("dequantize", "reference", dequantize_nf4)
 register_impl("qlora_linear", "reference", _reference_forward)
 register_impl("qlora_linear_backward", "reference", _reference_backward)
 if _cuda_ext.built():
     register_impl("dequantize", "cuda", _cuda_ext.dequantize)
+if importlib.util.find_spec("triton") is not None:
+    register_impl("qlora_linear", "triton", _triton_forward)

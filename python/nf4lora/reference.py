@@ -5,7 +5,7 @@ This is the CPU path and the oracle every kernel is tested against. It dequantiz
 
 Forward (x (M, K), x̃ = dropout(x) or x, A (r, K), B (N, r), s scalar):
 
-    u = x̃·Aᵀ                     (M, r)
+    u = x̃·Aᵀ                     (M, r), kept in float32 (r floats per row) for dB
     y = x·Wᵀ + s·u·Bᵀ (+ bias)    (M, N)
 
 Backward, with g = dL/dy (M, N):
@@ -26,13 +26,13 @@ import torch
 
 def forward(x: torch.Tensor, x_lora: torch.Tensor, w: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
             scale: float, bias: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(y, u) for 2-D x, x_lora (M, K) and a dense float32 w (N, K); outputs in x's dtype."""
+    """(y, u) for 2-D x, x_lora (M, K) and a dense float32 w (N, K); y in x's dtype, u float32."""
     xf = x.float()
     u = x_lora.float() @ A.float().t()
     y = xf @ w.t() + scale * (u @ B.float().t())
     if bias is not None:
         y = y + bias.float()
-    return y.to(x.dtype), u.to(x.dtype)
+    return y.to(x.dtype), u
 
 
 def backward(grad_y: torch.Tensor, x_lora: torch.Tensor, u: torch.Tensor, w: Optional[torch.Tensor],

@@ -1,0 +1,233 @@
+"""Triton forward of nf4lora::qlora_linear: NF4 decode + x·Wᵀ + s·(x·Aᵀ)·Bᵀ + bias, two launches.
+
+    launch 1  _lora_u_kernel      u = x·Aᵀ                 (M, r) float32; M·K·2 + r·K·2 bytes read
+    launch 2  _qlora_fwd_kernel   y = x·Wᵀ + s·u·Bᵀ + bias (M, N) in x's dtype
+
+The main kernel reads W only as packed NF4 codes (N·K/2 bytes) and its block scales (N·K/blocksize
+bytes nested, 4× that plain), decodes a (BLOCK_N, BLOCK_K) tile in registers, scales it by the
+absmax of its block (the nested double-quant state is decoded in the kernel too) and feeds it
+to tl.dot; a dequantized W never reaches global memory. The LoRA term and the bias are added in
+the epilogue from u, so no M×N temporary exists.
+
+Two regimes: M ≤ 64 uses one row tile of 16 and narrow N tiles so that every SM streams W;
+larger M uses tensor-core tiles with grouped tile order, autotuned per (M bucket, N, K).
+fp16/bf16 x feed the tensor cores directly; fp32 x runs tl.dot in tf32 (main loop) and exact
+fp32 (LoRA epilogue). K must be a multiple of the blocksize (ops.py routes other K to the
+reference path with a warning).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from nf4lora.nf4 import NF4_CODE, NF4Weight
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "") == "1"
+
+
+def _nf4_decode_asm(dtype: torch.dtype) -> str:
+    """PTX that decodes 4 packed bytes (8 NF4 codes) into 8 fp16/bf16 code values.
+
+    Table lookups by byte permute: the 16 code values of ``dtype`` are split into their low
+    and high bytes, four 32-bit registers each; ``prmt`` picks 4 bytes by 3-bit index from a
+    pair of them, a third ``prmt`` chooses per byte between codes 0-7 and 8-15 (bit 3), and two
+    more interleave low and high bytes into 16-bit pairs. 26 instructions per 8 elements, no
+    memory access. Operands ($4 = 4 packed bytes): $0, $1 = even elements (high nibbles) of
+    bytes 0-1 and 2-3; $2, $3 = odd elements (low nibbles). Verified bit for bit against the
+    table (tests/test_qlora_fwd.py, identity-matrix decode test).
+    """
+    v = [x & 0xFFFF for x in torch.tensor(NF4_CODE, dtype=torch.float32).to(dtype).view(torch.int16).tolist()]
+    pack = lambda b: b[0] | b[1] << 8 | b[2] << 16 | b[3] << 24  # noqa: E731
+    lo = [pack([x & 0xFF for x in v[i:i + 4]]) for i in range(0, 16, 4)]
+    hi = [pack([x >> 8 for x in v[i:i + 4]]) for i in range(0, 16, 4)]
+    movs = "".join(f"mov.b32 nfl{i}, {lo[i]:#010x}; mov.b32 nfh{i}, {hi[i]:#010x}; " for i in range(4))
+    look = ("prmt.b32 nfa, nf{t}0, nf{t}1, {i}; prmt.b32 nfb, nf{t}2, nf{t}3, {i}; "
+            "prmt.b32 {out}, nfa, nfb, {b}; ")
+    return (
+        "{ .reg .b32 nfl0, nfl1, nfl2, nfl3, nfh0, nfh1, nfh2, nfh3, nfs, nft, nfyo, nfye, nfq, nfi, nfq1, "
+        "nfb3, nfie, nfbe, nfa, nfb, nflo, nfho, nfle, nfhe; " + movs +
+        "shr.u32 nfs, $4, 4; shr.u32 nft, $4, 8; "
+        "lop3.b32 nfyo, $4, nfs, 0x0F0F0F0F, 0xE4; lop3.b32 nfye, nfs, nft, 0x0F0F0F0F, 0xE4; "
+        "prmt.b32 nfq, nfyo, nfye, 0x6420; and.b32 nfi, nfq, 0x77777777; shr.u32 nfq1, nfq, 1; "
+        "lop3.b32 nfb3, nfq1, 0x44444444, 0x32103210, 0xEA; shr.u32 nfie, nfi, 16; shr.u32 nfbe, nfb3, 16; "
+        + look.format(t="l", i="nfi", b="nfb3", out="nflo") + look.format(t="h", i="nfi", b="nfb3", out="nfho")
+        + look.format(t="l", i="nfie", b="nfbe", out="nfle") + look.format(t="h", i="nfie", b="nfbe", out="nfhe")
+        + "prmt.b32 $0, nfle, nfhe, 0x5140; prmt.b32 $1, nfle, nfhe, 0x7362; "
+        "prmt.b32 $2, nflo, nfho, 0x5140; prmt.b32 $3, nflo, nfho, 0x7362; }"
+    )
+
+
+def decode_mode(dtype: torch.dtype) -> str:
+    """'prmt' (register table lookups, fp16/bf16 on a GPU) or 'gather' (codebook loads: the
+    interpreter, fp32, or NF4LORA_TRITON_DECODE=gather for comparison)."""
+    forced = os.environ.get("NF4LORA_TRITON_DECODE", "")
+    if INTERPRET or dtype == torch.float32 or forced == "gather":
+        return "gather"
+    return "prmt"
+_TL_DTYPE = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}
+
+
+@triton.jit
+def _lora_u_kernel(x_ptr, a_ptr, u_ptr, M, K, R, stride_xm, stride_xk, stride_ar, stride_ak,
+                   BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, R_PAD: tl.constexpr):
+    # u[m, :] = Σ_k x[m, k]·A[:, k]: one program per BLOCK_M rows, fp32 accumulation.
+    pid = tl.program_id(0)
+    offs_m = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_r = tl.arange(0, R_PAD)
+    acc = tl.zeros((BLOCK_M, R_PAD), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk,
+                    mask=(offs_m[:, None] < M) & (offs_k[None, :] < K), other=0.0)
+        a = tl.load(a_ptr + offs_r[None, :] * stride_ar + offs_k[:, None] * stride_ak,
+                    mask=(offs_r[None, :] < R) & (offs_k[:, None] < K), other=0.0)
+        acc = tl.dot(x, a, acc, input_precision="ieee" if x.dtype == tl.float32 else "tf32")
+    tl.store(u_ptr + offs_m[:, None] * R + offs_r[None, :], acc,
+             mask=(offs_m[:, None] < M) & (offs_r[None, :] < R))
+
+
+@triton.jit
+def _block_absmax(absmax_ptr, nested_absmax_ptr, nested_code_ptr, nested_offset, blk, mask,
+                  NESTED: tl.constexpr):
+    """float32 absmax of the blocks ``blk`` (any shape); nested: code2[q] * absmax2[blk // 256] + offset."""
+    if NESTED:
+        q = tl.load(absmax_ptr + blk, mask=mask, other=0).to(tl.int32)
+        am = tl.load(nested_code_ptr + q, mask=mask, other=0.0) * tl.load(nested_absmax_ptr + blk // 256,
+                                                                            mask=mask, other=0.0)
+        return am + nested_offset
+    return tl.load(absmax_ptr + blk, mask=mask, other=0.0)
+
+
+@triton.jit
+def _decode_tile(packed_ptr, code_ptr, absmax_ptr, nested_absmax_ptr, nested_code_ptr, nested_offset,
+                 offs_n, k0, N, K, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCKSIZE: tl.constexpr,
+                 NB: tl.constexpr, NESTED: tl.constexpr, OUT_DTYPE: tl.constexpr, DECODE_ASM: tl.constexpr):
+    """W[offs_n, k0:k0+BLOCK_K] as a (BLOCK_N, BLOCK_K) tile of OUT_DTYPE, from the packed codes.
+
+    Bytes read: BLOCK_N·BLOCK_K/2 codes + BLOCK_N·NB scales. NB = max(1, BLOCK_K / BLOCKSIZE)
+    absmax blocks per row of the tile (K is a multiple of BLOCKSIZE, so blocks never straddle rows).
+    """
+    row_bytes = K // 2
+    offs_b = k0 // 2 + tl.arange(0, BLOCK_K // 2)
+    n64 = offs_n.to(tl.int64)
+    mask_n = offs_n < N
+    p = tl.load(packed_ptr + n64[:, None] * row_bytes + offs_b[None, :],
+                mask=mask_n[:, None] & (offs_b[None, :] < row_bytes), other=0)
+    if DECODE_ASM == "":  # codebook loads (interpreter, fp32): element 2j high nibble, 2j+1 low
+        w = tl.join(tl.load(code_ptr + (p >> 4).to(tl.int32)),
+                    tl.load(code_ptr + (p & 15).to(tl.int32))).reshape(BLOCK_N, BLOCK_K)
+    else:  # byte-permute table lookups in registers, 16-bit code values
+        even, odd = tl.inline_asm_elementwise(DECODE_ASM, "=r,=r,=r,=r,r", [p], dtype=(OUT_DTYPE, OUT_DTYPE),
+                                              is_pure=True, pack=4)
+        w = tl.join(even, odd).reshape(BLOCK_N, BLOCK_K).to(tl.float32)
+    blk = n64[:, None] * (K // BLOCKSIZE) + k0 // BLOCKSIZE + tl.arange(0, NB)[None, :]
+    am = _block_absmax(absmax_ptr, nested_absmax_ptr, nested_code_ptr, nested_offset, blk,
+                       mask_n[:, None] & (k0 // BLOCKSIZE + tl.arange(0, NB)[None, :] < K // BLOCKSIZE), NESTED)
+    w = (w.reshape(BLOCK_N, NB, BLOCK_K // NB) * am[:, :, None]).reshape(BLOCK_N, BLOCK_K)
+    return w.to(OUT_DTYPE)
+
+
+@triton.jit
+def _qlora_fwd_kernel(x_ptr, packed_ptr, code_ptr, absmax_ptr, nested_absmax_ptr, nested_code_ptr, nested_offset,
+                      u_ptr, b_ptr, bias_ptr, y_ptr, M, N, K, R, scale, M_BUCKET,
+                      stride_xm, stride_xk, stride_bn, stride_br, stride_ym, stride_yn,
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                      GROUP_M: tl.constexpr, BLOCKSIZE: tl.constexpr, NB: tl.constexpr, NESTED: tl.constexpr,
+                      HAS_BIAS: tl.constexpr, R_PAD: tl.constexpr, DECODE_ASM: tl.constexpr):
+    # Grouped tile order: GROUP_M row tiles sweep the N tiles together, so a decoded W column
+    # block is reused from L2 by the row tiles that share it.
+    pid = tl.program_id(0)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    group = GROUP_M * num_pid_n
+    first_m = (pid // group) * GROUP_M
+    size_m = min(num_pid_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % group) % size_m
+    pid_n = (pid % group) // size_m
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m = offs_m < M
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk,
+                    mask=mask_m[:, None] & (offs_k[None, :] < K), other=0.0)
+        w = _decode_tile(packed_ptr, code_ptr, absmax_ptr, nested_absmax_ptr, nested_code_ptr, nested_offset,
+                         offs_n, k0, N, K, BLOCK_N, BLOCK_K, BLOCKSIZE, NB, NESTED, x.dtype, DECODE_ASM)
+        acc = tl.dot(x, tl.trans(w), acc)
+
+    # Epilogue: + s·u·Bᵀ (u (BLOCK_M, r) float32, B (BLOCK_N, r)) + bias, exact fp32.
+    offs_r = tl.arange(0, R_PAD)
+    u = tl.load(u_ptr + offs_m[:, None] * R + offs_r[None, :], mask=mask_m[:, None] & (offs_r[None, :] < R), other=0.0)
+    bt = tl.load(b_ptr + offs_n[None, :] * stride_bn + offs_r[:, None] * stride_br,
+                 mask=(offs_n[None, :] < N) & (offs_r[:, None] < R), other=0.0).to(tl.float32)
+    acc += scale * tl.dot(u, bt, input_precision="ieee")
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
+    tl.store(y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn, acc.to(y_ptr.dtype.element_ty),
+             mask=mask_m[:, None] & (offs_n[None, :] < N))
+
+
+SMALL_M = 64
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for M > SMALL_M, autotuned per shape.
+_LARGE_CONFIGS = [(128, 128, 64, 8, 4), (128, 256, 64, 8, 3), (64, 128, 64, 4, 4), (128, 128, 128, 8, 3),
+                  (256, 128, 64, 8, 3)]
+
+
+@functools.lru_cache(maxsize=None)
+def _tuned_kernel(blocksize: int):
+    # NB (absmax blocks per tile row) follows BLOCK_K, so it is part of each config.
+    configs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "NB": max(1, bk // blocksize)},
+                             num_warps=w, num_stages=s)
+               for bm, bn, bk, w, s in _LARGE_CONFIGS]
+    return triton.autotune(configs=configs, key=["M_BUCKET", "N", "K", "R"])(_qlora_fwd_kernel)
+
+
+def _small_config(N: int, K: int):
+    # Memory-bound: enough (BLOCK_N-wide) programs to keep every SM streaming W.
+    block_n = 64 if N >= 64 * 132 * 2 else (32 if N >= 32 * 132 else 16)
+    block_k = 256 if K >= 256 else max(32, triton.next_power_of_2(K))
+    return {"BLOCK_M": 16, "BLOCK_N": block_n, "BLOCK_K": block_k, "GROUP_M": 1}, 4, 4
+
+
+def supports(q: NF4Weight) -> bool:
+    """Whether the Triton kernels take this weight (K a multiple of the blocksize)."""
+    return q.shape[1] % q.blocksize == 0
+
+
+def qlora_forward(x: torch.Tensor, x_lora, q: NF4Weight, A: torch.Tensor, B: torch.Tensor, scale: float, bias):
+    """(y (M, N) in x's dtype, u (M, r) float32) for validated 2-D inputs; two launches."""
+    M, K = x.shape
+    N, r = B.shape
+    r_pad = max(16, triton.next_power_of_2(r))
+    u = torch.empty((M, r), device=x.device, dtype=torch.float32)
+    y = torch.empty((M, N), device=x.device, dtype=x.dtype)
+    if M == 0:
+        return y, u
+    xl = x if x_lora is None else x_lora
+    _lora_u_kernel[(triton.cdiv(M, 64),)](xl, A, u, M, K, r, xl.stride(0), xl.stride(1), A.stride(0), A.stride(1),
+                                          BLOCK_M=64, BLOCK_K=64, R_PAD=r_pad)
+    nested = q.nested
+    nabs = q.nested_absmax if nested else q.absmax
+    ncode = q.nested_quant_map if nested else q.quant_map
+    args = (x, q.packed, q.quant_map, q.absmax, nabs, ncode, float(q.nested_offset or 0.0), u, B,
+            bias if bias is not None else B, y, M, N, K, r, float(scale), triton.next_power_of_2(M),
+            x.stride(0), x.stride(1), B.stride(0), B.stride(1), y.stride(0), y.stride(1))
+    asm = _nf4_decode_asm(x.dtype) if decode_mode(x.dtype) == "prmt" else ""
+    consts = dict(BLOCKSIZE=q.blocksize, NESTED=nested, HAS_BIAS=bias is not None, R_PAD=r_pad, DECODE_ASM=asm)
+    if M <= SMALL_M or INTERPRET:
+        cfg, warps, stages = _small_config(N, K) if M <= SMALL_M else (
+            {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64, "GROUP_M": 4}, 4, 2)
+        grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
+        _qlora_fwd_kernel[grid](*args, **cfg, **consts, NB=max(1, cfg["BLOCK_K"] // q.blocksize),
+                                num_warps=warps, num_stages=stages)
+    else:
+        grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
+        _tuned_kernel(q.blocksize)[grid](*args, **consts)
+    return y, u
