@@ -178,3 +178,26 @@ def test_whole_model_state_dict_loads_bitsandbytes_keys():
     other.load_state_dict(sd)
     tokens = torch.randint(0, 23, (2, 16))
     assert torch.equal(other(tokens), model(tokens))
+
+
+def test_adapters_interoperate_with_peft_when_importable(tmp_path):
+    peft = pytest.importorskip("peft")
+    model = _tiny_model()
+    nf4lora.convert(model, r=4, alpha=8, progress=False)
+    for p in model.parameters():
+        if p.requires_grad:
+            nn.init.normal_(p, std=0.1)
+    dense = _tiny_model()  # the same base on the dequantized NF4 weights, for PEFT
+    for name, layer in nf4lora.model.qlora_layers(model).items():
+        dense.get_submodule(name).weight.data.copy_(dequantize_nf4(layer.weight, torch.float32))
+    nf4lora.save_adapter(model, str(tmp_path / "ours"))
+    peft_model = peft.PeftModel.from_pretrained(dense, str(tmp_path / "ours"))
+    tokens = torch.randint(0, 23, (2, 16))
+    with torch.no_grad():
+        assert rel_err(peft_model(tokens), model(tokens)) < 1e-5
+    peft_model.save_pretrained(str(tmp_path / "theirs"))
+    fresh = _tiny_model()
+    nf4lora.convert(fresh, r=4, alpha=8, progress=False)
+    nf4lora.load_adapter(fresh, str(tmp_path / "theirs"))
+    with torch.no_grad():
+        assert torch.equal(fresh(tokens), model(tokens))
