@@ -95,12 +95,14 @@ def _lora_u_kernel(x_ptr, a_ptr, u_ptr, M, K, R, stride_xm, stride_xk, stride_ar
 def _block_absmax(absmax_ptr, nested_absmax_ptr, nested_code_ptr, nested_offset, blk, mask,
                   NESTED: tl.constexpr):
     """float32 absmax of the blocks ``blk`` (any shape); nested: code2[q] * absmax2[blk // 256] + offset."""
-    if NESTED:
+    if NESTED:  # one return for both branches: Triton type-checks every return statement
         q = tl.load(absmax_ptr + blk, mask=mask, other=0).to(tl.int32)
         am = tl.load(nested_code_ptr + q, mask=mask, other=0.0) * tl.load(nested_absmax_ptr + blk // 256,
                                                                             mask=mask, other=0.0)
-        return am + nested_offset
-    return tl.load(absmax_ptr + blk, mask=mask, other=0.0)
+        am = am + nested_offset
+    else:
+        am = tl.load(absmax_ptr + blk, mask=mask, other=0.0)
+    return am
 
 
 @triton.jit
