@@ -74,8 +74,9 @@ _TL_DTYPE = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float
 
 @triton.jit
 def _lora_u_kernel(x_ptr, a_ptr, u_ptr, M, K, R, stride_xm, stride_xk, stride_ar, stride_ak,
-                   BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, R_PAD: tl.constexpr):
-    # u[m, :] = Σ_k x[m, k]·A[:, k]: one program per BLOCK_M rows, fp32 accumulation.
+                   BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, R_PAD: tl.constexpr, PRECISION: tl.constexpr):
+    # u[m, :] = Σ_k x[m, k]·A[:, k]: one program per BLOCK_M rows, fp32 accumulation
+    # (PRECISION "ieee" for fp32 x: u is r values per row, exactness costs nothing here).
     pid = tl.program_id(0)
     offs_m = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_r = tl.arange(0, R_PAD)
@@ -86,7 +87,7 @@ def _lora_u_kernel(x_ptr, a_ptr, u_ptr, M, K, R, stride_xm, stride_xk, stride_ar
                     mask=(offs_m[:, None] < M) & (offs_k[None, :] < K), other=0.0)
         a = tl.load(a_ptr + offs_r[None, :] * stride_ar + offs_k[:, None] * stride_ak,
                     mask=(offs_r[None, :] < R) & (offs_k[:, None] < K), other=0.0)
-        acc = tl.dot(x, a, acc, input_precision="ieee" if x.dtype == tl.float32 else "tf32")
+        acc = tl.dot(x, a, acc, input_precision=PRECISION)
     tl.store(u_ptr + offs_m[:, None] * R + offs_r[None, :], acc,
              mask=(offs_m[:, None] < M) & (offs_r[None, :] < R))
 
@@ -214,7 +215,8 @@ def qlora_forward(x: torch.Tensor, x_lora, q: NF4Weight, A: torch.Tensor, B: tor
         return y, u
     xl = x if x_lora is None else x_lora
     _lora_u_kernel[(triton.cdiv(M, 64),)](xl, A, u, M, K, r, xl.stride(0), xl.stride(1), A.stride(0), A.stride(1),
-                                          BLOCK_M=64, BLOCK_K=64, R_PAD=r_pad)
+                                          BLOCK_M=64, BLOCK_K=64, R_PAD=r_pad,
+                                          PRECISION="ieee" if x.dtype == torch.float32 else "tf32")
     nested = q.nested
     nabs = q.nested_absmax if nested else q.absmax
     ncode = q.nested_quant_map if nested else q.quant_map
