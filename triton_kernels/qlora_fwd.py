@@ -11,8 +11,8 @@ the epilogue from u, so no M×N temporary exists.
 
 Two regimes: M ≤ 64 uses one row tile of 16 and narrow N tiles so that every SM streams W;
 larger M uses tensor-core tiles with grouped tile order, autotuned per (M bucket, N, K).
-fp16/bf16 x feed the tensor cores directly; fp32 x runs tl.dot in tf32 (main loop) and exact
-fp32 (LoRA epilogue). K must be a multiple of the blocksize (ops.py routes other K to the
+fp16/bf16 x feed the tensor cores directly; fp32 x runs the main tl.dot as 3×tf32 (about fp32
+accuracy) and the LoRA terms in exact fp32. K must be a multiple of the blocksize (ops.py routes other K to the
 reference path with a warning).
 """
 
@@ -125,8 +125,12 @@ def _decode_tile(packed_ptr, code_ptr, absmax_ptr, nested_absmax_ptr, nested_cod
         w = tl.join(tl.load(code_ptr + (p >> 4).to(tl.int32)),
                     tl.load(code_ptr + (p & 15).to(tl.int32))).reshape(BLOCK_N, BLOCK_K)
     else:  # byte-permute table lookups in registers, 16-bit code values
-        even, odd = tl.inline_asm_elementwise(DECODE_ASM, "=r,=r,=r,=r,r", [p], dtype=(OUT_DTYPE, OUT_DTYPE),
-                                              is_pure=True, pack=4)
+        if OUT_DTYPE == tl.bfloat16:  # the asm builder needs plain dtypes, not constexpr-wrapped ones
+            even, odd = tl.inline_asm_elementwise(DECODE_ASM, "=r,=r,=r,=r,r", [p], dtype=(tl.bfloat16, tl.bfloat16),
+                                                  is_pure=True, pack=4)
+        else:
+            even, odd = tl.inline_asm_elementwise(DECODE_ASM, "=r,=r,=r,=r,r", [p], dtype=(tl.float16, tl.float16),
+                                                  is_pure=True, pack=4)
         w = tl.join(even, odd).reshape(BLOCK_N, BLOCK_K).to(tl.float32)
     blk = n64[:, None] * (K // BLOCKSIZE) + k0 // BLOCKSIZE + tl.arange(0, NB)[None, :]
     am = _block_absmax(absmax_ptr, nested_absmax_ptr, nested_code_ptr, nested_offset, blk,
@@ -141,7 +145,8 @@ def _qlora_fwd_kernel(x_ptr, packed_ptr, code_ptr, absmax_ptr, nested_absmax_ptr
                       stride_xm, stride_xk, stride_bn, stride_br, stride_ym, stride_yn,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                       GROUP_M: tl.constexpr, BLOCKSIZE: tl.constexpr, NB: tl.constexpr, NESTED: tl.constexpr,
-                      HAS_BIAS: tl.constexpr, R_PAD: tl.constexpr, DECODE_ASM: tl.constexpr):
+                      HAS_BIAS: tl.constexpr, R_PAD: tl.constexpr, DECODE_ASM: tl.constexpr,
+                      DOT_PRECISION: tl.constexpr):
     # Grouped tile order: GROUP_M row tiles sweep the N tiles together, so a decoded W column
     # block is reused from L2 by the row tiles that share it.
     pid = tl.program_id(0)
@@ -163,7 +168,7 @@ def _qlora_fwd_kernel(x_ptr, packed_ptr, code_ptr, absmax_ptr, nested_absmax_ptr
                     mask=mask_m[:, None] & (offs_k[None, :] < K), other=0.0)
         w = _decode_tile(packed_ptr, code_ptr, absmax_ptr, nested_absmax_ptr, nested_code_ptr, nested_offset,
                          offs_n, k0, N, K, BLOCK_N, BLOCK_K, BLOCKSIZE, NB, NESTED, x.dtype, DECODE_ASM)
-        acc = tl.dot(x, tl.trans(w), acc)
+        acc = tl.dot(x, tl.trans(w), acc, input_precision=DOT_PRECISION)
 
     # Epilogue: + s·u·Bᵀ (u (BLOCK_M, r) float32, B (BLOCK_N, r)) + bias, exact fp32.
     offs_r = tl.arange(0, R_PAD)
@@ -224,7 +229,12 @@ def qlora_forward(x: torch.Tensor, x_lora, q: NF4Weight, A: torch.Tensor, B: tor
             bias if bias is not None else B, y, M, N, K, r, float(scale), triton.next_power_of_2(M),
             x.stride(0), x.stride(1), B.stride(0), B.stride(1), y.stride(0), y.stride(1))
     asm = _nf4_decode_asm(x.dtype) if decode_mode(x.dtype) == "prmt" else ""
-    consts = dict(BLOCKSIZE=q.blocksize, NESTED=nested, HAS_BIAS=bias is not None, R_PAD=r_pad, DECODE_ASM=asm)
+    consts = dict(BLOCKSIZE=q.blocksize, NESTED=nested, HAS_BIAS=bias is not None, R_PAD=r_pad, DECODE_ASM=asm,
+                  DOT_PRECISION="tf32x3" if x.dtype == torch.float32 else "tf32")
+    if not INTERPRET:
+        # No fused multiply-add: the nested absmax is code2·absmax2 + offset with two roundings,
+        # exactly as the format (and dequantize_nf4) defines it.
+        consts["enable_fp_fusion"] = False
     if M <= SMALL_M or INTERPRET:
         cfg, warps, stages = _small_config(N, K) if M <= SMALL_M else (
             {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64, "GROUP_M": 4}, 4, 2)

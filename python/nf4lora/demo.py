@@ -154,7 +154,8 @@ def run(pretrain_steps=300, finetune_steps=200, rank=8, alpha=16, seed=0, device
     print("\n[1] QLoRALinear vs float64 math (random x, A, B; K=256, N=192, r=16, M=37):")
     errs = check_layer(device)
     print("    relative error  " + "  ".join(f"{k}={v:.2e}" for k, v in errs.items()))
-    if max(errs.values()) > 1e-5:
+    # fp32 runs exact on the CPU; on a GPU the Triton forward uses 3×tf32 tensor-core products.
+    if max(errs.values()) > (1e-5 if device.type == "cpu" else 1e-4):
         raise RuntimeError(f"the layer does not match float64 math: {errs}")
 
     print("\n[2] tiny language model: pre-train dense, convert to NF4 + LoRA, fine-tune the adapters")
