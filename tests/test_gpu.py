@@ -108,14 +108,17 @@ def test_bitsandbytes_parity_on_cuda():
             assert rel_err(qlora_linear(x, q, A, B, 1.0), ref) < 1e-2
 
 
-def test_fwd_bwd_extra_memory_is_small_on_reference_path():
-    # The reference path dequantizes W to float32 once per pass; nothing else of size N×K lives.
+def test_fwd_bwd_extra_memory_is_small():
+    # Forward (Triton) keeps no W; the backward (reference until the fused one lands) dequantizes
+    # W to float32 once; nothing else of size N×K lives. The first call autotunes (its benchmark
+    # buffers are a one-time cost), so measure the second.
     N, K, M = 8192, 4096, 128
     q = quantize_nf4(torch.randn(N, K, device=DEV), 64)
     A, B = random_lora(N, K, 16, torch.bfloat16, DEV)
     A.requires_grad_(), B.requires_grad_()
     x = torch.randn(M, K, device=DEV, dtype=torch.bfloat16, requires_grad=True)
     g = torch.randn(M, N, device=DEV, dtype=torch.bfloat16)
+    qlora_linear(x, q, A, B, 1.0).backward(g)
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
