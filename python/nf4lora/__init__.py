@@ -7,11 +7,12 @@
 """
 
 from .layer import QLoRALinear
-from .model import convert, load_adapter, merge_and_unload, save_adapter, trainable_parameters
+from .model import (convert, load_adapter, load_quantized_state_dict, merge_and_unload, save_adapter,
+                    trainable_parameters)
 from .nf4 import NF4Weight, dequantize_nf4, quantize_nf4
 from .ops import dequantize, qlora_linear, select_backend
 
 __version__ = "0.1.0"
 __all__ = ["QLoRALinear", "NF4Weight", "quantize_nf4", "dequantize_nf4", "dequantize", "qlora_linear",
            "select_backend", "convert", "trainable_parameters", "save_adapter", "load_adapter",
-           "merge_and_unload"]
+           "load_quantized_state_dict", "merge_and_unload"]

@@ -189,6 +189,22 @@ def load_adapter(model: nn.Module, directory: str) -> None:
             layer.use_rslora = bool(config.get("use_rslora", False))
 
 
+def load_quantized_state_dict(model: nn.Module, state_dict: Dict[str, torch.Tensor]) -> None:
+    """Load a state dict whose quantized layers use bitsandbytes' 4-bit keys (what Hugging Face
+    writes for a ``load_in_4bit`` NF4 model: ``<path>.weight``, ``<path>.weight.absmax``, ...,
+    ``<path>.weight.quant_state.bitsandbytes__nf4``) into a model converted by :func:`convert`.
+
+    No bitsandbytes is needed; the bytes are taken as they are. LoRA parameters may be absent
+    (they keep their values); any other missing or unexpected key is an error naming it.
+    """
+    result = model.load_state_dict(state_dict, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith((".lora_A", ".lora_B"))]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"state dict does not match the converted model: missing {missing[:8]}"
+                         f"{' …' if len(missing) > 8 else ''}, unexpected {result.unexpected_keys[:8]}"
+                         f"{' …' if len(result.unexpected_keys) > 8 else ''}")
+
+
 def merge_and_unload(model: nn.Module) -> nn.Module:
     """Replace every QLoRALinear by an nn.Linear holding W + s·B·A; returns the model."""
     for path, layer in qlora_layers(model).items():

@@ -212,11 +212,13 @@ class NF4Weight:
         the packed bytes, e.g. ``"model.layers.0.self_attn.q_proj.weight"``)."""
         meta = {"quant_type": "nf4", "blocksize": self.blocksize, "dtype": _DTYPE_NAMES[self.dtype],
                 "shape": list(self.shape)}
+        # The code tables are shared between weights in memory; each key gets its own copy
+        # (80 bytes + 1 KiB) so that safetensors, which refuses shared storage, can save a model.
         sd = {prefix: self.packed.view(-1, 1), f"{prefix}.absmax": self.absmax,
-              f"{prefix}.quant_map": self.quant_map}
+              f"{prefix}.quant_map": self.quant_map.clone()}
         if self.nested:
             sd[f"{prefix}.nested_absmax"] = self.nested_absmax
-            sd[f"{prefix}.nested_quant_map"] = self.nested_quant_map
+            sd[f"{prefix}.nested_quant_map"] = self.nested_quant_map.clone()
             meta.update(nested_blocksize=NESTED_BLOCKSIZE, nested_dtype="float32",
                         nested_offset=self.nested_offset)
         blob = json.dumps(meta).encode("utf-8")
