@@ -84,6 +84,23 @@ def test_triton_forward_writes_every_output(monkeypatch):
     assert rel_err(u, x.double() @ A.double().t()) < 1e-3
 
 
+@needs_triton
+def test_large_m_is_cut_into_launches_that_keep_offsets_32_bit(monkeypatch):
+    from nf4lora.triton_kernels import qlora_fwd
+
+    q = quantize_nf4(torch.randn(40, 128, device=DEV), 64)
+    A, B = random_lora(40, 128, 4, torch.float16, DEV)
+    x = torch.randn(150, 128, device=DEV).to(torch.float16)
+    monkeypatch.setattr(qlora_fwd, "_MAX_OFFSET", 70 * 128 + 127 + 256 * 128)  # 70-row launches
+    assert qlora_fwd.rows_per_launch(x, x, torch.empty(150, 40)) == 70
+    y, u = qlora_fwd.qlora_forward(x, None, q, A, B, 0.5, None)
+    assert rel_err(y, qlora_reference_f64(x, q, A, B, 0.5)) < REL_TOL[torch.float16]
+    assert rel_err(u, x.double() @ A.double().t()) < 1e-3
+    monkeypatch.setattr(qlora_fwd, "_MAX_OFFSET", 1000)
+    with pytest.raises(ValueError, match="does not fit 32-bit offsets"):
+        qlora_fwd.rows_per_launch(x)
+
+
 def test_k_not_multiple_of_blocksize_falls_back_with_one_warning(monkeypatch):
     q = quantize_nf4(torch.randn(16, 96, device=DEV), 64)  # K = 96: blocks straddle rows
     A, B = random_lora(16, 96, 4, torch.float32, DEV)

@@ -209,16 +209,44 @@ def supports(q: NF4Weight) -> bool:
     return q.shape[1] % q.blocksize == 0
 
 
+# Tile offsets into x, x̃ and y are int32 in the kernels (W and its scales use int64 row offsets):
+# one launch covers at most as many rows as keep every such offset below 2**31, and a larger M is
+# cut into several launches over row slices.
+_MAX_OFFSET = 2**31 - 1
+_MAX_BLOCK_M = 256  # the largest BLOCK_M of any config: padded rows compute offsets too
+
+
+def rows_per_launch(*tensors: torch.Tensor) -> int:
+    """The most rows of these 2-D tensors one launch may cover (offsets stay below 2**31)."""
+    rows = _MAX_OFFSET
+    for t in tensors:
+        rest = _MAX_OFFSET - (t.shape[1] - 1) * abs(t.stride(1))
+        rows = min(rows, rest // max(1, abs(t.stride(0))) - _MAX_BLOCK_M)
+    if rows < 1:
+        raise ValueError(f"a row of shape {[tuple(t.shape) for t in tensors]} with strides "
+                         f"{[t.stride() for t in tensors]} does not fit 32-bit offsets")
+    return rows
+
+
 def qlora_forward(x: torch.Tensor, x_lora, q: NF4Weight, A: torch.Tensor, B: torch.Tensor, scale: float, bias):
-    """(y (M, N) in x's dtype, u (M, r) float32) for validated 2-D inputs; two launches."""
+    """(y (M, N) in x's dtype, u (M, r) float32) for validated 2-D inputs; two launches per
+    row slice (one slice unless M·K or M·N approaches 2**31)."""
+    M, K = x.shape
+    N, r = B.shape
+    u = torch.empty((M, r), device=x.device, dtype=torch.float32)
+    y = torch.empty((M, N), device=x.device, dtype=x.dtype)
+    xl = x if x_lora is None else x_lora
+    step = rows_per_launch(x, xl, y)
+    for start in range(0, M, step):
+        rows = slice(start, min(M, start + step))
+        _launch(x[rows], xl[rows], q, A, B, scale, bias, y[rows], u[rows])
+    return y, u
+
+
+def _launch(x, xl, q: NF4Weight, A, B, scale, bias, y, u):
     M, K = x.shape
     N, r = B.shape
     r_pad = max(16, triton.next_power_of_2(r))
-    u = torch.empty((M, r), device=x.device, dtype=torch.float32)
-    y = torch.empty((M, N), device=x.device, dtype=x.dtype)
-    if M == 0:
-        return y, u
-    xl = x if x_lora is None else x_lora
     _lora_u_kernel[(triton.cdiv(M, 64),)](xl, A, u, M, K, r, xl.stride(0), xl.stride(1), A.stride(0), A.stride(1),
                                           BLOCK_M=64, BLOCK_K=64, R_PAD=r_pad,
                                           PRECISION="ieee" if x.dtype == torch.float32 else "tf32")
@@ -244,4 +272,3 @@ def qlora_forward(x: torch.Tensor, x_lora, q: NF4Weight, A: torch.Tensor, B: tor
     else:
         grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
         _tuned_kernel(q.blocksize)[grid](*args, **consts)
-    return y, u

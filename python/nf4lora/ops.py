@@ -21,7 +21,6 @@ run the op is an error, never a silent fallback.
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import os
 import warnings
@@ -107,7 +106,7 @@ def _check_float(name: str, t: torch.Tensor, dtype=None, device=None, shape=None
     if dtype is None and t.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"{name} must be float32, float16 or bfloat16, got {t.dtype}")
     if dtype is not None and t.dtype != dtype:
-        raise TypeError(f"{name} must have dtype {dtype} (the dtype of x), got {t.dtype}")
+        raise TypeError(f"{name} must have dtype {dtype}, got {t.dtype}")
     if device is not None and t.device != device:
         raise ValueError(f"{name} must be on {device} (the device of the weight), got {t.device}")
     if shape is not None and tuple(t.shape) != tuple(shape):
