@@ -170,15 +170,16 @@ def test_forced_backend_errors(monkeypatch):
     q, x, A, B, _ = _op_args()
     monkeypatch.setenv("NF4LORA_BACKEND", "triton")
     if os.environ.get("TRITON_INTERPRET") == "1":  # CPU tensors run in Triton's interpreter
-        y = qlora_linear(x, q, A, B, 1.0)  # the Triton forward exists; its backward does not yet
-        with pytest.raises(RuntimeError, match="NF4LORA_BACKEND=triton cannot run nf4lora::qlora_linear_backward"):
-            y.sum().backward()
+        qlora_linear(x, q, A, B, 1.0).sum().backward()
+        assert ops.last_path == {"qlora_linear": "triton", "qlora_linear_backward": "triton"}
     else:
         with pytest.raises(RuntimeError, match="backend 'triton' needs CUDA tensors, got device cpu"):
             qlora_linear(x, q, A, B, 1.0)
     monkeypatch.setenv("NF4LORA_BACKEND", "cuda")
     with pytest.raises(RuntimeError, match="NF4LORA_BACKEND=cuda cannot run"):
         nf4lora.dequantize(q)
+    with pytest.raises(RuntimeError, match="backend 'cuda' has no kernel for nf4lora::qlora_linear"):
+        qlora_linear(x, q, A, B, 1.0)
     monkeypatch.setenv("NF4LORA_BACKEND", "fast")
     with pytest.raises(ValueError, match="NF4LORA_BACKEND must be one of"):
         qlora_linear(x, q, A, B, 1.0)

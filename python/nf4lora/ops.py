@@ -38,6 +38,9 @@ _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _IMPLS: Dict[str, Dict[str, Callable]] = {"dequantize": {}, "qlora_linear": {}, "qlora_linear_backward": {}}
 # Backends in order of preference on a CUDA device (measured fastest first, see bench/results).
 _CUDA_PREFERENCE = ("cuda", "triton", "reference")
+# Kernels that exist and pass the interpreter tests but have not yet run on a GPU: the default
+# choice skips them; NF4LORA_BACKEND=<backend> runs them (that is how they get verified).
+_NOT_YET_GPU_VERIFIED = {("qlora_linear_backward", "triton")}
 # What actually ran last for each op ("triton", or "reference (fallback: ...)"): the benchmark
 # records it so that a row never hides a slow path.
 last_path: Dict[str, str] = {}
@@ -73,6 +76,8 @@ def select_backend(op: str, device: torch.device) -> str:
 def _default_backend(op: str, device: torch.device) -> str:
     if device.type == "cuda":
         for backend in _CUDA_PREFERENCE:
+            if (op, backend) in _NOT_YET_GPU_VERIFIED:
+                continue
             if _backend_unavailable_reason(backend, op, device) is None:
                 return backend
     return "reference"
@@ -338,6 +343,16 @@ def _triton_forward(x, x_lora, q, A, B, scale, bias):
     return qlora_fwd.qlora_forward(x, x_lora, q, A, B, scale, bias)
 
 
+def _triton_backward(grad_y, x_lora, u, q, A, B, scale, needs):
+    from nf4lora.triton_kernels import qlora_bwd, qlora_fwd
+
+    if not qlora_fwd.supports(q):
+        reason = f"K={q.shape[1]} is not a multiple of blocksize={q.blocksize}"
+        last_path["qlora_linear_backward"] = f"reference (fallback: {reason})"
+        return _reference_backward(grad_y, x_lora, u, q, A, B, scale, needs)
+    return qlora_bwd.qlora_backward(grad_y, x_lora, u, q, A, B, scale, needs)
+
+
 register_impl("dequantize", "reference", dequantize_nf4)
 register_impl("qlora_linear", "reference", _reference_forward)
 register_impl("qlora_linear_backward", "reference", _reference_backward)
@@ -345,3 +360,4 @@ if _cuda_ext.built():
     register_impl("dequantize", "cuda", _cuda_ext.dequantize)
 if importlib.util.find_spec("triton") is not None:
     register_impl("qlora_linear", "triton", _triton_forward)
+    register_impl("qlora_linear_backward", "triton", _triton_backward)

@@ -1,0 +1,148 @@
+"""Triton backward of nf4lora::qlora_linear (issue 4, first version).
+
+With g = dL/dy (M, N), u = x̃·Aᵀ (M, r, float32, saved by the forward) and s the scale:
+
+    gB  = g·B                       (M, r) float32   _lora_u_kernel on (g, Bᵀ): M·N·2 bytes read
+    dx  = g·W [+ s·gB·A]            (M, K)           _qlora_dx_kernel: W read once as NF4 codes in
+                                                     its stored (N, K) layout, decoded in registers;
+                                                     the LoRA term in the epilogue when x̃ is x
+    dx̃  = s·gB·A                    (M, K)           one GEMM (only with dropout)
+    dA  = s·gBᵀ·x̃                   (r, K)           one GEMM
+    dB  = s·gᵀ·u                    (N, r)           one GEMM
+
+No W, no transposed W and no M×N temporary is ever written. The three small GEMMs run through
+torch (cuBLAS) on 16-bit operands with fp32 accumulation, as plain PyTorch autograd would.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+from nf4lora.nf4 import NF4Weight
+from nf4lora.triton_kernels.qlora_fwd import (INTERPRET, SMALL_M, _decode_tile, _lora_u_kernel, _nf4_decode_asm,
+                                              decode_mode, rows_per_launch)
+
+
+@triton.jit
+def _qlora_dx_kernel(g_ptr, packed_ptr, code_ptr, absmax_ptr, nested_absmax_ptr, nested_code_ptr, nested_offset,
+                     gb_ptr, a_ptr, dx_ptr, M, N, K, R, scale, M_BUCKET,
+                     stride_gm, stride_gn, stride_ar, stride_ak, stride_dm, stride_dk,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                     GROUP_M: tl.constexpr, BLOCKSIZE: tl.constexpr, NB: tl.constexpr, NESTED: tl.constexpr,
+                     ADD_LORA: tl.constexpr, R_PAD: tl.constexpr, DECODE_ASM: tl.constexpr,
+                     DOT_PRECISION: tl.constexpr):
+    # Output tile (BLOCK_M, BLOCK_K) of dx; the reduction runs over N in BLOCK_N steps, each
+    # decoding the (BLOCK_N, BLOCK_K) tile of W as stored (rows n, contiguous k).
+    pid = tl.program_id(0)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_k = tl.cdiv(K, BLOCK_K)
+    group = GROUP_M * num_pid_k
+    first_m = (pid // group) * GROUP_M
+    size_m = min(num_pid_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % group) % size_m
+    pid_k = (pid % group) // size_m
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    k0 = pid_k * BLOCK_K
+    offs_k = k0 + tl.arange(0, BLOCK_K)
+    mask_m = offs_m < M
+    acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
+    for n0 in range(0, N, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        g = tl.load(g_ptr + offs_m[:, None] * stride_gm + offs_n[None, :] * stride_gn,
+                    mask=mask_m[:, None] & (offs_n[None, :] < N), other=0.0)
+        w = _decode_tile(packed_ptr, code_ptr, absmax_ptr, nested_absmax_ptr, nested_code_ptr, nested_offset,
+                         offs_n, k0, N, K, BLOCK_N, BLOCK_K, BLOCKSIZE, NB, NESTED, g.dtype, DECODE_ASM)
+        acc = tl.dot(g, w, acc, input_precision=DOT_PRECISION)
+    if ADD_LORA:  # + s·gB·A, gB (BLOCK_M, r) float32, A (r, BLOCK_K), exact fp32
+        offs_r = tl.arange(0, R_PAD)
+        gb = tl.load(gb_ptr + offs_m[:, None] * R + offs_r[None, :], mask=mask_m[:, None] & (offs_r[None, :] < R),
+                     other=0.0)
+        a = tl.load(a_ptr + offs_r[:, None] * stride_ar + offs_k[None, :] * stride_ak,
+                    mask=(offs_r[:, None] < R) & (offs_k[None, :] < K), other=0.0).to(tl.float32)
+        acc += scale * tl.dot(gb, a, input_precision="ieee")
+    tl.store(dx_ptr + offs_m[:, None] * stride_dm + offs_k[None, :] * stride_dk, acc.to(dx_ptr.dtype.element_ty),
+             mask=mask_m[:, None] & (offs_k[None, :] < K))
+
+
+# (BLOCK_M, BLOCK_N (reduction), BLOCK_K (output), num_warps, num_stages) for M > SMALL_M.
+_LARGE_CONFIGS = [(128, 64, 128, 8, 4), (128, 64, 256, 8, 3), (64, 64, 128, 4, 4), (128, 128, 128, 8, 3),
+                  (256, 64, 128, 8, 3)]
+
+
+@functools.lru_cache(maxsize=None)
+def _tuned_kernel(blocksize: int):
+    configs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "NB": max(1, bk // blocksize)},
+                             num_warps=w, num_stages=s)
+               for bm, bn, bk, w, s in _LARGE_CONFIGS]
+    return triton.autotune(configs=configs, key=["M_BUCKET", "N", "K", "R"])(_qlora_dx_kernel)
+
+
+def _row_gemm_u(t: torch.Tensor, w_rows: torch.Tensor) -> torch.Tensor:
+    """t (M, C) · w_rowsᵀ for w_rows (r, C), float32 (M, r), through the u kernel."""
+    M, C = t.shape
+    r = w_rows.shape[0]
+    out = torch.empty((M, r), device=t.device, dtype=torch.float32)
+    if M == 0:
+        return out
+    _lora_u_kernel[(triton.cdiv(M, 64),)](t, w_rows, out, M, C, r, t.stride(0), t.stride(1), w_rows.stride(0),
+                                          w_rows.stride(1), BLOCK_M=64, BLOCK_K=64,
+                                          R_PAD=max(16, triton.next_power_of_2(r)),
+                                          PRECISION="ieee" if t.dtype == torch.float32 else "tf32")
+    return out
+
+
+def _dx(g, q: NF4Weight, gB, A, scale, add_lora, dx):
+    M, N = g.shape
+    K = q.shape[1]
+    r = A.shape[0]
+    asm = _nf4_decode_asm(g.dtype) if decode_mode(g.dtype) == "prmt" else ""
+    nested = q.nested
+    args = (g, q.packed, q.quant_map, q.absmax, q.nested_absmax if nested else q.absmax,
+            q.nested_quant_map if nested else q.quant_map, float(q.nested_offset or 0.0), gB, A, dx,
+            M, N, K, r, float(scale), triton.next_power_of_2(M), g.stride(0), g.stride(1), A.stride(0), A.stride(1),
+            dx.stride(0), dx.stride(1))
+    consts = dict(BLOCKSIZE=q.blocksize, NESTED=nested, ADD_LORA=add_lora, R_PAD=max(16, triton.next_power_of_2(r)),
+                  DECODE_ASM=asm, DOT_PRECISION="tf32x3" if g.dtype == torch.float32 else "tf32")
+    if not INTERPRET:
+        consts["enable_fp_fusion"] = False  # nested absmax with two roundings, as the format defines
+    if M <= SMALL_M or INTERPRET:
+        cfg = ({"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 1} if M <= SMALL_M
+               else {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64, "GROUP_M": 4})
+        grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(K, cfg["BLOCK_K"]),)
+        _qlora_dx_kernel[grid](*args, **cfg, **consts, NB=max(1, cfg["BLOCK_K"] // q.blocksize),
+                               num_warps=4, num_stages=3)
+    else:
+        grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(K, meta["BLOCK_K"]),)
+        _tuned_kernel(q.blocksize)[grid](*args, **consts)
+
+
+def qlora_backward(grad_y, x_lora, u, q: NF4Weight, A, B, scale: float, needs):
+    """(dx, dx_lora, dA, dB), None where not needed; needs = (dx, dx_lora, dA, dB) as in
+    reference.backward (dx_lora False with dx True: x̃ is x, the LoRA term goes into dx)."""
+    need_dx, need_dxl, need_dA, need_dB = needs
+    g = grad_y
+    M, N = g.shape
+    K = q.shape[1]
+    dx = dx_lora = dA = dB = None
+    gB = _row_gemm_u(g, B.t()) if (need_dx or need_dxl or need_dA) else None  # (M, r) fp32
+    if need_dx:
+        dx = torch.empty((M, K), device=g.device, dtype=g.dtype)
+        if M:
+            step = rows_per_launch(g, dx)
+            for start in range(0, M, step):
+                rows = slice(start, min(M, start + step))
+                _dx(g[rows], q, gB[rows], A, scale, not need_dxl, dx[rows])
+    if need_dxl or need_dA:
+        sgB = (scale * gB).to(g.dtype)  # (M, r): r values per row
+    if need_dxl:
+        dx_lora = sgB @ A
+    if need_dA:
+        dA = (sgB.t() @ x_lora).to(A.dtype)
+    if need_dB:
+        dB = (g.t() @ (scale * u).to(g.dtype)).to(B.dtype)
+    return dx, dx_lora, dA, dB
