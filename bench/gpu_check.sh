@@ -11,8 +11,12 @@ out="bench/results/$gpu"
 mkdir -p "$out"
 "$PY" -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -n 20
 { "$PY" -m nf4lora info; nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv; } | tee "$out/info.txt"
+# Triton compiles a kernel per constexpr combination; spread the tests over processes when
+# pytest-xdist is there (they share Triton's on-disk cache).
+par=""
+"$PY" -c "import xdist" 2>/dev/null && par="-n ${NF4LORA_TEST_WORKERS:-8}"
 set +e
-"$PY" -m pytest -q -rs tests 2>&1 | tee "$out/tests.txt"
+"$PY" -m pytest -q -rs $par tests 2>&1 | tee "$out/tests.txt"
 status=${PIPESTATUS[0]}
 set -e
 "$PY" bench/bench_qlora.py --out "$out" "$@"

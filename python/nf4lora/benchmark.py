@@ -28,7 +28,8 @@ from .nf4 import dequantize_nf4, quantize_nf4
 DTYPE = torch.bfloat16
 MODES = ("fwd", "fwdbwd", "mem")
 # "nf4lora" is what a user gets (the dispatcher's choice per op); nf4lora_<backend> forces one.
-DEFAULT_PROVIDERS = ["naive", "dense_bf16", "bnb_peft", "nf4lora"]
+# nf4lora_triton forces the Triton backward too (not on the default path until GPU-verified).
+DEFAULT_PROVIDERS = ["naive", "dense_bf16", "bnb_peft", "nf4lora", "nf4lora_triton"]
 
 
 @contextlib.contextmanager
