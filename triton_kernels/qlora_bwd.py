@@ -16,15 +16,13 @@ torch (cuBLAS) on 16-bit operands with fp32 accumulation, as plain PyTorch autog
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import triton
 import triton.language as tl
 
 from nf4lora.nf4 import NF4Weight
-from nf4lora.triton_kernels.qlora_fwd import (INTERPRET, SMALL_M, _decode_tile, _lora_u_kernel, _nf4_decode_asm,
-                                              decode_mode, rows_per_launch)
+from nf4lora.triton_kernels.qlora_fwd import (INTERPRET, SMALL_M, _decode_tile, _grouped_tile, autotuned,
+                                              decode_consts, row_times_rows, rows_per_launch, weight_args)
 
 
 @triton.jit
@@ -37,14 +35,7 @@ def _qlora_dx_kernel(g_ptr, packed_ptr, code_ptr, absmax_ptr, nested_absmax_ptr,
                      DOT_PRECISION: tl.constexpr):
     # Output tile (BLOCK_M, BLOCK_K) of dx; the reduction runs over N in BLOCK_N steps, each
     # decoding the (BLOCK_N, BLOCK_K) tile of W as stored (rows n, contiguous k).
-    pid = tl.program_id(0)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_k = tl.cdiv(K, BLOCK_K)
-    group = GROUP_M * num_pid_k
-    first_m = (pid // group) * GROUP_M
-    size_m = min(num_pid_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % group) % size_m
-    pid_k = (pid % group) // size_m
+    pid_m, pid_k = _grouped_tile(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(K, BLOCK_K), GROUP_M)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     k0 = pid_k * BLOCK_K
@@ -74,42 +65,13 @@ _LARGE_CONFIGS = [(128, 64, 128, 8, 4), (128, 64, 256, 8, 3), (64, 64, 128, 4, 4
                   (256, 64, 128, 8, 3)]
 
 
-@functools.lru_cache(maxsize=None)
-def _tuned_kernel(blocksize: int):
-    configs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "NB": max(1, bk // blocksize)},
-                             num_warps=w, num_stages=s)
-               for bm, bn, bk, w, s in _LARGE_CONFIGS]
-    return triton.autotune(configs=configs, key=["M_BUCKET", "N", "K", "R"])(_qlora_dx_kernel)
-
-
-def _row_gemm_u(t: torch.Tensor, w_rows: torch.Tensor) -> torch.Tensor:
-    """t (M, C) · w_rowsᵀ for w_rows (r, C), float32 (M, r), through the u kernel."""
-    M, C = t.shape
-    r = w_rows.shape[0]
-    out = torch.empty((M, r), device=t.device, dtype=torch.float32)
-    if M == 0:
-        return out
-    _lora_u_kernel[(triton.cdiv(M, 64),)](t, w_rows, out, M, C, r, t.stride(0), t.stride(1), w_rows.stride(0),
-                                          w_rows.stride(1), BLOCK_M=64, BLOCK_K=64,
-                                          R_PAD=max(16, triton.next_power_of_2(r)),
-                                          PRECISION="ieee" if t.dtype == torch.float32 else "tf32")
-    return out
-
-
 def _dx(g, q: NF4Weight, gB, A, scale, add_lora, dx):
     M, N = g.shape
     K = q.shape[1]
     r = A.shape[0]
-    asm = _nf4_decode_asm(g.dtype) if decode_mode(g.dtype) == "prmt" else ""
-    nested = q.nested
-    args = (g, q.packed, q.quant_map, q.absmax, q.nested_absmax if nested else q.absmax,
-            q.nested_quant_map if nested else q.quant_map, float(q.nested_offset or 0.0), gB, A, dx,
-            M, N, K, r, float(scale), triton.next_power_of_2(M), g.stride(0), g.stride(1), A.stride(0), A.stride(1),
-            dx.stride(0), dx.stride(1))
-    consts = dict(BLOCKSIZE=q.blocksize, NESTED=nested, ADD_LORA=add_lora, R_PAD=max(16, triton.next_power_of_2(r)),
-                  DECODE_ASM=asm, DOT_PRECISION="tf32x3" if g.dtype == torch.float32 else "tf32")
-    if not INTERPRET:
-        consts["enable_fp_fusion"] = False  # nested absmax with two roundings, as the format defines
+    args = (g, *weight_args(q), gB, A, dx, M, N, K, r, float(scale), triton.next_power_of_2(M),
+            g.stride(0), g.stride(1), A.stride(0), A.stride(1), dx.stride(0), dx.stride(1))
+    consts = dict(decode_consts(q, g.dtype, r), ADD_LORA=add_lora)
     if M <= SMALL_M or INTERPRET:
         cfg = ({"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 1} if M <= SMALL_M
                else {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64, "GROUP_M": 4})
@@ -118,7 +80,7 @@ def _dx(g, q: NF4Weight, gB, A, scale, add_lora, dx):
                                num_warps=4, num_stages=3)
     else:
         grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(K, meta["BLOCK_K"]),)
-        _tuned_kernel(q.blocksize)[grid](*args, **consts)
+        autotuned(_qlora_dx_kernel, tuple(_LARGE_CONFIGS), q.blocksize)[grid](*args, **consts)
 
 
 def qlora_backward(grad_y, x_lora, u, q: NF4Weight, A, B, scale: float, needs):
@@ -129,7 +91,10 @@ def qlora_backward(grad_y, x_lora, u, q: NF4Weight, A, B, scale: float, needs):
     M, N = g.shape
     K = q.shape[1]
     dx = dx_lora = dA = dB = None
-    gB = _row_gemm_u(g, B.t()) if (need_dx or need_dxl or need_dA) else None  # (M, r) fp32
+    gB = None
+    if need_dx or need_dxl or need_dA:
+        gB = torch.empty((M, A.shape[0]), device=g.device, dtype=torch.float32)
+        row_times_rows(g, B.t(), gB)  # gB = g·B (M, r) float32
     if need_dx:
         dx = torch.empty((M, K), device=g.device, dtype=g.dtype)
         if M:

@@ -140,6 +140,16 @@ def _decode_tile(packed_ptr, code_ptr, absmax_ptr, nested_absmax_ptr, nested_cod
 
 
 @triton.jit
+def _grouped_tile(pid, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
+    """(pid_m, pid_n) in grouped order: GROUP_M row tiles sweep the column tiles together, so a
+    decoded W block is reused from L2 by the row tiles that share it."""
+    group = GROUP_M * num_pid_n
+    first_m = (pid // group) * GROUP_M
+    size_m = min(num_pid_m - first_m, GROUP_M)
+    return first_m + (pid % group) % size_m, (pid % group) // size_m
+
+
+@triton.jit
 def _qlora_fwd_kernel(x_ptr, packed_ptr, code_ptr, absmax_ptr, nested_absmax_ptr, nested_code_ptr, nested_offset,
                       u_ptr, b_ptr, bias_ptr, y_ptr, M, N, K, R, scale, M_BUCKET,
                       stride_xm, stride_xk, stride_bn, stride_br, stride_ym, stride_yn,
@@ -147,16 +157,7 @@ def _qlora_fwd_kernel(x_ptr, packed_ptr, code_ptr, absmax_ptr, nested_absmax_ptr
                       GROUP_M: tl.constexpr, BLOCKSIZE: tl.constexpr, NB: tl.constexpr, NESTED: tl.constexpr,
                       HAS_BIAS: tl.constexpr, R_PAD: tl.constexpr, DECODE_ASM: tl.constexpr,
                       DOT_PRECISION: tl.constexpr):
-    # Grouped tile order: GROUP_M row tiles sweep the N tiles together, so a decoded W column
-    # block is reused from L2 by the row tiles that share it.
-    pid = tl.program_id(0)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    group = GROUP_M * num_pid_n
-    first_m = (pid // group) * GROUP_M
-    size_m = min(num_pid_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % group) % size_m
-    pid_n = (pid % group) // size_m
+    pid_m, pid_n = _grouped_tile(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -189,12 +190,33 @@ _LARGE_CONFIGS = [(128, 128, 64, 8, 4), (128, 256, 64, 8, 3), (64, 128, 64, 4, 4
 
 
 @functools.lru_cache(maxsize=None)
-def _tuned_kernel(blocksize: int):
-    # NB (absmax blocks per tile row) follows BLOCK_K, so it is part of each config.
-    configs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "NB": max(1, bk // blocksize)},
-                             num_warps=w, num_stages=s)
-               for bm, bn, bk, w, s in _LARGE_CONFIGS]
-    return triton.autotune(configs=configs, key=["M_BUCKET", "N", "K", "R"])(_qlora_fwd_kernel)
+def autotuned(kernel, configs: tuple, blocksize: int):
+    """``kernel`` autotuned per (M bucket, N, K, r) over (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages)
+    configs; NB (absmax blocks per tile row) follows BLOCK_K, so it is part of each config."""
+    return triton.autotune(
+        configs=[triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "NB": max(1, bk // blocksize)},
+                               num_warps=w, num_stages=st) for bm, bn, bk, w, st in configs],
+        key=["M_BUCKET", "N", "K", "R"])(kernel)
+
+
+def weight_args(q: NF4Weight) -> tuple:
+    """The NF4 state as the kernels take it: packed, code, absmax, nested absmax, nested code,
+    offset (plain absmax: the nested slots repeat existing tensors and are never read)."""
+    nested = q.nested
+    return (q.packed, q.quant_map, q.absmax, q.nested_absmax if nested else q.absmax,
+            q.nested_quant_map if nested else q.quant_map, float(q.nested_offset or 0.0))
+
+
+def decode_consts(q: NF4Weight, dtype: torch.dtype, r: int) -> dict:
+    """Compile-time arguments shared by the kernels that decode W."""
+    consts = dict(BLOCKSIZE=q.blocksize, NESTED=q.nested, R_PAD=max(16, triton.next_power_of_2(r)),
+                  DECODE_ASM=_nf4_decode_asm(dtype) if decode_mode(dtype) == "prmt" else "",
+                  DOT_PRECISION="tf32x3" if dtype == torch.float32 else "tf32")
+    if not INTERPRET:
+        # No fused multiply-add: the nested absmax is code2·absmax2 + offset with two roundings,
+        # exactly as the format (and dequantize_nf4) defines it.
+        consts["enable_fp_fusion"] = False
+    return consts
 
 
 def _small_config(N: int, K: int):
@@ -243,26 +265,25 @@ def qlora_forward(x: torch.Tensor, x_lora, q: NF4Weight, A: torch.Tensor, B: tor
     return y, u
 
 
+def row_times_rows(t: torch.Tensor, w_rows: torch.Tensor, out: torch.Tensor) -> None:
+    """out (M, r) float32 = t (M, C) · w_rowsᵀ for w_rows (r, C): u = x̃·Aᵀ, or gB = g·B with Bᵀ."""
+    M, C = t.shape
+    r = w_rows.shape[0]
+    if M == 0:
+        return
+    _lora_u_kernel[(triton.cdiv(M, 64),)](t, w_rows, out, M, C, r, t.stride(0), t.stride(1), w_rows.stride(0),
+                                          w_rows.stride(1), BLOCK_M=64, BLOCK_K=64,
+                                          R_PAD=max(16, triton.next_power_of_2(r)),
+                                          PRECISION="ieee" if t.dtype == torch.float32 else "tf32")
+
+
 def _launch(x, xl, q: NF4Weight, A, B, scale, bias, y, u):
     M, K = x.shape
     N, r = B.shape
-    r_pad = max(16, triton.next_power_of_2(r))
-    _lora_u_kernel[(triton.cdiv(M, 64),)](xl, A, u, M, K, r, xl.stride(0), xl.stride(1), A.stride(0), A.stride(1),
-                                          BLOCK_M=64, BLOCK_K=64, R_PAD=r_pad,
-                                          PRECISION="ieee" if x.dtype == torch.float32 else "tf32")
-    nested = q.nested
-    nabs = q.nested_absmax if nested else q.absmax
-    ncode = q.nested_quant_map if nested else q.quant_map
-    args = (x, q.packed, q.quant_map, q.absmax, nabs, ncode, float(q.nested_offset or 0.0), u, B,
-            bias if bias is not None else B, y, M, N, K, r, float(scale), triton.next_power_of_2(M),
-            x.stride(0), x.stride(1), B.stride(0), B.stride(1), y.stride(0), y.stride(1))
-    asm = _nf4_decode_asm(x.dtype) if decode_mode(x.dtype) == "prmt" else ""
-    consts = dict(BLOCKSIZE=q.blocksize, NESTED=nested, HAS_BIAS=bias is not None, R_PAD=r_pad, DECODE_ASM=asm,
-                  DOT_PRECISION="tf32x3" if x.dtype == torch.float32 else "tf32")
-    if not INTERPRET:
-        # No fused multiply-add: the nested absmax is code2·absmax2 + offset with two roundings,
-        # exactly as the format (and dequantize_nf4) defines it.
-        consts["enable_fp_fusion"] = False
+    row_times_rows(xl, A, u)
+    args = (x, *weight_args(q), u, B, bias if bias is not None else B, y, M, N, K, r, float(scale),
+            triton.next_power_of_2(M), x.stride(0), x.stride(1), B.stride(0), B.stride(1), y.stride(0), y.stride(1))
+    consts = dict(decode_consts(q, x.dtype, r), HAS_BIAS=bias is not None)
     if M <= SMALL_M or INTERPRET:
         cfg, warps, stages = _small_config(N, K) if M <= SMALL_M else (
             {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64, "GROUP_M": 4}, 4, 2)
@@ -271,4 +292,4 @@ def _launch(x, xl, q: NF4Weight, A, B, scale, bias, y, u):
                                 num_warps=warps, num_stages=stages)
     else:
         grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
-        _tuned_kernel(q.blocksize)[grid](*args, **consts)
+        autotuned(_qlora_fwd_kernel, tuple(_LARGE_CONFIGS), q.blocksize)[grid](*args, **consts)
