@@ -28,8 +28,7 @@ from .nf4 import dequantize_nf4, quantize_nf4
 DTYPE = torch.bfloat16
 MODES = ("fwd", "fwdbwd", "mem")
 # "nf4lora" is what a user gets (the dispatcher's choice per op); nf4lora_<backend> forces one.
-# nf4lora_triton forces the Triton backward too (not on the default path until GPU-verified).
-DEFAULT_PROVIDERS = ["naive", "dense_bf16", "bnb_peft", "nf4lora", "nf4lora_triton"]
+DEFAULT_PROVIDERS = ["naive", "dense_bf16", "bnb_peft", "nf4lora"]
 
 
 @contextlib.contextmanager
@@ -131,9 +130,10 @@ def provider_fn(name: str, c: Case) -> Optional[Callable]:
         except RuntimeError:
             return None
 
-        def run(x, A, B):
+        def run(x, A, B):  # bench_one forces the backend around the backward as well
             with forced_backend(backend):
                 return ops.qlora_linear(x, c.q, A, B, c.scale)
+        run.backend = backend
         return run
     raise ValueError(f"unknown provider {name!r}")
 
@@ -157,8 +157,9 @@ def bench_one(name: str, c: Case, mode: str) -> Optional[Dict[str, float]]:
     x, A, B = (t.detach().requires_grad_() for t in (c.x, c.A, c.B))
 
     def step():
-        y = fn(x, A, B)
-        return torch.autograd.grad(y, (x, A, B), c.g)
+        with forced_backend(getattr(fn, "backend", None)):  # the backward runs after fn returns
+            y = fn(x, A, B)
+            return torch.autograd.grad(y, (x, A, B), c.g)
 
     try:
         step()

@@ -38,9 +38,6 @@ _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _IMPLS: Dict[str, Dict[str, Callable]] = {"dequantize": {}, "qlora_linear": {}, "qlora_linear_backward": {}}
 # Backends in order of preference on a CUDA device (measured fastest first, see bench/results).
 _CUDA_PREFERENCE = ("cuda", "triton", "reference")
-# Kernels that exist and pass the interpreter tests but have not yet run on a GPU: the default
-# choice skips them; NF4LORA_BACKEND=<backend> runs them (that is how they get verified).
-_NOT_YET_GPU_VERIFIED = {("qlora_linear_backward", "triton")}
 # What actually ran last for each op ("triton", or "reference (fallback: ...)"): the benchmark
 # records it so that a row never hides a slow path.
 last_path: Dict[str, str] = {}
@@ -76,8 +73,6 @@ def select_backend(op: str, device: torch.device) -> str:
 def _default_backend(op: str, device: torch.device) -> str:
     if device.type == "cuda":
         for backend in _CUDA_PREFERENCE:
-            if (op, backend) in _NOT_YET_GPU_VERIFIED:
-                continue
             if _backend_unavailable_reason(backend, op, device) is None:
                 return backend
     return "reference"
