@@ -1,0 +1,267 @@
+"""End-to-end benchmark (issue 6): a Llama-3-8B-shaped model, three fine-tuning stacks, one run.
+
+    python bench/bench_e2e.py --out bench/results/h200/e2e                 # on the H200
+    python bench/bench_e2e.py --out /tmp/e2e --config tiny --device cpu    # smoke test
+
+Stacks, each built from the same random base weights (bf16, seeded; no download):
+  nf4lora   nf4lora.convert, NF4 with double quant, LoRA r=16 on the seven projections
+  bnb_peft  bitsandbytes Linear4bit (NF4, double quant) + PEFT LoRA r=16 (needs CUDA + bitsandbytes)
+  lora16    PEFT LoRA r=16 on the bf16 weights
+For each: tokens/s and peak memory of a full training step (AdamW on the adapters) at sequence
+--seq, micro-batch 1 and 4, with and without gradient checkpointing; weight memory against bf16;
+greedy decode at batch 1 (--decode-tokens new tokens); and the loss over --loss-steps steps on
+the same byte-tokenized text for every stack (JSON + PNG). Writes results.jsonl and summary.md.
+"""
+
+import argparse
+import copy
+import datetime
+import gc
+import json
+import os
+import sys
+import time
+
+import torch
+
+import nf4lora
+from nf4lora.demo import load_text
+from nf4lora.model import LLAMA_TARGETS
+
+CONFIGS = {
+    "llama3-8b": dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                      num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192, rope_theta=500000.0),
+    "tiny": dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=512),
+}
+
+
+def build_base(config: str, device, dtype, seed=0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # initialize directly in the target dtype on the device
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(LlamaConfig(**CONFIGS[config]))
+    finally:
+        torch.set_default_dtype(old)
+    return model
+
+
+def _bnb_quantize(model):
+    import bitsandbytes as bnb
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, torch.nn.Linear) and name.split(".")[-1] in LLAMA_TARGETS:
+            q = bnb.nn.Linear4bit(module.in_features, module.out_features, bias=module.bias is not None,
+                                  compute_dtype=module.weight.dtype, compress_statistics=True, quant_type="nf4")
+            q.weight = bnb.nn.Params4bit(module.weight.data.cpu(), requires_grad=False, compress_statistics=True,
+                                         quant_type="nf4")
+            parent, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(parent), leaf, q.to(module.weight.device))
+    return model
+
+
+def make_stack(stack: str, base, r=16):
+    """(model, trainable parameters) of one stack, from a private copy of ``base``."""
+    model = copy.deepcopy(base)
+    if stack == "nf4lora":
+        nf4lora.convert(model, list(LLAMA_TARGETS), r=r, alpha=r, double_quant=True, progress=False)
+    else:
+        import peft
+
+        if stack == "bnb_peft":
+            _bnb_quantize(model)
+        elif stack != "lora16":
+            raise ValueError(f"unknown stack {stack!r}")
+        model = peft.get_peft_model(model, peft.LoraConfig(r=r, lora_alpha=r, lora_dropout=0.0,
+                                                           target_modules=list(LLAMA_TARGETS)))
+    return model, [p for p in model.parameters() if p.requires_grad]
+
+
+def weight_bytes(model) -> int:
+    return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def train_steps(model, params, batch, seq, vocab, steps, checkpointing, device, seed=0):
+    """(tokens/s, peak bytes) of full training steps on random tokens, after two warm-up steps."""
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_disable()
+    model.train()
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    ids = torch.randint(0, vocab, (batch, seq), device=device, generator=gen)
+
+    def step():
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(2):
+        step()
+    _sync(device)
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    dt = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated() if torch.device(device).type == "cuda" else 0
+    del opt
+    return batch * seq * steps / dt, peak
+
+
+@torch.no_grad()
+def decode(model, tokens, vocab, device):
+    model.eval()
+    prompt = torch.randint(0, vocab, (1, 16), device=device, generator=torch.Generator(device=device).manual_seed(1))
+    kwargs = dict(max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, pad_token_id=0)
+    model.generate(input_ids=prompt, **dict(kwargs, max_new_tokens=4, min_new_tokens=4))  # warm up
+    _sync(device)
+    t0 = time.perf_counter()
+    model.generate(input_ids=prompt, **kwargs)
+    _sync(device)
+    return tokens / (time.perf_counter() - t0)
+
+
+def loss_curve(model, params, text_ids, steps, seq, device, seed=0):
+    """Loss per step on the same byte-token batches for every stack (AdamW, lr 2e-4)."""
+    model.gradient_checkpointing_disable()
+    model.train()
+    opt = torch.optim.AdamW(params, lr=2e-4)
+    gen = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in range(steps):
+        start = int(torch.randint(0, text_ids.numel() - seq - 1, (1,), generator=gen))
+        ids = text_ids[start:start + seq][None].to(device)
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    return losses
+
+
+def run(args):
+    device, dtype = args.device, torch.bfloat16
+    vocab = CONFIGS[args.config]["vocab_size"]
+    base = build_base(args.config, device, dtype)
+    dense_bytes = weight_bytes(base)
+    text = (load_text("pretrain.txt") + load_text("finetune.txt")) * 8
+    text_ids = torch.tensor(list(text.encode("utf-8")), dtype=torch.long)
+    rows, curves = [], {}
+    for stack in args.stacks.split(","):
+        if stack == "bnb_peft" and (torch.device(device).type != "cuda" or not _has("bitsandbytes")):
+            print(f"skipping {stack}: needs CUDA and bitsandbytes", flush=True)
+            continue
+        model, params = make_stack(stack, base)
+        row = {"stack": stack, "weight_bytes": weight_bytes(model), "weight_pct_of_bf16": 100 * weight_bytes(model) / dense_bytes}
+        for batch in args.batches:
+            for ckpt in (False, True):
+                tps, peak = train_steps(model, params, batch, args.seq, vocab, args.steps, ckpt, device)
+                row[f"train_b{batch}_{'ckpt' if ckpt else 'nockpt'}"] = {"tokens_per_s": tps, "peak_mb": peak / 2**20}
+                print(stack, batch, ckpt, f"{tps:.0f} tok/s, peak {peak / 2**30:.2f} GiB", flush=True)
+        row["decode_tokens_per_s"] = decode(model, args.decode_tokens, vocab, device)
+        if args.loss_steps:
+            fresh, fresh_params = make_stack(stack, base)  # same start for every stack
+            curves[stack] = loss_curve(fresh, fresh_params, text_ids, args.loss_steps, args.loss_seq, device)
+            del fresh, fresh_params
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        del model, params
+        gc.collect()
+        if torch.device(device).type == "cuda":
+            torch.cuda.empty_cache()
+    return rows, curves, dense_bytes
+
+
+def _has(module):
+    try:
+        __import__(module)
+        return True
+    except ImportError:
+        return False
+
+
+def write(out, rows, curves, dense_bytes, args):
+    os.makedirs(out, exist_ok=True)
+    meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "git_sha": os.environ.get("NF4LORA_GIT_SHA", "unknown"), "config": args.config, "seq": args.seq,
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "torch": torch.__version__,
+            "dense_weight_bytes": dense_bytes}
+    with open(os.path.join(out, "results.jsonl"), "w") as f:
+        f.write(json.dumps({"meta": meta}) + "\n")
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+        if curves:
+            f.write(json.dumps({"loss_curves": curves}) + "\n")
+    by = {r["stack"]: r for r in rows}
+    lines = [f"# End-to-end fine-tuning benchmark — {meta['device']}, {args.config}, seq {args.seq}", "",
+             f"date {meta['date']}, git {meta['git_sha']}, torch {meta['torch']}", "",
+             "| stack | weights % of bf16 | setting | tokens/s | peak memory | vs bnb_peft tokens/s | vs lora16 step time |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        for key, v in r.items():
+            if not key.startswith("train_"):
+                continue
+            bnb, l16 = by.get("bnb_peft", {}).get(key), by.get("lora16", {}).get(key)
+            vs_bnb = f"{v['tokens_per_s'] / bnb['tokens_per_s']:.2f}×" if bnb else "–"
+            vs_16 = f"{l16['tokens_per_s'] / v['tokens_per_s']:.2f}×" if l16 else "–"  # step-time ratio
+            lines.append(f"| {r['stack']} | {r['weight_pct_of_bf16']:.1f}% | {key[6:]} | {v['tokens_per_s']:.0f} | "
+                         f"{v['peak_mb'] / 1024:.2f} GiB | {vs_bnb} | {vs_16} |")
+    lines += ["", "| stack | decode tokens/s (batch 1) |", "|---|---|"]
+    lines += [f"| {r['stack']} | {r['decode_tokens_per_s']:.1f} |" for r in rows]
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    if curves:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for stack, losses in curves.items():
+            ax.plot(losses, label=stack, lw=1)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, "loss_curves.png"), dpi=120)
+    print("\n".join(lines))
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--config", default="llama3-8b", choices=sorted(CONFIGS))
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--stacks", default="nf4lora,bnb_peft,lora16")
+    p.add_argument("--batches", default="1,4", type=lambda s: [int(b) for b in s.split(",")])
+    p.add_argument("--seq", type=int, default=2048)
+    p.add_argument("--steps", type=int, default=5, help="timed training steps per setting")
+    p.add_argument("--decode-tokens", type=int, default=256)
+    p.add_argument("--loss-steps", type=int, default=200)
+    p.add_argument("--loss-seq", type=int, default=512)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse(argv)
+    rows, curves, dense_bytes = run(args)
+    write(args.out, rows, curves, dense_bytes, args)
+    return rows, curves
+
+
+if __name__ == "__main__":
+    sys.exit(main() and 0)
