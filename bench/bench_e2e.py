@@ -118,7 +118,6 @@ def train_steps(model, params, batch, seq, vocab, steps, checkpointing, device, 
     _sync(device)
     dt = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated() if torch.device(device).type == "cuda" else 0
-    del opt
     return batch * seq * steps / dt, peak
 
 

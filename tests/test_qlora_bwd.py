@@ -11,7 +11,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import nf4lora
 from nf4lora import dequantize_nf4, ops, qlora_linear, quantize_nf4
 from conftest import REL_TOL, TF32_TOL, qlora_reference_f64, random_lora, rel_err
 

@@ -186,3 +186,41 @@ def test_forced_backend_errors(monkeypatch):
     monkeypatch.setenv("NF4LORA_BACKEND", "reference")
     assert qlora_linear(x, q, A, B, 1.0).shape == (7, 40)
     assert nf4lora.select_backend("qlora_linear", torch.device("cpu")) == "reference"
+
+
+def test_saves_only_what_the_needed_grads_read():
+    q = quantize_nf4(torch.randn(40, 96), 32)
+    A, B = random_lora(40, 96, 4, torch.float32)
+    x = torch.randn(7, 96, requires_grad=True)
+
+    def saved_shapes(A, B):
+        shapes = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: shapes.append(tuple(t.shape)) or t, lambda t: t):
+            y = qlora_linear(x, q, A, B, 1.0)
+        y.sum().backward()
+        return shapes
+
+    frozen = saved_shapes(A, B)  # only dx needed: neither x (7, 96) nor u (7, 4) is kept
+    assert (7, 96) not in frozen and (7, 4) not in frozen
+    only_B = saved_shapes(A, B.clone().requires_grad_())  # dB reads u, not x
+    assert (7, 4) in only_B and (7, 96) not in only_B
+    only_A = saved_shapes(A.clone().requires_grad_(), B)  # dA reads x, not u
+    assert (7, 96) in only_A and (7, 4) not in only_A
+
+
+def test_gradient_checkpointing_gives_the_same_grads():
+    layer = nf4lora.QLoRALinear(96, 40, r=4, compute_dtype=torch.float32)
+    torch.nn.init.normal_(layer.lora_B)
+    x = torch.randn(5, 96, requires_grad=True)
+    g = torch.randn(5, 40)
+
+    def grads(fn):
+        for t in (x, layer.lora_A, layer.lora_B):
+            t.grad = None
+        fn(x).backward(g)
+        return [t.grad.clone() for t in (x, layer.lora_A, layer.lora_B)]
+
+    plain = grads(layer)
+    ckpt = grads(lambda inp: torch.utils.checkpoint.checkpoint(layer, inp, use_reentrant=False))
+    for a, b in zip(plain, ckpt):
+        assert torch.equal(a, b)

@@ -15,7 +15,6 @@ Modes: fwd (no grad), fwdbwd (x, A, B need grad), mem (peak extra memory of one 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 from typing import Callable, Dict, Iterable, List, Optional
 
@@ -51,13 +50,16 @@ def _do_bench(fn: Callable[[], object]) -> float:
     return do_bench(fn, warmup=25, rep=100, return_mode="median")  # milliseconds
 
 
+def _copy_seconds(device, n: int) -> float:
+    src = torch.randn(n, device=device)
+    dst = torch.empty_like(src)
+    return _do_bench(lambda: dst.copy_(src)) * 1e-3
+
+
 def measure_ceilings(device) -> Dict[str, float]:
     """Copy bandwidth (bytes read + written per second) and the dense bf16 GEMM rate (8192³)."""
-    src = torch.randn(2**28, device=device)  # 1 GiB
-    dst = torch.empty_like(src)
-    t = _do_bench(lambda: dst.copy_(src)) * 1e-3
-    copy_bw = 2 * src.numel() * 4 / t
-    del src, dst
+    n = 2**28  # 1 GiB of float32, freed before the GEMM operands are made
+    copy_bw = 2 * n * 4 / _copy_seconds(device, n)
     a = torch.randn(8192, 8192, device=device, dtype=DTYPE)
     b = torch.randn(8192, 8192, device=device, dtype=DTYPE)
     t = _do_bench(lambda: a @ b) * 1e-3

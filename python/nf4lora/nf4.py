@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
-import math
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
 import torch
 
