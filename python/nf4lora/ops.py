@@ -21,6 +21,7 @@ run the op is an error, never a silent fallback.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import warnings
@@ -335,7 +336,10 @@ def _triton_forward(x, x_lora, q, A, B, scale, bias):
                           "so this layer runs on the reference path (slow)", stacklevel=3)
         last_path["qlora_linear"] = f"reference (fallback: {reason})"
         return _reference_forward(x, x_lora, q, A, B, scale, bias)
-    return qlora_fwd.qlora_forward(x, x_lora, q, A, B, scale, bias)
+    # Triton launches on the current CUDA device: make it the tensors' one (layers spread over
+    # several GPUs, e.g. device_map="auto", must not launch on cuda:0 with cuda:1 pointers).
+    with _on_device(x.device):
+        return qlora_fwd.qlora_forward(x, x_lora, q, A, B, scale, bias)
 
 
 def _triton_backward(grad_y, x_lora, u, q, A, B, scale, needs):
@@ -345,7 +349,12 @@ def _triton_backward(grad_y, x_lora, u, q, A, B, scale, needs):
         reason = f"K={q.shape[1]} is not a multiple of blocksize={q.blocksize}"
         last_path["qlora_linear_backward"] = f"reference (fallback: {reason})"
         return _reference_backward(grad_y, x_lora, u, q, A, B, scale, needs)
-    return qlora_bwd.qlora_backward(grad_y, x_lora, u, q, A, B, scale, needs)
+    with _on_device(grad_y.device):
+        return qlora_bwd.qlora_backward(grad_y, x_lora, u, q, A, B, scale, needs)
+
+
+def _on_device(device: torch.device):
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 register_impl("dequantize", "reference", dequantize_nf4)
