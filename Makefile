@@ -26,7 +26,7 @@ SRC := $(wildcard csrc/* python/nf4lora/*.py triton_kernels/*.py) setup.py CMake
 .venv/.installed: $(SRC)
 	test -x .venv/bin/python || $(PYTHON) -m venv .venv
 	.venv/bin/python -m pip install -q --upgrade pip setuptools wheel
-	.venv/bin/python -m pip install -q torch==2.13.0 numpy safetensors tqdm pytest pybind11 triton transformers peft
+	.venv/bin/python -m pip install -q torch==2.13.0 numpy safetensors tqdm pytest pybind11 triton transformers peft matplotlib
 	.venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
