@@ -30,6 +30,7 @@ from nf4lora.nf4 import NF4_CODE, NF4Weight
 INTERPRET = os.environ.get("TRITON_INTERPRET", "") == "1"
 
 
+@functools.lru_cache(maxsize=None)
 def _nf4_decode_asm(dtype: torch.dtype) -> str:
     """PTX that decodes 4 packed bytes (8 NF4 codes) into 8 fp16/bf16 code values.
 
@@ -208,15 +209,20 @@ def weight_args(q: NF4Weight) -> tuple:
 
 
 def decode_consts(q: NF4Weight, dtype: torch.dtype, r: int) -> dict:
-    """Compile-time arguments shared by the kernels that decode W."""
-    consts = dict(BLOCKSIZE=q.blocksize, NESTED=q.nested, R_PAD=max(16, triton.next_power_of_2(r)),
-                  DECODE_ASM=_nf4_decode_asm(dtype) if decode_mode(dtype) == "prmt" else "",
+    """Compile-time arguments shared by the kernels that decode W (a fresh dict per call)."""
+    return dict(_decode_consts(q.blocksize, q.nested, dtype, r, decode_mode(dtype)))
+
+
+@functools.lru_cache(maxsize=None)
+def _decode_consts(blocksize: int, nested: bool, dtype: torch.dtype, r: int, mode: str) -> tuple:
+    consts = dict(BLOCKSIZE=blocksize, NESTED=nested, R_PAD=max(16, triton.next_power_of_2(r)),
+                  DECODE_ASM=_nf4_decode_asm(dtype) if mode == "prmt" else "",
                   DOT_PRECISION="tf32x3" if dtype == torch.float32 else "tf32")
     if not INTERPRET:
         # No fused multiply-add: the nested absmax is code2·absmax2 + offset with two roundings,
         # exactly as the format (and dequantize_nf4) defines it.
         consts["enable_fp_fusion"] = False
-    return consts
+    return tuple(consts.items())
 
 
 def _small_config(N: int, K: int):

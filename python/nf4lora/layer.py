@@ -77,10 +77,14 @@ class QLoRALinear(nn.Module):
 
     @property
     def weight(self) -> NF4Weight:
-        """The frozen W (out_features, in_features) as an NF4Weight over this layer's buffers."""
+        """The frozen W (out_features, in_features) as an NF4Weight over this layer's buffers.
+
+        Not re-validated here (it was when set, and every op validates its inputs): this runs on
+        every forward, where host time counts at small batch sizes."""
         return NF4Weight(self.weight_packed, self.weight_absmax, (self.out_features, self.in_features),
                          self.weight_blocksize, self.weight_dtype, self.weight_quant_map,
-                         self.weight_nested_absmax, self.weight_nested_quant_map, self.weight_nested_offset)
+                         self.weight_nested_absmax, self.weight_nested_quant_map, self.weight_nested_offset,
+                         check=False)
 
     @property
     def compute_dtype(self) -> torch.dtype:

@@ -119,7 +119,7 @@ class NF4Weight:
     """
 
     def __init__(self, packed, absmax, shape, blocksize, dtype=torch.float32, quant_map=None,
-                 nested_absmax=None, nested_quant_map=None, nested_offset=None):
+                 nested_absmax=None, nested_quant_map=None, nested_offset=None, *, check: bool = True):
         self.packed = packed
         self.absmax = absmax
         self.shape = tuple(int(s) for s in shape)
@@ -129,7 +129,8 @@ class NF4Weight:
         self.nested_absmax = nested_absmax
         self.nested_quant_map = nested_quant_map
         self.nested_offset = None if nested_offset is None else float(nested_offset)
-        self.validate()
+        if check:  # check=False only for state already validated (a layer's own buffers)
+            self.validate()
 
     # --- properties -------------------------------------------------------------------
     @property
