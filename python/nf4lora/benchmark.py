@@ -31,17 +31,22 @@ DEFAULT_PROVIDERS = ["naive", "dense_bf16", "bnb_peft", "nf4lora"]
 
 
 @contextlib.contextmanager
-def forced_backend(backend: Optional[str]):
-    old = os.environ.get("NF4LORA_BACKEND")
-    if backend:
-        os.environ["NF4LORA_BACKEND"] = backend
+def env(name: str, value: Optional[str]):
+    """Set environment variable ``name`` to ``value`` (None: leave it) inside the block."""
+    old = os.environ.get(name)
+    if value:
+        os.environ[name] = value
     try:
         yield
     finally:
         if old is None:
-            os.environ.pop("NF4LORA_BACKEND", None)
+            os.environ.pop(name, None)
         else:
-            os.environ["NF4LORA_BACKEND"] = old
+            os.environ[name] = old
+
+
+def forced_backend(backend: Optional[str]):
+    return env("NF4LORA_BACKEND", backend)
 
 
 def _do_bench(fn: Callable[[], object]) -> float:
@@ -117,12 +122,9 @@ def provider_fn(name: str, c: Case) -> Optional[Callable]:
             return None
 
         def gather(x, A, B):
-            old = os.environ.get("NF4LORA_TRITON_DECODE")
-            os.environ["NF4LORA_TRITON_DECODE"] = "gather"
-            try:
+            with env("NF4LORA_TRITON_DECODE", "gather"):
                 return run(x, A, B)
-            finally:
-                os.environ.pop("NF4LORA_TRITON_DECODE") if old is None else os.environ.update(NF4LORA_TRITON_DECODE=old)
+        gather.backend = run.backend
         return gather
     if name == "nf4lora" or name.startswith("nf4lora_"):
         backend = name[len("nf4lora_"):] or None

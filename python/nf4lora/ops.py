@@ -325,17 +325,26 @@ def qlora_linear(x: torch.Tensor, weight: NF4Weight, lora_A: torch.Tensor, lora_
 _warned_fallback = set()
 
 
-def _triton_forward(x, x_lora, q, A, B, scale, bias):
+def _triton_fallback_reason(op: str, q: NF4Weight) -> Optional[str]:
+    """Why the Triton kernels cannot take this weight (warned once per reason), or None."""
     from nf4lora.triton_kernels import qlora_fwd  # imported on first use: triton loads slowly
 
-    if not qlora_fwd.supports(q):
-        reason = f"K={q.shape[1]} is not a multiple of blocksize={q.blocksize}"
-        if reason not in _warned_fallback:
-            _warned_fallback.add(reason)
-            warnings.warn(f"nf4lora: the Triton forward needs K a multiple of the blocksize; {reason}, "
-                          "so this layer runs on the reference path (slow)", stacklevel=3)
-        last_path["qlora_linear"] = f"reference (fallback: {reason})"
+    if qlora_fwd.supports(q):
+        return None
+    reason = f"K={q.shape[1]} is not a multiple of blocksize={q.blocksize}"
+    if reason not in _warned_fallback:
+        _warned_fallback.add(reason)
+        warnings.warn(f"nf4lora: the Triton kernels need K a multiple of the blocksize; {reason}, "
+                      "so this layer runs on the reference path (slow)", stacklevel=4)
+    last_path[op] = f"reference (fallback: {reason})"
+    return reason
+
+
+def _triton_forward(x, x_lora, q, A, B, scale, bias):
+    if _triton_fallback_reason("qlora_linear", q):
         return _reference_forward(x, x_lora, q, A, B, scale, bias)
+    from nf4lora.triton_kernels import qlora_fwd
+
     # Triton launches on the current CUDA device: make it the tensors' one (layers spread over
     # several GPUs, e.g. device_map="auto", must not launch on cuda:0 with cuda:1 pointers).
     with _on_device(x.device):
@@ -343,12 +352,10 @@ def _triton_forward(x, x_lora, q, A, B, scale, bias):
 
 
 def _triton_backward(grad_y, x_lora, u, q, A, B, scale, needs):
-    from nf4lora.triton_kernels import qlora_bwd, qlora_fwd
-
-    if not qlora_fwd.supports(q):
-        reason = f"K={q.shape[1]} is not a multiple of blocksize={q.blocksize}"
-        last_path["qlora_linear_backward"] = f"reference (fallback: {reason})"
+    if _triton_fallback_reason("qlora_linear_backward", q):
         return _reference_backward(grad_y, x_lora, u, q, A, B, scale, needs)
+    from nf4lora.triton_kernels import qlora_bwd
+
     with _on_device(grad_y.device):
         return qlora_bwd.qlora_backward(grad_y, x_lora, u, q, A, B, scale, needs)
 
