@@ -1,0 +1,153 @@
+"""Where a forward's time goes (GPU only): host overhead vs kernel time, and the cost of the decode.
+
+    python bench/diag_fwd.py [--out DIR]
+
+1. Small M (1, 16) on 4096×14336 and 8192×28672, r = 16, bf16, under no_grad:
+   - ``bench``: the benchmark's number (do_bench median with its L2 flush), through the op;
+   - ``host``: wall time per call of 2000 back-to-back calls, CPU side (perf_counter, one sync at
+     the end) — the op's own Python/dispatch/launch cost when the GPU keeps up;
+   - ``host_direct``: the same calling the backend function directly (no torch.ops dispatch);
+   - ``kernels``: GPU time of each kernel of one forward (torch.profiler, L2 flushed before each
+     call), and their sum.
+2. Large M (4096) on 8192×28672: the autotuned forward kernel with its real decode against the
+   same kernel with the decode replaced by four register moves (garbage values, the same memory
+   traffic and tiles): splits the decode's cost from the rest of the pipeline. Registers and
+   spills of the compiled kernels are printed.
+Prints one JSON line per measurement (also to DIR/diag.jsonl when --out is given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
+
+from nf4lora import ops
+from nf4lora.benchmark import Case, _do_bench
+
+
+def emit(row, sink):
+    line = json.dumps(row)
+    print(line, flush=True)
+    if sink:
+        sink.write(line + "\n")
+        sink.flush()
+
+
+def host_us(fn, n=2000):
+    for _ in range(20):
+        fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    t1 = time.perf_counter()
+    torch.cuda.synchronize()
+    t2 = time.perf_counter()
+    return (t1 - t0) / n * 1e6, (t2 - t0) / n * 1e6
+
+
+def kernel_us(fn, iters=20):
+    """Mean GPU time per call of each kernel fn launches (L2 flushed before each call)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cache = torch.empty(256 * 2**20, dtype=torch.int8, device="cuda")
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            cache.zero_()
+            fn()
+        torch.cuda.synchronize()
+    out = {}
+    for ev in prof.key_averages():
+        if ev.device_type.name == "CUDA" and "fill" not in ev.key.lower() and "zero" not in ev.key.lower():
+            out[ev.key[:60]] = round(ev.device_time_total / iters, 2)
+    return out
+
+
+def small_m(sink):
+    from nf4lora.triton_kernels import qlora_fwd
+
+    for K, N in ((4096, 14336), (8192, 28672)):
+        for M in (1, 16):
+            c = Case(M, K, N, 16, "cuda")
+            q = c.q
+            with torch.no_grad():
+                op = lambda: ops.qlora_linear(c.x, q, c.A, c.B, c.scale)
+                direct = lambda: qlora_fwd.qlora_forward(c.x, None, q, c.A, c.B, c.scale, None)
+                ks = kernel_us(op)
+                row = {"what": "small_m", "M": M, "K": K, "N": N,
+                       "bench_us": round(_do_bench(op) * 1e3, 2),
+                       "host_us": [round(v, 2) for v in host_us(op)],
+                       "host_direct_us": [round(v, 2) for v in host_us(direct)],
+                       "kernels_us": ks, "kernel_sum_us": round(sum(ks.values()), 2),
+                       "dense_us": round(_do_bench(lambda: torch.nn.functional.linear(c.x, c.w)) * 1e3, 2)}
+            mb = (q.nbytes + 2 * 16 * (K + N)) / 1e6
+            row["MB"] = round(mb, 1)
+            row["kernel_TBps"] = round(mb / row["kernel_sum_us"], 3) if row["kernel_sum_us"] else None  # MB/µs
+            emit(row, sink)
+
+
+_FAKE_DECODE = "mov.b32 $0, $4; mov.b32 $1, $4; mov.b32 $2, $4; mov.b32 $3, $4;"
+
+
+def large_m(sink):
+    import triton
+    from nf4lora.triton_kernels import qlora_fwd as f
+
+    K, N, M, r = 8192, 28672, 4096, 16
+    c = Case(M, K, N, r, "cuda")
+    q = c.q
+    x = c.x
+    u = torch.empty((M, r), device="cuda", dtype=torch.float32)
+    y = torch.empty((M, N), device="cuda", dtype=x.dtype)
+    f.row_times_rows(x, c.A, u)
+    args = (x, *f.weight_args(q), u, c.B, c.B, y, M, N, K, r, 2.0, triton.next_power_of_2(M),
+            x.stride(0), x.stride(1), c.B.stride(0), c.B.stride(1), y.stride(0), y.stride(1))
+    flops = 2 * M * N * K
+    dense = _do_bench(lambda: x @ c.w.t()) * 1e-3
+    emit({"what": "large_m_dense", "M": M, "K": K, "N": N, "us": round(dense * 1e6, 1),
+          "TFLOPs": round(flops / dense / 1e12, 1)}, sink)
+    for bm, bn, bk, w, st in f._LARGE_CONFIGS + [(256, 128, 64, 8, 2), (128, 256, 64, 8, 2), (256, 64, 64, 8, 3)]:
+        for decode in ("prmt", "fake"):
+            consts = dict(f.decode_consts(q, x.dtype, r), HAS_BIAS=False)
+            if decode == "fake":
+                consts["DECODE_ASM"] = _FAKE_DECODE
+            grid = (triton.cdiv(M, bm) * triton.cdiv(N, bn),)
+            launch = lambda: f._qlora_fwd_kernel[grid](*args, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8,
+                                                       NB=max(1, bk // 64), num_warps=w, num_stages=st, **consts)
+            try:
+                k = launch()
+                t = _do_bench(launch) * 1e-3
+                emit({"what": "large_m_kernel", "decode": decode, "cfg": [bm, bn, bk, w, st],
+                      "us": round(t * 1e6, 1), "TFLOPs": round(flops / t / 1e12, 1),
+                      "vs_dense": round(t / dense, 2), "regs": k.n_regs, "spills": k.n_spills}, sink)
+            except Exception as exc:  # out of shared memory / registers for this config
+                emit({"what": "large_m_kernel", "decode": decode, "cfg": [bm, bn, bk, w, st],
+                      "error": str(exc)[:200]}, sink)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", default=None)
+    p.add_argument("--only", choices=("small", "large"), default=None)
+    a = p.parse_args()
+    sink = None
+    if a.out:
+        os.makedirs(a.out, exist_ok=True)
+        sink = open(os.path.join(a.out, "diag.jsonl"), "a")
+    if a.only in (None, "small"):
+        small_m(sink)
+    if a.only in (None, "large"):
+        large_m(sink)
+
+
+if __name__ == "__main__":
+    main()
