@@ -73,26 +73,28 @@ def kernel_us(fn, iters=20):
 
 
 def small_m(sink):
-    from nf4lora.triton_kernels import qlora_fwd
+    from nf4lora.benchmark import forced_backend
 
-    for K, N in ((4096, 14336), (8192, 28672)):
+    for K, N in ((4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672)):
         for M in (1, 16):
             c = Case(M, K, N, 16, "cuda")
-            q = c.q
-            with torch.no_grad():
-                op = lambda: ops.qlora_linear(c.x, q, c.A, c.B, c.scale)
-                direct = lambda: qlora_fwd.qlora_forward(c.x, None, q, c.A, c.B, c.scale, None)
-                ks = kernel_us(op)
-                row = {"what": "small_m", "M": M, "K": K, "N": N,
-                       "bench_us": round(_do_bench(op) * 1e3, 2),
-                       "host_us": [round(v, 2) for v in host_us(op)],
-                       "host_direct_us": [round(v, 2) for v in host_us(direct)],
-                       "kernels_us": ks, "kernel_sum_us": round(sum(ks.values()), 2),
-                       "dense_us": round(_do_bench(lambda: torch.nn.functional.linear(c.x, c.w)) * 1e3, 2)}
-            mb = (q.nbytes + 2 * 16 * (K + N)) / 1e6
-            row["MB"] = round(mb, 1)
-            row["kernel_TBps"] = round(mb / row["kernel_sum_us"], 3) if row["kernel_sum_us"] else None  # MB/µs
-            emit(row, sink)
+            mb = (c.q.nbytes + 2 * 16 * (K + N) + 2 * M * (K + N)) / 1e6
+            dense = _do_bench(lambda c=c: torch.nn.functional.linear(c.x, c.w)) * 1e3
+            for backend in (None, "triton", "cuda"):
+                with forced_backend(backend), torch.no_grad():
+                    op = lambda c=c: ops.qlora_linear(c.x, c.q, c.A, c.B, c.scale)  # noqa: E731
+                    ops.last_path.clear()
+                    op()
+                    ks = kernel_us(op)
+                    ksum = sum(ks.values())
+                    row = {"what": "small_m", "M": M, "K": K, "N": N, "backend": backend,
+                           "path": ops.last_path.get("qlora_linear"),
+                           "bench_us": round(_do_bench(op) * 1e3, 2),
+                           "host_us": [round(v, 2) for v in host_us(op)],
+                           "kernels_us": ks, "kernel_sum_us": round(ksum, 2),
+                           "kernel_TBps": round(mb / ksum, 3) if ksum else None,  # MB/µs
+                           "dense_us": round(dense, 2), "MB": round(mb, 1)}
+                emit(row, sink)
 
 
 _FAKE_DECODE = "mov.b32 $0, $4; mov.b32 $1, $4; mov.b32 $2, $4; mov.b32 $3, $4;"

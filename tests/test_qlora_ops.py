@@ -178,8 +178,10 @@ def test_forced_backend_errors(monkeypatch):
     monkeypatch.setenv("NF4LORA_BACKEND", "cuda")
     with pytest.raises(RuntimeError, match="NF4LORA_BACKEND=cuda cannot run"):
         nf4lora.dequantize(q)
-    with pytest.raises(RuntimeError, match="backend 'cuda' has no kernel for nf4lora::qlora_linear"):
+    with pytest.raises(RuntimeError, match="NF4LORA_BACKEND=cuda cannot run nf4lora::qlora_linear"):
         qlora_linear(x, q, A, B, 1.0)
+    with pytest.raises(RuntimeError, match="backend 'cuda' has no kernel for nf4lora::qlora_linear_backward"):
+        ops.select_backend("qlora_linear_backward", torch.device("cpu"))
     monkeypatch.setenv("NF4LORA_BACKEND", "fast")
     with pytest.raises(ValueError, match="NF4LORA_BACKEND must be one of"):
         qlora_linear(x, q, A, B, 1.0)
@@ -224,3 +226,53 @@ def test_gradient_checkpointing_gives_the_same_grads():
     ckpt = grads(lambda inp: torch.utils.checkpoint.checkpoint(layer, inp, use_reentrant=False))
     for a, b in zip(plain, ckpt):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_eager_path_matches_the_ops(dropout, monkeypatch):
+    """qlora_linear outside torch.compile runs the ops' bodies through one autograd.Function:
+    the same outputs and gradients (bit for bit) as the registered ops, and it is the path taken."""
+    monkeypatch.delenv("NF4LORA_BACKEND", raising=False)
+    torch.manual_seed(5)
+    q = quantize_nf4(torch.randn(24, 64), 64, double_quant=True)
+    x0, xl0 = torch.randn(5, 64), torch.randn(5, 64)
+    A0, B0, b0 = torch.randn(4, 64) * 0.1, torch.randn(24, 4) * 0.1, torch.randn(24)
+    results = []
+    for eager in (True, False):
+        monkeypatch.setattr(ops, "EAGER_FAST_PATH", eager)
+        x, xl, A, B, b = (t.clone().requires_grad_() for t in (x0, xl0, A0, B0, b0))
+        y = qlora_linear(x, q, A, B, 0.7, b, x_lora=xl if dropout else None)
+        assert (type(y.grad_fn).__name__ == "_EagerQLoRALinearBackward") == eager
+        y.backward(torch.randn_like(y, generator=torch.Generator().manual_seed(1)))
+        results.append([y.detach(), x.grad, A.grad, B.grad, b.grad] + ([xl.grad] if dropout else []))
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+def test_eager_path_validates_a_reassigned_weight():
+    q = quantize_nf4(torch.randn(24, 64), 64)
+    x, A, B = torch.randn(2, 64), torch.randn(4, 64), torch.randn(24, 4)
+    q.absmax = q.absmax[:-1]  # a field replaced after construction: caught before any kernel runs
+    with pytest.raises(ValueError, match="absmax must have 24 elements"):
+        qlora_linear(x, q, A, B, 1.0)
+
+
+def test_call_level_backend_choice(monkeypatch):
+    """A backend registered for some calls only is chosen for the calls it takes, skipped for
+    the others, and a forced one that does not take a call is an error naming why."""
+    monkeypatch.delenv("NF4LORA_BACKEND", raising=False)
+    monkeypatch.setitem(ops._IMPLS["qlora_linear"], "cuda", lambda *a: None)
+    monkeypatch.setitem(ops._SUPPORTS["qlora_linear"], "cuda",
+                        lambda x, *rest: None if x.shape[0] <= 16 else f"M={x.shape[0]} > 16")
+    monkeypatch.setattr(ops, "_backend_unavailable_reason", lambda backend, op, device: None)
+    dev = torch.device("cuda")
+    q = quantize_nf4(torch.randn(24, 64), 64)
+    small = (torch.randn(3, 64), None, q, None, None, 1.0, None)
+    large = (torch.randn(40, 64), None, q, None, None, 1.0, None)
+    assert ops.select_backend("qlora_linear", dev, small) == "cuda"
+    assert ops.select_backend("qlora_linear", dev, large) == "triton"
+    assert ops.select_backend("qlora_linear", dev) == "triton"  # no call to judge
+    assert ops.regime_backends("qlora_linear", dev) == ["cuda"]
+    monkeypatch.setenv("NF4LORA_BACKEND", "cuda")
+    with pytest.raises(RuntimeError, match="NF4LORA_BACKEND=cuda cannot run nf4lora::qlora_linear: M=40 > 16"):
+        ops.select_backend("qlora_linear", dev, large)

@@ -7,6 +7,7 @@ to pointers. Importing it on a machine without a GPU is fine; launching is not.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import Optional
 
@@ -62,3 +63,60 @@ def dequantize(q: NF4Weight, dtype: torch.dtype) -> torch.Tensor:
             nested_offset=q.nested_offset if q.nested else 0.0,
             n=q.numel, blocksize=q.blocksize, stream=_stream(q.device))
     return out
+
+
+# --- small-M fused forward (csrc/qlora_gemv.cu) ---------------------------------------------
+GEMV_MAX_M = 16
+
+
+def gemv_unsupported_reason(x: torch.Tensor, q: NF4Weight) -> Optional[str]:
+    """None when the CUDA small-M forward takes this call, else why not (x is (M, K))."""
+    if x.dtype not in (torch.float16, torch.bfloat16):
+        return f"the CUDA forward takes float16/bfloat16 x, got {x.dtype}"
+    if not 1 <= x.shape[0] <= GEMV_MAX_M:
+        return f"the CUDA forward takes 1 <= M <= {GEMV_MAX_M} rows, got M={x.shape[0]}"
+    if q.blocksize < 64:
+        return f"the CUDA forward needs blocksize >= 64, got {q.blocksize}"
+    if q.shape[1] % q.blocksize:
+        return f"the CUDA forward needs K a multiple of the blocksize, got K={q.shape[1]}, blocksize={q.blocksize}"
+    return None
+
+
+def _aligned(t: torch.Tensor) -> torch.Tensor:
+    """t contiguous with a 16-byte aligned start (a copy only when it is not)."""
+    t = t.contiguous()
+    return t if t.data_ptr() % 16 == 0 else t.clone()
+
+
+def _sm_count(device: torch.device) -> int:
+    return _sm_count_of(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count_of(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def qlora_forward_small(x, x_lora, q: NF4Weight, A, B, scale: float, bias):
+    """(y (M, N) in x's dtype, u (M, r) float32) through the CUDA small-M kernels; the inputs are
+    validated by ops.py and gemv_unsupported_reason(x, q) is None."""
+    M, K = x.shape
+    N, r = B.shape
+    x = _aligned(x)
+    xl = x if x_lora is None else _aligned(x_lora)
+    A, B = _aligned(A), B.contiguous()
+    bias = None if bias is None else bias.contiguous()
+    packed = q.packed if q.packed.data_ptr() % 16 == 0 else q.packed.clone()
+    y = torch.empty((M, N), device=x.device, dtype=x.dtype)
+    u = torch.empty((M, r), device=x.device, dtype=torch.float32)
+    splits, ws_bytes = _C.plan_qlora_gemv(M, N, K, _sm_count(x.device))
+    ws = torch.empty(max(16, ws_bytes), device=x.device, dtype=torch.uint8)
+    with torch.cuda.device(x.device):
+        _C.qlora_gemv(y.data_ptr(), x.data_ptr(), xl.data_ptr(), A.data_ptr(), B.data_ptr(),
+                      0 if bias is None else bias.data_ptr(), u.data_ptr(), ws.data_ptr(), _DTYPE_CODES[x.dtype],
+                      packed.data_ptr(), q.absmax.data_ptr(), q.quant_map.data_ptr(),
+                      q.nested_absmax.data_ptr() if q.nested else 0,
+                      q.nested_quant_map.data_ptr() if q.nested else 0,
+                      q.nested_offset if q.nested else 0.0, q.blocksize, M, N, K, r, float(scale), splits,
+                      _stream(x.device))
+    return y, u

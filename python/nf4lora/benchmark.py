@@ -130,7 +130,7 @@ def provider_fn(name: str, c: Case) -> Optional[Callable]:
         backend = name[len("nf4lora_"):] or None
         try:  # a backend without a backward kernel still has forward rows (bench_one skips the rest)
             with forced_backend(backend):
-                ops.select_backend("qlora_linear", c.x.device)
+                ops.select_backend("qlora_linear", c.x.device, (c.x, None, c.q, c.A, c.B, c.scale, None))
         except RuntimeError:
             return None
 

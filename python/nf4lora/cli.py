@@ -25,7 +25,9 @@ def _info(args) -> int:
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     for dev in devices:
         for op in ("dequantize", "qlora_linear", "qlora_linear_backward"):
-            print(f"  {dev.type:4s} nf4lora::{op:22s} -> {ops.select_backend(op, dev)}")
+            regimes = [b for b in ops.regime_backends(op, dev)]
+            extra = "".join(f"; {b} where it takes the call" for b in regimes)
+            print(f"  {dev.type:4s} nf4lora::{op:22s} -> {ops.select_backend(op, dev)}{extra}")
     return 0
 
 

@@ -37,6 +37,8 @@ _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # op name -> backend -> implementation. Kernel backends register themselves here.
 _IMPLS: Dict[str, Dict[str, Callable]] = {"dequantize": {}, "qlora_linear": {}, "qlora_linear_backward": {}}
+# op name -> backend -> supports(*impl args) -> None or why that kernel does not take the call.
+_SUPPORTS: Dict[str, Dict[str, Callable]] = {op: {} for op in _IMPLS}
 # Backends in order of preference on a CUDA device (measured fastest first, see bench/results).
 _CUDA_PREFERENCE = ("cuda", "triton", "reference")
 # What actually ran last for each op ("triton", or "reference (fallback: ...)"): the benchmark
@@ -58,32 +60,55 @@ def _backend_unavailable_reason(backend: str, op: str, device: torch.device) -> 
     return None
 
 
-def select_backend(op: str, device: torch.device) -> str:
-    """The backend that runs ``op`` for tensors on ``device`` (honours NF4LORA_BACKEND)."""
+def select_backend(op: str, device: torch.device, args: Optional[tuple] = None) -> str:
+    """The backend that runs ``op`` for tensors on ``device`` (honours NF4LORA_BACKEND). With
+    ``args`` (the implementation's arguments), backends whose kernels do not take this call
+    (shape, dtype, M regime) are skipped, and a forced one that does not take it is an error."""
     forced = os.environ.get("NF4LORA_BACKEND", "").strip()
     if forced:
         if forced not in BACKENDS:
             raise ValueError(f"NF4LORA_BACKEND must be one of {BACKENDS}, got {forced!r}")
-        reason = _backend_unavailable_reason(forced, op, device)
+        reason = _backend_unavailable_reason(forced, op, device) or _call_unsupported_reason(forced, op, args)
         if reason is not None:
             raise RuntimeError(f"NF4LORA_BACKEND={forced} cannot run nf4lora::{op}: {reason}")
         return forced
-    return _default_backend(op, device)
+    return _default_backend(op, device, args)
 
 
-def _default_backend(op: str, device: torch.device) -> str:
+def _call_unsupported_reason(backend: str, op: str, args: Optional[tuple]) -> Optional[str]:
+    check = _SUPPORTS[op].get(backend)
+    if check is None:
+        return None
+    if args is None:  # no call to judge: a kernel for some calls only is not "the" backend
+        return f"backend {backend!r} takes only some calls of nf4lora::{op}"
+    return check(*args)
+
+
+def regime_backends(op: str, device: torch.device) -> List[str]:
+    """Backends preferred on ``device`` that take only some calls of ``op`` (e.g. small M)."""
+    if device.type != "cuda":
+        return []
+    return [b for b in _CUDA_PREFERENCE if b in _SUPPORTS[op] and _backend_unavailable_reason(b, op, device) is None]
+
+
+def _default_backend(op: str, device: torch.device, args: Optional[tuple] = None) -> str:
     if device.type == "cuda":
         for backend in _CUDA_PREFERENCE:
-            if _backend_unavailable_reason(backend, op, device) is None:
+            if (_backend_unavailable_reason(backend, op, device) is None
+                    and _call_unsupported_reason(backend, op, args) is None):
                 return backend
     return "reference"
 
 
-def register_impl(op: str, backend: str, fn: Callable) -> None:
-    """Plug a kernel backend's implementation of ``op`` into the dispatcher."""
+def register_impl(op: str, backend: str, fn: Callable, supports: Optional[Callable] = None) -> None:
+    """Plug a kernel backend's implementation of ``op`` into the dispatcher. ``supports(*args)``
+    returns None when ``fn`` takes a call with these arguments, else the reason it does not
+    (a kernel for one regime only, e.g. small M)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     _IMPLS[op][backend] = fn
+    if supports is not None:
+        _SUPPORTS[op][backend] = supports
 
 
 # --- validation (shared by real and fake implementations) ------------------------------
@@ -172,11 +197,17 @@ def _dequantize_for_reference(q: NF4Weight) -> torch.Tensor:
 def _qlora_linear_op(x: torch.Tensor, x_lora: Optional[torch.Tensor], weight: List[torch.Tensor],
                      shape: List[int], blocksize: int, nested_offset: float, A: torch.Tensor,
                      B: torch.Tensor, scale: float, bias: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
-    q = _weight(weight, shape, blocksize, nested_offset)
+    return _forward(x, x_lora, _weight(weight, shape, blocksize, nested_offset), A, B, scale, bias)
+
+
+def _forward(x, x_lora, q: NF4Weight, A, B, scale, bias):
+    """The body of nf4lora::qlora_linear (also run directly by the eager path): validate, pick
+    the backend, run it. Returns (y, u)."""
     check_linear_inputs(x, x_lora, q, A, B, bias)
-    backend = select_backend("qlora_linear", q.device)
+    args = (x, x_lora, q, A, B, scale, bias)
+    backend = select_backend("qlora_linear", q.device, args)
     last_path["qlora_linear"] = backend
-    return _IMPLS["qlora_linear"][backend](x, x_lora, q, A, B, scale, bias)
+    return _IMPLS["qlora_linear"][backend](*args)
 
 
 @_qlora_linear_op.register_fake
@@ -196,11 +227,17 @@ def _qlora_linear_backward_op(grad_y: torch.Tensor, x_lora: Optional[torch.Tenso
     """needs = [dx, dx_lora, dA, dB]; outputs not needed come back as empty (0,) tensors.
     needs[1] False with needs[0] True means x̃ is x: the LoRA term is summed into dx."""
     q = _weight(weight, shape, blocksize, nested_offset)
+    outs = _backward_body(grad_y, x_lora, u, q, A, B, scale, needs)
+    return tuple(grad_y.new_empty(0) if t is None else t for t in outs)
+
+
+def _backward_body(grad_y, x_lora, u, q: NF4Weight, A, B, scale, needs):
+    """The body of nf4lora::qlora_linear_backward (also run directly by the eager path):
+    (dx, dx_lora, dA, dB), None where not needed."""
     _check_backward(grad_y, x_lora, u, q, A, B, needs)
     backend = select_backend("qlora_linear_backward", q.device)
     last_path["qlora_linear_backward"] = backend
-    outs = _IMPLS["qlora_linear_backward"][backend](grad_y, x_lora, u, q, A, B, scale, tuple(needs))
-    return tuple(grad_y.new_empty(0) if t is None else t for t in outs)
+    return _IMPLS["qlora_linear_backward"][backend](grad_y, x_lora, u, q, A, B, scale, tuple(needs))
 
 
 def _backward_shapes(grad_y, q, A, needs):
@@ -243,33 +280,45 @@ def _(grad_y, x_lora, u, weight, shape, blocksize, nested_offset, A, B, scale, n
 # Only what the needed gradients read is saved: x̃ for dA, u for dB, A and B, and the NF4
 # state (references to the layer's buffers, no copy). W is never saved dequantized.
 
-def _setup_context(ctx, inputs, output):
-    x, x_lora, weight, shape, blocksize, nested_offset, A, B, scale, bias = inputs
-    # ctx.needs_input_grad is indexed over flattened inputs (the weight list expands), so
-    # read requires_grad from the inputs themselves.
+def _save(ctx, x, x_lora, A, B, bias, u, weight):
+    """Record what backward needs (one rule for the op's autograd and the eager Function)."""
     need_x, need_A, need_B = x.requires_grad, A.requires_grad, B.requires_grad
     need_xl = x_lora is not None and x_lora.requires_grad
     ctx.needs = [need_x, need_xl, need_A, need_B]
     ctx.need_bias = bias is not None and bias.requires_grad
-    ctx.meta = (list(shape), blocksize, nested_offset, scale)
     saved_x = (x if x_lora is None else x_lora) if need_A else None
-    saved_u = output[1] if need_B else None
-    ctx.save_for_backward(saved_x, saved_u, A, B, *weight)
+    ctx.save_for_backward(saved_x, u if need_B else None, A, B, *weight)
+
+
+def _grads(ctx, grad_y, run):
+    """(dx, dx_lora, dA, dB, dbias) from the saved state; ``run(grad_y, x_lora, u, A, B, weight,
+    needs)`` computes the first four."""
+    saved = ctx.saved_tensors
+    x_lora, u, A, B = saved[:4]
+    grad_y = grad_y.contiguous()
+    dx = dx_lora = dA = dB = None
+    if any(ctx.needs):
+        outs = run(grad_y, x_lora, u, A, B, list(saved[4:]), ctx.needs)
+        dx, dx_lora, dA, dB = (o if need else None for o, need in zip(outs, ctx.needs))
+    return dx, dx_lora, dA, dB, grad_y.sum(0) if ctx.need_bias else None
+
+
+def _setup_context(ctx, inputs, output):
+    x, x_lora, weight, shape, blocksize, nested_offset, A, B, scale, bias = inputs
+    # (ctx.needs_input_grad is indexed over flattened inputs, the weight list expands: _save
+    # reads requires_grad from the inputs themselves.)
+    ctx.meta = (list(shape), blocksize, nested_offset, scale)
+    _save(ctx, x, x_lora, A, B, bias, output[1], weight)
 
 
 def _backward(ctx, grad_y, grad_u):
     shape, blocksize, nested_offset, scale = ctx.meta
-    saved = ctx.saved_tensors
-    x_lora, u, A, B = saved[:4]
-    weight = list(saved[4:])
-    grad_y = grad_y.contiguous()
-    dx = dx_lora = dA = dB = None
-    if any(ctx.needs):
-        outs = torch.ops.nf4lora.qlora_linear_backward(grad_y, x_lora, u, weight, shape, blocksize,
-                                                       nested_offset, A, B, scale, ctx.needs)
-        dx, dx_lora, dA, dB = (o if need else None for o, need in zip(outs, ctx.needs))
-    dbias = grad_y.sum(0) if ctx.need_bias else None
-    return dx, dx_lora, [None] * len(weight), None, None, None, dA, dB, None, dbias
+
+    def run(grad_y, x_lora, u, A, B, weight, needs):
+        return torch.ops.nf4lora.qlora_linear_backward(grad_y, x_lora, u, weight, shape, blocksize,
+                                                       nested_offset, A, B, scale, needs)
+    dx, dx_lora, dA, dB, dbias = _grads(ctx, grad_y, run)
+    return dx, dx_lora, [None] * len(ctx.saved_tensors[4:]), None, None, None, dA, dB, None, dbias
 
 
 _qlora_linear_op.register_autograd(_backward, setup_context=_setup_context)
@@ -317,9 +366,49 @@ def qlora_linear(x: torch.Tensor, weight: NF4Weight, lora_A: torch.Tensor, lora_
             raise ValueError(f"x_lora must have the shape of x {tuple(x.shape)}, "
                              f"got {tuple(getattr(x_lora, 'shape', ()))}")
         xl2 = x_lora.reshape(-1, x.shape[-1])
-    y, _ = torch.ops.nf4lora.qlora_linear(x2, xl2, _weight_args(weight), list(weight.shape), weight.blocksize,
-                                          _offset_arg(weight), lora_A, lora_B, float(scale), bias)
-    return y.view(*lead, weight.shape[0])
+    if _eager_ok(x2, xl2, lora_A, lora_B, bias):
+        y = _EagerQLoRALinear.apply(x2, xl2, lora_A, lora_B, bias, weight, float(scale))
+    else:
+        y, _ = torch.ops.nf4lora.qlora_linear(x2, xl2, _weight_args(weight), list(weight.shape), weight.blocksize,
+                                              _offset_arg(weight), lora_A, lora_B, float(scale), bias)
+    return y if x.dim() == 2 else y.view(*lead, weight.shape[0])
+
+
+# --- the eager path -------------------------------------------------------------------
+# A call through torch.ops costs the dispatcher, the op's Python autograd wrapper and a rebuild
+# and re-validation of the NF4 state: hundreds of µs per layer on a slow host (bench/NOTES.md), more
+# than the kernel itself at decode batch sizes. Outside torch.compile and for plain tensors,
+# qlora_linear runs the same validated bodies (_forward, _backward_body) through one
+# autograd.Function instead. torch.compile, tensor subclasses (FakeTensor, DTensor, functorch
+# wrappers) and meta tensors go through the registered ops. EAGER_FAST_PATH = False forces the ops.
+EAGER_FAST_PATH = True
+
+
+def _eager_ok(*tensors) -> bool:
+    if not EAGER_FAST_PATH or torch.compiler.is_compiling():
+        return False
+    for t in tensors:
+        if t is not None and (type(t) is not torch.Tensor and type(t) is not torch.nn.Parameter
+                              or t.is_meta or torch._C._functorch.is_functorch_wrapped_tensor(t)):
+            return False
+    return True
+
+
+class _EagerQLoRALinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, x_lora, A, B, bias, q: NF4Weight, scale: float):
+        q.validate()  # its fields may have been reassigned since it was built: check before any launch
+        y, u = _forward(x, x_lora, q, A, B, scale, bias)
+        ctx.q, ctx.scale = q, scale
+        _save(ctx, x, x_lora, A, B, bias, u, [])
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        def run(grad_y, x_lora, u, A, B, weight, needs):
+            return _backward_body(grad_y, x_lora, u, ctx.q, A, B, ctx.scale, needs)
+        dx, dx_lora, dA, dB, dbias = _grads(ctx, grad_y, run)
+        return dx, dx_lora, dA, dB, dbias, None, None
 
 
 _warned_fallback = set()
@@ -360,6 +449,11 @@ def _triton_backward(grad_y, x_lora, u, q, A, B, scale, needs):
         return qlora_bwd.qlora_backward(grad_y, x_lora, u, q, A, B, scale, needs)
 
 
+def _cuda_forward(x, x_lora, q, A, B, scale, bias):
+    # Only reached for calls that gemv_unsupported_reason accepts (select_backend checked).
+    return _cuda_ext.qlora_forward_small(x, x_lora, q, A, B, scale, bias)
+
+
 def _on_device(device: torch.device):
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
@@ -369,6 +463,8 @@ register_impl("qlora_linear", "reference", _reference_forward)
 register_impl("qlora_linear_backward", "reference", _reference_backward)
 if _cuda_ext.built():
     register_impl("dequantize", "cuda", _cuda_ext.dequantize)
+    register_impl("qlora_linear", "cuda", _cuda_forward,
+                  supports=lambda x, x_lora, q, A, B, scale, bias: _cuda_ext.gemv_unsupported_reason(x, q))
 if importlib.util.find_spec("triton") is not None:
     register_impl("qlora_linear", "triton", _triton_forward)
     register_impl("qlora_linear_backward", "triton", _triton_backward)

@@ -1,0 +1,428 @@
+// nf4lora::qlora_linear forward for small M (1 ... 16 rows of x): the decode / small-batch regime.
+//
+//   y (M, N) = x·Wᵀ + s·u·Bᵀ + bias,  u (M, r) = x̃·Aᵀ (float32, also returned for dB)
+//
+// Two kernels, launched back to back by one host call:
+//   lora_u_kernel      u = x̃·Aᵀ: one block per LoRA rank j, 16-byte loads, fp32 sums.
+//   qlora_gemv_kernel  W streamed once as packed NF4 codes; a block owns 256 rows of W (8 warps
+//                      × 2 tiles of 16 rows) and one K slice (split-K over gridDim.y when the
+//                      column blocks alone cannot fill the GPU). The LoRA term and the bias are
+//                      added in the epilogue by the block that finishes a column block last.
+//
+// Tensor cores at M ≤ 16: each warp runs mma.m16n8k16 with the decoded W tile as the A operand
+// (16 rows of W × 16 k) and x as the B operand (16 k × 8 rows of x): M = 1 wastes 7/8 of the
+// B columns, which costs nothing in a memory-bound kernel. The k order inside each 64-wide chunk
+// is permuted identically for A and B (a dot product does not care), so that a thread reads 16
+// consecutive k of a row of W (8 bytes) and the same 16 k of x (32 bytes).
+//
+// Decode: 8 codes (4 bytes) -> 8 16-bit values in 21 integer instructions by byte-permute
+// lookups from a 16-entry table of x's dtype held in 8 registers (built from quant_map, so any
+// code table of the state is honoured). The absmax scale is applied once per 64-element chunk to
+// the fp32 partial sums (exact fp32, as a dequantized W would be scaled), so the blocksize must be
+// a multiple of 64.
+//
+// Bytes moved: N·K/2 codes + N·K/blocksize scales (×4 plain) + M·K·2 (x, once per column block
+// from L2) + the LoRA weights + M·N·2 written, + S·M·N·4 ×2 of split-K partials when S > 1.
+#include <cuda_runtime.h>
+
+#include "launchers.h"
+#include "nf4.cuh"
+
+namespace nf4lora {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+constexpr int kTiles = 2;                        // 16-row mma tiles of W per warp
+constexpr int kBlockN = kWarps * kTiles * 16;    // rows of W per block
+constexpr int kChunk = 64;                       // k per scale step
+constexpr int kMaxSlice = 1024;                  // k per block at most (x slice staged in smem)
+constexpr int kPad = 8;                          // elements of padding per staged x row (16 bytes)
+
+__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
+  uint32_t d;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
+  return d;
+}
+
+__device__ __forceinline__ uint32_t select_bytes(uint32_t a, uint32_t b, uint32_t mask) {
+  uint32_t d;  // per bit: mask ? b : a
+  asm("lop3.b32 %0, %1, %2, %3, 0xD8;" : "=r"(d) : "r"(a), "r"(b), "r"(mask));
+  return d;
+}
+
+// The 16 code values of dtype T, low bytes in lo[0..3] and high bytes in hi[0..3], entry e in
+// byte e % 4 of word e / 4.
+struct Table {
+  uint32_t lo[4], hi[4];
+};
+
+// 4 packed bytes -> 4 pairs of 16-bit values: out[j] = T(code[hi nibble of byte j]) in the low
+// half (element 2j comes first in k) and T(code[lo nibble]) in the high half.
+__device__ __forceinline__ void decode4(uint32_t w, const Table& t, uint32_t (&out)[4]) {
+  const uint32_t idx = w & 0x77777777u;  // 3-bit index of every nibble
+  const uint32_t sh = w << 4;            // bit 3 of even nibbles moved to their byte's msb
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {  // h = 0: bytes 0, 1 (nibbles 0-3); h = 1: bytes 2, 3
+    const uint32_t sel = h ? idx >> 16 : idx;
+    // 0xFF per output byte whose nibble has bit 3 set (codes 8-15): prmt sign-replicate mode.
+    const uint32_t mask = prmt(sh, w, h ? 0xFBEAu : 0xD9C8u);
+    const uint32_t lo = select_bytes(prmt(t.lo[0], t.lo[1], sel), prmt(t.lo[2], t.lo[3], sel), mask);
+    const uint32_t hi = select_bytes(prmt(t.hi[0], t.hi[1], sel), prmt(t.hi[2], t.hi[3], sel), mask);
+    // lo/hi byte k belongs to nibble k: nibble 1 (hi of the first byte) is the first element.
+    out[2 * h] = prmt(lo, hi, 0x4051u);
+    out[2 * h + 1] = prmt(lo, hi, 0x6273u);
+  }
+}
+
+template <typename T> struct Mma;
+template <> struct Mma<__nv_bfloat16> {
+  __device__ static void run(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+template <> struct Mma<__half> {
+  __device__ static void run(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+
+template <typename T> __device__ __forceinline__ uint16_t bits16(float v) {
+  const T h = static_cast<T>(v);
+  return *reinterpret_cast<const uint16_t*>(&h);
+}
+template <typename T> __device__ __forceinline__ float to_float(T v) { return static_cast<float>(v); }
+
+struct GemvParams {
+  void* y;                 // (M, N) T
+  const void* x;           // (M, K) T, contiguous, 16-byte aligned
+  const void* B;           // (N, r) T, contiguous
+  const void* bias;        // (N,) T or nullptr
+  const float* u;          // (M, r) float32
+  float* partial;          // (S, M, N) float32 (S > 1)
+  unsigned int* arrived;   // (gridDim.x,) zeroed counters (S > 1)
+  NF4State w;
+  int M, N, K, r;
+  int slice_max;           // k of the longest slice (a multiple of kChunk)
+  float scale;
+};
+
+template <typename T, int MT>
+__global__ void __launch_bounds__(kThreads) qlora_gemv_kernel(GemvParams p) {
+  constexpr int kRows = MT * 8;  // rows of x handled (M <= kRows)
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int xs_stride = p.slice_max + kPad;
+  T* xs = reinterpret_cast<T*>(smem);                                          // [kRows][xs_stride]
+  float* tile = reinterpret_cast<float*>(smem + sizeof(T) * kRows * xs_stride);  // [kRows][kBlockN]
+  float* code2 = tile + kRows * kBlockN;                                       // [256]
+  uint32_t* table = reinterpret_cast<uint32_t*>(code2 + 256);                  // [8]
+  int* last = reinterpret_cast<int*>(table + 8);
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
+  const int S = gridDim.y, split = blockIdx.y;
+  const int chunks = p.K / kChunk;
+  const int c0 = static_cast<int>(static_cast<int64_t>(split) * chunks / S);
+  const int c1 = static_cast<int>(static_cast<int64_t>(split + 1) * chunks / S);
+  const int k0 = c0 * kChunk, slice = (c1 - c0) * kChunk;
+
+  // Stage x[:, k0 : k0 + slice] (rows >= M as zeros), the code tables and the nested code.
+  for (int i = tid; i < kRows * (slice / 8); i += kThreads) {
+    const int m = i / (slice / 8), k = (i % (slice / 8)) * 8;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (m < p.M)
+      v = *reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + static_cast<int64_t>(m) * p.K + k0 + k);
+    *reinterpret_cast<uint4*>(xs + m * xs_stride + k) = v;
+  }
+  if (tid < 8) {  // word tid: entries 4·(tid % 4) .. +3, low (tid < 4) or high bytes
+    uint32_t word = 0;
+    for (int b = 0; b < 4; ++b) {
+      const uint16_t v = bits16<T>(p.w.quant_map[4 * (tid % 4) + b]);
+      word |= static_cast<uint32_t>(tid < 4 ? v & 0xFF : v >> 8) << (8 * b);
+    }
+    table[tid] = word;
+  }
+  if (p.w.nested_absmax != nullptr)
+    for (int i = tid; i < 256; i += kThreads) code2[i] = p.w.nested_quant_map[i];
+  __syncthreads();
+  Table t;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    t.lo[i] = table[i];
+    t.hi[i] = table[4 + i];
+  }
+
+  // This thread's rows of W: tile i, rows g and g + 8 (out-of-range rows read row N - 1).
+  const int row0 = blockIdx.x * kBlockN + warp * kTiles * 16;
+  const uint8_t* codes[kTiles][2];
+  int64_t blk[kTiles][2];  // absmax index of chunk c0 (element offset >> log2 blocksize)
+#pragma unroll
+  for (int i = 0; i < kTiles; ++i)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int n = min(row0 + i * 16 + g + 8 * h, p.N - 1);
+      codes[i][h] = p.w.packed + static_cast<int64_t>(n) * (p.K / 2) + 8 * c;
+      blk[i][h] = static_cast<int64_t>(n) * p.K + k0;
+    }
+
+  float acc[kTiles][MT][4];
+#pragma unroll
+  for (int i = 0; i < kTiles; ++i)
+#pragma unroll
+    for (int j = 0; j < MT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
+
+  auto load = [&](int ch, uint2 (&wv)[kTiles][2], float (&am)[kTiles][2]) {
+#pragma unroll
+    for (int i = 0; i < kTiles; ++i)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        wv[i][h] = __ldg(reinterpret_cast<const uint2*>(codes[i][h] + (ch - c0) * (kChunk / 2)));
+        am[i][h] = block_absmax(p.w, code2, (blk[i][h] + (ch - c0) * kChunk) >> p.w.blocksize_log2);
+      }
+  };
+
+  uint2 wv[kTiles][2], wn[kTiles][2];
+  float am[kTiles][2], an[kTiles][2];
+  if (c0 < c1) load(c0, wv, am);
+  for (int ch = c0; ch < c1; ++ch) {
+    if (ch + 1 < c1) load(ch + 1, wn, an);  // next chunk's codes in flight during this one's math
+    // x fragments: row m = 8j + g, k = 16c ... 16c + 15 of the chunk (32 bytes).
+    uint32_t bx[MT][8];
+#pragma unroll
+    for (int j = 0; j < MT; ++j) {
+      const T* src = xs + (8 * j + g) * xs_stride + (ch - c0) * kChunk + 16 * c;
+      const uint4 lo = *reinterpret_cast<const uint4*>(src);
+      const uint4 hi = *reinterpret_cast<const uint4*>(src + 8);
+      bx[j][0] = lo.x; bx[j][1] = lo.y; bx[j][2] = lo.z; bx[j][3] = lo.w;
+      bx[j][4] = hi.x; bx[j][5] = hi.y; bx[j][6] = hi.z; bx[j][7] = hi.w;
+    }
+#pragma unroll
+    for (int i = 0; i < kTiles; ++i) {
+      uint32_t r0[2][4], r1[2][4];  // [half of the 8 bytes][byte] pairs of rows g, g + 8
+      decode4(wv[i][0].x, t, r0[0]);
+      decode4(wv[i][0].y, t, r0[1]);
+      decode4(wv[i][1].x, t, r1[0]);
+      decode4(wv[i][1].y, t, r1[1]);
+      float part[MT][4];
+#pragma unroll
+      for (int j = 0; j < MT; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) part[j][e] = 0.f;
+#pragma unroll
+      for (int s = 0; s < 4; ++s) {  // step s: elements 4s ... 4s + 3 of the thread's 16
+        // A fragment: {row g, k 2c..}, {row g+8, k 2c..}, {row g, k 2c+8..}, {row g+8, k 2c+8..}
+        // = bytes 2s and 2s + 1 of each row (elements 4s, 4s+1 and 4s+2, 4s+3).
+        const uint32_t a[4] = {r0[s / 2][2 * (s % 2)], r1[s / 2][2 * (s % 2)], r0[s / 2][2 * (s % 2) + 1],
+                               r1[s / 2][2 * (s % 2) + 1]};
+#pragma unroll
+        for (int j = 0; j < MT; ++j) Mma<T>::run(part[j], a, bx[j][2 * s], bx[j][2 * s + 1]);
+      }
+      // C fragment: part[j][0..1] = rows of W g (cols of x 2c, 2c+1), part[j][2..3] = row g + 8.
+#pragma unroll
+      for (int j = 0; j < MT; ++j) {
+        acc[i][j][0] = fmaf(part[j][0], am[i][0], acc[i][j][0]);
+        acc[i][j][1] = fmaf(part[j][1], am[i][0], acc[i][j][1]);
+        acc[i][j][2] = fmaf(part[j][2], am[i][1], acc[i][j][2]);
+        acc[i][j][3] = fmaf(part[j][3], am[i][1], acc[i][j][3]);
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kTiles; ++i)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        wv[i][h] = wn[i][h];
+        am[i][h] = an[i][h];
+      }
+  }
+
+  // Partial sums of this K slice -> tile[m][n - first row of the block].
+#pragma unroll
+  for (int i = 0; i < kTiles; ++i)
+#pragma unroll
+    for (int j = 0; j < MT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int m = 8 * j + 2 * c + (e & 1), n = warp * kTiles * 16 + i * 16 + g + 8 * (e >> 1);
+        tile[m * kBlockN + n] = acc[i][j][e];
+      }
+  __syncthreads();
+
+  const int n = blockIdx.x * kBlockN + tid;  // the column of y this thread finishes
+  const int M = p.M;
+  if (S > 1) {  // publish the partial; the last block of this column block reduces all of them
+    if (n < p.N)
+      for (int m = 0; m < M; ++m)
+        p.partial[(static_cast<int64_t>(split) * M + m) * p.N + n] = tile[m * kBlockN + tid];
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) *last = atomicAdd(&p.arrived[blockIdx.x], 1u) == static_cast<unsigned>(S - 1);
+    __syncthreads();
+    if (!*last) return;
+    __threadfence();
+  }
+  if (n >= p.N) return;
+  float v[kRows];
+#pragma unroll
+  for (int m = 0; m < kRows; ++m) {
+    if (m >= M) break;
+    if (S > 1) {
+      float sum = 0.f;
+      for (int sp = 0; sp < S; ++sp) sum += __ldcg(p.partial + (static_cast<int64_t>(sp) * M + m) * p.N + n);
+      v[m] = sum;
+    } else {
+      v[m] = tile[m * kBlockN + tid];
+    }
+  }
+  // + s·u·Bᵀ + bias, exact fp32, one rounding to T.
+  float lora[kRows];
+#pragma unroll
+  for (int m = 0; m < kRows; ++m) lora[m] = 0.f;
+  const T* brow = static_cast<const T*>(p.B) + static_cast<int64_t>(n) * p.r;
+  for (int j = 0; j < p.r; ++j) {
+    const float b = to_float(brow[j]);
+#pragma unroll
+    for (int m = 0; m < kRows; ++m)
+      if (m < M) lora[m] = fmaf(p.u[m * p.r + j], b, lora[m]);
+  }
+  const float bias = p.bias ? to_float(static_cast<const T*>(p.bias)[n]) : 0.f;
+  T* y = static_cast<T*>(p.y);
+#pragma unroll
+  for (int m = 0; m < kRows; ++m)
+    if (m < M) y[static_cast<int64_t>(m) * p.N + n] = static_cast<T>(v[m] + p.scale * lora[m] + bias);
+}
+
+// u[m, j] = Σ_k x̃[m, k]·A[j, k] for m < M ≤ 8·MT: block j, 16-byte loads, fp32 sums.
+template <typename T, int MT>
+__global__ void __launch_bounds__(kThreads) lora_u_kernel(const T* __restrict__ xl, const T* __restrict__ A,
+                                                          float* __restrict__ u, int M, int K, int r) {
+  constexpr int kRows = MT * 8;
+  __shared__ float red[kWarps][kRows];
+  const int j = blockIdx.x;
+  float part[kRows];
+#pragma unroll
+  for (int m = 0; m < kRows; ++m) part[m] = 0.f;
+  for (int k = threadIdx.x * 8; k < K; k += kThreads * 8) {
+    const uint4 av = __ldg(reinterpret_cast<const uint4*>(A + static_cast<int64_t>(j) * K + k));
+    const T* a = reinterpret_cast<const T*>(&av);
+#pragma unroll
+    for (int m = 0; m < kRows; ++m) {
+      if (m >= M) break;
+      const uint4 xv = __ldg(reinterpret_cast<const uint4*>(xl + static_cast<int64_t>(m) * K + k));
+      const T* xe = reinterpret_cast<const T*>(&xv);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) part[m] = fmaf(to_float(xe[e]), to_float(a[e]), part[m]);
+    }
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+#pragma unroll
+  for (int m = 0; m < kRows; ++m) {
+    float v = part[m];
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
+    if (lane == 0) red[warp][m] = v;
+  }
+  __syncthreads();
+  if (threadIdx.x < M) {
+    float v = 0.f;
+    for (int w = 0; w < kWarps; ++w) v += red[w][threadIdx.x];
+    u[threadIdx.x * r + j] = v;
+  }
+}
+
+size_t gemv_smem_bytes(int MT, int slice_max, size_t elem) {
+  return elem * MT * 8 * (slice_max + kPad) + sizeof(float) * (MT * 8 * kBlockN + 256) + 8 * 4 + 16;
+}
+
+template <typename T, int MT>
+std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A, float* u, int splits,
+                         cudaStream_t stream) {
+  lora_u_kernel<T, MT><<<p.r, kThreads, 0, stream>>>(static_cast<const T*>(x_lora), static_cast<const T*>(A), u,
+                                                     p.M, p.K, p.r);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return std::string("lora_u_kernel: ") + cudaGetErrorString(err);
+  const size_t smem = gemv_smem_bytes(MT, p.slice_max, sizeof(T));
+  // Opt in to more than 48 KiB of shared memory (per device, so on every launch: it is cheap).
+  err = cudaFuncSetAttribute(qlora_gemv_kernel<T, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(smem));
+  if (err != cudaSuccess) return std::string("qlora_gemv_kernel attributes: ") + cudaGetErrorString(err);
+  const dim3 grid((p.N + kBlockN - 1) / kBlockN, splits);
+  qlora_gemv_kernel<T, MT><<<grid, kThreads, smem, stream>>>(p);
+  err = cudaGetLastError();
+  return err == cudaSuccess ? "" : std::string("qlora_gemv_kernel: ") + cudaGetErrorString(err);
+}
+
+}  // namespace
+
+GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count) {
+  GemvPlan plan{};
+  const int64_t col_blocks = (N + kBlockN - 1) / kBlockN;
+  const int64_t chunks = K / kChunk;
+  int64_t splits = (K + kMaxSlice - 1) / kMaxSlice;           // x slice fits shared memory
+  const int64_t fill = (3 * static_cast<int64_t>(sm_count) + col_blocks - 1) / col_blocks;  // ~3 blocks per SM
+  if (fill > splits) splits = fill;
+  if (splits > chunks) splits = chunks;
+  if (splits < 1) splits = 1;
+  plan.splits = static_cast<int>(splits);
+  plan.workspace_bytes = splits > 1 ? static_cast<int64_t>(sizeof(float)) * splits * M * N + 4 * col_blocks : 0;
+  return plan;
+}
+
+std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr_t A, uintptr_t B, uintptr_t bias,
+                              uintptr_t u, uintptr_t workspace, int dtype, uintptr_t packed, uintptr_t absmax,
+                              uintptr_t quant_map, uintptr_t nested_absmax, uintptr_t nested_quant_map,
+                              float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r,
+                              float scale, int splits, uintptr_t stream) {
+  int lg = 0;
+  while ((1 << lg) < blocksize) ++lg;
+  if ((1 << lg) != blocksize || lg < 6 || lg > 12) return "blocksize must be a power of two in [64, 4096]";
+  if (M < 1 || M > 16) return "M must be in [1, 16]";
+  if (N < 1 || r < 1 || K < kChunk || K % blocksize != 0 || K % kChunk != 0)
+    return "need N >= 1, r >= 1 and K a positive multiple of 64 and of the blocksize";
+  if (N * K > (int64_t{1} << 40) || M * N > (int64_t{1} << 31) || r > (1 << 16)) return "shape too large";
+  for (uintptr_t ptr : {packed, x, x_lora, A, workspace})
+    if (ptr % 16 != 0) return "packed, x, x_lora, A and workspace must be 16-byte aligned";
+  const int64_t chunks = K / kChunk;
+  if (splits < 1 || splits > chunks) return "splits must be in [1, K / 64]";
+  const int slice_max = static_cast<int>((chunks + splits - 1) / splits) * kChunk;
+  if (slice_max > kMaxSlice) return "splits too small: a K slice must be at most 1024";
+  const int64_t col_blocks = (N + kBlockN - 1) / kBlockN;
+  GemvParams p{};
+  p.y = reinterpret_cast<void*>(y);
+  p.x = reinterpret_cast<const void*>(x);
+  p.B = reinterpret_cast<const void*>(B);
+  p.bias = reinterpret_cast<const void*>(bias);
+  p.u = reinterpret_cast<const float*>(u);
+  p.partial = reinterpret_cast<float*>(workspace);
+  p.arrived = splits > 1 ? reinterpret_cast<unsigned int*>(workspace + sizeof(float) * splits * M * N) : nullptr;
+  p.w = NF4State{reinterpret_cast<const uint8_t*>(packed), reinterpret_cast<const void*>(absmax),
+                 reinterpret_cast<const float*>(quant_map), reinterpret_cast<const float*>(nested_absmax),
+                 reinterpret_cast<const float*>(nested_quant_map), nested_offset, N * K, lg};
+  p.M = static_cast<int>(M);
+  p.N = static_cast<int>(N);
+  p.K = static_cast<int>(K);
+  p.r = static_cast<int>(r);
+  p.slice_max = slice_max;
+  p.scale = scale;
+  cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
+  if (splits > 1) {
+    const cudaError_t err = cudaMemsetAsync(p.arrived, 0, 4 * col_blocks, st);
+    if (err != cudaSuccess) return std::string("cudaMemsetAsync: ") + cudaGetErrorString(err);
+  }
+  const void* xl = reinterpret_cast<const void*>(x_lora);
+  const void* a = reinterpret_cast<const void*>(A);
+  float* uu = reinterpret_cast<float*>(u);
+  if (dtype == 1) return M <= 8 ? launch_typed<__half, 1>(p, xl, a, uu, splits, st)
+                                : launch_typed<__half, 2>(p, xl, a, uu, splits, st);
+  if (dtype == 2) return M <= 8 ? launch_typed<__nv_bfloat16, 1>(p, xl, a, uu, splits, st)
+                                : launch_typed<__nv_bfloat16, 2>(p, xl, a, uu, splits, st);
+  return "dtype must be 1 (float16) or 2 (bfloat16)";
+}
+
+}  // namespace nf4lora

@@ -1,0 +1,164 @@
+"""CUDA small-M forward (csrc/qlora_gemv.cu): y = x·Wᵀ + s·(x̃·Aᵀ)·Bᵀ + bias for 1 <= M <= 16.
+
+GPU only (`gpu` marker): float64 reference on real and odd shapes, bf16 and fp16, both absmax
+forms, bias, dropout (x̃ ≠ x), every rank r; poisoned outputs; the decode bit for bit through an
+identity matrix; CUDA-graph capture; clear errors for calls it does not take; compute-sanitizer.
+CPU (CI): the extension builds and the dispatcher rules are tested in test_qlora_ops.py.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nf4lora import _cuda_ext, dequantize_nf4, ops, qlora_linear, quantize_nf4
+from conftest import REL_TOL, qlora_reference_f64, random_lora, rel_err
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not _cuda_ext.built(), reason="the CUDA extension is not built")]
+DEV = "cuda"
+
+
+def _poison_allocator(numel, dtype):
+    # The caching allocator hands the next same-sized request this block: unwritten outputs show as NaN.
+    torch.full((numel,), float("nan"), device=DEV, dtype=dtype)
+
+
+def _forward(monkeypatch, x, q, A, B, scale, bias=None, x_lora=None):
+    monkeypatch.setenv("NF4LORA_BACKEND", "cuda")
+    _poison_allocator(x.shape[0] * q.shape[0], x.dtype)
+    with torch.no_grad():
+        y = qlora_linear(x, q, A, B, scale, bias, x_lora)
+    assert ops.last_path["qlora_linear"] == "cuda"
+    return y
+
+
+CASES = [  # M, K, N, r, blocksize, bias, dropout
+    (1, 4096, 14336, 16, 64, False, False),
+    (16, 14336, 4096, 64, 64, True, False),
+    (5, 640, 300, 1, 128, True, True),
+    (9, 4096, 4096, 8, 64, False, True),
+    (8, 4096, 257, 16, 4096, True, False),
+    (3, 8192, 28672, 16, 64, True, False),
+    (12, 64, 1000, 3, 64, False, True),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("nested", [False, True])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "M{}-K{}-N{}-r{}-bs{}-b{:d}-d{:d}".format(*c))
+def test_cuda_forward_matches_reference(monkeypatch, dtype, nested, case):
+    M, K, N, r, blocksize, has_bias, dropout = case
+    q = quantize_nf4(torch.randn(N, K, device=DEV) * K**-0.5, blocksize, double_quant=nested)
+    A, B = random_lora(N, K, r, dtype, DEV)
+    x = torch.randn(M, K, device=DEV, dtype=dtype)
+    xl = torch.randn(M, K, device=DEV, dtype=dtype) if dropout else None
+    bias = torch.randn(N, device=DEV, dtype=dtype) if has_bias else None
+    y = _forward(monkeypatch, x, q, A, B, 0.7, bias, xl)
+    ref = qlora_reference_f64(x, q, A, B, 0.7, bias, xl)
+    xle = x if xl is None else xl
+    plain = F.linear(x, dequantize_nf4(q, dtype), bias) + 0.7 * F.linear(F.linear(xle, A), B)
+    assert torch.isfinite(y).all()
+    err = rel_err(y, ref)
+    assert err < REL_TOL[dtype] and err <= 2 * rel_err(plain, ref) + 1e-6, (err, rel_err(plain, ref))
+    # u = x̃·Aᵀ, returned for dB: fp32 sums of exact products.
+    _, u = _cuda_ext.qlora_forward_small(x, xl, q, A, B, 0.7, bias)
+    assert rel_err(u, xle.double() @ A.double().t()) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("nested", [False, True])
+def test_cuda_decode_is_exact_through_identity(monkeypatch, dtype, nested):
+    # y = I·Wᵀ: each output is 1.0·code (exact) scaled by its absmax in fp32 and rounded once to
+    # dtype; the 16 code values are first rounded to dtype (what the mma consumes).
+    from nf4lora.nf4 import absmax_float
+
+    K, N, M = 2048, 520, 16
+    q = quantize_nf4(torch.randn(N, K, device=DEV), 64, double_quant=nested)
+    A, B = random_lora(N, K, 16, dtype, DEV)
+    for cols in (slice(0, M), slice(K - M, K)):  # first and last K slice
+        x = torch.zeros(M, K, device=DEV, dtype=dtype)
+        x[:, cols] = torch.eye(M, device=DEV, dtype=dtype)
+        y = _forward(monkeypatch, x, q, A, B, 0.0)
+        codes = torch.stack([q.packed >> 4, q.packed & 15], 1).reshape(-1).long()
+        table = q.quant_map.to(dtype).float()
+        w = (table[codes] * absmax_float(q).repeat_interleave(64)).to(dtype).view(N, K)
+        assert torch.equal(y, w[:, cols].t())
+
+
+def test_cuda_forward_uses_the_weights_code_table(monkeypatch):
+    # The table is read from quant_map (not assumed): a permuted table changes the result accordingly.
+    q = quantize_nf4(torch.randn(256, 512, device=DEV), 64)
+    q.quant_map = q.quant_map.flip(0).contiguous()
+    x = torch.randn(2, 512, device=DEV, dtype=torch.bfloat16)
+    A, B = random_lora(256, 512, 4, torch.bfloat16, DEV)
+    y = _forward(monkeypatch, x, q, A, B, 1.0)
+    assert rel_err(y, qlora_reference_f64(x, q, A, B, 1.0)) < 1e-2
+
+
+def test_cuda_forward_is_the_default_at_small_m_and_graph_capturable():
+    q = quantize_nf4(torch.randn(4096, 4096, device=DEV) * 4096**-0.5, 64, double_quant=True)
+    A, B = random_lora(4096, 4096, 16, torch.bfloat16, DEV)
+    x = torch.randn(4, 4096, device=DEV, dtype=torch.bfloat16)
+    with torch.no_grad():
+        eager = qlora_linear(x, q, A, B, 2.0)
+        assert ops.last_path["qlora_linear"] == "cuda"
+        qlora_linear(torch.randn(64, 4096, device=DEV, dtype=torch.bfloat16), q, A, B, 2.0)
+        assert ops.last_path["qlora_linear"] == "triton"
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            qlora_linear(x, q, A, B, 2.0)  # warm up outside the capture
+        torch.cuda.current_stream().wait_stream(s)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            captured = qlora_linear(x, q, A, B, 2.0)
+        x.copy_(torch.randn_like(x))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(captured, qlora_linear(x, q, A, B, 2.0))
+        assert not torch.equal(captured, eager)
+
+
+def test_cuda_forward_refuses_what_it_does_not_take(monkeypatch):
+    monkeypatch.setenv("NF4LORA_BACKEND", "cuda")
+    q = quantize_nf4(torch.randn(64, 256, device=DEV), 64)
+    A, B = random_lora(64, 256, 4, torch.bfloat16, DEV)
+    with pytest.raises(RuntimeError, match="1 <= M <= 16 rows, got M=17"):
+        qlora_linear(torch.randn(17, 256, device=DEV, dtype=torch.bfloat16), q, A, B, 1.0)
+    with pytest.raises(RuntimeError, match="float16/bfloat16 x, got torch.float32"):
+        qlora_linear(torch.randn(2, 256, device=DEV), q, A.float(), B.float(), 1.0)
+    q32 = quantize_nf4(torch.randn(64, 256, device=DEV), 32)
+    with pytest.raises(RuntimeError, match="blocksize >= 64, got 32"):
+        qlora_linear(torch.randn(2, 256, device=DEV, dtype=torch.bfloat16), q32, A, B, 1.0)
+    with pytest.raises(RuntimeError, match="M must be in"):  # the launcher re-checks what it relies on
+        _cuda_ext.qlora_forward_small(torch.randn(20, 256, device=DEV, dtype=torch.bfloat16), None, q, A, B, 1.0, None)
+
+
+@pytest.mark.skipif(shutil.which("compute-sanitizer") is None, reason="compute-sanitizer not found")
+def test_cuda_forward_is_memcheck_clean(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent("""
+        import torch
+        from nf4lora import _cuda_ext, quantize_nf4
+        for dtype in (torch.bfloat16, torch.float16):
+            for nested in (False, True):
+                for M, K, N, r in ((1, 640, 300, 1), (9, 4096, 257, 16), (16, 2048, 512, 64)):
+                    q = quantize_nf4(torch.randn(N, K, device="cuda"), 64, double_quant=nested)
+                    x = torch.randn(M, K, device="cuda", dtype=dtype)
+                    A = torch.randn(r, K, device="cuda", dtype=dtype)
+                    B = torch.randn(N, r, device="cuda", dtype=dtype)
+                    bias = torch.randn(N, device="cuda", dtype=dtype)
+                    _cuda_ext.qlora_forward_small(x, x, q, A, B, 0.5, bias)
+        torch.cuda.synchronize()
+        print("done")
+    """))
+    env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1")
+    res = subprocess.run(["compute-sanitizer", "--tool", "memcheck", "--error-exitcode", "3", sys.executable,
+                          str(script)], capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0 and "done" in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]
