@@ -100,6 +100,8 @@ def main():
     p.add_argument("--tag", default="", help="suffix of the results file: results-<tag>.jsonl")
     p.add_argument("--providers", default=None, help="comma-separated subset of providers")
     p.add_argument("--modes", default="fwd,fwdbwd,mem")
+    p.add_argument("--ms", default=None, help="comma-separated M values (default: all of MS)")
+    p.add_argument("--ranks", default=None, help="comma-separated LoRA ranks (default: all of RANKS)")
     p.add_argument("--summarize-only", action="store_true", help="rebuild summary.md and roofline.png")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -111,6 +113,10 @@ def main():
     shapes, ms, ranks = (SHAPES[:2], [1, 1024], [16]) if args.quick else (SHAPES, MS, RANKS)
     if args.shapes:
         shapes = [SHAPES[int(i)] for i in args.shapes.split(",")]
+    if args.ms:
+        ms = [int(m) for m in args.ms.split(",")]
+    if args.ranks:
+        ranks = [int(r) for r in args.ranks.split(",")]
     ceilings = benchmark.measure_ceilings("cuda")
     print(f"ceilings: copy {ceilings['copy_bytes_per_s'] / 1e12:.2f} TB/s, "
           f"bf16 GEMM {ceilings['bf16_flops_per_s'] / 1e12:.0f} TFLOP/s", flush=True)
