@@ -73,21 +73,26 @@ def kernel_us(fn, iters=20):
 
 
 def small_m(sink):
+    from nf4lora import _cuda_ext
     from nf4lora.benchmark import forced_backend
 
+    default_tiles = _cuda_ext.GEMV_TILES
     for K, N in ((4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672)):
         for M in (1, 16):
             c = Case(M, K, N, 16, "cuda")
             mb = (c.q.nbytes + 2 * 16 * (K + N) + 2 * M * (K + N)) / 1e6
             dense = _do_bench(lambda c=c: torch.nn.functional.linear(c.x, c.w)) * 1e3
-            for backend in (None, "triton", "cuda"):
-                with forced_backend(backend), torch.no_grad():
+            for variant in (None, "triton", "cuda:1", "cuda:2"):
+                backend, _, tiles = (variant or "").partition(":")
+                if tiles:
+                    _cuda_ext.GEMV_TILES = int(tiles)
+                with forced_backend(backend or None), torch.no_grad():
                     op = lambda c=c: ops.qlora_linear(c.x, c.q, c.A, c.B, c.scale)  # noqa: E731
                     ops.last_path.clear()
                     op()
                     ks = kernel_us(op)
                     ksum = sum(ks.values())
-                    row = {"what": "small_m", "M": M, "K": K, "N": N, "backend": backend,
+                    row = {"what": "small_m", "M": M, "K": K, "N": N, "backend": variant,
                            "path": ops.last_path.get("qlora_linear"),
                            "bench_us": round(_do_bench(op) * 1e3, 2),
                            "host_us": [round(v, 2) for v in host_us(op)],
@@ -95,6 +100,7 @@ def small_m(sink):
                            "kernel_TBps": round(mb / ksum, 3) if ksum else None,  # MB/µs
                            "dense_us": round(dense, 2), "MB": round(mb, 1)}
                 emit(row, sink)
+                _cuda_ext.GEMV_TILES = default_tiles
 
 
 _FAKE_DECODE = "mov.b32 $0, $4; mov.b32 $1, $4; mov.b32 $2, $4; mov.b32 $3, $4;"

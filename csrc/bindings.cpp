@@ -37,22 +37,22 @@ PYBIND11_MODULE(_C, m) {
       "nested_absmax = 0 means absmax is float32.");
   m.def(
       "plan_qlora_gemv",
-      [](int64_t M, int64_t N, int64_t K, int sm_count) {
-        const nf4lora::GemvPlan plan = nf4lora::plan_qlora_gemv(M, N, K, sm_count);
-        return py::make_tuple(plan.splits, plan.workspace_bytes);
+      [](int64_t M, int64_t N, int64_t K, int sm_count, int tiles) {
+        const nf4lora::GemvPlan plan = nf4lora::plan_qlora_gemv(M, N, K, sm_count, tiles);
+        return py::make_tuple(plan.splits, plan.tiles, plan.workspace_bytes);
       },
-      py::arg("M"), py::arg("N"), py::arg("K"), py::arg("sm_count"),
-      "(splits, workspace bytes) of the small-M forward for this shape.");
+      py::arg("M"), py::arg("N"), py::arg("K"), py::arg("sm_count"), py::arg("tiles") = 2,
+      "(splits, tiles, workspace bytes) of the small-M forward for this shape.");
   m.def(
       "qlora_gemv",
       [](uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr_t A, uintptr_t B, uintptr_t bias,
          uintptr_t u, uintptr_t workspace, int dtype, uintptr_t packed, uintptr_t absmax,
          uintptr_t quant_map, uintptr_t nested_absmax, uintptr_t nested_quant_map,
          float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r,
-         float scale, int splits, uintptr_t stream) {
+         float scale, int splits, int tiles, uintptr_t stream) {
         check(nf4lora::launch_qlora_gemv(y, x, x_lora, A, B, bias, u, workspace, dtype, packed, absmax,
                                          quant_map, nested_absmax, nested_quant_map, nested_offset,
-                                         blocksize, M, N, K, r, scale, splits, stream));
+                                         blocksize, M, N, K, r, scale, splits, tiles, stream));
       },
       "y = x·Wᵀ + scale·u·Bᵀ + bias and u = x_lora·Aᵀ for 1 <= M <= 16 (see launchers.h).");
   m.def(

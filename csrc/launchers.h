@@ -14,11 +14,13 @@ std::string launch_dequantize_nf4(uintptr_t out, int out_dtype, uintptr_t packed
                                   int blocksize, uintptr_t stream);
 
 // Small-M forward (qlora_gemv.cu): how many K splits a launch uses and the workspace it needs.
+// tiles (1 or 2): 16-row tiles of W per warp, 128 or 256 rows per block.
 struct GemvPlan {
   int splits;
+  int tiles;
   int64_t workspace_bytes;
 };
-GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count);
+GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tiles);
 
 // y (M, N) = x·Wᵀ + scale·u·Bᵀ + bias and u (M, r) = x_lora·Aᵀ (float32) for 1 <= M <= 16.
 // dtype: 1 = float16, 2 = bfloat16 (x, x_lora, A, B, bias, y). All tensors contiguous; bias = 0
@@ -28,7 +30,7 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
                               uintptr_t packed, uintptr_t absmax, uintptr_t quant_map,
                               uintptr_t nested_absmax, uintptr_t nested_quant_map, float nested_offset,
                               int blocksize, int64_t M, int64_t N, int64_t K, int64_t r, float scale,
-                              int splits, uintptr_t stream);
+                              int splits, int tiles, uintptr_t stream);
 
 // Number of CUDA devices, and the error text when it is 0.
 int cuda_device_count(std::string* error);

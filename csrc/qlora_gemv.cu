@@ -5,7 +5,7 @@
 // Two kernels, launched back to back by one host call:
 //   lora_u_kernel      u = x̃·Aᵀ: one block per LoRA rank j, 16-byte loads, fp32 sums.
 //   qlora_gemv_kernel  W streamed once as packed NF4 codes; a block owns 256 rows of W (8 warps
-//                      × 2 tiles of 16 rows) and one K slice (split-K over gridDim.y when the
+//                      × 1 or 2 tiles of 16 rows) and one K slice (split-K over gridDim.y when the
 //                      column blocks alone cannot fill the GPU). The LoRA term and the bias are
 //                      added in the epilogue by the block that finishes a column block last.
 //
@@ -33,8 +33,7 @@ namespace {
 
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
-constexpr int kTiles = 2;                        // 16-row mma tiles of W per warp
-constexpr int kBlockN = kWarps * kTiles * 16;    // rows of W per block
+// A warp owns TILES (1 or 2) mma tiles of 16 rows of W; a block owns kWarps·TILES·16 rows.
 constexpr int kChunk = 64;                       // k per scale step
 constexpr int kMaxSlice = 1024;                  // k per block at most (x slice staged in smem)
 constexpr int kPad = 8;                          // elements of padding per staged x row (16 bytes)
@@ -113,9 +112,10 @@ struct GemvParams {
   float scale;
 };
 
-template <typename T, int MT>
+template <typename T, int MT, int kTiles>
 __global__ void __launch_bounds__(kThreads) qlora_gemv_kernel(GemvParams p) {
   constexpr int kRows = MT * 8;  // rows of x handled (M <= kRows)
+  constexpr int kBlockN = kWarps * kTiles * 16;
   extern __shared__ __align__(16) unsigned char smem[];
   const int xs_stride = p.slice_max + kPad;
   T* xs = reinterpret_cast<T*>(smem);                                          // [kRows][xs_stride]
@@ -166,7 +166,7 @@ __global__ void __launch_bounds__(kThreads) qlora_gemv_kernel(GemvParams p) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int n = min(row0 + i * 16 + g + 8 * h, p.N - 1);
-      codes[i][h] = p.w.packed + static_cast<int64_t>(n) * (p.K / 2) + 8 * c;
+      codes[i][h] = p.w.packed + static_cast<int64_t>(n) * (p.K / 2) + k0 / 2 + 8 * c;
       blk[i][h] = static_cast<int64_t>(n) * p.K + k0;
     }
 
@@ -254,10 +254,12 @@ __global__ void __launch_bounds__(kThreads) qlora_gemv_kernel(GemvParams p) {
       }
   __syncthreads();
 
-  const int n = blockIdx.x * kBlockN + tid;  // the column of y this thread finishes
+  // Thread tid < kBlockN finishes column n of y.
+  const int n = blockIdx.x * kBlockN + tid;
+  const bool owner = tid < kBlockN && n < p.N;
   const int M = p.M;
   if (S > 1) {  // publish the partial; the last block of this column block reduces all of them
-    if (n < p.N)
+    if (owner)
       for (int m = 0; m < M; ++m)
         p.partial[(static_cast<int64_t>(split) * M + m) * p.N + n] = tile[m * kBlockN + tid];
     __threadfence();
@@ -267,7 +269,7 @@ __global__ void __launch_bounds__(kThreads) qlora_gemv_kernel(GemvParams p) {
     if (!*last) return;
     __threadfence();
   }
-  if (n >= p.N) return;
+  if (!owner) return;
   float v[kRows];
 #pragma unroll
   for (int m = 0; m < kRows; ++m) {
@@ -298,24 +300,30 @@ __global__ void __launch_bounds__(kThreads) qlora_gemv_kernel(GemvParams p) {
     if (m < M) y[static_cast<int64_t>(m) * p.N + n] = static_cast<T>(v[m] + p.scale * lora[m] + bias);
 }
 
-// u[m, j] = Σ_k x̃[m, k]·A[j, k] for m < M ≤ 8·MT: block j, 16-byte loads, fp32 sums.
+// u[m, j] = Σ_k x̃[m, k]·A[j, k] for m < M ≤ 8·MT: block j, 512 threads, 16-byte loads (all
+// rows of one k step issued before their sums, so that a block keeps many loads in flight).
+constexpr int kUThreads = 512;
+
 template <typename T, int MT>
-__global__ void __launch_bounds__(kThreads) lora_u_kernel(const T* __restrict__ xl, const T* __restrict__ A,
-                                                          float* __restrict__ u, int M, int K, int r) {
+__global__ void __launch_bounds__(kUThreads) lora_u_kernel(const T* __restrict__ xl, const T* __restrict__ A,
+                                                           float* __restrict__ u, int M, int K, int r) {
   constexpr int kRows = MT * 8;
-  __shared__ float red[kWarps][kRows];
+  __shared__ float red[kUThreads / 32][kRows];
   const int j = blockIdx.x;
   float part[kRows];
 #pragma unroll
   for (int m = 0; m < kRows; ++m) part[m] = 0.f;
-  for (int k = threadIdx.x * 8; k < K; k += kThreads * 8) {
+  for (int k = threadIdx.x * 8; k < K; k += kUThreads * 8) {
     const uint4 av = __ldg(reinterpret_cast<const uint4*>(A + static_cast<int64_t>(j) * K + k));
+    uint4 xv[kRows];
+#pragma unroll
+    for (int m = 0; m < kRows; ++m)
+      xv[m] = m < M ? __ldg(reinterpret_cast<const uint4*>(xl + static_cast<int64_t>(m) * K + k))
+                    : make_uint4(0, 0, 0, 0);
     const T* a = reinterpret_cast<const T*>(&av);
 #pragma unroll
     for (int m = 0; m < kRows; ++m) {
-      if (m >= M) break;
-      const uint4 xv = __ldg(reinterpret_cast<const uint4*>(xl + static_cast<int64_t>(m) * K + k));
-      const T* xe = reinterpret_cast<const T*>(&xv);
+      const T* xe = reinterpret_cast<const T*>(&xv[m]);
 #pragma unroll
       for (int e = 0; e < 8; ++e) part[m] = fmaf(to_float(xe[e]), to_float(a[e]), part[m]);
     }
@@ -331,38 +339,46 @@ __global__ void __launch_bounds__(kThreads) lora_u_kernel(const T* __restrict__ 
   __syncthreads();
   if (threadIdx.x < M) {
     float v = 0.f;
-    for (int w = 0; w < kWarps; ++w) v += red[w][threadIdx.x];
+    for (int w = 0; w < kUThreads / 32; ++w) v += red[w][threadIdx.x];
     u[threadIdx.x * r + j] = v;
   }
 }
 
-size_t gemv_smem_bytes(int MT, int slice_max, size_t elem) {
-  return elem * MT * 8 * (slice_max + kPad) + sizeof(float) * (MT * 8 * kBlockN + 256) + 8 * 4 + 16;
+size_t gemv_smem_bytes(int MT, int tiles, int slice_max, size_t elem) {
+  return elem * MT * 8 * (slice_max + kPad) + sizeof(float) * (MT * 8 * kWarps * tiles * 16 + 256) + 8 * 4 + 16;
 }
 
-template <typename T, int MT>
-std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A, float* u, int splits,
-                         cudaStream_t stream) {
-  lora_u_kernel<T, MT><<<p.r, kThreads, 0, stream>>>(static_cast<const T*>(x_lora), static_cast<const T*>(A), u,
-                                                     p.M, p.K, p.r);
-  cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) return std::string("lora_u_kernel: ") + cudaGetErrorString(err);
-  const size_t smem = gemv_smem_bytes(MT, p.slice_max, sizeof(T));
+template <typename T, int MT, int kTiles>
+std::string launch_gemv(const GemvParams& p, int splits, cudaStream_t stream) {
+  const size_t smem = gemv_smem_bytes(MT, kTiles, p.slice_max, sizeof(T));
   // Opt in to more than 48 KiB of shared memory (per device, so on every launch: it is cheap).
-  err = cudaFuncSetAttribute(qlora_gemv_kernel<T, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             static_cast<int>(smem));
+  cudaError_t err = cudaFuncSetAttribute(qlora_gemv_kernel<T, MT, kTiles>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   if (err != cudaSuccess) return std::string("qlora_gemv_kernel attributes: ") + cudaGetErrorString(err);
-  const dim3 grid((p.N + kBlockN - 1) / kBlockN, splits);
-  qlora_gemv_kernel<T, MT><<<grid, kThreads, smem, stream>>>(p);
+  const int block_n = kWarps * kTiles * 16;
+  const dim3 grid((p.N + block_n - 1) / block_n, splits);
+  qlora_gemv_kernel<T, MT, kTiles><<<grid, kThreads, smem, stream>>>(p);
   err = cudaGetLastError();
   return err == cudaSuccess ? "" : std::string("qlora_gemv_kernel: ") + cudaGetErrorString(err);
 }
 
+template <typename T, int MT>
+std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A, float* u, int splits, int tiles,
+                         cudaStream_t stream) {
+  lora_u_kernel<T, MT><<<p.r, kUThreads, 0, stream>>>(static_cast<const T*>(x_lora), static_cast<const T*>(A), u,
+                                                      p.M, p.K, p.r);
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return std::string("lora_u_kernel: ") + cudaGetErrorString(err);
+  return tiles == 1 ? launch_gemv<T, MT, 1>(p, splits, stream) : launch_gemv<T, MT, 2>(p, splits, stream);
+}
+
 }  // namespace
 
-GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count) {
+GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tiles) {
   GemvPlan plan{};
-  const int64_t col_blocks = (N + kBlockN - 1) / kBlockN;
+  if (tiles != 1 && tiles != 2) tiles = 2;
+  const int64_t block_n = kWarps * tiles * 16;
+  const int64_t col_blocks = (N + block_n - 1) / block_n;
   const int64_t chunks = K / kChunk;
   int64_t splits = (K + kMaxSlice - 1) / kMaxSlice;           // x slice fits shared memory
   const int64_t fill = (3 * static_cast<int64_t>(sm_count) + col_blocks - 1) / col_blocks;  // ~3 blocks per SM
@@ -370,6 +386,7 @@ GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count) {
   if (splits > chunks) splits = chunks;
   if (splits < 1) splits = 1;
   plan.splits = static_cast<int>(splits);
+  plan.tiles = tiles;
   plan.workspace_bytes = splits > 1 ? static_cast<int64_t>(sizeof(float)) * splits * M * N + 4 * col_blocks : 0;
   return plan;
 }
@@ -378,7 +395,7 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
                               uintptr_t u, uintptr_t workspace, int dtype, uintptr_t packed, uintptr_t absmax,
                               uintptr_t quant_map, uintptr_t nested_absmax, uintptr_t nested_quant_map,
                               float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r,
-                              float scale, int splits, uintptr_t stream) {
+                              float scale, int splits, int tiles, uintptr_t stream) {
   int lg = 0;
   while ((1 << lg) < blocksize) ++lg;
   if ((1 << lg) != blocksize || lg < 6 || lg > 12) return "blocksize must be a power of two in [64, 4096]";
@@ -392,7 +409,8 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   if (splits < 1 || splits > chunks) return "splits must be in [1, K / 64]";
   const int slice_max = static_cast<int>((chunks + splits - 1) / splits) * kChunk;
   if (slice_max > kMaxSlice) return "splits too small: a K slice must be at most 1024";
-  const int64_t col_blocks = (N + kBlockN - 1) / kBlockN;
+  if (tiles != 1 && tiles != 2) return "tiles must be 1 or 2";
+  const int64_t col_blocks = (N + kWarps * tiles * 16 - 1) / (kWarps * tiles * 16);
   GemvParams p{};
   p.y = reinterpret_cast<void*>(y);
   p.x = reinterpret_cast<const void*>(x);
@@ -418,10 +436,10 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   const void* xl = reinterpret_cast<const void*>(x_lora);
   const void* a = reinterpret_cast<const void*>(A);
   float* uu = reinterpret_cast<float*>(u);
-  if (dtype == 1) return M <= 8 ? launch_typed<__half, 1>(p, xl, a, uu, splits, st)
-                                : launch_typed<__half, 2>(p, xl, a, uu, splits, st);
-  if (dtype == 2) return M <= 8 ? launch_typed<__nv_bfloat16, 1>(p, xl, a, uu, splits, st)
-                                : launch_typed<__nv_bfloat16, 2>(p, xl, a, uu, splits, st);
+  if (dtype == 1) return M <= 8 ? launch_typed<__half, 1>(p, xl, a, uu, splits, tiles, st)
+                                : launch_typed<__half, 2>(p, xl, a, uu, splits, tiles, st);
+  if (dtype == 2) return M <= 8 ? launch_typed<__nv_bfloat16, 1>(p, xl, a, uu, splits, tiles, st)
+                                : launch_typed<__nv_bfloat16, 2>(p, xl, a, uu, splits, tiles, st);
   return "dtype must be 1 (float16) or 2 (bfloat16)";
 }
 

@@ -97,7 +97,11 @@ def _sm_count_of(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def qlora_forward_small(x, x_lora, q: NF4Weight, A, B, scale: float, bias):
+# Rows of W per warp in 16-row tiles (1: 128 rows per block, 2: 256); bench/diag_fwd.py compares.
+GEMV_TILES = 2
+
+
+def qlora_forward_small(x, x_lora, q: NF4Weight, A, B, scale: float, bias, tiles: Optional[int] = None):
     """(y (M, N) in x's dtype, u (M, r) float32) through the CUDA small-M kernels; the inputs are
     validated by ops.py and gemv_unsupported_reason(x, q) is None."""
     M, K = x.shape
@@ -109,7 +113,7 @@ def qlora_forward_small(x, x_lora, q: NF4Weight, A, B, scale: float, bias):
     packed = q.packed if q.packed.data_ptr() % 16 == 0 else q.packed.clone()
     y = torch.empty((M, N), device=x.device, dtype=x.dtype)
     u = torch.empty((M, r), device=x.device, dtype=torch.float32)
-    splits, ws_bytes = _C.plan_qlora_gemv(M, N, K, _sm_count(x.device))
+    splits, tiles, ws_bytes = _C.plan_qlora_gemv(M, N, K, _sm_count(x.device), tiles or GEMV_TILES)
     ws = torch.empty(max(16, ws_bytes), device=x.device, dtype=torch.uint8)
     with torch.cuda.device(x.device):
         _C.qlora_gemv(y.data_ptr(), x.data_ptr(), xl.data_ptr(), A.data_ptr(), B.data_ptr(),
@@ -117,6 +121,6 @@ def qlora_forward_small(x, x_lora, q: NF4Weight, A, B, scale: float, bias):
                       packed.data_ptr(), q.absmax.data_ptr(), q.quant_map.data_ptr(),
                       q.nested_absmax.data_ptr() if q.nested else 0,
                       q.nested_quant_map.data_ptr() if q.nested else 0,
-                      q.nested_offset if q.nested else 0.0, q.blocksize, M, N, K, r, float(scale), splits,
+                      q.nested_offset if q.nested else 0.0, q.blocksize, M, N, K, r, float(scale), splits, tiles,
                       _stream(x.device))
     return y, u
