@@ -103,6 +103,28 @@ def small_m(sink):
                 _cuda_ext.GEMV_TILES = default_tiles
 
 
+def host_profile(sink):
+    """cProfile of 2000 default-path forwards at M = 1 (where the host bounds the time)."""
+    import cProfile
+    import io
+    import pstats
+
+    c = Case(1, 4096, 4096, 16, "cuda")
+    with torch.no_grad():
+        op = lambda: ops.qlora_linear(c.x, c.q, c.A, c.B, c.scale)  # noqa: E731
+        for _ in range(50):
+            op()
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(2000):
+            op()
+        prof.disable()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(18)
+    print(out.getvalue(), flush=True)
+    emit({"what": "host_profile", "text": out.getvalue()[-6000:]}, sink)
+
+
 _FAKE_DECODE = "mov.b32 $0, $4; mov.b32 $1, $4; mov.b32 $2, $4; mov.b32 $3, $4;"
 
 
@@ -145,7 +167,7 @@ def large_m(sink):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--out", default=None)
-    p.add_argument("--only", choices=("small", "large"), default=None)
+    p.add_argument("--only", choices=("small", "large", "host"), default=None)
     a = p.parse_args()
     sink = None
     if a.out:
@@ -153,6 +175,8 @@ def main():
         sink = open(os.path.join(a.out, "diag.jsonl"), "a")
     if a.only in (None, "small"):
         small_m(sink)
+    if a.only in (None, "host"):
+        host_profile(sink)
     if a.only in (None, "large"):
         large_m(sink)
 

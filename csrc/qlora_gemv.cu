@@ -3,7 +3,7 @@
 //   y (M, N) = x·Wᵀ + s·u·Bᵀ + bias,  u (M, r) = x̃·Aᵀ (float32, also returned for dB)
 //
 // Two kernels, launched back to back by one host call:
-//   lora_u_kernel      u = x̃·Aᵀ: one block per LoRA rank j, 16-byte loads, fp32 sums.
+//   lora_u_kernel      u = x̃·Aᵀ: one block per (LoRA rank j, pair of rows), 16-byte loads, fp32 sums.
 //   qlora_gemv_kernel  W streamed once as packed NF4 codes; a block owns 256 rows of W (8 warps
 //                      × 1 or 2 tiles of 16 rows) and one K slice (split-K over gridDim.y when the
 //                      column blocks alone cannot fill the GPU). The LoRA term and the bias are
@@ -37,6 +37,7 @@ constexpr int kThreads = kWarps * 32;
 constexpr int kChunk = 64;                       // k per scale step
 constexpr int kMaxSlice = 1024;                  // k per block at most (x slice staged in smem)
 constexpr int kPad = 8;                          // elements of padding per staged x row (16 bytes)
+constexpr int kStages = 3;                       // chunks of W in flight per warp (register pipeline)
 
 __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
   uint32_t d;
@@ -178,21 +179,36 @@ __global__ void __launch_bounds__(kThreads) qlora_gemv_kernel(GemvParams p) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 
-  auto load = [&](int ch, uint2 (&wv)[kTiles][2], float (&am)[kTiles][2]) {
+  // A chunk's loads: the codes (8 bytes per row) and the raw scale data — the float32 absmax, or
+  // the nested uint8 index and its float32 block scale. Nothing here depends on a load, so
+  // kStages - 1 chunks are in flight while one is computed; the nested absmax is decoded at use.
+  struct Stage {
+    uint2 codes[kTiles][2];
+    uint32_t q[kTiles][2];  // float32 bits (plain) or the uint8 index (nested)
+    float a2[kTiles][2];    // nested block scale (unused when plain)
+  };
+  const bool nested = p.w.nested_absmax != nullptr;
+  auto load = [&](int ch, Stage& st) {
 #pragma unroll
     for (int i = 0; i < kTiles; ++i)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        wv[i][h] = __ldg(reinterpret_cast<const uint2*>(codes[i][h] + (ch - c0) * (kChunk / 2)));
-        am[i][h] = block_absmax(p.w, code2, (blk[i][h] + (ch - c0) * kChunk) >> p.w.blocksize_log2);
+        st.codes[i][h] = __ldg(reinterpret_cast<const uint2*>(codes[i][h] + (ch - c0) * (kChunk / 2)));
+        const int64_t b = (blk[i][h] + static_cast<int64_t>(ch - c0) * kChunk) >> p.w.blocksize_log2;
+        if (nested) {
+          st.q[i][h] = __ldg(static_cast<const uint8_t*>(p.w.absmax) + b);
+          st.a2[i][h] = __ldg(p.w.nested_absmax + (b >> kNestedBlockLog2));
+        } else {
+          st.q[i][h] = __ldg(static_cast<const uint32_t*>(p.w.absmax) + b);
+        }
       }
   };
+  auto absmax = [&](const Stage& st, int i, int h) {
+    return nested ? __fadd_rn(__fmul_rn(code2[st.q[i][h]], st.a2[i][h]), p.w.nested_offset)
+                  : __uint_as_float(st.q[i][h]);
+  };
 
-  uint2 wv[kTiles][2], wn[kTiles][2];
-  float am[kTiles][2], an[kTiles][2];
-  if (c0 < c1) load(c0, wv, am);
-  for (int ch = c0; ch < c1; ++ch) {
-    if (ch + 1 < c1) load(ch + 1, wn, an);  // next chunk's codes in flight during this one's math
+  auto compute = [&](int ch, const Stage& st) {
     // x fragments: row m = 8j + g, k = 16c ... 16c + 15 of the chunk (32 bytes).
     uint32_t bx[MT][8];
 #pragma unroll
@@ -206,10 +222,10 @@ __global__ void __launch_bounds__(kThreads) qlora_gemv_kernel(GemvParams p) {
 #pragma unroll
     for (int i = 0; i < kTiles; ++i) {
       uint32_t r0[2][4], r1[2][4];  // [half of the 8 bytes][byte] pairs of rows g, g + 8
-      decode4(wv[i][0].x, t, r0[0]);
-      decode4(wv[i][0].y, t, r0[1]);
-      decode4(wv[i][1].x, t, r1[0]);
-      decode4(wv[i][1].y, t, r1[1]);
+      decode4(st.codes[i][0].x, t, r0[0]);
+      decode4(st.codes[i][0].y, t, r0[1]);
+      decode4(st.codes[i][1].x, t, r1[0]);
+      decode4(st.codes[i][1].y, t, r1[1]);
       float part[MT][4];
 #pragma unroll
       for (int j = 0; j < MT; ++j)
@@ -225,21 +241,29 @@ __global__ void __launch_bounds__(kThreads) qlora_gemv_kernel(GemvParams p) {
         for (int j = 0; j < MT; ++j) Mma<T>::run(part[j], a, bx[j][2 * s], bx[j][2 * s + 1]);
       }
       // C fragment: part[j][0..1] = rows of W g (cols of x 2c, 2c+1), part[j][2..3] = row g + 8.
+      const float am0 = absmax(st, i, 0), am1 = absmax(st, i, 1);
 #pragma unroll
       for (int j = 0; j < MT; ++j) {
-        acc[i][j][0] = fmaf(part[j][0], am[i][0], acc[i][j][0]);
-        acc[i][j][1] = fmaf(part[j][1], am[i][0], acc[i][j][1]);
-        acc[i][j][2] = fmaf(part[j][2], am[i][1], acc[i][j][2]);
-        acc[i][j][3] = fmaf(part[j][3], am[i][1], acc[i][j][3]);
+        acc[i][j][0] = fmaf(part[j][0], am0, acc[i][j][0]);
+        acc[i][j][1] = fmaf(part[j][1], am0, acc[i][j][1]);
+        acc[i][j][2] = fmaf(part[j][2], am1, acc[i][j][2]);
+        acc[i][j][3] = fmaf(part[j][3], am1, acc[i][j][3]);
       }
     }
+  };
+
+  // kStages-deep register pipeline; stage indices are compile-time constants (unrolled d).
+  Stage stage[kStages];
 #pragma unroll
-    for (int i = 0; i < kTiles; ++i)
+  for (int d = 0; d < kStages - 1; ++d)
+    if (c0 + d < c1) load(c0 + d, stage[d]);
+  for (int ch = c0; ch < c1; ch += kStages) {
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        wv[i][h] = wn[i][h];
-        am[i][h] = an[i][h];
-      }
+    for (int d = 0; d < kStages; ++d) {
+      if (ch + d >= c1) break;
+      if (ch + d + kStages - 1 < c1) load(ch + d + kStages - 1, stage[(d + kStages - 1) % kStages]);
+      compute(ch + d, stage[d]);
+    }
   }
 
   // Partial sums of this K slice -> tile[m][n - first row of the block].
@@ -300,29 +324,28 @@ __global__ void __launch_bounds__(kThreads) qlora_gemv_kernel(GemvParams p) {
     if (m < M) y[static_cast<int64_t>(m) * p.N + n] = static_cast<T>(v[m] + p.scale * lora[m] + bias);
 }
 
-// u[m, j] = Σ_k x̃[m, k]·A[j, k] for m < M ≤ 8·MT: block j, 512 threads, 16-byte loads (all
-// rows of one k step issued before their sums, so that a block keeps many loads in flight).
+// u[m, j] = Σ_k x̃[m, k]·A[j, k]: block (j, rows 2·y, 2·y + 1), 512 threads, 16-byte loads, two
+// k steps in flight per thread; fp32 sums reduced across the block.
 constexpr int kUThreads = 512;
+constexpr int kURows = 2;
 
-template <typename T, int MT>
+template <typename T>
 __global__ void __launch_bounds__(kUThreads) lora_u_kernel(const T* __restrict__ xl, const T* __restrict__ A,
                                                            float* __restrict__ u, int M, int K, int r) {
-  constexpr int kRows = MT * 8;
-  __shared__ float red[kUThreads / 32][kRows];
-  const int j = blockIdx.x;
-  float part[kRows];
-#pragma unroll
-  for (int m = 0; m < kRows; ++m) part[m] = 0.f;
+  __shared__ float red[kUThreads / 32][kURows];
+  const int j = blockIdx.x, m0 = blockIdx.y * kURows;
+  float part[kURows] = {};
+#pragma unroll 2
   for (int k = threadIdx.x * 8; k < K; k += kUThreads * 8) {
     const uint4 av = __ldg(reinterpret_cast<const uint4*>(A + static_cast<int64_t>(j) * K + k));
-    uint4 xv[kRows];
+    uint4 xv[kURows];
 #pragma unroll
-    for (int m = 0; m < kRows; ++m)
-      xv[m] = m < M ? __ldg(reinterpret_cast<const uint4*>(xl + static_cast<int64_t>(m) * K + k))
-                    : make_uint4(0, 0, 0, 0);
+    for (int m = 0; m < kURows; ++m)
+      xv[m] = m0 + m < M ? __ldg(reinterpret_cast<const uint4*>(xl + static_cast<int64_t>(m0 + m) * K + k))
+                         : make_uint4(0, 0, 0, 0);
     const T* a = reinterpret_cast<const T*>(&av);
 #pragma unroll
-    for (int m = 0; m < kRows; ++m) {
+    for (int m = 0; m < kURows; ++m) {
       const T* xe = reinterpret_cast<const T*>(&xv[m]);
 #pragma unroll
       for (int e = 0; e < 8; ++e) part[m] = fmaf(to_float(xe[e]), to_float(a[e]), part[m]);
@@ -330,17 +353,17 @@ __global__ void __launch_bounds__(kUThreads) lora_u_kernel(const T* __restrict__
   }
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 #pragma unroll
-  for (int m = 0; m < kRows; ++m) {
+  for (int m = 0; m < kURows; ++m) {
     float v = part[m];
 #pragma unroll
     for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
     if (lane == 0) red[warp][m] = v;
   }
   __syncthreads();
-  if (threadIdx.x < M) {
+  if (threadIdx.x < kURows && m0 + threadIdx.x < M) {
     float v = 0.f;
     for (int w = 0; w < kUThreads / 32; ++w) v += red[w][threadIdx.x];
-    u[threadIdx.x * r + j] = v;
+    u[(m0 + threadIdx.x) * r + j] = v;
   }
 }
 
@@ -365,8 +388,9 @@ std::string launch_gemv(const GemvParams& p, int splits, cudaStream_t stream) {
 template <typename T, int MT>
 std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A, float* u, int splits, int tiles,
                          cudaStream_t stream) {
-  lora_u_kernel<T, MT><<<p.r, kUThreads, 0, stream>>>(static_cast<const T*>(x_lora), static_cast<const T*>(A), u,
-                                                      p.M, p.K, p.r);
+  const dim3 ugrid(p.r, (p.M + kURows - 1) / kURows);
+  lora_u_kernel<T><<<ugrid, kUThreads, 0, stream>>>(static_cast<const T*>(x_lora), static_cast<const T*>(A), u,
+                                                    p.M, p.K, p.r);
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return std::string("lora_u_kernel: ") + cudaGetErrorString(err);
   return tiles == 1 ? launch_gemv<T, MT, 1>(p, splits, stream) : launch_gemv<T, MT, 2>(p, splits, stream);
