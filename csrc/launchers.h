@@ -23,7 +23,6 @@ struct GemvPlan {
 GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tiles);
 
 // y (M, N) = x·Wᵀ + scale·u·Bᵀ + bias and u (M, r) = x_lora·Aᵀ (float32) for 1 <= M <= 16.
-// decode: 0 = register byte-permute lookups, 1 = shared-memory pair table.
 // dtype: 1 = float16, 2 = bfloat16 (x, x_lora, A, B, bias, y). All tensors contiguous; bias = 0
 // for none; nested_absmax = 0 when absmax is float32; workspace as plan_qlora_gemv says.
 std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr_t A, uintptr_t B,
@@ -31,7 +30,7 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
                               uintptr_t packed, uintptr_t absmax, uintptr_t quant_map,
                               uintptr_t nested_absmax, uintptr_t nested_quant_map, float nested_offset,
                               int blocksize, int64_t M, int64_t N, int64_t K, int64_t r, float scale,
-                              int splits, int tiles, int decode, uintptr_t stream);
+                              int splits, int tiles, uintptr_t stream);
 
 // Number of CUDA devices, and the error text when it is 0.
 int cuda_device_count(std::string* error);

@@ -75,21 +75,6 @@ __device__ __forceinline__ void decode4(uint32_t w, const Table& t, uint32_t (&o
   }
 }
 
-// The same 4 pairs from a table in shared memory: lut[byte] = T(code[hi]) | T(code[lo]) << 16,
-// replicated per lane (entry b of lane l at byte offset 256·b + 4·l: every lane reads its own bank,
-// conflict-free). One prmt builds the offset from the byte and 4·lane, one LDS reads the pair:
-// 2 instructions per 2 codes against 21 per 8 for the register lookups above, at the cost of
-// 64 KiB of shared memory per block and one shared-memory load per pair.
-constexpr int kLutBytes = 256 * 256;
-
-__device__ __forceinline__ void decode4_lut(uint32_t w, uint32_t lane4, const unsigned char* lut,
-                                            uint32_t (&out)[4]) {
-  out[0] = *reinterpret_cast<const uint32_t*>(lut + prmt(w, lane4, 0x5504u));
-  out[1] = *reinterpret_cast<const uint32_t*>(lut + prmt(w, lane4, 0x5514u));
-  out[2] = *reinterpret_cast<const uint32_t*>(lut + prmt(w, lane4, 0x5524u));
-  out[3] = *reinterpret_cast<const uint32_t*>(lut + prmt(w, lane4, 0x5534u));
-}
-
 template <typename T> struct Mma;
 template <> struct Mma<__nv_bfloat16> {
   __device__ static void run(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
@@ -128,15 +113,14 @@ struct GemvParams {
   float scale;
 };
 
-template <typename T, int MT, int kTiles, bool kLut>
+template <typename T, int MT, int kTiles>
 __global__ void __launch_bounds__(kThreads) qlora_gemv_kernel(GemvParams p) {
   constexpr int kRows = MT * 8;  // rows of x handled (M <= kRows)
   constexpr int kBlockN = kWarps * kTiles * 16;
   extern __shared__ __align__(16) unsigned char smem[];
   const int xs_stride = p.slice_max + kPad;
-  const unsigned char* lut = smem;                                             // [256][64] (kLut)
-  T* xs = reinterpret_cast<T*>(smem + (kLut ? kLutBytes : 0));                 // [kRows][xs_stride]
-  float* tile = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(xs) + sizeof(T) * kRows * xs_stride);
+  T* xs = reinterpret_cast<T*>(smem);                                          // [kRows][xs_stride]
+  float* tile = reinterpret_cast<float*>(smem + sizeof(T) * kRows * xs_stride);  // [kRows][kBlockN]
   float* code2 = tile + kRows * kBlockN;                                       // [256]
   uint32_t* table = reinterpret_cast<uint32_t*>(code2 + 256);                  // [8]
   int* last = reinterpret_cast<int*>(table + 8);
@@ -166,14 +150,7 @@ __global__ void __launch_bounds__(kThreads) qlora_gemv_kernel(GemvParams p) {
   }
   if (p.w.nested_absmax != nullptr)
     for (int i = tid; i < 256; i += kThreads) code2[i] = p.w.nested_quant_map[i];
-  if (kLut)
-    for (int i = tid; i < 256 * 32; i += kThreads) {  // entry i / 32 for lane i % 32
-      const int b = i / 32;
-      const uint32_t pair = bits16<T>(p.w.quant_map[b >> 4]) | static_cast<uint32_t>(bits16<T>(p.w.quant_map[b & 15])) << 16;
-      *reinterpret_cast<uint32_t*>(smem + 256 * b + 4 * (i % 32)) = pair;
-    }
   __syncthreads();
-  const uint32_t lane4 = 4u * lane;
   Table t;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -245,17 +222,10 @@ __global__ void __launch_bounds__(kThreads) qlora_gemv_kernel(GemvParams p) {
 #pragma unroll
     for (int i = 0; i < kTiles; ++i) {
       uint32_t r0[2][4], r1[2][4];  // [half of the 8 bytes][byte] pairs of rows g, g + 8
-      if constexpr (kLut) {
-        decode4_lut(st.codes[i][0].x, lane4, lut, r0[0]);
-        decode4_lut(st.codes[i][0].y, lane4, lut, r0[1]);
-        decode4_lut(st.codes[i][1].x, lane4, lut, r1[0]);
-        decode4_lut(st.codes[i][1].y, lane4, lut, r1[1]);
-      } else {
-        decode4(st.codes[i][0].x, t, r0[0]);
-        decode4(st.codes[i][0].y, t, r0[1]);
-        decode4(st.codes[i][1].x, t, r1[0]);
-        decode4(st.codes[i][1].y, t, r1[1]);
-      }
+      decode4(st.codes[i][0].x, t, r0[0]);
+      decode4(st.codes[i][0].y, t, r0[1]);
+      decode4(st.codes[i][1].x, t, r1[0]);
+      decode4(st.codes[i][1].y, t, r1[1]);
       float part[MT][4];
 #pragma unroll
       for (int j = 0; j < MT; ++j)
@@ -397,35 +367,33 @@ __global__ void __launch_bounds__(kUThreads) lora_u_kernel(const T* __restrict__
   }
 }
 
-size_t gemv_smem_bytes(int MT, int tiles, bool lut, int slice_max, size_t elem) {
-  return (lut ? kLutBytes : 0) + elem * MT * 8 * (slice_max + kPad) +
-         sizeof(float) * (MT * 8 * kWarps * tiles * 16 + 256) + 8 * 4 + 16;
+size_t gemv_smem_bytes(int MT, int tiles, int slice_max, size_t elem) {
+  return elem * MT * 8 * (slice_max + kPad) + sizeof(float) * (MT * 8 * kWarps * tiles * 16 + 256) + 8 * 4 + 16;
 }
 
-template <typename T, int MT, int kTiles, bool kLut>
+template <typename T, int MT, int kTiles>
 std::string launch_gemv(const GemvParams& p, int splits, cudaStream_t stream) {
-  const size_t smem = gemv_smem_bytes(MT, kTiles, kLut, p.slice_max, sizeof(T));
+  const size_t smem = gemv_smem_bytes(MT, kTiles, p.slice_max, sizeof(T));
   // Opt in to more than 48 KiB of shared memory (per device, so on every launch: it is cheap).
-  cudaError_t err = cudaFuncSetAttribute(qlora_gemv_kernel<T, MT, kTiles, kLut>,
+  cudaError_t err = cudaFuncSetAttribute(qlora_gemv_kernel<T, MT, kTiles>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   if (err != cudaSuccess) return std::string("qlora_gemv_kernel attributes: ") + cudaGetErrorString(err);
   const int block_n = kWarps * kTiles * 16;
   const dim3 grid((p.N + block_n - 1) / block_n, splits);
-  qlora_gemv_kernel<T, MT, kTiles, kLut><<<grid, kThreads, smem, stream>>>(p);
+  qlora_gemv_kernel<T, MT, kTiles><<<grid, kThreads, smem, stream>>>(p);
   err = cudaGetLastError();
   return err == cudaSuccess ? "" : std::string("qlora_gemv_kernel: ") + cudaGetErrorString(err);
 }
 
 template <typename T, int MT>
 std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A, float* u, int splits, int tiles,
-                         bool lut, cudaStream_t stream) {
+                         cudaStream_t stream) {
   const dim3 ugrid(p.r, (p.M + kURows - 1) / kURows);
   lora_u_kernel<T><<<ugrid, kUThreads, 0, stream>>>(static_cast<const T*>(x_lora), static_cast<const T*>(A), u,
                                                     p.M, p.K, p.r);
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return std::string("lora_u_kernel: ") + cudaGetErrorString(err);
-  if (lut) return tiles == 1 ? launch_gemv<T, MT, 1, true>(p, splits, stream) : launch_gemv<T, MT, 2, true>(p, splits, stream);
-  return tiles == 1 ? launch_gemv<T, MT, 1, false>(p, splits, stream) : launch_gemv<T, MT, 2, false>(p, splits, stream);
+  return tiles == 1 ? launch_gemv<T, MT, 1>(p, splits, stream) : launch_gemv<T, MT, 2>(p, splits, stream);
 }
 
 }  // namespace
@@ -451,7 +419,7 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
                               uintptr_t u, uintptr_t workspace, int dtype, uintptr_t packed, uintptr_t absmax,
                               uintptr_t quant_map, uintptr_t nested_absmax, uintptr_t nested_quant_map,
                               float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r,
-                              float scale, int splits, int tiles, int decode, uintptr_t stream) {
+                              float scale, int splits, int tiles, uintptr_t stream) {
   int lg = 0;
   while ((1 << lg) < blocksize) ++lg;
   if ((1 << lg) != blocksize || lg < 6 || lg > 12) return "blocksize must be a power of two in [64, 4096]";
@@ -466,7 +434,6 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   const int slice_max = static_cast<int>((chunks + splits - 1) / splits) * kChunk;
   if (slice_max > kMaxSlice) return "splits too small: a K slice must be at most 1024";
   if (tiles != 1 && tiles != 2) return "tiles must be 1 or 2";
-  if (decode != 0 && decode != 1) return "decode must be 0 (register lookups) or 1 (shared-memory table)";
   const int64_t col_blocks = (N + kWarps * tiles * 16 - 1) / (kWarps * tiles * 16);
   GemvParams p{};
   p.y = reinterpret_cast<void*>(y);
@@ -493,10 +460,10 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   const void* xl = reinterpret_cast<const void*>(x_lora);
   const void* a = reinterpret_cast<const void*>(A);
   float* uu = reinterpret_cast<float*>(u);
-  if (dtype == 1) return M <= 8 ? launch_typed<__half, 1>(p, xl, a, uu, splits, tiles, decode == 1, st)
-                                : launch_typed<__half, 2>(p, xl, a, uu, splits, tiles, decode == 1, st);
-  if (dtype == 2) return M <= 8 ? launch_typed<__nv_bfloat16, 1>(p, xl, a, uu, splits, tiles, decode == 1, st)
-                                : launch_typed<__nv_bfloat16, 2>(p, xl, a, uu, splits, tiles, decode == 1, st);
+  if (dtype == 1) return M <= 8 ? launch_typed<__half, 1>(p, xl, a, uu, splits, tiles, st)
+                                : launch_typed<__half, 2>(p, xl, a, uu, splits, tiles, st);
+  if (dtype == 2) return M <= 8 ? launch_typed<__nv_bfloat16, 1>(p, xl, a, uu, splits, tiles, st)
+                                : launch_typed<__nv_bfloat16, 2>(p, xl, a, uu, splits, tiles, st);
   return "dtype must be 1 (float16) or 2 (bfloat16)";
 }
 

@@ -66,13 +66,12 @@ def test_cuda_forward_matches_reference(monkeypatch, dtype, nested, case):
     assert torch.isfinite(y).all()
     err = rel_err(y, ref)
     assert err < REL_TOL[dtype] and err <= 2 * rel_err(plain, ref) + 1e-6, (err, rel_err(plain, ref))
-    # u = x̃·Aᵀ, returned for dB: fp32 sums of exact products. Every kernel variant (tile width,
-    # decode by register lookups or by the shared-memory table) gives the same y bit for bit.
-    for tiles, decode in ((1, 0), (2, 0), (1, 1), (2, 1)):
-        _poison_allocator(M * N, dtype)
-        y2, u = _cuda_ext.qlora_forward_small(x, xl, q, A, B, 0.7, bias, tiles=tiles, decode=decode)
-        assert rel_err(u, xle.double() @ A.double().t()) < 1e-5
-        assert torch.equal(y2, y), (tiles, decode)
+    # u = x̃·Aᵀ, returned for dB: fp32 sums of exact products. The other tile width agrees.
+    other = 1 if _cuda_ext.GEMV_TILES == 2 else 2
+    _poison_allocator(M * N, dtype)
+    y2, u = _cuda_ext.qlora_forward_small(x, xl, q, A, B, 0.7, bias, tiles=other)
+    assert rel_err(u, xle.double() @ A.double().t()) < 1e-5
+    assert torch.isfinite(y2).all() and rel_err(y2, ref) <= 2 * rel_err(plain, ref) + 1e-6
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -89,12 +88,11 @@ def test_cuda_decode_is_exact_through_identity(monkeypatch, dtype, nested):
         x = torch.zeros(M, K, device=DEV, dtype=dtype)
         x[:, cols] = torch.eye(M, device=DEV, dtype=dtype)
         y = _forward(monkeypatch, x, q, A, B, 0.0)
-        others = [_cuda_ext.qlora_forward_small(x, None, q, A, B, 0.0, None, tiles=t, decode=d)[0]
-                  for t, d in ((1, 0), (2, 0), (1, 1), (2, 1))]
+        y2, _ = _cuda_ext.qlora_forward_small(x, None, q, A, B, 0.0, None, tiles=1 if _cuda_ext.GEMV_TILES == 2 else 2)
         codes = torch.stack([q.packed >> 4, q.packed & 15], 1).reshape(-1).long()
         table = q.quant_map.to(dtype).float()
         w = (table[codes] * absmax_float(q).repeat_interleave(64)).to(dtype).view(N, K)
-        assert torch.equal(y, w[:, cols].t()) and all(torch.equal(o, y) for o in others)
+        assert torch.equal(y, w[:, cols].t()) and torch.equal(y2, y)
 
 
 def test_cuda_forward_uses_the_weights_code_table(monkeypatch):

@@ -99,12 +99,9 @@ def _sm_count_of(index: int) -> int:
 
 # Rows of W per warp in 16-row tiles (1: 128 rows per block, 2: 256); bench/diag_fwd.py compares.
 GEMV_TILES = 2
-# NF4 decode of the small-M kernel: 0 = register byte-permute lookups, 1 = shared-memory pair table.
-GEMV_DECODE = 0
 
 
-def qlora_forward_small(x, x_lora, q: NF4Weight, A, B, scale: float, bias, tiles: Optional[int] = None,
-                        decode: Optional[int] = None):
+def qlora_forward_small(x, x_lora, q: NF4Weight, A, B, scale: float, bias, tiles: Optional[int] = None):
     """(y (M, N) in x's dtype, u (M, r) float32) through the CUDA small-M kernels; the inputs are
     validated by ops.py and gemv_unsupported_reason(x, q) is None."""
     M, K = x.shape
@@ -125,5 +122,5 @@ def qlora_forward_small(x, x_lora, q: NF4Weight, A, B, scale: float, bias, tiles
                       q.nested_absmax.data_ptr() if q.nested else 0,
                       q.nested_quant_map.data_ptr() if q.nested else 0,
                       q.nested_offset if q.nested else 0.0, q.blocksize, M, N, K, r, float(scale), splits, tiles,
-                      GEMV_DECODE if decode is None else decode, _stream(x.device))
+                      _stream(x.device))
     return y, u
