@@ -66,7 +66,8 @@ def test_cuda_forward_matches_reference(monkeypatch, dtype, nested, case):
     assert torch.isfinite(y).all()
     err = rel_err(y, ref)
     assert err < REL_TOL[dtype] and err <= 2 * rel_err(plain, ref) + 1e-6, (err, rel_err(plain, ref))
-    # u = x̃·Aᵀ, returned for dB: fp32 sums of exact products. The other tile width agrees.
+    # u = x̃·Aᵀ, returned for dB: fp32 sums of exact products. The other tile width (a different
+    # split-K plan, so a different summation order) is as accurate.
     other = 1 if _cuda_ext.GEMV_TILES == 2 else 2
     _poison_allocator(M * N, dtype)
     y2, u = _cuda_ext.qlora_forward_small(x, xl, q, A, B, 0.7, bias, tiles=other)
