@@ -4,7 +4,7 @@
 //
 // Two kernels, launched back to back by one host call:
 //   lora_u_kernel      u = x̃·Aᵀ: one block per (LoRA rank j, pair of rows), 16-byte loads, fp32 sums.
-//   qlora_gemv_kernel  W streamed once as packed NF4 codes; a block owns 256 rows of W (8 warps
+//   qlora_gemv_kernel  W streamed once as packed NF4 codes; a block owns 128 or 256 rows of W (8 warps
 //                      × 1 or 2 tiles of 16 rows) and one K slice (split-K over gridDim.y when the
 //                      column blocks alone cannot fill the GPU). The LoRA term and the bias are
 //                      added in the epilogue by the block that finishes a column block last.
@@ -426,7 +426,9 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   if (M < 1 || M > 16) return "M must be in [1, 16]";
   if (N < 1 || r < 1 || K < kChunk || K % blocksize != 0 || K % kChunk != 0)
     return "need N >= 1, r >= 1 and K a positive multiple of 64 and of the blocksize";
-  if (N * K > (int64_t{1} << 40) || M * N > (int64_t{1} << 31) || r > (1 << 16)) return "shape too large";
+  if (N >= (int64_t{1} << 30) || K >= (int64_t{1} << 30) || N * K > (int64_t{1} << 40) ||
+      M * N > (int64_t{1} << 31) || r > (1 << 16))
+    return "shape too large (N, K < 2^30, N·K <= 2^40, r <= 65536)";
   for (uintptr_t ptr : {packed, x, x_lora, A, workspace})
     if (ptr % 16 != 0) return "packed, x, x_lora, A and workspace must be 16-byte aligned";
   const int64_t chunks = K / kChunk;
