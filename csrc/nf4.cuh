@@ -26,11 +26,16 @@ struct NF4State {
   int blocksize_log2;             // blocksize = 1 << blocksize_log2 (32 ... 4096)
 };
 
+// A double-quantized absmax from its parts: code2[q] * absmax2 + offset, two float32 roundings.
+__device__ __forceinline__ float nested_absmax(const float* code2, uint32_t q, float absmax2, float offset) {
+  return __fadd_rn(__fmul_rn(code2[q], absmax2), offset);
+}
+
 // Absmax of block b; code2 is the nested table staged in shared memory (or nullptr).
 __device__ __forceinline__ float block_absmax(const NF4State& s, const float* code2, int64_t b) {
   if (s.nested_absmax == nullptr) return static_cast<const float*>(s.absmax)[b];
-  const uint8_t q = static_cast<const uint8_t*>(s.absmax)[b];
-  return __fadd_rn(__fmul_rn(code2[q], s.nested_absmax[b >> kNestedBlockLog2]), s.nested_offset);
+  return nested_absmax(code2, static_cast<const uint8_t*>(s.absmax)[b], s.nested_absmax[b >> kNestedBlockLog2],
+                       s.nested_offset);
 }
 
 template <typename T> struct Pair;

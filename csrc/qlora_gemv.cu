@@ -204,8 +204,7 @@ __global__ void __launch_bounds__(kThreads) qlora_gemv_kernel(GemvParams p) {
       }
   };
   auto absmax = [&](const Stage& st, int i, int h) {
-    return nested ? __fadd_rn(__fmul_rn(code2[st.q[i][h]], st.a2[i][h]), p.w.nested_offset)
-                  : __uint_as_float(st.q[i][h]);
+    return nested ? nested_absmax(code2, st.q[i][h], st.a2[i][h], p.w.nested_offset) : __uint_as_float(st.q[i][h]);
   };
 
   auto compute = [&](int ch, const Stage& st) {
@@ -433,6 +432,7 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
     if (ptr % 16 != 0) return "packed, x, x_lora, A and workspace must be 16-byte aligned";
   const int64_t chunks = K / kChunk;
   if (splits < 1 || splits > chunks) return "splits must be in [1, K / 64]";
+  if (splits > 1 && workspace == 0) return "splits > 1 needs the workspace plan_qlora_gemv sizes";
   const int slice_max = static_cast<int>((chunks + splits - 1) / splits) * kChunk;
   if (slice_max > kMaxSlice) return "splits too small: a K slice must be at most 1024";
   if (tiles != 1 && tiles != 2) return "tiles must be 1 or 2";

@@ -31,8 +31,10 @@ def built() -> bool:
     return _C is not None
 
 
+@functools.lru_cache(maxsize=None)
 def unavailable_reason() -> Optional[str]:
-    """None when CUDA kernels can run here, else why not."""
+    """None when CUDA kernels can run here, else why not (probed once per process: the
+    dispatcher asks on every call)."""
     if _C is None:
         return f"the CUDA extension nf4lora._C is not built ({_IMPORT_ERROR})"
     if not torch.cuda.is_available():
@@ -114,10 +116,10 @@ def qlora_forward_small(x, x_lora, q: NF4Weight, A, B, scale: float, bias, tiles
     y = torch.empty((M, N), device=x.device, dtype=x.dtype)
     u = torch.empty((M, r), device=x.device, dtype=torch.float32)
     splits, tiles, ws_bytes = _C.plan_qlora_gemv(M, N, K, _sm_count(x.device), tiles or GEMV_TILES)
-    ws = torch.empty(max(16, ws_bytes), device=x.device, dtype=torch.uint8)
+    ws = torch.empty(ws_bytes, device=x.device, dtype=torch.uint8) if ws_bytes else None  # split-K only
     with torch.cuda.device(x.device):
         _C.qlora_gemv(y.data_ptr(), x.data_ptr(), xl.data_ptr(), A.data_ptr(), B.data_ptr(),
-                      0 if bias is None else bias.data_ptr(), u.data_ptr(), ws.data_ptr(), _DTYPE_CODES[x.dtype],
+                      0 if bias is None else bias.data_ptr(), u.data_ptr(), 0 if ws is None else ws.data_ptr(), _DTYPE_CODES[x.dtype],
                       packed.data_ptr(), q.absmax.data_ptr(), q.quant_map.data_ptr(),
                       q.nested_absmax.data_ptr() if q.nested else 0,
                       q.nested_quant_map.data_ptr() if q.nested else 0,
