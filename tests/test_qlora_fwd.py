@@ -198,27 +198,32 @@ def test_triton_forward_matches_bitsandbytes_gpu():
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("table", ["standard", "permuted"])
 @pytest.mark.parametrize("mode", ["prmt", "gather"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("nested", [False, True])
 @pytest.mark.parametrize("M", [16, 256])
-def test_triton_decode_is_exact_through_identity_gpu(monkeypatch, mode, dtype, nested, M):
-    # y = I·Wᵀ = Wᵀ: each output is one product 1.0·w, exact in fp32, so y shows the decoded
-    # tile bit for bit. prmt decodes the code to 16 bits, then scales in fp32 (two roundings);
-    # gather scales the fp32 code (one rounding, as dequantize_nf4).
-    from nf4lora.nf4 import NF4_CODE, absmax_float
+def test_triton_decode_is_exact_through_identity_gpu(monkeypatch, table, mode, dtype, nested, M):
+    # y = I·Wᵀ = Wᵀ and dx = I·W = W: each output is one product 1.0·w, exact in fp32, so y and
+    # dx show the decoded tile bit for bit. prmt decodes the code to 16 bits, then scales in fp32
+    # (two roundings); gather scales the fp32 code (one rounding, as dequantize_nf4). The code
+    # values are the weight's own quant_map: a permuted table must change the result accordingly.
+    from nf4lora.nf4 import absmax_float
 
     monkeypatch.setenv("NF4LORA_TRITON_DECODE", mode)
     K, N = 256, 320
     q = quantize_nf4(torch.randn(N, K, device=DEV), 64, double_quant=nested)
-    x = torch.eye(M, K, device=DEV, dtype=dtype)
+    if table == "permuted":
+        q.quant_map = q.quant_map[torch.randperm(16, generator=torch.Generator().manual_seed(M)).to(DEV)]
+    x = torch.eye(M, K, device=DEV, dtype=dtype, requires_grad=True)
     A, B = random_lora(N, K, 16, dtype, DEV)
-    with torch.no_grad():
-        y = qlora_linear(x, q, A, B, 0.0)
+    y = qlora_linear(x, q, A, B, 0.0)
+    y.backward(torch.eye(M, N, device=DEV, dtype=dtype))
     if mode == "prmt":
         codes = torch.stack([q.packed >> 4, q.packed & 15], 1).reshape(-1).long()
-        table = torch.tensor(NF4_CODE, device=DEV).to(dtype).float()
-        w = (table[codes] * absmax_float(q).repeat_interleave(64)).to(dtype).view(N, K)
+        code = q.quant_map.to(dtype).float()
+        w = (code[codes] * absmax_float(q).repeat_interleave(64)).to(dtype).view(N, K)
     else:
         w = dequantize_nf4(q, dtype)
-    assert torch.equal(y, w[:, :M].t())
+    assert torch.equal(y.detach(), w[:, :M].t())
+    assert torch.equal(x.grad, w[:M])

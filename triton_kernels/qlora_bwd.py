@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from nf4lora.nf4 import NF4Weight
-from nf4lora.triton_kernels.qlora_fwd import (INTERPRET, SMALL_M, _decode_tile, _grouped_tile, autotuned,
+from nf4lora.triton_kernels.qlora_fwd import (INTERPRET, SMALL_M, _code_table, _decode_tile, _grouped_tile, autotuned,
                                               decode_consts, row_times_rows, rows_per_launch, weight_args)
 
 
@@ -42,11 +42,12 @@ def _qlora_dx_kernel(g_ptr, packed_ptr, code_ptr, absmax_ptr, nested_absmax_ptr,
     offs_k = k0 + tl.arange(0, BLOCK_K)
     mask_m = offs_m < M
     acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
+    table = _code_table(code_ptr, g_ptr.dtype.element_ty)
     for n0 in range(0, N, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         g = tl.load(g_ptr + offs_m[:, None] * stride_gm + offs_n[None, :] * stride_gn,
                     mask=mask_m[:, None] & (offs_n[None, :] < N), other=0.0)
-        w = _decode_tile(packed_ptr, code_ptr, absmax_ptr, nested_absmax_ptr, nested_code_ptr, nested_offset,
+        w = _decode_tile(packed_ptr, code_ptr, table, absmax_ptr, nested_absmax_ptr, nested_code_ptr, nested_offset,
                          offs_n, k0, N, K, BLOCK_N, BLOCK_K, BLOCKSIZE, NB, NESTED, g.dtype, DECODE_ASM)
         acc = tl.dot(g, w, acc, input_precision=DOT_PRECISION)
     if ADD_LORA:  # + s·gB·A, gB (BLOCK_M, r) float32, A (r, BLOCK_K), exact fp32

@@ -25,42 +25,70 @@ import torch
 import triton
 import triton.language as tl
 
-from nf4lora.nf4 import NF4_CODE, NF4Weight
+from nf4lora.nf4 import NF4Weight
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "") == "1"
 
 
+# Operands of the decode asm: $0-$3 outputs, $4 = 4 packed bytes, then the eight table words
+# (lo0-lo3, hi0-hi3), each a 32-bit argument that inline_asm_elementwise hands over once per
+# packed element (pack=4: four operands per word, all equal); the asm reads the first of each.
+_TABLE_OPERAND = [5 + 4 * i for i in range(8)]
+DECODE_CONSTRAINTS = tl.constexpr("=r,=r,=r,=r,r" + ",r" * 32)
+
+
 @functools.lru_cache(maxsize=None)
-def _nf4_decode_asm(dtype: torch.dtype) -> str:
+def _nf4_decode_asm() -> str:
     """PTX that decodes 4 packed bytes (8 NF4 codes) into 8 fp16/bf16 code values.
 
-    Table lookups by byte permute: the 16 code values of ``dtype`` are split into their low
-    and high bytes, four 32-bit registers each; ``prmt`` picks 4 bytes by 3-bit index from a
-    pair of them, a third ``prmt`` chooses per byte between codes 0-7 and 8-15 (bit 3), and two
-    more interleave low and high bytes into 16-bit pairs. 26 instructions per 8 elements, no
-    memory access. Operands ($4 = 4 packed bytes): $0, $1 = even elements (high nibbles) of
-    bytes 0-1 and 2-3; $2, $3 = odd elements (low nibbles). Verified bit for bit against the
-    table (tests/test_qlora_fwd.py, identity-matrix decode test).
+    Table lookups by byte permute: the 16 code values (the weight's own quant_map, rounded to
+    x's dtype by ``_code_table`` in the kernel prologue) are split into their low and high bytes,
+    four 32-bit registers each; ``prmt`` picks 4 bytes by 3-bit index from a pair of them, a third
+    ``prmt`` chooses per byte between codes 0-7 and 8-15 (bit 3), and two more interleave low and
+    high bytes into 16-bit pairs. 26 instructions per 8 elements, no memory access. Operands:
+    $4 = 4 packed bytes; $0, $1 = even elements (high nibbles) of bytes 0-1 and 2-3; $2, $3 = odd
+    elements (low nibbles); the table words at ``_TABLE_OPERAND``. Verified bit for bit against
+    the table, standard and permuted (tests/test_qlora_fwd.py, identity-matrix decode tests).
     """
-    v = [x & 0xFFFF for x in torch.tensor(NF4_CODE, dtype=torch.float32).to(dtype).view(torch.int16).tolist()]
-    pack = lambda b: b[0] | b[1] << 8 | b[2] << 16 | b[3] << 24  # noqa: E731
-    lo = [pack([x & 0xFF for x in v[i:i + 4]]) for i in range(0, 16, 4)]
-    hi = [pack([x >> 8 for x in v[i:i + 4]]) for i in range(0, 16, 4)]
-    movs = "".join(f"mov.b32 nfl{i}, {lo[i]:#010x}; mov.b32 nfh{i}, {hi[i]:#010x}; " for i in range(4))
-    look = ("prmt.b32 nfa, nf{t}0, nf{t}1, {i}; prmt.b32 nfb, nf{t}2, nf{t}3, {i}; "
+    lo = [f"${i}" for i in _TABLE_OPERAND[:4]]
+    hi = [f"${i}" for i in _TABLE_OPERAND[4:]]
+    look = ("prmt.b32 nfa, {t0}, {t1}, {i}; prmt.b32 nfb, {t2}, {t3}, {i}; "
             "prmt.b32 {out}, nfa, nfb, {b}; ")
+    lut = lambda t, i, b, out: look.format(t0=t[0], t1=t[1], t2=t[2], t3=t[3], i=i, b=b, out=out)  # noqa: E731
     return (
-        "{ .reg .b32 nfl0, nfl1, nfl2, nfl3, nfh0, nfh1, nfh2, nfh3, nfs, nft, nfyo, nfye, nfq, nfi, nfq1, "
-        "nfb3, nfie, nfbe, nfa, nfb, nflo, nfho, nfle, nfhe; " + movs +
+        "{ .reg .b32 nfs, nft, nfyo, nfye, nfq, nfi, nfq1, nfb3, nfie, nfbe, nfa, nfb, nflo, nfho, nfle, nfhe; "
         "shr.u32 nfs, $4, 4; shr.u32 nft, $4, 8; "
         "lop3.b32 nfyo, $4, nfs, 0x0F0F0F0F, 0xE4; lop3.b32 nfye, nfs, nft, 0x0F0F0F0F, 0xE4; "
         "prmt.b32 nfq, nfyo, nfye, 0x6420; and.b32 nfi, nfq, 0x77777777; shr.u32 nfq1, nfq, 1; "
         "lop3.b32 nfb3, nfq1, 0x44444444, 0x32103210, 0xEA; shr.u32 nfie, nfi, 16; shr.u32 nfbe, nfb3, 16; "
-        + look.format(t="l", i="nfi", b="nfb3", out="nflo") + look.format(t="h", i="nfi", b="nfb3", out="nfho")
-        + look.format(t="l", i="nfie", b="nfbe", out="nfle") + look.format(t="h", i="nfie", b="nfbe", out="nfhe")
+        + lut(lo, "nfi", "nfb3", "nflo") + lut(hi, "nfi", "nfb3", "nfho")
+        + lut(lo, "nfie", "nfbe", "nfle") + lut(hi, "nfie", "nfbe", "nfhe")
         + "prmt.b32 $0, nfle, nfhe, 0x5140; prmt.b32 $1, nfle, nfhe, 0x7362; "
         "prmt.b32 $2, nflo, nfho, 0x5140; prmt.b32 $3, nflo, nfho, 0x7362; }"
     )
+
+
+@triton.jit
+def _table_word(v, i, first: tl.constexpr, SHIFT: tl.constexpr):
+    """Bytes (v >> SHIFT) & 0xFF of the code values first…first+3, little-endian in one int32."""
+    sel = (i >= first) & (i < first + 4)
+    return tl.sum(tl.where(sel, ((v >> SHIFT) & 0xFF) << ((i - first) * 8), 0), axis=0)
+
+
+@triton.jit
+def _code_table(code_ptr, OUT_DTYPE: tl.constexpr):
+    """The eight 32-bit table words the prmt decode takes, from the weight's quant_map (16 float32
+    values at ``code_ptr``) rounded to OUT_DTYPE: low bytes of codes 0-3, 4-7, 8-11, 12-15, then
+    their high bytes. Computed once per program, before the main loop (fp32 x decodes by gather
+    and never reads the table: it is built from fp16 values there only to keep one signature)."""
+    i = tl.arange(0, 16)
+    if OUT_DTYPE == tl.float32:
+        c = tl.load(code_ptr + i).to(tl.float16)
+    else:
+        c = tl.load(code_ptr + i).to(OUT_DTYPE)
+    v = c.to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+    return (_table_word(v, i, 0, 0), _table_word(v, i, 4, 0), _table_word(v, i, 8, 0), _table_word(v, i, 12, 0),
+            _table_word(v, i, 0, 8), _table_word(v, i, 4, 8), _table_word(v, i, 8, 8), _table_word(v, i, 12, 8))
 
 
 def decode_mode(dtype: torch.dtype) -> str:
@@ -108,10 +136,13 @@ def _block_absmax(absmax_ptr, nested_absmax_ptr, nested_code_ptr, nested_offset,
 
 
 @triton.jit
-def _decode_tile(packed_ptr, code_ptr, absmax_ptr, nested_absmax_ptr, nested_code_ptr, nested_offset,
+def _decode_tile(packed_ptr, code_ptr, table, absmax_ptr, nested_absmax_ptr, nested_code_ptr, nested_offset,
                  offs_n, k0, N, K, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCKSIZE: tl.constexpr,
                  NB: tl.constexpr, NESTED: tl.constexpr, OUT_DTYPE: tl.constexpr, DECODE_ASM: tl.constexpr):
     """W[offs_n, k0:k0+BLOCK_K] as a (BLOCK_N, BLOCK_K) tile of OUT_DTYPE, from the packed codes.
+
+    Code values come from the weight's quant_map: loaded per element at ``code_ptr`` (gather
+    mode) or, for the prmt decode, from ``table`` (``_code_table`` of the same quant_map).
 
     Bytes read: BLOCK_N·BLOCK_K/2 codes + BLOCK_N·NB scales. NB = max(1, BLOCK_K / BLOCKSIZE)
     absmax blocks per row of the tile (K is a multiple of BLOCKSIZE, so blocks never straddle rows).
@@ -127,11 +158,11 @@ def _decode_tile(packed_ptr, code_ptr, absmax_ptr, nested_absmax_ptr, nested_cod
                     tl.load(code_ptr + (p & 15).to(tl.int32))).reshape(BLOCK_N, BLOCK_K)
     else:  # byte-permute table lookups in registers, 16-bit code values
         if OUT_DTYPE == tl.bfloat16:  # the asm builder needs plain dtypes, not constexpr-wrapped ones
-            even, odd = tl.inline_asm_elementwise(DECODE_ASM, "=r,=r,=r,=r,r", [p], dtype=(tl.bfloat16, tl.bfloat16),
-                                                  is_pure=True, pack=4)
+            even, odd = tl.inline_asm_elementwise(DECODE_ASM, DECODE_CONSTRAINTS, [p, table[0], table[1], table[2], table[3], table[4], table[5], table[6], table[7]],
+                                                  dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=4)
         else:
-            even, odd = tl.inline_asm_elementwise(DECODE_ASM, "=r,=r,=r,=r,r", [p], dtype=(tl.float16, tl.float16),
-                                                  is_pure=True, pack=4)
+            even, odd = tl.inline_asm_elementwise(DECODE_ASM, DECODE_CONSTRAINTS, [p, table[0], table[1], table[2], table[3], table[4], table[5], table[6], table[7]],
+                                                  dtype=(tl.float16, tl.float16), is_pure=True, pack=4)
         w = tl.join(even, odd).reshape(BLOCK_N, BLOCK_K).to(tl.float32)
     blk = n64[:, None] * (K // BLOCKSIZE) + k0 // BLOCKSIZE + tl.arange(0, NB)[None, :]
     am = _block_absmax(absmax_ptr, nested_absmax_ptr, nested_code_ptr, nested_offset, blk,
@@ -164,11 +195,12 @@ def _qlora_fwd_kernel(x_ptr, packed_ptr, code_ptr, absmax_ptr, nested_absmax_ptr
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_m = offs_m < M
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    table = _code_table(code_ptr, x_ptr.dtype.element_ty)
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk,
                     mask=mask_m[:, None] & (offs_k[None, :] < K), other=0.0)
-        w = _decode_tile(packed_ptr, code_ptr, absmax_ptr, nested_absmax_ptr, nested_code_ptr, nested_offset,
+        w = _decode_tile(packed_ptr, code_ptr, table, absmax_ptr, nested_absmax_ptr, nested_code_ptr, nested_offset,
                          offs_n, k0, N, K, BLOCK_N, BLOCK_K, BLOCKSIZE, NB, NESTED, x.dtype, DECODE_ASM)
         acc = tl.dot(x, tl.trans(w), acc, input_precision=DOT_PRECISION)
 
@@ -216,7 +248,7 @@ def decode_consts(q: NF4Weight, dtype: torch.dtype, r: int) -> dict:
 @functools.lru_cache(maxsize=None)
 def _decode_consts(blocksize: int, nested: bool, dtype: torch.dtype, r: int, mode: str) -> tuple:
     consts = dict(BLOCKSIZE=blocksize, NESTED=nested, R_PAD=max(16, triton.next_power_of_2(r)),
-                  DECODE_ASM=_nf4_decode_asm(dtype) if mode == "prmt" else "",
+                  DECODE_ASM=_nf4_decode_asm() if mode == "prmt" else "",
                   DOT_PRECISION="tf32x3" if dtype == torch.float32 else "tf32")
     if not INTERPRET:
         # No fused multiply-add: the nested absmax is code2·absmax2 + offset with two roundings,
