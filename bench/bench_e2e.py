@@ -10,7 +10,10 @@ Stacks, each built from the same random base weights (bf16, seeded; no download)
 For each: tokens/s and peak memory of a full training step (AdamW on the adapters) at sequence
 --seq, micro-batch 1 and 4, with and without gradient checkpointing; weight memory against bf16;
 greedy decode at batch 1 (--decode-tokens new tokens); and the loss over --loss-steps steps on
-the same byte-tokenized text for every stack (JSON + PNG). Writes results.jsonl and summary.md.
+the same byte-tokenized text for every stack (JSON + PNG). Writes results.jsonl and summary.md,
+merged after each stack: `--stacks nf4lora` then `--stacks bnb_peft,lora16` with the same --out give
+one summary (each row keeps the date and git sha that measured it). --profile adds the top kernels
+of one step per stack (profile_<stack>.txt).
 """
 
 import argparse
@@ -85,6 +88,32 @@ def weight_bytes(model) -> int:
     return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
 
 
+def _nbytes(*tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+
+
+def target_weight_bytes(model) -> int:
+    """Bytes of the frozen weights of the seven projections, whatever holds them: an NF4Weight
+    (codes, scales, tables), a bitsandbytes Params4bit plus its quant_state (absmax, code and the
+    nested state2; these are not parameters or buffers), or a plain bf16 weight. LoRA excluded."""
+    total = 0
+    for name, m in model.named_modules():
+        if name.split(".")[-1] not in LLAMA_TARGETS:
+            continue
+        if isinstance(m, nf4lora.QLoRALinear):
+            total += m.weight.nbytes
+        elif hasattr(m, "base_layer") or isinstance(m, torch.nn.Linear):
+            base = getattr(m, "base_layer", m)
+            w = base.weight
+            total += _nbytes(w)
+            qs = getattr(w, "quant_state", None)
+            if qs is not None:
+                total += _nbytes(qs.absmax, qs.code)
+                if getattr(qs, "state2", None) is not None:
+                    total += _nbytes(qs.state2.absmax, qs.state2.code)
+    return total
+
+
 def _sync(device):
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
@@ -121,6 +150,27 @@ def train_steps(model, params, batch, seq, vocab, steps, checkpointing, device, 
     return batch * seq * steps / dt, peak
 
 
+def profile_step(model, params, batch, seq, vocab, device, path, top=25):
+    """One training step (no checkpointing) under torch.profiler; the top kernels by device time
+    go to ``path`` (where the step's time goes, for the summary)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model.gradient_checkpointing_disable()
+    model.train()
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    ids = torch.randint(0, vocab, (batch, seq), device=device, generator=torch.Generator(device=device).manual_seed(2))
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.device(device).type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        _sync(device)
+    key = "self_cuda_time_total" if torch.device(device).type == "cuda" else "self_cpu_time_total"
+    with open(path, "w") as f:
+        f.write(prof.key_averages().table(sort_by=key, row_limit=top, max_name_column_width=70) + "\n")
+
+
 @torch.no_grad()
 def decode(model, tokens, vocab, device):
     model.eval()
@@ -152,11 +202,21 @@ def loss_curve(model, params, text_ids, steps, seq, device, seed=0):
     return losses
 
 
+def _meta(args):
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "git_sha": os.environ.get("NF4LORA_GIT_SHA", "unknown"), "config": args.config, "seq": args.seq,
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "torch": torch.__version__}
+
+
 def run(args):
+    """Measure each stack in turn; after each one, merge its row into ``args.out`` (so a run cut
+    short keeps what it measured, and stacks measured by separate invocations share one summary)."""
     device, dtype = args.device, torch.bfloat16
     vocab = CONFIGS[args.config]["vocab_size"]
+    t0 = time.perf_counter()
     base = build_base(args.config, device, dtype)
-    dense_bytes = weight_bytes(base)
+    dense_bytes, dense_target_bytes = weight_bytes(base), target_weight_bytes(base)
+    print(f"base model built in {time.perf_counter() - t0:.0f} s", flush=True)
     text = (load_text("pretrain.txt") + load_text("finetune.txt")) * 8
     text_ids = torch.tensor(list(text.encode("utf-8")), dtype=torch.long)
     rows, curves = [], {}
@@ -164,21 +224,36 @@ def run(args):
         if stack == "bnb_peft" and (torch.device(device).type != "cuda" or not _has("bitsandbytes")):
             print(f"skipping {stack}: needs CUDA and bitsandbytes", flush=True)
             continue
+        t0 = time.perf_counter()
         model, params = make_stack(stack, base)
-        row = {"stack": stack, "weight_bytes": weight_bytes(model), "weight_pct_of_bf16": 100 * weight_bytes(model) / dense_bytes}
+        row = {"stack": stack, **_meta(args), "weight_bytes": weight_bytes(model),
+               "weight_pct_of_bf16": 100 * weight_bytes(model) / dense_bytes,
+               "target_weight_pct_of_bf16": 100 * target_weight_bytes(model) / dense_target_bytes,
+               "setup_s": round(time.perf_counter() - t0, 1)}
         for batch in args.batches:
             for ckpt in (False, True):
+                t0 = time.perf_counter()
                 tps, peak = train_steps(model, params, batch, args.seq, vocab, args.steps, ckpt, device)
                 row[f"train_b{batch}_{'ckpt' if ckpt else 'nockpt'}"] = {"tokens_per_s": tps, "peak_mb": peak / 2**20}
-                print(stack, batch, ckpt, f"{tps:.0f} tok/s, peak {peak / 2**30:.2f} GiB", flush=True)
+                print(stack, batch, ckpt, f"{tps:.0f} tok/s, peak {peak / 2**30:.2f} GiB "
+                      f"({time.perf_counter() - t0:.0f} s with warm-up)", flush=True)
+        if args.profile:
+            os.makedirs(args.out, exist_ok=True)
+            profile_step(model, params, args.batches[0], args.seq, vocab, device,
+                         os.path.join(args.out, f"profile_{stack}.txt"))
+        t0 = time.perf_counter()
         row["decode_tokens_per_s"] = decode(model, args.decode_tokens, vocab, device)
+        print(stack, f"decode {row['decode_tokens_per_s']:.1f} tok/s ({time.perf_counter() - t0:.0f} s)", flush=True)
+        del model, params
         if args.loss_steps:
+            t0 = time.perf_counter()
             fresh, fresh_params = make_stack(stack, base)  # same start for every stack
             curves[stack] = loss_curve(fresh, fresh_params, text_ids, args.loss_steps, args.loss_seq, device)
+            print(stack, f"loss curve {args.loss_steps} steps ({time.perf_counter() - t0:.0f} s)", flush=True)
             del fresh, fresh_params
         rows.append(row)
         print(json.dumps(row), flush=True)
-        del model, params
+        write(args.out, [row], {stack: curves[stack]} if stack in curves else {}, dense_bytes, args)
         gc.collect()
         if torch.device(device).type == "cuda":
             torch.cuda.empty_cache()
@@ -193,13 +268,34 @@ def _has(module):
         return False
 
 
+def _read(path):
+    rows, curves, meta = [], {}, None
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                rec = json.loads(line)
+                if "meta" in rec:
+                    meta = rec["meta"]
+                elif "loss_curves" in rec:
+                    curves.update(rec["loss_curves"])
+                else:
+                    rows.append(rec)
+    return meta, rows, curves
+
+
 def write(out, rows, curves, dense_bytes, args):
+    """Merge ``rows``/``curves`` into out/results.jsonl (a stack measured again replaces its old
+    row) and rewrite summary.md and loss_curves.png from everything there."""
     os.makedirs(out, exist_ok=True)
-    meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "git_sha": os.environ.get("NF4LORA_GIT_SHA", "unknown"), "config": args.config, "seq": args.seq,
-            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "torch": torch.__version__,
-            "dense_weight_bytes": dense_bytes}
-    with open(os.path.join(out, "results.jsonl"), "w") as f:
+    path = os.path.join(out, "results.jsonl")
+    meta, old_rows, old_curves = _read(path)
+    if meta is not None and (meta.get("config"), meta.get("seq")) != (args.config, args.seq):
+        old_rows, old_curves = [], {}  # another configuration: start over
+    new = {r["stack"] for r in rows}
+    rows = [r for r in old_rows if r["stack"] not in new] + list(rows)
+    curves = {**old_curves, **curves}
+    meta = dict(_meta(args), dense_weight_bytes=dense_bytes)
+    with open(path, "w") as f:
         f.write(json.dumps({"meta": meta}) + "\n")
         for r in rows:
             f.write(json.dumps(r) + "\n")
@@ -207,18 +303,23 @@ def write(out, rows, curves, dense_bytes, args):
             f.write(json.dumps({"loss_curves": curves}) + "\n")
     by = {r["stack"]: r for r in rows}
     lines = [f"# End-to-end fine-tuning benchmark — {meta['device']}, {args.config}, seq {args.seq}", "",
-             f"date {meta['date']}, git {meta['git_sha']}, torch {meta['torch']}", "",
-             "| stack | weights % of bf16 | setting | tokens/s | peak memory | vs bnb_peft tokens/s | vs lora16 step time |",
-             "|---|---|---|---|---|---|---|"]
+             "Each stack row names the date and git sha of the invocation that measured it.", "",
+             "| stack | measured (date, git) | all weights % of bf16 | projection weights % of bf16 |",
+             "|---|---|---|---|"]
+    lines += [f"| {r['stack']} | {r.get('date', '?')}, {r.get('git_sha', '?')} | {r['weight_pct_of_bf16']:.1f}% | "
+              f"{r.get('target_weight_pct_of_bf16', float('nan')):.1f}% |" for r in rows]
+    lines += ["", "| stack | setting | tokens/s | peak memory | tokens/s vs bnb_peft | peak vs bnb_peft | "
+              "step time vs lora16 |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         for key, v in r.items():
             if not key.startswith("train_"):
                 continue
             bnb, l16 = by.get("bnb_peft", {}).get(key), by.get("lora16", {}).get(key)
             vs_bnb = f"{v['tokens_per_s'] / bnb['tokens_per_s']:.2f}×" if bnb else "–"
+            mem_bnb = f"{v['peak_mb'] / bnb['peak_mb']:.2f}×" if bnb and bnb["peak_mb"] else "–"
             vs_16 = f"{l16['tokens_per_s'] / v['tokens_per_s']:.2f}×" if l16 else "–"  # step-time ratio
-            lines.append(f"| {r['stack']} | {r['weight_pct_of_bf16']:.1f}% | {key[6:]} | {v['tokens_per_s']:.0f} | "
-                         f"{v['peak_mb'] / 1024:.2f} GiB | {vs_bnb} | {vs_16} |")
+            lines.append(f"| {r['stack']} | {key[6:]} | {v['tokens_per_s']:.0f} | {v['peak_mb'] / 1024:.2f} GiB | "
+                         f"{vs_bnb} | {mem_bnb} | {vs_16} |")
     lines += ["", "| stack | decode tokens/s (batch 1) |", "|---|---|"]
     lines += [f"| {r['stack']} | {r['decode_tokens_per_s']:.1f} |" for r in rows]
     with open(os.path.join(out, "summary.md"), "w") as f:
@@ -237,7 +338,8 @@ def write(out, rows, curves, dense_bytes, args):
         ax.legend()
         fig.tight_layout()
         fig.savefig(os.path.join(out, "loss_curves.png"), dpi=120)
-    print("\n".join(lines))
+        plt.close(fig)
+    print("\n".join(lines), flush=True)
 
 
 def parse(argv=None):
@@ -252,13 +354,13 @@ def parse(argv=None):
     p.add_argument("--decode-tokens", type=int, default=256)
     p.add_argument("--loss-steps", type=int, default=200)
     p.add_argument("--loss-seq", type=int, default=512)
+    p.add_argument("--profile", action="store_true", help="write the top kernels of one step per stack")
     return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse(argv)
-    rows, curves, dense_bytes = run(args)
-    write(args.out, rows, curves, dense_bytes, args)
+    rows, curves, _ = run(args)
     return rows, curves
 
 
