@@ -13,8 +13,6 @@
    same kernel with the decode replaced by four register moves (garbage values, the same memory
    traffic and tiles): splits the decode's cost from the rest of the pipeline. Registers and
    spills of the compiled kernels are printed.
-3. ``swap``: the large-M forward and dx kernels, every config, with W as the MMA's right operand
-   or its left one (W_AS_A, wgmma's register operand), against cuBLAS, at M 2048 and 8192.
 Prints one JSON line per measurement (also to DIR/diag.jsonl when --out is given).
 """
 
@@ -166,75 +164,10 @@ def large_m(sink):
                       "error": str(exc)[:200]}, sink)
 
 
-def swap(sink, shapes=((4096, 4096), (4096, 14336), (14336, 4096)), ms=(2048, 8192)):
-    """Large-M forward and dx kernels, every config, W as the MMA's right operand (as shipped until
-    now: y = x·Wᵀ, W goes through shared memory) or its left one (W_AS_A: yᵀ = W·xᵀ, wgmma takes
-    W from registers), against cuBLAS bf16 (F.linear for y, g·W for dx) in the same run. Each
-    variant's output is checked against the dequantized-W product first (rel. error printed)."""
-    import triton
-    from nf4lora import dequantize_nf4
-    from nf4lora.triton_kernels import qlora_bwd as b
-    from nf4lora.triton_kernels import qlora_fwd as f
-
-    for K, N in shapes:
-        for M in ms:
-            r = 16
-            c = Case(M, K, N, r, "cuda")
-            q, x = c.q, c.x
-            g = torch.randn(M, N, device="cuda", dtype=x.dtype)
-            u = torch.zeros((M, r), device="cuda", dtype=torch.float32)
-            gb = torch.zeros((M, r), device="cuda", dtype=torch.float32)
-            flops = 2 * M * N * K
-            wq = dequantize_nf4(q, x.dtype)
-            ref_y = torch.nn.functional.linear(x, wq).float()
-            ref_dx = (g @ wq).float()
-            del wq
-            dense_y = _do_bench(lambda: torch.nn.functional.linear(x, c.w)) * 1e-3
-            dense_dx = _do_bench(lambda: g @ c.w) * 1e-3
-            emit({"what": "swap_dense", "M": M, "K": K, "N": N, "fwd_us": round(dense_y * 1e6, 1),
-                  "dx_us": round(dense_dx * 1e6, 1), "fwd_TFLOPs": round(flops / dense_y / 1e12, 1),
-                  "dx_TFLOPs": round(flops / dense_dx / 1e12, 1)}, sink)
-            for kind, configs in (("fwd", f._LARGE_CONFIGS), ("dx", b._LARGE_CONFIGS)):
-                for cfg in configs:
-                    for waa in (False, True):
-                        bm, bn, bk, w, st = cfg
-                        if kind == "fwd":
-                            out = torch.full((M, N), float("nan"), device="cuda", dtype=x.dtype)
-                            args = (x, *f.weight_args(q), u, c.B, c.B, out, M, N, K, r, 0.0, triton.next_power_of_2(M),
-                                    x.stride(0), x.stride(1), c.B.stride(0), c.B.stride(1), out.stride(0), out.stride(1))
-                            consts = dict(f.decode_consts(q, x.dtype, r), HAS_BIAS=False)
-                            grid = (triton.cdiv(M, bm) * triton.cdiv(N, bn),)
-                            kern, ref, dense = f._qlora_fwd_kernel, ref_y, dense_y
-                        else:
-                            out = torch.full((M, K), float("nan"), device="cuda", dtype=x.dtype)
-                            args = (g, *f.weight_args(q), gb, c.A, out, M, N, K, r, 0.0, triton.next_power_of_2(M),
-                                    g.stride(0), g.stride(1), c.A.stride(0), c.A.stride(1), out.stride(0), out.stride(1))
-                            consts = dict(f.decode_consts(q, x.dtype, r), ADD_LORA=False)
-                            grid = (triton.cdiv(M, bm) * triton.cdiv(K, bk),)
-                            kern, ref, dense = b._qlora_dx_kernel, ref_dx, dense_dx
-                        launch = lambda: kern[grid](*args, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8,  # noqa: E731
-                                                    NB=max(1, bk // 64), num_warps=w, num_stages=st, W_AS_A=waa,
-                                                    **consts)
-                        row = {"what": "swap", "kernel": kind, "M": M, "K": K, "N": N, "cfg": list(cfg), "w_as_a": waa}
-                        try:
-                            k = launch()
-                            torch.cuda.synchronize()
-                            err = ((out.float() - ref).norm() / ref.norm()).item()
-                            t = _do_bench(launch) * 1e-3
-                            row.update({"rel_err": round(err, 5), "us": round(t * 1e6, 1),
-                                        "TFLOPs": round(flops / t / 1e12, 1), "vs_dense": round(t / dense, 2),
-                                        "regs": k.n_regs, "spills": k.n_spills})
-                        except Exception as exc:  # out of shared memory / registers for this config
-                            row["error"] = str(exc)[:200]
-                        emit(row, sink)
-            del c, g, ref_y, ref_dx
-            torch.cuda.empty_cache()
-
-
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--out", default=None)
-    p.add_argument("--only", choices=("small", "large", "host", "swap"), default=None)
+    p.add_argument("--only", choices=("small", "large", "host"), default=None)
     a = p.parse_args()
     sink = None
     if a.out:
@@ -244,8 +177,6 @@ def main():
         small_m(sink)
     if a.only in (None, "host"):
         host_profile(sink)
-    if a.only in (None, "swap"):
-        swap(sink)
     if a.only in (None, "large"):
         large_m(sink)
 

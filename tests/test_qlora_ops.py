@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import nf4lora
-from nf4lora import dequantize_nf4, ops, qlora_linear, quantize_nf4
+from nf4lora import QLoRALinear, dequantize_nf4, ops, qlora_linear, quantize_nf4
 from conftest import REL_TOL, qlora_reference_f64, random_lora, rel_err
 
 SHAPES = [(1, 64, 32), (5, 96, 40), (123, 160, 72), (33, 256, 48)]  # (M, K, N)
@@ -252,9 +252,31 @@ def test_eager_path_matches_the_ops(dropout, monkeypatch):
 def test_eager_path_validates_a_reassigned_weight():
     q = quantize_nf4(torch.randn(24, 64), 64)
     x, A, B = torch.randn(2, 64), torch.randn(4, 64), torch.randn(24, 4)
+    qlora_linear(x, q, A, B, 1.0)  # passes, and the eager path remembers that it did
     q.absmax = q.absmax[:-1]  # a field replaced after construction: caught before any kernel runs
     with pytest.raises(ValueError, match="absmax must have 24 elements"):
         qlora_linear(x, q, A, B, 1.0)
+
+
+def test_layer_weight_is_reused_until_its_buffers_change():
+    """layer.weight hands out one NF4Weight while the buffers stay the same objects; an in-place
+    swap of a buffer's data (``.data =``) or a reassigned buffer is seen on the next call and
+    checked before any kernel runs."""
+    torch.manual_seed(0)
+    layer = QLoRALinear(64, 24, r=4, bias=False)
+    x = torch.randn(3, 64)
+    q = layer.weight
+    assert layer.weight is q
+    y = layer(x)
+    q.packed = q.packed.clone()  # the handed-out object edited: the layer rebuilds from its buffers
+    assert layer.weight is not q and layer.weight.packed is layer.weight_packed
+    layer.weight_absmax.data = layer.weight_absmax.data[:-1].clone()  # same object, fewer elements
+    with pytest.raises(ValueError, match="absmax must have 24 elements"):
+        layer(x)
+    fresh = quantize_nf4(torch.randn(24, 64), 64)
+    layer._set_weight(fresh)  # buffers reassigned: the new weight is the one used
+    assert layer.weight.packed is fresh.packed
+    assert not torch.equal(layer(x), y)
 
 
 def test_call_level_backend_choice(monkeypatch):

@@ -32,21 +32,16 @@ def _qlora_dx_kernel(g_ptr, packed_ptr, code_ptr, absmax_ptr, nested_absmax_ptr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                      GROUP_M: tl.constexpr, BLOCKSIZE: tl.constexpr, NB: tl.constexpr, NESTED: tl.constexpr,
                      ADD_LORA: tl.constexpr, R_PAD: tl.constexpr, DECODE_ASM: tl.constexpr,
-                     DOT_PRECISION: tl.constexpr, W_AS_A: tl.constexpr = False):
+                     DOT_PRECISION: tl.constexpr):
     # Output tile (BLOCK_M, BLOCK_K) of dx; the reduction runs over N in BLOCK_N steps, each
-    # decoding the (BLOCK_N, BLOCK_K) tile of W as stored (rows n, contiguous k). W_AS_A computes
-    # the transposed tile dxᵀ = Wᵀ·gᵀ so that the decoded W is the MMA's left (register) operand.
+    # decoding the (BLOCK_N, BLOCK_K) tile of W as stored (rows n, contiguous k).
     pid_m, pid_k = _grouped_tile(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(K, BLOCK_K), GROUP_M)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     k0 = pid_k * BLOCK_K
     offs_k = k0 + tl.arange(0, BLOCK_K)
     mask_m = offs_m < M
-    mask_k = offs_k < K
-    if W_AS_A:
-        acc = tl.zeros((BLOCK_K, BLOCK_M), dtype=tl.float32)
-    else:
-        acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
     table = _code_table(code_ptr, g_ptr.dtype.element_ty)
     for n0 in range(0, N, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
@@ -54,30 +49,16 @@ def _qlora_dx_kernel(g_ptr, packed_ptr, code_ptr, absmax_ptr, nested_absmax_ptr,
                     mask=mask_m[:, None] & (offs_n[None, :] < N), other=0.0)
         w = _decode_tile(packed_ptr, code_ptr, table, absmax_ptr, nested_absmax_ptr, nested_code_ptr, nested_offset,
                          offs_n, k0, N, K, BLOCK_N, BLOCK_K, BLOCKSIZE, NB, NESTED, g.dtype, DECODE_ASM)
-        if W_AS_A:
-            acc = tl.dot(tl.trans(w), tl.trans(g), acc, input_precision=DOT_PRECISION)
-        else:
-            acc = tl.dot(g, w, acc, input_precision=DOT_PRECISION)
-    if W_AS_A:
-        if ADD_LORA:  # + s·Aᵀ·gBᵀ, exact fp32
-            offs_r = tl.arange(0, R_PAD)
-            gbt = tl.load(gb_ptr + offs_m[None, :] * R + offs_r[:, None], mask=mask_m[None, :] & (offs_r[:, None] < R),
-                          other=0.0)
-            at = tl.load(a_ptr + offs_r[None, :] * stride_ar + offs_k[:, None] * stride_ak,
-                         mask=(offs_r[None, :] < R) & mask_k[:, None], other=0.0).to(tl.float32)
-            acc += scale * tl.dot(at, gbt, input_precision="ieee")
-        tl.store(dx_ptr + offs_m[None, :] * stride_dm + offs_k[:, None] * stride_dk, acc.to(dx_ptr.dtype.element_ty),
-                 mask=mask_m[None, :] & mask_k[:, None])
-    else:
-        if ADD_LORA:  # + s·gB·A, gB (BLOCK_M, r) float32, A (r, BLOCK_K), exact fp32
-            offs_r = tl.arange(0, R_PAD)
-            gb = tl.load(gb_ptr + offs_m[:, None] * R + offs_r[None, :], mask=mask_m[:, None] & (offs_r[None, :] < R),
-                         other=0.0)
-            a = tl.load(a_ptr + offs_r[:, None] * stride_ar + offs_k[None, :] * stride_ak,
-                        mask=(offs_r[:, None] < R) & mask_k[None, :], other=0.0).to(tl.float32)
-            acc += scale * tl.dot(gb, a, input_precision="ieee")
-        tl.store(dx_ptr + offs_m[:, None] * stride_dm + offs_k[None, :] * stride_dk, acc.to(dx_ptr.dtype.element_ty),
-                 mask=mask_m[:, None] & mask_k[None, :])
+        acc = tl.dot(g, w, acc, input_precision=DOT_PRECISION)
+    if ADD_LORA:  # + s·gB·A, gB (BLOCK_M, r) float32, A (r, BLOCK_K), exact fp32
+        offs_r = tl.arange(0, R_PAD)
+        gb = tl.load(gb_ptr + offs_m[:, None] * R + offs_r[None, :], mask=mask_m[:, None] & (offs_r[None, :] < R),
+                     other=0.0)
+        a = tl.load(a_ptr + offs_r[:, None] * stride_ar + offs_k[None, :] * stride_ak,
+                    mask=(offs_r[:, None] < R) & (offs_k[None, :] < K), other=0.0).to(tl.float32)
+        acc += scale * tl.dot(gb, a, input_precision="ieee")
+    tl.store(dx_ptr + offs_m[:, None] * stride_dm + offs_k[None, :] * stride_dk, acc.to(dx_ptr.dtype.element_ty),
+             mask=mask_m[:, None] & (offs_k[None, :] < K))
 
 
 # (BLOCK_M, BLOCK_N (reduction), BLOCK_K (output), num_warps, num_stages) for M > SMALL_M.

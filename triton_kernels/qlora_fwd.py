@@ -188,18 +188,13 @@ def _qlora_fwd_kernel(x_ptr, packed_ptr, code_ptr, absmax_ptr, nested_absmax_ptr
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                       GROUP_M: tl.constexpr, BLOCKSIZE: tl.constexpr, NB: tl.constexpr, NESTED: tl.constexpr,
                       HAS_BIAS: tl.constexpr, R_PAD: tl.constexpr, DECODE_ASM: tl.constexpr,
-                      DOT_PRECISION: tl.constexpr, W_AS_A: tl.constexpr = False):
-    # W_AS_A: compute the transposed tile yᵀ = W·xᵀ so that the decoded W is the left operand of
-    # the MMA (on Hopper the only one wgmma can take from registers); else y = x·Wᵀ.
+                      DOT_PRECISION: tl.constexpr):
     pid_m, pid_n = _grouped_tile(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_m = offs_m < M
-    if W_AS_A:
-        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
-    else:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     table = _code_table(code_ptr, x_ptr.dtype.element_ty)
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
@@ -207,34 +202,18 @@ def _qlora_fwd_kernel(x_ptr, packed_ptr, code_ptr, absmax_ptr, nested_absmax_ptr
                     mask=mask_m[:, None] & (offs_k[None, :] < K), other=0.0)
         w = _decode_tile(packed_ptr, code_ptr, table, absmax_ptr, nested_absmax_ptr, nested_code_ptr, nested_offset,
                          offs_n, k0, N, K, BLOCK_N, BLOCK_K, BLOCKSIZE, NB, NESTED, x.dtype, DECODE_ASM)
-        if W_AS_A:
-            acc = tl.dot(w, tl.trans(x), acc, input_precision=DOT_PRECISION)
-        else:
-            acc = tl.dot(x, tl.trans(w), acc, input_precision=DOT_PRECISION)
+        acc = tl.dot(x, tl.trans(w), acc, input_precision=DOT_PRECISION)
 
     # Epilogue: + s·u·Bᵀ (u (BLOCK_M, r) float32, B (BLOCK_N, r)) + bias, exact fp32.
     offs_r = tl.arange(0, R_PAD)
-    mask_n = offs_n < N
-    if W_AS_A:
-        ut = tl.load(u_ptr + offs_m[None, :] * R + offs_r[:, None], mask=mask_m[None, :] & (offs_r[:, None] < R),
-                     other=0.0)
-        b = tl.load(b_ptr + offs_n[:, None] * stride_bn + offs_r[None, :] * stride_br,
-                    mask=mask_n[:, None] & (offs_r[None, :] < R), other=0.0).to(tl.float32)
-        acc += scale * tl.dot(b, ut, input_precision="ieee")
-        if HAS_BIAS:
-            acc += tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None]
-        tl.store(y_ptr + offs_m[None, :] * stride_ym + offs_n[:, None] * stride_yn, acc.to(y_ptr.dtype.element_ty),
-                 mask=mask_m[None, :] & mask_n[:, None])
-    else:
-        u = tl.load(u_ptr + offs_m[:, None] * R + offs_r[None, :], mask=mask_m[:, None] & (offs_r[None, :] < R),
-                    other=0.0)
-        bt = tl.load(b_ptr + offs_n[None, :] * stride_bn + offs_r[:, None] * stride_br,
-                     mask=mask_n[None, :] & (offs_r[:, None] < R), other=0.0).to(tl.float32)
-        acc += scale * tl.dot(u, bt, input_precision="ieee")
-        if HAS_BIAS:
-            acc += tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
-        tl.store(y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn, acc.to(y_ptr.dtype.element_ty),
-                 mask=mask_m[:, None] & mask_n[None, :])
+    u = tl.load(u_ptr + offs_m[:, None] * R + offs_r[None, :], mask=mask_m[:, None] & (offs_r[None, :] < R), other=0.0)
+    bt = tl.load(b_ptr + offs_n[None, :] * stride_bn + offs_r[:, None] * stride_br,
+                 mask=(offs_n[None, :] < N) & (offs_r[:, None] < R), other=0.0).to(tl.float32)
+    acc += scale * tl.dot(u, bt, input_precision="ieee")
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
+    tl.store(y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn, acc.to(y_ptr.dtype.element_ty),
+             mask=mask_m[:, None] & (offs_n[None, :] < N))
 
 
 SMALL_M = 64

@@ -7,6 +7,7 @@ to pointers. Importing it on a machine without a GPU is fine; launching is not.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 from typing import Optional
@@ -47,6 +48,15 @@ def unavailable_reason() -> Optional[str]:
 
 def _stream(device: torch.device) -> int:
     return torch.cuda.current_stream(device).cuda_stream
+
+
+def device_guard(device: torch.device):
+    """Make ``device`` the current CUDA device for a launch (kernels launch on the current one:
+    layers spread over several GPUs must not launch on cuda:0 with cuda:1 pointers). No switch,
+    and none of its host cost, when it already is the current device (the usual case)."""
+    if device.type != "cuda" or device.index is None or device.index == torch.cuda.current_device():
+        return contextlib.nullcontext()
+    return torch.cuda.device(device)
 
 
 def dequantize(q: NF4Weight, dtype: torch.dtype) -> torch.Tensor:
@@ -117,7 +127,7 @@ def qlora_forward_small(x, x_lora, q: NF4Weight, A, B, scale: float, bias, tiles
     u = torch.empty((M, r), device=x.device, dtype=torch.float32)
     splits, tiles, ws_bytes = _C.plan_qlora_gemv(M, N, K, _sm_count(x.device), tiles or GEMV_TILES)
     ws = torch.empty(ws_bytes, device=x.device, dtype=torch.uint8) if ws_bytes else None  # split-K only
-    with torch.cuda.device(x.device):
+    with device_guard(x.device):
         _C.qlora_gemv(y.data_ptr(), x.data_ptr(), xl.data_ptr(), A.data_ptr(), B.data_ptr(),
                       0 if bias is None else bias.data_ptr(), u.data_ptr(), 0 if ws is None else ws.data_ptr(), _DTYPE_CODES[x.dtype],
                       packed.data_ptr(), q.absmax.data_ptr(), q.quant_map.data_ptr(),

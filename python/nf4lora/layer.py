@@ -79,12 +79,24 @@ class QLoRALinear(nn.Module):
     def weight(self) -> NF4Weight:
         """The frozen W (out_features, in_features) as an NF4Weight over this layer's buffers.
 
-        Not re-validated here (it was when set, and every op validates its inputs): this runs on
-        every forward, where host time counts at small batch sizes."""
-        return NF4Weight(self.weight_packed, self.weight_absmax, (self.out_features, self.in_features),
-                         self.weight_blocksize, self.weight_dtype, self.weight_quant_map,
-                         self.weight_nested_absmax, self.weight_nested_quant_map, self.weight_nested_offset,
-                         check=False)
+        Not re-validated here (it was when set, and every op validates its inputs). This runs on
+        every forward, where host time counts at small batch sizes: the object is kept and handed
+        out again while the buffers and its own fields are still the same objects (so it also
+        keeps its validation), and rebuilt as soon as either side was reassigned."""
+        b = self._buffers
+        bufs = (b["weight_packed"], b["weight_absmax"], b["weight_quant_map"], b["weight_nested_absmax"],
+                b["weight_nested_quant_map"])
+        scalars = (self.weight_blocksize, self.weight_dtype, self.weight_nested_offset)
+        q = self.__dict__.get("_weight_view")
+        if (q is not None and all(a is f for a, f in zip(bufs, (q.packed, q.absmax, q.quant_map, q.nested_absmax,
+                                                              q.nested_quant_map)))
+                and scalars == (q.blocksize, q.dtype, q.nested_offset)
+                and q.shape == (self.out_features, self.in_features)):
+            return q
+        q = NF4Weight(bufs[0], bufs[1], (self.out_features, self.in_features), scalars[0], scalars[1], bufs[2],
+                      bufs[3], bufs[4], scalars[2], check=False)
+        self.__dict__["_weight_view"] = q
+        return q
 
     @property
     def compute_dtype(self) -> torch.dtype:

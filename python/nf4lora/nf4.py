@@ -172,6 +172,26 @@ class NF4Weight:
                 f"dtype={self.dtype}, device={self.device}, nbytes={self.nbytes})")
 
     # --- checks -----------------------------------------------------------------------
+    def _fingerprint(self) -> tuple:
+        """What validate() depends on: the field objects (compared by identity), where their data
+        lives and how much of it there is, and the scalar fields."""
+        ts = (self.packed, self.absmax, self.quant_map, self.nested_absmax, self.nested_quant_map)
+        where = tuple((t.data_ptr(), t.numel(), t.is_contiguous()) if isinstance(t, torch.Tensor) else None
+                      for t in ts)
+        return ts, where, (self.shape, self.blocksize, self.dtype, self.nested_offset)
+
+    def validate_cached(self) -> None:
+        """validate(), skipped when the fields are still the objects that last passed it (same
+        storage, size and contiguity, same scalars): for the eager path, which checks every call
+        of a layer whose weight rarely changes. Real (not fake or meta) tensors only."""
+        fp = self._fingerprint()
+        last = getattr(self, "_validated", None)
+        if (last is not None and all(a is b for a, b in zip(fp[0], last[0])) and fp[1] == last[1]
+                and fp[2] == last[2]):
+            return
+        self.validate()
+        self._validated = fp
+
     def validate(self) -> None:
         """Raise ValueError/TypeError naming the field whose size, dtype or device is wrong."""
         if len(self.shape) != 2 or min(self.shape) <= 0:

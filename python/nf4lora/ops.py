@@ -21,7 +21,6 @@ run the op is an error, never a silent fallback.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
 import warnings
@@ -397,7 +396,7 @@ def _eager_ok(*tensors) -> bool:
 class _EagerQLoRALinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, x_lora, A, B, bias, q: NF4Weight, scale: float):
-        q.validate()  # its fields may have been reassigned since it was built: check before any launch
+        q.validate_cached()  # its fields may have been reassigned since it was built: check before any launch
         y, u = _forward(x, x_lora, q, A, B, scale, bias)
         ctx.q, ctx.scale = q, scale
         _save(ctx, x, x_lora, A, B, bias, u, [])
@@ -434,9 +433,7 @@ def _triton_forward(x, x_lora, q, A, B, scale, bias):
         return _reference_forward(x, x_lora, q, A, B, scale, bias)
     from nf4lora.triton_kernels import qlora_fwd
 
-    # Triton launches on the current CUDA device: make it the tensors' one (layers spread over
-    # several GPUs, e.g. device_map="auto", must not launch on cuda:0 with cuda:1 pointers).
-    with _on_device(x.device):
+    with _cuda_ext.device_guard(x.device):  # Triton launches on the current CUDA device
         return qlora_fwd.qlora_forward(x, x_lora, q, A, B, scale, bias)
 
 
@@ -445,17 +442,13 @@ def _triton_backward(grad_y, x_lora, u, q, A, B, scale, needs):
         return _reference_backward(grad_y, x_lora, u, q, A, B, scale, needs)
     from nf4lora.triton_kernels import qlora_bwd
 
-    with _on_device(grad_y.device):
+    with _cuda_ext.device_guard(grad_y.device):
         return qlora_bwd.qlora_backward(grad_y, x_lora, u, q, A, B, scale, needs)
 
 
 def _cuda_forward(x, x_lora, q, A, B, scale, bias):
     # Only reached for calls that gemv_unsupported_reason accepts (select_backend checked).
     return _cuda_ext.qlora_forward_small(x, x_lora, q, A, B, scale, bias)
-
-
-def _on_device(device: torch.device):
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 register_impl("dequantize", "reference", dequantize_nf4)
