@@ -226,6 +226,17 @@ def run(args):
             continue
         t0 = time.perf_counter()
         model, params = make_stack(stack, base)
+        if args.only_decode:  # updates the decode columns of this stack's existing row
+            row = {"stack": stack, "partial": True, "decode_tokens_per_s": decode(model, args.decode_tokens, vocab, device),
+                   "decode_measured": f"{_meta(args)['date']}, {_meta(args)['git_sha']}"}
+            print(stack, f"decode {row['decode_tokens_per_s']:.1f} tok/s", flush=True)
+            rows.append(row)
+            write(args.out, [row], {}, dense_bytes, args)
+            del model, params
+            gc.collect()
+            if torch.device(device).type == "cuda":
+                torch.cuda.empty_cache()
+            continue
         row = {"stack": stack, **_meta(args), "weight_bytes": weight_bytes(model),
                "weight_pct_of_bf16": 100 * weight_bytes(model) / dense_bytes,
                "target_weight_pct_of_bf16": 100 * target_weight_bytes(model) / dense_target_bytes,
@@ -243,6 +254,7 @@ def run(args):
                          os.path.join(args.out, f"profile_{stack}.txt"))
         t0 = time.perf_counter()
         row["decode_tokens_per_s"] = decode(model, args.decode_tokens, vocab, device)
+        row["decode_measured"] = f"{row['date']}, {row['git_sha']}"
         print(stack, f"decode {row['decode_tokens_per_s']:.1f} tok/s ({time.perf_counter() - t0:.0f} s)", flush=True)
         del model, params
         if args.loss_steps:
@@ -291,8 +303,14 @@ def write(out, rows, curves, dense_bytes, args):
     meta, old_rows, old_curves = _read(path)
     if meta is not None and (meta.get("config"), meta.get("seq")) != (args.config, args.seq):
         old_rows, old_curves = [], {}  # another configuration: start over
-    new = {r["stack"] for r in rows}
-    rows = [r for r in old_rows if r["stack"] not in new] + list(rows)
+    for r in rows:
+        if r.get("partial"):  # decode-only: update the stack's row (which must exist)
+            old = next((o for o in old_rows if o["stack"] == r["stack"]), None)
+            if old is None:
+                raise SystemExit(f"--only-decode: no earlier row of {r['stack']} in {path}")
+            old.update({k: v for k, v in r.items() if k != "partial"})
+    new = {r["stack"] for r in rows if not r.get("partial")}
+    rows = [r for r in old_rows if r["stack"] not in new] + [r for r in rows if not r.get("partial")]
     curves = {**old_curves, **curves}
     meta = dict(_meta(args), dense_weight_bytes=dense_bytes)
     with open(path, "w") as f:
@@ -320,8 +338,8 @@ def write(out, rows, curves, dense_bytes, args):
             vs_16 = f"{l16['tokens_per_s'] / v['tokens_per_s']:.2f}×" if l16 else "–"  # step-time ratio
             lines.append(f"| {r['stack']} | {key[6:]} | {v['tokens_per_s']:.0f} | {v['peak_mb'] / 1024:.2f} GiB | "
                          f"{vs_bnb} | {mem_bnb} | {vs_16} |")
-    lines += ["", "| stack | decode tokens/s (batch 1) |", "|---|---|"]
-    lines += [f"| {r['stack']} | {r['decode_tokens_per_s']:.1f} |" for r in rows]
+    lines += ["", "| stack | decode tokens/s (batch 1) | measured (date, git) |", "|---|---|---|"]
+    lines += [f"| {r['stack']} | {r['decode_tokens_per_s']:.1f} | {r.get('decode_measured', '?')} |" for r in rows]
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     if curves:
@@ -355,6 +373,9 @@ def parse(argv=None):
     p.add_argument("--loss-steps", type=int, default=200)
     p.add_argument("--loss-seq", type=int, default=512)
     p.add_argument("--profile", action="store_true", help="write the top kernels of one step per stack")
+    p.add_argument("--only-decode", action="store_true",
+                   help="measure decode only and update those stacks' rows in --out (stacks given in one "
+                        "invocation share the host's conditions: the decode is host-bound)")
     return p.parse_args(argv)
 
 

@@ -35,3 +35,9 @@ def test_bench_e2e_smoke(tmp_path):
     assert [r["stack"] for r in lines[1:-1]] == ["nf4lora", "lora16"]
     assert set(lines[-1]["loss_curves"]) == {"nf4lora", "lora16"}
     assert "Self CPU" in (tmp_path / "profile_nf4lora.txt").read_text()
+    # --only-decode updates the decode columns of the existing rows and nothing else.
+    rows3, _ = mod.main(common + ["--stacks", "nf4lora", "--only-decode"])
+    lines2 = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    again = lines2[1]
+    assert again["stack"] == "nf4lora" and again["decode_tokens_per_s"] == rows3[0]["decode_tokens_per_s"]
+    assert again["train_b1_nockpt"] == nf4["train_b1_nockpt"] and len(lines2) == len(lines)
