@@ -249,6 +249,27 @@ def test_eager_path_matches_the_ops(dropout, monkeypatch):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("how", ["no_grad", "nothing_requires_grad"])
+def test_eager_path_without_autograd_matches_the_ops(how, monkeypatch):
+    """With nothing to differentiate (no_grad, or no input requiring grad: inference, generate())
+    the eager path runs the op's body without an autograd node: the same output bit for bit."""
+    monkeypatch.delenv("NF4LORA_BACKEND", raising=False)
+    torch.manual_seed(6)
+    q = quantize_nf4(torch.randn(24, 64), 64, double_quant=True)
+    x, A, B, b = torch.randn(5, 64), torch.randn(4, 64) * 0.1, torch.randn(24, 4) * 0.1, torch.randn(24)
+    if how == "no_grad":
+        x, A, B = (t.requires_grad_() for t in (x, A, B))
+    applied = []
+    monkeypatch.setattr(ops._EagerQLoRALinear, "apply", lambda *a: applied.append(a) or None)
+    outs = []
+    for eager in (True, False):
+        monkeypatch.setattr(ops, "EAGER_FAST_PATH", eager)
+        with torch.set_grad_enabled(how != "no_grad"):
+            outs.append(qlora_linear(x, q, A, B, 0.7, b))
+    assert not applied and outs[0].grad_fn is None
+    assert torch.equal(outs[0], outs[1])
+
+
 def test_eager_path_validates_a_reassigned_weight():
     q = quantize_nf4(torch.randn(24, 64), 64)
     x, A, B = torch.randn(2, 64), torch.randn(4, 64), torch.randn(24, 4)

@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from nf4lora.nf4 import NF4Weight
-from nf4lora.triton_kernels.qlora_fwd import (INTERPRET, SMALL_M, _code_table, _decode_tile, _grouped_tile, autotuned,
+from nf4lora.triton_kernels.qlora_fwd import (INTERPRET, _code_table, _decode_tile, _grouped_tile, autotuned,
                                               decode_consts, row_times_rows, rows_per_launch, weight_args)
 
 
@@ -61,6 +61,9 @@ def _qlora_dx_kernel(g_ptr, packed_ptr, code_ptr, absmax_ptr, nested_absmax_ptr,
              mask=mask_m[:, None] & (offs_k[None, :] < K))
 
 
+# Up to SMALL_M rows dx uses 16-row tiles: the autotuned configs' grid is K / BLOCK_K programs
+# per 64+ rows (64 on K = 8192), too few to fill 132 SMs at small M.
+SMALL_M = 64
 # (BLOCK_M, BLOCK_N (reduction), BLOCK_K (output), num_warps, num_stages) for M > SMALL_M.
 _LARGE_CONFIGS = [(128, 64, 128, 8, 4), (128, 64, 256, 8, 3), (64, 64, 128, 4, 4), (128, 128, 128, 8, 3),
                   (256, 64, 128, 8, 3)]

@@ -9,7 +9,7 @@ absmax of its block (the nested double-quant state is decoded in the kernel too)
 to tl.dot; a dequantized W never reaches global memory. The LoRA term and the bias are added in
 the epilogue from u, so no M×N temporary exists.
 
-Two regimes: M ≤ 64 uses one row tile of 16 and narrow N tiles so that every SM streams W;
+Two regimes: M ≤ 16 uses one row tile of 16 and narrow N tiles so that every SM streams W;
 larger M uses tensor-core tiles with grouped tile order, autotuned per (M bucket, N, K).
 fp16/bf16 x feed the tensor cores directly; fp32 x runs the main tl.dot as 3×tf32 (about fp32
 accuracy) and the LoRA terms in exact fp32. K must be a multiple of the blocksize (ops.py routes other K to the
@@ -216,7 +216,11 @@ def _qlora_fwd_kernel(x_ptr, packed_ptr, code_ptr, absmax_ptr, nested_absmax_ptr
              mask=mask_m[:, None] & (offs_n[None, :] < N))
 
 
-SMALL_M = 64
+# Up to SMALL_M rows the forward uses one 16-row tile and narrow N tiles; above, the autotuned
+# tensor-core configs. 16, not 64: at M = 64 the 16-row tiles decode W four times and took 676 µs
+# on 8192×28672 where M = 128 took 340 µs through the autotuned configs (H200, run 5 of
+# 2026-11-30 c, bench/NOTES.md). (M ≤ 16 in fp16/bf16 is the CUDA backend's, when built.)
+SMALL_M = 16
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for M > SMALL_M, autotuned per shape.
 _LARGE_CONFIGS = [(128, 128, 64, 8, 4), (128, 256, 64, 8, 3), (64, 128, 64, 4, 4), (128, 128, 128, 8, 3),
                   (256, 128, 64, 8, 3)]

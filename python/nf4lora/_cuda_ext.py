@@ -123,16 +123,18 @@ def qlora_forward_small(x, x_lora, q: NF4Weight, A, B, scale: float, bias, tiles
     A, B = _aligned(A), B.contiguous()
     bias = None if bias is None else bias.contiguous()
     packed = q.packed if q.packed.data_ptr() % 16 == 0 else q.packed.clone()
-    y = torch.empty((M, N), device=x.device, dtype=x.dtype)
-    u = torch.empty((M, r), device=x.device, dtype=torch.float32)
-    splits, tiles, ws_bytes = _C.plan_qlora_gemv(M, N, K, _sm_count(x.device), tiles or GEMV_TILES)
-    ws = torch.empty(ws_bytes, device=x.device, dtype=torch.uint8) if ws_bytes else None  # split-K only
-    with device_guard(x.device):
+    device = x.device
+    y = torch.empty((M, N), device=device, dtype=x.dtype)
+    u = torch.empty((M, r), device=device, dtype=torch.float32)
+    splits, tiles, ws_bytes = _C.plan_qlora_gemv(M, N, K, _sm_count(device), tiles or GEMV_TILES)
+    ws = torch.empty(ws_bytes, device=device, dtype=torch.uint8) if ws_bytes else None  # split-K only
+    nested = q.nested_absmax is not None
+    with device_guard(device):
         _C.qlora_gemv(y.data_ptr(), x.data_ptr(), xl.data_ptr(), A.data_ptr(), B.data_ptr(),
-                      0 if bias is None else bias.data_ptr(), u.data_ptr(), 0 if ws is None else ws.data_ptr(), _DTYPE_CODES[x.dtype],
+                      0 if bias is None else bias.data_ptr(), u.data_ptr(), 0 if ws is None else ws.data_ptr(),
+                      _DTYPE_CODES[x.dtype],
                       packed.data_ptr(), q.absmax.data_ptr(), q.quant_map.data_ptr(),
-                      q.nested_absmax.data_ptr() if q.nested else 0,
-                      q.nested_quant_map.data_ptr() if q.nested else 0,
-                      q.nested_offset if q.nested else 0.0, q.blocksize, M, N, K, r, float(scale), splits, tiles,
-                      _stream(x.device))
+                      q.nested_absmax.data_ptr() if nested else 0, q.nested_quant_map.data_ptr() if nested else 0,
+                      q.nested_offset if nested else 0.0, q.blocksize, M, N, K, r, float(scale), splits, tiles,
+                      _stream(device))
     return y, u

@@ -366,7 +366,11 @@ def qlora_linear(x: torch.Tensor, weight: NF4Weight, lora_A: torch.Tensor, lora_
                              f"got {tuple(getattr(x_lora, 'shape', ()))}")
         xl2 = x_lora.reshape(-1, x.shape[-1])
     if _eager_ok(x2, xl2, lora_A, lora_B, bias):
-        y = _EagerQLoRALinear.apply(x2, xl2, lora_A, lora_B, bias, weight, float(scale))
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x2, xl2, lora_A, lora_B, bias)):
+            y = _EagerQLoRALinear.apply(x2, xl2, lora_A, lora_B, bias, weight, float(scale))
+        else:  # nothing to differentiate (inference, generate()): the same body, no autograd node
+            weight.validate_cached()
+            y, _ = _forward(x2, xl2, weight, lora_A, lora_B, float(scale), bias)
     else:
         y, _ = torch.ops.nf4lora.qlora_linear(x2, xl2, _weight_args(weight), list(weight.shape), weight.blocksize,
                                               _offset_arg(weight), lora_A, lora_B, float(scale), bias)
