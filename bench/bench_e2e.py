@@ -295,9 +295,10 @@ def _read(path):
     return meta, rows, curves
 
 
-def write(out, rows, curves, dense_bytes, args):
+def write(out, rows, curves, dense_bytes, args, keep_meta=False):
     """Merge ``rows``/``curves`` into out/results.jsonl (a stack measured again replaces its old
-    row) and rewrite summary.md and loss_curves.png from everything there."""
+    row) and rewrite summary.md and loss_curves.png from everything there (keep_meta: the file's
+    meta line stays as it is, for --summarize-only on another machine)."""
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "results.jsonl")
     meta, old_rows, old_curves = _read(path)
@@ -312,7 +313,8 @@ def write(out, rows, curves, dense_bytes, args):
     new = {r["stack"] for r in rows if not r.get("partial")}
     rows = [r for r in old_rows if r["stack"] not in new] + [r for r in rows if not r.get("partial")]
     curves = {**old_curves, **curves}
-    meta = dict(_meta(args), dense_weight_bytes=dense_bytes)
+    if not (keep_meta and meta is not None):
+        meta = dict(_meta(args), dense_weight_bytes=dense_bytes)
     with open(path, "w") as f:
         f.write(json.dumps({"meta": meta}) + "\n")
         for r in rows:
@@ -373,6 +375,8 @@ def parse(argv=None):
     p.add_argument("--loss-steps", type=int, default=200)
     p.add_argument("--loss-seq", type=int, default=512)
     p.add_argument("--profile", action="store_true", help="write the top kernels of one step per stack")
+    p.add_argument("--summarize-only", action="store_true",
+                   help="rewrite summary.md and loss_curves.png from --out's results.jsonl, measuring nothing")
     p.add_argument("--only-decode", action="store_true",
                    help="measure decode only and update those stacks' rows in --out (stacks given in one "
                         "invocation share the host's conditions: the decode is host-bound)")
@@ -381,6 +385,13 @@ def parse(argv=None):
 
 def main(argv=None):
     args = parse(argv)
+    if args.summarize_only:
+        meta, _, _ = _read(os.path.join(args.out, "results.jsonl"))
+        if meta is None:
+            raise SystemExit(f"--summarize-only: no results.jsonl in {args.out}")
+        args.config, args.seq = meta["config"], meta["seq"]
+        write(args.out, [], {}, meta["dense_weight_bytes"], args, keep_meta=True)
+        return [], {}
     rows, curves, _ = run(args)
     return rows, curves
 

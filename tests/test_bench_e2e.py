@@ -41,3 +41,8 @@ def test_bench_e2e_smoke(tmp_path):
     again = lines2[1]
     assert again["stack"] == "nf4lora" and again["decode_tokens_per_s"] == rows3[0]["decode_tokens_per_s"]
     assert again["train_b1_nockpt"] == nf4["train_b1_nockpt"] and len(lines2) == len(lines)
+    # --summarize-only rewrites the summary from the file, keeping its meta line.
+    (tmp_path / "summary.md").unlink()
+    mod.main(["--out", str(tmp_path), "--summarize-only"])
+    assert "| lora16 |" in (tmp_path / "summary.md").read_text()
+    assert json.loads((tmp_path / "results.jsonl").read_text().splitlines()[0]) == lines2[0]
