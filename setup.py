@@ -66,7 +66,7 @@ setup(
     description="Fused NF4 + LoRA (QLoRA) kernels for PyTorch",
     packages=["nf4lora", "nf4lora.triton_kernels"],
     package_dir={"nf4lora": "python/nf4lora", "nf4lora.triton_kernels": "triton_kernels"},
-    package_data={"nf4lora": ["data/*.txt"]},
+    package_data={"nf4lora": ["data/*.txt", "data/*.json"]},
     ext_modules=ext_modules,
     cmdclass={"build_ext": CMakeBuild},
     python_requires=">=3.9",

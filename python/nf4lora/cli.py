@@ -28,6 +28,14 @@ def _info(args) -> int:
             regimes = [b for b in ops.regime_backends(op, dev)]
             extra = "".join(f"; {b} where it takes the call" for b in regimes)
             print(f"  {dev.type:4s} nf4lora::{op:22s} -> {ops.select_backend(op, dev)}{extra}")
+    if torch.cuda.is_available():
+        from . import dispatch
+
+        name = dispatch.cuda_device_name(torch.device("cuda"))
+        found = {dtype: len(rules) for (dev_name, dtype), rules in dispatch.tables().items() if dev_name == name}
+        print(f"  measured dispatch table for {name}: "
+              + (", ".join(f"{n} rules ({dtype})" for dtype, n in found.items()) if found
+                 else f"none (default order {' > '.join(ops._CUDA_PREFERENCE)})"))
     return 0
 
 

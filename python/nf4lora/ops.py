@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from . import _cuda_ext, reference
+from . import _cuda_ext, dispatch, reference
 from .nf4 import NF4Weight, dequantize_nf4
 
 BACKENDS = ("reference", "triton", "cuda")
@@ -38,8 +38,15 @@ _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _IMPLS: Dict[str, Dict[str, Callable]] = {"dequantize": {}, "qlora_linear": {}, "qlora_linear_backward": {}}
 # op name -> backend -> supports(*impl args) -> None or why that kernel does not take the call.
 _SUPPORTS: Dict[str, Dict[str, Callable]] = {op: {} for op in _IMPLS}
-# Backends in order of preference on a CUDA device (measured fastest first, see bench/results).
+# Backends in order of preference on a CUDA device where the shipped dispatch tables (dispatch.py,
+# written by bench/make_dispatch_table.py from measurements) say nothing about a call; a table's
+# pick goes first where they do.
 _CUDA_PREFERENCE = ("cuda", "triton", "reference")
+# (dtype, M, K, N) of a call, from an implementation's arguments, for the dispatch tables.
+_CALL_KEYS: Dict[str, Callable] = {
+    "qlora_linear": lambda x, x_lora, q, *rest: (x.dtype, x.shape[0], q.shape[1], q.shape[0]),
+    "qlora_linear_backward": lambda g, x_lora, u, q, *rest: (g.dtype, g.shape[0], q.shape[1], q.shape[0]),
+}
 # What actually ran last for each op ("triton", or "reference (fallback: ...)"): the benchmark
 # records it so that a row never hides a slow path.
 last_path: Dict[str, str] = {}
@@ -90,9 +97,18 @@ def regime_backends(op: str, device: torch.device) -> List[str]:
     return [b for b in _CUDA_PREFERENCE if b in _SUPPORTS[op] and _backend_unavailable_reason(b, op, device) is None]
 
 
+def _cuda_order(op: str, device: torch.device, args: Optional[tuple]) -> tuple:
+    """_CUDA_PREFERENCE, with the dispatch table's measured pick for this call first."""
+    if args is not None and op in _CALL_KEYS:
+        pick = dispatch.preferred(op, dispatch.cuda_device_name(device), *_CALL_KEYS[op](*args))
+        if pick is not None and pick != _CUDA_PREFERENCE[0] and pick in _CUDA_PREFERENCE:
+            return (pick,) + tuple(b for b in _CUDA_PREFERENCE if b != pick)
+    return _CUDA_PREFERENCE
+
+
 def _default_backend(op: str, device: torch.device, args: Optional[tuple] = None) -> str:
     if device.type == "cuda":
-        for backend in _CUDA_PREFERENCE:
+        for backend in _cuda_order(op, device, args):
             if (_backend_unavailable_reason(backend, op, device) is None
                     and _call_unsupported_reason(backend, op, args) is None):
                 return backend
