@@ -227,15 +227,14 @@ def run(args):
         t0 = time.perf_counter()
         model, params = make_stack(stack, base)
         if args.only_decode:  # updates the decode columns of this stack's existing row
+            when = _meta(args)
             row = {"stack": stack, "partial": True, "decode_tokens_per_s": decode(model, args.decode_tokens, vocab, device),
-                   "decode_measured": f"{_meta(args)['date']}, {_meta(args)['git_sha']}"}
+                   "decode_measured": f"{when['date']}, {when['git_sha']}"}
             print(stack, f"decode {row['decode_tokens_per_s']:.1f} tok/s", flush=True)
             rows.append(row)
             write(args.out, [row], {}, dense_bytes, args)
             del model, params
-            gc.collect()
-            if torch.device(device).type == "cuda":
-                torch.cuda.empty_cache()
+            _free(device)
             continue
         row = {"stack": stack, **_meta(args), "weight_bytes": weight_bytes(model),
                "weight_pct_of_bf16": 100 * weight_bytes(model) / dense_bytes,
@@ -266,10 +265,14 @@ def run(args):
         rows.append(row)
         print(json.dumps(row), flush=True)
         write(args.out, [row], {stack: curves[stack]} if stack in curves else {}, dense_bytes, args)
-        gc.collect()
-        if torch.device(device).type == "cuda":
-            torch.cuda.empty_cache()
+        _free(device)
     return rows, curves, dense_bytes
+
+
+def _free(device):
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _has(module):

@@ -218,8 +218,9 @@ def _qlora_fwd_kernel(x_ptr, packed_ptr, code_ptr, absmax_ptr, nested_absmax_ptr
 
 # Up to SMALL_M rows the forward uses one 16-row tile and narrow N tiles; above, the autotuned
 # tensor-core configs. 16, not 64: at M = 64 the 16-row tiles decode W four times and took 676 µs
-# on 8192×28672 where M = 128 took 340 µs through the autotuned configs (H200, run 5 of
-# 2026-11-30 c, bench/NOTES.md). (M ≤ 16 in fp16/bf16 is the CUDA backend's, when built.)
+# on 8192×28672 where M = 128 took 340 µs through the autotuned configs (H200; bench/NOTES.md,
+# third session of 2026-11-30, run 4; triton_fwd/results-s3run5.jsonl). M ≤ 16 in fp16/bf16 is
+# the CUDA backend's, when built.
 SMALL_M = 16
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for M > SMALL_M, autotuned per shape.
 _LARGE_CONFIGS = [(128, 128, 64, 8, 4), (128, 256, 64, 8, 3), (64, 128, 64, 4, 4), (128, 128, 128, 8, 3),

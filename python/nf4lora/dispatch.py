@@ -4,11 +4,11 @@ The tables are written by ``bench/make_dispatch_table.py`` from benchmark result
 and shipped in ``nf4lora/data/dispatch_*.json``; nothing in them is typed in by hand. One table per
 GPU model (``torch.cuda.get_device_name()``)::
 
-    {"device": "NVIDIA H200", "dtype": "bfloat16", "sources": [...], "rules": [
+    {"device": "NVIDIA H200", "dtype": "bfloat16", "rank": 16, "sources": [...], "rules": [
         {"op": "qlora_linear", "m_min": 1, "m_max": 16, "K": 4096, "N": 14336, "backend": "cuda",
-         "times_us": {"cuda": 51.0, "triton": 140.6}},
+         "times_us": {"1": {"cuda": 51.0, "triton": 140.6}, "16": {...}}},
         {"op": "qlora_linear", "m_min": 1, "m_max": 16, "K": null, "N": null, "backend": "cuda",
-         "won": "5 of 5 shapes"}, ...]}
+         "won": {"1": "5 of 5 shapes", "16": "5 of 5 shapes"}}, ...]}
 
 A rule with K = N = null covers the shapes the benchmark did not measure (the backend that won on
 most measured shapes). ``preferred`` answers with the rule's backend or None where no rule applies
