@@ -176,8 +176,8 @@ class NF4Weight:
         """What validate() depends on: the field objects (compared by identity), where their data
         lives and how much of it there is, and the scalar fields."""
         ts = (self.packed, self.absmax, self.quant_map, self.nested_absmax, self.nested_quant_map)
-        where = tuple((t.data_ptr(), t.numel(), t.is_contiguous()) if isinstance(t, torch.Tensor) else None
-                      for t in ts)
+        where = [(t.data_ptr(), t.numel(), t.is_contiguous()) if isinstance(t, torch.Tensor) else None
+                 for t in ts]
         return ts, where, (self.shape, self.blocksize, self.dtype, self.nested_offset)
 
     def validate_cached(self) -> None:
