@@ -100,8 +100,13 @@ def _aligned(t: torch.Tensor) -> torch.Tensor:
     return t if t.data_ptr() % 16 == 0 else t.clone()
 
 
+def device_index(device: torch.device) -> int:
+    """The index of a CUDA device ("cuda" without one: the current device)."""
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
 def _sm_count(device: torch.device) -> int:
-    return _sm_count_of(device.index if device.index is not None else torch.cuda.current_device())
+    return _sm_count_of(device_index(device))
 
 
 @functools.lru_cache(maxsize=None)

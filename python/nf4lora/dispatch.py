@@ -27,6 +27,8 @@ from typing import Dict, List, Optional
 
 import torch
 
+from . import _cuda_ext
+
 DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
 
 
@@ -72,4 +74,4 @@ def cuda_device_name(device: torch.device) -> str:
     """The GPU model of a CUDA device ("" without CUDA: no table applies)."""
     if not torch.cuda.is_available():
         return ""
-    return device_name(device.index if device.index is not None else torch.cuda.current_device())
+    return device_name(_cuda_ext.device_index(device))

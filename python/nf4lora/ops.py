@@ -385,8 +385,7 @@ def qlora_linear(x: torch.Tensor, weight: NF4Weight, lora_A: torch.Tensor, lora_
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x2, xl2, lora_A, lora_B, bias)):
             y = _EagerQLoRALinear.apply(x2, xl2, lora_A, lora_B, bias, weight, float(scale))
         else:  # nothing to differentiate (inference, generate()): the same body, no autograd node
-            weight.validate_cached()
-            y, _ = _forward(x2, xl2, weight, lora_A, lora_B, float(scale), bias)
+            y, _ = _eager_forward(x2, xl2, weight, lora_A, lora_B, float(scale), bias)
     else:
         y, _ = torch.ops.nf4lora.qlora_linear(x2, xl2, _weight_args(weight), list(weight.shape), weight.blocksize,
                                               _offset_arg(weight), lora_A, lora_B, float(scale), bias)
@@ -413,11 +412,17 @@ def _eager_ok(*tensors) -> bool:
     return True
 
 
+def _eager_forward(x, x_lora, q: NF4Weight, A, B, scale, bias):
+    """The op's body for the eager path; q's fields may have been reassigned since it was built,
+    so it is checked (once per change of its fields) before any launch."""
+    q.validate_cached()
+    return _forward(x, x_lora, q, A, B, scale, bias)
+
+
 class _EagerQLoRALinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, x_lora, A, B, bias, q: NF4Weight, scale: float):
-        q.validate_cached()  # its fields may have been reassigned since it was built: check before any launch
-        y, u = _forward(x, x_lora, q, A, B, scale, bias)
+        y, u = _eager_forward(x, x_lora, q, A, B, scale, bias)
         ctx.q, ctx.scale = q, scale
         _save(ctx, x, x_lora, A, B, bias, u, [])
         return y
