@@ -23,7 +23,7 @@ set -e
 # Issue 5's dispatch table: the forward on every backend that can run it, side by side (the rows
 # join the summary), then the table of the fastest per shape and M. The package ships a copy
 # (python/nf4lora/data/, checked against its sources by tests/test_dispatch.py).
-"$PY" bench/bench_qlora.py --out "$out" --ms 1,16 --ranks 16 --modes fwd --providers nf4lora_cuda,nf4lora_triton \
+"$PY" bench/bench_qlora.py --out "$out" --ranks 16 --modes fwd --providers nf4lora_cuda,nf4lora_triton \
     --tag dispatch
 "$PY" bench/make_dispatch_table.py "$out/results-dispatch.jsonl" --out "$out/dispatch_$gpu.json" \
     || echo "no dispatch table written (fewer than two backends ran the forward here)"

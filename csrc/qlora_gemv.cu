@@ -15,9 +15,8 @@
 // is permuted identically for A and B (a dot product does not care), so that a thread reads 16
 // consecutive k of a row of W (8 bytes) and the same 16 k of x (32 bytes).
 //
-// Decode: 8 codes (4 bytes) -> 8 16-bit values in 21 integer instructions by byte-permute
-// lookups from a 16-entry table of x's dtype held in 8 registers (built from quant_map, so any
-// code table of the state is honoured). The absmax scale is applied once per 64-element chunk to
+// Decode: the byte-permute lookup of nf4_mma.cuh (8 codes in 21 integer instructions, table built
+// from quant_map). The absmax scale is applied once per 64-element chunk to
 // the fp32 partial sums (exact fp32, as a dequantized W would be scaled), so the blocksize must be
 // a multiple of 64.
 //
@@ -27,6 +26,7 @@
 
 #include "launchers.h"
 #include "nf4.cuh"
+#include "nf4_mma.cuh"
 
 namespace nf4lora {
 namespace {
@@ -38,66 +38,6 @@ constexpr int kChunk = 64;                       // k per scale step
 constexpr int kMaxSlice = 1024;                  // k per block at most (x slice staged in smem)
 constexpr int kPad = 8;                          // elements of padding per staged x row (16 bytes)
 constexpr int kStages = 3;                       // chunks of W in flight per warp (register pipeline)
-
-__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
-  uint32_t d;
-  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
-  return d;
-}
-
-__device__ __forceinline__ uint32_t select_bytes(uint32_t a, uint32_t b, uint32_t mask) {
-  uint32_t d;  // per bit: mask ? b : a
-  asm("lop3.b32 %0, %1, %2, %3, 0xD8;" : "=r"(d) : "r"(a), "r"(b), "r"(mask));
-  return d;
-}
-
-// The 16 code values of dtype T, low bytes in lo[0..3] and high bytes in hi[0..3], entry e in
-// byte e % 4 of word e / 4.
-struct Table {
-  uint32_t lo[4], hi[4];
-};
-
-// 4 packed bytes -> 4 pairs of 16-bit values: out[j] = T(code[hi nibble of byte j]) in the low
-// half (element 2j comes first in k) and T(code[lo nibble]) in the high half.
-__device__ __forceinline__ void decode4(uint32_t w, const Table& t, uint32_t (&out)[4]) {
-  const uint32_t idx = w & 0x77777777u;  // 3-bit index of every nibble
-  const uint32_t sh = w << 4;            // bit 3 of even nibbles moved to their byte's msb
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {  // h = 0: bytes 0, 1 (nibbles 0-3); h = 1: bytes 2, 3
-    const uint32_t sel = h ? idx >> 16 : idx;
-    // 0xFF per output byte whose nibble has bit 3 set (codes 8-15): prmt sign-replicate mode.
-    const uint32_t mask = prmt(sh, w, h ? 0xFBEAu : 0xD9C8u);
-    const uint32_t lo = select_bytes(prmt(t.lo[0], t.lo[1], sel), prmt(t.lo[2], t.lo[3], sel), mask);
-    const uint32_t hi = select_bytes(prmt(t.hi[0], t.hi[1], sel), prmt(t.hi[2], t.hi[3], sel), mask);
-    // lo/hi byte k belongs to nibble k: nibble 1 (hi of the first byte) is the first element.
-    out[2 * h] = prmt(lo, hi, 0x4051u);
-    out[2 * h + 1] = prmt(lo, hi, 0x6273u);
-  }
-}
-
-template <typename T> struct Mma;
-template <> struct Mma<__nv_bfloat16> {
-  __device__ static void run(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-};
-template <> struct Mma<__half> {
-  __device__ static void run(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-};
-
-template <typename T> __device__ __forceinline__ uint16_t bits16(float v) {
-  const T h = static_cast<T>(v);
-  return *reinterpret_cast<const uint16_t*>(&h);
-}
-template <typename T> __device__ __forceinline__ float to_float(T v) { return static_cast<float>(v); }
 
 struct GemvParams {
   void* y;                 // (M, N) T
@@ -140,23 +80,9 @@ __global__ void __launch_bounds__(kThreads) qlora_gemv_kernel(GemvParams p) {
       v = *reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + static_cast<int64_t>(m) * p.K + k0 + k);
     *reinterpret_cast<uint4*>(xs + m * xs_stride + k) = v;
   }
-  if (tid < 8) {  // word tid: entries 4·(tid % 4) .. +3, low (tid < 4) or high bytes
-    uint32_t word = 0;
-    for (int b = 0; b < 4; ++b) {
-      const uint16_t v = bits16<T>(p.w.quant_map[4 * (tid % 4) + b]);
-      word |= static_cast<uint32_t>(tid < 4 ? v & 0xFF : v >> 8) << (8 * b);
-    }
-    table[tid] = word;
-  }
-  if (p.w.nested_absmax != nullptr)
-    for (int i = tid; i < 256; i += kThreads) code2[i] = p.w.nested_quant_map[i];
+  stage_code_tables<T>(p.w, table, code2, tid, kThreads);
   __syncthreads();
-  Table t;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    t.lo[i] = table[i];
-    t.hi[i] = table[4 + i];
-  }
+  const Table t = load_table(table);
 
   // This thread's rows of W: tile i, rows g and g + 8 (out-of-range rows read row N - 1).
   const int row0 = blockIdx.x * kBlockN + warp * kTiles * 16;
@@ -237,7 +163,7 @@ __global__ void __launch_bounds__(kThreads) qlora_gemv_kernel(GemvParams p) {
         const uint32_t a[4] = {r0[s / 2][2 * (s % 2)], r1[s / 2][2 * (s % 2)], r0[s / 2][2 * (s % 2) + 1],
                                r1[s / 2][2 * (s % 2) + 1]};
 #pragma unroll
-        for (int j = 0; j < MT; ++j) Mma<T>::run(part[j], a, bx[j][2 * s], bx[j][2 * s + 1]);
+        for (int j = 0; j < MT; ++j) mma16816<T>(part[j], a, bx[j][2 * s], bx[j][2 * s + 1]);
       }
       // C fragment: part[j][0..1] = rows of W g (cols of x 2c, 2c+1), part[j][2..3] = row g + 8.
       const float am0 = absmax(st, i, 0), am1 = absmax(st, i, 1);

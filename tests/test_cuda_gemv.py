@@ -113,8 +113,6 @@ def test_cuda_forward_is_the_default_at_small_m_and_graph_capturable():
     with torch.no_grad():
         eager = qlora_linear(x, q, A, B, 2.0)
         assert ops.last_path["qlora_linear"] == "cuda"
-        qlora_linear(torch.randn(64, 4096, device=DEV, dtype=torch.bfloat16), q, A, B, 2.0)
-        assert ops.last_path["qlora_linear"] == "triton"
         s = torch.cuda.Stream()
         s.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(s):
@@ -134,8 +132,8 @@ def test_cuda_forward_refuses_what_it_does_not_take(monkeypatch):
     monkeypatch.setenv("NF4LORA_BACKEND", "cuda")
     q = quantize_nf4(torch.randn(64, 256, device=DEV), 64)
     A, B = random_lora(64, 256, 4, torch.bfloat16, DEV)
-    with pytest.raises(RuntimeError, match="1 <= M <= 16 rows, got M=17"):
-        qlora_linear(torch.randn(17, 256, device=DEV, dtype=torch.bfloat16), q, A, B, 1.0)
+    with pytest.raises(RuntimeError, match="M >= 1 rows, got M=0"):
+        qlora_linear(torch.randn(0, 256, device=DEV, dtype=torch.bfloat16), q, A, B, 1.0)
     with pytest.raises(RuntimeError, match="float16/bfloat16 x, got torch.float32"):
         qlora_linear(torch.randn(2, 256, device=DEV), q, A.float(), B.float(), 1.0)
     q32 = quantize_nf4(torch.randn(64, 256, device=DEV), 32)

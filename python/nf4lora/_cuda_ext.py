@@ -77,16 +77,16 @@ def dequantize(q: NF4Weight, dtype: torch.dtype) -> torch.Tensor:
     return out
 
 
-# --- small-M fused forward (csrc/qlora_gemv.cu) ---------------------------------------------
-GEMV_MAX_M = 16
+# --- fused forward: small M (csrc/qlora_gemv.cu) and tensor cores (csrc/qlora_mma.cu) -----------
+GEMV_MAX_M = 16  # rows of x up to which the small-M kernel runs; the tensor-core kernel above
 
 
-def gemv_unsupported_reason(x: torch.Tensor, q: NF4Weight) -> Optional[str]:
-    """None when the CUDA small-M forward takes this call, else why not (x is (M, K))."""
+def forward_unsupported_reason(x: torch.Tensor, q: NF4Weight) -> Optional[str]:
+    """None when the CUDA forward takes this call, else why not (x is (M, K))."""
     if x.dtype not in (torch.float16, torch.bfloat16):
         return f"the CUDA forward takes float16/bfloat16 x, got {x.dtype}"
-    if not 1 <= x.shape[0] <= GEMV_MAX_M:
-        return f"the CUDA forward takes 1 <= M <= {GEMV_MAX_M} rows, got M={x.shape[0]}"
+    if x.shape[0] < 1:
+        return f"the CUDA forward needs M >= 1 rows, got M={x.shape[0]}"
     if q.blocksize < 64:
         return f"the CUDA forward needs blocksize >= 64, got {q.blocksize}"
     if q.shape[1] % q.blocksize:
@@ -118,28 +118,59 @@ def _sm_count_of(index: int) -> int:
 GEMV_TILES = 2
 
 
-def qlora_forward_small(x, x_lora, q: NF4Weight, A, B, scale: float, bias, tiles: Optional[int] = None):
-    """(y (M, N) in x's dtype, u (M, r) float32) through the CUDA small-M kernels; the inputs are
-    validated by ops.py and gemv_unsupported_reason(x, q) is None."""
-    M, K = x.shape
-    N, r = B.shape
+def _launch_args(x, x_lora, q: NF4Weight, A, B, bias):
+    """Contiguous, 16-byte aligned operands and the pointer arguments shared by both launchers."""
     x = _aligned(x)
     xl = x if x_lora is None else _aligned(x_lora)
     A, B = _aligned(A), B.contiguous()
     bias = None if bias is None else bias.contiguous()
     packed = q.packed if q.packed.data_ptr() % 16 == 0 else q.packed.clone()
+    nested = q.nested_absmax is not None
+    state = (packed.data_ptr(), q.absmax.data_ptr(), q.quant_map.data_ptr(),
+             q.nested_absmax.data_ptr() if nested else 0, q.nested_quant_map.data_ptr() if nested else 0,
+             q.nested_offset if nested else 0.0, q.blocksize)
+    # packed, xl, A and bias are returned so that they stay alive until the launch is queued.
+    return x, xl, A, B, bias, packed, state
+
+
+def qlora_forward(x, x_lora, q: NF4Weight, A, B, scale: float, bias):
+    """(y (M, N) in x's dtype, u (M, r) float32): the small-M kernels up to GEMV_MAX_M rows, the
+    tensor-core kernels above. Inputs validated by ops.py; forward_unsupported_reason(x, q) is None."""
+    if x.shape[0] <= GEMV_MAX_M:
+        return qlora_forward_small(x, x_lora, q, A, B, scale, bias)
+    return qlora_forward_large(x, x_lora, q, A, B, scale, bias)
+
+
+def qlora_forward_small(x, x_lora, q: NF4Weight, A, B, scale: float, bias, tiles: Optional[int] = None):
+    """The small-M kernels (1 <= M <= GEMV_MAX_M; the launcher refuses other M)."""
+    M, K = x.shape
+    N, r = B.shape
+    x, xl, A, B, bias, packed, state = _launch_args(x, x_lora, q, A, B, bias)
     device = x.device
     y = torch.empty((M, N), device=device, dtype=x.dtype)
     u = torch.empty((M, r), device=device, dtype=torch.float32)
     splits, tiles, ws_bytes = _C.plan_qlora_gemv(M, N, K, _sm_count(device), tiles or GEMV_TILES)
     ws = torch.empty(ws_bytes, device=device, dtype=torch.uint8) if ws_bytes else None  # split-K only
-    nested = q.nested_absmax is not None
     with device_guard(device):
         _C.qlora_gemv(y.data_ptr(), x.data_ptr(), xl.data_ptr(), A.data_ptr(), B.data_ptr(),
                       0 if bias is None else bias.data_ptr(), u.data_ptr(), 0 if ws is None else ws.data_ptr(),
-                      _DTYPE_CODES[x.dtype],
-                      packed.data_ptr(), q.absmax.data_ptr(), q.quant_map.data_ptr(),
-                      q.nested_absmax.data_ptr() if nested else 0, q.nested_quant_map.data_ptr() if nested else 0,
-                      q.nested_offset if nested else 0.0, q.blocksize, M, N, K, r, float(scale), splits, tiles,
-                      _stream(device))
+                      _DTYPE_CODES[x.dtype], *state, M, N, K, r, float(scale), splits, tiles, _stream(device))
+    return y, u
+
+
+def qlora_forward_large(x, x_lora, q: NF4Weight, A, B, scale: float, bias):
+    """The tensor-core kernels (any M >= 1; meant for M > GEMV_MAX_M). Workspace: S·M·r float32
+    partial sums of u (S split-K slices, deterministic reduction)."""
+    M, K = x.shape
+    N, r = B.shape
+    x, xl, A, B, bias, packed, state = _launch_args(x, x_lora, q, A, B, bias)
+    device = x.device
+    y = torch.empty((M, N), device=device, dtype=x.dtype)
+    u = torch.empty((M, r), device=device, dtype=torch.float32)
+    splits, ws_bytes = _C.plan_qlora_mma(M, N, K, r, _sm_count(device))
+    ws = torch.empty(ws_bytes // 4, device=device, dtype=torch.float32)
+    with device_guard(device):
+        _C.qlora_mma(y.data_ptr(), x.data_ptr(), xl.data_ptr(), A.data_ptr(), B.data_ptr(),
+                     0 if bias is None else bias.data_ptr(), u.data_ptr(), ws.data_ptr(),
+                     _DTYPE_CODES[x.dtype], *state, M, N, K, r, float(scale), splits, _stream(device))
     return y, u

@@ -472,8 +472,8 @@ def _triton_backward(grad_y, x_lora, u, q, A, B, scale, needs):
 
 
 def _cuda_forward(x, x_lora, q, A, B, scale, bias):
-    # Only reached for calls that gemv_unsupported_reason accepts (select_backend checked).
-    return _cuda_ext.qlora_forward_small(x, x_lora, q, A, B, scale, bias)
+    # Only reached for calls that forward_unsupported_reason accepts (select_backend checked).
+    return _cuda_ext.qlora_forward(x, x_lora, q, A, B, scale, bias)
 
 
 register_impl("dequantize", "reference", dequantize_nf4)
@@ -482,7 +482,7 @@ register_impl("qlora_linear_backward", "reference", _reference_backward)
 if _cuda_ext.built():
     register_impl("dequantize", "cuda", _cuda_ext.dequantize)
     register_impl("qlora_linear", "cuda", _cuda_forward,
-                  supports=lambda x, x_lora, q, A, B, scale, bias: _cuda_ext.gemv_unsupported_reason(x, q))
+                  supports=lambda x, x_lora, q, A, B, scale, bias: _cuda_ext.forward_unsupported_reason(x, q))
 if importlib.util.find_spec("triton") is not None:
     register_impl("qlora_linear", "triton", _triton_forward)
     register_impl("qlora_linear_backward", "triton", _triton_backward)

@@ -1,0 +1,117 @@
+// Device helpers shared by the tensor-core kernels of csrc/ (qlora_gemv.cu, qlora_mma.cu): the
+// byte-permute NF4 decode into mma.m16n8k16 operand registers, the mma itself, cp.async.
+//
+// Decode: 8 codes (4 bytes) -> 8 16-bit values in 21 integer instructions by byte-permute lookups
+// from a 16-entry table of x's dtype held in 8 registers (built from the state's quant_map, so any
+// code table is honoured).
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include "nf4.cuh"
+
+namespace nf4lora {
+
+__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
+  uint32_t d;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
+  return d;
+}
+
+__device__ __forceinline__ uint32_t select_bytes(uint32_t a, uint32_t b, uint32_t mask) {
+  uint32_t d;  // per bit: mask ? b : a
+  asm("lop3.b32 %0, %1, %2, %3, 0xD8;" : "=r"(d) : "r"(a), "r"(b), "r"(mask));
+  return d;
+}
+
+// The 16 code values of dtype T, low bytes in lo[0..3] and high bytes in hi[0..3], entry e in
+// byte e % 4 of word e / 4.
+struct Table {
+  uint32_t lo[4], hi[4];
+};
+
+template <typename T> __device__ __forceinline__ uint16_t bits16(float v) {
+  const T h = static_cast<T>(v);
+  return *reinterpret_cast<const uint16_t*>(&h);
+}
+template <typename T> __device__ __forceinline__ float to_float(T v) { return static_cast<float>(v); }
+
+// Stage the decode table (8 words: entries rounded to T) and, for a nested absmax, the 256-entry
+// second-level code into shared memory; the caller syncs, then load_table.
+template <typename T>
+__device__ __forceinline__ void stage_code_tables(const NF4State& w, uint32_t* table, float* code2, int tid,
+                                                  int threads) {
+  if (tid < 8) {  // word tid: entries 4·(tid % 4) .. +3, low (tid < 4) or high bytes
+    uint32_t word = 0;
+    for (int b = 0; b < 4; ++b) {
+      const uint16_t v = bits16<T>(w.quant_map[4 * (tid % 4) + b]);
+      word |= static_cast<uint32_t>(tid < 4 ? v & 0xFF : v >> 8) << (8 * b);
+    }
+    table[tid] = word;
+  }
+  if (w.nested_absmax != nullptr)
+    for (int i = tid; i < 256; i += threads) code2[i] = w.nested_quant_map[i];
+}
+
+__device__ __forceinline__ Table load_table(const uint32_t* table) {
+  Table t;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    t.lo[i] = table[i];
+    t.hi[i] = table[4 + i];
+  }
+  return t;
+}
+
+// 4 packed bytes -> 4 pairs of 16-bit values: out[j] = T(code[hi nibble of byte j]) in the low
+// half (element 2j comes first in k) and T(code[lo nibble]) in the high half.
+__device__ __forceinline__ void decode4(uint32_t w, const Table& t, uint32_t* out) {
+  const uint32_t idx = w & 0x77777777u;  // 3-bit index of every nibble
+  const uint32_t sh = w << 4;            // bit 3 of even nibbles moved to their byte's msb
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {  // h = 0: bytes 0, 1 (nibbles 0-3); h = 1: bytes 2, 3
+    const uint32_t sel = h ? idx >> 16 : idx;
+    // 0xFF per output byte whose nibble has bit 3 set (codes 8-15): prmt sign-replicate mode.
+    const uint32_t mask = prmt(sh, w, h ? 0xFBEAu : 0xD9C8u);
+    const uint32_t lo = select_bytes(prmt(t.lo[0], t.lo[1], sel), prmt(t.lo[2], t.lo[3], sel), mask);
+    const uint32_t hi = select_bytes(prmt(t.hi[0], t.hi[1], sel), prmt(t.hi[2], t.hi[3], sel), mask);
+    // lo/hi byte k belongs to nibble k: nibble 1 (hi of the first byte) is the first element.
+    out[2 * h] = prmt(lo, hi, 0x4051u);
+    out[2 * h + 1] = prmt(lo, hi, 0x6273u);
+  }
+}
+
+// d += a·b, mma.m16n8k16 with fp32 accumulation; a: 4 registers (16×16 row-major fragment),
+// b: 2 registers (16×8 column-major fragment) of T (float16 or bfloat16) pairs.
+#define NF4LORA_MMA_ASM(TYPE)                                                                     \
+  asm("mma.sync.aligned.m16n8k16.row.col.f32." TYPE "." TYPE ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, " \
+      "{%8,%9}, {%0,%1,%2,%3};"                                                                   \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])                                            \
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1))
+template <typename T>
+__device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  static_assert(std::is_same<T, __half>::value || std::is_same<T, __nv_bfloat16>::value, "float16 or bfloat16");
+  if constexpr (std::is_same<T, __half>::value) {
+    NF4LORA_MMA_ASM("f16");
+  } else {
+    NF4LORA_MMA_ASM("bf16");
+  }
+}
+#undef NF4LORA_MMA_ASM
+
+// Two floats -> one register of T pair (first in the low half).
+template <typename T> __device__ __forceinline__ uint32_t pack2(float a, float b) {
+  const typename Pair<T>::type v = Pair<T>::make(a, b);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// 16-byte global -> shared copy, asynchronous (cp.async.cg: L2 only); pred false writes zeros.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool pred) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(pred ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+
+}  // namespace nf4lora

@@ -1,0 +1,458 @@
+// nf4lora::qlora_linear forward for M > 16 rows of x on tensor cores (mma.sync m16n8k16, sm_80+):
+// the prefill / training regime.
+//
+//   y (M, N) = x·Wᵀ + s·u·Bᵀ + bias,  u (M, r) = x̃·Aᵀ (float32, also returned for dB)
+//
+// Two kernels, launched back to back by one host call:
+//   lora_u_part_kernel  S split-K partial sums of u (S, M, r) float32: a block owns 64 rows of x̃
+//                       and up to 64 ranks over one K slice (mma, fp32 accumulation). S is chosen so
+//                       that the grid fills the GPU; the partials are summed in a fixed order below
+//                       (deterministic, no atomics).
+//   qlora_mma_kernel    a block owns a BN × BM tile of yᵀ (BN rows of W × BM rows of x) over all
+//                       of K. Per 64-wide k chunk, x and the packed codes of W arrive in shared
+//                       memory through a STAGES-deep cp.async pipeline; each warp decodes its rows
+//                       of W from shared memory straight into mma A-operand registers (the decode
+//                       of nf4_mma.cuh) and multiplies them with x fragments read from shared
+//                       memory as the B operand. A decoded W exists only in registers.
+//                       Epilogue: the LoRA term s·B·uᵀ as extra mma steps (B rows as A operand, u
+//                       summed from the partials, split into a T part and a T residual so the term
+//                       keeps ~16 mantissa bits), + bias, staged through shared memory for
+//                       16-byte stores of y. Blocks of the first column block also write u.
+//
+// k order: inside each 64-wide chunk a thread owns 16 consecutive k of its rows (8 bytes of codes,
+// 32 bytes of x); mma step s uses its 4-k quad s ^ (c & 1) (c = lane % 4) for both operands (a dot
+// product does not care about the order). The quad swap for odd c makes the 8-byte shared-memory
+// reads of x conflict-free; x rows are stored with their 16-byte pieces XOR-swizzled by row % 8.
+//
+// Scales: the absmax multiplies each chunk's fp32 partial sums (exact fp32, the blocksize must be
+// a multiple of 64); the nested absmax is decoded in the kernel. Raw scale data is loaded one
+// chunk ahead into registers.
+//
+// Tile order: blocks walk GROUP_M row blocks of x across all column blocks before the next group,
+// so a wave shares its x rows and W columns in L2.
+#include <cuda_runtime.h>
+
+#include "launchers.h"
+#include "nf4.cuh"
+#include "nf4_mma.cuh"
+
+namespace nf4lora {
+namespace {
+
+constexpr int kChunkK = 64;  // k per pipeline stage and per scale step
+constexpr int kGroupM = 8;   // row blocks of x per tile group (L2 reuse)
+
+// WN × WM warps; a warp owns AT tiles of 16 W rows and BT tiles of 8 x rows.
+template <int WN_, int WM_, int AT_, int BT_, int STAGES_>
+struct TileConfig {
+  static constexpr int WN = WN_, WM = WM_, AT = AT_, BT = BT_, STAGES = STAGES_;
+  static constexpr int kThreads = WN * WM * 32;
+  static constexpr int BN = WN * AT * 16;                // rows of W per block
+  static constexpr int BM = WM * BT * 8;                 // rows of x per block
+  static constexpr int kXBytes = BM * kChunkK * 2;       // x tile of one stage
+  static constexpr int kCBytes = BN * kChunkK / 2;       // packed codes of one stage
+  static constexpr int kOutStride = BN + 8;              // elements per staged output row
+  static constexpr int kTableBytes = 256 * 4 + 8 * 4;    // nested code + decode table
+  static constexpr int kPipeBytes = STAGES * (kXBytes + kCBytes);
+  static constexpr int kOutBytes = BM * kOutStride * 2;
+  static constexpr int kSmem = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + kTableBytes;
+  static_assert(BM * 8 % kThreads == 0 && BN % 8 == 0, "tile loads must divide evenly");
+};
+using LargeTile = TileConfig<4, 2, 2, 8, 4>;  // 128 W rows × 128 x rows, 8 warps
+
+struct MmaParams {
+  void* y;               // (M, N) T
+  const void* x;         // (M, K) T, contiguous, 16-byte aligned
+  const void* B;         // (N, r) T, contiguous
+  const void* bias;      // (N,) T or nullptr
+  const float* u_part;   // (S, M, r) float32 partial sums of u
+  float* u;              // (M, r) float32, written by the first column block
+  NF4State w;
+  int M, N, K, r, splits, tiles_m, tiles_n;
+  float scale;
+};
+
+template <typename T, typename C>
+__global__ void __launch_bounds__(C::kThreads) qlora_mma_kernel(MmaParams p) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  unsigned char* xs = smem;                                   // [STAGES][BM][128 bytes], swizzled
+  unsigned char* cs = smem + C::STAGES * C::kXBytes;          // [STAGES][BN][32 bytes]
+  float* code2 = reinterpret_cast<float*>(smem + C::kSmem - C::kTableBytes);  // [256]
+  uint32_t* table = reinterpret_cast<uint32_t*>(code2 + 256);                 // [8]
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
+  const int wn = warp % C::WN, wm = warp / C::WN;
+  // Grouped tile order: kGroupM row blocks × all column blocks, then the next group.
+  const int per_group = kGroupM * p.tiles_n;
+  const int first_m = static_cast<int>(blockIdx.x) / per_group * kGroupM;
+  const int group_size = min(p.tiles_m - first_m, kGroupM);
+  const int in_group = static_cast<int>(blockIdx.x) % per_group;
+  const int bm = first_m + in_group % group_size, bn = in_group / group_size;
+  const int m0 = bm * C::BM, n0 = bn * C::BN;
+  const int chunks = p.K / kChunkK;
+  const T* x = static_cast<const T*>(p.x);
+
+  stage_code_tables<T>(p.w, table, code2, tid, C::kThreads);
+
+  auto load_stage = [&](int ch, int st) {
+    unsigned char* xdst = xs + st * C::kXBytes;
+#pragma unroll
+    for (int i = 0; i < C::BM * 8 / C::kThreads; ++i) {
+      const int idx = tid + i * C::kThreads, row = idx / 8, piece = idx % 8;
+      const int m = m0 + row;
+      const bool ok = m < p.M;  // rows past M read as zeros (row m0 < M is a valid address)
+      const T* src = x + static_cast<int64_t>(ok ? m : m0) * p.K + ch * kChunkK + piece * 8;
+      cp_async16(xdst + row * 128 + ((piece ^ (row & 7)) << 4), src, ok);
+    }
+    unsigned char* cdst = cs + st * C::kCBytes;
+#pragma unroll
+    for (int i = 0; i < (C::BN * 2 + C::kThreads - 1) / C::kThreads; ++i) {
+      const int idx = tid + i * C::kThreads;
+      if (idx < C::BN * 2) {
+        const int row = idx / 2, half = idx % 2;
+        const int n = min(n0 + row, p.N - 1);  // rows past N read row N - 1 (never stored)
+        cp_async16(cdst + row * 32 + half * 16,
+                   p.w.packed + static_cast<int64_t>(n) * (p.K / 2) + ch * (kChunkK / 2) + half * 16, true);
+      }
+    }
+  };
+
+  // This thread's W rows: tile i, rows g and g + 8; their scale data one chunk ahead.
+  struct Raw {
+    uint32_t q[C::AT][2];  // float32 bits (plain) or the uint8 index (nested)
+    float a2[C::AT][2];    // nested block scale
+  };
+  const bool nested = p.w.nested_absmax != nullptr;
+  int64_t blk[C::AT][2];
+#pragma unroll
+  for (int i = 0; i < C::AT; ++i)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+      blk[i][h] = static_cast<int64_t>(min(n0 + wn * C::AT * 16 + i * 16 + g + 8 * h, p.N - 1)) * p.K;
+  auto load_raw = [&](int ch, Raw& r) {
+#pragma unroll
+    for (int i = 0; i < C::AT; ++i)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int64_t b = (blk[i][h] + static_cast<int64_t>(ch) * kChunkK) >> p.w.blocksize_log2;
+        if (nested) {
+          r.q[i][h] = __ldg(static_cast<const uint8_t*>(p.w.absmax) + b);
+          r.a2[i][h] = __ldg(p.w.nested_absmax + (b >> kNestedBlockLog2));
+        } else {
+          r.q[i][h] = __ldg(static_cast<const uint32_t*>(p.w.absmax) + b);
+          r.a2[i][h] = 0.f;
+        }
+      }
+  };
+
+#pragma unroll
+  for (int s = 0; s < C::STAGES - 1; ++s) {
+    if (s < chunks) load_stage(s, s);
+    cp_async_commit();
+  }
+  Raw cur;
+  load_raw(0, cur);
+  __syncthreads();  // tables staged
+  const Table t = load_table(table);
+
+  // Per-thread shared-memory offsets: codes of row g (tile 0), x row g of tile 0 per quad pair.
+  const uint32_t quad_swap = (c & 1) ? 0x1032u : 0x3210u;  // swaps the two 4-k quads of a word
+  const int code_off = (wn * C::AT * 16 + g) * 32 + 8 * c;
+  const int xrow_off = (wm * C::BT * 8 + g) * 128;
+  const int xq_off[2] = {((2 * c) ^ g) << 4, ((2 * c + 1) ^ g) << 4};
+  const int xhalf[2] = {(c & 1) << 3, ((c & 1) ^ 1) << 3};
+
+  float acc[C::AT][C::BT][4];
+#pragma unroll
+  for (int i = 0; i < C::AT; ++i)
+#pragma unroll
+    for (int j = 0; j < C::BT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
+  float part[C::AT][C::BT][4];
+
+  for (int ch = 0; ch < chunks; ++ch) {
+    cp_async_wait<C::STAGES - 2>();
+    __syncthreads();  // chunk ch landed for every thread; stage (ch - 1) % STAGES is free
+    {
+      const int next = ch + C::STAGES - 1;
+      if (next < chunks) load_stage(next, next % C::STAGES);
+      cp_async_commit();
+    }
+    Raw nxt;
+    if (ch + 1 < chunks) load_raw(ch + 1, nxt);
+    const unsigned char* xt = xs + (ch % C::STAGES) * C::kXBytes + xrow_off;
+    const unsigned char* ct = cs + (ch % C::STAGES) * C::kCBytes + code_off;
+
+    uint32_t a[C::AT][2][8];  // [tile][row g / g + 8][k pair]: the chunk's 16 k of each row
+#pragma unroll
+    for (int i = 0; i < C::AT; ++i)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const uint2 w = *reinterpret_cast<const uint2*>(ct + (i * 16 + 8 * h) * 32);
+        decode4(prmt(w.x, w.x, quad_swap), t, &a[i][h][0]);
+        decode4(prmt(w.y, w.y, quad_swap), t, &a[i][h][4]);
+      }
+#pragma unroll
+    for (int i = 0; i < C::AT; ++i)
+#pragma unroll
+      for (int j = 0; j < C::BT; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) part[i][j][e] = 0.f;
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+#pragma unroll
+      for (int j = 0; j < C::BT; ++j) {
+        const uint2 b = *reinterpret_cast<const uint2*>(xt + j * 8 * 128 + xq_off[s / 2] + xhalf[s % 2]);
+#pragma unroll
+        for (int i = 0; i < C::AT; ++i) {
+          const uint32_t af[4] = {a[i][0][2 * s], a[i][1][2 * s], a[i][0][2 * s + 1], a[i][1][2 * s + 1]};
+          mma16816<T>(part[i][j], af, b.x, b.y);
+        }
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < C::AT; ++i)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float am = nested ? nested_absmax(code2, cur.q[i][h], cur.a2[i][h], p.w.nested_offset)
+                                : __uint_as_float(cur.q[i][h]);
+#pragma unroll
+        for (int j = 0; j < C::BT; ++j) {
+          acc[i][j][2 * h] = fmaf(part[i][j][2 * h], am, acc[i][j][2 * h]);
+          acc[i][j][2 * h + 1] = fmaf(part[i][j][2 * h + 1], am, acc[i][j][2 * h + 1]);
+        }
+      }
+    if (ch + 1 < chunks) cur = nxt;
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // the pipeline buffers become the output tile
+
+  // LoRA: part = B·uᵀ over r in steps of 16 (B rows as the A operand, u rows as the B operand).
+  const T* Bm = static_cast<const T*>(p.B);
+  const int r = p.r, M = p.M, N = p.N;
+  const bool write_u = bn == 0 && wn == 0;
+#pragma unroll
+  for (int i = 0; i < C::AT; ++i)
+#pragma unroll
+    for (int j = 0; j < C::BT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) part[i][j][e] = 0.f;
+  for (int k0 = 2 * c; k0 < r + 2 * c; k0 += 16) {  // this thread's ranks k0, k0 + 1, k0 + 8, k0 + 9
+    uint32_t la[C::AT][4];
+#pragma unroll
+    for (int i = 0; i < C::AT; ++i) {
+      float v[2][4];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int n = n0 + wn * C::AT * 16 + i * 16 + g + 8 * h;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int k = k0 + (e & 1) + 8 * (e >> 1);
+          v[h][e] = n < N && k < r ? to_float(Bm[static_cast<int64_t>(n) * r + k]) : 0.f;
+        }
+      }
+      la[i][0] = pack2<T>(v[0][0], v[0][1]);
+      la[i][1] = pack2<T>(v[1][0], v[1][1]);
+      la[i][2] = pack2<T>(v[0][2], v[0][3]);
+      la[i][3] = pack2<T>(v[1][2], v[1][3]);
+    }
+#pragma unroll
+    for (int j = 0; j < C::BT; ++j) {
+      const int m = m0 + wm * C::BT * 8 + j * 8 + g;
+      float uv[4], hi[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int k = k0 + (e & 1) + 8 * (e >> 1);
+        float sum = 0.f;
+        if (m < M && k < r) {
+          for (int sp = 0; sp < p.splits; ++sp) sum += p.u_part[(static_cast<int64_t>(sp) * M + m) * r + k];
+          if (write_u) p.u[static_cast<int64_t>(m) * r + k] = sum;
+        }
+        uv[e] = sum;
+        hi[e] = to_float(static_cast<T>(sum));
+      }
+      const uint32_t bh0 = pack2<T>(hi[0], hi[1]), bh1 = pack2<T>(hi[2], hi[3]);
+      const uint32_t bl0 = pack2<T>(uv[0] - hi[0], uv[1] - hi[1]), bl1 = pack2<T>(uv[2] - hi[2], uv[3] - hi[3]);
+#pragma unroll
+      for (int i = 0; i < C::AT; ++i) {
+        mma16816<T>(part[i][j], la[i], bh0, bh1);
+        mma16816<T>(part[i][j], la[i], bl0, bl1);
+      }
+    }
+  }
+
+  // y tile = acc + s·part + bias, rounded once to T, staged as [BM][BN (+8)] for 16-byte stores.
+  T* out = reinterpret_cast<T*>(smem);
+  const T* bias = static_cast<const T*>(p.bias);
+#pragma unroll
+  for (int i = 0; i < C::AT; ++i)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int nl = wn * C::AT * 16 + i * 16 + g + 8 * h;
+      const float bv = bias != nullptr && n0 + nl < N ? to_float(bias[n0 + nl]) : 0.f;
+#pragma unroll
+      for (int j = 0; j < C::BT; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int ml = wm * C::BT * 8 + j * 8 + 2 * c + e;
+          out[ml * C::kOutStride + nl] =
+              static_cast<T>(acc[i][j][2 * h + e] + p.scale * part[i][j][2 * h + e] + bv);
+        }
+    }
+  __syncthreads();
+  T* y = static_cast<T*>(p.y);
+  const bool vec = N % 8 == 0;
+  constexpr int kVecs = C::BN / 8;
+  for (int idx = tid; idx < C::BM * kVecs; idx += C::kThreads) {
+    const int row = idx / kVecs, col = idx % kVecs * 8;
+    const int m = m0 + row, n = n0 + col;
+    if (m >= M || n >= N) continue;
+    const T* src = out + row * C::kOutStride + col;
+    T* dst = y + static_cast<int64_t>(m) * N + n;
+    if (vec) {
+      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+    } else {
+      for (int e = 0; e < 8 && n + e < N; ++e) dst[e] = src[e];
+    }
+  }
+}
+
+// part[split] (M, r) = x̃[:, slice]·A[:, slice]ᵀ: block = 4 warps × 16 rows of x̃, up to 64 ranks
+// (blockIdx.z picks the group of 64), one K slice (blockIdx.y). Same k order trick as above.
+constexpr int kUWarps = 4;
+
+__device__ __forceinline__ void words8(const uint4& lo, const uint4& hi, uint32_t (&w)[8]) {
+  w[0] = lo.x; w[1] = lo.y; w[2] = lo.z; w[3] = lo.w;
+  w[4] = hi.x; w[5] = hi.y; w[6] = hi.z; w[7] = hi.w;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kUWarps * 32) lora_u_part_kernel(const T* __restrict__ xl, const T* __restrict__ A,
+                                                                 float* __restrict__ part, int M, int K, int r) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+  const int mb = blockIdx.x * kUWarps * 16 + warp * 16, r0 = blockIdx.z * 64;
+  const int S = gridDim.y, split = blockIdx.y, chunks = K / kChunkK;
+  const int c0 = static_cast<int>(static_cast<int64_t>(split) * chunks / S);
+  const int c1 = static_cast<int>(static_cast<int64_t>(split + 1) * chunks / S);
+  const int tiles = min(8, (r - r0 + 7) / 8);  // rank tiles of 8 in this block
+  const bool ok0 = mb + g < M, ok1 = mb + g + 8 < M;
+  const T* x0 = xl + static_cast<int64_t>(ok0 ? mb + g : 0) * K + 16 * c;
+  const T* x1 = xl + static_cast<int64_t>(ok1 ? mb + g + 8 : 0) * K + 16 * c;
+  const uint4 zero = make_uint4(0, 0, 0, 0);
+  float acc[8][4];
+#pragma unroll
+  for (int t = 0; t < 8; ++t)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[t][e] = 0.f;
+  for (int ch = c0; ch < c1; ++ch) {
+    const int k = ch * kChunkK;
+    uint32_t w0[8], w1[8];
+    words8(ok0 ? __ldg(reinterpret_cast<const uint4*>(x0 + k)) : zero,
+           ok0 ? __ldg(reinterpret_cast<const uint4*>(x0 + k + 8)) : zero, w0);
+    words8(ok1 ? __ldg(reinterpret_cast<const uint4*>(x1 + k)) : zero,
+           ok1 ? __ldg(reinterpret_cast<const uint4*>(x1 + k + 8)) : zero, w1);
+#pragma unroll
+    for (int t = 0; t < 8; ++t) {
+      if (t >= tiles) break;
+      const int j = r0 + t * 8 + g;
+      const T* arow = A + static_cast<int64_t>(j < r ? j : 0) * K + k + 16 * c;
+      uint32_t aw[8];
+      words8(j < r ? __ldg(reinterpret_cast<const uint4*>(arow)) : zero,
+             j < r ? __ldg(reinterpret_cast<const uint4*>(arow + 8)) : zero, aw);
+#pragma unroll
+      for (int s = 0; s < 4; ++s) {
+        const uint32_t af[4] = {w0[2 * s], w1[2 * s], w0[2 * s + 1], w1[2 * s + 1]};
+        mma16816<T>(acc[t], af, aw[2 * s], aw[2 * s + 1]);
+      }
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < 8; ++t) {
+    if (t >= tiles) break;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int m = mb + g + 8 * (e >> 1), j = r0 + t * 8 + 2 * c + (e & 1);
+      if (m < M && j < r) part[(static_cast<int64_t>(split) * M + m) * r + j] = acc[t][e];
+    }
+  }
+}
+
+template <typename T>
+std::string launch_typed(const MmaParams& p, const void* x_lora, const void* A, float* u_part, cudaStream_t stream) {
+  const dim3 ugrid((p.M + kUWarps * 16 - 1) / (kUWarps * 16), p.splits, (p.r + 63) / 64);
+  lora_u_part_kernel<T><<<ugrid, kUWarps * 32, 0, stream>>>(static_cast<const T*>(x_lora), static_cast<const T*>(A),
+                                                           u_part, p.M, p.K, p.r);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return std::string("lora_u_part_kernel: ") + cudaGetErrorString(err);
+  using C = LargeTile;
+  err = cudaFuncSetAttribute(qlora_mma_kernel<T, C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
+  if (err != cudaSuccess) return std::string("qlora_mma_kernel attributes: ") + cudaGetErrorString(err);
+  const int64_t blocks = static_cast<int64_t>(p.tiles_m) * p.tiles_n;
+  qlora_mma_kernel<T, C><<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, stream>>>(p);
+  err = cudaGetLastError();
+  return err == cudaSuccess ? "" : std::string("qlora_mma_kernel: ") + cudaGetErrorString(err);
+}
+
+}  // namespace
+
+MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int sm_count) {
+  (void)N;
+  MmaPlan plan{};
+  const int64_t row_blocks = (M + kUWarps * 16 - 1) / (kUWarps * 16);
+  const int64_t rank_groups = (r + 63) / 64;
+  const int64_t chunks = K / kChunkK;
+  int64_t splits = (4 * static_cast<int64_t>(sm_count) + row_blocks * rank_groups - 1) / (row_blocks * rank_groups);
+  if (splits > chunks) splits = chunks;
+  if (splits > 64) splits = 64;
+  if (splits < 1) splits = 1;
+  plan.splits = static_cast<int>(splits);
+  plan.workspace_bytes = static_cast<int64_t>(sizeof(float)) * splits * M * r;
+  return plan;
+}
+
+std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr_t A, uintptr_t B, uintptr_t bias,
+                             uintptr_t u, uintptr_t workspace, int dtype, uintptr_t packed, uintptr_t absmax,
+                             uintptr_t quant_map, uintptr_t nested_absmax, uintptr_t nested_quant_map,
+                             float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r,
+                             float scale, int splits, uintptr_t stream) {
+  int lg = 0;
+  while ((1 << lg) < blocksize) ++lg;
+  if ((1 << lg) != blocksize || lg < 6 || lg > 12) return "blocksize must be a power of two in [64, 4096]";
+  if (M < 1 || N < 1 || r < 1 || K < kChunkK || K % blocksize != 0)
+    return "need M, N, r >= 1 and K a positive multiple of the blocksize (>= 64)";
+  if (N >= (int64_t{1} << 30) || K >= (int64_t{1} << 30) || M >= (int64_t{1} << 30) || N * K > (int64_t{1} << 40) ||
+      r > (1 << 16))
+    return "shape too large (M, N, K < 2^30, N·K <= 2^40, r <= 65536)";
+  for (uintptr_t ptr : {packed, x, x_lora, A, y, workspace})
+    if (ptr % 16 != 0) return "packed, x, x_lora, A, y and workspace must be 16-byte aligned";
+  if (splits < 1 || splits > K / kChunkK) return "splits must be in [1, K / 64]";
+  using C = LargeTile;
+  MmaParams p{};
+  p.y = reinterpret_cast<void*>(y);
+  p.x = reinterpret_cast<const void*>(x);
+  p.B = reinterpret_cast<const void*>(B);
+  p.bias = reinterpret_cast<const void*>(bias);
+  p.u_part = reinterpret_cast<const float*>(workspace);
+  p.u = reinterpret_cast<float*>(u);
+  p.w = NF4State{reinterpret_cast<const uint8_t*>(packed), reinterpret_cast<const void*>(absmax),
+                 reinterpret_cast<const float*>(quant_map), reinterpret_cast<const float*>(nested_absmax),
+                 reinterpret_cast<const float*>(nested_quant_map), nested_offset, N * K, lg};
+  p.M = static_cast<int>(M);
+  p.N = static_cast<int>(N);
+  p.K = static_cast<int>(K);
+  p.r = static_cast<int>(r);
+  p.splits = splits;
+  p.tiles_m = static_cast<int>((M + C::BM - 1) / C::BM);
+  p.tiles_n = static_cast<int>((N + C::BN - 1) / C::BN);
+  p.scale = scale;
+  cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
+  const void* xl = reinterpret_cast<const void*>(x_lora);
+  const void* a = reinterpret_cast<const void*>(A);
+  float* part = reinterpret_cast<float*>(workspace);
+  if (dtype == 1) return launch_typed<__half>(p, xl, a, part, st);
+  if (dtype == 2) return launch_typed<__nv_bfloat16>(p, xl, a, part, st);
+  return "dtype must be 1 (float16) or 2 (bfloat16)";
+}
+
+}  // namespace nf4lora

@@ -1,0 +1,134 @@
+"""CUDA tensor-core forward (csrc/qlora_mma.cu): y = x·Wᵀ + s·(x̃·Aᵀ)·Bᵀ + bias for M > 16.
+
+GPU only (`gpu` marker): float64 reference on real and odd shapes (M, N, K not multiples of the
+128 × 128 tile, r not a multiple of 16 and above 64), bf16 and fp16, both absmax forms, bias,
+dropout (x̃ ≠ x); poisoned outputs; the decode bit for bit through an identity matrix; u (returned
+for dB) against float64; determinism; compute-sanitizer.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nf4lora import _cuda_ext, dequantize_nf4, ops, qlora_linear, quantize_nf4
+from conftest import REL_TOL, qlora_reference_f64, random_lora, rel_err
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not _cuda_ext.built(), reason="the CUDA extension is not built")]
+DEV = "cuda"
+
+
+def _poison_allocator(numel, dtype):
+    # The caching allocator hands the next same-sized request this block: unwritten outputs show as NaN.
+    torch.full((numel,), float("nan"), device=DEV, dtype=dtype)
+
+
+CASES = [  # M, K, N, r, blocksize, bias, dropout
+    (17, 4096, 4096, 16, 64, False, False),
+    (123, 640, 300, 1, 128, True, True),
+    (128, 14336, 4096, 64, 64, True, False),
+    (257, 4096, 1000, 80, 64, False, True),
+    (1024, 4096, 14336, 16, 64, True, False),
+    (300, 64, 257, 3, 64, False, False),
+    (2048, 8192, 520, 16, 4096, True, True),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("nested", [False, True])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "M{}-K{}-N{}-r{}-bs{}-b{:d}-d{:d}".format(*c))
+def test_mma_forward_matches_reference(monkeypatch, dtype, nested, case):
+    M, K, N, r, blocksize, has_bias, dropout = case
+    q = quantize_nf4(torch.randn(N, K, device=DEV) * K**-0.5, blocksize, double_quant=nested)
+    A, B = random_lora(N, K, r, dtype, DEV)
+    x = torch.randn(M, K, device=DEV, dtype=dtype)
+    xl = torch.randn(M, K, device=DEV, dtype=dtype) if dropout else None
+    bias = torch.randn(N, device=DEV, dtype=dtype) if has_bias else None
+    monkeypatch.setenv("NF4LORA_BACKEND", "cuda")
+    _poison_allocator(M * N, dtype)
+    with torch.no_grad():
+        y = qlora_linear(x, q, A, B, 0.7, bias, xl)
+    assert ops.last_path["qlora_linear"] == "cuda"
+    ref = qlora_reference_f64(x, q, A, B, 0.7, bias, xl)
+    xle = x if xl is None else xl
+    plain = F.linear(x, dequantize_nf4(q, dtype), bias) + 0.7 * F.linear(F.linear(xle, A), B)
+    assert torch.isfinite(y).all()
+    err = rel_err(y, ref)
+    assert err < REL_TOL[dtype] and err <= 2 * rel_err(plain, ref) + 1e-6, (err, rel_err(plain, ref))
+    # u = x̃·Aᵀ, returned for dB: fp32 sums of exact products; poisoned u must be fully written.
+    _poison_allocator(M * r, torch.float32)
+    y2, u = _cuda_ext.qlora_forward_large(x, xl, q, A, B, 0.7, bias)
+    assert rel_err(u, xle.double() @ A.double().t()) < 1e-5
+    assert torch.equal(y2, y)  # deterministic: fixed split plan, no atomics
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("nested", [False, True])
+def test_mma_decode_is_exact_through_identity(dtype, nested):
+    # y = I·Wᵀ: each output is 1.0·code (exact) scaled by its absmax in fp32 and rounded once to
+    # dtype; the 16 code values are first rounded to dtype (what the mma consumes). M = 200 rows
+    # (two row blocks, the second partial) at the first and the last K columns; N = 520 (a partial
+    # column block).
+    from nf4lora.nf4 import absmax_float
+
+    K, N, M = 2048, 520, 200
+    q = quantize_nf4(torch.randn(N, K, device=DEV), 64, double_quant=nested)
+    A, B = random_lora(N, K, 16, dtype, DEV)
+    codes = torch.stack([q.packed >> 4, q.packed & 15], 1).reshape(-1).long()
+    table = q.quant_map.to(dtype).float()
+    w = (table[codes] * absmax_float(q).repeat_interleave(64)).to(dtype).view(N, K)
+    for cols in (slice(0, M), slice(K - M, K)):
+        x = torch.zeros(M, K, device=DEV, dtype=dtype)
+        x[:, cols] = torch.eye(M, device=DEV, dtype=dtype)
+        y, _ = _cuda_ext.qlora_forward_large(x, None, q, A, B, 0.0, None)
+        assert torch.equal(y, w[:, cols].t())
+
+
+def test_mma_forward_uses_the_weights_code_table():
+    q = quantize_nf4(torch.randn(256, 512, device=DEV), 64)
+    q.quant_map = q.quant_map.flip(0).contiguous()
+    x = torch.randn(40, 512, device=DEV, dtype=torch.bfloat16)
+    A, B = random_lora(256, 512, 4, torch.bfloat16, DEV)
+    y, _ = _cuda_ext.qlora_forward_large(x, None, q, A, B, 1.0, None)
+    assert rel_err(y, qlora_reference_f64(x, q, A, B, 1.0)) < 1e-2
+
+
+def test_mma_forward_non_contiguous_and_3d_input(monkeypatch):
+    monkeypatch.setenv("NF4LORA_BACKEND", "cuda")
+    q = quantize_nf4(torch.randn(384, 1024, device=DEV) * 0.03, 64)
+    A, B = random_lora(384, 1024, 8, torch.bfloat16, DEV)
+    x = torch.randn(3, 1024, 50, device=DEV, dtype=torch.bfloat16).transpose(1, 2)  # (3, 50, 1024), strided
+    with torch.no_grad():
+        y = qlora_linear(x, q, A, B, 0.5)
+    ref = qlora_reference_f64(x.reshape(-1, 1024), q, A, B, 0.5).view(3, 50, 384)
+    assert y.shape == (3, 50, 384) and rel_err(y, ref) < 1e-2
+
+
+@pytest.mark.skipif(shutil.which("compute-sanitizer") is None, reason="compute-sanitizer not found")
+def test_mma_forward_is_memcheck_clean(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent("""
+        import torch
+        from nf4lora import _cuda_ext, quantize_nf4
+        for dtype in (torch.bfloat16, torch.float16):
+            for nested in (False, True):
+                for M, K, N, r in ((17, 640, 300, 1), (130, 1024, 257, 80), (129, 64, 136, 16)):
+                    q = quantize_nf4(torch.randn(N, K, device="cuda"), 64, double_quant=nested)
+                    x = torch.randn(M, K, device="cuda", dtype=dtype)
+                    A = torch.randn(r, K, device="cuda", dtype=dtype)
+                    B = torch.randn(N, r, device="cuda", dtype=dtype)
+                    bias = torch.randn(N, device="cuda", dtype=dtype)
+                    _cuda_ext.qlora_forward_large(x, x, q, A, B, 0.5, bias)
+        torch.cuda.synchronize()
+        print("done")
+    """))
+    env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1")
+    res = subprocess.run(["compute-sanitizer", "--tool", "memcheck", "--error-exitcode", "3", sys.executable,
+                          str(script)], capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0 and "done" in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]
