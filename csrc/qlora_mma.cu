@@ -39,13 +39,20 @@
 namespace nf4lora {
 namespace {
 
+// Diagnostic builds only (bench/mma_diag.cu, never the extension): 1 = the decode replaced by the
+// raw code words (wrong results: the time without the decode), 2 = the mma replaced by a cheap
+// register fold (wrong results: the time without the tensor cores).
+#ifndef NF4LORA_MMA_DIAG
+#define NF4LORA_MMA_DIAG 0
+#endif
+
 constexpr int kChunkK = 64;  // k per pipeline stage and per scale step
 constexpr int kGroupM = 8;   // row blocks of x per tile group (L2 reuse)
 
 // WN × WM warps; a warp owns AT tiles of 16 W rows and BT tiles of 8 x rows.
-template <int WN_, int WM_, int AT_, int BT_, int STAGES_>
+template <int WN_, int WM_, int AT_, int BT_, int STAGES_, int MIN_BLOCKS_ = 1>
 struct TileConfig {
-  static constexpr int WN = WN_, WM = WM_, AT = AT_, BT = BT_, STAGES = STAGES_;
+  static constexpr int WN = WN_, WM = WM_, AT = AT_, BT = BT_, STAGES = STAGES_, kMinBlocks = MIN_BLOCKS_;
   static constexpr int kThreads = WN * WM * 32;
   static constexpr int BN = WN * AT * 16;                // rows of W per block
   static constexpr int BM = WM * BT * 8;                 // rows of x per block
@@ -58,7 +65,18 @@ struct TileConfig {
   static constexpr int kSmem = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + kTableBytes;
   static_assert(BM * 8 % kThreads == 0 && BN % 8 == 0, "tile loads must divide evenly");
 };
+#ifndef NF4LORA_MMA_TILE
+#define NF4LORA_MMA_TILE 0
+#endif
+#if NF4LORA_MMA_TILE == 0
 using LargeTile = TileConfig<4, 2, 2, 8, 4>;  // 128 W rows × 128 x rows, 8 warps
+#elif NF4LORA_MMA_TILE == 1                    // diagnostic alternatives (bench/mma_diag.sh)
+using LargeTile = TileConfig<4, 2, 1, 8, 4, 2>;
+#elif NF4LORA_MMA_TILE == 2
+using LargeTile = TileConfig<4, 2, 2, 4, 4, 2>;
+#else
+using LargeTile = TileConfig<4, 2, 2, 8, 3>;
+#endif
 
 struct MmaParams {
   void* y;               // (M, N) T
@@ -73,7 +91,7 @@ struct MmaParams {
 };
 
 template <typename T, typename C>
-__global__ void __launch_bounds__(C::kThreads) qlora_mma_kernel(MmaParams p) {
+__global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) qlora_mma_kernel(MmaParams p) {
   extern __shared__ __align__(128) unsigned char smem[];
   unsigned char* xs = smem;                                   // [STAGES][BM][128 bytes], swizzled
   unsigned char* cs = smem + C::STAGES * C::kXBytes;          // [STAGES][BN][32 bytes]
@@ -190,8 +208,16 @@ __global__ void __launch_bounds__(C::kThreads) qlora_mma_kernel(MmaParams p) {
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const uint2 w = *reinterpret_cast<const uint2*>(ct + (i * 16 + 8 * h) * 32);
+#if NF4LORA_MMA_DIAG == 1
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          a[i][h][e] = prmt(w.x, w.x, quad_swap) + e;
+          a[i][h][4 + e] = prmt(w.y, w.y, quad_swap) + e;
+        }
+#else
         decode4(prmt(w.x, w.x, quad_swap), t, &a[i][h][0]);
         decode4(prmt(w.y, w.y, quad_swap), t, &a[i][h][4]);
+#endif
       }
 #pragma unroll
     for (int i = 0; i < C::AT; ++i)
@@ -207,7 +233,11 @@ __global__ void __launch_bounds__(C::kThreads) qlora_mma_kernel(MmaParams p) {
 #pragma unroll
         for (int i = 0; i < C::AT; ++i) {
           const uint32_t af[4] = {a[i][0][2 * s], a[i][1][2 * s], a[i][0][2 * s + 1], a[i][1][2 * s + 1]};
+#if NF4LORA_MMA_DIAG == 2
+          part[i][j][s] += __uint_as_float((af[0] ^ af[1] ^ af[2] ^ af[3] ^ b.x ^ b.y) & 0x3F800000u);
+#else
           mma16816<T>(part[i][j], af, b.x, b.y);
+#endif
         }
       }
     }
