@@ -32,7 +32,8 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
                               int blocksize, int64_t M, int64_t N, int64_t K, int64_t r, float scale,
                               int splits, int tiles, uintptr_t stream);
 
-// Large-M forward (qlora_mma.cu): K splits of the u kernel and the workspace (S·M·r float32).
+// Large-M forward (qlora_mma.cu): K splits of the u kernel and its workspace (S·M·r float32
+// partial sums and one counter per row group when S > 1; none when S = 1).
 struct MmaPlan {
   int splits;
   int64_t workspace_bytes;

@@ -4,10 +4,11 @@
 //   y (M, N) = x·Wᵀ + s·u·Bᵀ + bias,  u (M, r) = x̃·Aᵀ (float32, also returned for dB)
 //
 // Two kernels, launched back to back by one host call:
-//   lora_u_part_kernel  S split-K partial sums of u (S, M, r) float32: a block owns 64 rows of x̃
-//                       and up to 64 ranks over one K slice (mma, fp32 accumulation). S is chosen so
-//                       that the grid fills the GPU; the partials are summed in a fixed order below
-//                       (deterministic, no atomics).
+//   lora_u_part_kernel  u over S split-K slices: a block owns 64 rows of x̃ and up to 64 ranks
+//                       over one K slice (mma, fp32 accumulation) and writes its partial sums; the
+//                       last block of each (rows, ranks) group to finish adds the S partials in
+//                       slice order and writes u (deterministic, no float atomics). S is chosen so
+//                       that the grid fills the GPU.
 //   qlora_mma_kernel    a block owns a BN × BM tile of yᵀ (BN rows of W × BM rows of x) over all
 //                       of K. Per 64-wide k chunk, x and the packed codes of W arrive in shared
 //                       memory through a STAGES-deep cp.async pipeline; each warp decodes its rows
@@ -15,9 +16,8 @@
 //                       of nf4_mma.cuh) and multiplies them with x fragments read from shared
 //                       memory as the B operand. A decoded W exists only in registers.
 //                       Epilogue: the LoRA term s·B·uᵀ as extra mma steps (B rows as A operand, u
-//                       summed from the partials, split into a T part and a T residual so the term
-//                       keeps ~16 mantissa bits), + bias, staged through shared memory for
-//                       16-byte stores of y. Blocks of the first column block also write u.
+//                       split into a T part and a T residual so the term keeps ~16 mantissa
+//                       bits), + bias, staged through shared memory for 16-byte stores of y.
 //
 // k order: inside each 64-wide chunk a thread owns 16 consecutive k of its rows (8 bytes of codes,
 // 32 bytes of x); mma step s uses its 4-k quad s ^ (c & 1) (c = lane % 4) for both operands (a dot
@@ -83,10 +83,9 @@ struct MmaParams {
   const void* x;         // (M, K) T, contiguous, 16-byte aligned
   const void* B;         // (N, r) T, contiguous
   const void* bias;      // (N,) T or nullptr
-  const float* u_part;   // (S, M, r) float32 partial sums of u
-  float* u;              // (M, r) float32, written by the first column block
+  const float* u;        // (M, r) float32 (written by lora_u_part_kernel)
   NF4State w;
-  int M, N, K, r, splits, tiles_m, tiles_n;
+  int M, N, K, r, tiles_m, tiles_n;
   float scale;
 };
 
@@ -261,7 +260,6 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) qlora_mma_kernel(M
   // LoRA: part = B·uᵀ over r in steps of 16 (B rows as the A operand, u rows as the B operand).
   const T* Bm = static_cast<const T*>(p.B);
   const int r = p.r, M = p.M, N = p.N;
-  const bool write_u = bn == 0 && wn == 0;
 #pragma unroll
   for (int i = 0; i < C::AT; ++i)
 #pragma unroll
@@ -294,13 +292,8 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) qlora_mma_kernel(M
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int k = k0 + (e & 1) + 8 * (e >> 1);
-        float sum = 0.f;
-        if (m < M && k < r) {
-          for (int sp = 0; sp < p.splits; ++sp) sum += p.u_part[(static_cast<int64_t>(sp) * M + m) * r + k];
-          if (write_u) p.u[static_cast<int64_t>(m) * r + k] = sum;
-        }
-        uv[e] = sum;
-        hi[e] = to_float(static_cast<T>(sum));
+        uv[e] = m < M && k < r ? p.u[static_cast<int64_t>(m) * r + k] : 0.f;
+        hi[e] = to_float(static_cast<T>(uv[e]));
       }
       const uint32_t bh0 = pack2<T>(hi[0], hi[1]), bh1 = pack2<T>(hi[2], hi[3]);
       const uint32_t bl0 = pack2<T>(uv[0] - hi[0], uv[1] - hi[1]), bl1 = pack2<T>(uv[2] - hi[2], uv[3] - hi[3]);
@@ -359,7 +352,8 @@ __device__ __forceinline__ void words8(const uint4& lo, const uint4& hi, uint32_
 
 template <typename T>
 __global__ void __launch_bounds__(kUWarps * 32) lora_u_part_kernel(const T* __restrict__ xl, const T* __restrict__ A,
-                                                                 float* __restrict__ part, int M, int K, int r) {
+                                                                 float* __restrict__ part, unsigned int* arrived,
+                                                                 float* __restrict__ u, int M, int K, int r) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
   const int mb = blockIdx.x * kUWarps * 16 + warp * 16, r0 = blockIdx.z * 64;
   const int S = gridDim.y, split = blockIdx.y, chunks = K / kChunkK;
@@ -397,23 +391,50 @@ __global__ void __launch_bounds__(kUWarps * 32) lora_u_part_kernel(const T* __re
       }
     }
   }
+  float* dst = S == 1 ? u : part + static_cast<int64_t>(split) * M * r;
 #pragma unroll
   for (int t = 0; t < 8; ++t) {
     if (t >= tiles) break;
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int m = mb + g + 8 * (e >> 1), j = r0 + t * 8 + 2 * c + (e & 1);
-      if (m < M && j < r) part[(static_cast<int64_t>(split) * M + m) * r + j] = acc[t][e];
+      if (m < M && j < r) dst[static_cast<int64_t>(m) * r + j] = acc[t][e];
     }
+  }
+  if (S == 1) return;
+  // The last of the S blocks of this (rows, ranks) group sums the partials in slice order.
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0)
+    last = atomicAdd(&arrived[blockIdx.z * gridDim.x + blockIdx.x], 1u) == static_cast<unsigned>(S - 1);
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const int m_first = blockIdx.x * kUWarps * 16, ranks = min(64, r - r0);
+  for (int i = threadIdx.x; i < kUWarps * 16 * ranks; i += kUWarps * 32) {
+    const int m = m_first + i / ranks, j = r0 + i % ranks;
+    if (m >= M) break;
+    float sum = 0.f;
+    for (int sp = 0; sp < S; ++sp) sum += __ldcg(part + (static_cast<int64_t>(sp) * M + m) * r + j);
+    u[static_cast<int64_t>(m) * r + j] = sum;
   }
 }
 
+int64_t u_groups(int64_t M, int64_t r) { return (M + kUWarps * 16 - 1) / (kUWarps * 16) * ((r + 63) / 64); }
+
 template <typename T>
-std::string launch_typed(const MmaParams& p, const void* x_lora, const void* A, float* u_part, cudaStream_t stream) {
-  const dim3 ugrid((p.M + kUWarps * 16 - 1) / (kUWarps * 16), p.splits, (p.r + 63) / 64);
+std::string launch_typed(const MmaParams& p, int splits, const void* x_lora, const void* A, float* u_part,
+                         unsigned int* arrived, cudaStream_t stream) {
+  cudaError_t err;
+  if (splits > 1) {
+    err = cudaMemsetAsync(arrived, 0, sizeof(unsigned int) * u_groups(p.M, p.r), stream);
+    if (err != cudaSuccess) return std::string("cudaMemsetAsync: ") + cudaGetErrorString(err);
+  }
+  const dim3 ugrid((p.M + kUWarps * 16 - 1) / (kUWarps * 16), splits, (p.r + 63) / 64);
   lora_u_part_kernel<T><<<ugrid, kUWarps * 32, 0, stream>>>(static_cast<const T*>(x_lora), static_cast<const T*>(A),
-                                                           u_part, p.M, p.K, p.r);
-  cudaError_t err = cudaGetLastError();
+                                                           u_part, arrived, const_cast<float*>(p.u), p.M, p.K, p.r);
+  err = cudaGetLastError();
   if (err != cudaSuccess) return std::string("lora_u_part_kernel: ") + cudaGetErrorString(err);
   using C = LargeTile;
   err = cudaFuncSetAttribute(qlora_mma_kernel<T, C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
@@ -437,7 +458,7 @@ MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int sm_count)
   if (splits > 64) splits = 64;
   if (splits < 1) splits = 1;
   plan.splits = static_cast<int>(splits);
-  plan.workspace_bytes = static_cast<int64_t>(sizeof(float)) * splits * M * r;
+  plan.workspace_bytes = splits > 1 ? static_cast<int64_t>(sizeof(float)) * splits * M * r + 4 * u_groups(M, r) : 0;
   return plan;
 }
 
@@ -457,14 +478,14 @@ std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr
   for (uintptr_t ptr : {packed, x, x_lora, A, y, workspace})
     if (ptr % 16 != 0) return "packed, x, x_lora, A, y and workspace must be 16-byte aligned";
   if (splits < 1 || splits > K / kChunkK) return "splits must be in [1, K / 64]";
+  if (splits > 1 && workspace == 0) return "splits > 1 needs the workspace plan_qlora_mma sizes";
   using C = LargeTile;
   MmaParams p{};
   p.y = reinterpret_cast<void*>(y);
   p.x = reinterpret_cast<const void*>(x);
   p.B = reinterpret_cast<const void*>(B);
   p.bias = reinterpret_cast<const void*>(bias);
-  p.u_part = reinterpret_cast<const float*>(workspace);
-  p.u = reinterpret_cast<float*>(u);
+  p.u = reinterpret_cast<const float*>(u);
   p.w = NF4State{reinterpret_cast<const uint8_t*>(packed), reinterpret_cast<const void*>(absmax),
                  reinterpret_cast<const float*>(quant_map), reinterpret_cast<const float*>(nested_absmax),
                  reinterpret_cast<const float*>(nested_quant_map), nested_offset, N * K, lg};
@@ -472,7 +493,6 @@ std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr
   p.N = static_cast<int>(N);
   p.K = static_cast<int>(K);
   p.r = static_cast<int>(r);
-  p.splits = splits;
   p.tiles_m = static_cast<int>((M + C::BM - 1) / C::BM);
   p.tiles_n = static_cast<int>((N + C::BN - 1) / C::BN);
   p.scale = scale;
@@ -480,8 +500,9 @@ std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr
   const void* xl = reinterpret_cast<const void*>(x_lora);
   const void* a = reinterpret_cast<const void*>(A);
   float* part = reinterpret_cast<float*>(workspace);
-  if (dtype == 1) return launch_typed<__half>(p, xl, a, part, st);
-  if (dtype == 2) return launch_typed<__nv_bfloat16>(p, xl, a, part, st);
+  unsigned int* arrived = splits > 1 ? reinterpret_cast<unsigned int*>(part + static_cast<int64_t>(splits) * M * r) : nullptr;
+  if (dtype == 1) return launch_typed<__half>(p, splits, xl, a, part, arrived, st);
+  if (dtype == 2) return launch_typed<__nv_bfloat16>(p, splits, xl, a, part, arrived, st);
   return "dtype must be 1 (float16) or 2 (bfloat16)";
 }
 

@@ -159,8 +159,8 @@ def qlora_forward_small(x, x_lora, q: NF4Weight, A, B, scale: float, bias, tiles
 
 
 def qlora_forward_large(x, x_lora, q: NF4Weight, A, B, scale: float, bias):
-    """The tensor-core kernels (any M >= 1; meant for M > GEMV_MAX_M). Workspace: S·M·r float32
-    partial sums of u (S split-K slices, deterministic reduction)."""
+    """The tensor-core kernels (any M >= 1; meant for M > GEMV_MAX_M). Workspace when u's K is
+    split S > 1 ways: S·M·r float32 partial sums (reduced in a fixed order) and their counters."""
     M, K = x.shape
     N, r = B.shape
     x, xl, A, B, bias, packed, state = _launch_args(x, x_lora, q, A, B, bias)
@@ -168,9 +168,9 @@ def qlora_forward_large(x, x_lora, q: NF4Weight, A, B, scale: float, bias):
     y = torch.empty((M, N), device=device, dtype=x.dtype)
     u = torch.empty((M, r), device=device, dtype=torch.float32)
     splits, ws_bytes = _C.plan_qlora_mma(M, N, K, r, _sm_count(device))
-    ws = torch.empty(ws_bytes // 4, device=device, dtype=torch.float32)
+    ws = torch.empty(ws_bytes, device=device, dtype=torch.uint8) if ws_bytes else None  # split-K only
     with device_guard(device):
         _C.qlora_mma(y.data_ptr(), x.data_ptr(), xl.data_ptr(), A.data_ptr(), B.data_ptr(),
-                     0 if bias is None else bias.data_ptr(), u.data_ptr(), ws.data_ptr(),
+                     0 if bias is None else bias.data_ptr(), u.data_ptr(), 0 if ws is None else ws.data_ptr(),
                      _DTYPE_CODES[x.dtype], *state, M, N, K, r, float(scale), splits, _stream(device))
     return y, u
