@@ -89,6 +89,162 @@ struct MmaParams {
   float scale;
 };
 
+// The epilogue of both tensor-core kernels: y tile = acc + s·B·uᵀ + bias, rounded once to T and
+// staged through shared memory as [BM][BN + 8] for 16-byte stores. acc[i][j][e] is the mma C
+// fragment of W rows wrow + 16i + g (+ 8 for e >= 2) and x rows xrow + 8j + 2c + (e & 1), relative
+// to the block's first W row n0 and x row m0. smem must be free (pipeline drained, block synced).
+template <typename T, int AT, int BT, int BN, int BM, int kThreads>
+__device__ __forceinline__ void store_tile(const MmaParams& p, const float (&acc)[AT][BT][4], unsigned char* smem,
+                                           int n0, int m0, int wrow, int xrow) {
+  const int tid = threadIdx.x, lane = tid % 32, g = lane / 4, c = lane % 4;
+  float part[AT][BT][4];
+  // LoRA: part = B·uᵀ over r in steps of 16 (B rows as the A operand, u rows as the B operand).
+  const T* Bm = static_cast<const T*>(p.B);
+  const int r = p.r, M = p.M, N = p.N;
+#pragma unroll
+  for (int i = 0; i < AT; ++i)
+#pragma unroll
+    for (int j = 0; j < BT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) part[i][j][e] = 0.f;
+  for (int k0 = 2 * c; k0 < r + 2 * c; k0 += 16) {  // this thread's ranks k0, k0 + 1, k0 + 8, k0 + 9
+    uint32_t la[AT][4];
+#pragma unroll
+    for (int i = 0; i < AT; ++i) {
+      float v[2][4];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int n = n0 + wrow + i * 16 + g + 8 * h;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int k = k0 + (e & 1) + 8 * (e >> 1);
+          v[h][e] = n < N && k < r ? to_float(Bm[static_cast<int64_t>(n) * r + k]) : 0.f;
+        }
+      }
+      la[i][0] = pack2<T>(v[0][0], v[0][1]);
+      la[i][1] = pack2<T>(v[1][0], v[1][1]);
+      la[i][2] = pack2<T>(v[0][2], v[0][3]);
+      la[i][3] = pack2<T>(v[1][2], v[1][3]);
+    }
+#pragma unroll
+    for (int j = 0; j < BT; ++j) {
+      const int m = m0 + xrow + j * 8 + g;
+      float uv[4], hi[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int k = k0 + (e & 1) + 8 * (e >> 1);
+        uv[e] = m < M && k < r ? p.u[static_cast<int64_t>(m) * r + k] : 0.f;
+        hi[e] = to_float(static_cast<T>(uv[e]));
+      }
+      const uint32_t bh0 = pack2<T>(hi[0], hi[1]), bh1 = pack2<T>(hi[2], hi[3]);
+      const uint32_t bl0 = pack2<T>(uv[0] - hi[0], uv[1] - hi[1]), bl1 = pack2<T>(uv[2] - hi[2], uv[3] - hi[3]);
+#pragma unroll
+      for (int i = 0; i < AT; ++i) {
+        mma16816<T>(part[i][j], la[i], bh0, bh1);
+        mma16816<T>(part[i][j], la[i], bl0, bl1);
+      }
+    }
+  }
+
+  // y tile = acc + s·part + bias, rounded once to T, staged as [BM][BN (+8)] for 16-byte stores.
+  T* out = reinterpret_cast<T*>(smem);
+  const T* bias = static_cast<const T*>(p.bias);
+#pragma unroll
+  for (int i = 0; i < AT; ++i)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int nl = wrow + i * 16 + g + 8 * h;
+      const float bv = bias != nullptr && n0 + nl < N ? to_float(bias[n0 + nl]) : 0.f;
+#pragma unroll
+      for (int j = 0; j < BT; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int ml = xrow + j * 8 + 2 * c + e;
+          out[ml * (BN + 8) + nl] =
+              static_cast<T>(acc[i][j][2 * h + e] + p.scale * part[i][j][2 * h + e] + bv);
+        }
+    }
+  __syncthreads();
+  T* y = static_cast<T*>(p.y);
+  const bool vec = N % 8 == 0;
+  constexpr int kVecs = BN / 8;
+  for (int idx = tid; idx < BM * kVecs; idx += kThreads) {
+    const int row = idx / kVecs, col = idx % kVecs * 8;
+    const int m = m0 + row, n = n0 + col;
+    if (m >= M || n >= N) continue;
+    const T* src = out + row * (BN + 8) + col;
+    T* dst = y + static_cast<int64_t>(m) * N + n;
+    if (vec) {
+      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+    } else {
+      for (int e = 0; e < 8 && n + e < N; ++e) dst[e] = src[e];
+    }
+  }
+}
+
+// Grouped tile order: kGroupM row blocks of x × all column blocks of W, then the next group.
+__device__ __forceinline__ void tile_of_block(const MmaParams& p, int& bm, int& bn) {
+  const int per_group = kGroupM * p.tiles_n;
+  const int first_m = static_cast<int>(blockIdx.x) / per_group * kGroupM;
+  const int group_size = min(p.tiles_m - first_m, kGroupM);
+  const int in_group = static_cast<int>(blockIdx.x) % per_group;
+  bm = first_m + in_group % group_size;
+  bn = in_group / group_size;
+}
+
+// One pipeline stage: x rows m0 .. m0 + BM (k chunk ch, rows past M as zeros) into xdst as 128-byte
+// rows with 16-byte pieces XOR-swizzled by row % 8 (the 128-byte swizzle of wgmma descriptors),
+// and the packed codes of W rows n0 .. n0 + BN (rows past N read row N - 1) into cdst, 32 bytes a row.
+template <typename T, int BM, int BN, int kThreads>
+__device__ __forceinline__ void load_stage(const MmaParams& p, unsigned char* xdst, unsigned char* cdst, int m0, int n0,
+                                           int ch) {
+  const int tid = threadIdx.x;
+  const T* x = static_cast<const T*>(p.x);
+#pragma unroll
+  for (int i = 0; i < BM * 8 / kThreads; ++i) {
+    const int idx = tid + i * kThreads, row = idx / 8, piece = idx % 8;
+    const int m = m0 + row;
+    const bool ok = m < p.M;  // row m0 < M is a valid address for the zero-fill
+    const T* src = x + static_cast<int64_t>(ok ? m : m0) * p.K + ch * kChunkK + piece * 8;
+    cp_async16(xdst + row * 128 + ((piece ^ (row & 7)) << 4), src, ok);
+  }
+#pragma unroll
+  for (int i = 0; i < (BN * 2 + kThreads - 1) / kThreads; ++i) {
+    const int idx = tid + i * kThreads;
+    if (idx < BN * 2) {
+      const int row = idx / 2, half = idx % 2;
+      const int n = min(n0 + row, p.N - 1);
+      cp_async16(cdst + row * 32 + half * 16,
+                 p.w.packed + static_cast<int64_t>(n) * (p.K / 2) + ch * (kChunkK / 2) + half * 16, true);
+    }
+  }
+}
+
+// Raw scale data of ROWS rows for one chunk: float32 bits (plain) or the uint8 index and its
+// float32 block scale (nested), loaded ahead and decoded at use.
+template <int ROWS> struct RawScales {
+  uint32_t q[ROWS];
+  float a2[ROWS];
+};
+template <int ROWS>
+__device__ __forceinline__ void load_scales(const NF4State& w, const int64_t (&elem)[ROWS], int ch, RawScales<ROWS>& r) {
+#pragma unroll
+  for (int i = 0; i < ROWS; ++i) {
+    const int64_t b = (elem[i] + static_cast<int64_t>(ch) * kChunkK) >> w.blocksize_log2;
+    if (w.nested_absmax != nullptr) {
+      r.q[i] = __ldg(static_cast<const uint8_t*>(w.absmax) + b);
+      r.a2[i] = __ldg(w.nested_absmax + (b >> kNestedBlockLog2));
+    } else {
+      r.q[i] = __ldg(static_cast<const uint32_t*>(w.absmax) + b);
+      r.a2[i] = 0.f;
+    }
+  }
+}
+template <int ROWS>
+__device__ __forceinline__ float scale_of(const NF4State& w, const float* code2, const RawScales<ROWS>& r, int i) {
+  return w.nested_absmax != nullptr ? nested_absmax(code2, r.q[i], r.a2[i], w.nested_offset) : __uint_as_float(r.q[i]);
+}
+
 template <typename T, typename C>
 __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) qlora_mma_kernel(MmaParams p) {
   extern __shared__ __align__(128) unsigned char smem[];
@@ -99,76 +255,30 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) qlora_mma_kernel(M
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
   const int wn = warp % C::WN, wm = warp / C::WN;
-  // Grouped tile order: kGroupM row blocks × all column blocks, then the next group.
-  const int per_group = kGroupM * p.tiles_n;
-  const int first_m = static_cast<int>(blockIdx.x) / per_group * kGroupM;
-  const int group_size = min(p.tiles_m - first_m, kGroupM);
-  const int in_group = static_cast<int>(blockIdx.x) % per_group;
-  const int bm = first_m + in_group % group_size, bn = in_group / group_size;
+  int bm, bn;
+  tile_of_block(p, bm, bn);
   const int m0 = bm * C::BM, n0 = bn * C::BN;
   const int chunks = p.K / kChunkK;
-  const T* x = static_cast<const T*>(p.x);
 
   stage_code_tables<T>(p.w, table, code2, tid, C::kThreads);
-
-  auto load_stage = [&](int ch, int st) {
-    unsigned char* xdst = xs + st * C::kXBytes;
-#pragma unroll
-    for (int i = 0; i < C::BM * 8 / C::kThreads; ++i) {
-      const int idx = tid + i * C::kThreads, row = idx / 8, piece = idx % 8;
-      const int m = m0 + row;
-      const bool ok = m < p.M;  // rows past M read as zeros (row m0 < M is a valid address)
-      const T* src = x + static_cast<int64_t>(ok ? m : m0) * p.K + ch * kChunkK + piece * 8;
-      cp_async16(xdst + row * 128 + ((piece ^ (row & 7)) << 4), src, ok);
-    }
-    unsigned char* cdst = cs + st * C::kCBytes;
-#pragma unroll
-    for (int i = 0; i < (C::BN * 2 + C::kThreads - 1) / C::kThreads; ++i) {
-      const int idx = tid + i * C::kThreads;
-      if (idx < C::BN * 2) {
-        const int row = idx / 2, half = idx % 2;
-        const int n = min(n0 + row, p.N - 1);  // rows past N read row N - 1 (never stored)
-        cp_async16(cdst + row * 32 + half * 16,
-                   p.w.packed + static_cast<int64_t>(n) * (p.K / 2) + ch * (kChunkK / 2) + half * 16, true);
-      }
-    }
+  auto load = [&](int ch, int st) {
+    load_stage<T, C::BM, C::BN, C::kThreads>(p, xs + st * C::kXBytes, cs + st * C::kCBytes, m0, n0, ch);
   };
 
-  // This thread's W rows: tile i, rows g and g + 8; their scale data one chunk ahead.
-  struct Raw {
-    uint32_t q[C::AT][2];  // float32 bits (plain) or the uint8 index (nested)
-    float a2[C::AT][2];    // nested block scale
-  };
-  const bool nested = p.w.nested_absmax != nullptr;
-  int64_t blk[C::AT][2];
+  // This thread's W rows: tile i, rows g and g + 8 (index 2i + h); their scale data one chunk ahead.
+  using Raw = RawScales<2 * C::AT>;
+  int64_t elem[2 * C::AT];
 #pragma unroll
-  for (int i = 0; i < C::AT; ++i)
-#pragma unroll
-    for (int h = 0; h < 2; ++h)
-      blk[i][h] = static_cast<int64_t>(min(n0 + wn * C::AT * 16 + i * 16 + g + 8 * h, p.N - 1)) * p.K;
-  auto load_raw = [&](int ch, Raw& r) {
-#pragma unroll
-    for (int i = 0; i < C::AT; ++i)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int64_t b = (blk[i][h] + static_cast<int64_t>(ch) * kChunkK) >> p.w.blocksize_log2;
-        if (nested) {
-          r.q[i][h] = __ldg(static_cast<const uint8_t*>(p.w.absmax) + b);
-          r.a2[i][h] = __ldg(p.w.nested_absmax + (b >> kNestedBlockLog2));
-        } else {
-          r.q[i][h] = __ldg(static_cast<const uint32_t*>(p.w.absmax) + b);
-          r.a2[i][h] = 0.f;
-        }
-      }
-  };
+  for (int i = 0; i < 2 * C::AT; ++i)
+    elem[i] = static_cast<int64_t>(min(n0 + wn * C::AT * 16 + (i / 2) * 16 + g + 8 * (i % 2), p.N - 1)) * p.K;
 
 #pragma unroll
   for (int s = 0; s < C::STAGES - 1; ++s) {
-    if (s < chunks) load_stage(s, s);
+    if (s < chunks) load(s, s);
     cp_async_commit();
   }
   Raw cur;
-  load_raw(0, cur);
+  load_scales(p.w, elem, 0, cur);
   __syncthreads();  // tables staged
   const Table t = load_table(table);
 
@@ -193,11 +303,11 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) qlora_mma_kernel(M
     __syncthreads();  // chunk ch landed for every thread; stage (ch - 1) % STAGES is free
     {
       const int next = ch + C::STAGES - 1;
-      if (next < chunks) load_stage(next, next % C::STAGES);
+      if (next < chunks) load(next, next % C::STAGES);
       cp_async_commit();
     }
     Raw nxt;
-    if (ch + 1 < chunks) load_raw(ch + 1, nxt);
+    if (ch + 1 < chunks) load_scales(p.w, elem, ch + 1, nxt);
     const unsigned char* xt = xs + (ch % C::STAGES) * C::kXBytes + xrow_off;
     const unsigned char* ct = cs + (ch % C::STAGES) * C::kCBytes + code_off;
 
@@ -244,8 +354,7 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) qlora_mma_kernel(M
     for (int i = 0; i < C::AT; ++i)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const float am = nested ? nested_absmax(code2, cur.q[i][h], cur.a2[i][h], p.w.nested_offset)
-                                : __uint_as_float(cur.q[i][h]);
+        const float am = scale_of(p.w, code2, cur, 2 * i + h);
 #pragma unroll
         for (int j = 0; j < C::BT; ++j) {
           acc[i][j][2 * h] = fmaf(part[i][j][2 * h], am, acc[i][j][2 * h]);
@@ -257,88 +366,218 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) qlora_mma_kernel(M
   cp_async_wait<0>();
   __syncthreads();  // the pipeline buffers become the output tile
 
-  // LoRA: part = B·uᵀ over r in steps of 16 (B rows as the A operand, u rows as the B operand).
-  const T* Bm = static_cast<const T*>(p.B);
-  const int r = p.r, M = p.M, N = p.N;
-#pragma unroll
-  for (int i = 0; i < C::AT; ++i)
-#pragma unroll
-    for (int j = 0; j < C::BT; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) part[i][j][e] = 0.f;
-  for (int k0 = 2 * c; k0 < r + 2 * c; k0 += 16) {  // this thread's ranks k0, k0 + 1, k0 + 8, k0 + 9
-    uint32_t la[C::AT][4];
-#pragma unroll
-    for (int i = 0; i < C::AT; ++i) {
-      float v[2][4];
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int n = n0 + wn * C::AT * 16 + i * 16 + g + 8 * h;
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int k = k0 + (e & 1) + 8 * (e >> 1);
-          v[h][e] = n < N && k < r ? to_float(Bm[static_cast<int64_t>(n) * r + k]) : 0.f;
-        }
-      }
-      la[i][0] = pack2<T>(v[0][0], v[0][1]);
-      la[i][1] = pack2<T>(v[1][0], v[1][1]);
-      la[i][2] = pack2<T>(v[0][2], v[0][3]);
-      la[i][3] = pack2<T>(v[1][2], v[1][3]);
-    }
-#pragma unroll
-    for (int j = 0; j < C::BT; ++j) {
-      const int m = m0 + wm * C::BT * 8 + j * 8 + g;
-      float uv[4], hi[4];
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int k = k0 + (e & 1) + 8 * (e >> 1);
-        uv[e] = m < M && k < r ? p.u[static_cast<int64_t>(m) * r + k] : 0.f;
-        hi[e] = to_float(static_cast<T>(uv[e]));
-      }
-      const uint32_t bh0 = pack2<T>(hi[0], hi[1]), bh1 = pack2<T>(hi[2], hi[3]);
-      const uint32_t bl0 = pack2<T>(uv[0] - hi[0], uv[1] - hi[1]), bl1 = pack2<T>(uv[2] - hi[2], uv[3] - hi[3]);
-#pragma unroll
-      for (int i = 0; i < C::AT; ++i) {
-        mma16816<T>(part[i][j], la[i], bh0, bh1);
-        mma16816<T>(part[i][j], la[i], bl0, bl1);
-      }
-    }
-  }
+  store_tile<T, C::AT, C::BT, C::BN, C::BM, C::kThreads>(p, acc, smem, n0, m0, wn * C::AT * 16, wm * C::BT * 8);
+}
 
-  // y tile = acc + s·part + bias, rounded once to T, staged as [BM][BN (+8)] for 16-byte stores.
-  T* out = reinterpret_cast<T*>(smem);
-  const T* bias = static_cast<const T*>(p.bias);
+// ---------------------------------------------------------------------------------------------
+// sm_90a: the same tile computed with wgmma (two consumer warpgroups, W as the register operand).
+//
+// A block owns 128 W rows × 128 x rows; warpgroup wg runs wgmma.m64n128k16 on W rows 64·wg ... + 63
+// with A = W decoded into registers (per warp the m16n8k16 A layout: rows g, g + 8 of its 16 and
+// k 2c, 2c + 1, 2c + 8, 2c + 9 of each 16-k step) and B = the x tile read by the tensor cores from
+// shared memory through a descriptor (K-major, 128-byte swizzle: the layout load_stage writes).
+// Natural k order (the descriptor fixes it): a thread reads its rows' 32 code bytes of the chunk and
+// picks byte c of every 4 with byte permutes. The absmax is folded into the decode table: per row
+// and chunk the 16 code values times the absmax, rounded once to T (bit-identical to dequantizing W
+// to T first), so the accumulators need no per-chunk rescaling. Decode of chunk k + 1 runs while
+// the tensor cores work on chunk k (double-buffered A registers, wgmma.wait_group 0 at the end).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define NF4LORA_HAS_WGMMA 1
+#else
+#define NF4LORA_HAS_WGMMA 0
+#endif
+
+struct WgTile {
+  static constexpr int kThreads = 256, BN = 128, BM = 128, STAGES = 4;
+  static constexpr int kXBytes = BM * 128, kCBytes = BN * 32;
+  static constexpr int kPipeBytes = STAGES * (kXBytes + kCBytes);
+  static constexpr int kOutBytes = BM * (BN + 8) * 2;
+  static constexpr int kTableBytes = (256 + 16) * 4;  // nested code, code values
+  static constexpr int kBody = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + kTableBytes;
+  static constexpr int kSmem = kBody + 1024;  // + alignment of the x tiles to 1024 bytes
+};
+
+#define NF4LORA_WGMMA_ASM(TYPE)                                                                    \
+  asm volatile(                                                                                   \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                               \
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE " "                             \
+      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, "  \
+      "{%64,%65,%66,%67}, %68, p, 1, 1, 0;\n}\n"                                                  \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]) \
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d))
+
+template <typename T>
+__device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], const uint32_t (&a)[4], uint64_t desc, int scale_d) {
+#if NF4LORA_HAS_WGMMA
+  if constexpr (std::is_same<T, __half>::value) {
+    NF4LORA_WGMMA_ASM("f16");
+  } else {
+    NF4LORA_WGMMA_ASM("bf16");
+  }
+#endif
+}
+#undef NF4LORA_WGMMA_ASM
+
+__device__ __forceinline__ void wgmma_fence() {
+#if NF4LORA_HAS_WGMMA
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wgmma_commit() {
+#if NF4LORA_HAS_WGMMA
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wgmma_wait_all() {
+#if NF4LORA_HAS_WGMMA
+  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void fence_proxy_async() {
+#if NF4LORA_HAS_WGMMA
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+// Registers an in-flight wgmma reads or writes: pinned (live, unmoved) until this point.
+template <int N> __device__ __forceinline__ void pin(uint32_t (&r)[N][4]) {
 #pragma unroll
-  for (int i = 0; i < C::AT; ++i)
+  for (int i = 0; i < N; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) asm volatile("" : "+r"(r[i][j])::"memory");
+}
+__device__ __forceinline__ void pin(float (&r)[64]) {
+#pragma unroll
+  for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+
+// Descriptor of a K-major, 128-byte-swizzled shared-memory operand at addr (1024-byte aligned):
+// start >> 4, leading offset (unused by this swizzle) 1, stride between 8-row groups 1024 bytes.
+__device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) {
+  return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (uint64_t{1} << 16) | (uint64_t{1024 >> 4} << 32) |
+         (uint64_t{1} << 62);
+}
+
+// The decode table of one row and chunk: entry e = T(code[e] · absmax) (one rounding).
+template <typename T> __device__ __forceinline__ Table scaled_table(const float (&code)[16], float am) {
+  Table t;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t p0 = pack2<T>(code[4 * i] * am, code[4 * i + 1] * am);
+    const uint32_t p1 = pack2<T>(code[4 * i + 2] * am, code[4 * i + 3] * am);
+    t.lo[i] = prmt(p0, p1, 0x6420u);
+    t.hi[i] = prmt(p0, p1, 0x7531u);
+  }
+  return t;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(WgTile::kThreads, 1) qlora_wgmma_kernel(MmaParams p) {
+#if NF4LORA_HAS_WGMMA
+  using C = WgTile;
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
+  unsigned char* smem = smem_raw + ((1024u - (raw_addr & 1023u)) & 1023u);
+  unsigned char* xs = smem;                                    // [STAGES][BM][128 bytes], swizzled
+  unsigned char* cs = smem + C::STAGES * C::kXBytes;           // [STAGES][BN][32 bytes]
+  float* code2 = reinterpret_cast<float*>(smem + C::kBody - C::kTableBytes);  // [256]
+  float* codes = code2 + 256;                                                 // [16]
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
+  const int wrow = warp * 16;  // this warp's 16 W rows (warpgroup warp / 4 owns 64)
+  int bm, bn;
+  tile_of_block(p, bm, bn);
+  const int m0 = bm * C::BM, n0 = bn * C::BN;
+  const int chunks = p.K / kChunkK;
+
+  if (tid < 16) codes[tid] = p.w.quant_map[tid];
+  if (p.w.nested_absmax != nullptr)
+    for (int i = tid; i < 256; i += C::kThreads) code2[i] = p.w.nested_quant_map[i];
+  auto load = [&](int ch) {
+    const int st = ch % C::STAGES;
+    load_stage<T, C::BM, C::BN, C::kThreads>(p, xs + st * C::kXBytes, cs + st * C::kCBytes, m0, n0, ch);
+  };
+  using Raw = RawScales<2>;  // rows g, g + 8
+  int64_t elem[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) elem[h] = static_cast<int64_t>(min(n0 + wrow + g + 8 * h, p.N - 1)) * p.K;
+
+#pragma unroll
+  for (int s = 0; s < C::STAGES - 1; ++s) {
+    if (s < chunks) load(s);
+    cp_async_commit();
+  }
+  Raw raw0, raw1;  // scale data of chunks 2i and 2i + 1
+  load_scales(p.w, elem, 0, raw0);
+  if (chunks > 1) load_scales(p.w, elem, 1, raw1);
+  cp_async_wait<C::STAGES - 2>();  // chunk 0 landed
+  fence_proxy_async();
+  __syncthreads();
+  float code[16];
+#pragma unroll
+  for (int e = 0; e < 16; ++e) code[e] = codes[e];
+  const uint32_t pick = static_cast<uint32_t>(c) | static_cast<uint32_t>(c + 4) << 4;  // byte c of two words
+  const uint64_t desc0 = sw128_desc(static_cast<uint32_t>(__cvta_generic_to_shared(xs)));
+
+  // A fragments of chunk ch: a[s] = {row g k-lo, row g+8 k-lo, row g k-hi, row g+8 k-hi} of step s.
+  auto decode = [&](int ch, const Raw& raw, uint32_t (&a)[4][4]) {
+    const unsigned char* ct = cs + (ch % C::STAGES) * C::kCBytes + (wrow + g) * 32;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int nl = wn * C::AT * 16 + i * 16 + g + 8 * h;
-      const float bv = bias != nullptr && n0 + nl < N ? to_float(bias[n0 + nl]) : 0.f;
+      const uint4 lo = *reinterpret_cast<const uint4*>(ct + h * 8 * 32);
+      const uint4 hi = *reinterpret_cast<const uint4*>(ct + h * 8 * 32 + 16);
+      // Byte c of words 0..3 (then 4..7): k 2c.. and 2c + 8.. of steps 0, 1 (then 2, 3).
+      const uint32_t g0 = prmt(prmt(lo.x, lo.y, pick), prmt(lo.z, lo.w, pick), 0x5410u);
+      const uint32_t g1 = prmt(prmt(hi.x, hi.y, pick), prmt(hi.z, hi.w, pick), 0x5410u);
+      const Table t = scaled_table<T>(code, scale_of(p.w, code2, raw, h));
+      uint32_t d[8];
+      decode4(g0, t, d);
+      decode4(g1, t, d + 4);
 #pragma unroll
-      for (int j = 0; j < C::BT; ++j)
+      for (int s = 0; s < 4; ++s) {
+        a[s][h] = d[2 * s];
+        a[s][2 + h] = d[2 * s + 1];
+      }
+    }
+  };
+
+  float acc[64];
 #pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int ml = wm * C::BT * 8 + j * 8 + 2 * c + e;
-          out[ml * C::kOutStride + nl] =
-              static_cast<T>(acc[i][j][2 * h + e] + p.scale * part[i][j][2 * h + e] + bv);
-        }
+  for (int i = 0; i < 64; ++i) acc[i] = 0.f;
+  uint32_t a0[4][4], a1[4][4];
+  decode(0, raw0, a0);
+  if (chunks > 2) load_scales(p.w, elem, 2, raw0);
+
+  // One chunk: MMAs of ch on acur, while the next stage streams in and ch + 1 is decoded into anext.
+  auto step = [&](int ch, uint32_t (&acur)[4][4], uint32_t (&anext)[4][4], Raw& raw_next) {
+    wgmma_fence();
+    const uint64_t desc = desc0 + static_cast<uint64_t>((ch % C::STAGES) * C::kXBytes >> 4);
+#pragma unroll
+    for (int s = 0; s < 4; ++s) wgmma_m64n128k16<T>(acc, acur[s], desc + 2 * s, ch > 0 || s > 0);
+    wgmma_commit();
+    cp_async_wait<C::STAGES - 3>();  // chunk ch + 1 landed (this thread's copies)
+    fence_proxy_async();
+    __syncthreads();  // ... everyone's; and every warpgroup finished chunk ch - 1: its stage is free
+    if (ch + C::STAGES - 1 < chunks) load(ch + C::STAGES - 1);
+    cp_async_commit();
+    if (ch + 1 < chunks) {
+      decode(ch + 1, raw_next, anext);
+      if (ch + 3 < chunks) load_scales(p.w, elem, ch + 3, raw_next);
     }
-  __syncthreads();
-  T* y = static_cast<T*>(p.y);
-  const bool vec = N % 8 == 0;
-  constexpr int kVecs = C::BN / 8;
-  for (int idx = tid; idx < C::BM * kVecs; idx += C::kThreads) {
-    const int row = idx / kVecs, col = idx % kVecs * 8;
-    const int m = m0 + row, n = n0 + col;
-    if (m >= M || n >= N) continue;
-    const T* src = out + row * C::kOutStride + col;
-    T* dst = y + static_cast<int64_t>(m) * N + n;
-    if (vec) {
-      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
-    } else {
-      for (int e = 0; e < 8 && n + e < N; ++e) dst[e] = src[e];
-    }
+    wgmma_wait_all();
+    pin(acur);
+    pin(acc);
+  };
+  for (int ch = 0; ch < chunks; ch += 2) {
+    step(ch, a0, a1, raw1);
+    if (ch + 1 < chunks) step(ch + 1, a1, a0, raw0);
   }
+  cp_async_wait<0>();
+  __syncthreads();  // the pipeline buffers become the output tile
+  store_tile<T, 1, 16, C::BN, C::BM, C::kThreads>(p, reinterpret_cast<const float(&)[1][16][4]>(acc), smem, n0, m0,
+                                                  wrow, 0);
+#else
+  __trap();  // launched only on sm_90 (launch_qlora_mma checks the device)
+#endif
 }
 
 // part[split] (M, r) = x̃[:, slice]·A[:, slice]ᵀ: block = 4 warps × 16 rows of x̃, up to 64 ranks
@@ -425,7 +664,7 @@ int64_t u_groups(int64_t M, int64_t r) { return (M + kUWarps * 16 - 1) / (kUWarp
 
 template <typename T>
 std::string launch_typed(const MmaParams& p, int splits, const void* x_lora, const void* A, float* u_part,
-                         unsigned int* arrived, cudaStream_t stream) {
+                         unsigned int* arrived, bool wgmma, cudaStream_t stream) {
   cudaError_t err;
   if (splits > 1) {
     err = cudaMemsetAsync(arrived, 0, sizeof(unsigned int) * u_groups(p.M, p.r), stream);
@@ -436,13 +675,33 @@ std::string launch_typed(const MmaParams& p, int splits, const void* x_lora, con
                                                            u_part, arrived, const_cast<float*>(p.u), p.M, p.K, p.r);
   err = cudaGetLastError();
   if (err != cudaSuccess) return std::string("lora_u_part_kernel: ") + cudaGetErrorString(err);
+  const int64_t blocks = static_cast<int64_t>(p.tiles_m) * p.tiles_n;
+  if (wgmma) {
+    using C = WgTile;
+    err = cudaFuncSetAttribute(qlora_wgmma_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
+    if (err != cudaSuccess) return std::string("qlora_wgmma_kernel attributes: ") + cudaGetErrorString(err);
+    qlora_wgmma_kernel<T><<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, stream>>>(p);
+    err = cudaGetLastError();
+    return err == cudaSuccess ? "" : std::string("qlora_wgmma_kernel: ") + cudaGetErrorString(err);
+  }
   using C = LargeTile;
   err = cudaFuncSetAttribute(qlora_mma_kernel<T, C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
   if (err != cudaSuccess) return std::string("qlora_mma_kernel attributes: ") + cudaGetErrorString(err);
-  const int64_t blocks = static_cast<int64_t>(p.tiles_m) * p.tiles_n;
   qlora_mma_kernel<T, C><<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, stream>>>(p);
   err = cudaGetLastError();
   return err == cudaSuccess ? "" : std::string("qlora_mma_kernel: ") + cudaGetErrorString(err);
+}
+
+// Compute capability major of the current device (cached per device).
+int device_major() {
+  static int cache[64] = {};
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0) return 0;
+  if (dev < 64 && cache[dev] != 0) return cache[dev];
+  int major = 0;
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+  if (dev < 64) cache[dev] = major;
+  return major;
 }
 
 }  // namespace
@@ -466,7 +725,7 @@ std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr
                              uintptr_t u, uintptr_t workspace, int dtype, uintptr_t packed, uintptr_t absmax,
                              uintptr_t quant_map, uintptr_t nested_absmax, uintptr_t nested_quant_map,
                              float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r,
-                             float scale, int splits, uintptr_t stream) {
+                             float scale, int splits, int variant, uintptr_t stream) {
   int lg = 0;
   while ((1 << lg) < blocksize) ++lg;
   if ((1 << lg) != blocksize || lg < 6 || lg > 12) return "blocksize must be a power of two in [64, 4096]";
@@ -479,7 +738,11 @@ std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr
     if (ptr % 16 != 0) return "packed, x, x_lora, A, y and workspace must be 16-byte aligned";
   if (splits < 1 || splits > K / kChunkK) return "splits must be in [1, K / 64]";
   if (splits > 1 && workspace == 0) return "splits > 1 needs the workspace plan_qlora_mma sizes";
-  using C = LargeTile;
+  if (variant < 0 || variant > 2) return "variant must be 0 (auto), 1 (mma.sync) or 2 (wgmma)";
+  const bool sm90 = device_major() == 9;
+  if (variant == 2 && !sm90) return "variant 2 (wgmma) needs an sm_90 GPU";
+  const bool wgmma = variant == 2 || (variant == 0 && sm90);
+  const int BM = wgmma ? WgTile::BM : LargeTile::BM, BN = wgmma ? WgTile::BN : LargeTile::BN;
   MmaParams p{};
   p.y = reinterpret_cast<void*>(y);
   p.x = reinterpret_cast<const void*>(x);
@@ -493,16 +756,16 @@ std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr
   p.N = static_cast<int>(N);
   p.K = static_cast<int>(K);
   p.r = static_cast<int>(r);
-  p.tiles_m = static_cast<int>((M + C::BM - 1) / C::BM);
-  p.tiles_n = static_cast<int>((N + C::BN - 1) / C::BN);
+  p.tiles_m = static_cast<int>((M + BM - 1) / BM);
+  p.tiles_n = static_cast<int>((N + BN - 1) / BN);
   p.scale = scale;
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
   const void* xl = reinterpret_cast<const void*>(x_lora);
   const void* a = reinterpret_cast<const void*>(A);
   float* part = reinterpret_cast<float*>(workspace);
   unsigned int* arrived = splits > 1 ? reinterpret_cast<unsigned int*>(part + static_cast<int64_t>(splits) * M * r) : nullptr;
-  if (dtype == 1) return launch_typed<__half>(p, splits, xl, a, part, arrived, st);
-  if (dtype == 2) return launch_typed<__nv_bfloat16>(p, splits, xl, a, part, arrived, st);
+  if (dtype == 1) return launch_typed<__half>(p, splits, xl, a, part, arrived, wgmma, st);
+  if (dtype == 2) return launch_typed<__nv_bfloat16>(p, splits, xl, a, part, arrived, wgmma, st);
   return "dtype must be 1 (float16) or 2 (bfloat16)";
 }
 

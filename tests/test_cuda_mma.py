@@ -1,4 +1,5 @@
-"""CUDA tensor-core forward (csrc/qlora_mma.cu): y = x·Wᵀ + s·(x̃·Aᵀ)·Bᵀ + bias for M > 16.
+"""CUDA tensor-core forward (csrc/qlora_mma.cu): y = x·Wᵀ + s·(x̃·Aᵀ)·Bᵀ + bias for M > 16, both
+kernels of the file (wgmma, the default on sm_90, and mma.sync, the default elsewhere).
 
 GPU only (`gpu` marker): float64 reference on real and odd shapes (M, N, K not multiples of the
 128 × 128 tile, r not a multiple of 16 and above 64), bf16 and fp16, both absmax forms, bias,
@@ -66,36 +67,47 @@ def test_mma_forward_matches_reference(monkeypatch, dtype, nested, case):
     y2, u = _cuda_ext.qlora_forward_large(x, xl, q, A, B, 0.7, bias)
     assert rel_err(u, xle.double() @ A.double().t()) < 1e-5
     assert torch.equal(y2, y)  # deterministic: fixed split plan, no atomics
+    # The other kernel of the file (mma.sync; the default here is wgmma on sm_90) is as accurate.
+    _poison_allocator(M * N, dtype)
+    y3, u3 = _cuda_ext.qlora_forward_large(x, xl, q, A, B, 0.7, bias, variant="mma_sync")
+    assert torch.equal(u3, u)
+    assert torch.isfinite(y3).all() and rel_err(y3, ref) <= 2 * rel_err(plain, ref) + 1e-6
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("nested", [False, True])
-def test_mma_decode_is_exact_through_identity(dtype, nested):
-    # y = I·Wᵀ: each output is 1.0·code (exact) scaled by its absmax in fp32 and rounded once to
-    # dtype; the 16 code values are first rounded to dtype (what the mma consumes). M = 200 rows
-    # (two row blocks, the second partial) at the first and the last K columns; N = 520 (a partial
-    # column block).
+@pytest.mark.parametrize("variant", ["wgmma", "mma_sync"])
+def test_mma_decode_is_exact_through_identity(dtype, nested, variant):
+    # y = I·Wᵀ gives W's values exactly. wgmma: the absmax is folded into the decode table, so each
+    # value is code·absmax in fp32 rounded once to dtype, bit for bit dequantize_nf4(q).to(dtype).
+    # mma.sync: the 16 code values are rounded to dtype (what the mma consumes), the fp32 sums are
+    # scaled by the absmax, then rounded once. M = 200 rows (two row blocks, the second partial) at
+    # the first and the last K columns; N = 520 (a partial column block).
     from nf4lora.nf4 import absmax_float
 
     K, N, M = 2048, 520, 200
     q = quantize_nf4(torch.randn(N, K, device=DEV), 64, double_quant=nested)
     A, B = random_lora(N, K, 16, dtype, DEV)
-    codes = torch.stack([q.packed >> 4, q.packed & 15], 1).reshape(-1).long()
-    table = q.quant_map.to(dtype).float()
-    w = (table[codes] * absmax_float(q).repeat_interleave(64)).to(dtype).view(N, K)
+    if variant == "wgmma":
+        w = dequantize_nf4(q, torch.float32).to(dtype)
+    else:
+        codes = torch.stack([q.packed >> 4, q.packed & 15], 1).reshape(-1).long()
+        table = q.quant_map.to(dtype).float()
+        w = (table[codes] * absmax_float(q).repeat_interleave(64)).to(dtype).view(N, K)
     for cols in (slice(0, M), slice(K - M, K)):
         x = torch.zeros(M, K, device=DEV, dtype=dtype)
         x[:, cols] = torch.eye(M, device=DEV, dtype=dtype)
-        y, _ = _cuda_ext.qlora_forward_large(x, None, q, A, B, 0.0, None)
+        y, _ = _cuda_ext.qlora_forward_large(x, None, q, A, B, 0.0, None, variant=variant)
         assert torch.equal(y, w[:, cols].t())
 
 
-def test_mma_forward_uses_the_weights_code_table():
+@pytest.mark.parametrize("variant", ["wgmma", "mma_sync"])
+def test_mma_forward_uses_the_weights_code_table(variant):
     q = quantize_nf4(torch.randn(256, 512, device=DEV), 64)
     q.quant_map = q.quant_map.flip(0).contiguous()
     x = torch.randn(40, 512, device=DEV, dtype=torch.bfloat16)
     A, B = random_lora(256, 512, 4, torch.bfloat16, DEV)
-    y, _ = _cuda_ext.qlora_forward_large(x, None, q, A, B, 1.0, None)
+    y, _ = _cuda_ext.qlora_forward_large(x, None, q, A, B, 1.0, None, variant=variant)
     assert rel_err(y, qlora_reference_f64(x, q, A, B, 1.0)) < 1e-2
 
 
@@ -124,7 +136,8 @@ def test_mma_forward_is_memcheck_clean(tmp_path):
                     A = torch.randn(r, K, device="cuda", dtype=dtype)
                     B = torch.randn(N, r, device="cuda", dtype=dtype)
                     bias = torch.randn(N, device="cuda", dtype=dtype)
-                    _cuda_ext.qlora_forward_large(x, x, q, A, B, 0.5, bias)
+                    for variant in ("wgmma", "mma_sync"):
+                        _cuda_ext.qlora_forward_large(x, x, q, A, B, 0.5, bias, variant=variant)
         torch.cuda.synchronize()
         print("done")
     """))
