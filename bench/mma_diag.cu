@@ -10,6 +10,10 @@
 
 #include "../csrc/launchers.h"
 
+#ifndef NF4LORA_MMA_DIAG
+#define NF4LORA_MMA_DIAG 0
+#endif
+
 int main(int argc, char** argv) {
   const int64_t M = argc > 1 ? atoll(argv[1]) : 4096, N = argc > 2 ? atoll(argv[2]) : 14336,
                 K = argc > 3 ? atoll(argv[3]) : 4096, r = 16;

@@ -2,7 +2,8 @@
 # Builds bench/mma_diag.cu against csrc/qlora_mma.cu with NF4LORA_MMA_DIAG = 0 (as shipped),
 # 1 (no decode), 2 (no mma), for each tile configuration NF4LORA_MMA_TILE in $TILES (default 0,
 # the shipped one), and times each on the given shapes ("M,N,K" arguments).
-#   TILES="0 1 2 3" bench/mma_diag.sh 4096,14336,4096 4096,4096,14336
+#   TILES="0 1 2 3" VARIANT=1 bench/mma_diag.sh 4096,14336,4096 4096,4096,14336
+# (VARIANT as launch_qlora_mma: 0 auto, 1 mma.sync, 2 wgmma; the diag switches touch mma.sync only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)
@@ -20,6 +21,6 @@ for t in ${TILES:-0}; do
 done
 for shape in "${@:-4096,14336,4096}"; do
   for t in ${TILES:-0}; do
-    for d in 0 1 2; do echo -n "tile=$t "; "$tmp/diag$t$d" ${shape//,/ }; done
+    for d in 0 1 2; do echo -n "tile=$t "; "$tmp/diag$t$d" ${shape//,/ } ${VARIANT:-0}; done
   done
 done
