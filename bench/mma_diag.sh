@@ -1,26 +1,35 @@
 #!/usr/bin/env bash
-# Builds bench/mma_diag.cu against csrc/qlora_mma.cu with NF4LORA_MMA_DIAG = 0 (as shipped),
-# 1 (no decode), 2 (no mma), for each tile configuration NF4LORA_MMA_TILE in $TILES (default 0,
-# the shipped one), and times each on the given shapes ("M,N,K" arguments).
-#   TILES="0 1 2 3" VARIANT=1 bench/mma_diag.sh 4096,14336,4096 4096,4096,14336
-# (VARIANT as launch_qlora_mma: 0 auto, 1 mma.sync, 2 wgmma; the diag switches touch mma.sync only)
+# Times csrc/qlora_mma.cu through bench/mma_diag.cu (no torch) in diagnostic builds: for each tile
+# configuration NF4LORA_MMA_TILE in $TILES (mma.sync kernel; default 0, the shipped one), each
+# NF4LORA_MMA_DIAG in $DIAGS (default "0 1 2": as shipped, no decode, no mma) and each extra define
+# set in $DEFS (e.g. "-DNF4LORA_WG_STAGES=5"), on the given shapes ("M,N,K" arguments), with the
+# kernel chosen by $VARIANT as launch_qlora_mma's (0 auto, 1 mma.sync, 2 wgmma).
+#   VARIANT=2 DIAGS="0 1 2 3" bench/mma_diag.sh 4096,14336,4096 4096,4096,14336
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)
+IFS=';' read -ra defs <<< "${DEFS:-}"
+[ ${#defs[@]} -eq 0 ] && defs=("")
+n=0
 for t in ${TILES:-0}; do
-  for d in 0 1 2; do
-    nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -Xptxas=-v \
-      -DNF4LORA_MMA_DIAG=$d -DNF4LORA_MMA_TILE=$t -o "$tmp/diag$t$d" bench/mma_diag.cu csrc/qlora_mma.cu \
-      > "$tmp/build$t$d.log" 2>&1 &
+  for d in ${DIAGS:-0 1 2}; do
+    for i in "${!defs[@]}"; do
+      nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -Xptxas=-v \
+        -DNF4LORA_MMA_DIAG=$d -DNF4LORA_MMA_TILE=$t ${defs[$i]} -o "$tmp/diag-$t-$d-$i" bench/mma_diag.cu \
+        csrc/qlora_mma.cu > "$tmp/build-$t-$d-$i.log" 2>&1 &
+      n=$((n + 1))
+      [ $((n % 16)) -eq 0 ] && wait
+    done
   done
 done
 wait
-for t in ${TILES:-0}; do
-  echo "tile $t: $(grep -A2 'qlora_mma_kernel' "$tmp/build${t}0.log" | grep -o 'Used [0-9]* registers' | head -1)," \
-       "$(grep -o '[0-9]* bytes spill stores' "$tmp/build${t}0.log" | sort -u | tr '\n' ' ')"
-done
 for shape in "${@:-4096,14336,4096}"; do
   for t in ${TILES:-0}; do
-    for d in 0 1 2; do echo -n "tile=$t "; "$tmp/diag$t$d" ${shape//,/ } ${VARIANT:-0}; done
+    for d in ${DIAGS:-0 1 2}; do
+      for i in "${!defs[@]}"; do
+        echo -n "tile=$t defs='${defs[$i]}' "
+        "$tmp/diag-$t-$d-$i" ${shape//,/ } ${VARIANT:-0}
+      done
+    done
   done
 done

@@ -41,7 +41,8 @@ namespace {
 
 // Diagnostic builds only (bench/mma_diag.cu, never the extension): 1 = the decode replaced by the
 // raw code words (wrong results: the time without the decode), 2 = the mma replaced by a cheap
-// register fold (wrong results: the time without the tensor cores).
+// register fold (mma.sync) or dropped (wgmma) (wrong results: the time without the tensor cores),
+// 3 = (wgmma) the decode table not scaled per row (wrong results: the cost of the scaling).
 #ifndef NF4LORA_MMA_DIAG
 #define NF4LORA_MMA_DIAG 0
 #endif
@@ -387,8 +388,11 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) qlora_mma_kernel(M
 #define NF4LORA_HAS_WGMMA 0
 #endif
 
+#ifndef NF4LORA_WG_STAGES
+#define NF4LORA_WG_STAGES 4
+#endif
 struct WgTile {
-  static constexpr int kThreads = 256, BN = 128, BM = 128, STAGES = 4;
+  static constexpr int kThreads = 256, BN = 128, BM = 128, STAGES = NF4LORA_WG_STAGES;
   static constexpr int kXBytes = BM * 128, kCBytes = BN * 32;
   static constexpr int kPipeBytes = STAGES * (kXBytes + kCBytes);
   static constexpr int kOutBytes = BM * (BN + 8) * 2;
@@ -528,10 +532,22 @@ __global__ void __launch_bounds__(WgTile::kThreads, 1) qlora_wgmma_kernel(MmaPar
       // Byte c of words 0..3 (then 4..7): k 2c.. and 2c + 8.. of steps 0, 1 (then 2, 3).
       const uint32_t g0 = prmt(prmt(lo.x, lo.y, pick), prmt(lo.z, lo.w, pick), 0x5410u);
       const uint32_t g1 = prmt(prmt(hi.x, hi.y, pick), prmt(hi.z, hi.w, pick), 0x5410u);
-      const Table t = scaled_table<T>(code, scale_of(p.w, code2, raw, h));
       uint32_t d[8];
+#if NF4LORA_MMA_DIAG == 1
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        d[e] = g0 + e;
+        d[4 + e] = g1 + e;
+      }
+#else
+#if NF4LORA_MMA_DIAG == 3
+      const Table t = scaled_table<T>(code, 1.f);
+#else
+      const Table t = scaled_table<T>(code, scale_of(p.w, code2, raw, h));
+#endif
       decode4(g0, t, d);
       decode4(g1, t, d + 4);
+#endif
 #pragma unroll
       for (int s = 0; s < 4; ++s) {
         a[s][h] = d[2 * s];
@@ -551,8 +567,10 @@ __global__ void __launch_bounds__(WgTile::kThreads, 1) qlora_wgmma_kernel(MmaPar
   auto step = [&](int ch, uint32_t (&acur)[4][4], uint32_t (&anext)[4][4], Raw& raw_next) {
     wgmma_fence();
     const uint64_t desc = desc0 + static_cast<uint64_t>((ch % C::STAGES) * C::kXBytes >> 4);
+#if NF4LORA_MMA_DIAG != 2
 #pragma unroll
     for (int s = 0; s < 4; ++s) wgmma_m64n128k16<T>(acc, acur[s], desc + 2 * s, ch > 0 || s > 0);
+#endif
     wgmma_commit();
     cp_async_wait<C::STAGES - 3>();  // chunk ch + 1 landed (this thread's copies)
     fence_proxy_async();
