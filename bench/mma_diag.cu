@@ -1,7 +1,7 @@
 // Where the time of the tensor-core forward goes (csrc/qlora_mma.cu), without torch: the same
 // launcher built three times by bench/mma_diag.sh with NF4LORA_MMA_DIAG = 0 (as shipped), 1 (no
 // decode) and 2 (no mma); each build times one shape with CUDA events and prints TFLOP/s.
-//   mma_diag M N K [variant]   (variant as launch_qlora_mma's; bf16, plain absmax, blocksize 64, r 16; inputs are arbitrary bytes)
+//   mma_diag M N K [variant [block_m]]   (as launch_qlora_mma's; bf16, plain absmax, blocksize 64, r 16; inputs are arbitrary bytes)
 #include <cuda_runtime.h>
 
 #include <cstdio>
@@ -17,7 +17,7 @@
 int main(int argc, char** argv) {
   const int64_t M = argc > 1 ? atoll(argv[1]) : 4096, N = argc > 2 ? atoll(argv[2]) : 14336,
                 K = argc > 3 ? atoll(argv[3]) : 4096, r = 16;
-  const int variant = argc > 4 ? atoi(argv[4]) : 0;
+  const int variant = argc > 4 ? atoi(argv[4]) : 0, block_m = argc > 5 ? atoi(argv[5]) : 0;
   auto alloc = [](size_t bytes) {
     void* p = nullptr;
     if (cudaMalloc(&p, bytes) != cudaSuccess) { fprintf(stderr, "cudaMalloc failed\n"); exit(1); }
@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
   const uintptr_t ws = alloc(plan.workspace_bytes);
   auto launch = [&]() {
     const std::string err = nf4lora::launch_qlora_mma(y, x, x, A, B, 0, u, ws, 2, packed, absmax, qmap, 0, 0, 0.f,
-                                                      64, M, N, K, r, 1.f, plan.splits, variant, 0);
+                                                      64, M, N, K, r, 1.f, plan.splits, variant, block_m, 0);
     if (!err.empty()) { fprintf(stderr, "%s\n", err.c_str()); exit(1); }
   };
   for (int i = 0; i < 3; ++i) launch();
@@ -46,7 +46,7 @@ int main(int argc, char** argv) {
   float ms = 0.f;
   cudaEventElapsedTime(&ms, e0, e1);
   const double us = 1e3 * ms / iters;
-  printf("variant=%d diag=%d M=%lld N=%lld K=%lld time_us=%.1f tflops=%.1f\n", variant, NF4LORA_MMA_DIAG, (long long)M, (long long)N,
+  printf("variant=%d block_m=%d diag=%d M=%lld N=%lld K=%lld time_us=%.1f tflops=%.1f\n", variant, block_m, NF4LORA_MMA_DIAG, (long long)M, (long long)N,
          (long long)K, us, 2.0 * M * N * K / us * 1e-6);
   return cudaGetLastError() == cudaSuccess ? 0 : 1;
 }

@@ -69,10 +69,10 @@ PYBIND11_MODULE(_C, m) {
          uintptr_t u, uintptr_t workspace, int dtype, uintptr_t packed, uintptr_t absmax,
          uintptr_t quant_map, uintptr_t nested_absmax, uintptr_t nested_quant_map,
          float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r,
-         float scale, int splits, int variant, uintptr_t stream) {
+         float scale, int splits, int variant, int block_m, uintptr_t stream) {
         check(nf4lora::launch_qlora_mma(y, x, x_lora, A, B, bias, u, workspace, dtype, packed, absmax,
                                         quant_map, nested_absmax, nested_quant_map, nested_offset,
-                                        blocksize, M, N, K, r, scale, splits, variant, stream));
+                                        blocksize, M, N, K, r, scale, splits, variant, block_m, stream));
       },
       "y = x·Wᵀ + scale·u·Bᵀ + bias and u = x_lora·Aᵀ on tensor cores for any M (see launchers.h).");
   m.def(

@@ -43,13 +43,14 @@ MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int sm_count)
 // y (M, N) = x·Wᵀ + scale·u·Bᵀ + bias and u (M, r) = x_lora·Aᵀ (float32) on tensor cores, any
 // M >= 1 (meant for M > 16). Same argument conventions as launch_qlora_gemv; packed, x, x_lora,
 // A, y and the workspace 16-byte aligned. variant: 0 = wgmma kernel on sm_90 and the mma.sync
-// kernel elsewhere, 1 = mma.sync, 2 = wgmma (sm_90 only; an error elsewhere).
+// kernel elsewhere, 1 = mma.sync, 2 = wgmma (sm_90 only; an error elsewhere). block_m: x rows per
+// block of the wgmma kernel, 128 or 256 (0 = chosen from the shape).
 std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr_t A, uintptr_t B,
                              uintptr_t bias, uintptr_t u, uintptr_t workspace, int dtype,
                              uintptr_t packed, uintptr_t absmax, uintptr_t quant_map,
                              uintptr_t nested_absmax, uintptr_t nested_quant_map, float nested_offset,
                              int blocksize, int64_t M, int64_t N, int64_t K, int64_t r, float scale,
-                             int splits, int variant, uintptr_t stream);
+                             int splits, int variant, int block_m, uintptr_t stream);
 
 // Number of CUDA devices, and the error text when it is 0.
 int cuda_device_count(std::string* error);

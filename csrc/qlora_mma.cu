@@ -87,27 +87,22 @@ struct MmaParams {
   const float* u;        // (M, r) float32 (written by lora_u_part_kernel)
   NF4State w;
   int M, N, K, r, tiles_m, tiles_n;
+  int block_m;           // x rows per block (the wgmma kernel's BM)
   float scale;
 };
 
-// The epilogue of both tensor-core kernels: y tile = acc + s·B·uᵀ + bias, rounded once to T and
+// The epilogue of both tensor-core kernels: y tile = acc + B·(s·u)ᵀ + bias, rounded once to T and
 // staged through shared memory as [BM][BN + 8] for 16-byte stores. acc[i][j][e] is the mma C
 // fragment of W rows wrow + 16i + g (+ 8 for e >= 2) and x rows xrow + 8j + 2c + (e & 1), relative
 // to the block's first W row n0 and x row m0. smem must be free (pipeline drained, block synced).
+// The LoRA term runs as extra mma steps into acc: B rows as the A operand, s·u (fp32) split into a
+// T part and a T residual as the B operand, so the term keeps ~16 mantissa bits.
 template <typename T, int AT, int BT, int BN, int BM, int kThreads>
-__device__ __forceinline__ void store_tile(const MmaParams& p, const float (&acc)[AT][BT][4], unsigned char* smem,
-                                           int n0, int m0, int wrow, int xrow) {
+__device__ __forceinline__ void store_tile(const MmaParams& p, float (&acc)[AT][BT][4], unsigned char* smem, int n0,
+                                           int m0, int wrow, int xrow) {
   const int tid = threadIdx.x, lane = tid % 32, g = lane / 4, c = lane % 4;
-  float part[AT][BT][4];
-  // LoRA: part = B·uᵀ over r in steps of 16 (B rows as the A operand, u rows as the B operand).
   const T* Bm = static_cast<const T*>(p.B);
   const int r = p.r, M = p.M, N = p.N;
-#pragma unroll
-  for (int i = 0; i < AT; ++i)
-#pragma unroll
-    for (int j = 0; j < BT; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) part[i][j][e] = 0.f;
   for (int k0 = 2 * c; k0 < r + 2 * c; k0 += 16) {  // this thread's ranks k0, k0 + 1, k0 + 8, k0 + 9
     uint32_t la[AT][4];
 #pragma unroll
@@ -134,20 +129,20 @@ __device__ __forceinline__ void store_tile(const MmaParams& p, const float (&acc
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int k = k0 + (e & 1) + 8 * (e >> 1);
-        uv[e] = m < M && k < r ? p.u[static_cast<int64_t>(m) * r + k] : 0.f;
+        uv[e] = m < M && k < r ? p.scale * p.u[static_cast<int64_t>(m) * r + k] : 0.f;
         hi[e] = to_float(static_cast<T>(uv[e]));
       }
       const uint32_t bh0 = pack2<T>(hi[0], hi[1]), bh1 = pack2<T>(hi[2], hi[3]);
       const uint32_t bl0 = pack2<T>(uv[0] - hi[0], uv[1] - hi[1]), bl1 = pack2<T>(uv[2] - hi[2], uv[3] - hi[3]);
 #pragma unroll
       for (int i = 0; i < AT; ++i) {
-        mma16816<T>(part[i][j], la[i], bh0, bh1);
-        mma16816<T>(part[i][j], la[i], bl0, bl1);
+        mma16816<T>(acc[i][j], la[i], bh0, bh1);
+        mma16816<T>(acc[i][j], la[i], bl0, bl1);
       }
     }
   }
 
-  // y tile = acc + s·part + bias, rounded once to T, staged as [BM][BN (+8)] for 16-byte stores.
+  // + bias, rounded once to T, staged as [BM][BN + 8] for 16-byte stores.
   T* out = reinterpret_cast<T*>(smem);
   const T* bias = static_cast<const T*>(p.bias);
 #pragma unroll
@@ -162,7 +157,7 @@ __device__ __forceinline__ void store_tile(const MmaParams& p, const float (&acc
         for (int e = 0; e < 2; ++e) {
           const int ml = xrow + j * 8 + 2 * c + e;
           out[ml * (BN + 8) + nl] =
-              static_cast<T>(acc[i][j][2 * h + e] + p.scale * part[i][j][2 * h + e] + bv);
+              static_cast<T>(acc[i][j][2 * h + e] + bv);
         }
     }
   __syncthreads();
@@ -391,8 +386,8 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) qlora_mma_kernel(M
 #ifndef NF4LORA_WG_STAGES
 #define NF4LORA_WG_STAGES 4
 #endif
-struct WgTile {
-  static constexpr int kThreads = 256, BN = 128, BM = 128, STAGES = NF4LORA_WG_STAGES;
+template <int BM_> struct WgTile {  // BM_ = 128 or 256 x rows (the wgmma N)
+  static constexpr int kThreads = 256, BN = 128, BM = BM_, STAGES = NF4LORA_WG_STAGES;
   static constexpr int kXBytes = BM * 128, kCBytes = BN * 32;
   static constexpr int kPipeBytes = STAGES * (kXBytes + kCBytes);
   static constexpr int kOutBytes = BM * (BN + 8) * 2;
@@ -401,26 +396,42 @@ struct WgTile {
   static constexpr int kSmem = kBody + 1024;  // + alignment of the x tiles to 1024 bytes
 };
 
-#define NF4LORA_WGMMA_ASM(TYPE)                                                                    \
-  asm volatile(                                                                                   \
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                               \
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE " "                             \
-      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, "  \
-      "{%64,%65,%66,%67}, %68, p, 1, 1, 0;\n}\n"                                                  \
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]) \
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d))
+// The wgmma asm (one operand per accumulator register: 64 for N = 128, 128 for N = 256).
+#define NF4LORA_WGMMA128_ASM(TYPE) \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n" \
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, " \
+               "{%64,%65,%66,%67}, %68, p, 1, 1, 0;\n}\n" \
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]) \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d))
+#define NF4LORA_WGMMA256_ASM(TYPE) \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %133, 0;\n" \
+               "wgmma.mma_async.sync.aligned.m64n256k16.f32." TYPE "." TYPE " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127}, " \
+               "{%128,%129,%130,%131}, %132, p, 1, 1, 0;\n}\n" \
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127]) \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d))
 
-template <typename T>
-__device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], const uint32_t (&a)[4], uint64_t desc, int scale_d) {
+// d (64 × N fp32, N / 2 registers) += a (64 × 16 from registers) · b (16 × N, descriptor).
+template <typename T, int N>
+__device__ __forceinline__ void wgmma_m64k16(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc, int scale_d) {
+  static_assert(N == 128 || N == 256, "N = 128 or 256");
 #if NF4LORA_HAS_WGMMA
-  if constexpr (std::is_same<T, __half>::value) {
-    NF4LORA_WGMMA_ASM("f16");
+  if constexpr (N == 128) {
+    if constexpr (std::is_same<T, __half>::value) {
+      NF4LORA_WGMMA128_ASM("f16");
+    } else {
+      NF4LORA_WGMMA128_ASM("bf16");
+    }
   } else {
-    NF4LORA_WGMMA_ASM("bf16");
+    if constexpr (std::is_same<T, __half>::value) {
+      NF4LORA_WGMMA256_ASM("f16");
+    } else {
+      NF4LORA_WGMMA256_ASM("bf16");
+    }
   }
 #endif
 }
-#undef NF4LORA_WGMMA_ASM
+#undef NF4LORA_WGMMA128_ASM
+#undef NF4LORA_WGMMA256_ASM
 
 __device__ __forceinline__ void wgmma_fence() {
 #if NF4LORA_HAS_WGMMA
@@ -449,9 +460,9 @@ template <int N> __device__ __forceinline__ void pin(uint32_t (&r)[N][4]) {
 #pragma unroll
     for (int j = 0; j < 4; ++j) asm volatile("" : "+r"(r[i][j])::"memory");
 }
-__device__ __forceinline__ void pin(float (&r)[64]) {
+template <int N> __device__ __forceinline__ void pin(float (&r)[N]) {
 #pragma unroll
-  for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(r[i])::"memory");
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
 }
 
 // Descriptor of a K-major, 128-byte-swizzled shared-memory operand at addr (1024-byte aligned):
@@ -461,23 +472,25 @@ __device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) {
          (uint64_t{1} << 62);
 }
 
-// The decode table of one row and chunk: entry e = T(code[e] · absmax) (one rounding).
-template <typename T> __device__ __forceinline__ Table scaled_table(const float (&code)[16], float am) {
+// The decode table of one row and chunk: entry e = T(code[e] · absmax) (one rounding); code: the
+// 16 float32 code values in shared memory (16-byte aligned; broadcast reads).
+template <typename T> __device__ __forceinline__ Table scaled_table(const float* code, float am) {
   Table t;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    const uint32_t p0 = pack2<T>(code[4 * i] * am, code[4 * i + 1] * am);
-    const uint32_t p1 = pack2<T>(code[4 * i + 2] * am, code[4 * i + 3] * am);
+    const float4 v = *reinterpret_cast<const float4*>(code + 4 * i);
+    const uint32_t p0 = pack2<T>(v.x * am, v.y * am);
+    const uint32_t p1 = pack2<T>(v.z * am, v.w * am);
     t.lo[i] = prmt(p0, p1, 0x6420u);
     t.hi[i] = prmt(p0, p1, 0x7531u);
   }
   return t;
 }
 
-template <typename T>
-__global__ void __launch_bounds__(WgTile::kThreads, 1) qlora_wgmma_kernel(MmaParams p) {
+template <typename T, int BM>
+__global__ void __launch_bounds__(WgTile<BM>::kThreads, 1) qlora_wgmma_kernel(MmaParams p) {
 #if NF4LORA_HAS_WGMMA
-  using C = WgTile;
+  using C = WgTile<BM>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
   unsigned char* smem = smem_raw + ((1024u - (raw_addr & 1023u)) & 1023u);
@@ -516,9 +529,6 @@ __global__ void __launch_bounds__(WgTile::kThreads, 1) qlora_wgmma_kernel(MmaPar
   cp_async_wait<C::STAGES - 2>();  // chunk 0 landed
   fence_proxy_async();
   __syncthreads();
-  float code[16];
-#pragma unroll
-  for (int e = 0; e < 16; ++e) code[e] = codes[e];
   const uint32_t pick = static_cast<uint32_t>(c) | static_cast<uint32_t>(c + 4) << 4;  // byte c of two words
   const uint64_t desc0 = sw128_desc(static_cast<uint32_t>(__cvta_generic_to_shared(xs)));
 
@@ -541,9 +551,9 @@ __global__ void __launch_bounds__(WgTile::kThreads, 1) qlora_wgmma_kernel(MmaPar
       }
 #else
 #if NF4LORA_MMA_DIAG == 3
-      const Table t = scaled_table<T>(code, 1.f);
+      const Table t = scaled_table<T>(codes, 1.f);
 #else
-      const Table t = scaled_table<T>(code, scale_of(p.w, code2, raw, h));
+      const Table t = scaled_table<T>(codes, scale_of(p.w, code2, raw, h));
 #endif
       decode4(g0, t, d);
       decode4(g1, t, d + 4);
@@ -556,9 +566,9 @@ __global__ void __launch_bounds__(WgTile::kThreads, 1) qlora_wgmma_kernel(MmaPar
     }
   };
 
-  float acc[64];
+  float acc[BM / 2];
 #pragma unroll
-  for (int i = 0; i < 64; ++i) acc[i] = 0.f;
+  for (int i = 0; i < BM / 2; ++i) acc[i] = 0.f;
   uint32_t a0[4][4], a1[4][4];
   decode(0, raw0, a0);
   if (chunks > 2) load_scales(p.w, elem, 2, raw0);
@@ -569,7 +579,7 @@ __global__ void __launch_bounds__(WgTile::kThreads, 1) qlora_wgmma_kernel(MmaPar
     const uint64_t desc = desc0 + static_cast<uint64_t>((ch % C::STAGES) * C::kXBytes >> 4);
 #if NF4LORA_MMA_DIAG != 2
 #pragma unroll
-    for (int s = 0; s < 4; ++s) wgmma_m64n128k16<T>(acc, acur[s], desc + 2 * s, ch > 0 || s > 0);
+    for (int s = 0; s < 4; ++s) wgmma_m64k16<T, BM>(acc, acur[s], desc + 2 * s, ch > 0 || s > 0);
 #endif
     wgmma_commit();
     cp_async_wait<C::STAGES - 3>();  // chunk ch + 1 landed (this thread's copies)
@@ -591,8 +601,8 @@ __global__ void __launch_bounds__(WgTile::kThreads, 1) qlora_wgmma_kernel(MmaPar
   }
   cp_async_wait<0>();
   __syncthreads();  // the pipeline buffers become the output tile
-  store_tile<T, 1, 16, C::BN, C::BM, C::kThreads>(p, reinterpret_cast<const float(&)[1][16][4]>(acc), smem, n0, m0,
-                                                  wrow, 0);
+  store_tile<T, 1, BM / 8, C::BN, C::BM, C::kThreads>(p, reinterpret_cast<float(&)[1][BM / 8][4]>(acc), smem, n0,
+                                                       m0, wrow, 0);
 #else
   __trap();  // launched only on sm_90 (launch_qlora_mma checks the device)
 #endif
@@ -678,6 +688,25 @@ __global__ void __launch_bounds__(kUWarps * 32) lora_u_part_kernel(const T* __re
   }
 }
 
+// x rows per wgmma block: 256 (half the decode work per flop) once M fills the GPU with them.
+int wgmma_block_m(int64_t M, int64_t N, int sm_count) {
+  const int64_t tiles_256 = (M + 255) / 256 * ((N + 127) / 128);
+  return tiles_256 >= sm_count ? 256 : 128;
+}
+
+template <typename T, int BM> std::string launch_wgmma_bm(const MmaParams& p, int64_t blocks, cudaStream_t stream) {
+  using C = WgTile<BM>;
+  cudaError_t err = cudaFuncSetAttribute(qlora_wgmma_kernel<T, BM>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         C::kSmem);
+  if (err != cudaSuccess) return std::string("qlora_wgmma_kernel attributes: ") + cudaGetErrorString(err);
+  qlora_wgmma_kernel<T, BM><<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, stream>>>(p);
+  err = cudaGetLastError();
+  return err == cudaSuccess ? "" : std::string("qlora_wgmma_kernel: ") + cudaGetErrorString(err);
+}
+template <typename T> std::string launch_wgmma(const MmaParams& p, int64_t blocks, cudaStream_t stream) {
+  return p.block_m == 256 ? launch_wgmma_bm<T, 256>(p, blocks, stream) : launch_wgmma_bm<T, 128>(p, blocks, stream);
+}
+
 int64_t u_groups(int64_t M, int64_t r) { return (M + kUWarps * 16 - 1) / (kUWarps * 16) * ((r + 63) / 64); }
 
 template <typename T>
@@ -694,14 +723,7 @@ std::string launch_typed(const MmaParams& p, int splits, const void* x_lora, con
   err = cudaGetLastError();
   if (err != cudaSuccess) return std::string("lora_u_part_kernel: ") + cudaGetErrorString(err);
   const int64_t blocks = static_cast<int64_t>(p.tiles_m) * p.tiles_n;
-  if (wgmma) {
-    using C = WgTile;
-    err = cudaFuncSetAttribute(qlora_wgmma_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
-    if (err != cudaSuccess) return std::string("qlora_wgmma_kernel attributes: ") + cudaGetErrorString(err);
-    qlora_wgmma_kernel<T><<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, stream>>>(p);
-    err = cudaGetLastError();
-    return err == cudaSuccess ? "" : std::string("qlora_wgmma_kernel: ") + cudaGetErrorString(err);
-  }
+  if (wgmma) return launch_wgmma<T>(p, blocks, stream);
   using C = LargeTile;
   err = cudaFuncSetAttribute(qlora_mma_kernel<T, C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
   if (err != cudaSuccess) return std::string("qlora_mma_kernel attributes: ") + cudaGetErrorString(err);
@@ -743,7 +765,7 @@ std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr
                              uintptr_t u, uintptr_t workspace, int dtype, uintptr_t packed, uintptr_t absmax,
                              uintptr_t quant_map, uintptr_t nested_absmax, uintptr_t nested_quant_map,
                              float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r,
-                             float scale, int splits, int variant, uintptr_t stream) {
+                             float scale, int splits, int variant, int block_m, uintptr_t stream) {
   int lg = 0;
   while ((1 << lg) < blocksize) ++lg;
   if ((1 << lg) != blocksize || lg < 6 || lg > 12) return "blocksize must be a power of two in [64, 4096]";
@@ -760,7 +782,14 @@ std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr
   const bool sm90 = device_major() == 9;
   if (variant == 2 && !sm90) return "variant 2 (wgmma) needs an sm_90 GPU";
   const bool wgmma = variant == 2 || (variant == 0 && sm90);
-  const int BM = wgmma ? WgTile::BM : LargeTile::BM, BN = wgmma ? WgTile::BN : LargeTile::BN;
+  int sm_count = 132;
+  {
+    int dev = 0;
+    if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, dev);
+  }
+  const int BM = wgmma ? (block_m > 0 ? block_m : wgmma_block_m(M, N, sm_count)) : LargeTile::BM;
+  const int BN = wgmma ? WgTile<128>::BN : LargeTile::BN;
+  if (wgmma && BM != 128 && BM != 256) return "block_m must be 0 (auto), 128 or 256";
   MmaParams p{};
   p.y = reinterpret_cast<void*>(y);
   p.x = reinterpret_cast<const void*>(x);
@@ -774,6 +803,7 @@ std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr
   p.N = static_cast<int>(N);
   p.K = static_cast<int>(K);
   p.r = static_cast<int>(r);
+  p.block_m = BM;
   p.tiles_m = static_cast<int>((M + BM - 1) / BM);
   p.tiles_n = static_cast<int>((N + BN - 1) / BN);
   p.scale = scale;

@@ -67,17 +67,19 @@ def test_mma_forward_matches_reference(monkeypatch, dtype, nested, case):
     y2, u = _cuda_ext.qlora_forward_large(x, xl, q, A, B, 0.7, bias)
     assert rel_err(u, xle.double() @ A.double().t()) < 1e-5
     assert torch.equal(y2, y)  # deterministic: fixed split plan, no atomics
-    # The other kernel of the file (mma.sync; the default here is wgmma on sm_90) is as accurate.
-    _poison_allocator(M * N, dtype)
-    y3, u3 = _cuda_ext.qlora_forward_large(x, xl, q, A, B, 0.7, bias, variant="mma_sync")
-    assert torch.equal(u3, u)
-    assert torch.isfinite(y3).all() and rel_err(y3, ref) <= 2 * rel_err(plain, ref) + 1e-6
+    # Every kernel of the file is as accurate: mma.sync (the default off sm_90) and wgmma with 128
+    # and 256 x rows per block (the default picks one by shape).
+    for variant, block_m in (("mma_sync", 0), ("wgmma", 128), ("wgmma", 256)):
+        _poison_allocator(M * N, dtype)
+        y3, u3 = _cuda_ext.qlora_forward_large(x, xl, q, A, B, 0.7, bias, variant=variant, block_m=block_m)
+        assert torch.equal(u3, u)
+        assert torch.isfinite(y3).all() and rel_err(y3, ref) <= 2 * rel_err(plain, ref) + 1e-6, (variant, block_m)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("nested", [False, True])
-@pytest.mark.parametrize("variant", ["wgmma", "mma_sync"])
-def test_mma_decode_is_exact_through_identity(dtype, nested, variant):
+@pytest.mark.parametrize("variant,block_m", [("wgmma", 128), ("wgmma", 256), ("mma_sync", 0)])
+def test_mma_decode_is_exact_through_identity(dtype, nested, variant, block_m):
     # y = I·Wᵀ gives W's values exactly. wgmma: the absmax is folded into the decode table, so each
     # value is code·absmax in fp32 rounded once to dtype, bit for bit dequantize_nf4(q).to(dtype).
     # mma.sync: the 16 code values are rounded to dtype (what the mma consumes), the fp32 sums are
@@ -97,7 +99,7 @@ def test_mma_decode_is_exact_through_identity(dtype, nested, variant):
     for cols in (slice(0, M), slice(K - M, K)):
         x = torch.zeros(M, K, device=DEV, dtype=dtype)
         x[:, cols] = torch.eye(M, device=DEV, dtype=dtype)
-        y, _ = _cuda_ext.qlora_forward_large(x, None, q, A, B, 0.0, None, variant=variant)
+        y, _ = _cuda_ext.qlora_forward_large(x, None, q, A, B, 0.0, None, variant=variant, block_m=block_m)
         assert torch.equal(y, w[:, cols].t())
 
 
@@ -136,8 +138,8 @@ def test_mma_forward_is_memcheck_clean(tmp_path):
                     A = torch.randn(r, K, device="cuda", dtype=dtype)
                     B = torch.randn(N, r, device="cuda", dtype=dtype)
                     bias = torch.randn(N, device="cuda", dtype=dtype)
-                    for variant in ("wgmma", "mma_sync"):
-                        _cuda_ext.qlora_forward_large(x, x, q, A, B, 0.5, bias, variant=variant)
+                    for variant, block_m in (("wgmma", 128), ("wgmma", 256), ("mma_sync", 0)):
+                        _cuda_ext.qlora_forward_large(x, x, q, A, B, 0.5, bias, variant=variant, block_m=block_m)
         torch.cuda.synchronize()
         print("done")
     """))

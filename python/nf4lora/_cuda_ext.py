@@ -159,11 +159,13 @@ def qlora_forward_small(x, x_lora, q: NF4Weight, A, B, scale: float, bias, tiles
 
 
 # csrc/qlora_mma.cu kernel choice: 0 = wgmma on sm_90 (H100/H200), mma.sync elsewhere; 1 = mma.sync;
-# 2 = wgmma (sm_90 only). Tests and bench/mma_diag compare them.
+# 2 = wgmma (sm_90 only). Tests and bench/mma_diag compare them. block_m (wgmma): x rows per block,
+# 128 or 256; 0 lets the launcher choose from the shape.
 MMA_VARIANTS = {"auto": 0, "mma_sync": 1, "wgmma": 2}
 
 
-def qlora_forward_large(x, x_lora, q: NF4Weight, A, B, scale: float, bias, variant: str = "auto"):
+def qlora_forward_large(x, x_lora, q: NF4Weight, A, B, scale: float, bias, variant: str = "auto",
+                        block_m: int = 0):
     """The tensor-core kernels (any M >= 1; meant for M > GEMV_MAX_M). Workspace when u's K is
     split S > 1 ways: S·M·r float32 partial sums (reduced in a fixed order) and their counters."""
     M, K = x.shape
@@ -178,5 +180,5 @@ def qlora_forward_large(x, x_lora, q: NF4Weight, A, B, scale: float, bias, varia
         _C.qlora_mma(y.data_ptr(), x.data_ptr(), xl.data_ptr(), A.data_ptr(), B.data_ptr(),
                      0 if bias is None else bias.data_ptr(), u.data_ptr(), 0 if ws is None else ws.data_ptr(),
                      _DTYPE_CODES[x.dtype], *state, M, N, K, r, float(scale), splits, MMA_VARIANTS[variant],
-                     _stream(device))
+                     block_m, _stream(device))
     return y, u
