@@ -27,11 +27,13 @@ int main(int argc, char** argv) {
   const uintptr_t x = alloc(M * K * 2), A = alloc(r * K * 2), B = alloc(N * r * 2), y = alloc(M * N * 2),
                   u = alloc(M * r * 4), packed = alloc(N * K / 2), absmax = alloc(N * K / 64 * 4),
                   qmap = alloc(16 * 4);
-  const nf4lora::MmaPlan plan = nf4lora::plan_qlora_mma(M, N, K, r, 132);
-  const uintptr_t ws = alloc(plan.workspace_bytes);
+  const nf4lora::MmaPlan plan = nf4lora::plan_qlora_mma(M, N, K, r, variant, block_m);
+  if (!plan.error.empty()) { fprintf(stderr, "%s\n", plan.error.c_str()); return 1; }
+  const uintptr_t ws = plan.workspace_bytes ? alloc(plan.workspace_bytes) : 0;
   auto launch = [&]() {
-    const std::string err = nf4lora::launch_qlora_mma(y, x, x, A, B, 0, u, ws, 2, packed, absmax, qmap, 0, 0, 0.f,
-                                                      64, M, N, K, r, 1.f, plan.splits, variant, block_m, 0);
+    const std::string err = nf4lora::launch_qlora_mma(y, x, x, A, B, 0, u, ws, plan.workspace_bytes, 2, packed,
+                                                      absmax, qmap, 0, 0, 0.f, 64, M, N, K, r, 1.f, variant,
+                                                      block_m, 0);
     if (!err.empty()) { fprintf(stderr, "%s\n", err.c_str()); exit(1); }
   };
   for (int i = 0; i < 3; ++i) launch();

@@ -57,22 +57,25 @@ PYBIND11_MODULE(_C, m) {
       "y = x·Wᵀ + scale·u·Bᵀ + bias and u = x_lora·Aᵀ for 1 <= M <= 16 (see launchers.h).");
   m.def(
       "plan_qlora_mma",
-      [](int64_t M, int64_t N, int64_t K, int64_t r, int sm_count) {
-        const nf4lora::MmaPlan plan = nf4lora::plan_qlora_mma(M, N, K, r, sm_count);
-        return py::make_tuple(plan.splits, plan.workspace_bytes);
+      [](int64_t M, int64_t N, int64_t K, int64_t r, int variant, int block_m) {
+        const nf4lora::MmaPlan plan = nf4lora::plan_qlora_mma(M, N, K, r, variant, block_m);
+        check(plan.error);
+        return py::make_tuple(plan.splits, plan.k_splits, plan.block_m, plan.workspace_bytes);
       },
-      py::arg("M"), py::arg("N"), py::arg("K"), py::arg("r"), py::arg("sm_count"),
-      "(splits, workspace bytes) of the large-M forward for this shape.");
+      py::arg("M"), py::arg("N"), py::arg("K"), py::arg("r"), py::arg("variant") = 0, py::arg("block_m") = 0,
+      "(u K slices, tile K slices, x rows per block, workspace bytes) of the large-M forward on the "
+      "current device.");
   m.def(
       "qlora_mma",
       [](uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr_t A, uintptr_t B, uintptr_t bias,
-         uintptr_t u, uintptr_t workspace, int dtype, uintptr_t packed, uintptr_t absmax,
-         uintptr_t quant_map, uintptr_t nested_absmax, uintptr_t nested_quant_map,
-         float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r,
-         float scale, int splits, int variant, int block_m, uintptr_t stream) {
-        check(nf4lora::launch_qlora_mma(y, x, x_lora, A, B, bias, u, workspace, dtype, packed, absmax,
-                                        quant_map, nested_absmax, nested_quant_map, nested_offset,
-                                        blocksize, M, N, K, r, scale, splits, variant, block_m, stream));
+         uintptr_t u, uintptr_t workspace, int64_t workspace_bytes, int dtype, uintptr_t packed,
+         uintptr_t absmax, uintptr_t quant_map, uintptr_t nested_absmax, uintptr_t nested_quant_map,
+         float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r, float scale,
+         int variant, int block_m, uintptr_t stream) {
+        check(nf4lora::launch_qlora_mma(y, x, x_lora, A, B, bias, u, workspace, workspace_bytes, dtype,
+                                        packed, absmax, quant_map, nested_absmax, nested_quant_map,
+                                        nested_offset, blocksize, M, N, K, r, scale, variant, block_m,
+                                        stream));
       },
       "y = x·Wᵀ + scale·u·Bᵀ + bias and u = x_lora·Aᵀ on tensor cores for any M (see launchers.h).");
   m.def(

@@ -55,12 +55,6 @@ void launch(void* out, const NF4State& s, cudaStream_t stream) {
   dequantize_nf4_kernel<T><<<grid, kThreads, 0, stream>>>(static_cast<T*>(out), s);
 }
 
-int log2_exact(int v) {
-  int l = 0;
-  while ((1 << l) < v) ++l;
-  return (1 << l) == v ? l : -1;
-}
-
 }  // namespace
 
 std::string launch_dequantize_nf4(uintptr_t out, int out_dtype, uintptr_t packed, uintptr_t absmax,
@@ -73,9 +67,7 @@ std::string launch_dequantize_nf4(uintptr_t out, int out_dtype, uintptr_t packed
   const size_t out_elem = out_dtype == 0 ? 4 : 2;
   if (out % (2 * out_elem) != 0) return "out must be aligned to two elements";
   if (n <= 0) return "";
-  NF4State s{reinterpret_cast<const uint8_t*>(packed), reinterpret_cast<const void*>(absmax),
-             reinterpret_cast<const float*>(quant_map), reinterpret_cast<const float*>(nested_absmax),
-             reinterpret_cast<const float*>(nested_quant_map), nested_offset, n, lg};
+  const NF4State s = make_state(packed, absmax, quant_map, nested_absmax, nested_quant_map, nested_offset, n, lg);
   void* dst = reinterpret_cast<void*>(out);
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
   switch (out_dtype) {

@@ -32,25 +32,29 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
                               int blocksize, int64_t M, int64_t N, int64_t K, int64_t r, float scale,
                               int splits, int tiles, uintptr_t stream);
 
-// Large-M forward (qlora_mma.cu): K splits of the u kernel and its workspace (S·M·r float32
-// partial sums and one counter per row group when S > 1; none when S = 1).
+// Large-M forward (qlora_mma.cu): the plan of a call on the current device. variant: 0 = wgmma
+// kernel on sm_90 and the mma.sync kernel elsewhere, 1 = mma.sync, 2 = wgmma (sm_90 only).
+// block_m: x rows per block of the wgmma kernel, 128 or 256 (0 = chosen from the shape). splits:
+// K slices of the u kernel; k_splits: K slices per output tile (wgmma, when the tiles alone leave
+// SMs idle); workspace: their float32 partial sums and counters (0 bytes when neither splits).
+// error is non-empty for arguments no kernel takes.
 struct MmaPlan {
-  int splits;
-  int64_t workspace_bytes;
+  int splits = 1, k_splits = 1, block_m = 0, tiles_m = 0, tiles_n = 0;
+  bool wgmma = false;
+  int64_t workspace_bytes = 0;
+  std::string error;
 };
-MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int sm_count);
+MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int variant, int block_m);
 
 // y (M, N) = x·Wᵀ + scale·u·Bᵀ + bias and u (M, r) = x_lora·Aᵀ (float32) on tensor cores, any
 // M >= 1 (meant for M > 16). Same argument conventions as launch_qlora_gemv; packed, x, x_lora,
-// A, y and the workspace 16-byte aligned. variant: 0 = wgmma kernel on sm_90 and the mma.sync
-// kernel elsewhere, 1 = mma.sync, 2 = wgmma (sm_90 only; an error elsewhere). block_m: x rows per
-// block of the wgmma kernel, 128 or 256 (0 = chosen from the shape).
+// A, y and the workspace 16-byte aligned, the workspace at least the plan's bytes (checked).
 std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr_t A, uintptr_t B,
-                             uintptr_t bias, uintptr_t u, uintptr_t workspace, int dtype,
-                             uintptr_t packed, uintptr_t absmax, uintptr_t quant_map,
+                             uintptr_t bias, uintptr_t u, uintptr_t workspace, int64_t workspace_bytes,
+                             int dtype, uintptr_t packed, uintptr_t absmax, uintptr_t quant_map,
                              uintptr_t nested_absmax, uintptr_t nested_quant_map, float nested_offset,
                              int blocksize, int64_t M, int64_t N, int64_t K, int64_t r, float scale,
-                             int splits, int variant, int block_m, uintptr_t stream);
+                             int variant, int block_m, uintptr_t stream);
 
 // Number of CUDA devices, and the error text when it is 0.
 int cuda_device_count(std::string* error);

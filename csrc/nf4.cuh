@@ -31,6 +31,21 @@ __device__ __forceinline__ float nested_absmax(const float* code2, uint32_t q, f
   return __fadd_rn(__fmul_rn(code2[q], absmax2), offset);
 }
 
+// log2 of a power of two, -1 for anything else (host and device).
+__host__ __device__ inline int log2_exact(int v) {
+  int l = 0;
+  while (l < 30 && (1 << l) < v) ++l;
+  return (1 << l) == v ? l : -1;
+}
+
+// The state from the launchers' raw device addresses (nested_absmax = 0: absmax is float32).
+inline NF4State make_state(uintptr_t packed, uintptr_t absmax, uintptr_t quant_map, uintptr_t nested_absmax,
+                           uintptr_t nested_quant_map, float nested_offset, int64_t n, int blocksize_log2) {
+  return NF4State{reinterpret_cast<const uint8_t*>(packed), reinterpret_cast<const void*>(absmax),
+                  reinterpret_cast<const float*>(quant_map), reinterpret_cast<const float*>(nested_absmax),
+                  reinterpret_cast<const float*>(nested_quant_map), nested_offset, n, blocksize_log2};
+}
+
 // Absmax of block b; code2 is the nested table staged in shared memory (or nullptr).
 __device__ __forceinline__ float block_absmax(const NF4State& s, const float* code2, int64_t b) {
   if (s.nested_absmax == nullptr) return static_cast<const float*>(s.absmax)[b];

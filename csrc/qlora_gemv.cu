@@ -345,9 +345,8 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
                               uintptr_t quant_map, uintptr_t nested_absmax, uintptr_t nested_quant_map,
                               float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r,
                               float scale, int splits, int tiles, uintptr_t stream) {
-  int lg = 0;
-  while ((1 << lg) < blocksize) ++lg;
-  if ((1 << lg) != blocksize || lg < 6 || lg > 12) return "blocksize must be a power of two in [64, 4096]";
+  const int lg = log2_exact(blocksize);
+  if (lg < 6 || lg > 12) return "blocksize must be a power of two in [64, 4096]";
   if (M < 1 || M > 16) return "M must be in [1, 16]";
   if (N < 1 || r < 1 || K < kChunk || K % blocksize != 0 || K % kChunk != 0)
     return "need N >= 1, r >= 1 and K a positive multiple of 64 and of the blocksize";
@@ -371,9 +370,7 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   p.u = reinterpret_cast<const float*>(u);
   p.partial = reinterpret_cast<float*>(workspace);
   p.arrived = splits > 1 ? reinterpret_cast<unsigned int*>(workspace + sizeof(float) * splits * M * N) : nullptr;
-  p.w = NF4State{reinterpret_cast<const uint8_t*>(packed), reinterpret_cast<const void*>(absmax),
-                 reinterpret_cast<const float*>(quant_map), reinterpret_cast<const float*>(nested_absmax),
-                 reinterpret_cast<const float*>(nested_quant_map), nested_offset, N * K, lg};
+  p.w = make_state(packed, absmax, quant_map, nested_absmax, nested_quant_map, nested_offset, N * K, lg);
   p.M = static_cast<int>(M);
   p.N = static_cast<int>(N);
   p.K = static_cast<int>(K);

@@ -32,6 +32,8 @@
 // so a wave shares its x rows and W columns in L2.
 #include <cuda_runtime.h>
 
+#include <algorithm>
+
 #include "launchers.h"
 #include "nf4.cuh"
 #include "nf4_mma.cuh"
@@ -88,6 +90,9 @@ struct MmaParams {
   NF4State w;
   int M, N, K, r, tiles_m, tiles_n;
   int block_m;           // x rows per block (the wgmma kernel's BM)
+  int k_splits;          // K slices per tile (wgmma kernel; 1 = none)
+  float* y_part;         // (k_splits, M, N) float32 partial tiles when k_splits > 1
+  unsigned int* tile_arrived;  // (tiles_m · tiles_n,) zeroed counters when k_splits > 1
   float scale;
 };
 
@@ -179,11 +184,11 @@ __device__ __forceinline__ void store_tile(const MmaParams& p, float (&acc)[AT][
 }
 
 // Grouped tile order: kGroupM row blocks of x × all column blocks of W, then the next group.
-__device__ __forceinline__ void tile_of_block(const MmaParams& p, int& bm, int& bn) {
+__device__ __forceinline__ void tile_of_block(const MmaParams& p, int tile, int& bm, int& bn) {
   const int per_group = kGroupM * p.tiles_n;
-  const int first_m = static_cast<int>(blockIdx.x) / per_group * kGroupM;
+  const int first_m = tile / per_group * kGroupM;
   const int group_size = min(p.tiles_m - first_m, kGroupM);
-  const int in_group = static_cast<int>(blockIdx.x) % per_group;
+  const int in_group = tile % per_group;
   bm = first_m + in_group % group_size;
   bn = in_group / group_size;
 }
@@ -252,7 +257,7 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) qlora_mma_kernel(M
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
   const int wn = warp % C::WN, wm = warp / C::WN;
   int bm, bn;
-  tile_of_block(p, bm, bn);
+  tile_of_block(p, static_cast<int>(blockIdx.x), bm, bn);
   const int m0 = bm * C::BM, n0 = bn * C::BN;
   const int chunks = p.K / kChunkK;
 
@@ -487,7 +492,7 @@ template <typename T> __device__ __forceinline__ Table scaled_table(const float*
   return t;
 }
 
-template <typename T, int BM>
+template <typename T, int BM, bool kSplitK>
 __global__ void __launch_bounds__(WgTile<BM>::kThreads, 1) qlora_wgmma_kernel(MmaParams p) {
 #if NF4LORA_HAS_WGMMA
   using C = WgTile<BM>;
@@ -501,22 +506,31 @@ __global__ void __launch_bounds__(WgTile<BM>::kThreads, 1) qlora_wgmma_kernel(Mm
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
   const int wrow = warp * 16;  // this warp's 16 W rows (warpgroup warp / 4 owns 64)
+  // Block = (tile, K slice) with kSplitK: slices outermost, so a wave holds every tile of one slice.
+  const int tiles = p.tiles_m * p.tiles_n;
+  const int tile = kSplitK ? static_cast<int>(blockIdx.x) % tiles : static_cast<int>(blockIdx.x);
+  const int split = kSplitK ? static_cast<int>(blockIdx.x) / tiles : 0;
   int bm, bn;
-  tile_of_block(p, bm, bn);
+  tile_of_block(p, tile, bm, bn);
   const int m0 = bm * C::BM, n0 = bn * C::BN;
-  const int chunks = p.K / kChunkK;
+  const int all_chunks = p.K / kChunkK;
+  const int k_first = kSplitK ? static_cast<int>(static_cast<int64_t>(split) * all_chunks / p.k_splits) : 0;
+  const int chunks =
+      kSplitK ? static_cast<int>(static_cast<int64_t>(split + 1) * all_chunks / p.k_splits) - k_first : all_chunks;
 
   if (tid < 16) codes[tid] = p.w.quant_map[tid];
   if (p.w.nested_absmax != nullptr)
     for (int i = tid; i < 256; i += C::kThreads) code2[i] = p.w.nested_quant_map[i];
+  // Chunk indices below are relative to the slice (k_first).
   auto load = [&](int ch) {
     const int st = ch % C::STAGES;
-    load_stage<T, C::BM, C::BN, C::kThreads>(p, xs + st * C::kXBytes, cs + st * C::kCBytes, m0, n0, ch);
+    load_stage<T, C::BM, C::BN, C::kThreads>(p, xs + st * C::kXBytes, cs + st * C::kCBytes, m0, n0, k_first + ch);
   };
   using Raw = RawScales<2>;  // rows g, g + 8
   int64_t elem[2];
 #pragma unroll
-  for (int h = 0; h < 2; ++h) elem[h] = static_cast<int64_t>(min(n0 + wrow + g + 8 * h, p.N - 1)) * p.K;
+  for (int h = 0; h < 2; ++h)
+    elem[h] = static_cast<int64_t>(min(n0 + wrow + g + 8 * h, p.N - 1)) * p.K + static_cast<int64_t>(k_first) * kChunkK;
 
 #pragma unroll
   for (int s = 0; s < C::STAGES - 1; ++s) {
@@ -600,6 +614,34 @@ __global__ void __launch_bounds__(WgTile<BM>::kThreads, 1) qlora_wgmma_kernel(Mm
     if (ch + 1 < chunks) step(ch + 1, a1, a0, raw0);
   }
   cp_async_wait<0>();
+  if constexpr (kSplitK) {
+    // Publish this slice's fp32 tile; the last slice of the tile to finish sums all of them in
+    // slice order (deterministic) and runs the epilogue.
+    __shared__ bool last;
+    const int M = p.M, N = p.N;
+    float* mine = p.y_part + static_cast<int64_t>(split) * M * N;
+#pragma unroll
+    for (int i = 0; i < BM / 2; ++i) {
+      const int m = m0 + (i / 4) * 8 + 2 * c + (i & 1), n = n0 + wrow + g + 8 * ((i / 2) & 1);
+      if (m < M && n < N) mine[static_cast<int64_t>(m) * N + n] = acc[i];
+    }
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) last = atomicAdd(&p.tile_arrived[tile], 1u) == static_cast<unsigned>(p.k_splits - 1);
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+#pragma unroll
+    for (int i = 0; i < BM / 2; ++i) acc[i] = 0.f;
+    for (int sp = 0; sp < p.k_splits; ++sp) {
+      const float* part = p.y_part + static_cast<int64_t>(sp) * M * N;
+#pragma unroll
+      for (int i = 0; i < BM / 2; ++i) {
+        const int m = m0 + (i / 4) * 8 + 2 * c + (i & 1), n = n0 + wrow + g + 8 * ((i / 2) & 1);
+        if (m < M && n < N) acc[i] += __ldcg(part + static_cast<int64_t>(m) * N + n);
+      }
+    }
+  }
   __syncthreads();  // the pipeline buffers become the output tile
   store_tile<T, 1, BM / 8, C::BN, C::BM, C::kThreads>(p, reinterpret_cast<float(&)[1][BM / 8][4]>(acc), smem, n0,
                                                        m0, wrow, 0);
@@ -694,36 +736,40 @@ int wgmma_block_m(int64_t M, int64_t N, int sm_count) {
   return tiles_256 >= sm_count ? 256 : 128;
 }
 
-template <typename T, int BM> std::string launch_wgmma_bm(const MmaParams& p, int64_t blocks, cudaStream_t stream) {
+template <typename T, int BM, bool kSplitK>
+std::string launch_wgmma_bm(const MmaParams& p, int64_t blocks, cudaStream_t stream) {
   using C = WgTile<BM>;
-  cudaError_t err = cudaFuncSetAttribute(qlora_wgmma_kernel<T, BM>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         C::kSmem);
+  cudaError_t err = cudaFuncSetAttribute(qlora_wgmma_kernel<T, BM, kSplitK>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
   if (err != cudaSuccess) return std::string("qlora_wgmma_kernel attributes: ") + cudaGetErrorString(err);
-  qlora_wgmma_kernel<T, BM><<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, stream>>>(p);
+  qlora_wgmma_kernel<T, BM, kSplitK><<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, stream>>>(p);
   err = cudaGetLastError();
   return err == cudaSuccess ? "" : std::string("qlora_wgmma_kernel: ") + cudaGetErrorString(err);
 }
+// K slices per tile only with 128 x rows per block (plan_qlora_mma never splits 256-row tiles).
 template <typename T> std::string launch_wgmma(const MmaParams& p, int64_t blocks, cudaStream_t stream) {
-  return p.block_m == 256 ? launch_wgmma_bm<T, 256>(p, blocks, stream) : launch_wgmma_bm<T, 128>(p, blocks, stream);
+  if (p.block_m == 256) return launch_wgmma_bm<T, 256, false>(p, blocks, stream);
+  return p.k_splits > 1 ? launch_wgmma_bm<T, 128, true>(p, blocks, stream)
+                        : launch_wgmma_bm<T, 128, false>(p, blocks, stream);
 }
 
 int64_t u_groups(int64_t M, int64_t r) { return (M + kUWarps * 16 - 1) / (kUWarps * 16) * ((r + 63) / 64); }
 
 template <typename T>
-std::string launch_typed(const MmaParams& p, int splits, const void* x_lora, const void* A, float* u_part,
-                         unsigned int* arrived, bool wgmma, cudaStream_t stream) {
+std::string launch_typed(const MmaParams& p, const MmaPlan& plan, const void* x_lora, const void* A, float* u_part,
+                         unsigned int* u_arrived, unsigned int* counters, int64_t n_counters, cudaStream_t stream) {
   cudaError_t err;
-  if (splits > 1) {
-    err = cudaMemsetAsync(arrived, 0, sizeof(unsigned int) * u_groups(p.M, p.r), stream);
+  if (n_counters > 0) {  // the u kernel's and the tiles' split-K counters, one memset
+    err = cudaMemsetAsync(counters, 0, sizeof(unsigned int) * n_counters, stream);
     if (err != cudaSuccess) return std::string("cudaMemsetAsync: ") + cudaGetErrorString(err);
   }
-  const dim3 ugrid((p.M + kUWarps * 16 - 1) / (kUWarps * 16), splits, (p.r + 63) / 64);
+  const dim3 ugrid((p.M + kUWarps * 16 - 1) / (kUWarps * 16), plan.splits, (p.r + 63) / 64);
   lora_u_part_kernel<T><<<ugrid, kUWarps * 32, 0, stream>>>(static_cast<const T*>(x_lora), static_cast<const T*>(A),
-                                                           u_part, arrived, const_cast<float*>(p.u), p.M, p.K, p.r);
+                                                           u_part, u_arrived, const_cast<float*>(p.u), p.M, p.K, p.r);
   err = cudaGetLastError();
   if (err != cudaSuccess) return std::string("lora_u_part_kernel: ") + cudaGetErrorString(err);
-  const int64_t blocks = static_cast<int64_t>(p.tiles_m) * p.tiles_n;
-  if (wgmma) return launch_wgmma<T>(p, blocks, stream);
+  const int64_t blocks = static_cast<int64_t>(p.tiles_m) * p.tiles_n * p.k_splits;
+  if (plan.wgmma) return launch_wgmma<T>(p, blocks, stream);
   using C = LargeTile;
   err = cudaFuncSetAttribute(qlora_mma_kernel<T, C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
   if (err != cudaSuccess) return std::string("qlora_mma_kernel attributes: ") + cudaGetErrorString(err);
@@ -732,43 +778,92 @@ std::string launch_typed(const MmaParams& p, int splits, const void* x_lora, con
   return err == cudaSuccess ? "" : std::string("qlora_mma_kernel: ") + cudaGetErrorString(err);
 }
 
-// Compute capability major of the current device (cached per device).
-int device_major() {
-  static int cache[64] = {};
+// Compute capability major and SM count of the current device (cached per device).
+void current_device(int* major, int* sm_count) {
+  static int cache[64][2] = {};
   int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0) return 0;
-  if (dev < 64 && cache[dev] != 0) return cache[dev];
-  int major = 0;
-  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-  if (dev < 64) cache[dev] = major;
-  return major;
+  *major = 0;
+  *sm_count = 1;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0) return;
+  if (dev < 64 && cache[dev][0] != 0) {
+    *major = cache[dev][0];
+    *sm_count = cache[dev][1];
+    return;
+  }
+  cudaDeviceGetAttribute(major, cudaDevAttrComputeCapabilityMajor, dev);
+  cudaDeviceGetAttribute(sm_count, cudaDevAttrMultiProcessorCount, dev);
+  if (dev < 64) {
+    cache[dev][0] = *major;
+    cache[dev][1] = *sm_count;
+  }
+}
+
+// Workspace sections of a plan, in bytes from the start: u partials, y partials, counters.
+struct Sections {
+  int64_t y_part, counters, n_counters, u_counters;
+};
+Sections sections(const MmaPlan& plan, int64_t M, int64_t N, int64_t r) {
+  Sections sec{};
+  const int64_t u_bytes = plan.splits > 1 ? 4 * plan.splits * M * r : 0;
+  sec.y_part = (u_bytes + 15) / 16 * 16;
+  const int64_t y_bytes = plan.k_splits > 1 ? 4 * plan.k_splits * M * N : 0;
+  sec.counters = sec.y_part + y_bytes;
+  sec.u_counters = plan.splits > 1 ? u_groups(M, r) : 0;
+  sec.n_counters = sec.u_counters + (plan.k_splits > 1 ? static_cast<int64_t>(plan.tiles_m) * plan.tiles_n : 0);
+  return sec;
 }
 
 }  // namespace
 
-MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int sm_count) {
-  (void)N;
+MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int variant, int block_m) {
   MmaPlan plan{};
+  int major = 0, sm_count = 1;
+  current_device(&major, &sm_count);
+  if (variant < 0 || variant > 2) {
+    plan.error = "variant must be 0 (auto), 1 (mma.sync) or 2 (wgmma)";
+    return plan;
+  }
+  if (variant == 2 && major != 9) {
+    plan.error = "variant 2 (wgmma) needs an sm_90 GPU";
+    return plan;
+  }
+  if (block_m != 0 && block_m != 128 && block_m != 256) {
+    plan.error = "block_m must be 0 (auto), 128 or 256";
+    return plan;
+  }
+  if (M < 1 || N < 1 || r < 1 || K < kChunkK) {
+    plan.error = "need M, N, r >= 1 and K >= 64";
+    return plan;
+  }
+  plan.wgmma = variant == 2 || (variant == 0 && major == 9);
+  const int64_t chunks = K / kChunkK;
+  // u kernel: K slices so that its grid fills the GPU (~4 blocks per SM).
   const int64_t row_blocks = (M + kUWarps * 16 - 1) / (kUWarps * 16);
   const int64_t rank_groups = (r + 63) / 64;
-  const int64_t chunks = K / kChunkK;
   int64_t splits = (4 * static_cast<int64_t>(sm_count) + row_blocks * rank_groups - 1) / (row_blocks * rank_groups);
-  if (splits > chunks) splits = chunks;
-  if (splits > 64) splits = 64;
-  if (splits < 1) splits = 1;
-  plan.splits = static_cast<int>(splits);
-  plan.workspace_bytes = splits > 1 ? static_cast<int64_t>(sizeof(float)) * splits * M * r + 4 * u_groups(M, r) : 0;
+  plan.splits = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({splits, chunks, 64})));
+  // Main kernel: the tile, and K slices when the tiles alone leave SMs idle (one wave at most).
+  plan.block_m = plan.wgmma ? (block_m > 0 ? block_m : wgmma_block_m(M, N, sm_count)) : LargeTile::BM;
+  const int BN = plan.wgmma ? WgTile<128>::BN : LargeTile::BN;
+  plan.tiles_m = static_cast<int>((M + plan.block_m - 1) / plan.block_m);
+  plan.tiles_n = static_cast<int>((N + BN - 1) / BN);
+  const int64_t tiles = static_cast<int64_t>(plan.tiles_m) * plan.tiles_n;
+  int64_t k_splits = 1;
+  if (plan.wgmma && plan.block_m == 128 && tiles < sm_count)
+    k_splits = std::min<int64_t>({sm_count / tiles, chunks / 4, 8});
+  plan.k_splits = static_cast<int>(std::max<int64_t>(1, k_splits));
+  const Sections sec = sections(plan, M, N, r);
+  plan.workspace_bytes = sec.n_counters > 0 ? sec.counters + 4 * sec.n_counters : sec.counters;
   return plan;
 }
 
 std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr_t A, uintptr_t B, uintptr_t bias,
-                             uintptr_t u, uintptr_t workspace, int dtype, uintptr_t packed, uintptr_t absmax,
-                             uintptr_t quant_map, uintptr_t nested_absmax, uintptr_t nested_quant_map,
-                             float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r,
-                             float scale, int splits, int variant, int block_m, uintptr_t stream) {
-  int lg = 0;
-  while ((1 << lg) < blocksize) ++lg;
-  if ((1 << lg) != blocksize || lg < 6 || lg > 12) return "blocksize must be a power of two in [64, 4096]";
+                             uintptr_t u, uintptr_t workspace, int64_t workspace_bytes, int dtype, uintptr_t packed,
+                             uintptr_t absmax, uintptr_t quant_map, uintptr_t nested_absmax,
+                             uintptr_t nested_quant_map, float nested_offset, int blocksize, int64_t M, int64_t N,
+                             int64_t K, int64_t r, float scale, int variant, int block_m, uintptr_t stream) {
+  const int lg = log2_exact(blocksize);
+  if (lg < 6 || lg > 12) return "blocksize must be a power of two in [64, 4096]";
   if (M < 1 || N < 1 || r < 1 || K < kChunkK || K % blocksize != 0)
     return "need M, N, r >= 1 and K a positive multiple of the blocksize (>= 64)";
   if (N >= (int64_t{1} << 30) || K >= (int64_t{1} << 30) || M >= (int64_t{1} << 30) || N * K > (int64_t{1} << 40) ||
@@ -776,44 +871,38 @@ std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr
     return "shape too large (M, N, K < 2^30, N·K <= 2^40, r <= 65536)";
   for (uintptr_t ptr : {packed, x, x_lora, A, y, workspace})
     if (ptr % 16 != 0) return "packed, x, x_lora, A, y and workspace must be 16-byte aligned";
-  if (splits < 1 || splits > K / kChunkK) return "splits must be in [1, K / 64]";
-  if (splits > 1 && workspace == 0) return "splits > 1 needs the workspace plan_qlora_mma sizes";
-  if (variant < 0 || variant > 2) return "variant must be 0 (auto), 1 (mma.sync) or 2 (wgmma)";
-  const bool sm90 = device_major() == 9;
-  if (variant == 2 && !sm90) return "variant 2 (wgmma) needs an sm_90 GPU";
-  const bool wgmma = variant == 2 || (variant == 0 && sm90);
-  int sm_count = 132;
-  {
-    int dev = 0;
-    if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, dev);
-  }
-  const int BM = wgmma ? (block_m > 0 ? block_m : wgmma_block_m(M, N, sm_count)) : LargeTile::BM;
-  const int BN = wgmma ? WgTile<128>::BN : LargeTile::BN;
-  if (wgmma && BM != 128 && BM != 256) return "block_m must be 0 (auto), 128 or 256";
+  const MmaPlan plan = plan_qlora_mma(M, N, K, r, variant, block_m);
+  if (!plan.error.empty()) return plan.error;
+  if (workspace_bytes < plan.workspace_bytes || (plan.workspace_bytes > 0 && workspace == 0))
+    return "the workspace is smaller than plan_qlora_mma says (" + std::to_string(plan.workspace_bytes) + " bytes)";
+  const Sections sec = sections(plan, M, N, r);
+  unsigned char* ws = reinterpret_cast<unsigned char*>(workspace);
+  unsigned int* counters = reinterpret_cast<unsigned int*>(ws + sec.counters);
   MmaParams p{};
   p.y = reinterpret_cast<void*>(y);
   p.x = reinterpret_cast<const void*>(x);
   p.B = reinterpret_cast<const void*>(B);
   p.bias = reinterpret_cast<const void*>(bias);
   p.u = reinterpret_cast<const float*>(u);
-  p.w = NF4State{reinterpret_cast<const uint8_t*>(packed), reinterpret_cast<const void*>(absmax),
-                 reinterpret_cast<const float*>(quant_map), reinterpret_cast<const float*>(nested_absmax),
-                 reinterpret_cast<const float*>(nested_quant_map), nested_offset, N * K, lg};
+  p.w = make_state(packed, absmax, quant_map, nested_absmax, nested_quant_map, nested_offset, N * K, lg);
   p.M = static_cast<int>(M);
   p.N = static_cast<int>(N);
   p.K = static_cast<int>(K);
   p.r = static_cast<int>(r);
-  p.block_m = BM;
-  p.tiles_m = static_cast<int>((M + BM - 1) / BM);
-  p.tiles_n = static_cast<int>((N + BN - 1) / BN);
+  p.block_m = plan.block_m;
+  p.tiles_m = plan.tiles_m;
+  p.tiles_n = plan.tiles_n;
+  p.k_splits = plan.k_splits;
+  p.y_part = plan.k_splits > 1 ? reinterpret_cast<float*>(ws + sec.y_part) : nullptr;
+  p.tile_arrived = plan.k_splits > 1 ? counters + sec.u_counters : nullptr;
   p.scale = scale;
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
   const void* xl = reinterpret_cast<const void*>(x_lora);
   const void* a = reinterpret_cast<const void*>(A);
-  float* part = reinterpret_cast<float*>(workspace);
-  unsigned int* arrived = splits > 1 ? reinterpret_cast<unsigned int*>(part + static_cast<int64_t>(splits) * M * r) : nullptr;
-  if (dtype == 1) return launch_typed<__half>(p, splits, xl, a, part, arrived, wgmma, st);
-  if (dtype == 2) return launch_typed<__nv_bfloat16>(p, splits, xl, a, part, arrived, wgmma, st);
+  float* u_part = reinterpret_cast<float*>(ws);
+  unsigned int* u_arrived = plan.splits > 1 ? counters : nullptr;
+  if (dtype == 1) return launch_typed<__half>(p, plan, xl, a, u_part, u_arrived, counters, sec.n_counters, st);
+  if (dtype == 2) return launch_typed<__nv_bfloat16>(p, plan, xl, a, u_part, u_arrived, counters, sec.n_counters, st);
   return "dtype must be 1 (float16) or 2 (bfloat16)";
 }
 

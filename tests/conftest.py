@@ -70,3 +70,28 @@ def random_lora(N, K, r, dtype, device="cpu"):
     A = (torch.randn(r, K, device=device) / K**0.5).to(dtype)
     B = (torch.randn(N, r, device=device) / r**0.5).to(dtype)
     return A, B
+
+
+def poison_next_alloc(numel, dtype, device="cuda"):
+    """Fill a block of the caching allocator with NaN and free it: the next same-sized request gets
+    it, so outputs a kernel leaves unwritten show as NaN."""
+    torch.full((numel,), float("nan"), device=device, dtype=dtype)
+
+
+def forward_case(M, K, N, r, blocksize, has_bias, dropout, dtype, nested, device="cuda"):
+    """Random inputs of one forward test case and what they are judged against: a dict with q, A,
+    B, x, x_lora (None without dropout), bias, the float64 reference y and ``plain``, the same math
+    in torch at ``dtype`` (W dequantized to dtype: the error budget is twice plain's)."""
+    import torch.nn.functional as F
+
+    from nf4lora import quantize_nf4
+
+    q = quantize_nf4(torch.randn(N, K, device=device) * K**-0.5, blocksize, double_quant=nested)
+    A, B = random_lora(N, K, r, dtype, device)
+    x = torch.randn(M, K, device=device, dtype=dtype)
+    xl = torch.randn(M, K, device=device, dtype=dtype) if dropout else None
+    bias = torch.randn(N, device=device, dtype=dtype) if has_bias else None
+    ref = qlora_reference_f64(x, q, A, B, 0.7, bias, xl)
+    xle = x if xl is None else xl
+    plain = F.linear(x, dequantize_nf4(q, dtype), bias) + 0.7 * F.linear(F.linear(xle, A), B)
+    return dict(q=q, A=A, B=B, x=x, x_lora=xl, bias=bias, scale=0.7, ref=ref, plain=plain)

@@ -14,24 +14,18 @@ import textwrap
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from nf4lora import _cuda_ext, dequantize_nf4, ops, qlora_linear, quantize_nf4
-from conftest import REL_TOL, qlora_reference_f64, random_lora, rel_err
+from nf4lora import _cuda_ext, ops, qlora_linear, quantize_nf4
+from conftest import REL_TOL, forward_case, poison_next_alloc, qlora_reference_f64, random_lora, rel_err
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not _cuda_ext.built(), reason="the CUDA extension is not built")]
 DEV = "cuda"
 
 
-def _poison_allocator(numel, dtype):
-    # The caching allocator hands the next same-sized request this block: unwritten outputs show as NaN.
-    torch.full((numel,), float("nan"), device=DEV, dtype=dtype)
-
-
 def _forward(monkeypatch, x, q, A, B, scale, bias=None, x_lora=None):
     monkeypatch.setenv("NF4LORA_BACKEND", "cuda")
-    _poison_allocator(x.shape[0] * q.shape[0], x.dtype)
+    poison_next_alloc(x.shape[0] * q.shape[0], x.dtype)
     with torch.no_grad():
         y = qlora_linear(x, q, A, B, scale, bias, x_lora)
     assert ops.last_path["qlora_linear"] == "cuda"
@@ -53,25 +47,19 @@ CASES = [  # M, K, N, r, blocksize, bias, dropout
 @pytest.mark.parametrize("nested", [False, True])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "M{}-K{}-N{}-r{}-bs{}-b{:d}-d{:d}".format(*c))
 def test_cuda_forward_matches_reference(monkeypatch, dtype, nested, case):
-    M, K, N, r, blocksize, has_bias, dropout = case
-    q = quantize_nf4(torch.randn(N, K, device=DEV) * K**-0.5, blocksize, double_quant=nested)
-    A, B = random_lora(N, K, r, dtype, DEV)
-    x = torch.randn(M, K, device=DEV, dtype=dtype)
-    xl = torch.randn(M, K, device=DEV, dtype=dtype) if dropout else None
-    bias = torch.randn(N, device=DEV, dtype=dtype) if has_bias else None
+    M, K, N, r = case[:4]
+    c = forward_case(*case, dtype, nested)
+    q, A, B, x, xl, bias, ref, plain = (c[k] for k in ("q", "A", "B", "x", "x_lora", "bias", "ref", "plain"))
     y = _forward(monkeypatch, x, q, A, B, 0.7, bias, xl)
-    ref = qlora_reference_f64(x, q, A, B, 0.7, bias, xl)
-    xle = x if xl is None else xl
-    plain = F.linear(x, dequantize_nf4(q, dtype), bias) + 0.7 * F.linear(F.linear(xle, A), B)
     assert torch.isfinite(y).all()
     err = rel_err(y, ref)
     assert err < REL_TOL[dtype] and err <= 2 * rel_err(plain, ref) + 1e-6, (err, rel_err(plain, ref))
     # u = x̃·Aᵀ, returned for dB: fp32 sums of exact products. The other tile width (a different
     # split-K plan, so a different summation order) is as accurate.
     other = 1 if _cuda_ext.GEMV_TILES == 2 else 2
-    _poison_allocator(M * N, dtype)
+    poison_next_alloc(M * N, dtype)
     y2, u = _cuda_ext.qlora_forward_small(x, xl, q, A, B, 0.7, bias, tiles=other)
-    assert rel_err(u, xle.double() @ A.double().t()) < 1e-5
+    assert rel_err(u, (x if xl is None else xl).double() @ A.double().t()) < 1e-5
     assert torch.isfinite(y2).all() and rel_err(y2, ref) <= 2 * rel_err(plain, ref) + 1e-6
 
 

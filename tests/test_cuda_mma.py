@@ -15,19 +15,13 @@ import textwrap
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from nf4lora import _cuda_ext, dequantize_nf4, ops, qlora_linear, quantize_nf4
-from conftest import REL_TOL, qlora_reference_f64, random_lora, rel_err
+from conftest import REL_TOL, forward_case, poison_next_alloc, qlora_reference_f64, random_lora, rel_err
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not _cuda_ext.built(), reason="the CUDA extension is not built")]
 DEV = "cuda"
-
-
-def _poison_allocator(numel, dtype):
-    # The caching allocator hands the next same-sized request this block: unwritten outputs show as NaN.
-    torch.full((numel,), float("nan"), device=DEV, dtype=dtype)
 
 
 CASES = [  # M, K, N, r, blocksize, bias, dropout
@@ -45,32 +39,26 @@ CASES = [  # M, K, N, r, blocksize, bias, dropout
 @pytest.mark.parametrize("nested", [False, True])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "M{}-K{}-N{}-r{}-bs{}-b{:d}-d{:d}".format(*c))
 def test_mma_forward_matches_reference(monkeypatch, dtype, nested, case):
-    M, K, N, r, blocksize, has_bias, dropout = case
-    q = quantize_nf4(torch.randn(N, K, device=DEV) * K**-0.5, blocksize, double_quant=nested)
-    A, B = random_lora(N, K, r, dtype, DEV)
-    x = torch.randn(M, K, device=DEV, dtype=dtype)
-    xl = torch.randn(M, K, device=DEV, dtype=dtype) if dropout else None
-    bias = torch.randn(N, device=DEV, dtype=dtype) if has_bias else None
+    M, K, N, r = case[:4]
+    c = forward_case(*case, dtype, nested)
+    q, A, B, x, xl, bias, ref, plain = (c[k] for k in ("q", "A", "B", "x", "x_lora", "bias", "ref", "plain"))
     monkeypatch.setenv("NF4LORA_BACKEND", "cuda")
-    _poison_allocator(M * N, dtype)
+    poison_next_alloc(M * N, dtype)
     with torch.no_grad():
         y = qlora_linear(x, q, A, B, 0.7, bias, xl)
     assert ops.last_path["qlora_linear"] == "cuda"
-    ref = qlora_reference_f64(x, q, A, B, 0.7, bias, xl)
-    xle = x if xl is None else xl
-    plain = F.linear(x, dequantize_nf4(q, dtype), bias) + 0.7 * F.linear(F.linear(xle, A), B)
     assert torch.isfinite(y).all()
     err = rel_err(y, ref)
     assert err < REL_TOL[dtype] and err <= 2 * rel_err(plain, ref) + 1e-6, (err, rel_err(plain, ref))
     # u = x̃·Aᵀ, returned for dB: fp32 sums of exact products; poisoned u must be fully written.
-    _poison_allocator(M * r, torch.float32)
+    poison_next_alloc(M * r, torch.float32)
     y2, u = _cuda_ext.qlora_forward_large(x, xl, q, A, B, 0.7, bias)
-    assert rel_err(u, xle.double() @ A.double().t()) < 1e-5
+    assert rel_err(u, (x if xl is None else xl).double() @ A.double().t()) < 1e-5
     assert torch.equal(y2, y)  # deterministic: fixed split plan, no atomics
     # Every kernel of the file is as accurate: mma.sync (the default off sm_90) and wgmma with 128
     # and 256 x rows per block (the default picks one by shape).
     for variant, block_m in (("mma_sync", 0), ("wgmma", 128), ("wgmma", 256)):
-        _poison_allocator(M * N, dtype)
+        poison_next_alloc(M * N, dtype)
         y3, u3 = _cuda_ext.qlora_forward_large(x, xl, q, A, B, 0.7, bias, variant=variant, block_m=block_m)
         assert torch.equal(u3, u)
         assert torch.isfinite(y3).all() and rel_err(y3, ref) <= 2 * rel_err(plain, ref) + 1e-6, (variant, block_m)
@@ -124,6 +112,20 @@ def test_mma_forward_non_contiguous_and_3d_input(monkeypatch):
     assert y.shape == (3, 50, 384) and rel_err(y, ref) < 1e-2
 
 
+def test_mma_plan_splits_k_only_when_tiles_are_few():
+    from nf4lora._cuda_ext import _C
+
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    # M = 128 on N = 4096: 32 output tiles of 128 × 128, so K is split across the idle SMs.
+    splits, k_splits, block_m, ws = _C.plan_qlora_mma(128, 4096, 14336, 16)
+    assert block_m == 128 and 1 < k_splits <= max(1, sms // 32) and ws >= 4 * k_splits * 128 * 4096
+    # Enough tiles of 256 rows to fill the GPU: the large tile, no K split.
+    assert _C.plan_qlora_mma(4096, 14336, 4096, 16)[1:3] == (1, 256)
+    assert _C.plan_qlora_mma(128, 4096, 14336, 16, 1, 0)[1] == 1  # mma.sync never splits K
+    with pytest.raises(RuntimeError, match="block_m must be 0"):
+        _C.plan_qlora_mma(128, 4096, 4096, 16, 0, 64)
+
+
 @pytest.mark.skipif(shutil.which("compute-sanitizer") is None, reason="compute-sanitizer not found")
 def test_mma_forward_is_memcheck_clean(tmp_path):
     script = tmp_path / "run.py"
@@ -132,6 +134,7 @@ def test_mma_forward_is_memcheck_clean(tmp_path):
         from nf4lora import _cuda_ext, quantize_nf4
         for dtype in (torch.bfloat16, torch.float16):
             for nested in (False, True):
+                # K split per tile (17, 130 rows), one tile per block (129 rows, K = 64)
                 for M, K, N, r in ((17, 640, 300, 1), (130, 1024, 257, 80), (129, 64, 136, 16)):
                     q = quantize_nf4(torch.randn(N, K, device="cuda"), 64, double_quant=nested)
                     x = torch.randn(M, K, device="cuda", dtype=dtype)

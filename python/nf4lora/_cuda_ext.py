@@ -119,7 +119,11 @@ GEMV_TILES = 2
 
 
 def _launch_args(x, x_lora, q: NF4Weight, A, B, bias):
-    """Contiguous, 16-byte aligned operands and the pointer arguments shared by both launchers."""
+    """What both forward launchers take: (keep, y, u, operands, state). y (M, N) and u (M, r)
+    float32 are the outputs; operands the leading pointer arguments (y, x, x_lora, A, B, bias, u) of
+    contiguous, 16-byte aligned tensors; state the NF4 state's pointer arguments. ``keep`` holds the
+    operand tensors (copies made for alignment included) alive until the launch is queued. A plain
+    function and tuples: this runs on every decode-size call, where host time is the cost."""
     x = _aligned(x)
     xl = x if x_lora is None else _aligned(x_lora)
     A, B = _aligned(A), B.contiguous()
@@ -129,8 +133,16 @@ def _launch_args(x, x_lora, q: NF4Weight, A, B, bias):
     state = (packed.data_ptr(), q.absmax.data_ptr(), q.quant_map.data_ptr(),
              q.nested_absmax.data_ptr() if nested else 0, q.nested_quant_map.data_ptr() if nested else 0,
              q.nested_offset if nested else 0.0, q.blocksize)
-    # packed, xl, A and bias are returned so that they stay alive until the launch is queued.
-    return x, xl, A, B, bias, packed, state
+    (M, _), (N, r), device = x.shape, B.shape, x.device
+    y = torch.empty((M, N), device=device, dtype=x.dtype)
+    u = torch.empty((M, r), device=device, dtype=torch.float32)
+    operands = (y.data_ptr(), x.data_ptr(), xl.data_ptr(), A.data_ptr(), B.data_ptr(),
+                0 if bias is None else bias.data_ptr(), u.data_ptr())
+    return (x, xl, A, B, bias, packed), y, u, operands, state
+
+
+def _workspace(nbytes: int, device) -> Optional[torch.Tensor]:
+    return torch.empty(nbytes, device=device, dtype=torch.uint8) if nbytes else None
 
 
 def qlora_forward(x, x_lora, q: NF4Weight, A, B, scale: float, bias):
@@ -143,18 +155,13 @@ def qlora_forward(x, x_lora, q: NF4Weight, A, B, scale: float, bias):
 
 def qlora_forward_small(x, x_lora, q: NF4Weight, A, B, scale: float, bias, tiles: Optional[int] = None):
     """The small-M kernels (1 <= M <= GEMV_MAX_M; the launcher refuses other M)."""
-    M, K = x.shape
-    N, r = B.shape
-    x, xl, A, B, bias, packed, state = _launch_args(x, x_lora, q, A, B, bias)
-    device = x.device
-    y = torch.empty((M, N), device=device, dtype=x.dtype)
-    u = torch.empty((M, r), device=device, dtype=torch.float32)
+    (M, K), (N, r), device = x.shape, B.shape, x.device
+    keep, y, u, operands, state = _launch_args(x, x_lora, q, A, B, bias)
     splits, tiles, ws_bytes = _C.plan_qlora_gemv(M, N, K, _sm_count(device), tiles or GEMV_TILES)
-    ws = torch.empty(ws_bytes, device=device, dtype=torch.uint8) if ws_bytes else None  # split-K only
+    ws = _workspace(ws_bytes, device)  # split-K only
     with device_guard(device):
-        _C.qlora_gemv(y.data_ptr(), x.data_ptr(), xl.data_ptr(), A.data_ptr(), B.data_ptr(),
-                      0 if bias is None else bias.data_ptr(), u.data_ptr(), 0 if ws is None else ws.data_ptr(),
-                      _DTYPE_CODES[x.dtype], *state, M, N, K, r, float(scale), splits, tiles, _stream(device))
+        _C.qlora_gemv(*operands, 0 if ws is None else ws.data_ptr(), _DTYPE_CODES[x.dtype], *state,
+                      M, N, K, r, float(scale), splits, tiles, _stream(device))
     return y, u
 
 
@@ -166,19 +173,14 @@ MMA_VARIANTS = {"auto": 0, "mma_sync": 1, "wgmma": 2}
 
 def qlora_forward_large(x, x_lora, q: NF4Weight, A, B, scale: float, bias, variant: str = "auto",
                         block_m: int = 0):
-    """The tensor-core kernels (any M >= 1; meant for M > GEMV_MAX_M). Workspace when u's K is
-    split S > 1 ways: S·M·r float32 partial sums (reduced in a fixed order) and their counters."""
-    M, K = x.shape
-    N, r = B.shape
-    x, xl, A, B, bias, packed, state = _launch_args(x, x_lora, q, A, B, bias)
-    device = x.device
-    y = torch.empty((M, N), device=device, dtype=x.dtype)
-    u = torch.empty((M, r), device=device, dtype=torch.float32)
-    splits, ws_bytes = _C.plan_qlora_mma(M, N, K, r, _sm_count(device))
-    ws = torch.empty(ws_bytes, device=device, dtype=torch.uint8) if ws_bytes else None  # split-K only
-    with device_guard(device):
-        _C.qlora_mma(y.data_ptr(), x.data_ptr(), xl.data_ptr(), A.data_ptr(), B.data_ptr(),
-                     0 if bias is None else bias.data_ptr(), u.data_ptr(), 0 if ws is None else ws.data_ptr(),
-                     _DTYPE_CODES[x.dtype], *state, M, N, K, r, float(scale), splits, MMA_VARIANTS[variant],
-                     block_m, _stream(device))
+    """The tensor-core kernels (any M >= 1; meant for M > GEMV_MAX_M). Workspace (sized by
+    _C.plan_qlora_mma) when K is split: the u kernel's S·M·r and, with few output tiles, the main
+    kernel's S'·M·N float32 partial sums (each reduced in a fixed order) and their counters."""
+    (M, K), (N, r), device = x.shape, B.shape, x.device
+    keep, y, u, operands, state = _launch_args(x, x_lora, q, A, B, bias)
+    with device_guard(device):  # the plan depends on the device (kernel, SM count)
+        ws_bytes = _C.plan_qlora_mma(M, N, K, r, MMA_VARIANTS[variant], block_m)[3]
+        ws = _workspace(ws_bytes, device)  # split-K partial sums and counters
+        _C.qlora_mma(*operands, 0 if ws is None else ws.data_ptr(), ws_bytes, _DTYPE_CODES[x.dtype], *state,
+                     M, N, K, r, float(scale), MMA_VARIANTS[variant], block_m, _stream(device))
     return y, u
