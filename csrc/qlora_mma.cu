@@ -1,32 +1,39 @@
-// nf4lora::qlora_linear forward for M > 16 rows of x on tensor cores (mma.sync m16n8k16, sm_80+):
-// the prefill / training regime.
+// nf4lora::qlora_linear forward for M > 16 rows of x on tensor cores: the prefill / training
+// regime. Two main kernels, one per GPU generation, and the u kernel they share:
 //
 //   y (M, N) = x·Wᵀ + s·u·Bᵀ + bias,  u (M, r) = x̃·Aᵀ (float32, also returned for dB)
 //
-// Two kernels, launched back to back by one host call:
+// Launched back to back by one host call (plus one memset of split-K counters when K is split):
 //   lora_u_part_kernel  u over S split-K slices: a block owns 64 rows of x̃ and up to 64 ranks
 //                       over one K slice (mma, fp32 accumulation) and writes its partial sums; the
 //                       last block of each (rows, ranks) group to finish adds the S partials in
 //                       slice order and writes u (deterministic, no float atomics). S is chosen so
 //                       that the grid fills the GPU.
-//   qlora_mma_kernel    a block owns a BN × BM tile of yᵀ (BN rows of W × BM rows of x) over all
-//                       of K. Per 64-wide k chunk, x and the packed codes of W arrive in shared
-//                       memory through a STAGES-deep cp.async pipeline; each warp decodes its rows
-//                       of W from shared memory straight into mma A-operand registers (the decode
-//                       of nf4_mma.cuh) and multiplies them with x fragments read from shared
-//                       memory as the B operand. A decoded W exists only in registers.
-//                       Epilogue: the LoRA term s·B·uᵀ as extra mma steps (B rows as A operand, u
-//                       split into a T part and a T residual so the term keeps ~16 mantissa
-//                       bits), + bias, staged through shared memory for 16-byte stores of y.
+//   qlora_wgmma_kernel  sm_90 (the default there): two warpgroups, 128 W rows × 128 or 256 x rows
+//                       per block, wgmma with W decoded into the register operand and x as the
+//                       shared-memory operand; with few output tiles, K is split across blocks and
+//                       the last slice of a tile sums the fp32 partial tiles in slice order. Its
+//                       section below has the details.
+//   qlora_mma_kernel    other GPUs (sm_80+): mma.sync m16n8k16. A block owns a BN × BM tile of yᵀ
+//                       (BN rows of W × BM rows of x) over all of K. Per 64-wide k chunk, x and
+//                       the packed codes of W arrive in shared memory through a STAGES-deep
+//                       cp.async pipeline; each warp decodes its rows of W from shared memory
+//                       straight into mma A-operand registers (the decode of nf4_mma.cuh) and
+//                       multiplies them with x fragments read from shared memory as the B operand.
+// In both a decoded W exists only in registers. Epilogue (store_tile, shared): the LoRA term as
+// extra mma steps (B rows as A operand, s·u split into a T part and a T residual so the term keeps
+// ~16 mantissa bits; with float16, |s·u| must stay below 65504, as in any float16 LoRA), + bias,
+// staged through shared memory for 16-byte stores of y.
 //
-// k order: inside each 64-wide chunk a thread owns 16 consecutive k of its rows (8 bytes of codes,
-// 32 bytes of x); mma step s uses its 4-k quad s ^ (c & 1) (c = lane % 4) for both operands (a dot
-// product does not care about the order). The quad swap for odd c makes the 8-byte shared-memory
-// reads of x conflict-free; x rows are stored with their 16-byte pieces XOR-swizzled by row % 8.
+// mma.sync k order: inside each 64-wide chunk a thread owns 16 consecutive k of its rows (8 bytes of
+// codes, 32 bytes of x); mma step s uses its 4-k quad s ^ (c & 1) (c = lane % 4) for both operands
+// (a dot product does not care about the order). The quad swap for odd c makes the 8-byte
+// shared-memory reads of x conflict-free; x rows are stored with their 16-byte pieces XOR-swizzled
+// by row % 8 (which is also the 128-byte swizzle the wgmma descriptors expect).
 //
-// Scales: the absmax multiplies each chunk's fp32 partial sums (exact fp32, the blocksize must be
-// a multiple of 64); the nested absmax is decoded in the kernel. Raw scale data is loaded one
-// chunk ahead into registers.
+// mma.sync scales: the absmax multiplies each chunk's fp32 partial sums (exact fp32, the blocksize
+// must be a multiple of 64); the nested absmax is decoded in the kernel. Raw scale data is loaded
+// one chunk ahead into registers.
 //
 // Tile order: blocks walk GROUP_M row blocks of x across all column blocks before the next group,
 // so a wave shares its x rows and W columns in L2.
