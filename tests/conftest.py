@@ -95,3 +95,13 @@ def forward_case(M, K, N, r, blocksize, has_bias, dropout, dtype, nested, device
     xle = x if xl is None else xl
     plain = F.linear(x, dequantize_nf4(q, dtype), bias) + 0.7 * F.linear(F.linear(xle, A), B)
     return dict(q=q, A=A, B=B, x=x, x_lora=xl, bias=bias, scale=0.7, ref=ref, plain=plain)
+
+
+def forward_cases(cases):
+    """The parametrization of a forward kernel's reference test: bf16 and fp16 × plain and nested
+    absmax × ``cases`` of (M, K, N, r, blocksize, bias, dropout), with readable ids."""
+    def mark(fn):
+        fn = pytest.mark.parametrize("case", cases, ids=lambda c: "M{}-K{}-N{}-r{}-bs{}-b{:d}-d{:d}".format(*c))(fn)
+        fn = pytest.mark.parametrize("nested", [False, True])(fn)
+        return pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])(fn)
+    return mark

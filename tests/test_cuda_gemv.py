@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from nf4lora import _cuda_ext, ops, qlora_linear, quantize_nf4
-from conftest import REL_TOL, forward_case, poison_next_alloc, qlora_reference_f64, random_lora, rel_err
+from conftest import REL_TOL, forward_case, forward_cases, poison_next_alloc, qlora_reference_f64, random_lora, rel_err
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not _cuda_ext.built(), reason="the CUDA extension is not built")]
@@ -43,9 +43,7 @@ CASES = [  # M, K, N, r, blocksize, bias, dropout
 ]
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("nested", [False, True])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "M{}-K{}-N{}-r{}-bs{}-b{:d}-d{:d}".format(*c))
+@forward_cases(CASES)
 def test_cuda_forward_matches_reference(monkeypatch, dtype, nested, case):
     M, K, N, r = case[:4]
     c = forward_case(*case, dtype, nested)
