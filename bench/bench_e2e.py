@@ -9,7 +9,8 @@ Stacks, each built from the same random base weights (bf16, seeded; no download)
   lora16    PEFT LoRA r=16 on the bf16 weights
 For each: tokens/s and peak memory of a full training step (AdamW on the adapters) at sequence
 --seq, micro-batch 1 and 4, with and without gradient checkpointing; weight memory against bf16;
-greedy decode at batch 1 (--decode-tokens new tokens); and the loss over --loss-steps steps on
+greedy decode at batch 1 (--decode-tokens new tokens; with --only-decode --decode-compiled also
+with a static KV cache and CUDA graphs); and the loss over --loss-steps steps on
 the same byte-tokenized text for every stack (JSON + PNG). Writes results.jsonl and summary.md,
 merged after each stack: `--stacks nf4lora` then `--stacks bnb_peft,lora16` with the same --out give
 one summary (each row keeps the date and git sha that measured it). --profile adds the top kernels
@@ -184,6 +185,28 @@ def decode(model, tokens, vocab, device):
     return tokens / (time.perf_counter() - t0)
 
 
+@torch.no_grad()
+def decode_compiled(model, tokens, vocab, device):
+    """Decode as decode() does, but with a static KV cache and the forward compiled into CUDA graphs
+    (torch.compile, mode "reduce-overhead"): the speed without the per-call host overhead that
+    bounds eager decode. The first generate() compiles and records; the second is timed."""
+    model.eval()
+    prompt = torch.randint(0, vocab, (1, 16), device=device, generator=torch.Generator(device=device).manual_seed(1))
+    kwargs = dict(max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, pad_token_id=0,
+                  cache_implementation="static")
+    eager_forward = model.forward
+    model.forward = torch.compile(eager_forward, mode="reduce-overhead")
+    try:
+        model.generate(input_ids=prompt, **kwargs)
+        _sync(device)
+        t0 = time.perf_counter()
+        model.generate(input_ids=prompt, **kwargs)
+        _sync(device)
+        return tokens / (time.perf_counter() - t0)
+    finally:
+        model.forward = eager_forward
+
+
 def loss_curve(model, params, text_ids, steps, seq, device, seed=0):
     """Loss per step on the same byte-token batches for every stack (AdamW, lr 2e-4)."""
     model.gradient_checkpointing_disable()
@@ -231,6 +254,10 @@ def run(args):
             row = {"stack": stack, "partial": True, "decode_tokens_per_s": decode(model, args.decode_tokens, vocab, device),
                    "decode_measured": f"{when['date']}, {when['git_sha']}"}
             print(stack, f"decode {row['decode_tokens_per_s']:.1f} tok/s", flush=True)
+            if args.decode_compiled:
+                row["decode_compiled_tokens_per_s"] = decode_compiled(model, args.decode_tokens, vocab, device)
+                print(stack, f"decode (static cache, CUDA graphs) {row['decode_compiled_tokens_per_s']:.1f} tok/s",
+                      flush=True)
             rows.append(row)
             write(args.out, [row], {}, dense_bytes, args)
             del model, params
@@ -343,8 +370,11 @@ def write(out, rows, curves, dense_bytes, args, keep_meta=False):
             vs_16 = f"{l16['tokens_per_s'] / v['tokens_per_s']:.2f}×" if l16 else "–"  # step-time ratio
             lines.append(f"| {r['stack']} | {key[6:]} | {v['tokens_per_s']:.0f} | {v['peak_mb'] / 1024:.2f} GiB | "
                          f"{vs_bnb} | {mem_bnb} | {vs_16} |")
-    lines += ["", "| stack | decode tokens/s (batch 1) | measured (date, git) |", "|---|---|---|"]
-    lines += [f"| {r['stack']} | {r['decode_tokens_per_s']:.1f} | {r.get('decode_measured', '?')} |" for r in rows]
+    lines += ["", "| stack | decode tokens/s (batch 1) | static cache + CUDA graphs | measured (date, git) |",
+              "|---|---|---|---|"]
+    lines += [f"| {r['stack']} | {r['decode_tokens_per_s']:.1f} | "
+              + (f"{r['decode_compiled_tokens_per_s']:.1f}" if "decode_compiled_tokens_per_s" in r else "–")
+              + f" | {r.get('decode_measured', '?')} |" for r in rows]
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     if curves:
@@ -383,7 +413,13 @@ def parse(argv=None):
     p.add_argument("--only-decode", action="store_true",
                    help="measure decode only and update those stacks' rows in --out (stacks given in one "
                         "invocation share the host's conditions: the decode is host-bound)")
-    return p.parse_args(argv)
+    p.add_argument("--decode-compiled", action="store_true",
+                   help="with --only-decode: also decode with a static KV cache and the forward compiled into "
+                        "CUDA graphs (CUDA only), the host overhead removed")
+    args = p.parse_args(argv)
+    if args.decode_compiled and (not args.only_decode or torch.device(args.device).type != "cuda"):
+        p.error("--decode-compiled needs --only-decode and a CUDA --device")
+    return args
 
 
 def main(argv=None):

@@ -41,6 +41,9 @@ def test_bench_e2e_smoke(tmp_path):
     again = lines2[1]
     assert again["stack"] == "nf4lora" and again["decode_tokens_per_s"] == rows3[0]["decode_tokens_per_s"]
     assert again["train_b1_nockpt"] == nf4["train_b1_nockpt"] and len(lines2) == len(lines)
+    # The compiled decode (CUDA graphs) is refused off CUDA, with the reason.
+    with pytest.raises(SystemExit):
+        mod.main(common + ["--stacks", "nf4lora", "--only-decode", "--decode-compiled"])
     # --summarize-only rewrites the summary from the file, keeping its meta line.
     (tmp_path / "summary.md").unlink()
     mod.main(["--out", str(tmp_path), "--summarize-only"])
