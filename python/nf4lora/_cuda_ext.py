@@ -176,6 +176,8 @@ def qlora_forward_large(x, x_lora, q: NF4Weight, A, B, scale: float, bias, varia
     """The tensor-core kernels (any M >= 1; meant for M > GEMV_MAX_M). Workspace (sized by
     _C.plan_qlora_mma) when K is split: the u kernel's S·M·r and, with few output tiles, the main
     kernel's S'·M·N float32 partial sums (each reduced in a fixed order) and their counters."""
+    if variant not in MMA_VARIANTS:
+        raise ValueError(f"variant must be one of {sorted(MMA_VARIANTS)}, got {variant!r}")
     (M, K), (N, r), device = x.shape, B.shape, x.device
     keep, y, u, operands, state = _launch_args(x, x_lora, q, A, B, bias)
     with device_guard(device):  # the plan depends on the device (kernel, SM count)
