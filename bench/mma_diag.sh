@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# Times csrc/qlora_mma.cu through bench/mma_diag.cu (no torch) in diagnostic builds: for each tile
-# configuration NF4LORA_MMA_TILE in $TILES (mma.sync kernel; default 0, the shipped one), each
+# Times csrc/qlora_mma.cu through bench/mma_diag.cu (no torch) in diagnostic builds: for each
 # NF4LORA_MMA_DIAG in $DIAGS (default "0 1 2": as shipped, no decode, no mma) and each extra define
 # set in $DEFS (e.g. "-DNF4LORA_WG_STAGES=5"), on the given shapes ("M,N,K" arguments), with the
 # kernel chosen by $VARIANT as launch_qlora_mma's (0 auto, 1 mma.sync, 2 wgmma).
@@ -10,26 +9,19 @@ cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)
 IFS=';' read -ra defs <<< "${DEFS:-}"
 [ ${#defs[@]} -eq 0 ] && defs=("")
-n=0
-for t in ${TILES:-0}; do
-  for d in ${DIAGS:-0 1 2}; do
-    for i in "${!defs[@]}"; do
-      nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -Xptxas=-v \
-        -DNF4LORA_MMA_DIAG=$d -DNF4LORA_MMA_TILE=$t ${defs[$i]} -o "$tmp/diag-$t-$d-$i" bench/mma_diag.cu \
-        csrc/qlora_mma.cu > "$tmp/build-$t-$d-$i.log" 2>&1 &
-      n=$((n + 1))
-      [ $((n % 16)) -eq 0 ] && wait
-    done
+for d in ${DIAGS:-0 1 2}; do
+  for i in "${!defs[@]}"; do
+    nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -Xptxas=-v \
+      -DNF4LORA_MMA_DIAG=$d ${defs[$i]} -o "$tmp/diag-$d-$i" bench/mma_diag.cu csrc/qlora_mma.cu \
+      > "$tmp/build-$d-$i.log" 2>&1 &
   done
 done
 wait
 for shape in "${@:-4096,14336,4096}"; do
-  for t in ${TILES:-0}; do
-    for d in ${DIAGS:-0 1 2}; do
-      for i in "${!defs[@]}"; do
-        echo -n "tile=$t defs='${defs[$i]}' "
-        "$tmp/diag-$t-$d-$i" ${shape//,/ } ${VARIANT:-0}
-      done
+  for d in ${DIAGS:-0 1 2}; do
+    for i in "${!defs[@]}"; do
+      echo -n "defs='${defs[$i]}' "
+      "$tmp/diag-$d-$i" ${shape//,/ } ${VARIANT:-0}
     done
   done
 done

@@ -60,9 +60,9 @@ constexpr int kChunkK = 64;  // k per pipeline stage and per scale step
 constexpr int kGroupM = 8;   // row blocks of x per tile group (L2 reuse)
 
 // WN × WM warps; a warp owns AT tiles of 16 W rows and BT tiles of 8 x rows.
-template <int WN_, int WM_, int AT_, int BT_, int STAGES_, int MIN_BLOCKS_ = 1>
+template <int WN_, int WM_, int AT_, int BT_, int STAGES_>
 struct TileConfig {
-  static constexpr int WN = WN_, WM = WM_, AT = AT_, BT = BT_, STAGES = STAGES_, kMinBlocks = MIN_BLOCKS_;
+  static constexpr int WN = WN_, WM = WM_, AT = AT_, BT = BT_, STAGES = STAGES_;
   static constexpr int kThreads = WN * WM * 32;
   static constexpr int BN = WN * AT * 16;                // rows of W per block
   static constexpr int BM = WM * BT * 8;                 // rows of x per block
@@ -75,18 +75,7 @@ struct TileConfig {
   static constexpr int kSmem = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + kTableBytes;
   static_assert(BM * 8 % kThreads == 0 && BN % 8 == 0, "tile loads must divide evenly");
 };
-#ifndef NF4LORA_MMA_TILE
-#define NF4LORA_MMA_TILE 0
-#endif
-#if NF4LORA_MMA_TILE == 0
 using LargeTile = TileConfig<4, 2, 2, 8, 4>;  // 128 W rows × 128 x rows, 8 warps
-#elif NF4LORA_MMA_TILE == 1                    // diagnostic alternatives (bench/mma_diag.sh)
-using LargeTile = TileConfig<4, 2, 1, 8, 4, 2>;
-#elif NF4LORA_MMA_TILE == 2
-using LargeTile = TileConfig<4, 2, 2, 4, 4, 2>;
-#else
-using LargeTile = TileConfig<4, 2, 2, 8, 3>;
-#endif
 
 struct MmaParams {
   void* y;               // (M, N) T
@@ -254,7 +243,7 @@ __device__ __forceinline__ float scale_of(const NF4State& w, const float* code2,
 }
 
 template <typename T, typename C>
-__global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) qlora_mma_kernel(MmaParams p) {
+__global__ void __launch_bounds__(C::kThreads, 1) qlora_mma_kernel(MmaParams p) {
   extern __shared__ __align__(128) unsigned char smem[];
   unsigned char* xs = smem;                                   // [STAGES][BM][128 bytes], swizzled
   unsigned char* cs = smem + C::STAGES * C::kXBytes;          // [STAGES][BN][32 bytes]
