@@ -106,6 +106,17 @@ template <typename T> __device__ __forceinline__ uint32_t pack2(float a, float b
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
+// Raw scale data of ROWS rows for one chunk: float32 bits (plain) or the uint8 index and its
+// float32 block scale (nested), loaded ahead and decoded at use.
+template <int ROWS> struct RawScales {
+  uint32_t q[ROWS];
+  float a2[ROWS];
+};
+template <int ROWS>
+__device__ __forceinline__ float scale_of(const NF4State& w, const float* code2, const RawScales<ROWS>& r, int i) {
+  return w.nested_absmax != nullptr ? nested_absmax(code2, r.q[i], r.a2[i], w.nested_offset) : __uint_as_float(r.q[i]);
+}
+
 // 16-byte global -> shared copy, asynchronous (cp.async.cg: L2 only); pred false writes zeros.
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool pred) {
   const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));

@@ -44,6 +44,7 @@
 #include "launchers.h"
 #include "nf4.cuh"
 #include "nf4_mma.cuh"
+#include "wgmma.cuh"
 
 namespace nf4lora {
 namespace {
@@ -217,12 +218,6 @@ __device__ __forceinline__ void load_stage(const MmaParams& p, unsigned char* xd
   }
 }
 
-// Raw scale data of ROWS rows for one chunk: float32 bits (plain) or the uint8 index and its
-// float32 block scale (nested), loaded ahead and decoded at use.
-template <int ROWS> struct RawScales {
-  uint32_t q[ROWS];
-  float a2[ROWS];
-};
 template <int ROWS>
 __device__ __forceinline__ void load_scales(const NF4State& w, const int64_t (&elem)[ROWS], int ch, RawScales<ROWS>& r) {
 #pragma unroll
@@ -236,10 +231,6 @@ __device__ __forceinline__ void load_scales(const NF4State& w, const int64_t (&e
       r.a2[i] = 0.f;
     }
   }
-}
-template <int ROWS>
-__device__ __forceinline__ float scale_of(const NF4State& w, const float* code2, const RawScales<ROWS>& r, int i) {
-  return w.nested_absmax != nullptr ? nested_absmax(code2, r.q[i], r.a2[i], w.nested_offset) : __uint_as_float(r.q[i]);
 }
 
 template <typename T, typename C>
@@ -378,12 +369,6 @@ __global__ void __launch_bounds__(C::kThreads, 1) qlora_mma_kernel(MmaParams p) 
 // and chunk the 16 code values times the absmax, rounded once to T (bit-identical to dequantizing W
 // to T first), so the accumulators need no per-chunk rescaling. Decode of chunk k + 1 runs while
 // the tensor cores work on chunk k (double-buffered A registers, wgmma.wait_group 0 at the end).
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define NF4LORA_HAS_WGMMA 1
-#else
-#define NF4LORA_HAS_WGMMA 0
-#endif
-
 #ifndef NF4LORA_WG_STAGES
 #define NF4LORA_WG_STAGES 4
 #endif
@@ -396,97 +381,6 @@ template <int BM_> struct WgTile {  // BM_ = 128 or 256 x rows (the wgmma N)
   static constexpr int kBody = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + kTableBytes;
   static constexpr int kSmem = kBody + 1024;  // + alignment of the x tiles to 1024 bytes
 };
-
-// The wgmma asm (one operand per accumulator register: 64 for N = 128, 128 for N = 256).
-#define NF4LORA_WGMMA128_ASM(TYPE) \
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n" \
-               "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, " \
-               "{%64,%65,%66,%67}, %68, p, 1, 1, 0;\n}\n" \
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]) \
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d))
-#define NF4LORA_WGMMA256_ASM(TYPE) \
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %133, 0;\n" \
-               "wgmma.mma_async.sync.aligned.m64n256k16.f32." TYPE "." TYPE " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127}, " \
-               "{%128,%129,%130,%131}, %132, p, 1, 1, 0;\n}\n" \
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127]) \
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d))
-
-// d (64 × N fp32, N / 2 registers) += a (64 × 16 from registers) · b (16 × N, descriptor).
-template <typename T, int N>
-__device__ __forceinline__ void wgmma_m64k16(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc, int scale_d) {
-  static_assert(N == 128 || N == 256, "N = 128 or 256");
-#if NF4LORA_HAS_WGMMA
-  if constexpr (N == 128) {
-    if constexpr (std::is_same<T, __half>::value) {
-      NF4LORA_WGMMA128_ASM("f16");
-    } else {
-      NF4LORA_WGMMA128_ASM("bf16");
-    }
-  } else {
-    if constexpr (std::is_same<T, __half>::value) {
-      NF4LORA_WGMMA256_ASM("f16");
-    } else {
-      NF4LORA_WGMMA256_ASM("bf16");
-    }
-  }
-#endif
-}
-#undef NF4LORA_WGMMA128_ASM
-#undef NF4LORA_WGMMA256_ASM
-
-__device__ __forceinline__ void wgmma_fence() {
-#if NF4LORA_HAS_WGMMA
-  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void wgmma_commit() {
-#if NF4LORA_HAS_WGMMA
-  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void wgmma_wait_all() {
-#if NF4LORA_HAS_WGMMA
-  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void fence_proxy_async() {
-#if NF4LORA_HAS_WGMMA
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-#endif
-}
-// Registers an in-flight wgmma reads or writes: pinned (live, unmoved) until this point.
-template <int N> __device__ __forceinline__ void pin(uint32_t (&r)[N][4]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i)
-#pragma unroll
-    for (int j = 0; j < 4; ++j) asm volatile("" : "+r"(r[i][j])::"memory");
-}
-template <int N> __device__ __forceinline__ void pin(float (&r)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
-}
-
-// Descriptor of a K-major, 128-byte-swizzled shared-memory operand at addr (1024-byte aligned):
-// start >> 4, leading offset (unused by this swizzle) 1, stride between 8-row groups 1024 bytes.
-__device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) {
-  return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (uint64_t{1} << 16) | (uint64_t{1024 >> 4} << 32) |
-         (uint64_t{1} << 62);
-}
-
-// The decode table of one row and chunk: entry e = T(code[e] · absmax) (one rounding); code: the
-// 16 float32 code values in shared memory (16-byte aligned; broadcast reads).
-template <typename T> __device__ __forceinline__ Table scaled_table(const float* code, float am) {
-  Table t;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float4 v = *reinterpret_cast<const float4*>(code + 4 * i);
-    const uint32_t p0 = pack2<T>(v.x * am, v.y * am);
-    const uint32_t p1 = pack2<T>(v.z * am, v.w * am);
-    t.lo[i] = prmt(p0, p1, 0x6420u);
-    t.hi[i] = prmt(p0, p1, 0x7531u);
-  }
-  return t;
-}
 
 template <typename T, int BM, bool kSplitK>
 __global__ void __launch_bounds__(WgTile<BM>::kThreads, 1) qlora_wgmma_kernel(MmaParams p) {
