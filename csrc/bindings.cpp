@@ -79,6 +79,15 @@ PYBIND11_MODULE(_C, m) {
       },
       "y = x·Wᵀ + scale·u·Bᵀ + bias and u = x_lora·Aᵀ on tensor cores for any M (see launchers.h).");
   m.def(
+      "qlora_dx",
+      [](uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, int dtype, uintptr_t packed, uintptr_t absmax,
+         uintptr_t quant_map, uintptr_t nested_absmax, uintptr_t nested_quant_map, float nested_offset,
+         int blocksize, int64_t M, int64_t N, int64_t K, int64_t r, float scale, uintptr_t stream) {
+        check(nf4lora::launch_qlora_dx(dx, g, gB, A, dtype, packed, absmax, quant_map, nested_absmax,
+                                       nested_quant_map, nested_offset, blocksize, M, N, K, r, scale, stream));
+      },
+      "dx = g·W (+ scale·gB·A when gB != 0) on sm_90 (see launchers.h).");
+  m.def(
       "cuda_device_count",
       []() {
         std::string err;

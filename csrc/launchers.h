@@ -56,6 +56,13 @@ std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr
                              int blocksize, int64_t M, int64_t N, int64_t K, int64_t r, float scale,
                              int variant, int block_m, uintptr_t stream);
 
+// dx (M, K) = g·W (+ scale·gB·A when gB != 0; gB (M, r) float32 = g·B) on sm_90 (qlora_dx.cu).
+// N and K multiples of 64, K of the blocksize (>= 64); dx, g and packed 16-byte aligned.
+std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, int dtype, uintptr_t packed,
+                            uintptr_t absmax, uintptr_t quant_map, uintptr_t nested_absmax,
+                            uintptr_t nested_quant_map, float nested_offset, int blocksize, int64_t M, int64_t N,
+                            int64_t K, int64_t r, float scale, uintptr_t stream);
+
 // Number of CUDA devices, and the error text when it is 0.
 int cuda_device_count(std::string* error);
 

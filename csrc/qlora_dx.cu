@@ -1,6 +1,5 @@
-// DRAFT (branch wip-cuda-dx): not in CMakeLists.txt, not bound, never run on a GPU. Compiles with
-//   nvcc -std=c++17 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -c csrc/qlora_dx.cu
-// First GPU step: an identity-matrix test of the N-major descriptor (swap LBO and SBO if wrong).
+// DRAFT (branch wip-cuda-dx): built and bound, never run on a GPU. First GPU step: the identity-
+// matrix test of tests/test_cuda_dx.py checks the N-major descriptor (swap LBO and SBO if wrong).
 //
 // nf4lora::qlora_linear_backward's dx on sm_90a:  dx (M, K) = g·W (+ s·gB·A),  gB = g·B (M, r) fp32
 //
@@ -243,8 +242,6 @@ __global__ void __launch_bounds__(DxTile::kThreads, 1) qlora_dx_kernel(DxParams 
 
 }  // namespace
 
-// DRAFT launcher (not declared in launchers.h yet): N and K multiples of 64, M >= 1, g, dx and the
-// codes 16-byte aligned, sm_90 only; gB = 0 for no LoRA term.
 std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, int dtype, uintptr_t packed,
                             uintptr_t absmax, uintptr_t quant_map, uintptr_t nested_absmax,
                             uintptr_t nested_quant_map, float nested_offset, int blocksize, int64_t M, int64_t N,
@@ -255,6 +252,9 @@ std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A
     return "need M >= 1, N and K multiples of 64, K a multiple of the blocksize";
   for (uintptr_t ptr : {dx, g, packed})
     if (ptr % 16 != 0) return "dx, g and packed must be 16-byte aligned";
+  int dev = 0, major = 0;
+  if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+  if (major != 9) return "the CUDA dx kernel needs an sm_90 GPU (wgmma)";
   using C = DxTile;
   DxParams p{};
   p.dx = reinterpret_cast<void*>(dx);

@@ -105,3 +105,19 @@ def forward_cases(cases):
         fn = pytest.mark.parametrize("nested", [False, True])(fn)
         return pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])(fn)
     return mark
+
+
+def run_memcheck(tmp_path, body: str) -> None:
+    """Run ``body`` (Python source; it must print "done" at its end) under compute-sanitizer's
+    memcheck in a fresh process without the caching allocator, and assert it is clean. Callers skip
+    when compute-sanitizer is not installed."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(body))
+    env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1")
+    res = subprocess.run(["compute-sanitizer", "--tool", "memcheck", "--error-exitcode", "3", sys.executable,
+                          str(script)], capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0 and "done" in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]

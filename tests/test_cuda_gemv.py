@@ -6,17 +6,13 @@ identity matrix; CUDA-graph capture; clear errors for calls it does not take; co
 CPU (CI): the extension builds and the dispatcher rules are tested in test_qlora_ops.py.
 """
 
-import os
 import shutil
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
 
 from nf4lora import _cuda_ext, ops, qlora_linear, quantize_nf4
-from conftest import REL_TOL, forward_case, forward_cases, poison_next_alloc, qlora_reference_f64, random_lora, rel_err
+from conftest import REL_TOL, forward_case, forward_cases, poison_next_alloc, qlora_reference_f64, random_lora, rel_err, run_memcheck
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not _cuda_ext.built(), reason="the CUDA extension is not built")]
@@ -131,8 +127,7 @@ def test_cuda_forward_refuses_what_it_does_not_take(monkeypatch):
 
 @pytest.mark.skipif(shutil.which("compute-sanitizer") is None, reason="compute-sanitizer not found")
 def test_cuda_forward_is_memcheck_clean(tmp_path):
-    script = tmp_path / "run.py"
-    script.write_text(textwrap.dedent("""
+    run_memcheck(tmp_path, """
         import torch
         from nf4lora import _cuda_ext, quantize_nf4
         for dtype in (torch.bfloat16, torch.float16):
@@ -146,8 +141,4 @@ def test_cuda_forward_is_memcheck_clean(tmp_path):
                     _cuda_ext.qlora_forward_small(x, x, q, A, B, 0.5, bias)
         torch.cuda.synchronize()
         print("done")
-    """))
-    env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1")
-    res = subprocess.run(["compute-sanitizer", "--tool", "memcheck", "--error-exitcode", "3", sys.executable,
-                          str(script)], capture_output=True, text=True, env=env, timeout=600)
-    assert res.returncode == 0 and "done" in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]
+    """)

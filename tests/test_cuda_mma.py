@@ -7,17 +7,13 @@ dropout (x̃ ≠ x); poisoned outputs; the decode bit for bit through an identit
 for dB) against float64; determinism; compute-sanitizer.
 """
 
-import os
 import shutil
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
 
 from nf4lora import _cuda_ext, dequantize_nf4, ops, qlora_linear, quantize_nf4
-from conftest import REL_TOL, forward_case, forward_cases, poison_next_alloc, qlora_reference_f64, random_lora, rel_err
+from conftest import REL_TOL, forward_case, forward_cases, poison_next_alloc, qlora_reference_f64, random_lora, rel_err, run_memcheck
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not _cuda_ext.built(), reason="the CUDA extension is not built")]
@@ -126,8 +122,7 @@ def test_mma_plan_splits_k_only_when_tiles_are_few():
 
 @pytest.mark.skipif(shutil.which("compute-sanitizer") is None, reason="compute-sanitizer not found")
 def test_mma_forward_is_memcheck_clean(tmp_path):
-    script = tmp_path / "run.py"
-    script.write_text(textwrap.dedent("""
+    run_memcheck(tmp_path, """
         import torch
         from nf4lora import _cuda_ext, quantize_nf4
         for dtype in (torch.bfloat16, torch.float16):
@@ -143,8 +138,4 @@ def test_mma_forward_is_memcheck_clean(tmp_path):
                         _cuda_ext.qlora_forward_large(x, x, q, A, B, 0.5, bias, variant=variant, block_m=block_m)
         torch.cuda.synchronize()
         print("done")
-    """))
-    env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1")
-    res = subprocess.run(["compute-sanitizer", "--tool", "memcheck", "--error-exitcode", "3", sys.executable,
-                          str(script)], capture_output=True, text=True, env=env, timeout=600)
-    assert res.returncode == 0 and "done" in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]
+    """)

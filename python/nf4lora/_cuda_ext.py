@@ -118,6 +118,17 @@ def _sm_count_of(index: int) -> int:
 GEMV_TILES = 2
 
 
+def _nf4_args(q: NF4Weight):
+    """(packed codes, 16-byte aligned (a copy only when they are not), the NF4 state's pointer
+    arguments of every launcher: packed, absmax, quant_map, nested_absmax, nested_quant_map,
+    nested_offset, blocksize)."""
+    packed = q.packed if q.packed.data_ptr() % 16 == 0 else q.packed.clone()
+    nested = q.nested_absmax is not None
+    return packed, (packed.data_ptr(), q.absmax.data_ptr(), q.quant_map.data_ptr(),
+                    q.nested_absmax.data_ptr() if nested else 0, q.nested_quant_map.data_ptr() if nested else 0,
+                    q.nested_offset if nested else 0.0, q.blocksize)
+
+
 def _launch_args(x, x_lora, q: NF4Weight, A, B, bias):
     """What both forward launchers take: (keep, y, u, operands, state). y (M, N) and u (M, r)
     float32 are the outputs; operands the leading pointer arguments (y, x, x_lora, A, B, bias, u) of
@@ -128,11 +139,7 @@ def _launch_args(x, x_lora, q: NF4Weight, A, B, bias):
     xl = x if x_lora is None else _aligned(x_lora)
     A, B = _aligned(A), B.contiguous()
     bias = None if bias is None else bias.contiguous()
-    packed = q.packed if q.packed.data_ptr() % 16 == 0 else q.packed.clone()
-    nested = q.nested_absmax is not None
-    state = (packed.data_ptr(), q.absmax.data_ptr(), q.quant_map.data_ptr(),
-             q.nested_absmax.data_ptr() if nested else 0, q.nested_quant_map.data_ptr() if nested else 0,
-             q.nested_offset if nested else 0.0, q.blocksize)
+    packed, state = _nf4_args(q)
     (M, _), (N, r), device = x.shape, B.shape, x.device
     y = torch.empty((M, N), device=device, dtype=x.dtype)
     u = torch.empty((M, r), device=device, dtype=torch.float32)
@@ -186,3 +193,40 @@ def qlora_forward_large(x, x_lora, q: NF4Weight, A, B, scale: float, bias, varia
         _C.qlora_mma(*operands, 0 if ws is None else ws.data_ptr(), ws_bytes, _DTYPE_CODES[x.dtype], *state,
                      M, N, K, r, float(scale), MMA_VARIANTS[variant], block_m, _stream(device))
     return y, u
+
+
+# --- backward dx on sm_90 (csrc/qlora_dx.cu) -------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def _major_of(index: int) -> int:
+    return torch.cuda.get_device_capability(index)[0]
+
+
+def dx_unsupported_reason(g: torch.Tensor, q: NF4Weight) -> Optional[str]:
+    """None when the CUDA dx kernel takes this backward call (g is (M, N)), else why not."""
+    if g.dtype not in (torch.float16, torch.bfloat16):
+        return f"the CUDA dx kernel takes float16/bfloat16 gradients, got {g.dtype}"
+    N, K = q.shape
+    if g.shape[0] < 1:
+        return f"the CUDA dx kernel needs M >= 1 rows, got M={g.shape[0]}"
+    if N % 64 or K % 64:
+        return f"the CUDA dx kernel needs N and K multiples of 64, got N={N}, K={K}"
+    if q.blocksize < 64 or K % q.blocksize:
+        return f"the CUDA dx kernel needs blocksize >= 64 dividing K, got blocksize={q.blocksize}, K={K}"
+    if g.device.type == "cuda" and _major_of(device_index(g.device)) != 9:
+        return "the CUDA dx kernel needs an sm_90 GPU (wgmma)"
+    return None
+
+
+def qlora_dx(g, q: NF4Weight, gB, A, scale: float, add_lora: bool):
+    """dx (M, K) in g's dtype = g·W (+ scale·gB·A when add_lora; gB (M, r) float32 = g·B) for a
+    call dx_unsupported_reason accepts."""
+    (M, N), K, r = g.shape, q.shape[1], A.shape[0]
+    g = _aligned(g)
+    A, gB = A.contiguous(), gB.contiguous()
+    packed, state = _nf4_args(q)
+    dx = torch.empty((M, K), device=g.device, dtype=g.dtype)
+    with device_guard(g.device):
+        _C.qlora_dx(dx.data_ptr(), g.data_ptr(), gB.data_ptr() if add_lora else 0, A.data_ptr(),
+                    _DTYPE_CODES[g.dtype], *state, M, N, K, r, float(scale), _stream(g.device))
+    return dx

@@ -250,7 +250,7 @@ def _backward_body(grad_y, x_lora, u, q: NF4Weight, A, B, scale, needs):
     """The body of nf4lora::qlora_linear_backward (also run directly by the eager path):
     (dx, dx_lora, dA, dB), None where not needed."""
     _check_backward(grad_y, x_lora, u, q, A, B, needs)
-    backend = select_backend("qlora_linear_backward", q.device)
+    backend = select_backend("qlora_linear_backward", q.device, (grad_y, x_lora, u, q, A, B, scale, needs))
     last_path["qlora_linear_backward"] = backend
     return _IMPLS["qlora_linear_backward"][backend](grad_y, x_lora, u, q, A, B, scale, tuple(needs))
 
@@ -471,6 +471,15 @@ def _triton_backward(grad_y, x_lora, u, q, A, B, scale, needs):
         return qlora_bwd.qlora_backward(grad_y, x_lora, u, q, A, B, scale, needs)
 
 
+def _cuda_backward(grad_y, x_lora, u, q, A, B, scale, needs):
+    # Only reached for calls that dx_unsupported_reason accepts (select_backend checked): dx
+    # through the CUDA kernel; g·B, dA and dB as the Triton backend computes them.
+    from nf4lora.triton_kernels import qlora_bwd
+
+    with _cuda_ext.device_guard(grad_y.device):
+        return qlora_bwd.qlora_backward(grad_y, x_lora, u, q, A, B, scale, needs, dx_fn=_cuda_ext.qlora_dx)
+
+
 def _cuda_forward(x, x_lora, q, A, B, scale, bias):
     # Only reached for calls that forward_unsupported_reason accepts (select_backend checked).
     return _cuda_ext.qlora_forward(x, x_lora, q, A, B, scale, bias)
@@ -486,3 +495,6 @@ if _cuda_ext.built():
 if importlib.util.find_spec("triton") is not None:
     register_impl("qlora_linear", "triton", _triton_forward)
     register_impl("qlora_linear_backward", "triton", _triton_backward)
+    if _cuda_ext.built():  # the CUDA backward: its dx kernel plus the Triton g·B
+        register_impl("qlora_linear_backward", "cuda", _cuda_backward,
+                      supports=lambda g, x_lora, u, q, A, B, scale, needs: _cuda_ext.dx_unsupported_reason(g, q))

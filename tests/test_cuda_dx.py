@@ -1,0 +1,116 @@
+"""CUDA backward dx (csrc/qlora_dx.cu, sm_90): dx = g·W (+ s·(g·B)·A) with W decoded into shared
+memory for SS wgmma.
+
+GPU only (`gpu` marker, sm_90): the decode and the N-major descriptor bit for bit through an
+identity matrix; dx against float64 on real and odd shapes (M not a multiple of the 128-token tile,
+K not a multiple of the 128-column tile), bf16 and fp16, both absmax forms, with and without the
+LoRA term; every gradient through the public API on the CUDA backend; calls it does not take;
+compute-sanitizer.
+"""
+
+import shutil
+
+import pytest
+import torch
+
+from nf4lora import _cuda_ext, dequantize_nf4, ops, qlora_linear, quantize_nf4
+from conftest import REL_TOL, poison_next_alloc, qlora_reference_f64, random_lora, rel_err, run_memcheck
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not _cuda_ext.built(), reason="the CUDA extension is not built"),
+              pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] != 9,
+                                 reason="the CUDA dx kernel needs sm_90")]
+DEV = "cuda"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("nested", [False, True])
+def test_dx_decode_is_exact_through_identity(dtype, nested):
+    # g = I (N × N): dx = W exactly, each value code·absmax rounded once to dtype. N = 320 (5 chunks
+    # of 64), K = 1088 (8.5 column tiles), M = N = 320 (2.5 token tiles).
+    N, K = 320, 1088
+    q = quantize_nf4(torch.randn(N, K, device=DEV), 64, double_quant=nested)
+    A, _ = random_lora(N, K, 16, dtype, DEV)
+    g = torch.eye(N, device=DEV, dtype=dtype)
+    gB = torch.randn(N, 16, device=DEV)
+    poison_next_alloc(N * K, dtype)
+    dx = _cuda_ext.qlora_dx(g, q, gB, A, 0.0, False)
+    assert torch.equal(dx, dequantize_nf4(q, torch.float32).to(dtype))
+
+
+CASES = [  # M, K, N, r, blocksize, lora
+    (1, 4096, 4096, 16, 64, True),
+    (123, 1088, 320, 3, 64, True),
+    (2048, 4096, 14336, 16, 64, True),
+    (300, 14336, 4096, 64, 128, False),
+    (129, 640, 704, 80, 64, True),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("nested", [False, True])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "M{}-K{}-N{}-r{}-bs{}-l{:d}".format(*c))
+def test_dx_matches_reference(dtype, nested, case):
+    M, K, N, r, blocksize, lora = case
+    q = quantize_nf4(torch.randn(N, K, device=DEV) * K**-0.5, blocksize, double_quant=nested)
+    A, B = random_lora(N, K, r, dtype, DEV)
+    g = torch.randn(M, N, device=DEV, dtype=dtype)
+    gB = g.float() @ B.float()
+    w = dequantize_nf4(q, torch.float32).double()
+    ref = g.double() @ w + (0.7 * gB.double() @ A.double() if lora else 0)
+    plain = g @ dequantize_nf4(q, dtype) + ((0.7 * gB).to(dtype) @ A if lora else 0)
+    poison_next_alloc(M * K, dtype)
+    dx = _cuda_ext.qlora_dx(g, q, gB, A, 0.7, lora)
+    assert torch.isfinite(dx).all()
+    err = rel_err(dx, ref)
+    assert err < REL_TOL[dtype] and err <= 2 * rel_err(plain, ref) + 1e-6, (err, rel_err(plain, ref))
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_cuda_backend_gradients(monkeypatch, dropout):
+    M, K, N, r = 257, 1024, 768, 16
+    dtype = torch.bfloat16
+    q = quantize_nf4(torch.randn(N, K, device=DEV) * K**-0.5, 64, double_quant=True)
+    A, B = random_lora(N, K, r, dtype, DEV)
+    x = torch.randn(M, K, device=DEV, dtype=dtype, requires_grad=True)
+    xl = torch.randn(M, K, device=DEV, dtype=dtype, requires_grad=True) if dropout else None
+    A.requires_grad_()
+    B.requires_grad_()
+    gy = torch.randn(M, N, device=DEV, dtype=dtype)
+    monkeypatch.setenv("NF4LORA_BACKEND", "cuda")
+    y = qlora_linear(x, q, A, B, 0.5, None, xl)
+    grads = torch.autograd.grad(y, [x, A, B] + ([xl] if dropout else []), gy)
+    assert ops.last_path == {"qlora_linear": "cuda", "qlora_linear_backward": "cuda"}
+    _, dx, dxl, dA, dB = qlora_reference_f64(x.detach(), q, A.detach(), B.detach(), 0.5, None,
+                                              None if xl is None else xl.detach(), gy)
+    for got, want in zip(grads, [dx, dA, dB] + ([dxl] if dropout else [])):
+        assert rel_err(got, want) < REL_TOL[dtype]
+
+
+def test_dx_refuses_what_it_does_not_take(monkeypatch):
+    q = quantize_nf4(torch.randn(100, 256, device=DEV), 64)
+    g = torch.randn(4, 100, device=DEV, dtype=torch.bfloat16)
+    assert "N and K multiples of 64, got N=100" in _cuda_ext.dx_unsupported_reason(g, q)
+    A, B = random_lora(100, 256, 4, torch.bfloat16, DEV)
+    x = torch.randn(4, 256, device=DEV, dtype=torch.bfloat16, requires_grad=True)
+    y = qlora_linear(x, q, A, B, 1.0)  # the default picks a backward that takes the call
+    y.sum().backward()
+    assert ops.last_path["qlora_linear_backward"] == "triton"
+
+
+@pytest.mark.skipif(shutil.which("compute-sanitizer") is None, reason="compute-sanitizer not found")
+def test_dx_is_memcheck_clean(tmp_path):
+    run_memcheck(tmp_path, """
+        import torch
+        from nf4lora import _cuda_ext, quantize_nf4
+        for dtype in (torch.bfloat16, torch.float16):
+            for nested in (False, True):
+                for M, K, N, r in ((1, 640, 64, 1), (130, 1088, 320, 80)):
+                    q = quantize_nf4(torch.randn(N, K, device="cuda"), 64, double_quant=nested)
+                    g = torch.randn(M, N, device="cuda", dtype=dtype)
+                    A = torch.randn(r, K, device="cuda", dtype=dtype)
+                    gB = torch.randn(M, r, device="cuda")
+                    _cuda_ext.qlora_dx(g, q, gB, A, 0.5, True)
+        torch.cuda.synchronize()
+        print("done")
+    """)
