@@ -78,6 +78,15 @@ PYBIND11_MODULE(_C, m) {
                                         stream));
       },
       "y = x·Wᵀ + scale·u·Bᵀ + bias and u = x_lora·Aᵀ on tensor cores for any M (see launchers.h).");
+  m.def("lora_u_workspace", &nf4lora::lora_u_workspace_bytes, py::arg("M"), py::arg("K"), py::arg("r"),
+        "Workspace bytes of lora_u for this shape on the current device.");
+  m.def(
+      "lora_u",
+      [](uintptr_t u, uintptr_t x, uintptr_t A, uintptr_t workspace, int64_t workspace_bytes, int dtype, int64_t M,
+         int64_t K, int64_t r, uintptr_t stream) {
+        check(nf4lora::launch_lora_u(u, x, A, workspace, workspace_bytes, dtype, M, K, r, stream));
+      },
+      "u (M, r) float32 = x·Aᵀ (see launchers.h).");
   m.def(
       "qlora_dx",
       [](uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, int dtype, uintptr_t packed, uintptr_t absmax,

@@ -56,6 +56,13 @@ std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr
                              int blocksize, int64_t M, int64_t N, int64_t K, int64_t r, float scale,
                              int variant, int block_m, uintptr_t stream);
 
+// u (M, r) float32 = x·Aᵀ alone (the forward's u kernel; e.g. g·B for the backward with A = Bᵀ):
+// K a multiple of 64, x, A and the workspace 16-byte aligned, the workspace as
+// lora_u_workspace_bytes says for the current device (0 bytes when K is not split).
+int64_t lora_u_workspace_bytes(int64_t M, int64_t K, int64_t r);
+std::string launch_lora_u(uintptr_t u, uintptr_t x, uintptr_t A, uintptr_t workspace, int64_t workspace_bytes,
+                          int dtype, int64_t M, int64_t K, int64_t r, uintptr_t stream);
+
 // dx (M, K) = g·W (+ scale·gB·A when gB != 0; gB (M, r) float32 = g·B) on sm_90 (qlora_dx.cu).
 // N and K multiples of 64, K of the blocksize (>= 64); dx, g and packed 16-byte aligned.
 std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, int dtype, uintptr_t packed,

@@ -645,6 +645,24 @@ template <typename T> std::string launch_wgmma(const MmaParams& p, int64_t block
 
 int64_t u_groups(int64_t M, int64_t r) { return (M + kUWarps * 16 - 1) / (kUWarps * 16) * ((r + 63) / 64); }
 
+// K slices of the u kernel: enough blocks to fill the GPU (~4 per SM), at most K / 64 and 64.
+int u_splits(int64_t M, int64_t K, int64_t r, int sm_count) {
+  const int64_t groups = u_groups(M, r);
+  const int64_t splits = (4 * static_cast<int64_t>(sm_count) + groups - 1) / groups;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({splits, K / kChunkK, 64})));
+}
+
+// u (M, r) = x̃·Aᵀ: the u kernel over `splits` K slices (part and arrived: the split-K workspace).
+template <typename T>
+std::string launch_u(const void* x_lora, const void* A, float* part, unsigned int* arrived, float* u, int M, int K,
+                     int r, int splits, cudaStream_t stream) {
+  const dim3 ugrid((M + kUWarps * 16 - 1) / (kUWarps * 16), splits, (r + 63) / 64);
+  lora_u_part_kernel<T><<<ugrid, kUWarps * 32, 0, stream>>>(static_cast<const T*>(x_lora), static_cast<const T*>(A),
+                                                           part, arrived, u, M, K, r);
+  const cudaError_t err = cudaGetLastError();
+  return err == cudaSuccess ? "" : std::string("lora_u_part_kernel: ") + cudaGetErrorString(err);
+}
+
 template <typename T>
 std::string launch_typed(const MmaParams& p, const MmaPlan& plan, const void* x_lora, const void* A, float* u_part,
                          unsigned int* u_arrived, unsigned int* counters, int64_t n_counters, cudaStream_t stream) {
@@ -653,11 +671,9 @@ std::string launch_typed(const MmaParams& p, const MmaPlan& plan, const void* x_
     err = cudaMemsetAsync(counters, 0, sizeof(unsigned int) * n_counters, stream);
     if (err != cudaSuccess) return std::string("cudaMemsetAsync: ") + cudaGetErrorString(err);
   }
-  const dim3 ugrid((p.M + kUWarps * 16 - 1) / (kUWarps * 16), plan.splits, (p.r + 63) / 64);
-  lora_u_part_kernel<T><<<ugrid, kUWarps * 32, 0, stream>>>(static_cast<const T*>(x_lora), static_cast<const T*>(A),
-                                                           u_part, u_arrived, const_cast<float*>(p.u), p.M, p.K, p.r);
-  err = cudaGetLastError();
-  if (err != cudaSuccess) return std::string("lora_u_part_kernel: ") + cudaGetErrorString(err);
+  const std::string u_err = launch_u<T>(x_lora, A, u_part, u_arrived, const_cast<float*>(p.u), p.M, p.K, p.r,
+                                        plan.splits, stream);
+  if (!u_err.empty()) return u_err;
   const int64_t blocks = static_cast<int64_t>(p.tiles_m) * p.tiles_n * p.k_splits;
   if (plan.wgmma) return launch_wgmma<T>(p, blocks, stream);
   using C = LargeTile;
@@ -728,10 +744,7 @@ MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int variant, 
   plan.wgmma = variant == 2 || (variant == 0 && major == 9);
   const int64_t chunks = K / kChunkK;
   // u kernel: K slices so that its grid fills the GPU (~4 blocks per SM).
-  const int64_t row_blocks = (M + kUWarps * 16 - 1) / (kUWarps * 16);
-  const int64_t rank_groups = (r + 63) / 64;
-  int64_t splits = (4 * static_cast<int64_t>(sm_count) + row_blocks * rank_groups - 1) / (row_blocks * rank_groups);
-  plan.splits = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({splits, chunks, 64})));
+  plan.splits = u_splits(M, K, r, sm_count);
   // Main kernel: the tile, and K slices when the tiles alone leave SMs idle (one wave at most).
   plan.block_m = plan.wgmma ? (block_m > 0 ? block_m : wgmma_block_m(M, N, sm_count)) : LargeTile::BM;
   const int BN = plan.wgmma ? WgTile<128>::BN : LargeTile::BN;
@@ -793,6 +806,41 @@ std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr
   unsigned int* u_arrived = plan.splits > 1 ? counters : nullptr;
   if (dtype == 1) return launch_typed<__half>(p, plan, xl, a, u_part, u_arrived, counters, sec.n_counters, st);
   if (dtype == 2) return launch_typed<__nv_bfloat16>(p, plan, xl, a, u_part, u_arrived, counters, sec.n_counters, st);
+  return "dtype must be 1 (float16) or 2 (bfloat16)";
+}
+
+int64_t lora_u_workspace_bytes(int64_t M, int64_t K, int64_t r) {
+  int major = 0, sm_count = 1;
+  current_device(&major, &sm_count);
+  const int splits = u_splits(M, K, r, sm_count);
+  return splits > 1 ? 4 * (splits * M * r + u_groups(M, r)) : 0;
+}
+
+std::string launch_lora_u(uintptr_t u, uintptr_t x, uintptr_t A, uintptr_t workspace, int64_t workspace_bytes,
+                          int dtype, int64_t M, int64_t K, int64_t r, uintptr_t stream) {
+  if (M < 1 || r < 1 || K < kChunkK || K % kChunkK) return "need M, r >= 1 and K a positive multiple of 64";
+  if (M >= (int64_t{1} << 30) || K >= (int64_t{1} << 30) || r > (1 << 16)) return "shape too large";
+  for (uintptr_t ptr : {x, A, workspace})
+    if (ptr % 16 != 0) return "x, A and the workspace must be 16-byte aligned";
+  int major = 0, sm_count = 1;
+  current_device(&major, &sm_count);
+  const int splits = u_splits(M, K, r, sm_count);
+  const int64_t need = splits > 1 ? 4 * (splits * M * r + u_groups(M, r)) : 0;
+  if (workspace_bytes < need || (need > 0 && workspace == 0))
+    return "the workspace is smaller than lora_u_workspace_bytes says (" + std::to_string(need) + " bytes)";
+  float* part = reinterpret_cast<float*>(workspace);
+  unsigned int* arrived = splits > 1 ? reinterpret_cast<unsigned int*>(part + splits * M * r) : nullptr;
+  cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
+  if (splits > 1) {
+    const cudaError_t err = cudaMemsetAsync(arrived, 0, sizeof(unsigned int) * u_groups(M, r), st);
+    if (err != cudaSuccess) return std::string("cudaMemsetAsync: ") + cudaGetErrorString(err);
+  }
+  float* out = reinterpret_cast<float*>(u);
+  const void* xp = reinterpret_cast<const void*>(x);
+  const void* ap = reinterpret_cast<const void*>(A);
+  const int m = static_cast<int>(M), k = static_cast<int>(K), rr = static_cast<int>(r);
+  if (dtype == 1) return launch_u<__half>(xp, ap, part, arrived, out, m, k, rr, splits, st);
+  if (dtype == 2) return launch_u<__nv_bfloat16>(xp, ap, part, arrived, out, m, k, rr, splits, st);
   return "dtype must be 1 (float16) or 2 (bfloat16)";
 }
 

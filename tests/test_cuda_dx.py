@@ -66,6 +66,15 @@ def test_dx_matches_reference(dtype, nested, case):
     assert err < REL_TOL[dtype] and err <= 2 * rel_err(plain, ref) + 1e-6, (err, rel_err(plain, ref))
 
 
+@pytest.mark.parametrize("M,N,r", [(1, 4096, 16), (2048, 14336, 16), (130, 640, 80)])
+def test_lora_u_alone_is_g_times_B(M, N, r):
+    g = torch.randn(M, N, device=DEV, dtype=torch.bfloat16)
+    B = torch.randn(N, r, device=DEV, dtype=torch.bfloat16)
+    poison_next_alloc(M * r, torch.float32)
+    gB = _cuda_ext.lora_u(g, B.t())
+    assert rel_err(gB, g.double() @ B.double()) < 1e-5
+
+
 @pytest.mark.parametrize("dropout", [False, True])
 def test_cuda_backend_gradients(monkeypatch, dropout):
     M, K, N, r = 257, 1024, 768, 16

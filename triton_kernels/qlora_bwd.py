@@ -87,10 +87,11 @@ def _dx(g, q: NF4Weight, gB, A, scale, add_lora, dx):
         autotuned(_qlora_dx_kernel, tuple(_LARGE_CONFIGS), q.blocksize)[grid](*args, **consts)
 
 
-def qlora_backward(grad_y, x_lora, u, q: NF4Weight, A, B, scale: float, needs, dx_fn=None):
+def qlora_backward(grad_y, x_lora, u, q: NF4Weight, A, B, scale: float, needs, dx_fn=None, gB_fn=None):
     """(dx, dx_lora, dA, dB), None where not needed; needs = (dx, dx_lora, dA, dB) as in
     reference.backward (dx_lora False with dx True: x̃ is x, the LoRA term goes into dx).
-    dx_fn(g, q, gB, A, scale, add_lora) -> dx replaces the Triton dx kernel (the CUDA backend's)."""
+    dx_fn(g, q, gB, A, scale, add_lora) -> dx and gB_fn(g, B) -> g·B (float32) replace the Triton
+    kernels (the CUDA backend's)."""
     need_dx, need_dxl, need_dA, need_dB = needs
     g = grad_y
     M, N = g.shape
@@ -98,8 +99,11 @@ def qlora_backward(grad_y, x_lora, u, q: NF4Weight, A, B, scale: float, needs, d
     dx = dx_lora = dA = dB = None
     gB = None
     if need_dx or need_dxl or need_dA:
-        gB = torch.empty((M, A.shape[0]), device=g.device, dtype=torch.float32)
-        row_times_rows(g, B.t(), gB)  # gB = g·B (M, r) float32
+        if gB_fn is not None:
+            gB = gB_fn(g, B)
+        else:
+            gB = torch.empty((M, A.shape[0]), device=g.device, dtype=torch.float32)
+            row_times_rows(g, B.t(), gB)  # gB = g·B (M, r) float32
     if need_dx and dx_fn is not None:
         dx = dx_fn(g, q, gB, A, scale, not need_dxl)
     elif need_dx:

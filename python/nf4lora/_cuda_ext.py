@@ -230,3 +230,17 @@ def qlora_dx(g, q: NF4Weight, gB, A, scale: float, add_lora: bool):
         _C.qlora_dx(dx.data_ptr(), g.data_ptr(), gB.data_ptr() if add_lora else 0, A.data_ptr(),
                     _DTYPE_CODES[g.dtype], *state, M, N, K, r, float(scale), _stream(g.device))
     return dx
+
+
+def lora_u(x, A):
+    """(M, r) float32 = x·Aᵀ through the forward's u kernel (x (M, K), A (r, K) of x's dtype,
+    float16/bfloat16, K a multiple of 64): the backward's g·B with A = Bᵀ."""
+    (M, K), r = x.shape, A.shape[0]
+    x, A = _aligned(x), _aligned(A)
+    u = torch.empty((M, r), device=x.device, dtype=torch.float32)
+    with device_guard(x.device):
+        ws_bytes = _C.lora_u_workspace(M, K, r)
+        ws = _workspace(ws_bytes, x.device)
+        _C.lora_u(u.data_ptr(), x.data_ptr(), A.data_ptr(), 0 if ws is None else ws.data_ptr(), ws_bytes,
+                  _DTYPE_CODES[x.dtype], M, K, r, _stream(x.device))
+    return u
