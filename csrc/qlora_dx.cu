@@ -17,6 +17,9 @@
 // then dx staged through shared memory for 16-byte stores.
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+#include <utility>
+
 #include "launchers.h"
 #include "nf4.cuh"
 #include "nf4_mma.cuh"
@@ -35,6 +38,7 @@ struct DxParams {
   NF4State w;
   int M, N, K, r, tiles_m, tiles_k;
   float scale;
+  uint32_t w_lbo, w_sbo;  // the W tile's descriptor offsets (DIAGNOSTIC swap: NF4LORA_DX_DESC_SWAP=1)
 };
 
 struct DxTile {
@@ -140,8 +144,9 @@ __global__ void __launch_bounds__(DxTile::kThreads, 1) qlora_dx_kernel(DxParams 
   fence_proxy_async();
   __syncthreads();
 
-  // Descriptors: A = this warpgroup's 64 tokens of the g tile (K-major), B = the W tile (N-major:
-  // leading offset 1024 = the next 8 n rows, stride offset = the next 64 k).
+  // Descriptors: A = this warpgroup's 64 tokens of the g tile (K-major), B = the W tile (N-major,
+  // 128-byte swizzle: leading offset = the next 64 k (one atom column, kAtomCol bytes), stride
+  // offset = the next 8 n rows (1024 bytes); a k16 step of the reduction = 16 n rows = 2048 bytes).
   const int wg = warp / 4;
   const uint32_t g_addr = static_cast<uint32_t>(__cvta_generic_to_shared(gs)) + wg * 64 * 128;
   const uint32_t w_addr = static_cast<uint32_t>(__cvta_generic_to_shared(ws));
@@ -154,7 +159,7 @@ __global__ void __launch_bounds__(DxTile::kThreads, 1) qlora_dx_kernel(DxParams 
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
       const uint64_t da = sw128_desc_lbo_sbo(g_addr + (ch % C::STAGES) * C::kGBytes + 32 * s, 16, 1024);
-      const uint64_t db = sw128_desc_lbo_sbo(w_addr + (ch & 1) * C::kWBytes + 16 * 128 * s, 1024, C::kAtomCol);
+      const uint64_t db = sw128_desc_lbo_sbo(w_addr + (ch & 1) * C::kWBytes + 16 * 128 * s, p.w_lbo, p.w_sbo);
       wgmma_ss_m64n128k16_tb<T>(acc, da, db, ch > 0 || s > 0);
     }
     wgmma_commit();
@@ -269,6 +274,9 @@ std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A
   p.tiles_m = static_cast<int>((M + C::BM - 1) / C::BM);
   p.tiles_k = static_cast<int>((K + C::BK - 1) / C::BK);
   p.scale = scale;
+  p.w_lbo = C::kAtomCol;
+  p.w_sbo = 1024;
+  if (const char* e = std::getenv("NF4LORA_DX_DESC_SWAP"); e != nullptr && e[0] == '1') std::swap(p.w_lbo, p.w_sbo);
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
   const unsigned blocks = static_cast<unsigned>(p.tiles_m) * p.tiles_k;
   cudaError_t err;
