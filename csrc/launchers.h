@@ -64,11 +64,26 @@ std::string launch_lora_u(uintptr_t u, uintptr_t x, uintptr_t A, uintptr_t works
                           int dtype, int64_t M, int64_t K, int64_t r, uintptr_t stream);
 
 // dx (M, K) = g·W (+ scale·gB·A when gB != 0; gB (M, r) float32 = g·B) on sm_90 (qlora_dx.cu).
-// N and K multiples of 64, K of the blocksize (>= 64); dx, g and packed 16-byte aligned.
-std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, int dtype, uintptr_t packed,
-                            uintptr_t absmax, uintptr_t quant_map, uintptr_t nested_absmax,
-                            uintptr_t nested_quant_map, float nested_offset, int blocksize, int64_t M, int64_t N,
-                            int64_t K, int64_t r, float scale, uintptr_t stream);
+// Plan of a call: tokens per block (block_m: 0 = choose, 128 or 256), the reduction split over
+// blocks when few tiles (splits, 128-token tiles only) and the workspace it needs (fp32 partial
+// tiles and counters; 0 bytes without a split), for the current device.
+struct DxPlan {
+  int block_m = 0, tiles_m = 0, splits = 1;
+  int64_t tiles = 0, workspace_bytes = 0;
+  std::string error;
+};
+DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int block_m);
+// N and K multiples of 64, K of the blocksize (>= 64); dx, g, packed and the workspace 16-byte
+// aligned, the workspace at least the plan's bytes (checked).
+std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, uintptr_t workspace,
+                            int64_t workspace_bytes, int dtype, uintptr_t packed, uintptr_t absmax,
+                            uintptr_t quant_map, uintptr_t nested_absmax, uintptr_t nested_quant_map,
+                            float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r,
+                            float scale, int block_m, uintptr_t stream);
+
+// Compute capability major and SM count of the current device (cached per device; 0 and 1 when
+// there is none).
+void current_device(int* major, int* sm_count);
 
 // Number of CUDA devices, and the error text when it is 0.
 int cuda_device_count(std::string* error);

@@ -1,24 +1,28 @@
-// DRAFT (branch wip-cuda-dx): built and bound, never run on a GPU. First GPU step: the identity-
-// matrix test of tests/test_cuda_dx.py checks the N-major descriptor (swap LBO and SBO if wrong).
-//
 // nf4lora::qlora_linear_backward's dx on sm_90a:  dx (M, K) = g·W (+ s·gB·A),  gB = g·B (M, r) fp32
 //
-// A block owns 128 tokens × 128 columns k of dx and walks the reduction over n (W's rows) in
-// chunks of 64. Per chunk, a STAGES-deep cp.async pipeline brings the g tile (128 tokens × 64 n,
-// K-major, 128-byte swizzle: wgmma's A operand by descriptor) and the packed codes of W rows
+// A block owns BM (128 or 256) tokens × 128 columns k of dx and walks the reduction over n (W's
+// rows) in chunks of 64. Per chunk, a STAGES-deep cp.async pipeline brings the g tile (BM tokens ×
+// 64 n, K-major, 128-byte swizzle: wgmma's A operand by descriptor) and the packed codes of W rows
 // n .. n + 63, columns k .. k + 127 (64 bytes a row). All 256 threads decode the codes into a
-// 64 × 128 bf16 tile in shared memory in W's stored orientation (one 128-byte line = 64 k of one
-// n row, 16-byte pieces XOR-swizzled by n % 8): wgmma's B operand, N-major (imm-trans-b = 1).
+// 64 × 128 bf16 / fp16 tile in shared memory in W's stored orientation (one 128-byte line = 64 k of
+// one n row, 16-byte pieces XOR-swizzled by n % 8): wgmma's B operand, N-major (imm-trans-b = 1).
 // The decode of chunk c + 1 writes the other W buffer while the tensor cores read chunk c (SS
 // wgmma: no register operand to protect). The absmax is folded into the decode table (one
-// rounding, as the forward). Needs N and K multiples of 64 (the dispatcher keeps Triton otherwise).
+// rounding, as the forward's, so dx sees W exactly as dequantize_nf4(q).to(dtype)). Each of the
+// two warpgroups owns BM / 2 tokens (one or two m64n128k16 per k16 step). Every decoded W element
+// feeds BM tokens, so 256-token tiles halve the decode per flop (chosen once M fills the GPU).
+// Needs N and K multiples of 64 (the dispatcher keeps Triton otherwise).
+//
+// Reduction split (plan_qlora_dx): when the 128-token tiles alone leave SMs idle (small M), the n
+// chunks of a tile are split over S blocks; each writes its fp32 partial tile to the workspace and
+// the last of them to finish (a counter per tile) sums the S partials in slice order
+// (deterministic) and runs the epilogue.
 //
 // Epilogue: the LoRA term s·gB·A as mma.sync steps (s·gB split into a T part and a T residual),
 // then dx staged through shared memory for 16-byte stores.
 #include <cuda_runtime.h>
 
-#include <cstdlib>
-#include <utility>
+#include <algorithm>
 
 #include "launchers.h"
 #include "nf4.cuh"
@@ -29,6 +33,7 @@ namespace nf4lora {
 namespace {
 
 constexpr int kChunkN = 64;  // reduction rows of W per stage
+constexpr int kDxBK = 128;   // dx columns per block
 
 struct DxParams {
   void* dx;          // (M, K) T
@@ -36,13 +41,15 @@ struct DxParams {
   const float* gB;   // (M, r) float32 = g·B, or nullptr: no LoRA term in dx
   const void* A;     // (r, K) T
   NF4State w;
-  int M, N, K, r, tiles_m, tiles_k;
+  int M, N, K, r, tiles_m, tiles, splits;
   float scale;
-  uint32_t w_lbo, w_sbo;  // the W tile's descriptor offsets (DIAGNOSTIC swap: NF4LORA_DX_DESC_SWAP=1)
+  float* part;              // (splits, M, K) float32 partial tiles when splits > 1
+  unsigned int* arrived;    // (tiles,) zeroed counters when splits > 1
 };
 
-struct DxTile {
-  static constexpr int kThreads = 256, BM = 128, BK = 128, STAGES = 4;
+template <int BM_> struct DxTile {
+  static constexpr int kThreads = 256, BM = BM_, BK = kDxBK, MT = BM / 128;  // MT: m64 tiles per warpgroup
+  static constexpr int STAGES = BM == 128 ? 4 : 3;
   static constexpr int kGBytes = BM * 128;                // g tile of one stage (64 n × 2 bytes a row)
   static constexpr int kCBytes = kChunkN * BK / 2;        // packed codes of one stage
   static constexpr int kAtomCol = kChunkN * 128;          // one 64-k column of the decoded W tile
@@ -54,10 +61,11 @@ struct DxTile {
   static constexpr int kSmem = kBody + 1024;
 };
 
-template <typename T>
-__global__ void __launch_bounds__(DxTile::kThreads, 1) qlora_dx_kernel(DxParams p) {
+template <typename T, int BM, bool kSplit>
+__global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
 #if NF4LORA_HAS_WGMMA
-  using C = DxTile;
+  using C = DxTile<BM>;
+  constexpr int MT = C::MT;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
   unsigned char* smem = smem_raw + ((1024u - (raw_addr & 1023u)) & 1023u);
@@ -68,42 +76,50 @@ __global__ void __launch_bounds__(DxTile::kThreads, 1) qlora_dx_kernel(DxParams 
   float* codes = code2 + 256;
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
-  const int bm = static_cast<int>(blockIdx.x) % p.tiles_m, bk = static_cast<int>(blockIdx.x) / p.tiles_m;
+  // Block = (tile, slice): slices outermost, so a wave holds every tile of one slice.
+  const int tile = kSplit ? static_cast<int>(blockIdx.x) % p.tiles : static_cast<int>(blockIdx.x);
+  const int split = kSplit ? static_cast<int>(blockIdx.x) / p.tiles : 0;
+  const int bm = tile % p.tiles_m, bk = tile / p.tiles_m;
   const int m0 = bm * C::BM, k0 = bk * C::BK;
-  const int chunks = p.N / kChunkN;
+  const int all_chunks = p.N / kChunkN;
+  const int c_first = kSplit ? static_cast<int>(static_cast<int64_t>(split) * all_chunks / p.splits) : 0;
+  const int chunks =
+      kSplit ? static_cast<int>(static_cast<int64_t>(split + 1) * all_chunks / p.splits) - c_first : all_chunks;
   const T* gm = static_cast<const T*>(p.g);
 
   if (tid < 16) codes[tid] = p.w.quant_map[tid];
   if (p.w.nested_absmax != nullptr)
     for (int i = tid; i < 256; i += C::kThreads) code2[i] = p.w.nested_quant_map[i];
 
-  auto load = [&](int ch) {
-    const int st = ch % C::STAGES;
+  // Stage i of the pipeline holds chunk c_first + i (i: the block's own chunk count).
+  auto load = [&](int i) {
+    const int st = i % C::STAGES, n0 = (c_first + i) * kChunkN;
     unsigned char* gdst = gs + st * C::kGBytes;
 #pragma unroll
-    for (int i = 0; i < C::BM * 8 / C::kThreads; ++i) {
-      const int idx = tid + i * C::kThreads, row = idx / 8, piece = idx % 8;
+    for (int j = 0; j < C::BM * 8 / C::kThreads; ++j) {
+      const int idx = tid + j * C::kThreads, row = idx / 8, piece = idx % 8;
       const int m = m0 + row;
       const bool ok = m < p.M;
       cp_async16(gdst + row * 128 + ((piece ^ (row & 7)) << 4),
-                 gm + static_cast<int64_t>(ok ? m : m0) * p.N + ch * kChunkN + piece * 8, ok);
+                 gm + static_cast<int64_t>(ok ? m : m0) * p.N + n0 + piece * 8, ok);
     }
     unsigned char* cdst = cs + st * C::kCBytes;
 #pragma unroll
-    for (int i = 0; i < kChunkN * (C::BK / 32) / C::kThreads; ++i) {
-      const int idx = tid + i * C::kThreads, row = idx / (C::BK / 32), piece = idx % (C::BK / 32);
+    for (int j = 0; j < kChunkN * (C::BK / 32) / C::kThreads; ++j) {
+      const int idx = tid + j * C::kThreads, row = idx / (C::BK / 32), piece = idx % (C::BK / 32);
       const int k = k0 + piece * 32;  // first k of the 16 code bytes
-      const bool ok = k < p.K;        // columns past K: zeros (never stored)
-      const int64_t n = static_cast<int64_t>(ch) * kChunkN + row;
+      const bool ok = k < p.K;        // columns past K: zero codes (decoded, never stored)
+      const int64_t n = static_cast<int64_t>(n0) + row;
       cp_async16(cdst + row * (C::BK / 2) + piece * 16, p.w.packed + (n * p.K + (ok ? k : 0)) / 2, ok);
     }
   };
 
-  // Decode: thread t owns W row n = t / 4 of the chunk and 32 columns k = 32·(t % 4) of the tile.
+  // Decode: thread t owns W row n = t / 4 of the chunk and 32 columns k = 32·(t % 4) of the tile
+  // (one absmax block: the blocksize is >= 64).
   const int dn = tid / 4, dq = tid % 4;
   using Raw = RawScales<1>;
-  auto load_raw = [&](int ch, Raw& r) {
-    const int64_t e = (static_cast<int64_t>(ch) * kChunkN + dn) * p.K + min(k0 + 32 * dq, p.K - 1);
+  auto load_raw = [&](int i, Raw& r) {
+    const int64_t e = (static_cast<int64_t>(c_first + i) * kChunkN + dn) * p.K + min(k0 + 32 * dq, p.K - 1);
     const int64_t b = e >> p.w.blocksize_log2;
     if (p.w.nested_absmax != nullptr) {
       r.q[0] = __ldg(static_cast<const uint8_t*>(p.w.absmax) + b);
@@ -113,20 +129,20 @@ __global__ void __launch_bounds__(DxTile::kThreads, 1) qlora_dx_kernel(DxParams 
       r.a2[0] = 0.f;
     }
   };
-  auto decode = [&](int ch, const Raw& raw) {
-    const uint4 cw = *reinterpret_cast<const uint4*>(cs + (ch % C::STAGES) * C::kCBytes + dn * (C::BK / 2) + dq * 16);
+  auto decode = [&](int i, const Raw& raw) {
+    const uint4 cw = *reinterpret_cast<const uint4*>(cs + (i % C::STAGES) * C::kCBytes + dn * (C::BK / 2) + dq * 16);
     const Table t = scaled_table<T>(codes, scale_of(p.w, code2, raw, 0));
     uint32_t d[16];
     decode4(cw.x, t, d);
     decode4(cw.y, t, d + 4);
     decode4(cw.z, t, d + 8);
     decode4(cw.w, t, d + 12);
-    unsigned char* wdst = ws + (ch & 1) * C::kWBytes + (dq / 2) * C::kAtomCol + dn * 128;
+    unsigned char* wdst = ws + (i & 1) * C::kWBytes + (dq / 2) * C::kAtomCol + dn * 128;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int piece = (dq % 2) * 4 + i;
+    for (int j = 0; j < 4; ++j) {
+      const int piece = (dq % 2) * 4 + j;
       *reinterpret_cast<uint4*>(wdst + ((piece ^ (dn & 7)) << 4)) =
-          make_uint4(d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3]);
+          make_uint4(d[4 * j], d[4 * j + 1], d[4 * j + 2], d[4 * j + 3]);
     }
   };
 
@@ -144,66 +160,120 @@ __global__ void __launch_bounds__(DxTile::kThreads, 1) qlora_dx_kernel(DxParams 
   fence_proxy_async();
   __syncthreads();
 
-  // Descriptors: A = this warpgroup's 64 tokens of the g tile (K-major), B = the W tile (N-major,
-  // 128-byte swizzle: leading offset = the next 64 k (one atom column, kAtomCol bytes), stride
-  // offset = the next 8 n rows (1024 bytes); a k16 step of the reduction = 16 n rows = 2048 bytes).
+  // Descriptors: A = 64 tokens of this warpgroup's BM / 2 in the g tile (K-major; a k16 step =
+  // 32 bytes), B = the W tile (N-major, 128-byte swizzle: leading offset = the next 64 k (one atom
+  // column, kAtomCol bytes), stride offset = the next 8 n rows (1024 bytes); a k16 step of the
+  // reduction = 16 n rows = 2048 bytes). Both layouts verified bit for bit by the identity test.
   const int wg = warp / 4;
-  const uint32_t g_addr = static_cast<uint32_t>(__cvta_generic_to_shared(gs)) + wg * 64 * 128;
+  const uint32_t g_addr = static_cast<uint32_t>(__cvta_generic_to_shared(gs)) + wg * (C::BM / 2) * 128;
   const uint32_t w_addr = static_cast<uint32_t>(__cvta_generic_to_shared(ws));
-  float acc[64];
+  float acc[MT][64];
 #pragma unroll
-  for (int i = 0; i < 64; ++i) acc[i] = 0.f;
+  for (int t = 0; t < MT; ++t)
+#pragma unroll
+    for (int i = 0; i < 64; ++i) acc[t][i] = 0.f;
 
-  for (int ch = 0; ch < chunks; ++ch) {
+  for (int i = 0; i < chunks; ++i) {
     wgmma_fence();
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
-      const uint64_t da = sw128_desc_lbo_sbo(g_addr + (ch % C::STAGES) * C::kGBytes + 32 * s, 16, 1024);
-      const uint64_t db = sw128_desc_lbo_sbo(w_addr + (ch & 1) * C::kWBytes + 16 * 128 * s, p.w_lbo, p.w_sbo);
-      wgmma_ss_m64n128k16_tb<T>(acc, da, db, ch > 0 || s > 0);
+      const uint64_t db = sw128_desc_lbo_sbo(w_addr + (i & 1) * C::kWBytes + 16 * 128 * s, C::kAtomCol, 1024);
+#pragma unroll
+      for (int t = 0; t < MT; ++t) {
+        const uint64_t da = sw128_desc_lbo_sbo(g_addr + (i % C::STAGES) * C::kGBytes + t * 64 * 128 + 32 * s, 16, 1024);
+        wgmma_ss_m64n128k16_tb<T>(acc[t], da, db, i > 0 || s > 0);
+      }
     }
     wgmma_commit();
-    cp_async_wait<C::STAGES - 3>();  // chunk ch + 1 landed (this thread's copies)
-    __syncthreads();                 // ... everyone's; every warpgroup finished chunk ch - 1
-    if (ch + C::STAGES - 1 < chunks) load(ch + C::STAGES - 1);
+    cp_async_wait<C::STAGES - 3>();  // chunk i + 1 landed (this thread's copies)
+    __syncthreads();                 // ... everyone's; every warpgroup finished chunk i - 1
+    if (i + C::STAGES - 1 < chunks) load(i + C::STAGES - 1);
     cp_async_commit();
-    if (ch + 1 < chunks) {
+    if (i + 1 < chunks) {
       raw_cur = raw_next;
-      decode(ch + 1, raw_cur);
-      if (ch + 2 < chunks) load_raw(ch + 2, raw_next);
+      decode(i + 1, raw_cur);
+      if (i + 2 < chunks) load_raw(i + 2, raw_next);
     }
     fence_proxy_async();  // the decoded tile, written by the generic proxy, read by the tensor cores
     wgmma_wait_all();
-    pin(acc);
+#pragma unroll
+    for (int t = 0; t < MT; ++t) pin(acc[t]);
     __syncthreads();  // the next W tile is complete before anyone issues its MMAs
   }
   cp_async_wait<0>();
-  __syncthreads();
+
+  // Accumulator layout (m64nNk16 D, per warp 16 tokens): acc[t][4·jt + e] is token
+  // trow + 64·t + g + 8·(e / 2), column k0 + 8·jt + 2c + e % 2.
+  const int M = p.M, K = p.K, r = p.r;
+  const int trow = wg * (C::BM / 2) + (warp % 4) * 16;
+  if constexpr (kSplit) {
+    __shared__ bool last;
+    float* mine = p.part + static_cast<int64_t>(split) * M * K;
+#pragma unroll
+    for (int t = 0; t < MT; ++t)
+#pragma unroll
+      for (int jt = 0; jt < 16; ++jt)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int m = m0 + trow + 64 * t + g + 8 * h, k = k0 + 8 * jt + 2 * c;
+          if (m < M && k < K)
+            *reinterpret_cast<float2*>(mine + static_cast<int64_t>(m) * K + k) =
+                make_float2(acc[t][4 * jt + 2 * h], acc[t][4 * jt + 2 * h + 1]);
+        }
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) last = atomicAdd(&p.arrived[tile], 1u) == static_cast<unsigned>(p.splits - 1);
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+#pragma unroll
+    for (int t = 0; t < MT; ++t)
+#pragma unroll
+      for (int i = 0; i < 64; ++i) acc[t][i] = 0.f;
+    for (int sp = 0; sp < p.splits; ++sp) {
+      const float* part = p.part + static_cast<int64_t>(sp) * M * K;
+#pragma unroll
+      for (int t = 0; t < MT; ++t)
+#pragma unroll
+        for (int jt = 0; jt < 16; ++jt)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int m = m0 + trow + 64 * t + g + 8 * h, k = k0 + 8 * jt + 2 * c;
+            if (m < M && k < K) {
+              const float2 v = __ldcg(reinterpret_cast<const float2*>(part + static_cast<int64_t>(m) * K + k));
+              acc[t][4 * jt + 2 * h] += v.x;
+              acc[t][4 * jt + 2 * h + 1] += v.y;
+            }
+          }
+    }
+  }
+  __syncthreads();  // the pipeline buffers become the output tile
 
   // LoRA: acc += (s·gB)·A over r in steps of 16 (mma.sync on the accumulator fragments: per 8
-  // columns j, rows g and g + 8 of this warp's 16 tokens — the m16n8 C layout).
-  const int M = p.M, K = p.K, r = p.r;
-  const int trow = warp * 16;  // this warp's tokens in the tile
+  // columns, rows g and g + 8 of this warp's 16 tokens — the m16n8 C layout).
   if (p.gB != nullptr) {
     const T* Am = static_cast<const T*>(p.A);
     for (int kr = 2 * c; kr < r + 2 * c; kr += 16) {
-      float v[2][4];
+      uint32_t hi[MT][4], lo[MT][4];
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int m = m0 + trow + g + 8 * h;
+      for (int t = 0; t < MT; ++t) {
+        float v[2][4];
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int j = kr + (e & 1) + 8 * (e >> 1);
-          v[h][e] = m < M && j < r ? p.scale * p.gB[static_cast<int64_t>(m) * r + j] : 0.f;
+        for (int h = 0; h < 2; ++h) {
+          const int m = m0 + trow + 64 * t + g + 8 * h;
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int j = kr + (e & 1) + 8 * (e >> 1);
+            v[h][e] = m < M && j < r ? p.scale * p.gB[static_cast<int64_t>(m) * r + j] : 0.f;
+          }
         }
-      }
-      uint32_t hi[4], lo[4];
 #pragma unroll
-      for (int q = 0; q < 4; ++q) {  // fragment q: rows g (q even) / g + 8 (q odd), ranks kr (q < 2) / kr + 8
-        const float a = v[q & 1][2 * (q >> 1)], b = v[q & 1][2 * (q >> 1) + 1];
-        const float ha = to_float(static_cast<T>(a)), hb = to_float(static_cast<T>(b));
-        hi[q] = pack2<T>(ha, hb);
-        lo[q] = pack2<T>(a - ha, b - hb);
+        for (int q = 0; q < 4; ++q) {  // fragment q: rows g (q even) / g + 8 (q odd), ranks kr (q < 2) / kr + 8
+          const float a = v[q & 1][2 * (q >> 1)], b = v[q & 1][2 * (q >> 1) + 1];
+          const float ha = to_float(static_cast<T>(a)), hb = to_float(static_cast<T>(b));
+          hi[t][q] = pack2<T>(ha, hb);
+          lo[t][q] = pack2<T>(a - ha, b - hb);
+        }
       }
 #pragma unroll
       for (int jt = 0; jt < 16; ++jt) {
@@ -215,9 +285,12 @@ __global__ void __launch_bounds__(DxTile::kThreads, 1) qlora_dx_kernel(DxParams 
           bv[e] = k < K && j < r ? to_float(Am[static_cast<int64_t>(j) * K + k]) : 0.f;
         }
         const uint32_t b0 = pack2<T>(bv[0], bv[1]), b1 = pack2<T>(bv[2], bv[3]);
-        float(&d)[4] = *reinterpret_cast<float(*)[4]>(acc + 4 * jt);
-        mma16816<T>(d, hi, b0, b1);
-        mma16816<T>(d, lo, b0, b1);
+#pragma unroll
+        for (int t = 0; t < MT; ++t) {
+          float(&d)[4] = *reinterpret_cast<float(*)[4]>(acc[t] + 4 * jt);
+          mma16816<T>(d, hi[t], b0, b1);
+          mma16816<T>(d, lo[t], b0, b1);
+        }
       }
     }
   }
@@ -225,11 +298,13 @@ __global__ void __launch_bounds__(DxTile::kThreads, 1) qlora_dx_kernel(DxParams 
   // dx tile staged as [BM][BK + 8] (rows = tokens), then 16-byte stores.
   T* out = reinterpret_cast<T*>(smem);
 #pragma unroll
-  for (int jt = 0; jt < 16; ++jt)
+  for (int t = 0; t < MT; ++t)
 #pragma unroll
-    for (int h = 0; h < 2; ++h)
-      *reinterpret_cast<uint32_t*>(out + (trow + g + 8 * h) * (C::BK + 8) + 8 * jt + 2 * c) =
-          pack2<T>(acc[4 * jt + 2 * h], acc[4 * jt + 2 * h + 1]);
+    for (int jt = 0; jt < 16; ++jt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+        *reinterpret_cast<uint32_t*>(out + (trow + 64 * t + g + 8 * h) * (C::BK + 8) + 8 * jt + 2 * c) =
+            pack2<T>(acc[t][4 * jt + 2 * h], acc[t][4 * jt + 2 * h + 1]);
   __syncthreads();
   T* dx = static_cast<T*>(p.dx);
   constexpr int kVecs = C::BK / 8;
@@ -241,26 +316,78 @@ __global__ void __launch_bounds__(DxTile::kThreads, 1) qlora_dx_kernel(DxParams 
           *reinterpret_cast<const uint4*>(out + row * (C::BK + 8) + col);
   }
 #else
-  __trap();
+  __trap();  // launched only on sm_90 (launch_qlora_dx checks the device)
 #endif
+}
+
+template <typename T, int BM, bool kSplit>
+std::string launch_dx(const DxParams& p, unsigned blocks, cudaStream_t stream) {
+  using C = DxTile<BM>;
+  cudaError_t err = cudaFuncSetAttribute(qlora_dx_kernel<T, BM, kSplit>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         C::kSmem);
+  if (err != cudaSuccess) return std::string("qlora_dx_kernel attributes: ") + cudaGetErrorString(err);
+  qlora_dx_kernel<T, BM, kSplit><<<blocks, C::kThreads, C::kSmem, stream>>>(p);
+  err = cudaGetLastError();
+  return err == cudaSuccess ? "" : std::string("qlora_dx_kernel: ") + cudaGetErrorString(err);
+}
+
+template <typename T>
+std::string launch_dx_typed(const DxParams& p, const DxPlan& plan, cudaStream_t stream) {
+  const unsigned blocks = static_cast<unsigned>(plan.tiles * plan.splits);
+  if (plan.splits > 1) return launch_dx<T, 128, true>(p, blocks, stream);
+  return plan.block_m == 256 ? launch_dx<T, 256, false>(p, blocks, stream) : launch_dx<T, 128, false>(p, blocks, stream);
 }
 
 }  // namespace
 
-std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, int dtype, uintptr_t packed,
-                            uintptr_t absmax, uintptr_t quant_map, uintptr_t nested_absmax,
-                            uintptr_t nested_quant_map, float nested_offset, int blocksize, int64_t M, int64_t N,
-                            int64_t K, int64_t r, float scale, uintptr_t stream) {
+DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int block_m) {
+  DxPlan plan;
+  if (block_m != 0 && block_m != 128 && block_m != 256) {
+    plan.error = "block_m must be 0 (choose), 128 or 256, got " + std::to_string(block_m);
+    return plan;
+  }
+  if (M < 1 || N < kChunkN || K < 64 || N % kChunkN || K % 64) {
+    plan.error = "need M >= 1 and N, K positive multiples of 64";
+    return plan;
+  }
+  if (M >= (int64_t{1} << 30) || N >= (int64_t{1} << 30) || K >= (int64_t{1} << 30)) {
+    plan.error = "shape too large";
+    return plan;
+  }
+  int major = 0, sm_count = 1;
+  current_device(&major, &sm_count);
+  const int64_t tiles_k = (K + kDxBK - 1) / kDxBK;
+  // 256 tokens per block (half the decode per flop) once those tiles alone fill the GPU.
+  plan.block_m = block_m > 0 ? block_m : ((M + 255) / 256 * tiles_k >= sm_count ? 256 : 128);
+  plan.tiles_m = static_cast<int>((M + plan.block_m - 1) / plan.block_m);
+  plan.tiles = plan.tiles_m * tiles_k;
+  // The reduction split over blocks when the 128-token tiles leave SMs idle (one wave at most).
+  const int64_t chunks = N / kChunkN;
+  int64_t splits = 1;
+  if (plan.block_m == 128 && plan.tiles < sm_count) splits = std::min<int64_t>({sm_count / plan.tiles, chunks / 4, 8});
+  plan.splits = static_cast<int>(std::max<int64_t>(1, splits));
+  plan.workspace_bytes = plan.splits > 1 ? 4 * (plan.splits * M * K + plan.tiles) : 0;
+  return plan;
+}
+
+std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, uintptr_t workspace,
+                            int64_t workspace_bytes, int dtype, uintptr_t packed, uintptr_t absmax,
+                            uintptr_t quant_map, uintptr_t nested_absmax, uintptr_t nested_quant_map,
+                            float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r,
+                            float scale, int block_m, uintptr_t stream) {
   const int lg = log2_exact(blocksize);
   if (lg < 6 || lg > 12) return "blocksize must be a power of two in [64, 4096]";
-  if (M < 1 || N < kChunkN || K < 64 || N % kChunkN || K % 64 || K % blocksize)
-    return "need M >= 1, N and K multiples of 64, K a multiple of the blocksize";
-  for (uintptr_t ptr : {dx, g, packed})
-    if (ptr % 16 != 0) return "dx, g and packed must be 16-byte aligned";
-  int dev = 0, major = 0;
-  if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+  if (K % blocksize) return "K must be a multiple of the blocksize";
+  if (r < 1 || r > (1 << 16)) return "need 1 <= r <= 65536";
+  const DxPlan plan = plan_qlora_dx(M, N, K, block_m);
+  if (!plan.error.empty()) return plan.error;
+  for (uintptr_t ptr : {dx, g, packed, workspace})
+    if (ptr % 16 != 0) return "dx, g, packed and the workspace must be 16-byte aligned";
+  int major = 0, sm_count = 1;
+  current_device(&major, &sm_count);
   if (major != 9) return "the CUDA dx kernel needs an sm_90 GPU (wgmma)";
-  using C = DxTile;
+  if (workspace_bytes < plan.workspace_bytes || (plan.workspace_bytes > 0 && workspace == 0))
+    return "the workspace is smaller than plan_qlora_dx says (" + std::to_string(plan.workspace_bytes) + " bytes)";
   DxParams p{};
   p.dx = reinterpret_cast<void*>(dx);
   p.g = reinterpret_cast<const void*>(g);
@@ -271,26 +398,20 @@ std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A
   p.N = static_cast<int>(N);
   p.K = static_cast<int>(K);
   p.r = static_cast<int>(r);
-  p.tiles_m = static_cast<int>((M + C::BM - 1) / C::BM);
-  p.tiles_k = static_cast<int>((K + C::BK - 1) / C::BK);
+  p.tiles_m = plan.tiles_m;
+  p.tiles = static_cast<int>(plan.tiles);
+  p.splits = plan.splits;
   p.scale = scale;
-  p.w_lbo = C::kAtomCol;
-  p.w_sbo = 1024;
-  if (const char* e = std::getenv("NF4LORA_DX_DESC_SWAP"); e != nullptr && e[0] == '1') std::swap(p.w_lbo, p.w_sbo);
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
-  const unsigned blocks = static_cast<unsigned>(p.tiles_m) * p.tiles_k;
-  cudaError_t err;
-  if (dtype == 2) {
-    err = cudaFuncSetAttribute(qlora_dx_kernel<__nv_bfloat16>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
-    if (err == cudaSuccess) qlora_dx_kernel<__nv_bfloat16><<<blocks, C::kThreads, C::kSmem, st>>>(p);
-  } else if (dtype == 1) {
-    err = cudaFuncSetAttribute(qlora_dx_kernel<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
-    if (err == cudaSuccess) qlora_dx_kernel<__half><<<blocks, C::kThreads, C::kSmem, st>>>(p);
-  } else {
-    return "dtype must be 1 (float16) or 2 (bfloat16)";
+  if (plan.splits > 1) {
+    p.part = reinterpret_cast<float*>(workspace);
+    p.arrived = reinterpret_cast<unsigned int*>(p.part + plan.splits * M * K);
+    const cudaError_t err = cudaMemsetAsync(p.arrived, 0, sizeof(unsigned int) * plan.tiles, st);
+    if (err != cudaSuccess) return std::string("cudaMemsetAsync: ") + cudaGetErrorString(err);
   }
-  if (err == cudaSuccess) err = cudaGetLastError();
-  return err == cudaSuccess ? "" : std::string("qlora_dx_kernel: ") + cudaGetErrorString(err);
+  if (dtype == 2) return launch_dx_typed<__nv_bfloat16>(p, plan, st);
+  if (dtype == 1) return launch_dx_typed<__half>(p, plan, st);
+  return "dtype must be 1 (float16) or 2 (bfloat16)";
 }
 
 }  // namespace nf4lora

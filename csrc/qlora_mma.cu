@@ -684,7 +684,24 @@ std::string launch_typed(const MmaParams& p, const MmaPlan& plan, const void* x_
   return err == cudaSuccess ? "" : std::string("qlora_mma_kernel: ") + cudaGetErrorString(err);
 }
 
-// Compute capability major and SM count of the current device (cached per device).
+// Workspace sections of a plan, in bytes from the start: u partials, y partials, counters.
+struct Sections {
+  int64_t y_part, counters, n_counters, u_counters;
+};
+Sections sections(const MmaPlan& plan, int64_t M, int64_t N, int64_t r) {
+  Sections sec{};
+  const int64_t u_bytes = plan.splits > 1 ? 4 * plan.splits * M * r : 0;
+  sec.y_part = (u_bytes + 15) / 16 * 16;
+  const int64_t y_bytes = plan.k_splits > 1 ? 4 * plan.k_splits * M * N : 0;
+  sec.counters = sec.y_part + y_bytes;
+  sec.u_counters = plan.splits > 1 ? u_groups(M, r) : 0;
+  sec.n_counters = sec.u_counters + (plan.k_splits > 1 ? static_cast<int64_t>(plan.tiles_m) * plan.tiles_n : 0);
+  return sec;
+}
+
+}  // namespace
+
+// launchers.h
 void current_device(int* major, int* sm_count) {
   static int cache[64][2] = {};
   int dev = 0;
@@ -703,23 +720,6 @@ void current_device(int* major, int* sm_count) {
     cache[dev][1] = *sm_count;
   }
 }
-
-// Workspace sections of a plan, in bytes from the start: u partials, y partials, counters.
-struct Sections {
-  int64_t y_part, counters, n_counters, u_counters;
-};
-Sections sections(const MmaPlan& plan, int64_t M, int64_t N, int64_t r) {
-  Sections sec{};
-  const int64_t u_bytes = plan.splits > 1 ? 4 * plan.splits * M * r : 0;
-  sec.y_part = (u_bytes + 15) / 16 * 16;
-  const int64_t y_bytes = plan.k_splits > 1 ? 4 * plan.k_splits * M * N : 0;
-  sec.counters = sec.y_part + y_bytes;
-  sec.u_counters = plan.splits > 1 ? u_groups(M, r) : 0;
-  sec.n_counters = sec.u_counters + (plan.k_splits > 1 ? static_cast<int64_t>(plan.tiles_m) * plan.tiles_n : 0);
-  return sec;
-}
-
-}  // namespace
 
 MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int variant, int block_m) {
   MmaPlan plan{};

@@ -2,9 +2,10 @@
 memory for SS wgmma.
 
 GPU only (`gpu` marker, sm_90): the decode and the N-major descriptor bit for bit through an
-identity matrix; dx against float64 on real and odd shapes (M not a multiple of the 128-token tile,
+identity matrix; dx against float64 on real and odd shapes (M not a multiple of the token tile,
 K not a multiple of the 128-column tile), bf16 and fp16, both absmax forms, with and without the
-LoRA term; every gradient through the public API on the CUDA backend; calls it does not take;
+LoRA term, 128- and 256-token tiles, with and without the reduction split over blocks (the plan
+says which ran); every gradient through the public API on the CUDA backend; calls it does not take;
 compute-sanitizer.
 """
 
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 from nf4lora import _cuda_ext, dequantize_nf4, ops, qlora_linear, quantize_nf4
+from nf4lora._cuda_ext import _C
 from conftest import REL_TOL, poison_next_alloc, qlora_reference_f64, random_lora, rel_err, run_memcheck
 
 pytestmark = [pytest.mark.gpu,
@@ -23,34 +25,47 @@ pytestmark = [pytest.mark.gpu,
 DEV = "cuda"
 
 
+@pytest.mark.parametrize("block_m", [128, 256])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("nested", [False, True])
-def test_dx_decode_is_exact_through_identity(dtype, nested):
+def test_dx_decode_is_exact_through_identity(dtype, nested, block_m):
     # g = I (N × N): dx = W exactly, each value code·absmax rounded once to dtype. N = 320 (5 chunks
-    # of 64), K = 1088 (8.5 column tiles), M = N = 320 (2.5 token tiles).
+    # of 64), K = 1088 (8.5 column tiles), M = N = 320 (2.5 / 1.25 token tiles).
     N, K = 320, 1088
     q = quantize_nf4(torch.randn(N, K, device=DEV), 64, double_quant=nested)
     A, _ = random_lora(N, K, 16, dtype, DEV)
     g = torch.eye(N, device=DEV, dtype=dtype)
     gB = torch.randn(N, 16, device=DEV)
     poison_next_alloc(N * K, dtype)
-    dx = _cuda_ext.qlora_dx(g, q, gB, A, 0.0, False)
+    dx = _cuda_ext.qlora_dx(g, q, gB, A, 0.0, False, block_m)
     assert torch.equal(dx, dequantize_nf4(q, torch.float32).to(dtype))
 
 
-CASES = [  # M, K, N, r, blocksize, lora
-    (1, 4096, 4096, 16, 64, True),
-    (123, 1088, 320, 3, 64, True),
-    (2048, 4096, 14336, 16, 64, True),
-    (300, 14336, 4096, 64, 128, False),
-    (129, 640, 704, 80, 64, True),
+CASES = [  # M, K, N, r, blocksize, lora (plan on 132 SMs with block_m 0: tokens per block, splits)
+    (1, 4096, 4096, 16, 64, True),  # 128, 4
+    (123, 1088, 320, 3, 64, True),  # 128, 1 (5 chunks)
+    (2048, 4096, 14336, 16, 64, True),  # 256, 1
+    (300, 14336, 4096, 64, 128, False),  # 256, 1
+    (129, 640, 704, 80, 64, True),  # 128, 2 (odd chunk count per slice)
 ]
 
 
+def test_dx_plan():
+    assert _C.plan_qlora_dx(1, 4096, 4096, 0)[:2] == (128, 4)
+    assert _C.plan_qlora_dx(129, 704, 640, 0)[:2] == (128, 2)
+    assert _C.plan_qlora_dx(2048, 14336, 4096, 0)[:3] == (256, 1, 8 * 32)
+    assert _C.plan_qlora_dx(2048, 14336, 4096, 128)[:3] == (128, 1, 16 * 32)
+    block_m, splits, tiles, ws = _C.plan_qlora_dx(5, 4096, 256, 0)
+    assert (block_m, tiles) == (128, 2) and splits == 8 and ws == 4 * (8 * 5 * 256 + 2)
+    with pytest.raises(RuntimeError, match="block_m must be 0"):
+        _C.plan_qlora_dx(5, 4096, 256, 64)
+
+
+@pytest.mark.parametrize("block_m", [0, 256])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("nested", [False, True])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "M{}-K{}-N{}-r{}-bs{}-l{:d}".format(*c))
-def test_dx_matches_reference(dtype, nested, case):
+def test_dx_matches_reference(dtype, nested, case, block_m):
     M, K, N, r, blocksize, lora = case
     q = quantize_nf4(torch.randn(N, K, device=DEV) * K**-0.5, blocksize, double_quant=nested)
     A, B = random_lora(N, K, r, dtype, DEV)
@@ -60,7 +75,7 @@ def test_dx_matches_reference(dtype, nested, case):
     ref = g.double() @ w + (0.7 * gB.double() @ A.double() if lora else 0)
     plain = g @ dequantize_nf4(q, dtype) + ((0.7 * gB).to(dtype) @ A if lora else 0)
     poison_next_alloc(M * K, dtype)
-    dx = _cuda_ext.qlora_dx(g, q, gB, A, 0.7, lora)
+    dx = _cuda_ext.qlora_dx(g, q, gB, A, 0.7, lora, block_m)
     assert torch.isfinite(dx).all()
     err = rel_err(dx, ref)
     assert err < REL_TOL[dtype] and err <= 2 * rel_err(plain, ref) + 1e-6, (err, rel_err(plain, ref))
@@ -114,12 +129,13 @@ def test_dx_is_memcheck_clean(tmp_path):
         from nf4lora import _cuda_ext, quantize_nf4
         for dtype in (torch.bfloat16, torch.float16):
             for nested in (False, True):
-                for M, K, N, r in ((1, 640, 64, 1), (130, 1088, 320, 80)):
+                for M, K, N, r in ((1, 640, 64, 1), (130, 1088, 320, 80), (5, 640, 1024, 16)):
                     q = quantize_nf4(torch.randn(N, K, device="cuda"), 64, double_quant=nested)
                     g = torch.randn(M, N, device="cuda", dtype=dtype)
                     A = torch.randn(r, K, device="cuda", dtype=dtype)
                     gB = torch.randn(M, r, device="cuda")
-                    _cuda_ext.qlora_dx(g, q, gB, A, 0.5, True)
+                    for block_m in (0, 256):  # (5, 640, 1024): reduction split over 4 blocks
+                        _cuda_ext.qlora_dx(g, q, gB, A, 0.5, True, block_m)
         torch.cuda.synchronize()
         print("done")
     """)

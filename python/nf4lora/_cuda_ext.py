@@ -218,17 +218,23 @@ def dx_unsupported_reason(g: torch.Tensor, q: NF4Weight) -> Optional[str]:
     return None
 
 
-def qlora_dx(g, q: NF4Weight, gB, A, scale: float, add_lora: bool):
-    """dx (M, K) in g's dtype = g·W (+ scale·gB·A when add_lora; gB (M, r) float32 = g·B) for a
-    call dx_unsupported_reason accepts."""
+def qlora_dx(g, q: NF4Weight, gB, A, scale: float, add_lora: bool, block_m: int = 0):
+    """dx (M, K) in g's dtype = g·W (+ scale·gB·A when add_lora) for a call dx_unsupported_reason
+    accepts. g (M, N) and A (r, K) in g's dtype, gB (M, r) float32 = g·B. block_m: tokens per
+    block, 0 (the plan's choice: 256 once those tiles fill the GPU), 128 or 256. With few tiles
+    the reduction over N is split over blocks and needs a float32 workspace of splits·M·K
+    (_C.plan_qlora_dx), reduced in a fixed order (deterministic)."""
     (M, N), K, r = g.shape, q.shape[1], A.shape[0]
     g = _aligned(g)
     A, gB = A.contiguous(), gB.contiguous()
     packed, state = _nf4_args(q)
     dx = torch.empty((M, K), device=g.device, dtype=g.dtype)
     with device_guard(g.device):
+        ws_bytes = _C.plan_qlora_dx(M, N, K, block_m)[3]
+        ws = _workspace(ws_bytes, g.device)
         _C.qlora_dx(dx.data_ptr(), g.data_ptr(), gB.data_ptr() if add_lora else 0, A.data_ptr(),
-                    _DTYPE_CODES[g.dtype], *state, M, N, K, r, float(scale), _stream(g.device))
+                    0 if ws is None else ws.data_ptr(), ws_bytes, _DTYPE_CODES[g.dtype], *state, M, N, K, r,
+                    float(scale), block_m, _stream(g.device))
     return dx
 
 
