@@ -8,6 +8,9 @@ the kernels of one forward+backward through the layer.
    and TFLOP/s, next to cuBLAS g·W on the bf16 W (``cublas_us``: the dense backward's dx GEMM).
 2. ``step``: GPU time of each kernel of one forward+backward through qlora_linear (x, A, B
    requiring grad) on the default backend, and their sum.
+3. ``--host``: at M = 128 on 4096×4096 (where the benchmark is host-bound), wall time per
+   forward+backward of back-to-back calls (CPU side, then with the final sync) for nf4lora and for
+   dense_bf16, and a cProfile of nf4lora's.
 Prints one JSON line per measurement (also to DIR/diag_bwd.jsonl when --out is given).
 """
 
@@ -22,11 +25,11 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
 sys.path.insert(0, os.path.dirname(__file__))
 
-from diag_fwd import emit, kernel_us  # noqa: E402
+from diag_fwd import cprofile, emit, host_us, kernel_us  # noqa: E402
 
 from nf4lora import _cuda_ext, ops  # noqa: E402
 from bench_qlora import SHAPES  # noqa: E402
-from nf4lora.benchmark import Case, _do_bench  # noqa: E402
+from nf4lora.benchmark import Case, _do_bench, provider_fn  # noqa: E402
 
 
 def dx_alone(c: Case, sink):
@@ -42,14 +45,21 @@ def dx_alone(c: Case, sink):
     emit(row, sink)
 
 
-def step(c: Case, sink):
+def fwd_bwd(c: Case, provider=None):
+    """One forward+backward (x, A, B requiring grad) through nf4lora's op, or through a benchmark
+    provider's function."""
     x = c.x.clone().requires_grad_()
     A, B = c.A.clone().requires_grad_(), c.B.clone().requires_grad_()
+    fn = provider_fn(provider, c) if provider else (lambda x, A, B: ops.qlora_linear(x, c.q, A, B, c.scale))
 
     def run():
-        y = ops.qlora_linear(x, c.q, A, B, c.scale)
-        y.backward(c.g)
+        fn(x, A, B).backward(c.g)
 
+    return run
+
+
+def step(c: Case, sink):
+    run = fwd_bwd(c)
     ops.last_path.clear()
     run()
     ks = kernel_us(run)
@@ -62,11 +72,23 @@ def main():
     p.add_argument("--out")
     p.add_argument("--shapes", default=",".join(str(i) for i in range(len(SHAPES))))
     p.add_argument("--ms", default="128,1024,4096")
+    p.add_argument("--host", action="store_true", help="only the host-overhead measurement (3.)")
     args = p.parse_args()
     sink = None
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         sink = open(os.path.join(args.out, "diag_bwd.jsonl"), "a")
+    if args.host:
+        c = Case(128, 4096, 4096, 16, "cuda")
+        row = {"what": "host", "M": 128, "K": 4096, "N": 4096, "r": 16}
+        for prov in ("nf4lora", "dense_bf16"):
+            run = fwd_bwd(c, None if prov == "nf4lora" else prov)
+            row[prov] = {"host_us": [round(v, 2) for v in host_us(run, 500)], "bench_us": round(_do_bench(run) * 1e3, 2)}
+        text = cprofile(fwd_bwd(c), n=500, top=30)
+        print(text, flush=True)
+        row["profile"] = text[-8000:]
+        emit(row, sink)
+        return
     for i in (int(s) for s in args.shapes.split(",")):
         K, N = SHAPES[i]
         for M in (int(m) for m in args.ms.split(",")):

@@ -105,24 +105,30 @@ def small_m(sink):
 
 def host_profile(sink):
     """cProfile of 2000 default-path forwards at M = 1 (where the host bounds the time)."""
+    c = Case(1, 4096, 4096, 16, "cuda")
+    with torch.no_grad():
+        text = cprofile(lambda: ops.qlora_linear(c.x, c.q, c.A, c.B, c.scale))
+    print(text, flush=True)
+    emit({"what": "host_profile", "text": text[-6000:]}, sink)
+
+
+def cprofile(fn, n=2000, top=18) -> str:
+    """cProfile of n back-to-back calls of fn (after 50 warm-up calls): the top functions by own time."""
     import cProfile
     import io
     import pstats
 
-    c = Case(1, 4096, 4096, 16, "cuda")
-    with torch.no_grad():
-        op = lambda: ops.qlora_linear(c.x, c.q, c.A, c.B, c.scale)  # noqa: E731
-        for _ in range(50):
-            op()
-        prof = cProfile.Profile()
-        prof.enable()
-        for _ in range(2000):
-            op()
-        prof.disable()
+    for _ in range(50):
+        fn()
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(n):
+        fn()
+    prof.disable()
+    torch.cuda.synchronize()
     out = io.StringIO()
-    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(18)
-    print(out.getvalue(), flush=True)
-    emit({"what": "host_profile", "text": out.getvalue()[-6000:]}, sink)
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
+    return out.getvalue()
 
 
 _FAKE_DECODE = "mov.b32 $0, $4; mov.b32 $1, $4; mov.b32 $2, $4; mov.b32 $3, $4;"

@@ -49,12 +49,11 @@ struct DxParams {
 
 template <int BM_> struct DxTile {
   static constexpr int kThreads = 256, BM = BM_, BK = kDxBK, MT = BM / 128;  // MT: m64 tiles per warpgroup
-  static constexpr int STAGES = BM == 128 ? 4 : 3;
+  static constexpr int STAGES = 4;
   static constexpr int kGBytes = BM * 128;                // g tile of one stage (64 n × 2 bytes a row)
-  static constexpr int kCBytes = kChunkN * BK / 2;        // packed codes of one stage
   static constexpr int kAtomCol = kChunkN * 128;          // one 64-k column of the decoded W tile
   static constexpr int kWBytes = kAtomCol * (BK / 64);    // decoded W tile (bf16 / fp16)
-  static constexpr int kPipeBytes = STAGES * (kGBytes + kCBytes) + 2 * kWBytes;
+  static constexpr int kPipeBytes = STAGES * kGBytes + 3 * kWBytes;
   static constexpr int kOutBytes = BM * (BK + 8) * 2;
   static constexpr int kTableBytes = (256 + 16) * 4;
   static constexpr int kBody = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + kTableBytes;
@@ -70,8 +69,7 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
   const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
   unsigned char* smem = smem_raw + ((1024u - (raw_addr & 1023u)) & 1023u);
   unsigned char* gs = smem;                                          // [STAGES][BM][128], swizzled
-  unsigned char* ws = smem + C::STAGES * C::kGBytes;                 // [2][BK / 64][64 n][128], swizzled
-  unsigned char* cs = ws + 2 * C::kWBytes;                           // [STAGES][64 n][64 bytes]
+  unsigned char* ws = smem + C::STAGES * C::kGBytes;                 // [3][BK / 64][64 n][128], swizzled
   float* code2 = reinterpret_cast<float*>(smem + C::kBody - C::kTableBytes);
   float* codes = code2 + 256;
 
@@ -91,8 +89,8 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
   if (p.w.nested_absmax != nullptr)
     for (int i = tid; i < 256; i += C::kThreads) code2[i] = p.w.nested_quant_map[i];
 
-  // Stage i of the pipeline holds chunk c_first + i (i: the block's own chunk count).
-  auto load = [&](int i) {
+  // Stage i % STAGES of the g pipeline holds chunk c_first + i (i: the block's own chunk count).
+  auto load_g = [&](int i) {
     const int st = i % C::STAGES, n0 = (c_first + i) * kChunkN;
     unsigned char* gdst = gs + st * C::kGBytes;
 #pragma unroll
@@ -103,23 +101,19 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
       cp_async16(gdst + row * 128 + ((piece ^ (row & 7)) << 4),
                  gm + static_cast<int64_t>(ok ? m : m0) * p.N + n0 + piece * 8, ok);
     }
-    unsigned char* cdst = cs + st * C::kCBytes;
-#pragma unroll
-    for (int j = 0; j < kChunkN * (C::BK / 32) / C::kThreads; ++j) {
-      const int idx = tid + j * C::kThreads, row = idx / (C::BK / 32), piece = idx % (C::BK / 32);
-      const int k = k0 + piece * 32;  // first k of the 16 code bytes
-      const bool ok = k < p.K;        // columns past K: zero codes (decoded, never stored)
-      const int64_t n = static_cast<int64_t>(n0) + row;
-      cp_async16(cdst + row * (C::BK / 2) + piece * 16, p.w.packed + (n * p.K + (ok ? k : 0)) / 2, ok);
-    }
   };
 
   // Decode: thread t owns W row n = t / 4 of the chunk and 32 columns k = 32·(t % 4) of the tile
-  // (one absmax block: the blocksize is >= 64).
+  // (one absmax block: the blocksize is >= 64). Its 16 code bytes and raw scale go straight from
+  // global memory to registers one chunk ahead of their decode (columns past K: zero codes,
+  // decoded and never stored).
   const int dn = tid / 4, dq = tid % 4;
+  const int kq = k0 + 32 * dq;
   using Raw = RawScales<1>;
-  auto load_raw = [&](int i, Raw& r) {
-    const int64_t e = (static_cast<int64_t>(c_first + i) * kChunkN + dn) * p.K + min(k0 + 32 * dq, p.K - 1);
+  auto load_codes = [&](int i, uint4& cw, Raw& r) {
+    const int64_t n = static_cast<int64_t>(c_first + i) * kChunkN + dn;
+    const int64_t e = n * p.K + min(kq, p.K - 32);
+    cw = kq < p.K ? __ldg(reinterpret_cast<const uint4*>(p.w.packed + e / 2)) : make_uint4(0, 0, 0, 0);
     const int64_t b = e >> p.w.blocksize_log2;
     if (p.w.nested_absmax != nullptr) {
       r.q[0] = __ldg(static_cast<const uint8_t*>(p.w.absmax) + b);
@@ -129,15 +123,16 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
       r.a2[0] = 0.f;
     }
   };
-  auto decode = [&](int i, const Raw& raw) {
-    const uint4 cw = *reinterpret_cast<const uint4*>(cs + (i % C::STAGES) * C::kCBytes + dn * (C::BK / 2) + dq * 16);
+  // W buffer i % 3: chunk i's decoded tile (three: the MMAs of chunks i - 1 and i may still read
+  // theirs while chunk i + 1 is decoded).
+  auto decode = [&](int i, const uint4& cw, const Raw& raw) {
     const Table t = scaled_table<T>(codes, scale_of(p.w, code2, raw, 0));
     uint32_t d[16];
     decode4(cw.x, t, d);
     decode4(cw.y, t, d + 4);
     decode4(cw.z, t, d + 8);
     decode4(cw.w, t, d + 12);
-    unsigned char* wdst = ws + (i & 1) * C::kWBytes + (dq / 2) * C::kAtomCol + dn * 128;
+    unsigned char* wdst = ws + (i % 3) * C::kWBytes + (dq / 2) * C::kAtomCol + dn * 128;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const int piece = (dq % 2) * 4 + j;
@@ -148,15 +143,16 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
 
 #pragma unroll
   for (int s = 0; s < C::STAGES - 1; ++s) {
-    if (s < chunks) load(s);
+    if (s < chunks) load_g(s);
     cp_async_commit();
   }
-  Raw raw_cur, raw_next;
-  load_raw(0, raw_cur);
-  if (chunks > 1) load_raw(1, raw_next);
-  cp_async_wait<C::STAGES - 2>();
-  __syncthreads();
-  decode(0, raw_cur);
+  uint4 cw;
+  Raw raw;
+  load_codes(0, cw, raw);
+  __syncthreads();  // the code tables
+  decode(0, cw, raw);
+  if (chunks > 1) load_codes(1, cw, raw);
+  cp_async_wait<C::STAGES - 2>();  // g of chunk 0 (this thread's copies)
   fence_proxy_async();
   __syncthreads();
 
@@ -173,11 +169,16 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
 #pragma unroll
     for (int i = 0; i < 64; ++i) acc[t][i] = 0.f;
 
+  // Per chunk i: issue its MMAs, decode chunk i + 1 while they run, wait for the MMAs of chunk
+  // i - 1 only (those of i stay in flight across the barrier, so the tensor cores get chunk
+  // i + 1's right after it), then refill the g stage chunk i - 1 used.
   for (int i = 0; i < chunks; ++i) {
+#pragma unroll
+    for (int t = 0; t < MT; ++t) pin(acc[t]);
     wgmma_fence();
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
-      const uint64_t db = sw128_desc_lbo_sbo(w_addr + (i & 1) * C::kWBytes + 16 * 128 * s, C::kAtomCol, 1024);
+      const uint64_t db = sw128_desc_lbo_sbo(w_addr + (i % 3) * C::kWBytes + 16 * 128 * s, C::kAtomCol, 1024);
 #pragma unroll
       for (int t = 0; t < MT; ++t) {
         const uint64_t da = sw128_desc_lbo_sbo(g_addr + (i % C::STAGES) * C::kGBytes + t * 64 * 128 + 32 * s, 16, 1024);
@@ -185,21 +186,22 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
       }
     }
     wgmma_commit();
-    cp_async_wait<C::STAGES - 3>();  // chunk i + 1 landed (this thread's copies)
-    __syncthreads();                 // ... everyone's; every warpgroup finished chunk i - 1
-    if (i + C::STAGES - 1 < chunks) load(i + C::STAGES - 1);
-    cp_async_commit();
     if (i + 1 < chunks) {
-      raw_cur = raw_next;
-      decode(i + 1, raw_cur);
-      if (i + 2 < chunks) load_raw(i + 2, raw_next);
+      decode(i + 1, cw, raw);
+      if (i + 2 < chunks) load_codes(i + 2, cw, raw);
     }
-    fence_proxy_async();  // the decoded tile, written by the generic proxy, read by the tensor cores
-    wgmma_wait_all();
+    wgmma_wait<1>();  // this warpgroup's MMAs of chunk i - 1 are done
 #pragma unroll
     for (int t = 0; t < MT; ++t) pin(acc[t]);
-    __syncthreads();  // the next W tile is complete before anyone issues its MMAs
+    cp_async_wait<C::STAGES - 3>();  // g of chunk i + 1 landed (this thread's copies)
+    fence_proxy_async();  // the decoded tile, written by the generic proxy, read by the tensor cores
+    __syncthreads();      // everyone's: chunk i + 1 ready, chunk i - 1's MMAs done in both warpgroups
+    if (i + C::STAGES - 1 < chunks) load_g(i + C::STAGES - 1);  // into chunk i - 1's stage
+    cp_async_commit();
   }
+  wgmma_wait<0>();
+#pragma unroll
+  for (int t = 0; t < MT; ++t) pin(acc[t]);
   cp_async_wait<0>();
 
   // Accumulator layout (m64nNk16 D, per warp 16 tokens): acc[t][4·jt + e] is token

@@ -495,7 +495,7 @@ __global__ void __launch_bounds__(WgTile<BM>::kThreads, 1) qlora_wgmma_kernel(Mm
       decode(ch + 1, raw_next, anext);
       if (ch + 3 < chunks) load_scales(p.w, elem, ch + 3, raw_next);
     }
-    wgmma_wait_all();
+    wgmma_wait<0>();
     pin(acur);
     pin(acc);
   };
