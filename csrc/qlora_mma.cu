@@ -368,7 +368,8 @@ __global__ void __launch_bounds__(C::kThreads, 1) qlora_mma_kernel(MmaParams p) 
 // picks byte c of every 4 with byte permutes. The absmax is folded into the decode table: per row
 // and chunk the 16 code values times the absmax, rounded once to T (bit-identical to dequantizing W
 // to T first), so the accumulators need no per-chunk rescaling. Decode of chunk k + 1 runs while
-// the tensor cores work on chunk k (double-buffered A registers, wgmma.wait_group 0 at the end).
+// the tensor cores work on chunk k (double-buffered A registers; the MMAs of chunk k stay in flight
+// until those of k + 1 are issued: wgmma.wait_group 1).
 #ifndef NF4LORA_WG_STAGES
 #define NF4LORA_WG_STAGES 4
 #endif
@@ -477,7 +478,9 @@ __global__ void __launch_bounds__(WgTile<BM>::kThreads, 1) qlora_wgmma_kernel(Mm
   decode(0, raw0, a0);
   if (chunks > 2) load_scales(p.w, elem, 2, raw0);
 
-  // One chunk: MMAs of ch on acur, while the next stage streams in and ch + 1 is decoded into anext.
+  // One chunk: issue the MMAs of ch on acur, wait for those of ch - 1 only (the MMAs of ch stay
+  // in flight, so the tensor cores never drain at a chunk boundary), then, while they run, the
+  // next stage streams into ch - 1's x stage and ch + 1 is decoded into anext (ch - 1's registers).
   auto step = [&](int ch, uint32_t (&acur)[4][4], uint32_t (&anext)[4][4], Raw& raw_next) {
     wgmma_fence();
     const uint64_t desc = desc0 + static_cast<uint64_t>((ch % C::STAGES) * C::kXBytes >> 4);
@@ -486,6 +489,9 @@ __global__ void __launch_bounds__(WgTile<BM>::kThreads, 1) qlora_wgmma_kernel(Mm
     for (int s = 0; s < 4; ++s) wgmma_m64k16<T, BM>(acc, acur[s], desc + 2 * s, ch > 0 || s > 0);
 #endif
     wgmma_commit();
+    wgmma_wait<1>();  // this warpgroup's MMAs of ch - 1 are done: anext is free
+    pin(anext);       // (kept live until here: an in-flight wgmma read them)
+    pin(acc);
     cp_async_wait<C::STAGES - 3>();  // chunk ch + 1 landed (this thread's copies)
     fence_proxy_async();
     __syncthreads();  // ... everyone's; and every warpgroup finished chunk ch - 1: its stage is free
@@ -495,14 +501,15 @@ __global__ void __launch_bounds__(WgTile<BM>::kThreads, 1) qlora_wgmma_kernel(Mm
       decode(ch + 1, raw_next, anext);
       if (ch + 3 < chunks) load_scales(p.w, elem, ch + 3, raw_next);
     }
-    wgmma_wait<0>();
-    pin(acur);
-    pin(acc);
   };
   for (int ch = 0; ch < chunks; ch += 2) {
     step(ch, a0, a1, raw1);
     if (ch + 1 < chunks) step(ch + 1, a1, a0, raw0);
   }
+  wgmma_wait<0>();
+  pin(a0);
+  pin(a1);
+  pin(acc);
   cp_async_wait<0>();
   if constexpr (kSplitK) {
     // Publish this slice's fp32 tile; the last slice of the tile to finish sums all of them in
