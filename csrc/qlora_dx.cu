@@ -209,19 +209,23 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
   const int M = p.M, K = p.K, r = p.r;
   const int trow = wg * (C::BM / 2) + (warp % 4) * 16;
   if constexpr (kSplit) {
+    // fn(two accumulators, token m, column k) for every pair of this thread's accumulators inside dx.
+    auto for_each_pair = [&](auto&& fn) {
+#pragma unroll
+      for (int t = 0; t < MT; ++t)
+#pragma unroll
+        for (int jt = 0; jt < 16; ++jt)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int m = m0 + trow + 64 * t + g + 8 * h, k = k0 + 8 * jt + 2 * c;
+            if (m < M && k < K) fn(acc[t][4 * jt + 2 * h], acc[t][4 * jt + 2 * h + 1], m, k);
+          }
+    };
     __shared__ bool last;
     float* mine = p.part + static_cast<int64_t>(split) * M * K;
-#pragma unroll
-    for (int t = 0; t < MT; ++t)
-#pragma unroll
-      for (int jt = 0; jt < 16; ++jt)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int m = m0 + trow + 64 * t + g + 8 * h, k = k0 + 8 * jt + 2 * c;
-          if (m < M && k < K)
-            *reinterpret_cast<float2*>(mine + static_cast<int64_t>(m) * K + k) =
-                make_float2(acc[t][4 * jt + 2 * h], acc[t][4 * jt + 2 * h + 1]);
-        }
+    for_each_pair([&](float& a, float& b, int m, int k) {
+      *reinterpret_cast<float2*>(mine + static_cast<int64_t>(m) * K + k) = make_float2(a, b);
+    });
     __threadfence();
     __syncthreads();
     if (tid == 0) last = atomicAdd(&p.arrived[tile], 1u) == static_cast<unsigned>(p.splits - 1);
@@ -234,19 +238,11 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
       for (int i = 0; i < 64; ++i) acc[t][i] = 0.f;
     for (int sp = 0; sp < p.splits; ++sp) {
       const float* part = p.part + static_cast<int64_t>(sp) * M * K;
-#pragma unroll
-      for (int t = 0; t < MT; ++t)
-#pragma unroll
-        for (int jt = 0; jt < 16; ++jt)
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int m = m0 + trow + 64 * t + g + 8 * h, k = k0 + 8 * jt + 2 * c;
-            if (m < M && k < K) {
-              const float2 v = __ldcg(reinterpret_cast<const float2*>(part + static_cast<int64_t>(m) * K + k));
-              acc[t][4 * jt + 2 * h] += v.x;
-              acc[t][4 * jt + 2 * h + 1] += v.y;
-            }
-          }
+      for_each_pair([&](float& a, float& b, int m, int k) {
+        const float2 v = __ldcg(reinterpret_cast<const float2*>(part + static_cast<int64_t>(m) * K + k));
+        a += v.x;
+        b += v.y;
+      });
     }
   }
   __syncthreads();  // the pipeline buffers become the output tile
