@@ -182,7 +182,7 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
 #pragma unroll
       for (int t = 0; t < MT; ++t) {
         const uint64_t da = sw128_desc_lbo_sbo(g_addr + (i % C::STAGES) * C::kGBytes + t * 64 * 128 + 32 * s, 16, 1024);
-        wgmma_ss_m64n128k16_tb<T>(acc[t], da, db, i > 0 || s > 0);
+        wgmma_ss_m64k16<T, 128, true>(acc[t], da, db, i > 0 || s > 0);
       }
     }
     wgmma_commit();
