@@ -24,3 +24,26 @@ def test_no_gpu_gives_a_clear_reason_and_reference_backend():
         count, err = _cuda_ext._C.cuda_device_count()  # must return, not crash
         assert count == 0 and err
     assert ops.select_backend("dequantize", torch.device("cpu")) == "reference"
+
+
+@pytest.mark.skipif(not _cuda_ext.built(), reason="the CUDA extension is not built")
+def test_launchers_refuse_bad_calls_before_touching_memory():
+    # Plans and launchers check their arguments first and report what is wrong (no GPU needed:
+    # no pointer below is ever dereferenced).
+    C = _cuda_ext._C
+    with pytest.raises(RuntimeError, match="N, K positive multiples of 64"):
+        C.plan_qlora_dx(5, 100, 256, 0)
+    with pytest.raises(RuntimeError, match="block_m must be 0 .choose., 128 or 256, got 64"):
+        C.plan_qlora_dx(5, 4096, 256, 64)
+    with pytest.raises(RuntimeError, match="variant must be 0"):
+        C.plan_qlora_mma(5, 256, 256, 4, 9, 0)
+    # dx, g, gB, A, workspace, workspace_bytes, dtype, packed, absmax, quant_map, nested_absmax,
+    # nested_quant_map, nested_offset, blocksize, M, N, K, r, scale, block_m, stream
+    dx_args = [16, 16, 0, 16, 0, 0, 2, 16, 16, 16, 0, 0, 0.0, 64, 5, 4096, 256, 4, 1.0, 0, 0]
+    with pytest.raises(RuntimeError, match="16-byte aligned"):
+        C.qlora_dx(8, *dx_args[1:])
+    with pytest.raises(RuntimeError, match="blocksize must be a power of two"):
+        C.qlora_dx(*dx_args[:13], 96, *dx_args[14:])
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="needs an sm_90 GPU"):
+            C.qlora_dx(*dx_args)
