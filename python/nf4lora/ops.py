@@ -497,6 +497,6 @@ if _cuda_ext.built():
 if importlib.util.find_spec("triton") is not None:
     register_impl("qlora_linear", "triton", _triton_forward)
     register_impl("qlora_linear_backward", "triton", _triton_backward)
-    if _cuda_ext.built():  # the CUDA backward: its dx kernel plus the Triton g·B
+    if _cuda_ext.built():  # the CUDA backward: its dx and u kernels, dA and dB as qlora_bwd does them
         register_impl("qlora_linear_backward", "cuda", _cuda_backward,
                       supports=lambda g, x_lora, u, q, A, B, scale, needs: _cuda_ext.dx_unsupported_reason(g, q))
