@@ -33,14 +33,15 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
                               int splits, int tiles, uintptr_t stream);
 
 // Large-M forward (qlora_mma.cu): the plan of a call on the current device. variant: 0 = wgmma
-// kernel on sm_90 and the mma.sync kernel elsewhere, 1 = mma.sync, 2 = wgmma (sm_90 only).
+// kernel on sm_90 and the mma.sync kernel elsewhere, 1 = mma.sync, 2 = wgmma (sm_90 only), 3 = the
+// wgmma kernel with W decoded into shared memory (SS; sm_90 only; not yet the default).
 // block_m: x rows per block of the wgmma kernel, 128 or 256 (0 = chosen from the shape). splits:
 // K slices of the u kernel; k_splits: K slices per output tile (wgmma, when the tiles alone leave
 // SMs idle); workspace: their float32 partial sums and counters (0 bytes when neither splits).
 // error is non-empty for arguments no kernel takes.
 struct MmaPlan {
   int splits = 1, k_splits = 1, block_m = 0, tiles_m = 0, tiles_n = 0;
-  bool wgmma = false;
+  bool wgmma = false, ss = false;  // ss: the wgmma kernel with W decoded into shared memory
   int64_t workspace_bytes = 0;
   std::string error;
 };

@@ -112,6 +112,19 @@ template <int ROWS> struct RawScales {
   uint32_t q[ROWS];
   float a2[ROWS];
 };
+// Raw scale data i of the absmax block holding element e of W (the nested form: code byte and
+// second-level absmax; plain: the float32 bits).
+template <int ROWS>
+__device__ __forceinline__ void load_raw_scale(const NF4State& w, int64_t e, RawScales<ROWS>& r, int i) {
+  const int64_t b = e >> w.blocksize_log2;
+  if (w.nested_absmax != nullptr) {
+    r.q[i] = __ldg(static_cast<const uint8_t*>(w.absmax) + b);
+    r.a2[i] = __ldg(w.nested_absmax + (b >> kNestedBlockLog2));
+  } else {
+    r.q[i] = __ldg(static_cast<const uint32_t*>(w.absmax) + b);
+    r.a2[i] = 0.f;
+  }
+}
 template <int ROWS>
 __device__ __forceinline__ float scale_of(const NF4State& w, const float* code2, const RawScales<ROWS>& r, int i) {
   return w.nested_absmax != nullptr ? nested_absmax(code2, r.q[i], r.a2[i], w.nested_offset) : __uint_as_float(r.q[i]);
@@ -123,6 +136,24 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool pr
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(pred ? 16 : 0));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+
+// Rows row0 .. row0 + ROWS of a row-major matrix src (leading dimension ld elements), 64 columns
+// from col0, into dst as 128-byte rows with 16-byte pieces XOR-swizzled by row % 8 (the 128-byte
+// swizzle of wgmma descriptors); rows >= limit as zeros (row0 < limit: a valid address to skip).
+// All kThreads threads of the block take part.
+template <typename T, int ROWS, int kThreads>
+__device__ __forceinline__ void load_rows_sw128(unsigned char* dst, const T* src, int64_t ld, int row0, int limit,
+                                                int64_t col0) {
+  const int tid = threadIdx.x;
+#pragma unroll
+  for (int i = 0; i < ROWS * 8 / kThreads; ++i) {
+    const int idx = tid + i * kThreads, row = idx / 8, piece = idx % 8;
+    const int m = row0 + row;
+    const bool ok = m < limit;
+    cp_async16(dst + row * 128 + ((piece ^ (row & 7)) << 4), src + static_cast<int64_t>(ok ? m : row0) * ld + col0 + piece * 8,
+               ok);
+  }
+}
 template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
 
 }  // namespace nf4lora

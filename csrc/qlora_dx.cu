@@ -91,17 +91,10 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
 
   // Stage i % STAGES of the g pipeline holds chunk c_first + i (i: the block's own chunk count).
   auto load_g = [&](int i) {
-    const int st = i % C::STAGES, n0 = (c_first + i) * kChunkN;
-    unsigned char* gdst = gs + st * C::kGBytes;
-#pragma unroll
-    for (int j = 0; j < C::BM * 8 / C::kThreads; ++j) {
-      const int idx = tid + j * C::kThreads, row = idx / 8, piece = idx % 8;
-      const int m = m0 + row;
-      const bool ok = m < p.M;
-      cp_async16(gdst + row * 128 + ((piece ^ (row & 7)) << 4),
-                 gm + static_cast<int64_t>(ok ? m : m0) * p.N + n0 + piece * 8, ok);
-    }
+    load_rows_sw128<T, C::BM, C::kThreads>(gs + (i % C::STAGES) * C::kGBytes, gm, p.N, m0, p.M,
+                                           static_cast<int64_t>(c_first + i) * kChunkN);
   };
+
 
   // Decode: thread t owns W row n = t / 4 of the chunk and 32 columns k = 32·(t % 4) of the tile
   // (one absmax block: the blocksize is >= 64). Its 16 code bytes and raw scale go straight from
@@ -114,14 +107,7 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
     const int64_t n = static_cast<int64_t>(c_first + i) * kChunkN + dn;
     const int64_t e = n * p.K + min(kq, p.K - 32);
     cw = kq < p.K ? __ldg(reinterpret_cast<const uint4*>(p.w.packed + e / 2)) : make_uint4(0, 0, 0, 0);
-    const int64_t b = e >> p.w.blocksize_log2;
-    if (p.w.nested_absmax != nullptr) {
-      r.q[0] = __ldg(static_cast<const uint8_t*>(p.w.absmax) + b);
-      r.a2[0] = __ldg(p.w.nested_absmax + (b >> kNestedBlockLog2));
-    } else {
-      r.q[0] = __ldg(static_cast<const uint32_t*>(p.w.absmax) + b);
-      r.a2[0] = 0.f;
-    }
+    load_raw_scale(p.w, e, r, 0);
   };
   // W buffer i % 3: chunk i's decoded tile (three: the MMAs of chunks i - 1 and i may still read
   // theirs while chunk i + 1 is decoded).

@@ -193,19 +193,15 @@ __device__ __forceinline__ void tile_of_block(const MmaParams& p, int tile, int&
 // One pipeline stage: x rows m0 .. m0 + BM (k chunk ch, rows past M as zeros) into xdst as 128-byte
 // rows with 16-byte pieces XOR-swizzled by row % 8 (the 128-byte swizzle of wgmma descriptors),
 // and the packed codes of W rows n0 .. n0 + BN (rows past N read row N - 1) into cdst, 32 bytes a row.
+template <typename T, int BM, int kThreads>
+__device__ __forceinline__ void load_x_stage(const MmaParams& p, unsigned char* xdst, int m0, int ch) {
+  load_rows_sw128<T, BM, kThreads>(xdst, static_cast<const T*>(p.x), p.K, m0, p.M, static_cast<int64_t>(ch) * kChunkK);
+}
 template <typename T, int BM, int BN, int kThreads>
 __device__ __forceinline__ void load_stage(const MmaParams& p, unsigned char* xdst, unsigned char* cdst, int m0, int n0,
                                            int ch) {
+  load_x_stage<T, BM, kThreads>(p, xdst, m0, ch);
   const int tid = threadIdx.x;
-  const T* x = static_cast<const T*>(p.x);
-#pragma unroll
-  for (int i = 0; i < BM * 8 / kThreads; ++i) {
-    const int idx = tid + i * kThreads, row = idx / 8, piece = idx % 8;
-    const int m = m0 + row;
-    const bool ok = m < p.M;  // row m0 < M is a valid address for the zero-fill
-    const T* src = x + static_cast<int64_t>(ok ? m : m0) * p.K + ch * kChunkK + piece * 8;
-    cp_async16(xdst + row * 128 + ((piece ^ (row & 7)) << 4), src, ok);
-  }
 #pragma unroll
   for (int i = 0; i < (BN * 2 + kThreads - 1) / kThreads; ++i) {
     const int idx = tid + i * kThreads;
@@ -221,16 +217,7 @@ __device__ __forceinline__ void load_stage(const MmaParams& p, unsigned char* xd
 template <int ROWS>
 __device__ __forceinline__ void load_scales(const NF4State& w, const int64_t (&elem)[ROWS], int ch, RawScales<ROWS>& r) {
 #pragma unroll
-  for (int i = 0; i < ROWS; ++i) {
-    const int64_t b = (elem[i] + static_cast<int64_t>(ch) * kChunkK) >> w.blocksize_log2;
-    if (w.nested_absmax != nullptr) {
-      r.q[i] = __ldg(static_cast<const uint8_t*>(w.absmax) + b);
-      r.a2[i] = __ldg(w.nested_absmax + (b >> kNestedBlockLog2));
-    } else {
-      r.q[i] = __ldg(static_cast<const uint32_t*>(w.absmax) + b);
-      r.a2[i] = 0.f;
-    }
-  }
+  for (int i = 0; i < ROWS; ++i) load_raw_scale(w, elem[i] + static_cast<int64_t>(ch) * kChunkK, r, i);
 }
 
 template <typename T, typename C>
@@ -370,23 +357,29 @@ __global__ void __launch_bounds__(C::kThreads, 1) qlora_mma_kernel(MmaParams p) 
 // to T first), so the accumulators need no per-chunk rescaling. Decode of chunk k + 1 runs while
 // the tensor cores work on chunk k (double-buffered A registers; the MMAs of chunk k stay in flight
 // until those of k + 1 are issued: wgmma.wait_group 1).
+// kSS (variant 3, wgmma_ss; measured against the register form before it becomes a default): W
+// decoded by all threads into shared memory instead (K-major, swizzled like the x tile) and read
+// by the tensor cores through a descriptor too (SS wgmma), three W buffers, codes and scales
+// fetched global -> registers a chunk ahead — the dx kernel's structure (qlora_dx.cu). No register
+// A fragments: no byte-permute gather into the fragment layout, and 256-row tiles without spills.
 #ifndef NF4LORA_WG_STAGES
 #define NF4LORA_WG_STAGES 4
 #endif
-template <int BM_> struct WgTile {  // BM_ = 128 or 256 x rows (the wgmma N)
+template <int BM_, bool kSS_ = false> struct WgTile {  // BM_ = 128 or 256 x rows (the wgmma N)
   static constexpr int kThreads = 256, BN = 128, BM = BM_, STAGES = NF4LORA_WG_STAGES;
   static constexpr int kXBytes = BM * 128, kCBytes = BN * 32;
-  static constexpr int kPipeBytes = STAGES * (kXBytes + kCBytes);
+  static constexpr int kWBytes = BN * 128;  // SS: one decoded W tile (BN rows × 64 k), three of them
+  static constexpr int kPipeBytes = kSS_ ? STAGES * kXBytes + 3 * kWBytes : STAGES * (kXBytes + kCBytes);
   static constexpr int kOutBytes = BM * (BN + 8) * 2;
   static constexpr int kTableBytes = (256 + 16) * 4;  // nested code, code values
   static constexpr int kBody = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + kTableBytes;
   static constexpr int kSmem = kBody + 1024;  // + alignment of the x tiles to 1024 bytes
 };
 
-template <typename T, int BM, bool kSplitK>
-__global__ void __launch_bounds__(WgTile<BM>::kThreads, 1) qlora_wgmma_kernel(MmaParams p) {
+template <typename T, int BM, bool kSplitK, bool kSS>
+__global__ void __launch_bounds__(256, 1) qlora_wgmma_kernel(MmaParams p) {
 #if NF4LORA_HAS_WGMMA
-  using C = WgTile<BM>;
+  using C = WgTile<BM, kSS>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
   unsigned char* smem = smem_raw + ((1024u - (raw_addr & 1023u)) & 1023u);
@@ -412,104 +405,186 @@ __global__ void __launch_bounds__(WgTile<BM>::kThreads, 1) qlora_wgmma_kernel(Mm
   if (tid < 16) codes[tid] = p.w.quant_map[tid];
   if (p.w.nested_absmax != nullptr)
     for (int i = tid; i < 256; i += C::kThreads) code2[i] = p.w.nested_quant_map[i];
-  // Chunk indices below are relative to the slice (k_first).
-  auto load = [&](int ch) {
-    const int st = ch % C::STAGES;
-    load_stage<T, C::BM, C::BN, C::kThreads>(p, xs + st * C::kXBytes, cs + st * C::kCBytes, m0, n0, k_first + ch);
-  };
-  using Raw = RawScales<2>;  // rows g, g + 8
-  int64_t elem[2];
-#pragma unroll
-  for (int h = 0; h < 2; ++h)
-    elem[h] = static_cast<int64_t>(min(n0 + wrow + g + 8 * h, p.N - 1)) * p.K + static_cast<int64_t>(k_first) * kChunkK;
-
-#pragma unroll
-  for (int s = 0; s < C::STAGES - 1; ++s) {
-    if (s < chunks) load(s);
-    cp_async_commit();
-  }
-  Raw raw0, raw1;  // scale data of chunks 2i and 2i + 1
-  load_scales(p.w, elem, 0, raw0);
-  if (chunks > 1) load_scales(p.w, elem, 1, raw1);
-  cp_async_wait<C::STAGES - 2>();  // chunk 0 landed
-  fence_proxy_async();
-  __syncthreads();
-  const uint32_t pick = static_cast<uint32_t>(c) | static_cast<uint32_t>(c + 4) << 4;  // byte c of two words
-  const uint64_t desc0 = sw128_desc(static_cast<uint32_t>(__cvta_generic_to_shared(xs)));
-
-  // A fragments of chunk ch: a[s] = {row g k-lo, row g+8 k-lo, row g k-hi, row g+8 k-hi} of step s.
-  auto decode = [&](int ch, const Raw& raw, uint32_t (&a)[4][4]) {
-    const unsigned char* ct = cs + (ch % C::STAGES) * C::kCBytes + (wrow + g) * 32;
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const uint4 lo = *reinterpret_cast<const uint4*>(ct + h * 8 * 32);
-      const uint4 hi = *reinterpret_cast<const uint4*>(ct + h * 8 * 32 + 16);
-      // Byte c of words 0..3 (then 4..7): k 2c.. and 2c + 8.. of steps 0, 1 (then 2, 3).
-      const uint32_t g0 = prmt(prmt(lo.x, lo.y, pick), prmt(lo.z, lo.w, pick), 0x5410u);
-      const uint32_t g1 = prmt(prmt(hi.x, hi.y, pick), prmt(hi.z, hi.w, pick), 0x5410u);
-      uint32_t d[8];
-#if NF4LORA_MMA_DIAG == 1
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        d[e] = g0 + e;
-        d[4 + e] = g1 + e;
-      }
-#else
-#if NF4LORA_MMA_DIAG == 3
-      const Table t = scaled_table<T>(codes, 1.f);
-#else
-      const Table t = scaled_table<T>(codes, scale_of(p.w, code2, raw, h));
-#endif
-      decode4(g0, t, d);
-      decode4(g1, t, d + 4);
-#endif
-#pragma unroll
-      for (int s = 0; s < 4; ++s) {
-        a[s][h] = d[2 * s];
-        a[s][2 + h] = d[2 * s + 1];
-      }
-    }
-  };
-
   float acc[BM / 2];
 #pragma unroll
   for (int i = 0; i < BM / 2; ++i) acc[i] = 0.f;
-  uint32_t a0[4][4], a1[4][4];
-  decode(0, raw0, a0);
-  if (chunks > 2) load_scales(p.w, elem, 2, raw0);
-
-  // One chunk: issue the MMAs of ch on acur, wait for those of ch - 1 only (the MMAs of ch stay
-  // in flight, so the tensor cores never drain at a chunk boundary), then, while they run, the
-  // next stage streams into ch - 1's x stage and ch + 1 is decoded into anext (ch - 1's registers).
-  auto step = [&](int ch, uint32_t (&acur)[4][4], uint32_t (&anext)[4][4], Raw& raw_next) {
-    wgmma_fence();
-    const uint64_t desc = desc0 + static_cast<uint64_t>((ch % C::STAGES) * C::kXBytes >> 4);
+  if constexpr (kSS) {
+    // SS: all 256 threads decode the chunk's BN × 64 W tile into shared memory (K-major, 128-byte
+    // rows swizzled like the x tile: wgmma's A operand by descriptor); thread t owns W row t / 2,
+    // k 32·(t % 2) .. + 31 (one absmax block), its 16 code bytes and raw scale fetched global ->
+    // registers one chunk ahead. Three W buffers: the MMAs of chunk i stay in flight across the
+    // barrier while chunk i + 1 is decoded (as the dx kernel, qlora_dx.cu).
+    unsigned char* wsb = smem + C::STAGES * C::kXBytes;  // [3][BN][128 bytes], swizzled
+    const int dr = tid / 2, dh = tid % 2;
+    const int64_t row_elem = static_cast<int64_t>(min(n0 + dr, p.N - 1)) * p.K + 32 * dh;
+    using Raw1 = RawScales<1>;
+    auto load_x = [&](int i) {
+      load_x_stage<T, C::BM, C::kThreads>(p, xs + (i % C::STAGES) * C::kXBytes, m0, k_first + i);
+    };
+    auto load_codes = [&](int i, uint4& cw, Raw1& r) {
+      const int64_t e = row_elem + static_cast<int64_t>(k_first + i) * kChunkK;
+      cw = __ldg(reinterpret_cast<const uint4*>(p.w.packed + e / 2));
+      load_raw_scale(p.w, e, r, 0);
+    };
+    auto decode = [&](int i, const uint4& cw, const Raw1& raw) {
+#if NF4LORA_MMA_DIAG == 1
+      return;  // diagnostic: no decode (the MMAs read stale shared memory)
+#endif
+#if NF4LORA_MMA_DIAG == 3
+      const Table t = scaled_table<T>(codes, 1.f);
+#else
+      const Table t = scaled_table<T>(codes, scale_of(p.w, code2, raw, 0));
+#endif
+      uint32_t d[16];
+      decode4(cw.x, t, d);
+      decode4(cw.y, t, d + 4);
+      decode4(cw.z, t, d + 8);
+      decode4(cw.w, t, d + 12);
+      unsigned char* dst = wsb + (i % 3) * C::kWBytes + dr * 128;
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        *reinterpret_cast<uint4*>(dst + (((dh * 4 + j) ^ (dr & 7)) << 4)) =
+            make_uint4(d[4 * j], d[4 * j + 1], d[4 * j + 2], d[4 * j + 3]);
+    };
+#pragma unroll
+    for (int s = 0; s < C::STAGES - 1; ++s) {
+      if (s < chunks) load_x(s);
+      cp_async_commit();
+    }
+    uint4 cw;
+    Raw1 raw;
+    load_codes(0, cw, raw);
+    __syncthreads();  // the code tables
+    decode(0, cw, raw);
+    if (chunks > 1) load_codes(1, cw, raw);
+    cp_async_wait<C::STAGES - 2>();  // x of chunk 0 (this thread's copies)
+    fence_proxy_async();
+    __syncthreads();
+    const uint64_t xdesc0 = sw128_desc(static_cast<uint32_t>(__cvta_generic_to_shared(xs)));
+    const uint32_t w_addr = static_cast<uint32_t>(__cvta_generic_to_shared(wsb)) + (warp / 4) * 64 * 128;
+    for (int i = 0; i < chunks; ++i) {
+      pin(acc);
+      wgmma_fence();
+      const uint64_t xdesc = xdesc0 + static_cast<uint64_t>((i % C::STAGES) * C::kXBytes >> 4);
 #if NF4LORA_MMA_DIAG != 2
 #pragma unroll
-    for (int s = 0; s < 4; ++s) wgmma_m64k16<T, BM>(acc, acur[s], desc + 2 * s, ch > 0 || s > 0);
+      for (int s = 0; s < 4; ++s) {
+        const uint64_t wdesc = sw128_desc_lbo_sbo(w_addr + (i % 3) * C::kWBytes + 32 * s, 16, 1024);
+        wgmma_ss_m64k16<T, BM, false>(acc, wdesc, xdesc + 2 * s, i > 0 || s > 0);
+      }
 #endif
-    wgmma_commit();
-    wgmma_wait<1>();  // this warpgroup's MMAs of ch - 1 are done: anext is free
-    pin(anext);       // (kept live until here: an in-flight wgmma read them)
-    pin(acc);
-    cp_async_wait<C::STAGES - 3>();  // chunk ch + 1 landed (this thread's copies)
-    fence_proxy_async();
-    __syncthreads();  // ... everyone's; and every warpgroup finished chunk ch - 1: its stage is free
-    if (ch + C::STAGES - 1 < chunks) load(ch + C::STAGES - 1);
-    cp_async_commit();
-    if (ch + 1 < chunks) {
-      decode(ch + 1, raw_next, anext);
-      if (ch + 3 < chunks) load_scales(p.w, elem, ch + 3, raw_next);
+      wgmma_commit();
+      if (i + 1 < chunks) {
+        decode(i + 1, cw, raw);
+        if (i + 2 < chunks) load_codes(i + 2, cw, raw);
+      }
+      wgmma_wait<1>();  // this warpgroup's MMAs of chunk i - 1 are done
+      pin(acc);
+      cp_async_wait<C::STAGES - 3>();  // x of chunk i + 1 landed (this thread's copies)
+      fence_proxy_async();  // the decoded tile, written by the generic proxy, read by the tensor cores
+      __syncthreads();      // everyone's: chunk i + 1 ready, chunk i - 1's MMAs done in both warpgroups
+      if (i + C::STAGES - 1 < chunks) load_x(i + C::STAGES - 1);  // into chunk i - 1's stage
+      cp_async_commit();
     }
-  };
-  for (int ch = 0; ch < chunks; ch += 2) {
-    step(ch, a0, a1, raw1);
-    if (ch + 1 < chunks) step(ch + 1, a1, a0, raw0);
+    wgmma_wait<0>();
+    pin(acc);
+  } else {
+    // Chunk indices below are relative to the slice (k_first).
+    auto load = [&](int ch) {
+      const int st = ch % C::STAGES;
+      load_stage<T, C::BM, C::BN, C::kThreads>(p, xs + st * C::kXBytes, cs + st * C::kCBytes, m0, n0, k_first + ch);
+    };
+    using Raw = RawScales<2>;  // rows g, g + 8
+    int64_t elem[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+      elem[h] = static_cast<int64_t>(min(n0 + wrow + g + 8 * h, p.N - 1)) * p.K + static_cast<int64_t>(k_first) * kChunkK;
+
+#pragma unroll
+    for (int s = 0; s < C::STAGES - 1; ++s) {
+      if (s < chunks) load(s);
+      cp_async_commit();
+    }
+    Raw raw0, raw1;  // scale data of chunks 2i and 2i + 1
+    load_scales(p.w, elem, 0, raw0);
+    if (chunks > 1) load_scales(p.w, elem, 1, raw1);
+    cp_async_wait<C::STAGES - 2>();  // chunk 0 landed
+    fence_proxy_async();
+    __syncthreads();
+    const uint32_t pick = static_cast<uint32_t>(c) | static_cast<uint32_t>(c + 4) << 4;  // byte c of two words
+    const uint64_t desc0 = sw128_desc(static_cast<uint32_t>(__cvta_generic_to_shared(xs)));
+
+    // A fragments of chunk ch: a[s] = {row g k-lo, row g+8 k-lo, row g k-hi, row g+8 k-hi} of step s.
+    auto decode = [&](int ch, const Raw& raw, uint32_t (&a)[4][4]) {
+      const unsigned char* ct = cs + (ch % C::STAGES) * C::kCBytes + (wrow + g) * 32;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const uint4 lo = *reinterpret_cast<const uint4*>(ct + h * 8 * 32);
+        const uint4 hi = *reinterpret_cast<const uint4*>(ct + h * 8 * 32 + 16);
+        // Byte c of words 0..3 (then 4..7): k 2c.. and 2c + 8.. of steps 0, 1 (then 2, 3).
+        const uint32_t g0 = prmt(prmt(lo.x, lo.y, pick), prmt(lo.z, lo.w, pick), 0x5410u);
+        const uint32_t g1 = prmt(prmt(hi.x, hi.y, pick), prmt(hi.z, hi.w, pick), 0x5410u);
+        uint32_t d[8];
+#if NF4LORA_MMA_DIAG == 1
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          d[e] = g0 + e;
+          d[4 + e] = g1 + e;
+        }
+#else
+#if NF4LORA_MMA_DIAG == 3
+        const Table t = scaled_table<T>(codes, 1.f);
+#else
+        const Table t = scaled_table<T>(codes, scale_of(p.w, code2, raw, h));
+#endif
+        decode4(g0, t, d);
+        decode4(g1, t, d + 4);
+#endif
+#pragma unroll
+        for (int s = 0; s < 4; ++s) {
+          a[s][h] = d[2 * s];
+          a[s][2 + h] = d[2 * s + 1];
+        }
+      }
+    };
+
+    uint32_t a0[4][4], a1[4][4];
+    decode(0, raw0, a0);
+    if (chunks > 2) load_scales(p.w, elem, 2, raw0);
+
+    // One chunk: issue the MMAs of ch on acur, wait for those of ch - 1 only (the MMAs of ch stay
+    // in flight, so the tensor cores never drain at a chunk boundary), then, while they run, the
+    // next stage streams into ch - 1's x stage and ch + 1 is decoded into anext (ch - 1's registers).
+    auto step = [&](int ch, uint32_t (&acur)[4][4], uint32_t (&anext)[4][4], Raw& raw_next) {
+      wgmma_fence();
+      const uint64_t desc = desc0 + static_cast<uint64_t>((ch % C::STAGES) * C::kXBytes >> 4);
+#if NF4LORA_MMA_DIAG != 2
+#pragma unroll
+      for (int s = 0; s < 4; ++s) wgmma_m64k16<T, BM>(acc, acur[s], desc + 2 * s, ch > 0 || s > 0);
+#endif
+      wgmma_commit();
+      wgmma_wait<1>();  // this warpgroup's MMAs of ch - 1 are done: anext is free
+      pin(anext);       // (kept live until here: an in-flight wgmma read them)
+      pin(acc);
+      cp_async_wait<C::STAGES - 3>();  // chunk ch + 1 landed (this thread's copies)
+      fence_proxy_async();
+      __syncthreads();  // ... everyone's; and every warpgroup finished chunk ch - 1: its stage is free
+      if (ch + C::STAGES - 1 < chunks) load(ch + C::STAGES - 1);
+      cp_async_commit();
+      if (ch + 1 < chunks) {
+        decode(ch + 1, raw_next, anext);
+        if (ch + 3 < chunks) load_scales(p.w, elem, ch + 3, raw_next);
+      }
+    };
+    for (int ch = 0; ch < chunks; ch += 2) {
+      step(ch, a0, a1, raw1);
+      if (ch + 1 < chunks) step(ch + 1, a1, a0, raw0);
+    }
+    wgmma_wait<0>();
+    pin(a0);
+    pin(a1);
+    pin(acc);
   }
-  wgmma_wait<0>();
-  pin(a0);
-  pin(a1);
-  pin(acc);
   cp_async_wait<0>();
   if constexpr (kSplitK) {
     // Publish this slice's fp32 tile; the last slice of the tile to finish sums all of them in
@@ -633,21 +708,21 @@ int wgmma_block_m(int64_t M, int64_t N, int sm_count) {
   return tiles_256 >= sm_count ? 256 : 128;
 }
 
-template <typename T, int BM, bool kSplitK>
+template <typename T, int BM, bool kSplitK, bool kSS>
 std::string launch_wgmma_bm(const MmaParams& p, int64_t blocks, cudaStream_t stream) {
-  using C = WgTile<BM>;
-  cudaError_t err = cudaFuncSetAttribute(qlora_wgmma_kernel<T, BM, kSplitK>,
+  using C = WgTile<BM, kSS>;
+  cudaError_t err = cudaFuncSetAttribute(qlora_wgmma_kernel<T, BM, kSplitK, kSS>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
   if (err != cudaSuccess) return std::string("qlora_wgmma_kernel attributes: ") + cudaGetErrorString(err);
-  qlora_wgmma_kernel<T, BM, kSplitK><<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, stream>>>(p);
+  qlora_wgmma_kernel<T, BM, kSplitK, kSS><<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, stream>>>(p);
   err = cudaGetLastError();
   return err == cudaSuccess ? "" : std::string("qlora_wgmma_kernel: ") + cudaGetErrorString(err);
 }
 // K slices per tile only with 128 x rows per block (plan_qlora_mma never splits 256-row tiles).
-template <typename T> std::string launch_wgmma(const MmaParams& p, int64_t blocks, cudaStream_t stream) {
-  if (p.block_m == 256) return launch_wgmma_bm<T, 256, false>(p, blocks, stream);
-  return p.k_splits > 1 ? launch_wgmma_bm<T, 128, true>(p, blocks, stream)
-                        : launch_wgmma_bm<T, 128, false>(p, blocks, stream);
+template <typename T, bool kSS> std::string launch_wgmma(const MmaParams& p, int64_t blocks, cudaStream_t stream) {
+  if (p.block_m == 256) return launch_wgmma_bm<T, 256, false, kSS>(p, blocks, stream);
+  return p.k_splits > 1 ? launch_wgmma_bm<T, 128, true, kSS>(p, blocks, stream)
+                        : launch_wgmma_bm<T, 128, false, kSS>(p, blocks, stream);
 }
 
 int64_t u_groups(int64_t M, int64_t r) { return (M + kUWarps * 16 - 1) / (kUWarps * 16) * ((r + 63) / 64); }
@@ -682,7 +757,7 @@ std::string launch_typed(const MmaParams& p, const MmaPlan& plan, const void* x_
                                         plan.splits, stream);
   if (!u_err.empty()) return u_err;
   const int64_t blocks = static_cast<int64_t>(p.tiles_m) * p.tiles_n * p.k_splits;
-  if (plan.wgmma) return launch_wgmma<T>(p, blocks, stream);
+  if (plan.wgmma) return plan.ss ? launch_wgmma<T, true>(p, blocks, stream) : launch_wgmma<T, false>(p, blocks, stream);
   using C = LargeTile;
   err = cudaFuncSetAttribute(qlora_mma_kernel<T, C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
   if (err != cudaSuccess) return std::string("qlora_mma_kernel attributes: ") + cudaGetErrorString(err);
@@ -732,12 +807,12 @@ MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int variant, 
   MmaPlan plan{};
   int major = 0, sm_count = 1;
   current_device(&major, &sm_count);
-  if (variant < 0 || variant > 2) {
-    plan.error = "variant must be 0 (auto), 1 (mma.sync) or 2 (wgmma)";
+  if (variant < 0 || variant > 3) {
+    plan.error = "variant must be 0 (auto), 1 (mma.sync), 2 (wgmma) or 3 (wgmma, W through shared memory)";
     return plan;
   }
-  if (variant == 2 && major != 9) {
-    plan.error = "variant 2 (wgmma) needs an sm_90 GPU";
+  if (variant >= 2 && major != 9) {
+    plan.error = "variants 2 and 3 (wgmma) need an sm_90 GPU";
     return plan;
   }
   if (block_m != 0 && block_m != 128 && block_m != 256) {
@@ -748,7 +823,8 @@ MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int variant, 
     plan.error = "need M, N, r >= 1 and K >= 64";
     return plan;
   }
-  plan.wgmma = variant == 2 || (variant == 0 && major == 9);
+  plan.wgmma = variant >= 2 || (variant == 0 && major == 9);
+  plan.ss = variant == 3;
   const int64_t chunks = K / kChunkK;
   // u kernel: K slices so that its grid fills the GPU (~4 blocks per SM).
   plan.splits = u_splits(M, K, r, sm_count);

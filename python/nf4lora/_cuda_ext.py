@@ -175,7 +175,7 @@ def qlora_forward_small(x, x_lora, q: NF4Weight, A, B, scale: float, bias, tiles
 # csrc/qlora_mma.cu kernel choice: 0 = wgmma on sm_90 (H100/H200), mma.sync elsewhere; 1 = mma.sync;
 # 2 = wgmma (sm_90 only). Tests and bench/mma_diag compare them. block_m (wgmma): x rows per block,
 # 128 or 256; 0 lets the launcher choose from the shape.
-MMA_VARIANTS = {"auto": 0, "mma_sync": 1, "wgmma": 2}
+MMA_VARIANTS = {"auto": 0, "mma_sync": 1, "wgmma": 2, "wgmma_ss": 3}  # wgmma_ss: W through shared memory
 
 
 def qlora_forward_large(x, x_lora, q: NF4Weight, A, B, scale: float, bias, variant: str = "auto",
