@@ -112,19 +112,8 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
   // W buffer i % 3: chunk i's decoded tile (three: the MMAs of chunks i - 1 and i may still read
   // theirs while chunk i + 1 is decoded).
   auto decode = [&](int i, const uint4& cw, const Raw& raw) {
-    const Table t = scaled_table<T>(codes, scale_of(p.w, code2, raw, 0));
-    uint32_t d[16];
-    decode4(cw.x, t, d);
-    decode4(cw.y, t, d + 4);
-    decode4(cw.z, t, d + 8);
-    decode4(cw.w, t, d + 12);
-    unsigned char* wdst = ws + (i % 3) * C::kWBytes + (dq / 2) * C::kAtomCol + dn * 128;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int piece = (dq % 2) * 4 + j;
-      *reinterpret_cast<uint4*>(wdst + ((piece ^ (dn & 7)) << 4)) =
-          make_uint4(d[4 * j], d[4 * j + 1], d[4 * j + 2], d[4 * j + 3]);
-    }
+    decode32_to_row<T>(cw, scaled_table<T>(codes, scale_of(p.w, code2, raw, 0)),
+                       ws + (i % 3) * C::kWBytes + (dq / 2) * C::kAtomCol + dn * 128, dn, (dq % 2) * 4);
   };
 
 #pragma unroll

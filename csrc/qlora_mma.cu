@@ -435,16 +435,7 @@ __global__ void __launch_bounds__(256, 1) qlora_wgmma_kernel(MmaParams p) {
 #else
       const Table t = scaled_table<T>(codes, scale_of(p.w, code2, raw, 0));
 #endif
-      uint32_t d[16];
-      decode4(cw.x, t, d);
-      decode4(cw.y, t, d + 4);
-      decode4(cw.z, t, d + 8);
-      decode4(cw.w, t, d + 12);
-      unsigned char* dst = wsb + (i % 3) * C::kWBytes + dr * 128;
-#pragma unroll
-      for (int j = 0; j < 4; ++j)
-        *reinterpret_cast<uint4*>(dst + (((dh * 4 + j) ^ (dr & 7)) << 4)) =
-            make_uint4(d[4 * j], d[4 * j + 1], d[4 * j + 2], d[4 * j + 3]);
+      decode32_to_row<T>(cw, t, wsb + (i % 3) * C::kWBytes + dr * 128, dr, dh * 4);
     };
 #pragma unroll
     for (int s = 0; s < C::STAGES - 1; ++s) {

@@ -110,6 +110,22 @@ template <typename T> __device__ __forceinline__ Table scaled_table(const float*
   return t;
 }
 
+// 16 code bytes (32 consecutive k of one W row) decoded with the row's scaled table into pieces
+// piece0 .. piece0 + 3 (8 values each) of a 128-byte shared-memory row, 16-byte pieces XOR-swizzled
+// by row % 8 (the 128-byte swizzle of wgmma descriptors, K- or MN-major alike).
+template <typename T>
+__device__ __forceinline__ void decode32_to_row(const uint4& cw, const Table& t, unsigned char* row_ptr, int row,
+                                                int piece0) {
+  uint32_t d[16];
+  decode4(cw.x, t, d);
+  decode4(cw.y, t, d + 4);
+  decode4(cw.z, t, d + 8);
+  decode4(cw.w, t, d + 12);
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+    *reinterpret_cast<uint4*>(row_ptr + (((piece0 + j) ^ (row & 7)) << 4)) =
+        make_uint4(d[4 * j], d[4 * j + 1], d[4 * j + 2], d[4 * j + 3]);
+}
 
 // SS: A (64 × 16, K-major) and B (16 × N) from shared memory through descriptors; B N-major when
 // TRANS_B = 1 (imm-trans-b), K-major when 0.
