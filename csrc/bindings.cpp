@@ -92,17 +92,16 @@ PYBIND11_MODULE(_C, m) {
       [](int64_t M, int64_t N, int64_t K, int block_m) {
         const nf4lora::DxPlan plan = nf4lora::plan_qlora_dx(M, N, K, block_m);
         check(plan.error);
-        return py::make_tuple(plan.block_m, plan.splits, plan.tiles, plan.workspace_bytes);
+        return py::make_tuple(plan.block_m, plan.splits, plan.tiles);
       },
       py::arg("M"), py::arg("N"), py::arg("K"), py::arg("block_m"),
-      "(block_m, splits, tiles, workspace_bytes) of qlora_dx for this shape on the current device.");
+      "(block_m, splits, tiles) of qlora_dx for this shape on the current device.");
   m.def(
       "qlora_dx",
-      [](uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, uintptr_t workspace, int64_t workspace_bytes,
-         int dtype, uintptr_t packed, uintptr_t absmax, uintptr_t quant_map, uintptr_t nested_absmax,
+      [](uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, int dtype, uintptr_t packed, uintptr_t absmax, uintptr_t quant_map, uintptr_t nested_absmax,
          uintptr_t nested_quant_map, float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r,
          float scale, int block_m, uintptr_t stream) {
-        check(nf4lora::launch_qlora_dx(dx, g, gB, A, workspace, workspace_bytes, dtype, packed, absmax, quant_map,
+        check(nf4lora::launch_qlora_dx(dx, g, gB, A, dtype, packed, absmax, quant_map,
                                        nested_absmax, nested_quant_map, nested_offset, blocksize, M, N, K, r, scale,
                                        block_m, stream));
       },

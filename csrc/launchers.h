@@ -32,13 +32,14 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
                               int blocksize, int64_t M, int64_t N, int64_t K, int64_t r, float scale,
                               int splits, int tiles, uintptr_t stream);
 
-// Large-M forward (qlora_mma.cu): the plan of a call on the current device. variant: 0 = wgmma
-// kernel on sm_90 and the mma.sync kernel elsewhere, 1 = mma.sync, 2 = wgmma (sm_90 only), 3 = the
-// wgmma kernel with W decoded into shared memory (SS; sm_90 only; not yet the default).
-// block_m: x rows per block of the wgmma kernel, 128 or 256 (0 = chosen from the shape). splits:
-// K slices of the u kernel; k_splits: K slices per output tile (wgmma, when the tiles alone leave
-// SMs idle); workspace: their float32 partial sums and counters (0 bytes when neither splits).
-// error is non-empty for arguments no kernel takes.
+// Large-M forward (qlora_mma.cu): the plan of a call on the current device. variant: 0 = the SS
+// wgmma kernel on sm_90 and the mma.sync kernel elsewhere, 1 = mma.sync, 2 = wgmma with W decoded
+// into the register operand (RS; sm_90 only), 3 = wgmma with W decoded into shared memory (SS;
+// sm_90 only). block_m: x rows per block of the wgmma kernel, 128 or 256 (0 = chosen from the
+// shape). splits: K slices of the u kernel; k_splits: K slices per output tile (wgmma, when the
+// tiles alone leave SMs idle: the blocks of one thread-block cluster, at most 8); workspace: the u
+// kernel's float32 partial sums and counters (0 bytes when it does not split K). error is
+// non-empty for arguments no kernel takes.
 struct MmaPlan {
   int splits = 1, k_splits = 1, block_m = 0, tiles_m = 0, tiles_n = 0;
   bool wgmma = false, ss = false;  // ss: the wgmma kernel with W decoded into shared memory
@@ -65,19 +66,18 @@ std::string launch_lora_u(uintptr_t u, uintptr_t x, uintptr_t A, uintptr_t works
                           int dtype, int64_t M, int64_t K, int64_t r, uintptr_t stream);
 
 // dx (M, K) = g·W (+ scale·gB·A when gB != 0; gB (M, r) float32 = g·B) on sm_90 (qlora_dx.cu).
-// Plan of a call: tokens per block (block_m: 0 = choose, 128 or 256), the reduction split over
-// blocks when few tiles (splits, 128-token tiles only) and the workspace it needs (fp32 partial
-// tiles and counters; 0 bytes without a split), for the current device.
+// Plan of a call: tokens per block (block_m: 0 = choose, 128 or 256) and the reduction split over
+// the blocks of a thread-block cluster when few tiles (splits <= 8, 128-token tiles only; no
+// workspace), for the current device.
 struct DxPlan {
   int block_m = 0, tiles_m = 0, splits = 1;
-  int64_t tiles = 0, workspace_bytes = 0;
+  int64_t tiles = 0;
   std::string error;
 };
 DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int block_m);
-// N and K multiples of 64, K of the blocksize (>= 64); dx, g, packed and the workspace 16-byte
-// aligned, the workspace at least the plan's bytes (checked).
-std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, uintptr_t workspace,
-                            int64_t workspace_bytes, int dtype, uintptr_t packed, uintptr_t absmax,
+// N and K multiples of 64, K of the blocksize (>= 64); dx, g and packed 16-byte aligned.
+std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, int dtype, uintptr_t packed,
+                            uintptr_t absmax,
                             uintptr_t quant_map, uintptr_t nested_absmax, uintptr_t nested_quant_map,
                             float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r,
                             float scale, int block_m, uintptr_t stream);

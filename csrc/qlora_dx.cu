@@ -2,21 +2,22 @@
 //
 // A block owns BM (128 or 256) tokens × 128 columns k of dx and walks the reduction over n (W's
 // rows) in chunks of 64. Per chunk, a STAGES-deep cp.async pipeline brings the g tile (BM tokens ×
-// 64 n, K-major, 128-byte swizzle: wgmma's A operand by descriptor) and the packed codes of W rows
-// n .. n + 63, columns k .. k + 127 (64 bytes a row). All 256 threads decode the codes into a
-// 64 × 128 bf16 / fp16 tile in shared memory in W's stored orientation (one 128-byte line = 64 k of
-// one n row, 16-byte pieces XOR-swizzled by n % 8): wgmma's B operand, N-major (imm-trans-b = 1).
-// The decode of chunk c + 1 writes the other W buffer while the tensor cores read chunk c (SS
-// wgmma: no register operand to protect). The absmax is folded into the decode table (one
-// rounding, as the forward's, so dx sees W exactly as dequantize_nf4(q).to(dtype)). Each of the
-// two warpgroups owns BM / 2 tokens (one or two m64n128k16 per k16 step). Every decoded W element
-// feeds BM tokens, so 256-token tiles halve the decode per flop (chosen once M fills the GPU).
+// 64 n, K-major, 128-byte swizzle: wgmma's A operand by descriptor); the packed codes of W rows
+// n .. n + 63, columns k .. k + 127 (64 bytes a row) and their raw scales go global -> registers one
+// chunk ahead. All 256 threads decode the codes into a 64 × 128 bf16 / fp16 tile in shared memory
+// in W's stored orientation (one 128-byte line = 64 k of one n row, 16-byte pieces XOR-swizzled by
+// n % 8): wgmma's B operand, N-major (imm-trans-b = 1). Three W buffers: the MMAs of chunk c stay in
+// flight across the barrier while chunk c + 1 is decoded (SS wgmma: no register operand to
+// protect). The absmax is folded into the decode table (one rounding, as the forward's, so dx sees
+// W exactly as dequantize_nf4(q).to(dtype)). Each of the two warpgroups owns BM / 2 tokens (one or
+// two m64n128k16 per k16 step). Every decoded W element feeds BM tokens, so 256-token tiles halve
+// the decode per flop (wgmma_rows_per_block chooses from the shape).
 // Needs N and K multiples of 64 (the dispatcher keeps Triton otherwise).
 //
 // Reduction split (plan_qlora_dx): when the 128-token tiles alone leave SMs idle (small M), the n
-// chunks of a tile are split over S blocks; each writes its fp32 partial tile to the workspace and
-// the last of them to finish (a counter per tile) sums the S partials in slice order
-// (deterministic) and runs the epilogue.
+// chunks of a tile are split over the S blocks of a thread-block cluster; rank 0 sums the S fp32
+// partial tiles in slice order through distributed shared memory (deterministic, no workspace;
+// cluster_sum_to_rank0 in wgmma.cuh) and runs the epilogue.
 //
 // Epilogue: the LoRA term s·gB·A as mma.sync steps (s·gB split into a T part and a T residual),
 // then dx staged through shared memory for 16-byte stores.
@@ -43,8 +44,6 @@ struct DxParams {
   NF4State w;
   int M, N, K, r, tiles_m, tiles, splits;
   float scale;
-  float* part;              // (splits, M, K) float32 partial tiles when splits > 1
-  unsigned int* arrived;    // (tiles,) zeroed counters when splits > 1
 };
 
 template <int BM_> struct DxTile {
@@ -74,9 +73,10 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
   float* codes = code2 + 256;
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
-  // Block = (tile, slice): slices outermost, so a wave holds every tile of one slice.
-  const int tile = kSplit ? static_cast<int>(blockIdx.x) % p.tiles : static_cast<int>(blockIdx.x);
-  const int split = kSplit ? static_cast<int>(blockIdx.x) / p.tiles : 0;
+  // Block = (tile, slice): the splits slices of a tile are consecutive blocks, one cluster (the
+  // slice is the block's rank in it).
+  const int tile = kSplit ? static_cast<int>(blockIdx.x) / p.splits : static_cast<int>(blockIdx.x);
+  const int split = kSplit ? static_cast<int>(blockIdx.x) % p.splits : 0;
   const int bm = tile % p.tiles_m, bk = tile / p.tiles_m;
   const int m0 = bm * C::BM, k0 = bk * C::BK;
   const int all_chunks = p.N / kChunkN;
@@ -184,41 +184,11 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
   const int M = p.M, K = p.K, r = p.r;
   const int trow = wg * (C::BM / 2) + (warp % 4) * 16;
   if constexpr (kSplit) {
-    // fn(two accumulators, token m, column k) for every pair of this thread's accumulators inside dx.
-    auto for_each_pair = [&](auto&& fn) {
-#pragma unroll
-      for (int t = 0; t < MT; ++t)
-#pragma unroll
-        for (int jt = 0; jt < 16; ++jt)
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int m = m0 + trow + 64 * t + g + 8 * h, k = k0 + 8 * jt + 2 * c;
-            if (m < M && k < K) fn(acc[t][4 * jt + 2 * h], acc[t][4 * jt + 2 * h + 1], m, k);
-          }
-    };
-    __shared__ bool last;
-    float* mine = p.part + static_cast<int64_t>(split) * M * K;
-    for_each_pair([&](float& a, float& b, int m, int k) {
-      *reinterpret_cast<float2*>(mine + static_cast<int64_t>(m) * K + k) = make_float2(a, b);
-    });
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) last = atomicAdd(&p.arrived[tile], 1u) == static_cast<unsigned>(p.splits - 1);
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-#pragma unroll
-    for (int t = 0; t < MT; ++t)
-#pragma unroll
-      for (int i = 0; i < 64; ++i) acc[t][i] = 0.f;
-    for (int sp = 0; sp < p.splits; ++sp) {
-      const float* part = p.part + static_cast<int64_t>(sp) * M * K;
-      for_each_pair([&](float& a, float& b, int m, int k) {
-        const float2 v = __ldcg(reinterpret_cast<const float2*>(part + static_cast<int64_t>(m) * K + k));
-        a += v.x;
-        b += v.y;
-      });
-    }
+    // The splits blocks of this tile are one cluster: rank 0 sums the slices' tiles in slice order
+    // (deterministic) through distributed shared memory and runs the epilogue.
+    static_assert(MT == 1 && 64 * C::kThreads * 4 <= C::kBody - C::kTableBytes, "partial tile fits the pipeline");
+    __syncthreads();  // both warpgroups' MMAs done: the pipeline buffers are free
+    if (!cluster_sum_to_rank0<C::kThreads>(acc[0], smem)) return;
   }
   __syncthreads();  // the pipeline buffers become the output tile
 
@@ -299,8 +269,8 @@ std::string launch_dx(const DxParams& p, unsigned blocks, cudaStream_t stream) {
   cudaError_t err = cudaFuncSetAttribute(qlora_dx_kernel<T, BM, kSplit>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          C::kSmem);
   if (err != cudaSuccess) return std::string("qlora_dx_kernel attributes: ") + cudaGetErrorString(err);
-  qlora_dx_kernel<T, BM, kSplit><<<blocks, C::kThreads, C::kSmem, stream>>>(p);
-  err = cudaGetLastError();
+  err = launch_in_clusters(qlora_dx_kernel<T, BM, kSplit>, blocks, C::kThreads, C::kSmem, kSplit ? p.splits : 1, stream,
+                           p);
   return err == cudaSuccess ? "" : std::string("qlora_dx_kernel: ") + cudaGetErrorString(err);
 }
 
@@ -330,8 +300,7 @@ DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int block_m) {
   int major = 0, sm_count = 1;
   current_device(&major, &sm_count);
   const int64_t tiles_k = (K + kDxBK - 1) / kDxBK;
-  // 256 tokens per block (half the decode per flop) once those tiles alone fill the GPU.
-  plan.block_m = block_m > 0 ? block_m : ((M + 255) / 256 * tiles_k >= sm_count ? 256 : 128);
+  plan.block_m = block_m > 0 ? block_m : wgmma_rows_per_block(M, tiles_k, sm_count);
   plan.tiles_m = static_cast<int>((M + plan.block_m - 1) / plan.block_m);
   plan.tiles = plan.tiles_m * tiles_k;
   // The reduction split over blocks when the 128-token tiles leave SMs idle (one wave at most).
@@ -339,12 +308,11 @@ DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int block_m) {
   int64_t splits = 1;
   if (plan.block_m == 128 && plan.tiles < sm_count) splits = std::min<int64_t>({sm_count / plan.tiles, chunks / 4, 8});
   plan.splits = static_cast<int>(std::max<int64_t>(1, splits));
-  plan.workspace_bytes = plan.splits > 1 ? 4 * (plan.splits * M * K + plan.tiles) : 0;
   return plan;
 }
 
-std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, uintptr_t workspace,
-                            int64_t workspace_bytes, int dtype, uintptr_t packed, uintptr_t absmax,
+std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, int dtype, uintptr_t packed,
+                            uintptr_t absmax,
                             uintptr_t quant_map, uintptr_t nested_absmax, uintptr_t nested_quant_map,
                             float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r,
                             float scale, int block_m, uintptr_t stream) {
@@ -354,13 +322,11 @@ std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A
   if (r < 1 || r > (1 << 16)) return "need 1 <= r <= 65536";
   const DxPlan plan = plan_qlora_dx(M, N, K, block_m);
   if (!plan.error.empty()) return plan.error;
-  for (uintptr_t ptr : {dx, g, packed, workspace})
-    if (ptr % 16 != 0) return "dx, g, packed and the workspace must be 16-byte aligned";
+  for (uintptr_t ptr : {dx, g, packed})
+    if (ptr % 16 != 0) return "dx, g and packed must be 16-byte aligned";
   int major = 0, sm_count = 1;
   current_device(&major, &sm_count);
   if (major != 9) return "the CUDA dx kernel needs an sm_90 GPU (wgmma)";
-  if (workspace_bytes < plan.workspace_bytes || (plan.workspace_bytes > 0 && workspace == 0))
-    return "the workspace is smaller than plan_qlora_dx says (" + std::to_string(plan.workspace_bytes) + " bytes)";
   DxParams p{};
   p.dx = reinterpret_cast<void*>(dx);
   p.g = reinterpret_cast<const void*>(g);
@@ -376,12 +342,6 @@ std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A
   p.splits = plan.splits;
   p.scale = scale;
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
-  if (plan.splits > 1) {
-    p.part = reinterpret_cast<float*>(workspace);
-    p.arrived = reinterpret_cast<unsigned int*>(p.part + plan.splits * M * K);
-    const cudaError_t err = cudaMemsetAsync(p.arrived, 0, sizeof(unsigned int) * plan.tiles, st);
-    if (err != cudaSuccess) return std::string("cudaMemsetAsync: ") + cudaGetErrorString(err);
-  }
   if (dtype == 2) return launch_dx_typed<__nv_bfloat16>(p, plan, st);
   if (dtype == 1) return launch_dx_typed<__half>(p, plan, st);
   return "dtype must be 1 (float16) or 2 (bfloat16)";

@@ -3,17 +3,19 @@
 //
 //   y (M, N) = x·Wᵀ + s·u·Bᵀ + bias,  u (M, r) = x̃·Aᵀ (float32, also returned for dB)
 //
-// Launched back to back by one host call (plus one memset of split-K counters when K is split):
+// Launched back to back by one host call (plus one memset of the u kernel's split-K counters when
+// it splits K):
 //   lora_u_part_kernel  u over S split-K slices: a block owns 64 rows of x̃ and up to 64 ranks
 //                       over one K slice (mma, fp32 accumulation) and writes its partial sums; the
 //                       last block of each (rows, ranks) group to finish adds the S partials in
 //                       slice order and writes u (deterministic, no float atomics). S is chosen so
 //                       that the grid fills the GPU.
-//   qlora_wgmma_kernel  sm_90 (the default there): two warpgroups, 128 W rows × 128 or 256 x rows
-//                       per block, wgmma with W decoded into the register operand and x as the
-//                       shared-memory operand; with few output tiles, K is split across blocks and
-//                       the last slice of a tile sums the fp32 partial tiles in slice order. Its
-//                       section below has the details.
+//   qlora_wgmma_kernel  sm_90: two warpgroups, 128 W rows × 128 or 256 x rows per block, wgmma
+//                       with x as a shared-memory operand and W decoded either into shared memory
+//                       too (SS, the default) or into the register operand (RS); with few output
+//                       tiles, K is split across the blocks of a thread-block cluster and rank 0
+//                       sums the fp32 partial tiles in slice order through distributed shared
+//                       memory (no workspace). Its section below has the details.
 //   qlora_mma_kernel    other GPUs (sm_80+): mma.sync m16n8k16. A block owns a BN × BM tile of yᵀ
 //                       (BN rows of W × BM rows of x) over all of K. Per 64-wide k chunk, x and
 //                       the packed codes of W arrive in shared memory through a STAGES-deep
@@ -87,9 +89,7 @@ struct MmaParams {
   NF4State w;
   int M, N, K, r, tiles_m, tiles_n;
   int block_m;           // x rows per block (the wgmma kernel's BM)
-  int k_splits;          // K slices per tile (wgmma kernel; 1 = none)
-  float* y_part;         // (k_splits, M, N) float32 partial tiles when k_splits > 1
-  unsigned int* tile_arrived;  // (tiles_m · tiles_n,) zeroed counters when k_splits > 1
+  int k_splits;          // K slices per tile (wgmma kernel; 1 = none): blocks of one cluster
   float scale;
 };
 
@@ -345,7 +345,7 @@ __global__ void __launch_bounds__(C::kThreads, 1) qlora_mma_kernel(MmaParams p) 
 }
 
 // ---------------------------------------------------------------------------------------------
-// sm_90a: the same tile computed with wgmma (two consumer warpgroups, W as the register operand).
+// sm_90a: the same tile computed with wgmma (two consumer warpgroups). The register form (RS) first:
 //
 // A block owns 128 W rows × 128 x rows; warpgroup wg runs wgmma.m64n128k16 on W rows 64·wg ... + 63
 // with A = W decoded into registers (per warp the m16n8k16 A layout: rows g, g + 8 of its 16 and
@@ -357,11 +357,14 @@ __global__ void __launch_bounds__(C::kThreads, 1) qlora_mma_kernel(MmaParams p) 
 // to T first), so the accumulators need no per-chunk rescaling. Decode of chunk k + 1 runs while
 // the tensor cores work on chunk k (double-buffered A registers; the MMAs of chunk k stay in flight
 // until those of k + 1 are issued: wgmma.wait_group 1).
-// kSS (variant 3, wgmma_ss; measured against the register form before it becomes a default): W
-// decoded by all threads into shared memory instead (K-major, swizzled like the x tile) and read
-// by the tensor cores through a descriptor too (SS wgmma), three W buffers, codes and scales
-// fetched global -> registers a chunk ahead — the dx kernel's structure (qlora_dx.cu). No register
-// A fragments: no byte-permute gather into the fragment layout, and 256-row tiles without spills.
+// kSS (variant 3, wgmma_ss; the default on sm_90: 4-12% faster at M >= 1024 on the H200, equal at
+// M = 128, bench/NOTES.md sixth session): W decoded by all threads into shared memory instead
+// (K-major, swizzled like the x tile) and read by the tensor cores through a descriptor too (SS
+// wgmma), three W buffers, codes and scales fetched global -> registers a chunk ahead — the dx
+// kernel's structure (qlora_dx.cu). No register A fragments: no byte-permute gather into the
+// fragment layout, and 256-row tiles without spills. The register form stays as variant 2.
+// Split-K (kSplitK, 128-row tiles only): the k_splits blocks of a tile form one cluster; see
+// cluster_sum_to_rank0 (wgmma.cuh).
 #ifndef NF4LORA_WG_STAGES
 #define NF4LORA_WG_STAGES 4
 #endif
@@ -390,10 +393,10 @@ __global__ void __launch_bounds__(256, 1) qlora_wgmma_kernel(MmaParams p) {
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
   const int wrow = warp * 16;  // this warp's 16 W rows (warpgroup warp / 4 owns 64)
-  // Block = (tile, K slice) with kSplitK: slices outermost, so a wave holds every tile of one slice.
-  const int tiles = p.tiles_m * p.tiles_n;
-  const int tile = kSplitK ? static_cast<int>(blockIdx.x) % tiles : static_cast<int>(blockIdx.x);
-  const int split = kSplitK ? static_cast<int>(blockIdx.x) / tiles : 0;
+  // Block = (tile, K slice) with kSplitK: the k_splits slices of a tile are consecutive blocks,
+  // one cluster (the slice is the block's rank in it).
+  const int tile = kSplitK ? static_cast<int>(blockIdx.x) / p.k_splits : static_cast<int>(blockIdx.x);
+  const int split = kSplitK ? static_cast<int>(blockIdx.x) % p.k_splits : 0;
   int bm, bn;
   tile_of_block(p, tile, bm, bn);
   const int m0 = bm * C::BM, n0 = bn * C::BN;
@@ -578,32 +581,11 @@ __global__ void __launch_bounds__(256, 1) qlora_wgmma_kernel(MmaParams p) {
   }
   cp_async_wait<0>();
   if constexpr (kSplitK) {
-    // Publish this slice's fp32 tile; the last slice of the tile to finish sums all of them in
-    // slice order (deterministic) and runs the epilogue.
-    __shared__ bool last;
-    const int M = p.M, N = p.N;
-    float* mine = p.y_part + static_cast<int64_t>(split) * M * N;
-#pragma unroll
-    for (int i = 0; i < BM / 2; ++i) {
-      const int m = m0 + (i / 4) * 8 + 2 * c + (i & 1), n = n0 + wrow + g + 8 * ((i / 2) & 1);
-      if (m < M && n < N) mine[static_cast<int64_t>(m) * N + n] = acc[i];
-    }
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) last = atomicAdd(&p.tile_arrived[tile], 1u) == static_cast<unsigned>(p.k_splits - 1);
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-#pragma unroll
-    for (int i = 0; i < BM / 2; ++i) acc[i] = 0.f;
-    for (int sp = 0; sp < p.k_splits; ++sp) {
-      const float* part = p.y_part + static_cast<int64_t>(sp) * M * N;
-#pragma unroll
-      for (int i = 0; i < BM / 2; ++i) {
-        const int m = m0 + (i / 4) * 8 + 2 * c + (i & 1), n = n0 + wrow + g + 8 * ((i / 2) & 1);
-        if (m < M && n < N) acc[i] += __ldcg(part + static_cast<int64_t>(m) * N + n);
-      }
-    }
+    // The k_splits blocks of this tile are one cluster: rank 0 sums the slices' tiles in slice
+    // order (deterministic) through distributed shared memory and runs the epilogue.
+    static_assert(BM / 2 * C::kThreads * 4 <= C::kBody - C::kTableBytes, "partial tile fits the pipeline buffers");
+    __syncthreads();  // both warpgroups' MMAs done: the pipeline buffers are free
+    if (!cluster_sum_to_rank0<C::kThreads>(acc, smem)) return;
   }
   __syncthreads();  // the pipeline buffers become the output tile
   store_tile<T, 1, BM / 8, C::BN, C::BM, C::kThreads>(p, reinterpret_cast<float(&)[1][BM / 8][4]>(acc), smem, n0,
@@ -693,20 +675,14 @@ __global__ void __launch_bounds__(kUWarps * 32) lora_u_part_kernel(const T* __re
   }
 }
 
-// x rows per wgmma block: 256 (half the decode work per flop) once M fills the GPU with them.
-int wgmma_block_m(int64_t M, int64_t N, int sm_count) {
-  const int64_t tiles_256 = (M + 255) / 256 * ((N + 127) / 128);
-  return tiles_256 >= sm_count ? 256 : 128;
-}
-
 template <typename T, int BM, bool kSplitK, bool kSS>
 std::string launch_wgmma_bm(const MmaParams& p, int64_t blocks, cudaStream_t stream) {
   using C = WgTile<BM, kSS>;
   cudaError_t err = cudaFuncSetAttribute(qlora_wgmma_kernel<T, BM, kSplitK, kSS>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
   if (err != cudaSuccess) return std::string("qlora_wgmma_kernel attributes: ") + cudaGetErrorString(err);
-  qlora_wgmma_kernel<T, BM, kSplitK, kSS><<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, stream>>>(p);
-  err = cudaGetLastError();
+  err = launch_in_clusters(qlora_wgmma_kernel<T, BM, kSplitK, kSS>, static_cast<unsigned>(blocks), C::kThreads, C::kSmem,
+                           kSplitK ? p.k_splits : 1, stream, p);
   return err == cudaSuccess ? "" : std::string("qlora_wgmma_kernel: ") + cudaGetErrorString(err);
 }
 // K slices per tile only with 128 x rows per block (plan_qlora_mma never splits 256-row tiles).
@@ -757,19 +733,14 @@ std::string launch_typed(const MmaParams& p, const MmaPlan& plan, const void* x_
   return err == cudaSuccess ? "" : std::string("qlora_mma_kernel: ") + cudaGetErrorString(err);
 }
 
-// Workspace sections of a plan, in bytes from the start: u partials, y partials, counters.
+// The workspace of a plan (the u kernel's K split only): S·M·r float32 partials, then one
+// counter per group of rows and ranks. Bytes to the counters and their number.
 struct Sections {
-  int64_t y_part, counters, n_counters, u_counters;
+  int64_t counters, n_counters;
 };
-Sections sections(const MmaPlan& plan, int64_t M, int64_t N, int64_t r) {
-  Sections sec{};
-  const int64_t u_bytes = plan.splits > 1 ? 4 * plan.splits * M * r : 0;
-  sec.y_part = (u_bytes + 15) / 16 * 16;
-  const int64_t y_bytes = plan.k_splits > 1 ? 4 * plan.k_splits * M * N : 0;
-  sec.counters = sec.y_part + y_bytes;
-  sec.u_counters = plan.splits > 1 ? u_groups(M, r) : 0;
-  sec.n_counters = sec.u_counters + (plan.k_splits > 1 ? static_cast<int64_t>(plan.tiles_m) * plan.tiles_n : 0);
-  return sec;
+Sections sections(const MmaPlan& plan, int64_t M, int64_t r) {
+  if (plan.splits == 1) return Sections{0, 0};
+  return Sections{(4 * plan.splits * M * r + 15) / 16 * 16, u_groups(M, r)};
 }
 
 }  // namespace
@@ -815,13 +786,15 @@ MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int variant, 
     return plan;
   }
   plan.wgmma = variant >= 2 || (variant == 0 && major == 9);
-  plan.ss = variant == 3;
+  plan.ss = variant == 3 || (variant == 0 && major == 9);
   const int64_t chunks = K / kChunkK;
   // u kernel: K slices so that its grid fills the GPU (~4 blocks per SM).
   plan.splits = u_splits(M, K, r, sm_count);
   // Main kernel: the tile, and K slices when the tiles alone leave SMs idle (one wave at most).
-  plan.block_m = plan.wgmma ? (block_m > 0 ? block_m : wgmma_block_m(M, N, sm_count)) : LargeTile::BM;
   const int BN = plan.wgmma ? WgTile<128>::BN : LargeTile::BN;
+  plan.block_m = !plan.wgmma ? LargeTile::BM
+                 : block_m > 0 ? block_m
+                               : wgmma_rows_per_block(M, (N + BN - 1) / BN, sm_count);
   plan.tiles_m = static_cast<int>((M + plan.block_m - 1) / plan.block_m);
   plan.tiles_n = static_cast<int>((N + BN - 1) / BN);
   const int64_t tiles = static_cast<int64_t>(plan.tiles_m) * plan.tiles_n;
@@ -829,8 +802,8 @@ MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int variant, 
   if (plan.wgmma && plan.block_m == 128 && tiles < sm_count)
     k_splits = std::min<int64_t>({sm_count / tiles, chunks / 4, 8});
   plan.k_splits = static_cast<int>(std::max<int64_t>(1, k_splits));
-  const Sections sec = sections(plan, M, N, r);
-  plan.workspace_bytes = sec.n_counters > 0 ? sec.counters + 4 * sec.n_counters : sec.counters;
+  const Sections sec = sections(plan, M, r);
+  plan.workspace_bytes = sec.counters + 4 * sec.n_counters;
   return plan;
 }
 
@@ -852,7 +825,7 @@ std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr
   if (!plan.error.empty()) return plan.error;
   if (workspace_bytes < plan.workspace_bytes || (plan.workspace_bytes > 0 && workspace == 0))
     return "the workspace is smaller than plan_qlora_mma says (" + std::to_string(plan.workspace_bytes) + " bytes)";
-  const Sections sec = sections(plan, M, N, r);
+  const Sections sec = sections(plan, M, r);
   unsigned char* ws = reinterpret_cast<unsigned char*>(workspace);
   unsigned int* counters = reinterpret_cast<unsigned int*>(ws + sec.counters);
   MmaParams p{};
@@ -870,8 +843,6 @@ std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr
   p.tiles_m = plan.tiles_m;
   p.tiles_n = plan.tiles_n;
   p.k_splits = plan.k_splits;
-  p.y_part = plan.k_splits > 1 ? reinterpret_cast<float*>(ws + sec.y_part) : nullptr;
-  p.tile_arrived = plan.k_splits > 1 ? counters + sec.u_counters : nullptr;
   p.scale = scale;
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
   const void* xl = reinterpret_cast<const void*>(x_lora);

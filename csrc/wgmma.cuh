@@ -4,6 +4,8 @@
 // trap in the kernels) off sm_90a, where the launchers never run these kernels.
 #pragma once
 
+#include <cuda_runtime.h>
+
 #include <cstdint>
 #include <type_traits>
 
@@ -170,6 +172,105 @@ __device__ __forceinline__ void wgmma_ss_m64k16(float (&d)[N / 2], uint64_t desc
 __device__ __forceinline__ uint64_t sw128_desc_lbo_sbo(uint32_t addr, uint32_t lbo, uint32_t sbo) {
   return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (static_cast<uint64_t>((lbo >> 4) & 0x3FFF) << 16) |
          (static_cast<uint64_t>((sbo >> 4) & 0x3FFF) << 32) | (uint64_t{1} << 62);
+}
+
+// --- split-K through a thread-block cluster ----------------------------------------------------
+// The S blocks of a cluster (cluster rank = K slice) each hold fp32 partial sums of one output tile
+// in the same register layout. No global workspace: the partials meet in distributed shared memory.
+
+__device__ __forceinline__ uint32_t cluster_rank() {
+  uint32_t r = 0;
+#if NF4LORA_HAS_WGMMA
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+#endif
+  return r;
+}
+__device__ __forceinline__ uint32_t cluster_blocks() {
+  uint32_t n = 1;
+#if NF4LORA_HAS_WGMMA
+  asm volatile("mov.u32 %0, %%cluster_nctarank;\n" : "=r"(n));
+#endif
+  return n;
+}
+// Barrier of every thread of the cluster; shared-memory writes before it are visible to the
+// cluster's reads after it (release / acquire).
+__device__ __forceinline__ void cluster_sync() {
+#if NF4LORA_HAS_WGMMA
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+#endif
+}
+// 16 bytes at shared-memory address addr (of this block) in the shared memory of cluster block rank.
+__device__ __forceinline__ float4 load_cluster_f4(uint32_t addr, uint32_t rank) {
+  float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+#if NF4LORA_HAS_WGMMA
+  uint32_t remote;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(addr), "r"(rank));
+  asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];\n"
+               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+               : "r"(remote)
+               : "memory");
+#endif
+  return v;
+}
+
+// Sums the cluster's partial tiles into rank 0's acc in rank order (deterministic: the same order
+// for every run and every tile). Ranks 1 .. S - 1 publish their N values per thread in their own
+// shared memory at buf (N · kThreads · 4 bytes, free: call after the block's last read of it);
+// rank 0 reads them there. Returns true in rank 0, which then owns the whole tile; the other
+// ranks are done (their shared memory stays until rank 0 has read it).
+template <int kThreads, int N>
+__device__ __forceinline__ bool cluster_sum_to_rank0(float (&acc)[N], unsigned char* buf) {
+  static_assert(N % 4 == 0, "N a multiple of 4");
+  const uint32_t rank = cluster_rank(), blocks = cluster_blocks();
+  float4* mine = reinterpret_cast<float4*>(buf) + threadIdx.x;
+  if (rank != 0) {
+#pragma unroll
+    for (int j = 0; j < N / 4; ++j) mine[j * kThreads] = make_float4(acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3]);
+  }
+  cluster_sync();
+  if (rank == 0) {
+    const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(mine));
+    for (uint32_t s = 1; s < blocks; ++s) {
+#pragma unroll
+      for (int j = 0; j < N / 4; ++j) {
+        const float4 v = load_cluster_f4(addr + 16u * j * kThreads, s);
+        acc[4 * j] += v.x;
+        acc[4 * j + 1] += v.y;
+        acc[4 * j + 2] += v.z;
+        acc[4 * j + 3] += v.w;
+      }
+    }
+  }
+  cluster_sync();
+  return rank == 0;
+}
+
+// Host: kernel<<<blocks, threads, smem, stream>>>(params) in clusters of `cluster` consecutive
+// blocks (blocks a multiple of it; 1 = no clusters; at most 8, the portable size).
+template <typename Params>
+cudaError_t launch_in_clusters(void (*kernel)(Params), unsigned blocks, unsigned threads, int smem, int cluster,
+                               cudaStream_t stream, const Params& params) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(blocks, 1, 1);
+  cfg.blockDim = dim3(threads, 1, 1);
+  cfg.dynamicSmemBytes = static_cast<size_t>(smem);
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = static_cast<unsigned>(cluster);
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, kernel, params);
+}
+
+// Host: 128 or 256 rows (x rows / tokens) per block of a wgmma kernel whose other dimension has
+// col_tiles tiles: whichever finishes its waves of blocks sooner, a 256-row tile taking ~1.5× the
+// time of a 128-row one (half the decode per flop; measured on the H200: 1.41-1.51×).
+inline int wgmma_rows_per_block(int64_t M, int64_t col_tiles, int sm_count) {
+  auto waves = [&](int64_t rows) { return ((M + rows - 1) / rows * col_tiles + sm_count - 1) / sm_count; };
+  return 3 * waves(256) <= 2 * waves(128) ? 256 : 128;
 }
 
 }  // namespace nf4lora

@@ -55,8 +55,8 @@ def test_dx_plan():
     assert _C.plan_qlora_dx(129, 704, 640, 0)[:2] == (128, 2)
     assert _C.plan_qlora_dx(2048, 14336, 4096, 0)[:3] == (256, 1, 8 * 32)
     assert _C.plan_qlora_dx(2048, 14336, 4096, 128)[:3] == (128, 1, 16 * 32)
-    block_m, splits, tiles, ws = _C.plan_qlora_dx(5, 4096, 256, 0)
-    assert (block_m, tiles) == (128, 2) and splits == 8 and ws == 4 * (8 * 5 * 256 + 2)
+    assert _C.plan_qlora_dx(1024, 4096, 4096, 0)[:3] == (256, 1, 4 * 32)  # one wave of 256 beats two of 128
+    assert _C.plan_qlora_dx(5, 4096, 256, 0) == (128, 8, 2)  # 8 slices: the largest portable cluster
     with pytest.raises(RuntimeError, match="block_m must be 0"):
         _C.plan_qlora_dx(5, 4096, 256, 64)
 

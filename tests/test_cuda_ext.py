@@ -37,13 +37,13 @@ def test_launchers_refuse_bad_calls_before_touching_memory():
         C.plan_qlora_dx(5, 4096, 256, 64)
     with pytest.raises(RuntimeError, match="variant must be 0"):
         C.plan_qlora_mma(5, 256, 256, 4, 9, 0)
-    # dx, g, gB, A, workspace, workspace_bytes, dtype, packed, absmax, quant_map, nested_absmax,
-    # nested_quant_map, nested_offset, blocksize, M, N, K, r, scale, block_m, stream
-    dx_args = [16, 16, 0, 16, 0, 0, 2, 16, 16, 16, 0, 0, 0.0, 64, 5, 4096, 256, 4, 1.0, 0, 0]
+    # dx, g, gB, A, dtype, packed, absmax, quant_map, nested_absmax, nested_quant_map,
+    # nested_offset, blocksize, M, N, K, r, scale, block_m, stream
+    dx_args = [16, 16, 0, 16, 2, 16, 16, 16, 0, 0, 0.0, 64, 5, 4096, 256, 4, 1.0, 0, 0]
     with pytest.raises(RuntimeError, match="16-byte aligned"):
         C.qlora_dx(8, *dx_args[1:])
     with pytest.raises(RuntimeError, match="blocksize must be a power of two"):
-        C.qlora_dx(*dx_args[:13], 96, *dx_args[14:])
+        C.qlora_dx(*dx_args[:11], 96, *dx_args[12:])
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="needs an sm_90 GPU"):
             C.qlora_dx(*dx_args)

@@ -172,24 +172,25 @@ def qlora_forward_small(x, x_lora, q: NF4Weight, A, B, scale: float, bias, tiles
     return y, u
 
 
-# csrc/qlora_mma.cu kernel choice: 0 = wgmma on sm_90 (H100/H200), mma.sync elsewhere; 1 = mma.sync;
-# 2 = wgmma (sm_90 only). Tests and bench/mma_diag compare them. block_m (wgmma): x rows per block,
-# 128 or 256; 0 lets the launcher choose from the shape.
-MMA_VARIANTS = {"auto": 0, "mma_sync": 1, "wgmma": 2, "wgmma_ss": 3}  # wgmma_ss: W through shared memory
+# csrc/qlora_mma.cu kernel choice: 0 = wgmma_ss on sm_90 (H100/H200), mma.sync elsewhere; 1 = mma.sync;
+# 2 = wgmma with W in the register operand, 3 = wgmma_ss with W in shared memory (sm_90 only).
+# Tests and bench/mma_diag compare them. block_m (wgmma): x rows per block, 128 or 256; 0 lets the
+# launcher choose from the shape.
+MMA_VARIANTS = {"auto": 0, "mma_sync": 1, "wgmma": 2, "wgmma_ss": 3}
 
 
 def qlora_forward_large(x, x_lora, q: NF4Weight, A, B, scale: float, bias, variant: str = "auto",
                         block_m: int = 0):
     """The tensor-core kernels (any M >= 1; meant for M > GEMV_MAX_M). Workspace (sized by
-    _C.plan_qlora_mma) when K is split: the u kernel's S·M·r and, with few output tiles, the main
-    kernel's S'·M·N float32 partial sums (each reduced in a fixed order) and their counters."""
+    _C.plan_qlora_mma) when the u kernel splits K: its S·M·r float32 partial sums and counters (the
+    main kernel's K split, with few output tiles, runs in thread-block clusters and needs none)."""
     if variant not in MMA_VARIANTS:
         raise ValueError(f"variant must be one of {sorted(MMA_VARIANTS)}, got {variant!r}")
     (M, K), (N, r), device = x.shape, B.shape, x.device
     keep, y, u, operands, state = _launch_args(x, x_lora, q, A, B, bias)
     with device_guard(device):  # the plan depends on the device (kernel, SM count)
         ws_bytes = _C.plan_qlora_mma(M, N, K, r, MMA_VARIANTS[variant], block_m)[3]
-        ws = _workspace(ws_bytes, device)  # split-K partial sums and counters
+        ws = _workspace(ws_bytes, device)  # the u kernel's split-K partial sums and counters
         _C.qlora_mma(*operands, 0 if ws is None else ws.data_ptr(), ws_bytes, _DTYPE_CODES[x.dtype], *state,
                      M, N, K, r, float(scale), MMA_VARIANTS[variant], block_m, _stream(device))
     return y, u
@@ -221,20 +222,17 @@ def dx_unsupported_reason(g: torch.Tensor, q: NF4Weight) -> Optional[str]:
 def qlora_dx(g, q: NF4Weight, gB, A, scale: float, add_lora: bool, block_m: int = 0):
     """dx (M, K) in g's dtype = g·W (+ scale·gB·A when add_lora) for a call dx_unsupported_reason
     accepts. g (M, N) and A (r, K) in g's dtype, gB (M, r) float32 = g·B. block_m: tokens per
-    block, 0 (the plan's choice: 256 once those tiles fill the GPU), 128 or 256. With few tiles
-    the reduction over N is split over blocks and needs a float32 workspace of splits·M·K
-    (_C.plan_qlora_dx), reduced in a fixed order (deterministic)."""
+    block, 0 (the plan's choice from the shape), 128 or 256. With few tiles the reduction over N
+    is split over the blocks of a thread-block cluster (_C.plan_qlora_dx), summed in a fixed order
+    (deterministic) without any workspace."""
     (M, N), K, r = g.shape, q.shape[1], A.shape[0]
     g = _aligned(g)
     A, gB = A.contiguous(), gB.contiguous()
     packed, state = _nf4_args(q)
     dx = torch.empty((M, K), device=g.device, dtype=g.dtype)
     with device_guard(g.device):
-        ws_bytes = _C.plan_qlora_dx(M, N, K, block_m)[3]
-        ws = _workspace(ws_bytes, g.device)
         _C.qlora_dx(dx.data_ptr(), g.data_ptr(), gB.data_ptr() if add_lora else 0, A.data_ptr(),
-                    0 if ws is None else ws.data_ptr(), ws_bytes, _DTYPE_CODES[g.dtype], *state, M, N, K, r,
-                    float(scale), block_m, _stream(g.device))
+                    _DTYPE_CODES[g.dtype], *state, M, N, K, r, float(scale), block_m, _stream(g.device))
     return dx
 
 
