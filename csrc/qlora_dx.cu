@@ -305,9 +305,11 @@ DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int block_m) {
   plan.tiles = plan.tiles_m * tiles_k;
   // The reduction split over blocks when the 128-token tiles leave SMs idle (one wave at most).
   const int64_t chunks = N / kChunkN;
-  int64_t splits = 1;
-  if (plan.block_m == 128 && plan.tiles < sm_count) splits = std::min<int64_t>({sm_count / plan.tiles, chunks / 4, 8});
-  plan.splits = static_cast<int>(std::max<int64_t>(1, splits));
+  plan.splits = 1;
+  if (plan.block_m == 128 && plan.tiles < sm_count)
+    plan.splits = split_k_slices(plan.tiles, chunks, sm_count, [](int s) {
+      return resident_clusters<qlora_dx_kernel<__nv_bfloat16, 128, true>>(DxTile<128>::kThreads, DxTile<128>::kSmem, s);
+    });
   return plan;
 }
 

@@ -798,10 +798,14 @@ MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int variant, 
   plan.tiles_m = static_cast<int>((M + plan.block_m - 1) / plan.block_m);
   plan.tiles_n = static_cast<int>((N + BN - 1) / BN);
   const int64_t tiles = static_cast<int64_t>(plan.tiles_m) * plan.tiles_n;
-  int64_t k_splits = 1;
+  plan.k_splits = 1;
   if (plan.wgmma && plan.block_m == 128 && tiles < sm_count)
-    k_splits = std::min<int64_t>({sm_count / tiles, chunks / 4, 8});
-  plan.k_splits = static_cast<int>(std::max<int64_t>(1, k_splits));
+    plan.k_splits = split_k_slices(tiles, chunks, sm_count, [&](int s) {
+      using SS = WgTile<128, true>;
+      using RS = WgTile<128, false>;
+      return plan.ss ? resident_clusters<qlora_wgmma_kernel<__nv_bfloat16, 128, true, true>>(SS::kThreads, SS::kSmem, s)
+                     : resident_clusters<qlora_wgmma_kernel<__nv_bfloat16, 128, true, false>>(RS::kThreads, RS::kSmem, s);
+    });
   const Sections sec = sections(plan, M, r);
   plan.workspace_bytes = sec.counters + 4 * sec.n_counters;
   return plan;

@@ -6,6 +6,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -263,6 +264,47 @@ cudaError_t launch_in_clusters(void (*kernel)(Params), unsigned blocks, unsigned
   cfg.attrs = attr;
   cfg.numAttrs = 1;
   return cudaLaunchKernelEx(&cfg, kernel, params);
+}
+
+// Host: how many clusters of `cluster` blocks of the kernel (threads, smem bytes of dynamic shared
+// memory; its attribute set here) fit on the current device at once, cached per device, kernel and
+// cluster size. A cluster lives inside one GPC, so with one block per SM this is below
+// SMs / cluster wherever the GPCs' SM counts are not multiples of it. 0 when the query fails.
+template <auto kernel>
+int resident_clusters(unsigned threads, int smem, int cluster) {
+  static int cache[64][9] = {};  // per kernel: [device][cluster size] = count + 1, 0 = not asked yet
+  int dev = 0;
+  if (cluster < 1 || cluster > 8 || cudaGetDevice(&dev) != cudaSuccess || dev < 0) return 0;
+  if (dev < 64 && cache[dev][cluster] != 0) return cache[dev][cluster] - 1;
+  int n = 0;
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) == cudaSuccess) {
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(static_cast<unsigned>(cluster), 1, 1);
+    cfg.blockDim = dim3(threads, 1, 1);
+    cfg.dynamicSmemBytes = static_cast<size_t>(smem);
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = static_cast<unsigned>(cluster);
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    if (cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) != cudaSuccess) n = 0;
+  }
+  cudaGetLastError();  // a failed query leaves no sticky error for the next launch to report
+  if (dev < 64) cache[dev][cluster] = n + 1;
+  return n;
+}
+
+// Host: K slices per tile of a split-K launch with `tiles` output tiles (fewer than the SMs) and
+// `chunks` reduction chunks: as many as fill the idle SMs (at least 4 chunks per slice, at most 8
+// slices: the portable cluster size), lowered until every tile's cluster is resident at once
+// (resident(S): resident_clusters of the kernel), so the launch is one wave.
+template <typename Resident>
+int split_k_slices(int64_t tiles, int64_t chunks, int sm_count, Resident resident) {
+  int64_t s = std::min<int64_t>({sm_count / std::max<int64_t>(tiles, 1), chunks / 4, 8});
+  while (s > 1 && tiles > resident(static_cast<int>(s))) --s;
+  return static_cast<int>(std::max<int64_t>(1, s));
 }
 
 // Host: 128 or 256 rows (x rows / tokens) per block of a wgmma kernel whose other dimension has

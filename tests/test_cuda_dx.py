@@ -51,7 +51,9 @@ CASES = [  # M, K, N, r, blocksize, lora (plan on 132 SMs with block_m 0: tokens
 
 
 def test_dx_plan():
-    assert _C.plan_qlora_dx(1, 4096, 4096, 0)[:2] == (128, 4)
+    block_m, splits, tiles = _C.plan_qlora_dx(1, 4096, 4096, 0)
+    # 32 tiles: up to 4 slices (132 SMs), fewer when 32 clusters of 4 do not fit the GPCs at once
+    assert block_m == 128 and tiles == 32 and 1 < splits <= 4
     assert _C.plan_qlora_dx(129, 704, 640, 0)[:2] == (128, 2)
     assert _C.plan_qlora_dx(2048, 14336, 4096, 0)[:3] == (256, 1, 8 * 32)
     assert _C.plan_qlora_dx(2048, 14336, 4096, 128)[:3] == (128, 1, 16 * 32)
