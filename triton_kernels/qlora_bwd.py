@@ -117,8 +117,9 @@ def qlora_backward(grad_y, x_lora, u, q: NF4Weight, A, B, scale: float, needs, d
         sgB = (scale * gB).to(g.dtype)  # (M, r): r values per row
     if need_dxl:
         dx_lora = sgB @ A
+    # (A, B and g share one dtype: ops.py checks it, so dA and dB need no cast)
     if need_dA:
-        dA = (sgB.t() @ x_lora).to(A.dtype)
+        dA = sgB.t() @ x_lora
     if need_dB:
-        dB = (g.t() @ (scale * u).to(g.dtype)).to(B.dtype)
+        dB = g.t() @ (scale * u).to(g.dtype)
     return dx, dx_lora, dA, dB

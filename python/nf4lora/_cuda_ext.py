@@ -46,7 +46,16 @@ def unavailable_reason() -> Optional[str]:
     return None
 
 
+# torch's raw accessor of the current stream (what its own Triton launches use); absent from CPU
+# builds. torch.cuda.current_stream builds a Python Stream object per call: ~25 µs of host time on
+# the H200 machine's host (bench/NOTES.md), on every launch.
+_RAW_STREAM = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+
+
 def _stream(device: torch.device) -> int:
+    """The current CUDA stream of ``device`` as a raw cudaStream_t handle."""
+    if _RAW_STREAM is not None:
+        return _RAW_STREAM(device_index(device))
     return torch.cuda.current_stream(device).cuda_stream
 
 
