@@ -116,20 +116,9 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
                        ws + (i % 3) * C::kWBytes + (dq / 2) * C::kAtomCol + dn * 128, dn, (dq % 2) * 4);
   };
 
-#pragma unroll
-  for (int s = 0; s < C::STAGES - 1; ++s) {
-    if (s < chunks) load_g(s);
-    cp_async_commit();
-  }
   uint4 cw;
   Raw raw;
-  load_codes(0, cw, raw);
-  __syncthreads();  // the code tables
-  decode(0, cw, raw);
-  if (chunks > 1) load_codes(1, cw, raw);
-  cp_async_wait<C::STAGES - 2>();  // g of chunk 0 (this thread's copies)
-  fence_proxy_async();
-  __syncthreads();
+  ss_prologue<C::STAGES>(chunks, load_g, load_codes, decode, cw, raw);
 
   // Descriptors: A = 64 tokens of this warpgroup's BM / 2 in the g tile (K-major; a k16 step =
   // 32 bytes), B = the W tile (N-major, 128-byte swizzle: leading offset = the next 64 k (one atom

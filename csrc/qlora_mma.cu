@@ -440,20 +440,9 @@ __global__ void __launch_bounds__(256, 1) qlora_wgmma_kernel(MmaParams p) {
 #endif
       decode32_to_row<T>(cw, t, wsb + (i % 3) * C::kWBytes + dr * 128, dr, dh * 4);
     };
-#pragma unroll
-    for (int s = 0; s < C::STAGES - 1; ++s) {
-      if (s < chunks) load_x(s);
-      cp_async_commit();
-    }
     uint4 cw;
     Raw1 raw;
-    load_codes(0, cw, raw);
-    __syncthreads();  // the code tables
-    decode(0, cw, raw);
-    if (chunks > 1) load_codes(1, cw, raw);
-    cp_async_wait<C::STAGES - 2>();  // x of chunk 0 (this thread's copies)
-    fence_proxy_async();
-    __syncthreads();
+    ss_prologue<C::STAGES>(chunks, load_x, load_codes, decode, cw, raw);
     const uint64_t xdesc0 = sw128_desc(static_cast<uint32_t>(__cvta_generic_to_shared(xs)));
     const uint32_t w_addr = static_cast<uint32_t>(__cvta_generic_to_shared(wsb)) + (warp / 4) * 64 * 128;
     for (int i = 0; i < chunks; ++i) {

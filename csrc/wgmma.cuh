@@ -175,6 +175,28 @@ __device__ __forceinline__ uint64_t sw128_desc_lbo_sbo(uint32_t addr, uint32_t l
          (static_cast<uint64_t>((sbo >> 4) & 0x3FFF) << 32) | (uint64_t{1} << 62);
 }
 
+// The pipeline prologue of the SS kernels (the forward's wgmma_ss and the dx): the first
+// kStages - 1 stages of the streamed tile (x or g) in flight, chunk 0's codes decoded into W buffer
+// 0 and chunk 1's fetched into registers, then chunk 0's tile landed and every thread's decode
+// visible to the tensor cores. load_tile(i), load_codes(i, cw, raw), decode(i, cw, raw): the
+// kernel's own.
+template <int kStages, typename LoadTile, typename LoadCodes, typename Decode, typename Raw>
+__device__ __forceinline__ void ss_prologue(int chunks, LoadTile&& load_tile, LoadCodes&& load_codes, Decode&& decode,
+                                            uint4& cw, Raw& raw) {
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < chunks) load_tile(s);
+    cp_async_commit();
+  }
+  load_codes(0, cw, raw);
+  __syncthreads();  // the code tables
+  decode(0, cw, raw);
+  if (chunks > 1) load_codes(1, cw, raw);
+  cp_async_wait<kStages - 2>();  // the tile of chunk 0 (this thread's copies)
+  fence_proxy_async();
+  __syncthreads();
+}
+
 // --- split-K through a thread-block cluster ----------------------------------------------------
 // The S blocks of a cluster (cluster rank = K slice) each hold fp32 partial sums of one output tile
 // in the same register layout. No global workspace: the partials meet in distributed shared memory.
