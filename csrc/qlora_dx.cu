@@ -150,18 +150,10 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
       }
     }
     wgmma_commit();
-    if (i + 1 < chunks) {
-      decode(i + 1, cw, raw);
-      if (i + 2 < chunks) load_codes(i + 2, cw, raw);
-    }
-    wgmma_wait<1>();  // this warpgroup's MMAs of chunk i - 1 are done
+    ss_finish_chunk<C::STAGES>(i, chunks, load_g, load_codes, decode, [&] {
 #pragma unroll
-    for (int t = 0; t < MT; ++t) pin(acc[t]);
-    cp_async_wait<C::STAGES - 3>();  // g of chunk i + 1 landed (this thread's copies)
-    fence_proxy_async();  // the decoded tile, written by the generic proxy, read by the tensor cores
-    __syncthreads();      // everyone's: chunk i + 1 ready, chunk i - 1's MMAs done in both warpgroups
-    if (i + C::STAGES - 1 < chunks) load_g(i + C::STAGES - 1);  // into chunk i - 1's stage
-    cp_async_commit();
+      for (int t = 0; t < MT; ++t) pin(acc[t]);
+    }, cw, raw);
   }
   wgmma_wait<0>();
 #pragma unroll

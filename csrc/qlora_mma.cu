@@ -457,17 +457,7 @@ __global__ void __launch_bounds__(256, 1) qlora_wgmma_kernel(MmaParams p) {
       }
 #endif
       wgmma_commit();
-      if (i + 1 < chunks) {
-        decode(i + 1, cw, raw);
-        if (i + 2 < chunks) load_codes(i + 2, cw, raw);
-      }
-      wgmma_wait<1>();  // this warpgroup's MMAs of chunk i - 1 are done
-      pin(acc);
-      cp_async_wait<C::STAGES - 3>();  // x of chunk i + 1 landed (this thread's copies)
-      fence_proxy_async();  // the decoded tile, written by the generic proxy, read by the tensor cores
-      __syncthreads();      // everyone's: chunk i + 1 ready, chunk i - 1's MMAs done in both warpgroups
-      if (i + C::STAGES - 1 < chunks) load_x(i + C::STAGES - 1);  // into chunk i - 1's stage
-      cp_async_commit();
+      ss_finish_chunk<C::STAGES>(i, chunks, load_x, load_codes, decode, [&] { pin(acc); }, cw, raw);
     }
     wgmma_wait<0>();
     pin(acc);

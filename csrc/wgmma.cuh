@@ -197,6 +197,27 @@ __device__ __forceinline__ void ss_prologue(int chunks, LoadTile&& load_tile, Lo
   __syncthreads();
 }
 
+// The rest of an SS kernel's chunk i once its MMAs are committed: decode chunk i + 1 into the next
+// W buffer (and fetch chunk i + 2's codes) while they run, wait for this warpgroup's MMAs of chunk
+// i - 1 only (those of i stay in flight across the barrier), then, once every thread's tile of
+// chunk i + 1 has landed and its decode is visible to the tensor cores, refill the stage chunk
+// i - 1 used. pin_acc() pins the accumulators (an in-flight wgmma writes them).
+template <int kStages, typename LoadTile, typename LoadCodes, typename Decode, typename PinAcc, typename Raw>
+__device__ __forceinline__ void ss_finish_chunk(int i, int chunks, LoadTile&& load_tile, LoadCodes&& load_codes,
+                                                Decode&& decode, PinAcc&& pin_acc, uint4& cw, Raw& raw) {
+  if (i + 1 < chunks) {
+    decode(i + 1, cw, raw);
+    if (i + 2 < chunks) load_codes(i + 2, cw, raw);
+  }
+  wgmma_wait<1>();  // this warpgroup's MMAs of chunk i - 1 are done
+  pin_acc();
+  cp_async_wait<kStages - 3>();  // the tile of chunk i + 1 landed (this thread's copies)
+  fence_proxy_async();  // the decoded W, written by the generic proxy, read by the tensor cores
+  __syncthreads();      // everyone's: chunk i + 1 ready, chunk i - 1's MMAs done in both warpgroups
+  if (i + kStages - 1 < chunks) load_tile(i + kStages - 1);  // into chunk i - 1's stage
+  cp_async_commit();
+}
+
 // --- split-K through a thread-block cluster ----------------------------------------------------
 // The S blocks of a cluster (cluster rank = K slice) each hold fp32 partial sums of one output tile
 // in the same register layout. No global workspace: the partials meet in distributed shared memory.
