@@ -222,19 +222,13 @@ __device__ __forceinline__ void ss_finish_chunk(int i, int chunks, LoadTile&& lo
 // The S blocks of a cluster (cluster rank = K slice) each hold fp32 partial sums of one output tile
 // in the same register layout. No global workspace: the partials meet in distributed shared memory.
 
-__device__ __forceinline__ uint32_t cluster_rank() {
-  uint32_t r = 0;
+// (this block's rank in its cluster, the cluster's number of blocks)
+__device__ __forceinline__ uint2 cluster_rank_and_blocks() {
+  uint2 v = make_uint2(0, 1);
 #if NF4LORA_HAS_WGMMA
-  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\nmov.u32 %1, %%cluster_nctarank;\n" : "=r"(v.x), "=r"(v.y));
 #endif
-  return r;
-}
-__device__ __forceinline__ uint32_t cluster_blocks() {
-  uint32_t n = 1;
-#if NF4LORA_HAS_WGMMA
-  asm volatile("mov.u32 %0, %%cluster_nctarank;\n" : "=r"(n));
-#endif
-  return n;
+  return v;
 }
 // Barrier of every thread of the cluster; shared-memory writes before it are visible to the
 // cluster's reads after it (release / acquire).
@@ -265,7 +259,8 @@ __device__ __forceinline__ float4 load_cluster_f4(uint32_t addr, uint32_t rank) 
 template <int kThreads, int N>
 __device__ __forceinline__ bool cluster_sum_to_rank0(float (&acc)[N], unsigned char* buf) {
   static_assert(N % 4 == 0, "N a multiple of 4");
-  const uint32_t rank = cluster_rank(), blocks = cluster_blocks();
+  const uint2 cluster = cluster_rank_and_blocks();
+  const uint32_t rank = cluster.x, blocks = cluster.y;
   float4* mine = reinterpret_cast<float4*>(buf) + threadIdx.x;
   if (rank != 0) {
 #pragma unroll
