@@ -315,7 +315,8 @@ int resident_clusters(unsigned threads, int smem, int cluster) {
   if (cluster < 1 || cluster > 8 || cudaGetDevice(&dev) != cudaSuccess || dev < 0) return 0;
   if (dev < 64 && cache[dev][cluster] != 0) return cache[dev][cluster] - 1;
   int n = 0;
-  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) == cudaSuccess) {
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (err == cudaSuccess) {
     cudaLaunchConfig_t cfg{};
     cfg.gridDim = dim3(static_cast<unsigned>(cluster), 1, 1);
     cfg.blockDim = dim3(threads, 1, 1);
@@ -327,9 +328,12 @@ int resident_clusters(unsigned threads, int smem, int cluster) {
     attr[0].val.clusterDim.z = 1;
     cfg.attrs = attr;
     cfg.numAttrs = 1;
-    if (cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) != cudaSuccess) n = 0;
+    err = cudaOccupancyMaxActiveClusters(&n, kernel, &cfg);
   }
-  cudaGetLastError();  // a failed query leaves no sticky error for the next launch to report
+  if (err != cudaSuccess) {  // e.g. a GPU without clusters: no split; the next launch must not see it
+    n = 0;
+    cudaGetLastError();
+  }
   if (dev < 64) cache[dev][cluster] = n + 1;
   return n;
 }
