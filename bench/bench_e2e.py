@@ -14,7 +14,9 @@ with a static KV cache and CUDA graphs); and the loss over --loss-steps steps on
 the same byte-tokenized text for every stack (JSON + PNG). Writes results.jsonl and summary.md,
 merged after each stack: `--stacks nf4lora` then `--stacks bnb_peft,lora16` with the same --out give
 one summary (each row keeps the date and git sha that measured it). --profile adds the top kernels
-of one step per stack (profile_<stack>.txt).
+of one step per stack (profile_<stack>.txt); with --only-decode, of one decode instead
+(profile_decode_<stack>.txt, the compiled one with --decode-compiled), headed by the kernels and
+device time per generated token.
 """
 
 import argparse
@@ -173,6 +175,35 @@ def profile_step(model, params, batch, seq, vocab, device, path, top=25):
 
 
 @torch.no_grad()
+def profile_decode(model, tokens, vocab, device, path, static_cache=False, top=25):
+    """One greedy generate() of ``tokens`` new tokens (after the timed ones, so compiled graphs are
+    warm) under torch.profiler: kernel launches and device time per generated token, then the top
+    ops by device time, to ``path`` (where a decode step's time goes)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    prompt = torch.randint(0, vocab, (1, 16), device=device, generator=torch.Generator(device=device).manual_seed(1))
+    kwargs = dict(max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, pad_token_id=0)
+    if static_cache:
+        kwargs["cache_implementation"] = "static"
+    cuda = torch.device(device).type == "cuda"
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
+        model.generate(input_ids=prompt, **kwargs)
+        _sync(device)
+    stats = prof.key_averages()
+    kernels = [e for e in stats if e.device_type == DeviceType.CUDA]
+    launches = sum(e.count for e in kernels)
+    device_us = sum(e.self_device_time_total for e in kernels)
+    key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    with open(path, "w") as f:
+        if cuda:
+            f.write(f"{tokens} new tokens (prefill of 16 included): {launches / tokens:.0f} kernel launches and "
+                    f"{device_us / tokens / 1e3:.2f} ms of device time per token\n")
+        f.write(stats.table(sort_by=key, row_limit=top, max_name_column_width=70) + "\n")
+
+
+@torch.no_grad()
 def decode(model, tokens, vocab, device):
     model.eval()
     prompt = torch.randint(0, vocab, (1, 16), device=device, generator=torch.Generator(device=device).manual_seed(1))
@@ -257,6 +288,11 @@ def run(args):
                     model, args.decode_tokens, vocab, device)
                 print(stack, f"decode (static cache, CUDA graphs) {row['decode_compiled_tokens_per_s']:.1f} tok/s",
                       "" if row["decode_compiled"] else "(transformers did not compile it)", flush=True)
+            if args.profile:
+                os.makedirs(args.out, exist_ok=True)
+                # (the compiled decode with the timed length: its graphs are recorded for that cache size)
+                profile_decode(model, args.decode_tokens if args.decode_compiled else 32, vocab, device,
+                               os.path.join(args.out, f"profile_decode_{stack}.txt"), static_cache=args.decode_compiled)
             rows.append(row)
             write(args.out, [row], {}, dense_bytes, args)
             del model, params

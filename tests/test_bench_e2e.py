@@ -36,7 +36,8 @@ def test_bench_e2e_smoke(tmp_path):
     assert set(lines[-1]["loss_curves"]) == {"nf4lora", "lora16"}
     assert "Self CPU" in (tmp_path / "profile_nf4lora.txt").read_text()
     # --only-decode updates the decode columns of the existing rows and nothing else.
-    rows3, _ = mod.main(common + ["--stacks", "nf4lora", "--only-decode"])
+    rows3, _ = mod.main(common + ["--stacks", "nf4lora", "--only-decode", "--profile"])
+    assert "Self CPU" in (tmp_path / "profile_decode_nf4lora.txt").read_text()
     lines2 = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
     again = lines2[1]
     assert again["stack"] == "nf4lora" and again["decode_tokens_per_s"] == rows3[0]["decode_tokens_per_s"]
