@@ -288,13 +288,12 @@ def run(args):
                     model, args.decode_tokens, vocab, device)
                 print(stack, f"decode (static cache, CUDA graphs) {row['decode_compiled_tokens_per_s']:.1f} tok/s",
                       "" if row["decode_compiled"] else "(transformers did not compile it)", flush=True)
-            if args.profile:
-                os.makedirs(args.out, exist_ok=True)
+            rows.append(row)
+            write(args.out, [row], {}, dense_bytes, args)
+            if args.profile:  # after the row is saved
                 # (the compiled decode with the timed length: its graphs are recorded for that cache size)
                 profile_decode(model, args.decode_tokens if args.decode_compiled else 32, vocab, device,
                                os.path.join(args.out, f"profile_decode_{stack}.txt"), static_cache=args.decode_compiled)
-            rows.append(row)
-            write(args.out, [row], {}, dense_bytes, args)
             del model, params
             _free(device)
             continue
