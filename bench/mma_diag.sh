@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Times csrc/qlora_mma.cu through bench/mma_diag.cu (no torch) in diagnostic builds: for each
-# NF4LORA_MMA_DIAG in $DIAGS (default "0 1 2": as shipped, no decode, no mma) and each extra define
+# NF4LORA_MMA_DIAG in $DIAGS (default "0 1 2": as shipped, no decode, no mma; 3 unscaled table, 4 no
+# x streaming (wgmma_ss): see csrc/qlora_mma.cu) and each extra define
 # set in $DEFS (e.g. "-DNF4LORA_WG_STAGES=5"), on the given shapes ("M,N,K" arguments), with the
 # kernel chosen by $VARIANT as launch_qlora_mma's (0 auto, 1 mma.sync, 2 wgmma, 3 wgmma with W
 # decoded into shared memory).
 #   VARIANT=2 DIAGS="0 1 2 3" bench/mma_diag.sh 4096,14336,4096 4096,4096,14336
+#   VARIANT=3 DIAGS="0 1 2 4" bench/mma_diag.sh 4096,14336,4096
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)

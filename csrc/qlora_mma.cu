@@ -54,7 +54,10 @@ namespace {
 // Diagnostic builds only (bench/mma_diag.cu, never the extension): 1 = the decode replaced by the
 // raw code words (wrong results: the time without the decode), 2 = the mma replaced by a cheap
 // register fold (mma.sync) or dropped (wgmma) (wrong results: the time without the tensor cores),
-// 3 = (wgmma) the decode table not scaled per row (wrong results: the cost of the scaling).
+// 3 = (wgmma) the decode table not scaled per row (wrong results: the cost of the scaling),
+// 4 = (wgmma_ss) x loaded into the first pipeline stages only, later chunks reuse them (wrong
+// results: the time without streaming x from L2, whose re-reads per column tile dominate the
+// kernel's traffic).
 #ifndef NF4LORA_MMA_DIAG
 #define NF4LORA_MMA_DIAG 0
 #endif
@@ -422,6 +425,9 @@ __global__ void __launch_bounds__(256, 1) qlora_wgmma_kernel(MmaParams p) {
     const int64_t row_elem = static_cast<int64_t>(min(n0 + dr, p.N - 1)) * p.K + 32 * dh;
     using Raw1 = RawScales<1>;
     auto load_x = [&](int i) {
+#if NF4LORA_MMA_DIAG == 4
+      if (i >= C::STAGES - 1) return;  // diagnostic: x loaded for the first stages only (L2 traffic)
+#endif
       load_x_stage<T, C::BM, C::kThreads>(p, xs + (i % C::STAGES) * C::kXBytes, m0, k_first + i);
     };
     auto load_codes = [&](int i, uint4& cw, Raw1& r) {
