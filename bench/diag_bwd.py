@@ -7,7 +7,8 @@ the kernels of one forward+backward through the layer.
    block_m 128 and 256 and the plan's choice, with its plan (tokens per block, reduction split)
    and TFLOP/s, next to cuBLAS g·W on the bf16 W (``cublas_us``: the dense backward's dx GEMM).
 2. ``step``: GPU time of each kernel of one forward+backward through qlora_linear (x, A, B
-   requiring grad) on the default backend, and their sum.
+   requiring grad) on the default backend, and their sum, next to the sum for dense_bf16's step
+   (where the wall-clock benchmark is host-bound, the GPU-time ratio is the kernels' own).
 3. ``--host``: at M = 128 on 4096×4096 (where the benchmark is host-bound), wall time per
    forward+backward of back-to-back calls (CPU side, then with the final sync) for nf4lora and for
    dense_bf16, and a cProfile of nf4lora's.
@@ -63,8 +64,10 @@ def step(c: Case, sink):
     ops.last_path.clear()
     run()
     ks = kernel_us(run)
+    dense = kernel_us(fwd_bwd(c, "dense_bf16"))  # the same step's GPU time for 16-bit LoRA
     emit({"what": "step", "M": c.M, "K": c.K, "N": c.N, "r": c.r, "path": dict(ops.last_path),
-          "kernels_us": ks, "kernel_sum_us": round(sum(ks.values()), 2)}, sink)
+          "kernels_us": ks, "kernel_sum_us": round(sum(ks.values()), 2),
+          "dense_bf16_kernel_sum_us": round(sum(dense.values()), 2)}, sink)
 
 
 def main():
