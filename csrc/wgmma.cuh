@@ -284,23 +284,31 @@ __device__ __forceinline__ bool cluster_sum_to_rank0(float (&acc)[N], unsigned c
   return rank == 0;
 }
 
-// Host: kernel<<<blocks, threads, smem, stream>>>(params) in clusters of `cluster` consecutive
-// blocks (blocks a multiple of it; 1 = no clusters; at most 8, the portable size).
-template <typename Params>
-cudaError_t launch_in_clusters(void (*kernel)(Params), unsigned blocks, unsigned threads, int smem, int cluster,
-                               cudaStream_t stream, const Params& params) {
+// Host: the launch configuration of `blocks` blocks in clusters of `cluster` consecutive ones
+// along x; it points at attr, which the caller keeps alive while it uses the configuration.
+inline cudaLaunchConfig_t cluster_config(cudaLaunchAttribute (&attr)[1], unsigned blocks, unsigned threads, int smem,
+                                         int cluster, cudaStream_t stream) {
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(blocks, 1, 1);
   cfg.blockDim = dim3(threads, 1, 1);
   cfg.dynamicSmemBytes = static_cast<size_t>(smem);
   cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeClusterDimension;
   attr[0].val.clusterDim.x = static_cast<unsigned>(cluster);
   attr[0].val.clusterDim.y = 1;
   attr[0].val.clusterDim.z = 1;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
+  return cfg;
+}
+
+// Host: kernel<<<blocks, threads, smem, stream>>>(params) in clusters of `cluster` consecutive
+// blocks (blocks a multiple of it; 1 = no clusters; at most 8, the portable size).
+template <typename Params>
+cudaError_t launch_in_clusters(void (*kernel)(Params), unsigned blocks, unsigned threads, int smem, int cluster,
+                               cudaStream_t stream, const Params& params) {
+  cudaLaunchAttribute attr[1];
+  const cudaLaunchConfig_t cfg = cluster_config(attr, blocks, threads, smem, cluster, stream);
   return cudaLaunchKernelEx(&cfg, kernel, params);
 }
 
@@ -317,17 +325,8 @@ int resident_clusters(unsigned threads, int smem, int cluster) {
   int n = 0;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err == cudaSuccess) {
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(static_cast<unsigned>(cluster), 1, 1);
-    cfg.blockDim = dim3(threads, 1, 1);
-    cfg.dynamicSmemBytes = static_cast<size_t>(smem);
     cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = static_cast<unsigned>(cluster);
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
+    const cudaLaunchConfig_t cfg = cluster_config(attr, static_cast<unsigned>(cluster), threads, smem, cluster, nullptr);
     err = cudaOccupancyMaxActiveClusters(&n, kernel, &cfg);
   }
   if (err != cudaSuccess) {  // e.g. a GPU without clusters: no split; the next launch must not see it

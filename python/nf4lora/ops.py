@@ -474,12 +474,12 @@ def _triton_backward(grad_y, x_lora, u, q, A, B, scale, needs):
 def _cuda_backward(grad_y, x_lora, u, q, A, B, scale, needs):
     # Only reached for calls that dx_unsupported_reason accepts (select_backend checked): dx and
     # g·B through the CUDA kernels (g·B by the forward's u kernel with Bᵀ: N is a multiple of 64
-    # there); dA and dB as the Triton backend computes them.
+    # there); dA and dB as the Triton backend computes them. No Triton kernel runs here, and the
+    # CUDA wrappers switch to the tensors' device themselves: no device guard of its own.
     from nf4lora.triton_kernels import qlora_bwd
 
-    with _cuda_ext.device_guard(grad_y.device):
-        return qlora_bwd.qlora_backward(grad_y, x_lora, u, q, A, B, scale, needs, dx_fn=_cuda_ext.qlora_dx,
-                                        gB_fn=lambda g, B: _cuda_ext.lora_u(g, B.t()))
+    return qlora_bwd.qlora_backward(grad_y, x_lora, u, q, A, B, scale, needs, dx_fn=_cuda_ext.qlora_dx,
+                                    gB_fn=lambda g, B: _cuda_ext.lora_u(g, B.t()))
 
 
 def _cuda_forward(x, x_lora, q, A, B, scale, bias):
