@@ -4,7 +4,7 @@
 # x streaming (wgmma_ss): see csrc/qlora_mma.cu) and each extra define
 # set in $DEFS (e.g. "-DNF4LORA_WG_STAGES=5"), on the given shapes ("M,N,K" arguments), with the
 # kernel chosen by $VARIANT as launch_qlora_mma's (0 auto, 1 mma.sync, 2 wgmma, 3 wgmma with W
-# decoded into shared memory; a list, e.g. VARIANT="2 3", runs each).
+# decoded into shared memory, 4 the same warp-specialized; a list, e.g. VARIANT="3 4", runs each).
 #   VARIANT=2 DIAGS="0 1 2 3" bench/mma_diag.sh 4096,14336,4096 4096,4096,14336
 #   VARIANT=3 DIAGS="0 1 2 4" bench/mma_diag.sh 4096,14336,4096
 set -euo pipefail

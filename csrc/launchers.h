@@ -43,6 +43,7 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
 struct MmaPlan {
   int splits = 1, k_splits = 1, block_m = 0, tiles_m = 0, tiles_n = 0;
   bool wgmma = false, ss = false;  // ss: the wgmma kernel with W decoded into shared memory
+  bool ws = false;                 // ss warp-specialized (a producer warpgroup: TMA + decode)
   int64_t workspace_bytes = 0;
   std::string error;
 };

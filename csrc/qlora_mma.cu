@@ -39,6 +39,7 @@
 //
 // Tile order: blocks walk GROUP_M row blocks of x across all column blocks before the next group,
 // so a wave shares its x rows and W columns in L2.
+#include <cuda.h>  // CUtensorMap (the type and enums only: the encoder comes from the runtime)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -101,11 +102,12 @@ struct MmaParams {
 // fragment of W rows wrow + 16i + g (+ 8 for e >= 2) and x rows xrow + 8j + 2c + (e & 1), relative
 // to the block's first W row n0 and x row m0. smem must be free (pipeline drained, block synced).
 // The LoRA term runs as extra mma steps into acc: B rows as the A operand, s·u (fp32) split into a
-// T part and a T residual as the B operand, so the term keeps ~16 mantissa bits.
-template <typename T, int AT, int BT, int BN, int BM, int kThreads>
+// T part and a T residual as the B operand, so the term keeps ~16 mantissa bits. kFirst: the
+// epilogue's first thread (when not 0, its kThreads threads sync on named barrier 1).
+template <typename T, int AT, int BT, int BN, int BM, int kThreads, int kFirst = 0>
 __device__ __forceinline__ void store_tile(const MmaParams& p, float (&acc)[AT][BT][4], unsigned char* smem, int n0,
                                            int m0, int wrow, int xrow) {
-  const int tid = threadIdx.x, lane = tid % 32, g = lane / 4, c = lane % 4;
+  const int tid = static_cast<int>(threadIdx.x) - kFirst, lane = tid % 32, g = lane / 4, c = lane % 4;
   const T* Bm = static_cast<const T*>(p.B);
   const int r = p.r, M = p.M, N = p.N;
   for (int k0 = 2 * c; k0 < r + 2 * c; k0 += 16) {  // this thread's ranks k0, k0 + 1, k0 + 8, k0 + 9
@@ -165,7 +167,11 @@ __device__ __forceinline__ void store_tile(const MmaParams& p, float (&acc)[AT][
               static_cast<T>(acc[i][j][2 * h + e] + bv);
         }
     }
-  __syncthreads();
+  if constexpr (kFirst == 0) {
+    __syncthreads();
+  } else {
+    named_sync(1, kThreads);
+  }
   T* y = static_cast<T*>(p.y);
   const bool vec = N % 8 == 0;
   constexpr int kVecs = BN / 8;
@@ -580,6 +586,140 @@ __global__ void __launch_bounds__(256, 1) qlora_wgmma_kernel(MmaParams p) {
 #endif
 }
 
+// Variant 4 (wgmma_ws; sm_90a): the SS kernel warp-specialized. Nsight Compute on variant 3
+// (bench/results/h200/cuda_ws/) found its two warpgroups latency-bound on their own instruction
+// stream: per 64-k chunk each warp issued ~370 instructions (x-tile cp.async address arithmetic,
+// decode, descriptors, barriers) at one per ~6.5 cycles with two warps per scheduler: ~2400 cycles
+// a chunk against ~1024 of MMAs. Here a third warpgroup produces and two only consume:
+// - producer (warpgroup 0, 40 registers): thread 0 copies the chunk's x tile with one TMA (the
+//   128-byte-swizzled layout of the descriptors, rows past M zero-filled); thread t decodes W row t
+//   of the tile (64 k: one absmax, one scaled table) into the stage's W buffer; all 128 arrive on
+//   full[s] (thread 0 once more, first, with the TMA's byte count).
+// - consumers (warpgroups 1, 2; 232 registers): warpgroup 1 + h owns W rows 64·h .. + 63 against
+//   all BM x rows: wait full[s], four wgmma, then release the previous chunk's stage (empty[s])
+//   once its MMAs are done; the epilogue (store_tile) runs on the consumers alone.
+// kWsStages stages of (x tile, W tile); no split-K (plan_qlora_mma picks this kernel only where the
+// tiles fill the GPU).
+constexpr int kWsStages = 4;
+template <int BM_> struct WsTile {
+  static constexpr int kThreads = 384, BN = 128, BM = BM_, STAGES = kWsStages;
+  static constexpr int kXBytes = BM * 128, kWBytes = BN * 128, kStageBytes = kXBytes + kWBytes;
+  static constexpr int kPipeBytes = STAGES * kStageBytes;
+  static constexpr int kOutBytes = BM * (BN + 8) * 2;
+  static constexpr int kTableBytes = (256 + 16) * 4, kBarBytes = 2 * STAGES * 8;
+  static constexpr int kBody = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + kTableBytes + kBarBytes;
+  static constexpr int kSmem = kBody + 1024;  // + alignment of the stages to 1024 bytes
+};
+
+template <typename T, int BM>
+__global__ void __launch_bounds__(384, 1)
+    qlora_wgmma_ws_kernel(const MmaParams p, const __grid_constant__ CUtensorMap xmap) {
+#if NF4LORA_HAS_WGMMA
+  using C = WsTile<BM>;
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  const uint32_t raw_addr = smem_addr(smem_raw);
+  unsigned char* smem = smem_raw + ((1024u - (raw_addr & 1023u)) & 1023u);
+  // Stage s: the x tile at s·kStageBytes (1024-aligned), its W tile right after.
+  float* code2 = reinterpret_cast<float*>(smem + C::kBody - C::kBarBytes - C::kTableBytes);  // [256]
+  float* codes = code2 + 256;                                                                 // [16]
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + C::kBody - C::kBarBytes);
+  uint64_t* empty = full + C::STAGES;
+
+  const int tid = threadIdx.x, wg = tid / 128;
+  int bm, bn;
+  tile_of_block(p, static_cast<int>(blockIdx.x), bm, bn);
+  const int m0 = bm * C::BM, n0 = bn * C::BN;
+  const int chunks = p.K / kChunkK;
+  if (tid < 16) codes[tid] = p.w.quant_map[tid];
+  if (p.w.nested_absmax != nullptr)
+    for (int i = tid; i < 256; i += C::kThreads) code2[i] = p.w.nested_quant_map[i];
+  if (tid == 0) {
+    for (int s = 0; s < C::STAGES; ++s) {
+      mbar_init(&full[s], 128 + 1);
+      mbar_init(&empty[s], 256);
+    }
+    mbar_init_fence();
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    regs_dealloc<56>();
+    const int64_t row_elem = static_cast<int64_t>(min(n0 + tid, p.N - 1)) * p.K;
+    using Raw1 = RawScales<1>;
+    auto load_codes = [&](int i, uint4(&cw)[2], Raw1& raw) {
+      const int64_t e = row_elem + static_cast<int64_t>(i) * kChunkK;
+      const uint4* src = reinterpret_cast<const uint4*>(p.w.packed + e / 2);
+      cw[0] = __ldg(src);
+      cw[1] = __ldg(src + 1);
+      load_raw_scale(p.w, e, raw, 0);
+    };
+    uint4 cw[2];
+    Raw1 raw;
+    load_codes(0, cw, raw);
+    for (int i = 0; i < chunks; ++i) {
+      const int s = i % C::STAGES;
+      unsigned char* stage = smem + s * C::kStageBytes;
+      if (i >= C::STAGES) mbar_wait(&empty[s], (i / C::STAGES - 1) & 1);
+      if (tid == 0) {
+#if NF4LORA_MMA_DIAG == 4
+        if (i >= C::STAGES) {  // diagnostic: x copied for the first stages only (no L2 traffic after)
+          mbar_arrive(&full[s]);
+        } else
+#endif
+        {
+          mbar_arrive_expect_tx(&full[s], C::kXBytes);
+          tma_load_2d(stage, &xmap, &full[s], i * kChunkK, m0);
+        }
+      }
+#if NF4LORA_MMA_DIAG != 1
+#if NF4LORA_MMA_DIAG == 3
+      const Table t = scaled_table<T>(codes, 1.f);
+#else
+      const Table t = scaled_table<T>(codes, scale_of(p.w, code2, raw, 0));
+#endif
+      unsigned char* row = stage + C::kXBytes + tid * 128;
+      decode32_to_row<T>(cw[0], t, row, tid, 0);
+      decode32_to_row<T>(cw[1], t, row, tid, 4);
+#endif
+      if (i + 1 < chunks) load_codes(i + 1, cw, raw);
+      fence_proxy_async();  // the decoded W, written by the generic proxy, read by the tensor cores
+      mbar_arrive(&full[s]);
+    }
+  } else {
+    regs_alloc<224>();
+    const int h = wg - 1;  // this warpgroup's 64 W rows of the tile
+    float acc[BM / 2];
+#pragma unroll
+    for (int i = 0; i < BM / 2; ++i) acc[i] = 0.f;
+    const uint64_t xdesc0 = sw128_desc(smem_addr(smem));
+    const uint64_t wdesc0 = sw128_desc_lbo_sbo(smem_addr(smem + C::kXBytes) + h * 64 * 128, 16, 1024);
+    for (int i = 0; i < chunks; ++i) {
+      const int s = i % C::STAGES;
+      mbar_wait(&full[s], (i / C::STAGES) & 1);
+      pin(acc);
+      wgmma_fence();
+      const uint64_t off = static_cast<uint64_t>(s * C::kStageBytes >> 4);
+#if NF4LORA_MMA_DIAG != 2
+#pragma unroll
+      for (int k = 0; k < 4; ++k)
+        wgmma_ss_m64k16<T, BM, false>(acc, wdesc0 + off + 2 * k, xdesc0 + off + 2 * k, i > 0 || k > 0);
+#endif
+      wgmma_commit();
+      wgmma_wait<1>();  // this warpgroup's MMAs of chunk i - 1 are done: release its stage
+      pin(acc);
+      if (i > 0) mbar_arrive(&empty[(i - 1) % C::STAGES]);
+    }
+    wgmma_wait<0>();
+    pin(acc);
+    named_sync(1, 256);  // both consumer warpgroups done with the stages: they become the output tile
+    store_tile<T, 1, BM / 8, C::BN, C::BM, 256, 128>(p, reinterpret_cast<float(&)[1][BM / 8][4]>(acc), smem, n0, m0,
+                                                     h * 64 + (tid / 32 % 4) * 16, 0);
+  }
+#else
+  __trap();  // launched only on sm_90 (launch_qlora_mma checks the device)
+#endif
+}
+
 // part[split] (M, r) = x̃[:, slice]·A[:, slice]ᵀ: block = 4 warps × 16 rows of x̃, up to 64 ranks
 // (blockIdx.z picks the group of 64), one K slice (blockIdx.y). Same k order trick as above.
 constexpr int kUWarps = 4;
@@ -670,6 +810,50 @@ std::string launch_wgmma_bm(const MmaParams& p, int64_t blocks, cudaStream_t str
                            kSplitK ? p.k_splits : 1, stream, p);
   return err == cudaSuccess ? "" : std::string("qlora_wgmma_kernel: ") + cudaGetErrorString(err);
 }
+// The TMA descriptor of x (M, K) T, row-major, for boxes of 64 k × box_rows rows in the 128-byte
+// swizzle of the wgmma descriptors; rows past M read as zeros. The encoder is the driver's
+// (cuTensorMapEncodeTiled, found through the runtime: nothing links libcuda).
+using EncodeTiledFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
+                                   const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
+                                   CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+template <typename T> std::string x_tensor_map(CUtensorMap* map, const void* x, int64_t M, int64_t K, int box_rows) {
+  static const EncodeTiledFn encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) !=
+            cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      return static_cast<EncodeTiledFn>(nullptr);
+    }
+    return reinterpret_cast<EncodeTiledFn>(fn);
+  }();
+  if (encode == nullptr) return "cuTensorMapEncodeTiled is not available from the CUDA driver";
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(K), static_cast<cuuint64_t>(M)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(K) * sizeof(T)};
+  const cuuint32_t box[2] = {kChunkK, static_cast<cuuint32_t>(box_rows)}, steps[2] = {1, 1};
+  const CUresult r = encode(map, std::is_same<T, __half>::value ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+                            2, const_cast<void*>(x), dims, strides, box, steps, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS ? "" : "cuTensorMapEncodeTiled (x tensor map) failed with CUresult " + std::to_string(r);
+}
+
+template <typename T, int BM> std::string launch_wgmma_ws_bm(const MmaParams& p, int64_t blocks, cudaStream_t stream) {
+  using C = WsTile<BM>;
+  CUtensorMap xmap;
+  const std::string map_err = x_tensor_map<T>(&xmap, p.x, p.M, p.K, BM);
+  if (!map_err.empty()) return map_err;
+  cudaError_t err =
+      cudaFuncSetAttribute(qlora_wgmma_ws_kernel<T, BM>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
+  if (err != cudaSuccess) return std::string("qlora_wgmma_ws_kernel attributes: ") + cudaGetErrorString(err);
+  qlora_wgmma_ws_kernel<T, BM><<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, stream>>>(p, xmap);
+  err = cudaGetLastError();
+  return err == cudaSuccess ? "" : std::string("qlora_wgmma_ws_kernel: ") + cudaGetErrorString(err);
+}
+template <typename T> std::string launch_wgmma_ws(const MmaParams& p, int64_t blocks, cudaStream_t stream) {
+  return p.block_m == 256 ? launch_wgmma_ws_bm<T, 256>(p, blocks, stream) : launch_wgmma_ws_bm<T, 128>(p, blocks, stream);
+}
+
 // K slices per tile only with 128 x rows per block (plan_qlora_mma never splits 256-row tiles).
 template <typename T, bool kSS> std::string launch_wgmma(const MmaParams& p, int64_t blocks, cudaStream_t stream) {
   if (p.block_m == 256) return launch_wgmma_bm<T, 256, false, kSS>(p, blocks, stream);
@@ -709,6 +893,7 @@ std::string launch_typed(const MmaParams& p, const MmaPlan& plan, const void* x_
                                         plan.splits, stream);
   if (!u_err.empty()) return u_err;
   const int64_t blocks = static_cast<int64_t>(p.tiles_m) * p.tiles_n * p.k_splits;
+  if (plan.ws) return launch_wgmma_ws<T>(p, blocks, stream);
   if (plan.wgmma) return plan.ss ? launch_wgmma<T, true>(p, blocks, stream) : launch_wgmma<T, false>(p, blocks, stream);
   using C = LargeTile;
   err = cudaFuncSetAttribute(qlora_mma_kernel<T, C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
@@ -754,12 +939,13 @@ MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int variant, 
   MmaPlan plan{};
   int major = 0, sm_count = 1;
   current_device(&major, &sm_count);
-  if (variant < 0 || variant > 3) {
-    plan.error = "variant must be 0 (auto), 1 (mma.sync), 2 (wgmma) or 3 (wgmma, W through shared memory)";
+  if (variant < 0 || variant > 4) {
+    plan.error = "variant must be 0 (auto), 1 (mma.sync), 2 (wgmma), 3 (wgmma, W through shared memory) or 4 (3 "
+                 "warp-specialized)";
     return plan;
   }
   if (variant >= 2 && major != 9) {
-    plan.error = "variants 2 and 3 (wgmma) need an sm_90 GPU";
+    plan.error = "variants 2 to 4 (wgmma) need an sm_90 GPU";
     return plan;
   }
   if (block_m != 0 && block_m != 128 && block_m != 256) {
@@ -771,7 +957,8 @@ MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int variant, 
     return plan;
   }
   plan.wgmma = variant >= 2 || (variant == 0 && major == 9);
-  plan.ss = variant == 3 || (variant == 0 && major == 9);
+  plan.ss = variant >= 3 || (variant == 0 && major == 9);
+  plan.ws = variant == 4;
   const int64_t chunks = K / kChunkK;
   // u kernel: K slices so that its grid fills the GPU (~4 blocks per SM).
   plan.splits = u_splits(M, K, r, sm_count);
@@ -784,7 +971,7 @@ MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int variant, 
   plan.tiles_n = static_cast<int>((N + BN - 1) / BN);
   const int64_t tiles = static_cast<int64_t>(plan.tiles_m) * plan.tiles_n;
   plan.k_splits = 1;
-  if (plan.wgmma && plan.block_m == 128 && tiles < sm_count)
+  if (plan.wgmma && !plan.ws && plan.block_m == 128 && tiles < sm_count)
     plan.k_splits = split_k_slices(tiles, chunks, sm_count, [&](int s) {
       using SS = WgTile<128, true>;
       using RS = WgTile<128, false>;

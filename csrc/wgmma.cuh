@@ -356,4 +356,76 @@ inline int wgmma_rows_per_block(int64_t M, int64_t col_tiles, int sm_count) {
   return 3 * waves(256) <= 2 * waves(128) ? 256 : 128;
 }
 
+// --- warp specialization: mbarriers, TMA, register reallocation (sm_90a) -----------------------
+// A producer warpgroup fills stage s (a TMA copy of the streamed tile plus the decoded W) and
+// arrives on full[s]; the consumer warpgroups wait on full[s], run their MMAs and, once those are
+// done, arrive on empty[s], which the producer waits on before refilling the stage.
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
+#if NF4LORA_HAS_WGMMA
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count) : "memory");
+#endif
+}
+// Makes the initialized barriers visible to the async proxy (TMA) before the block syncs.
+__device__ __forceinline__ void mbar_init_fence() {
+#if NF4LORA_HAS_WGMMA
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+#if NF4LORA_HAS_WGMMA
+  asm volatile("mbarrier.arrive.release.cta.shared::cta.b64 _, [%0];\n" ::"r"(smem_addr(bar)) : "memory");
+#endif
+}
+// One arrival that also announces `bytes` of asynchronous (TMA) writes the phase must wait for.
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
+#if NF4LORA_HAS_WGMMA
+  asm volatile("mbarrier.arrive.expect_tx.release.cta.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(bar)),
+               "r"(bytes)
+               : "memory");
+#endif
+}
+// Waits until the phase of the given parity has completed (a fresh barrier counts phase "1" as done).
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+#if NF4LORA_HAS_WGMMA
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.acquire.cta.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(smem_addr(bar)), "r"(parity)
+        : "memory");
+  } while (!done);
+#endif
+}
+// TMA: the box at (c0 = innermost coordinate, c1) of the tensor map into dst (shared, aligned as
+// the map's swizzle needs), completing `bytes` on bar.
+__device__ __forceinline__ void tma_load_2d(void* dst, const void* tensor_map, uint64_t* bar, int c0, int c1) {
+#if NF4LORA_HAS_WGMMA
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];\n" ::
+          "r"(smem_addr(dst)),
+      "l"(reinterpret_cast<uint64_t>(tensor_map)), "r"(smem_addr(bar)), "r"(c0), "r"(c1)
+      : "memory");
+#endif
+}
+// Register reallocation between warpgroups (every thread of the warpgroup executes it).
+template <int N> __device__ __forceinline__ void regs_dealloc() {
+#if NF4LORA_HAS_WGMMA
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+#endif
+}
+template <int N> __device__ __forceinline__ void regs_alloc() {
+#if NF4LORA_HAS_WGMMA
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+#endif
+}
+// Barrier of `threads` threads (a multiple of 32) on hardware barrier `id` (1..15; 0 is __syncthreads).
+__device__ __forceinline__ void named_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
 }  // namespace nf4lora
