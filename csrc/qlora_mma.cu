@@ -591,18 +591,22 @@ __global__ void __launch_bounds__(256, 1) qlora_wgmma_kernel(MmaParams p) {
 // stream: per 64-k chunk each warp issued ~370 instructions (x-tile cp.async address arithmetic,
 // decode, descriptors, barriers) at one per ~6.5 cycles with two warps per scheduler: ~2400 cycles
 // a chunk against ~1024 of MMAs. Here a third warpgroup produces and two only consume:
-// - producer (warpgroup 0, 40 registers): thread 0 copies the chunk's x tile with one TMA (the
+// - producer (warpgroup 0): thread 0 copies the chunk's x tile with one TMA (the
 //   128-byte-swizzled layout of the descriptors, rows past M zero-filled); thread t decodes W row t
 //   of the tile (64 k: one absmax, one scaled table) into the stage's W buffer; all 128 arrive on
 //   full[s] (thread 0 once more, first, with the TMA's byte count).
-// - consumers (warpgroups 1, 2; 232 registers): warpgroup 1 + h owns W rows 64·h .. + 63 against
+// - consumers (warpgroups 1, 2): warpgroup 1 + h owns W rows 64·h .. + 63 against
 //   all BM x rows: wait full[s], four wgmma, then release the previous chunk's stage (empty[s])
 //   once its MMAs are done; the epilogue (store_tile) runs on the consumers alone.
 // kWsStages stages of (x tile, W tile); no split-K (plan_qlora_mma picks this kernel only where the
 // tiles fill the GPU).
 constexpr int kWsStages = 4;
+// One producer warpgroup: with a second, ptxas would compile every thread under the launch bound's
+// 128 registers (setmaxnreg.inc does not raise its cap), too few for the consumers' 128
+// accumulators. With one, all threads fit in 168 and no register reallocation is needed.
 template <int BM_> struct WsTile {
-  static constexpr int kThreads = 384, BN = 128, BM = BM_, STAGES = kWsStages;
+  static constexpr int kProducers = 128, kThreads = kProducers + 256;
+  static constexpr int BN = 128, BM = BM_, STAGES = kWsStages;
   static constexpr int kXBytes = BM * 128, kWBytes = BN * 128, kStageBytes = kXBytes + kWBytes;
   static constexpr int kPipeBytes = STAGES * kStageBytes;
   static constexpr int kOutBytes = BM * (BN + 8) * 2;
@@ -612,7 +616,7 @@ template <int BM_> struct WsTile {
 };
 
 template <typename T, int BM>
-__global__ void __launch_bounds__(384, 1)
+__global__ void __launch_bounds__(WsTile<BM>::kThreads, 1)
     qlora_wgmma_ws_kernel(const MmaParams p, const __grid_constant__ CUtensorMap xmap) {
 #if NF4LORA_HAS_WGMMA
   using C = WsTile<BM>;
@@ -635,7 +639,7 @@ __global__ void __launch_bounds__(384, 1)
     for (int i = tid; i < 256; i += C::kThreads) code2[i] = p.w.nested_quant_map[i];
   if (tid == 0) {
     for (int s = 0; s < C::STAGES; ++s) {
-      mbar_init(&full[s], 128 + 1);
+      mbar_init(&full[s], C::kProducers + 1);
       mbar_init(&empty[s], 256);
     }
     mbar_init_fence();
@@ -643,20 +647,22 @@ __global__ void __launch_bounds__(384, 1)
   __syncthreads();
 
   if (wg == 0) {
-    regs_dealloc<56>();
+    // Thread tid decodes W row tid of the tile (64 k: one absmax, one scaled table); its 32 code
+    // bytes and raw scale fetched global -> registers two chunks ahead.
+    constexpr int kWords = 2;  // uint4 of codes per thread and chunk
     const int64_t row_elem = static_cast<int64_t>(min(n0 + tid, p.N - 1)) * p.K;
-    using Raw1 = RawScales<1>;
-    auto load_codes = [&](int i, uint4(&cw)[2], Raw1& raw) {
+    struct Codes {
+      uint4 cw[kWords];
+      RawScales<1> raw;
+    };
+    auto load_codes = [&](int i, Codes& cd) {
       const int64_t e = row_elem + static_cast<int64_t>(i) * kChunkK;
       const uint4* src = reinterpret_cast<const uint4*>(p.w.packed + e / 2);
-      cw[0] = __ldg(src);
-      cw[1] = __ldg(src + 1);
-      load_raw_scale(p.w, e, raw, 0);
+#pragma unroll
+      for (int w = 0; w < kWords; ++w) cd.cw[w] = __ldg(src + w);
+      load_raw_scale(p.w, e, cd.raw, 0);
     };
-    uint4 cw[2];
-    Raw1 raw;
-    load_codes(0, cw, raw);
-    for (int i = 0; i < chunks; ++i) {
+    auto step = [&](int i, Codes& cd) {
       const int s = i % C::STAGES;
       unsigned char* stage = smem + s * C::kStageBytes;
       if (i >= C::STAGES) mbar_wait(&empty[s], (i / C::STAGES - 1) & 1);
@@ -675,18 +681,23 @@ __global__ void __launch_bounds__(384, 1)
 #if NF4LORA_MMA_DIAG == 3
       const Table t = scaled_table<T>(codes, 1.f);
 #else
-      const Table t = scaled_table<T>(codes, scale_of(p.w, code2, raw, 0));
+      const Table t = scaled_table<T>(codes, scale_of(p.w, code2, cd.raw, 0));
 #endif
-      unsigned char* row = stage + C::kXBytes + tid * 128;
-      decode32_to_row<T>(cw[0], t, row, tid, 0);
-      decode32_to_row<T>(cw[1], t, row, tid, 4);
+#pragma unroll
+      for (int w = 0; w < kWords; ++w) decode32_to_row<T>(cd.cw[w], t, stage + C::kXBytes + tid * 128, tid, 4 * w);
 #endif
-      if (i + 1 < chunks) load_codes(i + 1, cw, raw);
+      if (i + 2 < chunks) load_codes(i + 2, cd);
       fence_proxy_async();  // the decoded W, written by the generic proxy, read by the tensor cores
       mbar_arrive(&full[s]);
+    };
+    Codes ca, cb;
+    load_codes(0, ca);
+    if (chunks > 1) load_codes(1, cb);
+    for (int i = 0; i < chunks; i += 2) {
+      step(i, ca);
+      if (i + 1 < chunks) step(i + 1, cb);
     }
   } else {
-    regs_alloc<224>();
     const int h = wg - 1;  // this warpgroup's 64 W rows of the tile
     float acc[BM / 2];
 #pragma unroll
@@ -712,8 +723,8 @@ __global__ void __launch_bounds__(384, 1)
     wgmma_wait<0>();
     pin(acc);
     named_sync(1, 256);  // both consumer warpgroups done with the stages: they become the output tile
-    store_tile<T, 1, BM / 8, C::BN, C::BM, 256, 128>(p, reinterpret_cast<float(&)[1][BM / 8][4]>(acc), smem, n0, m0,
-                                                     h * 64 + (tid / 32 % 4) * 16, 0);
+    store_tile<T, 1, BM / 8, C::BN, C::BM, 256, C::kProducers>(p, reinterpret_cast<float(&)[1][BM / 8][4]>(acc), smem,
+                                                               n0, m0, h * 64 + (tid / 32 % 4) * 16, 0);
   }
 #else
   __trap();  // launched only on sm_90 (launch_qlora_mma checks the device)
@@ -843,10 +854,10 @@ template <typename T, int BM> std::string launch_wgmma_ws_bm(const MmaParams& p,
   CUtensorMap xmap;
   const std::string map_err = x_tensor_map<T>(&xmap, p.x, p.M, p.K, BM);
   if (!map_err.empty()) return map_err;
-  cudaError_t err =
-      cudaFuncSetAttribute(qlora_wgmma_ws_kernel<T, BM>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
+  auto kernel = qlora_wgmma_ws_kernel<T, BM>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
   if (err != cudaSuccess) return std::string("qlora_wgmma_ws_kernel attributes: ") + cudaGetErrorString(err);
-  qlora_wgmma_ws_kernel<T, BM><<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, stream>>>(p, xmap);
+  kernel<<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, stream>>>(p, xmap);
   err = cudaGetLastError();
   return err == cudaSuccess ? "" : std::string("qlora_wgmma_ws_kernel: ") + cudaGetErrorString(err);
 }

@@ -412,17 +412,6 @@ __device__ __forceinline__ void tma_load_2d(void* dst, const void* tensor_map, u
       : "memory");
 #endif
 }
-// Register reallocation between warpgroups (every thread of the warpgroup executes it).
-template <int N> __device__ __forceinline__ void regs_dealloc() {
-#if NF4LORA_HAS_WGMMA
-  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
-#endif
-}
-template <int N> __device__ __forceinline__ void regs_alloc() {
-#if NF4LORA_HAS_WGMMA
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
-#endif
-}
 // Barrier of `threads` threads (a multiple of 32) on hardware barrier `id` (1..15; 0 is __syncthreads).
 __device__ __forceinline__ void named_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
