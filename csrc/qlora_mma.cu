@@ -600,7 +600,10 @@ __global__ void __launch_bounds__(256, 1) qlora_wgmma_kernel(MmaParams p) {
 //   once its MMAs are done; the epilogue (store_tile) runs on the consumers alone.
 // kWsStages stages of (x tile, W tile); no split-K (plan_qlora_mma picks this kernel only where the
 // tiles fill the GPU).
-constexpr int kWsStages = 4;
+#ifndef NF4LORA_WS_STAGES
+#define NF4LORA_WS_STAGES 4
+#endif
+constexpr int kWsStages = NF4LORA_WS_STAGES;
 // One producer warpgroup: with a second, ptxas would compile every thread under the launch bound's
 // 128 registers (setmaxnreg.inc does not raise its cap), too few for the consumers' 128
 // accumulators. With one, all threads fit in 168 and no register reallocation is needed.
