@@ -689,9 +689,12 @@ __global__ void __launch_bounds__(WsTile<BM>::kThreads, 1)
 #pragma unroll
       for (int w = 0; w < kWords; ++w) decode32_to_row<T>(cd.cw[w], t, stage + C::kXBytes + tid * 128, tid, 4 * w);
 #endif
-      if (i + 2 < chunks) load_codes(i + 2, cd);
       fence_proxy_async();  // the decoded W, written by the generic proxy, read by the tensor cores
       mbar_arrive(&full[s]);
+      // Only now: the fence and the arrival (a release) wait for every load of this thread still in
+      // flight, so a fetch issued before them would be waited for at once (Nsight: the producer
+      // stalled there on its own prefetch).
+      if (i + 2 < chunks) load_codes(i + 2, cd);
     };
     Codes ca, cb;
     load_codes(0, ca);
