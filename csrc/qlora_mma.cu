@@ -611,7 +611,9 @@ template <int BM_> struct WsTile {
   static constexpr int kProducers = 128, kThreads = kProducers + 256;
   static constexpr int BN = 128, BM = BM_, STAGES = kWsStages;
   static constexpr int kXBytes = BM * 128, kWBytes = BN * 128, kStageBytes = kXBytes + kWBytes;
-  static constexpr int kPipeBytes = STAGES * kStageBytes;
+  // + the producer's code ring: per stage and thread 32 code bytes, raw scale word, nested scale.
+  static constexpr int kRingSlot = kProducers * (32 + 4 + 4);
+  static constexpr int kPipeBytes = STAGES * (kStageBytes + kRingSlot);
   static constexpr int kOutBytes = BM * (BN + 8) * 2;
   static constexpr int kTableBytes = (256 + 16) * 4, kBarBytes = 2 * STAGES * 8;
   static constexpr int kBody = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + kTableBytes + kBarBytes;
@@ -650,22 +652,34 @@ __global__ void __launch_bounds__(WsTile<BM>::kThreads, 1)
   __syncthreads();
 
   if (wg == 0) {
-    // Thread tid decodes W row tid of the tile (64 k: one absmax, one scaled table); its 32 code
-    // bytes and raw scale fetched global -> registers two chunks ahead.
-    constexpr int kWords = 2;  // uint4 of codes per thread and chunk
+    // Thread tid decodes W row tid of the tile (64 k: one absmax, one scaled table). Its 32 code
+    // bytes and raw scale come through a ring in shared memory, copied with cp.async STAGES - 1
+    // chunks ahead (each thread reads back only its own copies: no barrier). Not into registers:
+    // a plain load still in flight holds up the stage's fence and arrival (both wait for the
+    // thread's loads), which Nsight showed as the producer's main stall.
     const int64_t row_elem = static_cast<int64_t>(min(n0 + tid, p.N - 1)) * p.K;
-    struct Codes {
-      uint4 cw[kWords];
-      RawScales<1> raw;
+    unsigned char* ring = smem + C::STAGES * C::kStageBytes;  // [STAGES][2][128][16], q, a2 [STAGES][128]
+    uint32_t* ring_q = reinterpret_cast<uint32_t*>(ring + C::STAGES * 2 * 128 * 16);
+    float* ring_a2 = reinterpret_cast<float*>(ring_q + C::STAGES * 128);
+    const bool nested = p.w.nested_absmax != nullptr;
+    auto fetch = [&](int i) {
+      if (i < chunks) {
+        const int slot = i % C::STAGES;
+        const int64_t e = row_elem + static_cast<int64_t>(i) * kChunkK, b = e >> p.w.blocksize_log2;
+        const unsigned char* src = p.w.packed + e / 2;
+        cp_async16(ring + (slot * 2 * 128 + tid) * 16, src, true);
+        cp_async16(ring + ((slot * 2 + 1) * 128 + tid) * 16, src + 16, true);
+        if (nested) {  // the code byte's aligned word, and its second-level scale
+          cp_async4(ring_q + slot * 128 + tid, static_cast<const uint8_t*>(p.w.absmax) + (b & ~int64_t{3}));
+          cp_async4(ring_a2 + slot * 128 + tid, p.w.nested_absmax + (b >> kNestedBlockLog2));
+        } else {
+          cp_async4(ring_q + slot * 128 + tid, static_cast<const uint32_t*>(p.w.absmax) + b);
+        }
+      }
+      cp_async_commit();  // (empty groups past the end keep the count uniform)
     };
-    auto load_codes = [&](int i, Codes& cd) {
-      const int64_t e = row_elem + static_cast<int64_t>(i) * kChunkK;
-      const uint4* src = reinterpret_cast<const uint4*>(p.w.packed + e / 2);
-#pragma unroll
-      for (int w = 0; w < kWords; ++w) cd.cw[w] = __ldg(src + w);
-      load_raw_scale(p.w, e, cd.raw, 0);
-    };
-    auto step = [&](int i, Codes& cd) {
+    for (int i = 0; i < C::STAGES - 1; ++i) fetch(i);
+    for (int i = 0; i < chunks; ++i) {
       const int s = i % C::STAGES;
       unsigned char* stage = smem + s * C::kStageBytes;
       if (i >= C::STAGES) mbar_wait(&empty[s], (i / C::STAGES - 1) & 1);
@@ -680,29 +694,32 @@ __global__ void __launch_bounds__(WsTile<BM>::kThreads, 1)
           tma_load_2d(stage, &xmap, &full[s], i * kChunkK, m0);
         }
       }
+      fetch(i + C::STAGES - 1);  // into the ring slot chunk i - 1 used
+      cp_async_wait<C::STAGES - 1>();  // chunk i's copies (this thread's) landed
+      const int slot = s;
+      const uint4 cw[2] = {*reinterpret_cast<const uint4*>(ring + (slot * 2 * 128 + tid) * 16),
+                           *reinterpret_cast<const uint4*>(ring + ((slot * 2 + 1) * 128 + tid) * 16)};
+      RawScales<1> raw;
+      raw.q[0] = ring_q[slot * 128 + tid];
+      raw.a2[0] = 0.f;
+      if (nested) {
+        const int64_t b = (row_elem + static_cast<int64_t>(i) * kChunkK) >> p.w.blocksize_log2;
+        raw.q[0] = (raw.q[0] >> (8 * (b & 3))) & 0xFFu;
+        raw.a2[0] = ring_a2[slot * 128 + tid];
+      }
 #if NF4LORA_MMA_DIAG != 1
 #if NF4LORA_MMA_DIAG == 3
       const Table t = scaled_table<T>(codes, 1.f);
 #else
-      const Table t = scaled_table<T>(codes, scale_of(p.w, code2, cd.raw, 0));
+      const Table t = scaled_table<T>(codes, scale_of(p.w, code2, raw, 0));
 #endif
 #pragma unroll
-      for (int w = 0; w < kWords; ++w) decode32_to_row<T>(cd.cw[w], t, stage + C::kXBytes + tid * 128, tid, 4 * w);
+      for (int w = 0; w < 2; ++w) decode32_to_row<T>(cw[w], t, stage + C::kXBytes + tid * 128, tid, 4 * w);
 #endif
       fence_proxy_async();  // the decoded W, written by the generic proxy, read by the tensor cores
       mbar_arrive(&full[s]);
-      // Only now: the fence and the arrival (a release) wait for every load of this thread still in
-      // flight, so a fetch issued before them would be waited for at once (Nsight: the producer
-      // stalled there on its own prefetch).
-      if (i + 2 < chunks) load_codes(i + 2, cd);
-    };
-    Codes ca, cb;
-    load_codes(0, ca);
-    if (chunks > 1) load_codes(1, cb);
-    for (int i = 0; i < chunks; i += 2) {
-      step(i, ca);
-      if (i + 1 < chunks) step(i + 1, cb);
     }
+    cp_async_wait<0>();
   } else {
     const int h = wg - 1;  // this warpgroup's 64 W rows of the tile
     float acc[BM / 2];
