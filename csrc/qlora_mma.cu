@@ -1012,6 +1012,10 @@ MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int variant, 
       return plan.ss ? resident_clusters<qlora_wgmma_kernel<__nv_bfloat16, 128, true, true>>(SS::kThreads, SS::kSmem, s)
                      : resident_clusters<qlora_wgmma_kernel<__nv_bfloat16, 128, true, false>>(RS::kThreads, RS::kSmem, s);
     });
+  // Auto on sm_90: the warp-specialized kernel wherever the tiles run without a K split (0.78-0.82×
+  // the SS kernel's time at M >= 1024 on the H200, bench/results/h200/cuda_ws/); the split tiles
+  // (clusters) stay on the SS kernel.
+  if (variant == 0 && major == 9 && plan.k_splits == 1) plan.ws = true;
   const Sections sec = sections(plan, M, r);
   plan.workspace_bytes = sec.counters + 4 * sec.n_counters;
   return plan;
