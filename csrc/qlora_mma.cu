@@ -1,5 +1,5 @@
 // nf4lora::qlora_linear forward for M > 16 rows of x on tensor cores: the prefill / training
-// regime. Two main kernels, one per GPU generation, and the u kernel they share:
+// regime. Main kernels per GPU generation, and the u kernel they share:
 //
 //   y (M, N) = x·Wᵀ + s·u·Bᵀ + bias,  u (M, r) = x̃·Aᵀ (float32, also returned for dB)
 //
@@ -15,14 +15,18 @@
 //                       too (SS, the default) or into the register operand (RS); with few output
 //                       tiles, K is split across the blocks of a thread-block cluster and rank 0
 //                       sums the fp32 partial tiles in slice order through distributed shared
-//                       memory (no workspace). Its section below has the details.
+//                       memory (no workspace); the split tiles run the SS form. Its section below
+//                       has the details.
+//   qlora_wgmma_ws_kernel  sm_90, the default wherever K is not split: the SS tile warp-specialized
+//                       (a producer warpgroup copies x by TMA and decodes W; two consumer
+//                       warpgroups only run the wgmma), 0.78-0.82× the SS kernel's time.
 //   qlora_mma_kernel    other GPUs (sm_80+): mma.sync m16n8k16. A block owns a BN × BM tile of yᵀ
 //                       (BN rows of W × BM rows of x) over all of K. Per 64-wide k chunk, x and
 //                       the packed codes of W arrive in shared memory through a STAGES-deep
 //                       cp.async pipeline; each warp decodes its rows of W from shared memory
 //                       straight into mma A-operand registers (the decode of nf4_mma.cuh) and
 //                       multiplies them with x fragments read from shared memory as the B operand.
-// In both a decoded W exists only in registers. Epilogue (store_tile, shared): the LoRA term as
+// A decoded W exists only in registers or shared-memory tiles, never in global memory. Epilogue (store_tile, shared): the LoRA term as
 // extra mma steps (B rows as A operand, s·u split into a T part and a T residual so the term keeps
 // ~16 mantissa bits; with float16, |s·u| must stay below 65504, as in any float16 LoRA), + bias,
 // staged through shared memory for 16-byte stores of y.
@@ -366,8 +370,8 @@ __global__ void __launch_bounds__(C::kThreads, 1) qlora_mma_kernel(MmaParams p) 
 // to T first), so the accumulators need no per-chunk rescaling. Decode of chunk k + 1 runs while
 // the tensor cores work on chunk k (double-buffered A registers; the MMAs of chunk k stay in flight
 // until those of k + 1 are issued: wgmma.wait_group 1).
-// kSS (variant 3, wgmma_ss; the default on sm_90: 4-12% faster at M >= 1024 on the H200, equal at
-// M = 128, bench/NOTES.md sixth session): W decoded by all threads into shared memory instead
+// kSS (variant 3, wgmma_ss; the default on sm_90 where K is split, elsewhere wgmma_ws below; 4-12%
+// faster than RS at M >= 1024 on the H200, equal at M = 128, bench/NOTES.md sixth session): W decoded by all threads into shared memory instead
 // (K-major, swizzled like the x tile) and read by the tensor cores through a descriptor too (SS
 // wgmma), three W buffers, codes and scales fetched global -> registers a chunk ahead — the dx
 // kernel's structure (qlora_dx.cu). No register A fragments: no byte-permute gather into the
