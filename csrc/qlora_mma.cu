@@ -27,9 +27,9 @@
 //                       straight into mma A-operand registers (the decode of nf4_mma.cuh) and
 //                       multiplies them with x fragments read from shared memory as the B operand.
 // A decoded W exists only in registers or shared-memory tiles, never in global memory. Epilogue
-// (store_tile, shared): the LoRA term as extra mma steps (B rows as A operand, s·u split into a T part and a T residual so the term keeps
-// ~16 mantissa bits; with float16, |s·u| must stay below 65504, as in any float16 LoRA), + bias,
-// staged through shared memory for 16-byte stores of y.
+// (store_tile, shared): the LoRA term as extra mma steps (B rows as A operand, s·u split into a T
+// part and a T residual so the term keeps ~16 mantissa bits; with float16, |s·u| must stay below
+// 65504, as in any float16 LoRA), + bias, staged through shared memory for 16-byte stores of y.
 //
 // mma.sync k order: inside each 64-wide chunk a thread owns 16 consecutive k of its rows (8 bytes of
 // codes, 32 bytes of x); mma step s uses its 4-k quad s ^ (c & 1) (c = lane % 4) for both operands
