@@ -371,7 +371,8 @@ __global__ void __launch_bounds__(C::kThreads, 1) qlora_mma_kernel(MmaParams p) 
 // the tensor cores work on chunk k (double-buffered A registers; the MMAs of chunk k stay in flight
 // until those of k + 1 are issued: wgmma.wait_group 1).
 // kSS (variant 3, wgmma_ss; the default on sm_90 where K is split, elsewhere wgmma_ws below; 4-12%
-// faster than RS at M >= 1024 on the H200, equal at M = 128, bench/NOTES.md sixth session): W decoded by all threads into shared memory instead
+// faster than RS at M >= 1024 on the H200, equal at M = 128, bench/NOTES.md sixth session): W
+// decoded by all threads into shared memory instead
 // (K-major, swizzled like the x tile) and read by the tensor cores through a descriptor too (SS
 // wgmma), three W buffers, codes and scales fetched global -> registers a chunk ahead — the dx
 // kernel's structure (qlora_dx.cu). No register A fragments: no byte-permute gather into the
@@ -602,8 +603,8 @@ __global__ void __launch_bounds__(256, 1) qlora_wgmma_kernel(MmaParams p) {
 // - consumers (warpgroups 1, 2): warpgroup 1 + h owns W rows 64·h .. + 63 against
 //   all BM x rows: wait full[s], four wgmma, then release the previous chunk's stage (empty[s])
 //   once its MMAs are done; the epilogue (store_tile) runs on the consumers alone.
-// kWsStages stages of (x tile, W tile); no split-K (plan_qlora_mma picks this kernel only where the
-// tiles fill the GPU).
+// kWsStages stages of (x tile, W tile); no split-K (the auto plan picks this kernel wherever it
+// plans no K split; the split tiles run the SS kernel).
 #ifndef NF4LORA_WS_STAGES
 #define NF4LORA_WS_STAGES 4
 #endif
@@ -870,9 +871,11 @@ template <typename T> std::string x_tensor_map(CUtensorMap* map, const void* x, 
   const cuuint64_t dims[2] = {static_cast<cuuint64_t>(K), static_cast<cuuint64_t>(M)};
   const cuuint64_t strides[1] = {static_cast<cuuint64_t>(K) * sizeof(T)};
   const cuuint32_t box[2] = {kChunkK, static_cast<cuuint32_t>(box_rows)}, steps[2] = {1, 1};
-  const CUresult r = encode(map, std::is_same<T, __half>::value ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
-                            2, const_cast<void*>(x), dims, strides, box, steps, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  const CUtensorMapDataType type =
+      std::is_same<T, __half>::value ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  const CUresult r = encode(map, type, 2, const_cast<void*>(x), dims, strides, box, steps,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   return r == CUDA_SUCCESS ? "" : "cuTensorMapEncodeTiled (x tensor map) failed with CUresult " + std::to_string(r);
 }
 
@@ -889,7 +892,8 @@ template <typename T, int BM> std::string launch_wgmma_ws_bm(const MmaParams& p,
   return err == cudaSuccess ? "" : std::string("qlora_wgmma_ws_kernel: ") + cudaGetErrorString(err);
 }
 template <typename T> std::string launch_wgmma_ws(const MmaParams& p, int64_t blocks, cudaStream_t stream) {
-  return p.block_m == 256 ? launch_wgmma_ws_bm<T, 256>(p, blocks, stream) : launch_wgmma_ws_bm<T, 128>(p, blocks, stream);
+  return p.block_m == 256 ? launch_wgmma_ws_bm<T, 256>(p, blocks, stream)
+                          : launch_wgmma_ws_bm<T, 128>(p, blocks, stream);
 }
 
 // K slices per tile only with 128 x rows per block (plan_qlora_mma never splits 256-row tiles).

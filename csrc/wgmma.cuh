@@ -356,7 +356,7 @@ inline int wgmma_rows_per_block(int64_t M, int64_t col_tiles, int sm_count) {
   return 3 * waves(256) <= 2 * waves(128) ? 256 : 128;
 }
 
-// --- warp specialization: mbarriers, TMA, register reallocation (sm_90a) -----------------------
+// --- warp specialization: mbarriers, TMA, named barriers (sm_90a) ------------------------------
 // A producer warpgroup fills stage s (a TMA copy of the streamed tile plus the decoded W) and
 // arrives on full[s]; the consumer warpgroups wait on full[s], run their MMAs and, once those are
 // done, arrive on empty[s], which the producer waits on before refilling the stage.
@@ -402,7 +402,7 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
 #endif
 }
 // TMA: the box at (c0 = innermost coordinate, c1) of the tensor map into dst (shared, aligned as
-// the map's swizzle needs), completing `bytes` on bar.
+// the map's swizzle needs); its bytes complete the transaction count bar expects.
 __device__ __forceinline__ void tma_load_2d(void* dst, const void* tensor_map, uint64_t* bar, int c0, int c1) {
 #if NF4LORA_HAS_WGMMA
   asm volatile(
