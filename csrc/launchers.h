@@ -44,6 +44,7 @@ struct MmaPlan {
   int splits = 1, k_splits = 1, block_m = 0, tiles_m = 0, tiles_n = 0;
   bool wgmma = false, ss = false;  // ss: the wgmma kernel with W decoded into shared memory
   bool ws = false;                 // ss warp-specialized (a producer warpgroup: TMA + decode)
+  bool ws_pair = false;            // ... with the decode shared by clusters of two blocks
   int64_t workspace_bytes = 0;
   std::string error;
 };

@@ -612,24 +612,33 @@ constexpr int kWsStages = NF4LORA_WS_STAGES;
 // One producer warpgroup: with a second, ptxas would compile every thread under the launch bound's
 // 128 registers (setmaxnreg.inc does not raise its cap), too few for the consumers' 128
 // accumulators. With one, all threads fit in 168 and no register reallocation is needed.
-template <int BM_> struct WsTile {
+// kPair (variant 5, wgmma_ws_pair): the blocks of x row tiles 2t and 2t + 1 with the same W rows form
+// a cluster of two and share the decode: each producer decodes 64 of the tile's 128 W rows (thread
+// t: row 64·rank + t / 2, k half t % 2) into its own stage and copies them (bulk copy, async proxy)
+// into the partner's, which expects those bytes on its full barrier; a stage is refilled only when
+// the consumers of both blocks have released it (each consumer warp arrives on both empty barriers).
+template <int BM_, bool kPair_> struct WsTile {
+  static constexpr bool kPair = kPair_;
   static constexpr int kProducers = 128, kThreads = kProducers + 256;
+  static constexpr int kWords = kPair ? 1 : 2;  // 16-byte code words a producer decodes per chunk
   static constexpr int BN = 128, BM = BM_, STAGES = kWsStages;
   static constexpr int kXBytes = BM * 128, kWBytes = BN * 128, kStageBytes = kXBytes + kWBytes;
-  // + the producer's code ring: per stage and thread 32 code bytes, raw scale word, nested scale.
-  static constexpr int kRingSlot = kProducers * (32 + 4 + 4);
+  static constexpr int kShareBytes = kPair ? kWBytes / 2 : 0;  // W bytes the partner copies in
+  // + the producer's code ring: per stage and thread the code words, raw scale word, nested scale.
+  static constexpr int kRingSlot = kProducers * (16 * kWords + 4 + 4);
   static constexpr int kPipeBytes = STAGES * (kStageBytes + kRingSlot);
   static constexpr int kOutBytes = BM * (BN + 8) * 2;
   static constexpr int kTableBytes = (256 + 16) * 4, kBarBytes = 2 * STAGES * 8;
   static constexpr int kBody = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + kTableBytes + kBarBytes;
   static constexpr int kSmem = kBody + 1024;  // + alignment of the stages to 1024 bytes
+  static constexpr int kEmptyArrivals = (kPair ? 2 : 1) * 8;  // consumer warps of the block(s)
 };
 
-template <typename T, int BM>
-__global__ void __launch_bounds__(WsTile<BM>::kThreads, 1)
+template <typename T, int BM, bool kPair>
+__global__ void __launch_bounds__(WsTile<BM, kPair>::kThreads, 1)
     qlora_wgmma_ws_kernel(const MmaParams p, const __grid_constant__ CUtensorMap xmap) {
 #if NF4LORA_HAS_WGMMA
-  using C = WsTile<BM>;
+  using C = WsTile<BM, kPair>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   const uint32_t raw_addr = smem_addr(smem_raw);
   unsigned char* smem = smem_raw + ((1024u - (raw_addr & 1023u)) & 1023u);
@@ -639,10 +648,11 @@ __global__ void __launch_bounds__(WsTile<BM>::kThreads, 1)
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + C::kBody - C::kBarBytes);
   uint64_t* empty = full + C::STAGES;
 
-  const int tid = threadIdx.x, wg = tid / 128;
+  const int tid = threadIdx.x, wg = tid / 128, lane = tid % 32;
+  const uint32_t rank = kPair ? cluster_rank_and_blocks().x : 0, partner = rank ^ 1;
   int bm, bn;
-  tile_of_block(p, static_cast<int>(blockIdx.x), bm, bn);
-  const int m0 = bm * C::BM, n0 = bn * C::BN;
+  tile_of_block(p, static_cast<int>(blockIdx.x) / (kPair ? 2 : 1), bm, bn);
+  const int m0 = (kPair ? 2 * bm + static_cast<int>(rank) : bm) * C::BM, n0 = bn * C::BN;
   const int chunks = p.K / kChunkK;
   if (tid < 16) codes[tid] = p.w.quant_map[tid];
   if (p.w.nested_absmax != nullptr)
@@ -650,21 +660,25 @@ __global__ void __launch_bounds__(WsTile<BM>::kThreads, 1)
   if (tid == 0) {
     for (int s = 0; s < C::STAGES; ++s) {
       mbar_init(&full[s], C::kProducers + 1);
-      mbar_init(&empty[s], 256);
+      mbar_init(&empty[s], C::kEmptyArrivals);
     }
     mbar_init_fence();
   }
   __syncthreads();
+  if constexpr (kPair) cluster_sync();  // the partner's barriers are initialized before any remote use
 
   if (wg == 0) {
-    // Thread tid decodes W row tid of the tile (64 k: one absmax, one scaled table). Its 32 code
-    // bytes and raw scale come through a ring in shared memory, copied with cp.async STAGES - 1
-    // chunks ahead (each thread reads back only its own copies: no barrier). Not into registers:
-    // a plain load still in flight holds up the stage's fence and arrival (both wait for the
-    // thread's loads), which Nsight showed as the producer's main stall.
-    const int64_t row_elem = static_cast<int64_t>(min(n0 + tid, p.N - 1)) * p.K;
-    unsigned char* ring = smem + C::STAGES * C::kStageBytes;  // [STAGES][2][128][16], q, a2 [STAGES][128]
-    uint32_t* ring_q = reinterpret_cast<uint32_t*>(ring + C::STAGES * 2 * 128 * 16);
+    // Thread tid decodes W row dr of the tile, 16-byte code words dp .. dp + kWords - 1 of the row's
+    // chunk (k 32·dp ...; one absmax block, one scaled table). Codes and raw scale come through a
+    // ring in shared memory, copied with cp.async STAGES - 1 chunks ahead (each thread reads back
+    // only its own copies: no barrier). Not into registers: a plain load still in flight holds up
+    // the stage's fence and arrival (both wait for the thread's loads), which Nsight showed as the
+    // producer's main stall.
+    const int dr = kPair ? 64 * static_cast<int>(rank) + tid / 2 : tid, dp = kPair ? tid % 2 : 0;
+    const int64_t row_elem = static_cast<int64_t>(min(n0 + dr, p.N - 1)) * p.K + 32 * dp;
+    // ring: [STAGES][kWords][128][16] code words, then q and a2 [STAGES][128]
+    unsigned char* ring = smem + C::STAGES * C::kStageBytes;
+    uint32_t* ring_q = reinterpret_cast<uint32_t*>(ring + C::STAGES * C::kWords * 128 * 16);
     float* ring_a2 = reinterpret_cast<float*>(ring_q + C::STAGES * 128);
     const bool nested = p.w.nested_absmax != nullptr;
     auto fetch = [&](int i) {
@@ -672,8 +686,9 @@ __global__ void __launch_bounds__(WsTile<BM>::kThreads, 1)
         const int slot = i % C::STAGES;
         const int64_t e = row_elem + static_cast<int64_t>(i) * kChunkK, b = e >> p.w.blocksize_log2;
         const unsigned char* src = p.w.packed + e / 2;
-        cp_async16(ring + (slot * 2 * 128 + tid) * 16, src, true);
-        cp_async16(ring + ((slot * 2 + 1) * 128 + tid) * 16, src + 16, true);
+#pragma unroll
+        for (int w = 0; w < C::kWords; ++w)
+          cp_async16(ring + ((slot * C::kWords + w) * 128 + tid) * 16, src + 16 * w, true);
         if (nested) {  // the code byte's aligned word, and its second-level scale
           cp_async4(ring_q + slot * 128 + tid, static_cast<const uint8_t*>(p.w.absmax) + (b & ~int64_t{3}));
           cp_async4(ring_a2 + slot * 128 + tid, p.w.nested_absmax + (b >> kNestedBlockLog2));
@@ -687,30 +702,31 @@ __global__ void __launch_bounds__(WsTile<BM>::kThreads, 1)
     for (int i = 0; i < chunks; ++i) {
       const int s = i % C::STAGES;
       unsigned char* stage = smem + s * C::kStageBytes;
-      if (i >= C::STAGES) mbar_wait(&empty[s], (i / C::STAGES - 1) & 1);
+      if (i >= C::STAGES) mbar_wait<kPair>(&empty[s], (i / C::STAGES - 1) & 1);
       if (tid == 0) {
 #if NF4LORA_MMA_DIAG == 4
         if (i >= C::STAGES) {  // diagnostic: x copied for the first stages only (no L2 traffic after)
-          mbar_arrive(&full[s]);
+          mbar_arrive_expect_tx(&full[s], C::kShareBytes);
         } else
 #endif
         {
-          mbar_arrive_expect_tx(&full[s], C::kXBytes);
+          mbar_arrive_expect_tx(&full[s], C::kXBytes + C::kShareBytes);
           tma_load_2d(stage, &xmap, &full[s], i * kChunkK, m0);
         }
       }
       fetch(i + C::STAGES - 1);  // into the ring slot chunk i - 1 used
       cp_async_wait<C::STAGES - 1>();  // chunk i's copies (this thread's) landed
-      const int slot = s;
-      const uint4 cw[2] = {*reinterpret_cast<const uint4*>(ring + (slot * 2 * 128 + tid) * 16),
-                           *reinterpret_cast<const uint4*>(ring + ((slot * 2 + 1) * 128 + tid) * 16)};
+      uint4 cw[C::kWords];
+#pragma unroll
+      for (int w = 0; w < C::kWords; ++w)
+        cw[w] = *reinterpret_cast<const uint4*>(ring + ((s * C::kWords + w) * 128 + tid) * 16);
       RawScales<1> raw;
-      raw.q[0] = ring_q[slot * 128 + tid];
+      raw.q[0] = ring_q[s * 128 + tid];
       raw.a2[0] = 0.f;
       if (nested) {
         const int64_t b = (row_elem + static_cast<int64_t>(i) * kChunkK) >> p.w.blocksize_log2;
         raw.q[0] = (raw.q[0] >> (8 * (b & 3))) & 0xFFu;
-        raw.a2[0] = ring_a2[slot * 128 + tid];
+        raw.a2[0] = ring_a2[s * 128 + tid];
       }
 #if NF4LORA_MMA_DIAG != 1
 #if NF4LORA_MMA_DIAG == 3
@@ -719,9 +735,20 @@ __global__ void __launch_bounds__(WsTile<BM>::kThreads, 1)
       const Table t = scaled_table<T>(codes, scale_of(p.w, code2, raw, 0));
 #endif
 #pragma unroll
-      for (int w = 0; w < 2; ++w) decode32_to_row<T>(cw[w], t, stage + C::kXBytes + tid * 128, tid, 4 * w);
+      for (int w = 0; w < C::kWords; ++w)
+        decode32_to_row<T>(cw[w], t, stage + C::kXBytes + dr * 128, dr, 4 * (dp + w));
 #endif
       fence_proxy_async();  // the decoded W, written by the generic proxy, read by the tensor cores
+      if constexpr (kPair) {
+        // This warp's 16 decoded rows (2 KB, contiguous) into the partner's stage, once every lane's
+        // writes are fenced; the bytes complete on the partner's full barrier.
+        __syncwarp();
+        if (lane == 0) {
+          unsigned char* rows = stage + C::kXBytes + (64 * rank + 16 * (tid / 32)) * 128;
+          bulk_copy_to_cluster(cluster_map(smem_addr(rows), partner), rows, 16 * 128,
+                               cluster_map(smem_addr(&full[s]), partner));
+        }
+      }
       mbar_arrive(&full[s]);
     }
     cp_async_wait<0>();
@@ -746,7 +773,12 @@ __global__ void __launch_bounds__(WsTile<BM>::kThreads, 1)
       wgmma_commit();
       wgmma_wait<1>();  // this warpgroup's MMAs of chunk i - 1 are done: release its stage
       pin(acc);
-      if (i > 0) mbar_arrive(&empty[(i - 1) % C::STAGES]);
+      __syncwarp();
+      if (i > 0 && lane == 0) {
+        const int sp = (i - 1) % C::STAGES;
+        mbar_arrive(&empty[sp]);
+        if constexpr (kPair) mbar_arrive_remote(cluster_map(smem_addr(&empty[sp]), partner));
+      }
     }
     wgmma_wait<0>();
     pin(acc);
@@ -754,6 +786,8 @@ __global__ void __launch_bounds__(WsTile<BM>::kThreads, 1)
     store_tile<T, 1, BM / 8, C::BN, C::BM, 256, C::kProducers>(p, reinterpret_cast<float(&)[1][BM / 8][4]>(acc), smem,
                                                                n0, m0, h * 64 + (tid / 32 % 4) * 16, 0);
   }
+  // Neither block may exit while its partner can still copy into it or arrive on its barriers.
+  if constexpr (kPair) cluster_sync();
 #else
   __trap();  // launched only on sm_90 (launch_qlora_mma checks the device)
 #endif
@@ -879,21 +913,32 @@ template <typename T> std::string x_tensor_map(CUtensorMap* map, const void* x, 
   return r == CUDA_SUCCESS ? "" : "cuTensorMapEncodeTiled (x tensor map) failed with CUresult " + std::to_string(r);
 }
 
-template <typename T, int BM> std::string launch_wgmma_ws_bm(const MmaParams& p, int64_t blocks, cudaStream_t stream) {
-  using C = WsTile<BM>;
+template <typename T, int BM, bool kPair>
+std::string launch_wgmma_ws_bm(const MmaParams& p, int64_t blocks, cudaStream_t stream) {
+  using C = WsTile<BM, kPair>;
   CUtensorMap xmap;
   const std::string map_err = x_tensor_map<T>(&xmap, p.x, p.M, p.K, BM);
   if (!map_err.empty()) return map_err;
-  auto kernel = qlora_wgmma_ws_kernel<T, BM>;
+  auto kernel = qlora_wgmma_ws_kernel<T, BM, kPair>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
   if (err != cudaSuccess) return std::string("qlora_wgmma_ws_kernel attributes: ") + cudaGetErrorString(err);
-  kernel<<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, stream>>>(p, xmap);
-  err = cudaGetLastError();
+  if (kPair) {  // pairs of x row tiles: tiles_m counts the pairs, two blocks (one cluster) each
+    MmaParams q = p;
+    q.tiles_m = (p.tiles_m + 1) / 2;
+    err = launch_in_clusters(kernel, static_cast<unsigned>(int64_t{2} * q.tiles_m * q.tiles_n), C::kThreads, C::kSmem,
+                             2, stream, q, xmap);
+  } else {
+    kernel<<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, stream>>>(p, xmap);
+    err = cudaGetLastError();
+  }
   return err == cudaSuccess ? "" : std::string("qlora_wgmma_ws_kernel: ") + cudaGetErrorString(err);
 }
-template <typename T> std::string launch_wgmma_ws(const MmaParams& p, int64_t blocks, cudaStream_t stream) {
-  return p.block_m == 256 ? launch_wgmma_ws_bm<T, 256>(p, blocks, stream)
-                          : launch_wgmma_ws_bm<T, 128>(p, blocks, stream);
+template <typename T> std::string launch_wgmma_ws(const MmaParams& p, int64_t blocks, bool pair, cudaStream_t stream) {
+  if (pair)
+    return p.block_m == 256 ? launch_wgmma_ws_bm<T, 256, true>(p, blocks, stream)
+                            : launch_wgmma_ws_bm<T, 128, true>(p, blocks, stream);
+  return p.block_m == 256 ? launch_wgmma_ws_bm<T, 256, false>(p, blocks, stream)
+                          : launch_wgmma_ws_bm<T, 128, false>(p, blocks, stream);
 }
 
 // K slices per tile only with 128 x rows per block (plan_qlora_mma never splits 256-row tiles).
@@ -935,7 +980,7 @@ std::string launch_typed(const MmaParams& p, const MmaPlan& plan, const void* x_
                                         plan.splits, stream);
   if (!u_err.empty()) return u_err;
   const int64_t blocks = static_cast<int64_t>(p.tiles_m) * p.tiles_n * p.k_splits;
-  if (plan.ws) return launch_wgmma_ws<T>(p, blocks, stream);
+  if (plan.ws) return launch_wgmma_ws<T>(p, blocks, plan.ws_pair, stream);
   if (plan.wgmma) return plan.ss ? launch_wgmma<T, true>(p, blocks, stream) : launch_wgmma<T, false>(p, blocks, stream);
   using C = LargeTile;
   err = cudaFuncSetAttribute(qlora_mma_kernel<T, C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
@@ -981,13 +1026,13 @@ MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int variant, 
   MmaPlan plan{};
   int major = 0, sm_count = 1;
   current_device(&major, &sm_count);
-  if (variant < 0 || variant > 4) {
-    plan.error = "variant must be 0 (auto), 1 (mma.sync), 2 (wgmma), 3 (wgmma, W through shared memory) or 4 (3 "
-                 "warp-specialized)";
+  if (variant < 0 || variant > 5) {
+    plan.error = "variant must be 0 (auto), 1 (mma.sync), 2 (wgmma), 3 (wgmma, W through shared memory), 4 (3 "
+                 "warp-specialized) or 5 (4 with the decode shared by pairs of blocks)";
     return plan;
   }
   if (variant >= 2 && major != 9) {
-    plan.error = "variants 2 to 4 (wgmma) need an sm_90 GPU";
+    plan.error = "variants 2 to 5 (wgmma) need an sm_90 GPU";
     return plan;
   }
   if (block_m != 0 && block_m != 128 && block_m != 256) {
@@ -1000,7 +1045,8 @@ MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int variant, 
   }
   plan.wgmma = variant >= 2 || (variant == 0 && major == 9);
   plan.ss = variant >= 3 || (variant == 0 && major == 9);
-  plan.ws = variant == 4;
+  plan.ws = variant >= 4;
+  plan.ws_pair = variant == 5;
   const int64_t chunks = K / kChunkK;
   // u kernel: K slices so that its grid fills the GPU (~4 blocks per SM).
   plan.splits = u_splits(M, K, r, sm_count);

@@ -237,12 +237,19 @@ __device__ __forceinline__ void cluster_sync() {
   asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
 #endif
 }
+// The shared::cluster address of shared-memory address addr (of this block) in cluster block rank.
+__device__ __forceinline__ uint32_t cluster_map(uint32_t addr, uint32_t rank) {
+  uint32_t remote = addr;
+#if NF4LORA_HAS_WGMMA
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(addr), "r"(rank));
+#endif
+  return remote;
+}
 // 16 bytes at shared-memory address addr (of this block) in the shared memory of cluster block rank.
 __device__ __forceinline__ float4 load_cluster_f4(uint32_t addr, uint32_t rank) {
   float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
 #if NF4LORA_HAS_WGMMA
-  uint32_t remote;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(addr), "r"(rank));
+  const uint32_t remote = cluster_map(addr, rank);
   asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];\n"
                : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
                : "r"(remote)
@@ -304,12 +311,12 @@ inline cudaLaunchConfig_t cluster_config(cudaLaunchAttribute (&attr)[1], unsigne
 
 // Host: kernel<<<blocks, threads, smem, stream>>>(params) in clusters of `cluster` consecutive
 // blocks (blocks a multiple of it; 1 = no clusters; at most 8, the portable size).
-template <typename Params>
-cudaError_t launch_in_clusters(void (*kernel)(Params), unsigned blocks, unsigned threads, int smem, int cluster,
-                               cudaStream_t stream, const Params& params) {
+template <typename... Params>
+cudaError_t launch_in_clusters(void (*kernel)(Params...), unsigned blocks, unsigned threads, int smem, int cluster,
+                               cudaStream_t stream, const Params&... params) {
   cudaLaunchAttribute attr[1];
   const cudaLaunchConfig_t cfg = cluster_config(attr, blocks, threads, smem, cluster, stream);
-  return cudaLaunchKernelEx(&cfg, kernel, params);
+  return cudaLaunchKernelEx(&cfg, kernel, params...);
 }
 
 // Host: how many clusters of `cluster` blocks of the kernel (threads, smem bytes of dynamic shared
@@ -388,17 +395,44 @@ __device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t by
                : "memory");
 #endif
 }
-// Waits until the phase of the given parity has completed (a fresh barrier counts phase "1" as done).
-__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+// Waits until the phase of the given parity has completed (a fresh barrier counts phase "1" as done);
+// kCluster: acquire at cluster scope (arrivals from other blocks of the cluster released there).
+template <bool kCluster = false> __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
 #if NF4LORA_HAS_WGMMA
   uint32_t done = 0;
   do {
-    asm volatile(
-        "{\n.reg .pred p;\nmbarrier.try_wait.parity.acquire.cta.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(smem_addr(bar)), "r"(parity)
-        : "memory");
+    if constexpr (kCluster) {
+      asm volatile(
+          "{\n.reg .pred p;\nmbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
+          "selp.u32 %0, 1, 0, p;\n}\n"
+          : "=r"(done)
+          : "r"(smem_addr(bar)), "r"(parity)
+          : "memory");
+    } else {
+      asm volatile(
+          "{\n.reg .pred p;\nmbarrier.try_wait.parity.acquire.cta.shared::cta.b64 p, [%1], %2;\n"
+          "selp.u32 %0, 1, 0, p;\n}\n"
+          : "=r"(done)
+          : "r"(smem_addr(bar)), "r"(parity)
+          : "memory");
+    }
   } while (!done);
+#endif
+}
+// One arrival (release at cluster scope) on the barrier at shared::cluster address bar (cluster_map).
+__device__ __forceinline__ void mbar_arrive_remote(uint32_t bar) {
+#if NF4LORA_HAS_WGMMA
+  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(bar) : "memory");
+#endif
+}
+// Bulk copy (async proxy) of `bytes` (a multiple of 16) from this block's shared memory at src to
+// the shared::cluster address dst of another block, completing on that block's barrier bar
+// (shared::cluster address). The writes of src must be fenced (fence_proxy_async) and synced first.
+__device__ __forceinline__ void bulk_copy_to_cluster(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
+#if NF4LORA_HAS_WGMMA
+  asm volatile("cp.async.bulk.shared::cluster.shared::cta.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
+               "r"(smem_addr(src)), "r"(bytes), "r"(bar)
+               : "memory");
 #endif
 }
 // TMA: the box at (c0 = innermost coordinate, c1) of the tensor map into dst (shared, aligned as

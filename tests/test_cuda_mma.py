@@ -1,6 +1,6 @@
 """CUDA tensor-core forward (csrc/qlora_mma.cu): y = x·Wᵀ + s·(x̃·Aᵀ)·Bᵀ + bias for M > 16, both
 kernels of the file (wgmma, the default on sm_90, its variants with W decoded into shared memory,
-plain and warp-specialized, and mma.sync, the default elsewhere).
+plain and warp-specialized (alone or in pairs of blocks sharing the decode), and mma.sync, the default elsewhere).
 
 GPU only (`gpu` marker): float64 reference on real and odd shapes (M, N, K not multiples of the
 128 × 128 tile, r not a multiple of 16 and above 64), bf16 and fp16, both absmax forms, bias,
@@ -53,7 +53,7 @@ def test_mma_forward_matches_reference(monkeypatch, dtype, nested, case):
     # Every kernel of the file is as accurate: mma.sync (the default off sm_90) and wgmma with 128
     # and 256 x rows per block (the default picks one by shape).
     for variant, block_m in (("mma_sync", 0), ("wgmma", 128), ("wgmma", 256), ("wgmma_ss", 128), ("wgmma_ss", 256),
-                             ("wgmma_ws", 128), ("wgmma_ws", 256)):
+                             ("wgmma_ws", 128), ("wgmma_ws", 256), ("wgmma_ws_pair", 128), ("wgmma_ws_pair", 256)):
         poison_next_alloc(M * N, dtype)
         y3, u3 = _cuda_ext.qlora_forward_large(x, xl, q, A, B, 0.7, bias, variant=variant, block_m=block_m)
         assert torch.equal(u3, u)
@@ -64,7 +64,7 @@ def test_mma_forward_matches_reference(monkeypatch, dtype, nested, case):
 @pytest.mark.parametrize("nested", [False, True])
 @pytest.mark.parametrize("variant,block_m",
                          [("wgmma", 128), ("wgmma", 256), ("wgmma_ss", 128), ("wgmma_ss", 256), ("wgmma_ws", 128),
-                          ("wgmma_ws", 256), ("mma_sync", 0)])
+                          ("wgmma_ws", 256), ("wgmma_ws_pair", 128), ("wgmma_ws_pair", 256), ("mma_sync", 0)])
 def test_mma_decode_is_exact_through_identity(dtype, nested, variant, block_m):
     # y = I·Wᵀ gives W's values exactly. wgmma: the absmax is folded into the decode table, so each
     # value is code·absmax in fp32 rounded once to dtype, bit for bit dequantize_nf4(q).to(dtype).
@@ -89,7 +89,7 @@ def test_mma_decode_is_exact_through_identity(dtype, nested, variant, block_m):
         assert torch.equal(y, w[:, cols].t())
 
 
-@pytest.mark.parametrize("variant", ["wgmma", "wgmma_ss", "wgmma_ws", "mma_sync"])
+@pytest.mark.parametrize("variant", ["wgmma", "wgmma_ss", "wgmma_ws", "wgmma_ws_pair", "mma_sync"])
 def test_mma_forward_uses_the_weights_code_table(variant):
     q = quantize_nf4(torch.randn(256, 512, device=DEV), 64)
     q.quant_map = q.quant_map.flip(0).contiguous()
@@ -124,9 +124,10 @@ def test_mma_plan_splits_k_only_when_tiles_are_few():
     if sms == 132:
         assert _C.plan_qlora_mma(1024, 4096, 14336, 16)[1:3] == (1, 256)
     assert _C.plan_qlora_mma(128, 4096, 14336, 16, 1, 0)[1] == 1  # mma.sync never splits K
-    assert _C.plan_qlora_mma(128, 4096, 14336, 16, 4, 0)[1] == 1  # nor does the warp-specialized kernel
+    assert _C.plan_qlora_mma(128, 4096, 14336, 16, 4, 0)[1] == 1  # nor do the warp-specialized kernels
+    assert _C.plan_qlora_mma(128, 4096, 14336, 16, 5, 0)[1] == 1
     with pytest.raises(RuntimeError, match="variant must be 0"):
-        _C.plan_qlora_mma(128, 4096, 4096, 16, 5, 0)
+        _C.plan_qlora_mma(128, 4096, 4096, 16, 6, 0)
     with pytest.raises(RuntimeError, match="block_m must be 0"):
         _C.plan_qlora_mma(128, 4096, 4096, 16, 0, 64)
 
@@ -146,7 +147,8 @@ def test_mma_forward_is_memcheck_clean(tmp_path):
                     B = torch.randn(N, r, device="cuda", dtype=dtype)
                     bias = torch.randn(N, device="cuda", dtype=dtype)
                     for variant, block_m in (("wgmma", 128), ("wgmma", 256), ("wgmma_ss", 128), ("wgmma_ss", 256),
-                                             ("wgmma_ws", 128), ("wgmma_ws", 256), ("mma_sync", 0)):
+                                             ("wgmma_ws", 128), ("wgmma_ws", 256), ("wgmma_ws_pair", 128),
+                                             ("wgmma_ws_pair", 256), ("mma_sync", 0)):
                         _cuda_ext.qlora_forward_large(x, x, q, A, B, 0.5, bias, variant=variant, block_m=block_m)
         torch.cuda.synchronize()
         print("done")

@@ -184,10 +184,11 @@ def qlora_forward_small(x, x_lora, q: NF4Weight, A, B, scale: float, bias, tiles
 # csrc/qlora_mma.cu kernel choice: 0 = on sm_90 (H100/H200) wgmma_ws, or wgmma_ss where K is split
 # across a cluster (few tiles), mma.sync elsewhere; 1 = mma.sync; 2 = wgmma with W in the register
 # operand, 3 = wgmma_ss with W in shared memory, 4 = wgmma_ws, 3 warp-specialized: a producer
-# warpgroup (TMA copies of x, the decode), no K split (sm_90 only).
+# warpgroup (TMA copies of x, the decode), no K split; 5 = wgmma_ws_pair, 4 with each decode shared
+# by a cluster of two blocks (sm_90 only).
 # Tests and bench/mma_diag compare them. block_m (wgmma): x rows per block, 128 or 256; 0 lets the
 # launcher choose from the shape.
-MMA_VARIANTS = {"auto": 0, "mma_sync": 1, "wgmma": 2, "wgmma_ss": 3, "wgmma_ws": 4}
+MMA_VARIANTS = {"auto": 0, "mma_sync": 1, "wgmma": 2, "wgmma_ss": 3, "wgmma_ws": 4, "wgmma_ws_pair": 5}
 
 
 def qlora_forward_large(x, x_lora, q: NF4Weight, A, B, scale: float, bias, variant: str = "auto",
