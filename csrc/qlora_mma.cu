@@ -681,6 +681,11 @@ __global__ void __launch_bounds__(WsTile<BM, kPair>::kThreads, 1)
     uint32_t* ring_q = reinterpret_cast<uint32_t*>(ring + C::STAGES * C::kWords * 128 * 16);
     float* ring_a2 = reinterpret_cast<float*>(ring_q + C::STAGES * 128);
     const bool nested = p.w.nested_absmax != nullptr;
+    // Nested: the code byte comes as its aligned 4-byte word, except in the last rows of W, whose
+    // last word may run past the last code byte (N·K / blocksize not a multiple of 4): there the
+    // byte alone (a plain load), in its place in the word.
+    const int64_t last_block = ((static_cast<int64_t>(min(n0 + dr, p.N - 1)) + 1) * p.K - 1) >> p.w.blocksize_log2;
+    const bool q_tail = nested && (last_block | 3) >= (p.w.n >> p.w.blocksize_log2);
     auto fetch = [&](int i) {
       if (i < chunks) {
         const int slot = i % C::STAGES;
@@ -690,7 +695,12 @@ __global__ void __launch_bounds__(WsTile<BM, kPair>::kThreads, 1)
         for (int w = 0; w < C::kWords; ++w)
           cp_async16(ring + ((slot * C::kWords + w) * 128 + tid) * 16, src + 16 * w, true);
         if (nested) {  // the code byte's aligned word, and its second-level scale
-          cp_async4(ring_q + slot * 128 + tid, static_cast<const uint8_t*>(p.w.absmax) + (b & ~int64_t{3}));
+          const uint8_t* q8 = static_cast<const uint8_t*>(p.w.absmax);
+          if (!q_tail) {
+            cp_async4(ring_q + slot * 128 + tid, q8 + (b & ~int64_t{3}));
+          } else {
+            ring_q[slot * 128 + tid] = static_cast<uint32_t>(__ldg(q8 + b)) << (8 * (b & 3));
+          }
           cp_async4(ring_a2 + slot * 128 + tid, p.w.nested_absmax + (b >> kNestedBlockLog2));
         } else {
           cp_async4(ring_q + slot * 128 + tid, static_cast<const uint32_t*>(p.w.absmax) + b);
