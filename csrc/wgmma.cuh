@@ -399,24 +399,21 @@ __device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t by
 // kCluster: acquire at cluster scope (arrivals from other blocks of the cluster released there).
 template <bool kCluster = false> __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
 #if NF4LORA_HAS_WGMMA
+#define NF4LORA_TRY_WAIT(SCOPE)                                                                       \
+  asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.acquire." SCOPE ".shared::cta.b64 p, [%1], %2;\n" \
+               "selp.u32 %0, 1, 0, p;\n}\n"                                                              \
+               : "=r"(done)                                                                             \
+               : "r"(smem_addr(bar)), "r"(parity)                                                       \
+               : "memory")
   uint32_t done = 0;
   do {
     if constexpr (kCluster) {
-      asm volatile(
-          "{\n.reg .pred p;\nmbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
-          "selp.u32 %0, 1, 0, p;\n}\n"
-          : "=r"(done)
-          : "r"(smem_addr(bar)), "r"(parity)
-          : "memory");
+      NF4LORA_TRY_WAIT("cluster");
     } else {
-      asm volatile(
-          "{\n.reg .pred p;\nmbarrier.try_wait.parity.acquire.cta.shared::cta.b64 p, [%1], %2;\n"
-          "selp.u32 %0, 1, 0, p;\n}\n"
-          : "=r"(done)
-          : "r"(smem_addr(bar)), "r"(parity)
-          : "memory");
+      NF4LORA_TRY_WAIT("cta");
     }
   } while (!done);
+#undef NF4LORA_TRY_WAIT
 #endif
 }
 // One arrival (release at cluster scope) on the barrier at shared::cluster address bar (cluster_map).
