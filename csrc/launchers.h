@@ -14,7 +14,7 @@ std::string launch_dequantize_nf4(uintptr_t out, int out_dtype, uintptr_t packed
                                   int blocksize, uintptr_t stream);
 
 // Small-M forward (qlora_gemv.cu): how many K splits a launch uses and the workspace it needs.
-// tiles (1 or 2): 16-row tiles of W per warp, 128 or 256 rows per block.
+// tiles (1 or 2): 16-row tiles of W per block (16 or 32 rows; its 8 warps split K).
 struct GemvPlan {
   int splits;
   int tiles;

@@ -140,7 +140,37 @@ __device__ __forceinline__ void cp_async4(void* smem, const void* gmem) {
   const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(s), "l"(gmem));
 }
+// 8-byte global -> shared copy, asynchronous (cp.async.ca); both addresses 8-byte aligned.
+__device__ __forceinline__ void cp_async8(void* smem, const void* gmem) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" ::"r"(s), "l"(gmem));
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+
+// Raw scale data through shared memory (the cp.async pipelines): the word holding absmax block b
+// copied asynchronously to dst — the float32 bits (plain), or for a nested absmax the aligned
+// 4-byte word holding code byte b. q_tail (nested_q_tail): that word could run past the last code
+// byte, so the byte alone is loaded (a plain load) and stored in its place in the word.
+// raw_q_of(word) gives back RawScales' q: the bits, or the code byte.
+__device__ __forceinline__ bool nested_q_tail(const NF4State& w, int64_t row, int64_t K) {
+  const int64_t last_block = ((row + 1) * K - 1) >> w.blocksize_log2;
+  return w.nested_absmax != nullptr && (last_block | 3) >= (w.n >> w.blocksize_log2);
+}
+__device__ __forceinline__ void fetch_q_async(uint32_t* dst, const NF4State& w, int64_t b, bool q_tail) {
+  if (w.nested_absmax == nullptr) {
+    cp_async4(dst, static_cast<const uint32_t*>(w.absmax) + b);
+  } else {
+    const uint8_t* q8 = static_cast<const uint8_t*>(w.absmax);
+    if (!q_tail) {
+      cp_async4(dst, q8 + (b & ~int64_t{3}));
+    } else {
+      *dst = static_cast<uint32_t>(__ldg(q8 + b)) << (8 * (b & 3));
+    }
+  }
+}
+__device__ __forceinline__ uint32_t raw_q_of(const NF4State& w, uint32_t word, int64_t b) {
+  return w.nested_absmax == nullptr ? word : (word >> (8 * (b & 3))) & 0xFFu;
+}
 
 // Rows row0 .. row0 + ROWS of a row-major matrix src (leading dimension ld elements), 64 columns
 // from col0, into dst as 128-byte rows with 16-byte pieces XOR-swizzled by row % 8 (the 128-byte

@@ -4,10 +4,16 @@
 //
 // Two kernels, launched back to back by one host call:
 //   lora_u_kernel      u = x̃·Aᵀ: one block per (LoRA rank j, pair of rows), 16-byte loads, fp32 sums.
-//   qlora_gemv_kernel  W streamed once as packed NF4 codes; a block owns 128 or 256 rows of W (8 warps
-//                      × 1 or 2 tiles of 16 rows) and one K slice (split-K over gridDim.y when the
-//                      column blocks alone cannot fill the GPU). The LoRA term and the bias are
-//                      added in the epilogue by the block that finishes a column block last.
+//   qlora_gemv_kernel  W streamed once as packed NF4 codes; a block owns 16 or 32 rows of W (1 or 2
+//                      mma tiles) and all of K — or one K slice (gridDim.y) when the column blocks
+//                      alone leave SMs with fewer than two blocks; its 8 warps take the 64-wide chunks
+//                      in turn and their partial sums meet in shared memory. On sm_90 it is launched
+//                      as lora_u_kernel's programmatic dependent: it streams W while u is computed
+//                      and waits for u only in its epilogue, which adds the LoRA term and the bias
+//                      (done by the block that finishes a column block last when K is split).
+//
+// Memory pipeline: each warp has its own ring of cp.async stages in shared memory (codes, raw
+// scale words and the chunk's 64 k of x), 3-4 chunks in flight per warp, nothing in registers.
 //
 // Tensor cores at M ≤ 16: each warp runs mma.m16n8k16 with the decoded W tile as the A operand
 // (16 rows of W × 16 k) and x as the B operand (16 k × 8 rows of x): M = 1 wastes 7/8 of the
@@ -33,36 +39,60 @@ namespace {
 
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
-// A warp owns TILES (1 or 2) mma tiles of 16 rows of W; a block owns kWarps·TILES·16 rows.
-constexpr int kChunk = 64;                       // k per scale step
-constexpr int kMaxSlice = 1024;                  // k per block at most (x slice staged in smem)
-constexpr int kPad = 8;                          // elements of padding per staged x row (16 bytes)
-constexpr int kStages = 3;                       // chunks of W in flight per warp (register pipeline)
+// A block owns kTiles (1 or 2) mma tiles of 16 rows of W and one K slice (all of K unless split
+// over gridDim.y); its warps take the slice's 64-wide chunks in turn (warp w: chunks w, w + 8, ...),
+// so every warp holds partial sums of all the block's rows, summed in shared memory at the end.
+constexpr int kChunk = 64;  // k per scale step
+constexpr int kXStride = 144;  // bytes per x row of a ring stage (64 k + 16 bytes: no bank conflicts)
+
+// The per-warp cp.async ring: kRing stages of one chunk each, per stage (bytes)
+//   codes [kTiles][2][32 lanes] uint2 (lane (g, c): rows g and g + 8 of the tile, k 16c .. 16c + 15)
+//   q     [kTiles][16 rows] uint32 (float32 bits, or the nested code byte's aligned word)
+//   a2    [kTiles][16 rows] float32 (nested second-level scale)
+//   x     [M][kXStride / 2] of T (the chunk's 64 k of each row of x)
+template <int MT, int kTiles> struct GemvRing {
+  static constexpr int kRing = MT == 1 ? 4 : 3;  // chunks in flight per warp
+  static constexpr int kCodes = 0, kQ = kTiles * 2 * 32 * 8, kA2 = kQ + kTiles * 16 * 4, kX = kA2 + kTiles * 16 * 4;
+  __host__ __device__ static constexpr int stage_bytes(int M) { return kX + M * kXStride; }
+  __host__ __device__ static constexpr int warp_bytes(int M) { return kRing * stage_bytes(M); }
+  // The warps' partial sums [kWarps][MT·8 rows of x][kTiles·16 rows of W] float32 reuse the rings.
+  static constexpr int kReduceBytes = kWarps * MT * 8 * kTiles * 16 * 4;
+  __host__ __device__ static constexpr size_t smem_bytes(int M) {
+    const int rings = kWarps * warp_bytes(M);
+    return static_cast<size_t>(rings > kReduceBytes ? rings : kReduceBytes) + 256 * 4 + 8 * 4 + 16;
+  }
+};
 
 struct GemvParams {
   void* y;                 // (M, N) T
   const void* x;           // (M, K) T, contiguous, 16-byte aligned
   const void* B;           // (N, r) T, contiguous
   const void* bias;        // (N,) T or nullptr
-  const float* u;          // (M, r) float32
+  const float* u;          // (M, r) float32 (written by lora_u_kernel, launched just before)
   float* partial;          // (S, M, N) float32 (S > 1)
   unsigned int* arrived;   // (gridDim.x,) zeroed counters (S > 1)
   NF4State w;
   int M, N, K, r;
-  int slice_max;           // k of the longest slice (a multiple of kChunk)
   float scale;
 };
 
+// Waits for the grid launched before this one (lora_u_kernel: u) to complete and flush its
+// memory, when this grid was launched as its programmatic dependent (sm_90); a no-op otherwise.
+__device__ __forceinline__ void wait_for_prior_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 template <typename T, int MT, int kTiles>
 __global__ void __launch_bounds__(kThreads) qlora_gemv_kernel(GemvParams p) {
-  constexpr int kRows = MT * 8;  // rows of x handled (M <= kRows)
-  constexpr int kBlockN = kWarps * kTiles * 16;
+  using R = GemvRing<MT, kTiles>;
+  constexpr int kBlockN = kTiles * 16;
   extern __shared__ __align__(16) unsigned char smem[];
-  const int xs_stride = p.slice_max + kPad;
-  T* xs = reinterpret_cast<T*>(smem);                                          // [kRows][xs_stride]
-  float* tile = reinterpret_cast<float*>(smem + sizeof(T) * kRows * xs_stride);  // [kRows][kBlockN]
-  float* code2 = tile + kRows * kBlockN;                                       // [256]
-  uint32_t* table = reinterpret_cast<uint32_t*>(code2 + 256);                  // [8]
+  const int M = p.M, stage_bytes = R::stage_bytes(M);
+  const size_t body = R::smem_bytes(M) - (256 * 4 + 8 * 4 + 16);
+  float* code2 = reinterpret_cast<float*>(smem + body);      // [256]
+  uint32_t* table = reinterpret_cast<uint32_t*>(code2 + 256);  // [8]
   int* last = reinterpret_cast<int*>(table + 8);
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
@@ -70,32 +100,60 @@ __global__ void __launch_bounds__(kThreads) qlora_gemv_kernel(GemvParams p) {
   const int chunks = p.K / kChunk;
   const int c0 = static_cast<int>(static_cast<int64_t>(split) * chunks / S);
   const int c1 = static_cast<int>(static_cast<int64_t>(split + 1) * chunks / S);
-  const int k0 = c0 * kChunk, slice = (c1 - c0) * kChunk;
-
-  // Stage x[:, k0 : k0 + slice] (rows >= M as zeros), the code tables and the nested code.
-  for (int i = tid; i < kRows * (slice / 8); i += kThreads) {
-    const int m = i / (slice / 8), k = (i % (slice / 8)) * 8;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (m < p.M)
-      v = *reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + static_cast<int64_t>(m) * p.K + k0 + k);
-    *reinterpret_cast<uint4*>(xs + m * xs_stride + k) = v;
-  }
+  const int nw = c1 - c0 > warp ? (c1 - c0 - warp + kWarps - 1) / kWarps : 0;  // this warp's chunks
   stage_code_tables<T>(p.w, table, code2, tid, kThreads);
-  __syncthreads();
-  const Table t = load_table(table);
 
-  // This thread's rows of W: tile i, rows g and g + 8 (out-of-range rows read row N - 1).
-  const int row0 = blockIdx.x * kBlockN + warp * kTiles * 16;
+  // Rows of W this lane decodes: tile i, rows g and g + 8 (rows past N read row N - 1). It fetches
+  // the codes of both (8 bytes each) and one raw scale word: c = 0, 1 the q of row g + 8c, c = 2, 3
+  // the nested second-level scale of row g + 8(c - 2).
+  const int row0 = blockIdx.x * kBlockN;
+  const bool nested = p.w.nested_absmax != nullptr;
+  const int sh = c & 1;  // the half (row g + 8·sh) whose scale word this lane fetches
   const uint8_t* codes[kTiles][2];
-  int64_t blk[kTiles][2];  // absmax index of chunk c0 (element offset >> log2 blocksize)
+  int64_t srow_e[kTiles];  // element offset of the fetched-scale row's first element
+  int qshift[kTiles][2];   // (block index of the row's first element) & 3, for the nested byte
+  bool q_tail[kTiles];
 #pragma unroll
-  for (int i = 0; i < kTiles; ++i)
+  for (int i = 0; i < kTiles; ++i) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int n = min(row0 + i * 16 + g + 8 * h, p.N - 1);
-      codes[i][h] = p.w.packed + static_cast<int64_t>(n) * (p.K / 2) + k0 / 2 + 8 * c;
-      blk[i][h] = static_cast<int64_t>(n) * p.K + k0;
+      const int64_t n = min(row0 + i * 16 + g + 8 * h, p.N - 1);
+      codes[i][h] = p.w.packed + n * (p.K / 2) + static_cast<int64_t>(c0) * (kChunk / 2) + 8 * c;
+      qshift[i][h] = static_cast<int>((n * p.K >> p.w.blocksize_log2) & 3);
     }
+    const int64_t n = min(row0 + i * 16 + g + 8 * sh, p.N - 1);
+    srow_e[i] = n * p.K + static_cast<int64_t>(c0) * kChunk;
+    q_tail[i] = nested_q_tail(p.w, n, p.K);
+  }
+  unsigned char* ring = smem + static_cast<size_t>(warp) * R::warp_bytes(M);
+  const T* xg = static_cast<const T*>(p.x) + static_cast<int64_t>(c0) * kChunk;
+
+  // Chunk j of this warp (chunk c0 + warp + 8j of W) into stage j % kRing, one commit group per
+  // call (empty past the end: the group count stays uniform).
+  auto fetch = [&](int j) {
+    if (j < nw) {
+      unsigned char* st = ring + (j % R::kRing) * stage_bytes;
+      const int64_t kc = static_cast<int64_t>(warp + kWarps * j);  // chunk index within the slice
+#pragma unroll
+      for (int i = 0; i < kTiles; ++i) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          cp_async8(st + R::kCodes + ((i * 2 + h) * 32 + lane) * 8, codes[i][h] + kc * (kChunk / 2));
+        const int64_t b = (srow_e[i] + kc * kChunk) >> p.w.blocksize_log2;
+        if (c < 2) {
+          fetch_q_async(reinterpret_cast<uint32_t*>(st + R::kQ) + i * 16 + g + 8 * sh, p.w, b, q_tail[i]);
+        } else if (nested) {
+          cp_async4(reinterpret_cast<float*>(st + R::kA2) + i * 16 + g + 8 * sh,
+                    p.w.nested_absmax + (b >> kNestedBlockLog2));
+        }
+      }
+      for (int piece = lane; piece < 8 * M; piece += 32) {  // x: M rows × 8 pieces of 16 bytes
+        const int m = piece / 8, e = (piece % 8) * 8;
+        cp_async16(st + R::kX + m * kXStride + e * 2, xg + static_cast<int64_t>(m) * p.K + kc * kChunk + e, true);
+      }
+    }
+    cp_async_commit();
+  };
 
   float acc[kTiles][MT][4];
 #pragma unroll
@@ -105,57 +163,47 @@ __global__ void __launch_bounds__(kThreads) qlora_gemv_kernel(GemvParams p) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 
-  // A chunk's loads: the codes (8 bytes per row) and the raw scale data — the float32 absmax, or
-  // the nested uint8 index and its float32 block scale. Nothing here depends on a load, so
-  // kStages - 1 chunks are in flight while one is computed; the nested absmax is decoded at use.
-  struct Stage {
-    uint2 codes[kTiles][2];
-    uint32_t q[kTiles][2];  // float32 bits (plain) or the uint8 index (nested)
-    float a2[kTiles][2];    // nested block scale (unused when plain)
-  };
-  const bool nested = p.w.nested_absmax != nullptr;
-  auto load = [&](int ch, Stage& st) {
 #pragma unroll
-    for (int i = 0; i < kTiles; ++i)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        st.codes[i][h] = __ldg(reinterpret_cast<const uint2*>(codes[i][h] + (ch - c0) * (kChunk / 2)));
-        const int64_t b = (blk[i][h] + static_cast<int64_t>(ch - c0) * kChunk) >> p.w.blocksize_log2;
-        if (nested) {
-          st.q[i][h] = __ldg(static_cast<const uint8_t*>(p.w.absmax) + b);
-          st.a2[i][h] = __ldg(p.w.nested_absmax + (b >> kNestedBlockLog2));
-        } else {
-          st.q[i][h] = __ldg(static_cast<const uint32_t*>(p.w.absmax) + b);
-        }
-      }
-  };
-  auto absmax = [&](const Stage& st, int i, int h) {
-    return nested ? nested_absmax(code2, st.q[i][h], st.a2[i][h], p.w.nested_offset) : __uint_as_float(st.q[i][h]);
-  };
+  for (int j = 0; j < R::kRing - 1; ++j) fetch(j);
+  __syncthreads();  // the code tables
+  const Table t = load_table(table);
 
-  auto compute = [&](int ch, const Stage& st) {
-    // x fragments: row m = 8j + g, k = 16c ... 16c + 15 of the chunk (32 bytes).
+  for (int j = 0; j < nw; ++j) {
+    __syncwarp();                // every lane is done with stage (j - 1) % kRing (read at j - 1)
+    fetch(j + R::kRing - 1);     // into that stage
+    cp_async_wait<R::kRing - 1>();  // this lane's copies of chunk j landed
+    __syncwarp();                // ... and every lane's
+    const unsigned char* st = ring + (j % R::kRing) * stage_bytes;
+    const int kb = ((warp + kWarps * j) * kChunk + c0 * kChunk) >> p.w.blocksize_log2;  // blocks from the row start
+
+    // x fragments: row m = 8jj + g (zeros past M), k 16c .. 16c + 15 of the chunk (32 bytes).
     uint32_t bx[MT][8];
 #pragma unroll
-    for (int j = 0; j < MT; ++j) {
-      const T* src = xs + (8 * j + g) * xs_stride + (ch - c0) * kChunk + 16 * c;
-      const uint4 lo = *reinterpret_cast<const uint4*>(src);
-      const uint4 hi = *reinterpret_cast<const uint4*>(src + 8);
-      bx[j][0] = lo.x; bx[j][1] = lo.y; bx[j][2] = lo.z; bx[j][3] = lo.w;
-      bx[j][4] = hi.x; bx[j][5] = hi.y; bx[j][6] = hi.z; bx[j][7] = hi.w;
+    for (int jj = 0; jj < MT; ++jj) {
+      const int m = 8 * jj + g;
+      uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
+      if (m < M) {
+        const unsigned char* src = st + R::kX + m * kXStride + 32 * c;
+        lo = *reinterpret_cast<const uint4*>(src);
+        hi = *reinterpret_cast<const uint4*>(src + 16);
+      }
+      bx[jj][0] = lo.x; bx[jj][1] = lo.y; bx[jj][2] = lo.z; bx[jj][3] = lo.w;
+      bx[jj][4] = hi.x; bx[jj][5] = hi.y; bx[jj][6] = hi.z; bx[jj][7] = hi.w;
     }
 #pragma unroll
     for (int i = 0; i < kTiles; ++i) {
+      const uint2 cw0 = *reinterpret_cast<const uint2*>(st + R::kCodes + ((i * 2) * 32 + lane) * 8);
+      const uint2 cw1 = *reinterpret_cast<const uint2*>(st + R::kCodes + ((i * 2 + 1) * 32 + lane) * 8);
       uint32_t r0[2][4], r1[2][4];  // [half of the 8 bytes][byte] pairs of rows g, g + 8
-      decode4(st.codes[i][0].x, t, r0[0]);
-      decode4(st.codes[i][0].y, t, r0[1]);
-      decode4(st.codes[i][1].x, t, r1[0]);
-      decode4(st.codes[i][1].y, t, r1[1]);
+      decode4(cw0.x, t, r0[0]);
+      decode4(cw0.y, t, r0[1]);
+      decode4(cw1.x, t, r1[0]);
+      decode4(cw1.y, t, r1[1]);
       float part[MT][4];
 #pragma unroll
-      for (int j = 0; j < MT; ++j)
+      for (int jj = 0; jj < MT; ++jj)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) part[j][e] = 0.f;
+        for (int e = 0; e < 4; ++e) part[jj][e] = 0.f;
 #pragma unroll
       for (int s = 0; s < 4; ++s) {  // step s: elements 4s ... 4s + 3 of the thread's 16
         // A fragment: {row g, k 2c..}, {row g+8, k 2c..}, {row g, k 2c+8..}, {row g+8, k 2c+8..}
@@ -163,90 +211,87 @@ __global__ void __launch_bounds__(kThreads) qlora_gemv_kernel(GemvParams p) {
         const uint32_t a[4] = {r0[s / 2][2 * (s % 2)], r1[s / 2][2 * (s % 2)], r0[s / 2][2 * (s % 2) + 1],
                                r1[s / 2][2 * (s % 2) + 1]};
 #pragma unroll
-        for (int j = 0; j < MT; ++j) mma16816<T>(part[j], a, bx[j][2 * s], bx[j][2 * s + 1]);
+        for (int jj = 0; jj < MT; ++jj) mma16816<T>(part[jj], a, bx[jj][2 * s], bx[jj][2 * s + 1]);
       }
-      // C fragment: part[j][0..1] = rows of W g (cols of x 2c, 2c+1), part[j][2..3] = row g + 8.
-      const float am0 = absmax(st, i, 0), am1 = absmax(st, i, 1);
+      // C fragment: part[jj][0..1] = row g of the tile (x rows 8jj + 2c, + 1), [2..3] = row g + 8.
+      float am[2];
 #pragma unroll
-      for (int j = 0; j < MT; ++j) {
-        acc[i][j][0] = fmaf(part[j][0], am0, acc[i][j][0]);
-        acc[i][j][1] = fmaf(part[j][1], am0, acc[i][j][1]);
-        acc[i][j][2] = fmaf(part[j][2], am1, acc[i][j][2]);
-        acc[i][j][3] = fmaf(part[j][3], am1, acc[i][j][3]);
+      for (int h = 0; h < 2; ++h) {
+        const uint32_t word = reinterpret_cast<const uint32_t*>(st + R::kQ)[i * 16 + g + 8 * h];
+        am[h] = nested ? nested_absmax(code2, (word >> (8 * ((qshift[i][h] + kb) & 3))) & 0xFFu,
+                                       reinterpret_cast<const float*>(st + R::kA2)[i * 16 + g + 8 * h],
+                                       p.w.nested_offset)
+                       : __uint_as_float(word);
       }
-    }
-  };
-
-  // kStages-deep register pipeline; stage indices are compile-time constants (unrolled d).
-  Stage stage[kStages];
 #pragma unroll
-  for (int d = 0; d < kStages - 1; ++d)
-    if (c0 + d < c1) load(c0 + d, stage[d]);
-  for (int ch = c0; ch < c1; ch += kStages) {
-#pragma unroll
-    for (int d = 0; d < kStages; ++d) {
-      if (ch + d >= c1) break;
-      if (ch + d + kStages - 1 < c1) load(ch + d + kStages - 1, stage[(d + kStages - 1) % kStages]);
-      compute(ch + d, stage[d]);
+      for (int jj = 0; jj < MT; ++jj) {
+        acc[i][jj][0] = fmaf(part[jj][0], am[0], acc[i][jj][0]);
+        acc[i][jj][1] = fmaf(part[jj][1], am[0], acc[i][jj][1]);
+        acc[i][jj][2] = fmaf(part[jj][2], am[1], acc[i][jj][2]);
+        acc[i][jj][3] = fmaf(part[jj][3], am[1], acc[i][jj][3]);
+      }
     }
   }
+  cp_async_wait<0>();
+  __syncthreads();  // every warp is done with its ring: it becomes the partial sums
 
-  // Partial sums of this K slice -> tile[m][n - first row of the block].
+  // This warp's partial sums -> red[warp][m][n - row0]; then the block's sum over warps.
+  float* red = reinterpret_cast<float*>(smem);
+  constexpr int kRows = MT * 8;
 #pragma unroll
   for (int i = 0; i < kTiles; ++i)
 #pragma unroll
-    for (int j = 0; j < MT; ++j)
+    for (int jj = 0; jj < MT; ++jj)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int m = 8 * j + 2 * c + (e & 1), n = warp * kTiles * 16 + i * 16 + g + 8 * (e >> 1);
-        tile[m * kBlockN + n] = acc[i][j][e];
+        const int m = 8 * jj + 2 * c + (e & 1), n = i * 16 + g + 8 * (e >> 1);
+        red[(warp * kRows + m) * kBlockN + n] = acc[i][jj][e];
       }
   __syncthreads();
 
-  // Thread tid < kBlockN finishes column n of y.
-  const int n = blockIdx.x * kBlockN + tid;
-  const bool owner = tid < kBlockN && n < p.N;
-  const int M = p.M;
-  if (S > 1) {  // publish the partial; the last block of this column block reduces all of them
-    if (owner)
-      for (int m = 0; m < M; ++m)
-        p.partial[(static_cast<int64_t>(split) * M + m) * p.N + n] = tile[m * kBlockN + tid];
+  // Outputs (m, n) = (idx / kBlockN, row0 + idx % kBlockN), idx = tid + kThreads·e: the sum over warps.
+  constexpr int kItems = (kRows * kBlockN + kThreads - 1) / kThreads;
+  float v[kItems];
+#pragma unroll
+  for (int e = 0; e < kItems; ++e) {
+    const int idx = tid + kThreads * e, m = idx / kBlockN;
+    v[e] = 0.f;
+    if (m < M)
+      for (int w = 0; w < kWarps; ++w) v[e] += red[(w * kRows + m) * kBlockN + idx % kBlockN];
+  }
+  if (S > 1) {  // publish the partials; the last block of this column block reduces all of them
+#pragma unroll
+    for (int e = 0; e < kItems; ++e) {
+      const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
+      if (m < M && n < p.N) p.partial[(static_cast<int64_t>(split) * M + m) * p.N + n] = v[e];
+    }
     __threadfence();
     __syncthreads();
     if (tid == 0) *last = atomicAdd(&p.arrived[blockIdx.x], 1u) == static_cast<unsigned>(S - 1);
     __syncthreads();
     if (!*last) return;
     __threadfence();
-  }
-  if (!owner) return;
-  float v[kRows];
 #pragma unroll
-  for (int m = 0; m < kRows; ++m) {
-    if (m >= M) break;
-    if (S > 1) {
-      float sum = 0.f;
-      for (int sp = 0; sp < S; ++sp) sum += __ldcg(p.partial + (static_cast<int64_t>(sp) * M + m) * p.N + n);
-      v[m] = sum;
-    } else {
-      v[m] = tile[m * kBlockN + tid];
+    for (int e = 0; e < kItems; ++e) {
+      const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
+      v[e] = 0.f;
+      if (m < M && n < p.N)
+        for (int sp = 0; sp < S; ++sp) v[e] += __ldcg(p.partial + (static_cast<int64_t>(sp) * M + m) * p.N + n);
     }
   }
+  wait_for_prior_grid();  // u
   // + s·u·Bᵀ + bias, exact fp32, one rounding to T.
-  float lora[kRows];
 #pragma unroll
-  for (int m = 0; m < kRows; ++m) lora[m] = 0.f;
-  const T* brow = static_cast<const T*>(p.B) + static_cast<int64_t>(n) * p.r;
-  for (int j = 0; j < p.r; ++j) {
-    const float b = to_float(brow[j]);
-#pragma unroll
-    for (int m = 0; m < kRows; ++m)
-      if (m < M) lora[m] = fmaf(p.u[m * p.r + j], b, lora[m]);
+  for (int e = 0; e < kItems; ++e) {
+    const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
+    if (m >= M || n >= p.N) continue;
+    float lora = 0.f;
+    const T* brow = static_cast<const T*>(p.B) + static_cast<int64_t>(n) * p.r;
+    const float* urow = p.u + static_cast<int64_t>(m) * p.r;
+    for (int j = 0; j < p.r; ++j) lora = fmaf(urow[j], to_float(brow[j]), lora);
+    const float bias = p.bias ? to_float(static_cast<const T*>(p.bias)[n]) : 0.f;
+    static_cast<T*>(p.y)[static_cast<int64_t>(m) * p.N + n] = static_cast<T>(v[e] + p.scale * lora + bias);
   }
-  const float bias = p.bias ? to_float(static_cast<const T*>(p.bias)[n]) : 0.f;
-  T* y = static_cast<T*>(p.y);
-#pragma unroll
-  for (int m = 0; m < kRows; ++m)
-    if (m < M) y[static_cast<int64_t>(m) * p.N + n] = static_cast<T>(v[m] + p.scale * lora[m] + bias);
 }
 
 // u[m, j] = Σ_k x̃[m, k]·A[j, k]: block (j, rows 2·y, 2·y + 1), 512 threads, 16-byte loads, two
@@ -257,6 +302,9 @@ constexpr int kURows = 2;
 template <typename T>
 __global__ void __launch_bounds__(kUThreads) lora_u_kernel(const T* __restrict__ xl, const T* __restrict__ A,
                                                            float* __restrict__ u, int M, int K, int r) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;");  // qlora_gemv_kernel may start now (it waits for u)
+#endif
   __shared__ float red[kUThreads / 32][kURows];
   const int j = blockIdx.x, m0 = blockIdx.y * kURows;
   float part[kURows] = {};
@@ -292,21 +340,26 @@ __global__ void __launch_bounds__(kUThreads) lora_u_kernel(const T* __restrict__
   }
 }
 
-size_t gemv_smem_bytes(int MT, int tiles, int slice_max, size_t elem) {
-  return elem * MT * 8 * (slice_max + kPad) + sizeof(float) * (MT * 8 * kWarps * tiles * 16 + 256) + 8 * 4 + 16;
-}
-
 template <typename T, int MT, int kTiles>
-std::string launch_gemv(const GemvParams& p, int splits, cudaStream_t stream) {
-  const size_t smem = gemv_smem_bytes(MT, kTiles, p.slice_max, sizeof(T));
+std::string launch_gemv(const GemvParams& p, int splits, bool dependent, cudaStream_t stream) {
+  const size_t smem = GemvRing<MT, kTiles>::smem_bytes(p.M);
+  auto kernel = qlora_gemv_kernel<T, MT, kTiles>;
   // Opt in to more than 48 KiB of shared memory (per device, so on every launch: it is cheap).
-  cudaError_t err = cudaFuncSetAttribute(qlora_gemv_kernel<T, MT, kTiles>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   if (err != cudaSuccess) return std::string("qlora_gemv_kernel attributes: ") + cudaGetErrorString(err);
-  const int block_n = kWarps * kTiles * 16;
-  const dim3 grid((p.N + block_n - 1) / block_n, splits);
-  qlora_gemv_kernel<T, MT, kTiles><<<grid, kThreads, smem, stream>>>(p);
-  err = cudaGetLastError();
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3((p.N + kTiles * 16 - 1) / (kTiles * 16), splits);
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  // sm_90: a programmatic dependent of lora_u_kernel — it starts streaming W while u is computed
+  // and waits for u (griddepcontrol.wait) only before its epilogue.
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = dependent ? 1 : 0;
+  err = cudaLaunchKernelEx(&cfg, kernel, p);
   return err == cudaSuccess ? "" : std::string("qlora_gemv_kernel: ") + cudaGetErrorString(err);
 }
 
@@ -318,7 +371,11 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
                                                     p.M, p.K, p.r);
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return std::string("lora_u_kernel: ") + cudaGetErrorString(err);
-  return tiles == 1 ? launch_gemv<T, MT, 1>(p, splits, stream) : launch_gemv<T, MT, 2>(p, splits, stream);
+  int major = 0, sm_count = 0;
+  current_device(&major, &sm_count);
+  const bool dependent = major >= 9;
+  return tiles == 1 ? launch_gemv<T, MT, 1>(p, splits, dependent, stream)
+                    : launch_gemv<T, MT, 2>(p, splits, dependent, stream);
 }
 
 }  // namespace
@@ -326,13 +383,12 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
 GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tiles) {
   GemvPlan plan{};
   if (tiles != 1 && tiles != 2) tiles = 2;
-  const int64_t block_n = kWarps * tiles * 16;
-  const int64_t col_blocks = (N + block_n - 1) / block_n;
-  const int64_t chunks = K / kChunk;
-  int64_t splits = (K + kMaxSlice - 1) / kMaxSlice;           // x slice fits shared memory
-  const int64_t fill = (3 * static_cast<int64_t>(sm_count) + col_blocks - 1) / col_blocks;  // ~3 blocks per SM
-  if (fill > splits) splits = fill;
-  if (splits > chunks) splits = chunks;
+  const int64_t col_blocks = (N + tiles * 16 - 1) / (tiles * 16);
+  // Split K over blocks only when the column blocks leave SMs with fewer than two blocks, and
+  // never below two chunks per warp.
+  int64_t splits = (2 * static_cast<int64_t>(sm_count) + col_blocks - 1) / col_blocks;
+  const int64_t most = K / kChunk / (2 * kWarps);
+  if (splits > most) splits = most;
   if (splits < 1) splits = 1;
   plan.splits = static_cast<int>(splits);
   plan.tiles = tiles;
@@ -358,10 +414,8 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   const int64_t chunks = K / kChunk;
   if (splits < 1 || splits > chunks) return "splits must be in [1, K / 64]";
   if (splits > 1 && workspace == 0) return "splits > 1 needs the workspace plan_qlora_gemv sizes";
-  const int slice_max = static_cast<int>((chunks + splits - 1) / splits) * kChunk;
-  if (slice_max > kMaxSlice) return "splits too small: a K slice must be at most 1024";
   if (tiles != 1 && tiles != 2) return "tiles must be 1 or 2";
-  const int64_t col_blocks = (N + kWarps * tiles * 16 - 1) / (kWarps * tiles * 16);
+  const int64_t col_blocks = (N + tiles * 16 - 1) / (tiles * 16);
   GemvParams p{};
   p.y = reinterpret_cast<void*>(y);
   p.x = reinterpret_cast<const void*>(x);
@@ -375,7 +429,6 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   p.N = static_cast<int>(N);
   p.K = static_cast<int>(K);
   p.r = static_cast<int>(r);
-  p.slice_max = slice_max;
   p.scale = scale;
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
   if (splits > 1) {

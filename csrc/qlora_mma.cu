@@ -682,10 +682,8 @@ __global__ void __launch_bounds__(WsTile<BM, kPair>::kThreads, 1)
     float* ring_a2 = reinterpret_cast<float*>(ring_q + C::STAGES * 128);
     const bool nested = p.w.nested_absmax != nullptr;
     // Nested: the code byte comes as its aligned 4-byte word, except in the last rows of W, whose
-    // last word may run past the last code byte (N·K / blocksize not a multiple of 4): there the
-    // byte alone (a plain load), in its place in the word.
-    const int64_t last_block = ((static_cast<int64_t>(min(n0 + dr, p.N - 1)) + 1) * p.K - 1) >> p.w.blocksize_log2;
-    const bool q_tail = nested && (last_block | 3) >= (p.w.n >> p.w.blocksize_log2);
+    // last word may run past the last code byte (fetch_q_async).
+    const bool q_tail = nested_q_tail(p.w, min(n0 + dr, p.N - 1), p.K);
     auto fetch = [&](int i) {
       if (i < chunks) {
         const int slot = i % C::STAGES;
@@ -694,17 +692,8 @@ __global__ void __launch_bounds__(WsTile<BM, kPair>::kThreads, 1)
 #pragma unroll
         for (int w = 0; w < C::kWords; ++w)
           cp_async16(ring + ((slot * C::kWords + w) * 128 + tid) * 16, src + 16 * w, true);
-        if (nested) {  // the code byte's aligned word, and its second-level scale
-          const uint8_t* q8 = static_cast<const uint8_t*>(p.w.absmax);
-          if (!q_tail) {
-            cp_async4(ring_q + slot * 128 + tid, q8 + (b & ~int64_t{3}));
-          } else {
-            ring_q[slot * 128 + tid] = static_cast<uint32_t>(__ldg(q8 + b)) << (8 * (b & 3));
-          }
-          cp_async4(ring_a2 + slot * 128 + tid, p.w.nested_absmax + (b >> kNestedBlockLog2));
-        } else {
-          cp_async4(ring_q + slot * 128 + tid, static_cast<const uint32_t*>(p.w.absmax) + b);
-        }
+        fetch_q_async(ring_q + slot * 128 + tid, p.w, b, q_tail);
+        if (nested) cp_async4(ring_a2 + slot * 128 + tid, p.w.nested_absmax + (b >> kNestedBlockLog2));
       }
       cp_async_commit();  // (empty groups past the end keep the count uniform)
     };
@@ -735,7 +724,7 @@ __global__ void __launch_bounds__(WsTile<BM, kPair>::kThreads, 1)
       raw.a2[0] = 0.f;
       if (nested) {
         const int64_t b = (row_elem + static_cast<int64_t>(i) * kChunkK) >> p.w.blocksize_log2;
-        raw.q[0] = (raw.q[0] >> (8 * (b & 3))) & 0xFFu;
+        raw.q[0] = raw_q_of(p.w, raw.q[0], b);
         raw.a2[0] = ring_a2[s * 128 + tid];
       }
 #if NF4LORA_MMA_DIAG != 1

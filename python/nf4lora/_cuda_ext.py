@@ -123,7 +123,8 @@ def _sm_count_of(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-# Rows of W per warp in 16-row tiles (1: 128 rows per block, 2: 256); bench/diag_fwd.py compares.
+# Rows of W per block of the small-M kernel in 16-row tiles (1: 16 rows, 2: 32; the block's 8
+# warps split K); bench/diag_fwd.py compares.
 GEMV_TILES = 2
 
 
