@@ -46,13 +46,16 @@ constexpr int kChunk = 64;  // k per scale step
 constexpr int kXStride = 144;  // bytes per x row of a ring stage (64 k + 16 bytes: no bank conflicts)
 
 // The per-warp cp.async ring: kRing stages of one chunk each, per stage (bytes)
-//   codes [kTiles][2][32 lanes] uint2 (lane (g, c): rows g and g + 8 of the tile, k 16c .. 16c + 15)
-//   q     [kTiles][16 rows] uint32 (float32 bits, or the nested code byte's aligned word)
-//   a2    [kTiles][16 rows] float32 (nested second-level scale)
+//   codes [kTiles][16 rows][32 bytes] (the chunk's 64 k of each row; lane L copies row L / 2 of
+//         each tile, half L % 2: one 16-byte copy per tile)
+//   q     [kTiles·16 rows] uint32 (float32 bits, or the nested code byte's aligned word)
+//   a2    [kTiles·16 rows] float32 (nested second-level scale)
 //   x     [M][kXStride / 2] of T (the chunk's 64 k of each row of x)
+// Lane L < kTiles·16 owns the scale of row L of the block: it copies q (and a2), decodes the
+// absmax once per chunk and hands it to the lanes of that row by a shuffle.
 template <int MT, int kTiles> struct GemvRing {
   static constexpr int kRing = MT == 1 ? 4 : 3;  // chunks in flight per warp
-  static constexpr int kCodes = 0, kQ = kTiles * 2 * 32 * 8, kA2 = kQ + kTiles * 16 * 4, kX = kA2 + kTiles * 16 * 4;
+  static constexpr int kCodes = 0, kQ = kTiles * 16 * 32, kA2 = kQ + kTiles * 16 * 4, kX = kA2 + kTiles * 16 * 4;
   __host__ __device__ static constexpr int stage_bytes(int M) { return kX + M * kXStride; }
   __host__ __device__ static constexpr int warp_bytes(int M) { return kRing * stage_bytes(M); }
   // The warps' partial sums [kWarps][MT·8 rows of x][kTiles·16 rows of W] float32 reuse the rings.
@@ -85,7 +88,7 @@ __device__ __forceinline__ void wait_for_prior_grid() {
 }
 
 template <typename T, int MT, int kTiles>
-__global__ void __launch_bounds__(kThreads) qlora_gemv_kernel(GemvParams p) {
+__global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv_kernel(GemvParams p) {
   using R = GemvRing<MT, kTiles>;
   constexpr int kBlockN = kTiles * 16;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -103,53 +106,49 @@ __global__ void __launch_bounds__(kThreads) qlora_gemv_kernel(GemvParams p) {
   const int nw = c1 - c0 > warp ? (c1 - c0 - warp + kWarps - 1) / kWarps : 0;  // this warp's chunks
   stage_code_tables<T>(p.w, table, code2, tid, kThreads);
 
-  // Rows of W this lane decodes: tile i, rows g and g + 8 (rows past N read row N - 1). It fetches
-  // the codes of both (8 bytes each) and one raw scale word: c = 0, 1 the q of row g + 8c, c = 2, 3
-  // the nested second-level scale of row g + 8(c - 2).
+  // Lane L copies row L / 2 of each tile (16 bytes of codes per chunk) and owns the scale of block
+  // row L (kTiles·16 rows; lanes past them duplicate row L % 16 of tile 0 and copy nothing). It
+  // decodes rows g and g + 8 of each tile (rows past N read row N - 1).
   const int row0 = blockIdx.x * kBlockN;
   const bool nested = p.w.nested_absmax != nullptr;
-  const int sh = c & 1;  // the half (row g + 8·sh) whose scale word this lane fetches
-  const uint8_t* codes[kTiles][2];
-  int64_t srow_e[kTiles];  // element offset of the fetched-scale row's first element
-  int qshift[kTiles][2];   // (block index of the row's first element) & 3, for the nested byte
-  bool q_tail[kTiles];
+  const int64_t k0 = static_cast<int64_t>(c0) * kChunk;
+  const uint8_t* codes[kTiles];
 #pragma unroll
   for (int i = 0; i < kTiles; ++i) {
+    const int64_t n = min(row0 + i * 16 + lane / 2, p.N - 1);
+    codes[i] = p.w.packed + (n * p.K + k0) / 2 + 16 * (lane % 2);
+  }
+  const bool scale_lane = lane < kBlockN;
+  const int64_t srow = min(row0 + lane % kBlockN, p.N - 1);
+  const int64_t srow_e = srow * p.K + k0;  // element offset of this lane's scale row in the slice
+  const bool q_tail = nested_q_tail(p.w, srow, p.K);
+  // x: lane L copies pieces L + 32t (row (L + 32t) / 8, 8 elements from (L % 8)·8) of each chunk.
+  constexpr int kXCopies = MT * 2;  // 8·M <= 64·MT pieces
+  const T* xsrc[kXCopies];
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int64_t n = min(row0 + i * 16 + g + 8 * h, p.N - 1);
-      codes[i][h] = p.w.packed + n * (p.K / 2) + static_cast<int64_t>(c0) * (kChunk / 2) + 8 * c;
-      qshift[i][h] = static_cast<int>((n * p.K >> p.w.blocksize_log2) & 3);
-    }
-    const int64_t n = min(row0 + i * 16 + g + 8 * sh, p.N - 1);
-    srow_e[i] = n * p.K + static_cast<int64_t>(c0) * kChunk;
-    q_tail[i] = nested_q_tail(p.w, n, p.K);
+  for (int t = 0; t < kXCopies; ++t) {
+    const int piece = lane + 32 * t, m = min(piece / 8, M - 1);
+    xsrc[t] = static_cast<const T*>(p.x) + static_cast<int64_t>(m) * p.K + k0 + (piece % 8) * 8;
   }
   unsigned char* ring = smem + static_cast<size_t>(warp) * R::warp_bytes(M);
-  const T* xg = static_cast<const T*>(p.x) + static_cast<int64_t>(c0) * kChunk;
 
   // Chunk j of this warp (chunk c0 + warp + 8j of W) into stage j % kRing, one commit group per
   // call (empty past the end: the group count stays uniform).
   auto fetch = [&](int j) {
     if (j < nw) {
       unsigned char* st = ring + (j % R::kRing) * stage_bytes;
-      const int64_t kc = static_cast<int64_t>(warp + kWarps * j);  // chunk index within the slice
+      const int64_t kc = static_cast<int64_t>(warp + kWarps * j) * kChunk;  // k offset within the slice
 #pragma unroll
-      for (int i = 0; i < kTiles; ++i) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h)
-          cp_async8(st + R::kCodes + ((i * 2 + h) * 32 + lane) * 8, codes[i][h] + kc * (kChunk / 2));
-        const int64_t b = (srow_e[i] + kc * kChunk) >> p.w.blocksize_log2;
-        if (c < 2) {
-          fetch_q_async(reinterpret_cast<uint32_t*>(st + R::kQ) + i * 16 + g + 8 * sh, p.w, b, q_tail[i]);
-        } else if (nested) {
-          cp_async4(reinterpret_cast<float*>(st + R::kA2) + i * 16 + g + 8 * sh,
-                    p.w.nested_absmax + (b >> kNestedBlockLog2));
-        }
+      for (int i = 0; i < kTiles; ++i) cp_async16(st + R::kCodes + i * 512 + lane * 16, codes[i] + kc / 2, true);
+      if (scale_lane) {
+        const int64_t b = (srow_e + kc) >> p.w.blocksize_log2;
+        fetch_q_async(reinterpret_cast<uint32_t*>(st + R::kQ) + lane, p.w, b, q_tail);
+        if (nested) cp_async4(reinterpret_cast<float*>(st + R::kA2) + lane, p.w.nested_absmax + (b >> kNestedBlockLog2));
       }
-      for (int piece = lane; piece < 8 * M; piece += 32) {  // x: M rows × 8 pieces of 16 bytes
-        const int m = piece / 8, e = (piece % 8) * 8;
-        cp_async16(st + R::kX + m * kXStride + e * 2, xg + static_cast<int64_t>(m) * p.K + kc * kChunk + e, true);
+#pragma unroll
+      for (int t = 0; t < kXCopies; ++t) {
+        const int piece = lane + 32 * t;
+        if (piece < 8 * M) cp_async16(st + R::kX + (piece / 8) * kXStride + (piece % 8) * 16, xsrc[t] + kc, true);
       }
     }
     cp_async_commit();
@@ -174,7 +173,21 @@ __global__ void __launch_bounds__(kThreads) qlora_gemv_kernel(GemvParams p) {
     cp_async_wait<R::kRing - 1>();  // this lane's copies of chunk j landed
     __syncwarp();                // ... and every lane's
     const unsigned char* st = ring + (j % R::kRing) * stage_bytes;
-    const int kb = ((warp + kWarps * j) * kChunk + c0 * kChunk) >> p.w.blocksize_log2;  // blocks from the row start
+
+    // The absmax of this lane's scale row for this chunk (one decode per row), then rows g, g + 8
+    // of each tile from their owners.
+    const uint32_t word = reinterpret_cast<const uint32_t*>(st + R::kQ)[lane % kBlockN];
+    float own = __uint_as_float(word);
+    if (nested) {
+      const int64_t b = (srow_e + static_cast<int64_t>(warp + kWarps * j) * kChunk) >> p.w.blocksize_log2;
+      own = nested_absmax(code2, raw_q_of(p.w, word, b), reinterpret_cast<const float*>(st + R::kA2)[lane % kBlockN],
+                          p.w.nested_offset);
+    }
+    float am[kTiles][2];
+#pragma unroll
+    for (int i = 0; i < kTiles; ++i)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) am[i][h] = __shfl_sync(0xFFFFFFFFu, own, i * 16 + g + 8 * h);
 
     // x fragments: row m = 8jj + g (zeros past M), k 16c .. 16c + 15 of the chunk (32 bytes).
     uint32_t bx[MT][8];
@@ -192,8 +205,8 @@ __global__ void __launch_bounds__(kThreads) qlora_gemv_kernel(GemvParams p) {
     }
 #pragma unroll
     for (int i = 0; i < kTiles; ++i) {
-      const uint2 cw0 = *reinterpret_cast<const uint2*>(st + R::kCodes + ((i * 2) * 32 + lane) * 8);
-      const uint2 cw1 = *reinterpret_cast<const uint2*>(st + R::kCodes + ((i * 2 + 1) * 32 + lane) * 8);
+      const uint2 cw0 = *reinterpret_cast<const uint2*>(st + R::kCodes + i * 512 + g * 32 + c * 8);
+      const uint2 cw1 = *reinterpret_cast<const uint2*>(st + R::kCodes + i * 512 + (g + 8) * 32 + c * 8);
       uint32_t r0[2][4], r1[2][4];  // [half of the 8 bytes][byte] pairs of rows g, g + 8
       decode4(cw0.x, t, r0[0]);
       decode4(cw0.y, t, r0[1]);
@@ -214,21 +227,12 @@ __global__ void __launch_bounds__(kThreads) qlora_gemv_kernel(GemvParams p) {
         for (int jj = 0; jj < MT; ++jj) mma16816<T>(part[jj], a, bx[jj][2 * s], bx[jj][2 * s + 1]);
       }
       // C fragment: part[jj][0..1] = row g of the tile (x rows 8jj + 2c, + 1), [2..3] = row g + 8.
-      float am[2];
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const uint32_t word = reinterpret_cast<const uint32_t*>(st + R::kQ)[i * 16 + g + 8 * h];
-        am[h] = nested ? nested_absmax(code2, (word >> (8 * ((qshift[i][h] + kb) & 3))) & 0xFFu,
-                                       reinterpret_cast<const float*>(st + R::kA2)[i * 16 + g + 8 * h],
-                                       p.w.nested_offset)
-                       : __uint_as_float(word);
-      }
 #pragma unroll
       for (int jj = 0; jj < MT; ++jj) {
-        acc[i][jj][0] = fmaf(part[jj][0], am[0], acc[i][jj][0]);
-        acc[i][jj][1] = fmaf(part[jj][1], am[0], acc[i][jj][1]);
-        acc[i][jj][2] = fmaf(part[jj][2], am[1], acc[i][jj][2]);
-        acc[i][jj][3] = fmaf(part[jj][3], am[1], acc[i][jj][3]);
+        acc[i][jj][0] = fmaf(part[jj][0], am[i][0], acc[i][jj][0]);
+        acc[i][jj][1] = fmaf(part[jj][1], am[i][0], acc[i][jj][1]);
+        acc[i][jj][2] = fmaf(part[jj][2], am[i][1], acc[i][jj][2]);
+        acc[i][jj][3] = fmaf(part[jj][3], am[i][1], acc[i][jj][3]);
       }
     }
   }
