@@ -30,6 +30,8 @@
 // from L2) + the LoRA weights + M·N·2 written, + S·M·N·4 ×2 of split-K partials when S > 1.
 #include <cuda_runtime.h>
 
+#include <algorithm>
+
 #include "launchers.h"
 #include "nf4.cuh"
 #include "nf4_mma.cuh"
@@ -121,7 +123,8 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv
   const bool scale_lane = lane < kBlockN;
   const int64_t srow = min(row0 + lane % kBlockN, p.N - 1);
   const int64_t srow_e = srow * p.K + k0;  // element offset of this lane's scale row in the slice
-  const bool q_tail = nested_q_tail(p.w, srow, p.K);
+  const int64_t n_blocks = p.w.n >> p.w.blocksize_log2;
+  const int srow_b4 = static_cast<int>((srow * p.K) >> p.w.blocksize_log2) & 3;
   // x: lane L copies pieces L + 32t (row (L + 32t) / 8, 8 elements from (L % 8)·8) of each chunk.
   constexpr int kXCopies = MT * 2;  // 8·M <= 64·MT pieces
   const T* xsrc[kXCopies];
@@ -142,7 +145,8 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv
       for (int i = 0; i < kTiles; ++i) cp_async16(st + R::kCodes + i * 512 + lane * 16, codes[i] + kc / 2, true);
       if (scale_lane) {
         const int64_t b = (srow_e + kc) >> p.w.blocksize_log2;
-        fetch_q_async(reinterpret_cast<uint32_t*>(st + R::kQ) + lane, p.w, b, q_tail);
+        // (the nested code byte's word alone only where it could run past the last code byte)
+        fetch_q_async(reinterpret_cast<uint32_t*>(st + R::kQ) + lane, p.w, b, (b | 3) >= n_blocks);
         if (nested) cp_async4(reinterpret_cast<float*>(st + R::kA2) + lane, p.w.nested_absmax + (b >> kNestedBlockLog2));
       }
 #pragma unroll
@@ -174,21 +178,9 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv
     __syncwarp();                // ... and every lane's
     const unsigned char* st = ring + (j % R::kRing) * stage_bytes;
 
-    // The absmax of this lane's scale row for this chunk (one decode per row), then rows g, g + 8
-    // of each tile from their owners.
+    // This lane's scale row's raw words (decoded after the MMAs, off the decode's critical path).
     const uint32_t word = reinterpret_cast<const uint32_t*>(st + R::kQ)[lane % kBlockN];
-    float own = __uint_as_float(word);
-    if (nested) {
-      const int64_t b = (srow_e + static_cast<int64_t>(warp + kWarps * j) * kChunk) >> p.w.blocksize_log2;
-      own = nested_absmax(code2, raw_q_of(p.w, word, b), reinterpret_cast<const float*>(st + R::kA2)[lane % kBlockN],
-                          p.w.nested_offset);
-    }
-    float am[kTiles][2];
-#pragma unroll
-    for (int i = 0; i < kTiles; ++i)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) am[i][h] = __shfl_sync(0xFFFFFFFFu, own, i * 16 + g + 8 * h);
-
+    const float a2 = nested ? reinterpret_cast<const float*>(st + R::kA2)[lane % kBlockN] : 0.f;
     // x fragments: row m = 8jj + g (zeros past M), k 16c .. 16c + 15 of the chunk (32 bytes).
     uint32_t bx[MT][8];
 #pragma unroll
@@ -203,6 +195,7 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv
       bx[jj][0] = lo.x; bx[jj][1] = lo.y; bx[jj][2] = lo.z; bx[jj][3] = lo.w;
       bx[jj][4] = hi.x; bx[jj][5] = hi.y; bx[jj][6] = hi.z; bx[jj][7] = hi.w;
     }
+    float part[kTiles][MT][4];
 #pragma unroll
     for (int i = 0; i < kTiles; ++i) {
       const uint2 cw0 = *reinterpret_cast<const uint2*>(st + R::kCodes + i * 512 + g * 32 + c * 8);
@@ -212,11 +205,10 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv
       decode4(cw0.y, t, r0[1]);
       decode4(cw1.x, t, r1[0]);
       decode4(cw1.y, t, r1[1]);
-      float part[MT][4];
 #pragma unroll
       for (int jj = 0; jj < MT; ++jj)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) part[jj][e] = 0.f;
+        for (int e = 0; e < 4; ++e) part[i][jj][e] = 0.f;
 #pragma unroll
       for (int s = 0; s < 4; ++s) {  // step s: elements 4s ... 4s + 3 of the thread's 16
         // A fragment: {row g, k 2c..}, {row g+8, k 2c..}, {row g, k 2c+8..}, {row g+8, k 2c+8..}
@@ -224,15 +216,27 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv
         const uint32_t a[4] = {r0[s / 2][2 * (s % 2)], r1[s / 2][2 * (s % 2)], r0[s / 2][2 * (s % 2) + 1],
                                r1[s / 2][2 * (s % 2) + 1]};
 #pragma unroll
-        for (int jj = 0; jj < MT; ++jj) mma16816<T>(part[jj], a, bx[jj][2 * s], bx[jj][2 * s + 1]);
+        for (int jj = 0; jj < MT; ++jj) mma16816<T>(part[i][jj], a, bx[jj][2 * s], bx[jj][2 * s + 1]);
       }
-      // C fragment: part[jj][0..1] = row g of the tile (x rows 8jj + 2c, + 1), [2..3] = row g + 8.
+    }
+    // The absmax of this lane's scale row for this chunk (one decode per row), then rows g, g + 8
+    // of each tile from their owners; C fragment: part[i][jj][0..1] = row g of tile i (x rows
+    // 8jj + 2c, + 1), [2..3] = row g + 8.
+    float own = __uint_as_float(word);
+    if (nested) {
+      // (only b % 4 matters: the row start's block index mod 4 plus the slice's blocks)
+      const int b = srow_b4 + ((static_cast<int>(k0) + (warp + kWarps * j) * kChunk) >> p.w.blocksize_log2);
+      own = nested_absmax(code2, raw_q_of(p.w, word, b), a2, p.w.nested_offset);
+    }
+#pragma unroll
+    for (int i = 0; i < kTiles; ++i) {
+      const float am0 = __shfl_sync(0xFFFFFFFFu, own, i * 16 + g), am1 = __shfl_sync(0xFFFFFFFFu, own, i * 16 + g + 8);
 #pragma unroll
       for (int jj = 0; jj < MT; ++jj) {
-        acc[i][jj][0] = fmaf(part[jj][0], am[i][0], acc[i][jj][0]);
-        acc[i][jj][1] = fmaf(part[jj][1], am[i][0], acc[i][jj][1]);
-        acc[i][jj][2] = fmaf(part[jj][2], am[i][1], acc[i][jj][2]);
-        acc[i][jj][3] = fmaf(part[jj][3], am[i][1], acc[i][jj][3]);
+        acc[i][jj][0] = fmaf(part[i][jj][0], am0, acc[i][jj][0]);
+        acc[i][jj][1] = fmaf(part[i][jj][1], am0, acc[i][jj][1]);
+        acc[i][jj][2] = fmaf(part[i][jj][2], am1, acc[i][jj][2]);
+        acc[i][jj][3] = fmaf(part[i][jj][3], am1, acc[i][jj][3]);
       }
     }
   }
@@ -382,18 +386,57 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
                     : launch_gemv<T, MT, 2>(p, splits, dependent, stream);
 }
 
+// Resident blocks per SM of kernel at M rows of x (its shared memory opted in first).
+template <auto kernel, int MT, int kTiles> cudaError_t occupancy(int M, int* blocks) {
+  const size_t smem = GemvRing<MT, kTiles>::smem_bytes(M);
+  const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  if (err != cudaSuccess) return err;
+  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, kernel, kThreads, smem);
+}
+
+// Blocks of the kernel resident per SM at this M (the occupancy calculator on the current device,
+// cached; 3 when it cannot be asked).
+int gemv_blocks_per_sm(int64_t M, int tiles) {
+  static int cache[64][2][17] = {};  // [device][tiles - 1][M], value + 1
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 3;
+  int& slot = cache[dev][tiles - 1][M];
+  if (slot == 0) {
+    int blocks = 0;
+    const int m = static_cast<int>(M);
+    const cudaError_t err =
+        M <= 8 ? (tiles == 1 ? occupancy<qlora_gemv_kernel<__nv_bfloat16, 1, 1>, 1, 1>(m, &blocks)
+                             : occupancy<qlora_gemv_kernel<__nv_bfloat16, 1, 2>, 1, 2>(m, &blocks))
+               : (tiles == 1 ? occupancy<qlora_gemv_kernel<__nv_bfloat16, 2, 1>, 2, 1>(m, &blocks)
+                             : occupancy<qlora_gemv_kernel<__nv_bfloat16, 2, 2>, 2, 2>(m, &blocks));
+    slot = (err == cudaSuccess && blocks > 0 ? blocks : 3) + 1;
+  }
+  return slot - 1;
+}
+
 }  // namespace
 
 GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tiles) {
   GemvPlan plan{};
   if (tiles != 1 && tiles != 2) tiles = 2;
   const int64_t col_blocks = (N + tiles * 16 - 1) / (tiles * 16);
-  // Split K over blocks only when the column blocks leave SMs with fewer than two blocks, and
-  // never below two chunks per warp.
-  int64_t splits = (2 * static_cast<int64_t>(sm_count) + col_blocks - 1) / col_blocks;
-  const int64_t most = K / kChunk / (2 * kWarps);
-  if (splits > most) splits = most;
-  if (splits < 1) splits = 1;
+  // K split over S blocks (S <= 4, at least 4 chunks per warp): the S whose grid best fills whole
+  // waves of resident blocks (a last, partial wave leaves SMs idle while the GPU streams at a
+  // fraction of its bandwidth); ties go to the smaller S (fewer partial sums).
+  const int64_t wave = static_cast<int64_t>(gemv_blocks_per_sm(std::min<int64_t>(std::max<int64_t>(M, 1), 16), tiles)) *
+                       std::max(sm_count, 1);
+  int64_t most = K / kChunk / (4 * kWarps);
+  most = std::max<int64_t>(1, std::min<int64_t>(most, 4));
+  int64_t splits = 1;
+  double best = 0.0;
+  for (int64_t S = 1; S <= most; ++S) {
+    const int64_t blocks = col_blocks * S, waves = (blocks + wave - 1) / wave;
+    const double fill = static_cast<double>(blocks) / static_cast<double>(waves * wave);
+    if (fill > best + 0.02) {
+      best = fill;
+      splits = S;
+    }
+  }
   plan.splits = static_cast<int>(splits);
   plan.tiles = tiles;
   plan.workspace_bytes = splits > 1 ? static_cast<int64_t>(sizeof(float)) * splits * M * N + 4 * col_blocks : 0;
