@@ -386,57 +386,21 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
                     : launch_gemv<T, MT, 2>(p, splits, dependent, stream);
 }
 
-// Resident blocks per SM of kernel at M rows of x (its shared memory opted in first).
-template <auto kernel, int MT, int kTiles> cudaError_t occupancy(int M, int* blocks) {
-  const size_t smem = GemvRing<MT, kTiles>::smem_bytes(M);
-  const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-  if (err != cudaSuccess) return err;
-  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, kernel, kThreads, smem);
-}
-
-// Blocks of the kernel resident per SM at this M (the occupancy calculator on the current device,
-// cached; 3 when it cannot be asked).
-int gemv_blocks_per_sm(int64_t M, int tiles) {
-  static int cache[64][2][17] = {};  // [device][tiles - 1][M], value + 1
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 3;
-  int& slot = cache[dev][tiles - 1][M];
-  if (slot == 0) {
-    int blocks = 0;
-    const int m = static_cast<int>(M);
-    const cudaError_t err =
-        M <= 8 ? (tiles == 1 ? occupancy<qlora_gemv_kernel<__nv_bfloat16, 1, 1>, 1, 1>(m, &blocks)
-                             : occupancy<qlora_gemv_kernel<__nv_bfloat16, 1, 2>, 1, 2>(m, &blocks))
-               : (tiles == 1 ? occupancy<qlora_gemv_kernel<__nv_bfloat16, 2, 1>, 2, 1>(m, &blocks)
-                             : occupancy<qlora_gemv_kernel<__nv_bfloat16, 2, 2>, 2, 2>(m, &blocks));
-    slot = (err == cudaSuccess && blocks > 0 ? blocks : 3) + 1;
-  }
-  return slot - 1;
-}
-
 }  // namespace
 
 GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tiles) {
   GemvPlan plan{};
   if (tiles != 1 && tiles != 2) tiles = 2;
   const int64_t col_blocks = (N + tiles * 16 - 1) / (tiles * 16);
-  // K split over S blocks (S <= 4, at least 4 chunks per warp): the S whose grid best fills whole
-  // waves of resident blocks (a last, partial wave leaves SMs idle while the GPU streams at a
-  // fraction of its bandwidth); ties go to the smaller S (fewer partial sums).
-  const int64_t wave = static_cast<int64_t>(gemv_blocks_per_sm(std::min<int64_t>(std::max<int64_t>(M, 1), 16), tiles)) *
-                       std::max(sm_count, 1);
-  int64_t most = K / kChunk / (4 * kWarps);
-  most = std::max<int64_t>(1, std::min<int64_t>(most, 4));
-  int64_t splits = 1;
-  double best = 0.0;
-  for (int64_t S = 1; S <= most; ++S) {
-    const int64_t blocks = col_blocks * S, waves = (blocks + wave - 1) / wave;
-    const double fill = static_cast<double>(blocks) / static_cast<double>(waves * wave);
-    if (fill > best + 0.02) {
-      best = fill;
-      splits = S;
-    }
-  }
+  // Split K over blocks only where the column blocks leave SMs with fewer than ~1.5 blocks each
+  // (at most 8 slices, at least two chunks per warp). Measured (bench/NOTES.md, eighth session run
+  // 5): splitting the large shapes to fill whole waves of resident blocks was slower (8192×28672,
+  // M = 1: 91 µs in 3 slices against 85 in one) — a shorter K loop per block costs more than the
+  // partial last wave.
+  int64_t splits = (3 * static_cast<int64_t>(sm_count) + 2 * col_blocks - 1) / (2 * col_blocks);
+  const int64_t most = std::min<int64_t>(8, K / kChunk / (2 * kWarps));
+  if (splits > most) splits = most;
+  if (splits < 1) splits = 1;
   plan.splits = static_cast<int>(splits);
   plan.tiles = tiles;
   plan.workspace_bytes = splits > 1 ? static_cast<int64_t>(sizeof(float)) * splits * M * N + 4 * col_blocks : 0;
