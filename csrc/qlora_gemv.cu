@@ -392,12 +392,12 @@ GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tile
   GemvPlan plan{};
   if (tiles != 1 && tiles != 2) tiles = 2;
   const int64_t col_blocks = (N + tiles * 16 - 1) / (tiles * 16);
-  // Split K over blocks only where the column blocks leave SMs with fewer than ~1.5 blocks each
-  // (at most 8 slices, at least two chunks per warp). Measured (bench/NOTES.md, eighth session run
-  // 5): splitting the large shapes to fill whole waves of resident blocks was slower (8192×28672,
+  // Split K over blocks only where the column blocks leave SMs with fewer than two blocks each
+  // (at most 8 slices, at least two chunks per warp). Measured (bench/NOTES.md, eighth session runs
+  // 4-6): splitting the large shapes to fill whole waves of resident blocks was slower (8192×28672,
   // M = 1: 91 µs in 3 slices against 85 in one) — a shorter K loop per block costs more than the
-  // partial last wave.
-  int64_t splits = (3 * static_cast<int64_t>(sm_count) + 2 * col_blocks - 1) / (2 * col_blocks);
+  // partial last wave; 14336×4096 (128 column blocks) is faster in 3 slices than in 2.
+  int64_t splits = (2 * static_cast<int64_t>(sm_count) + col_blocks - 1) / col_blocks;
   const int64_t most = std::min<int64_t>(8, K / kChunk / (2 * kWarps));
   if (splits > most) splits = most;
   if (splits < 1) splits = 1;
