@@ -89,17 +89,8 @@ __device__ __forceinline__ void wait_for_prior_grid() {
 #endif
 }
 
-// Resident blocks asked of ptxas (the register cap): 4 at M <= 8 (32 warps per SM; 3 with two
-// tiles below sm_90, where 64 registers would spill), 2 at M <= 16.
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
-constexpr int kTwoTileBlocks = 3;
-#else
-constexpr int kTwoTileBlocks = 4;
-#endif
-template <int MT, int kTiles> constexpr int gemv_min_blocks() { return MT == 1 ? (kTiles == 1 ? 4 : kTwoTileBlocks) : 2; }
-
 template <typename T, int MT, int kTiles>
-__global__ void __launch_bounds__(kThreads, gemv_min_blocks<MT, kTiles>()) qlora_gemv_kernel(GemvParams p) {
+__global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv_kernel(GemvParams p) {
   using R = GemvRing<MT, kTiles>;
   constexpr int kBlockN = kTiles * 16;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -123,21 +114,25 @@ __global__ void __launch_bounds__(kThreads, gemv_min_blocks<MT, kTiles>()) qlora
   const int row0 = blockIdx.x * kBlockN;
   const bool nested = p.w.nested_absmax != nullptr;
   const int64_t k0 = static_cast<int64_t>(c0) * kChunk;
-  // (per tile: its row of this lane, as an offset from tile 0's; one pointer kept)
-  const int64_t n_first = min(row0 + lane / 2, p.N - 1);
-  const uint8_t* codes = p.w.packed + (n_first * p.K + k0) / 2 + 16 * (lane % 2);
-  int code_rows[kTiles];  // rows from tile 0's row to tile i's (rows past N: row N - 1)
+  const uint8_t* codes[kTiles];
 #pragma unroll
-  for (int i = 0; i < kTiles; ++i) code_rows[i] = min(row0 + i * 16 + lane / 2, p.N - 1) - static_cast<int>(n_first);
+  for (int i = 0; i < kTiles; ++i) {
+    const int64_t n = min(row0 + i * 16 + lane / 2, p.N - 1);
+    codes[i] = p.w.packed + (n * p.K + k0) / 2 + 16 * (lane % 2);
+  }
   const bool scale_lane = lane < kBlockN;
   const int64_t srow = min(row0 + lane % kBlockN, p.N - 1);
   const int64_t srow_e = srow * p.K + k0;  // element offset of this lane's scale row in the slice
   const int64_t n_blocks = p.w.n >> p.w.blocksize_log2;
   const int srow_b4 = static_cast<int>((srow * p.K) >> p.w.blocksize_log2) & 3;
-  // x: lane L copies pieces L + 32t (row L / 8 + 4t, 8 elements from (L % 8)·8) of each chunk
-  // that exist (8·M pieces, at most 64·MT).
-  constexpr int kXCopies = MT * 2;
-  const T* xsrc = static_cast<const T*>(p.x) + static_cast<int64_t>(lane / 8) * p.K + k0 + (lane % 8) * 8;
+  // x: lane L copies pieces L + 32t (row (L + 32t) / 8, 8 elements from (L % 8)·8) of each chunk.
+  constexpr int kXCopies = MT * 2;  // 8·M <= 64·MT pieces
+  const T* xsrc[kXCopies];
+#pragma unroll
+  for (int t = 0; t < kXCopies; ++t) {
+    const int piece = lane + 32 * t, m = min(piece / 8, M - 1);
+    xsrc[t] = static_cast<const T*>(p.x) + static_cast<int64_t>(m) * p.K + k0 + (piece % 8) * 8;
+  }
   unsigned char* ring = smem + static_cast<size_t>(warp) * R::warp_bytes(M);
 
   // Chunk j of this warp (chunk c0 + warp + 8j of W) into stage j % kRing, one commit group per
@@ -147,7 +142,7 @@ __global__ void __launch_bounds__(kThreads, gemv_min_blocks<MT, kTiles>()) qlora
       unsigned char* st = ring + (j % R::kRing) * stage_bytes;
       const int64_t kc = static_cast<int64_t>(warp + kWarps * j) * kChunk;  // k offset within the slice
 #pragma unroll
-      for (int i = 0; i < kTiles; ++i) cp_async16(st + R::kCodes + i * 512 + lane * 16, codes + static_cast<int64_t>(code_rows[i]) * (p.K / 2) + kc / 2, true);
+      for (int i = 0; i < kTiles; ++i) cp_async16(st + R::kCodes + i * 512 + lane * 16, codes[i] + kc / 2, true);
       if (scale_lane) {
         const int64_t b = (srow_e + kc) >> p.w.blocksize_log2;
         // (the nested code byte's word alone only where it could run past the last code byte)
@@ -157,9 +152,7 @@ __global__ void __launch_bounds__(kThreads, gemv_min_blocks<MT, kTiles>()) qlora
 #pragma unroll
       for (int t = 0; t < kXCopies; ++t) {
         const int piece = lane + 32 * t;
-        if (piece < 8 * M)
-          cp_async16(st + R::kX + (piece / 8) * kXStride + (piece % 8) * 16, xsrc + 4 * t * static_cast<int64_t>(p.K) + kc,
-                     true);
+        if (piece < 8 * M) cp_async16(st + R::kX + (piece / 8) * kXStride + (piece % 8) * 16, xsrc[t] + kc, true);
       }
     }
     cp_async_commit();
