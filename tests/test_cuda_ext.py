@@ -47,3 +47,20 @@ def test_launchers_refuse_bad_calls_before_touching_memory():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="needs an sm_90 GPU"):
             C.qlora_dx(*dx_args)
+
+
+@pytest.mark.skipif(not _cuda_ext.built(), reason="the CUDA extension is not built")
+def test_small_m_plan_splits_k_only_for_narrow_w():
+    # plan_qlora_gemv (host code, no GPU needed): blocks own 16 (tiles=1) or 32 rows and all of K;
+    # K is split over blocks only while the column blocks leave the SMs fewer than two blocks each,
+    # into at most 8 slices of at least two 64-wide chunks per warp (16 per slice).
+    plan = _cuda_ext._C.plan_qlora_gemv
+    assert plan(1, 28672, 8192, 132, 2) == (1, 2, 0)  # 896 column blocks: no split, no workspace
+    assert plan(1, 14336, 4096, 132, 2) == (1, 2, 0)  # 448
+    # 4096 rows: 128 column blocks -> ceil(264 / 128) = 3 slices; workspace = partials + counters
+    assert plan(16, 4096, 14336, 132, 2) == (3, 2, 4 * 3 * 16 * 4096 + 4 * 128)
+    assert plan(1, 4096, 4096, 132, 1) == (2, 1, 4 * 2 * 1 * 4096 + 4 * 256)  # 256 blocks of 16 rows
+    assert plan(1, 1024, 4096, 132, 2)[0] == 4  # 32 blocks want 9 slices; 64 chunks allow 4
+    assert plan(1, 257, 1 << 20, 132, 2)[0] == 8  # never more than 8
+    assert plan(3, 1000, 64, 132, 2)[:2] == (1, 2)  # one chunk: nothing to split
+    assert plan(1, 4096, 4096, 132, 7)[1] == 2  # a tile count it does not take falls back to 2
