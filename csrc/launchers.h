@@ -32,10 +32,12 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
                               int blocksize, int64_t M, int64_t N, int64_t K, int64_t r, float scale,
                               int splits, int tiles, uintptr_t stream);
 
-// Large-M forward (qlora_mma.cu): the plan of a call on the current device. variant: 0 = the SS
-// wgmma kernel on sm_90 and the mma.sync kernel elsewhere, 1 = mma.sync, 2 = wgmma with W decoded
-// into the register operand (RS; sm_90 only), 3 = wgmma with W decoded into shared memory (SS;
-// sm_90 only). block_m: x rows per block of the wgmma kernel, 128 or 256 (0 = chosen from the
+// Large-M forward (qlora_mma.cu): the plan of a call on the current device. variant: 0 = on sm_90
+// the warp-specialized kernel (4), or the SS kernel (3) where K is split over a cluster, and the
+// mma.sync kernel elsewhere; 1 = mma.sync, 2 = wgmma with W decoded into the register operand (RS),
+// 3 = wgmma with W decoded into shared memory (SS), 4 = SS warp-specialized (a producer warpgroup:
+// TMA copies of x and the decode), 5 = 4 with each decode shared by a cluster of two blocks
+// (2-5: sm_90 only). block_m: x rows per block of the wgmma kernel, 128 or 256 (0 = chosen from the
 // shape). splits: K slices of the u kernel; k_splits: K slices per output tile (wgmma, when the
 // tiles alone leave SMs idle: the blocks of one thread-block cluster, at most 8); workspace: the u
 // kernel's float32 partial sums and counters (0 bytes when it does not split K). error is

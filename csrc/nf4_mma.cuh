@@ -130,14 +130,24 @@ __device__ __forceinline__ float scale_of(const NF4State& w, const float* code2,
   return w.nested_absmax != nullptr ? nested_absmax(code2, r.q[i], r.a2[i], w.nested_offset) : __uint_as_float(r.q[i]);
 }
 
+// The shared-state-space address of a pointer into shared memory.
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+// The first 1024-byte aligned byte at or after the dynamic shared memory base (the 128-byte
+// swizzle of TMA and wgmma descriptors needs 1024-byte aligned tiles; kernels ask 1024 bytes extra).
+__device__ __forceinline__ unsigned char* align_smem_1024(unsigned char* base) {
+  return base + ((1024u - (smem_addr(base) & 1023u)) & 1023u);
+}
+
 // 16-byte global -> shared copy, asynchronous (cp.async.cg: L2 only); pred false writes zeros.
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool pred) {
-  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  const uint32_t s = smem_addr(smem);
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(pred ? 16 : 0));
 }
 // 4-byte global -> shared copy, asynchronous (cp.async.ca); both addresses 4-byte aligned.
 __device__ __forceinline__ void cp_async4(void* smem, const void* gmem) {
-  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  const uint32_t s = smem_addr(smem);
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(s), "l"(gmem));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }

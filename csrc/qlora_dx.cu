@@ -65,8 +65,7 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
   using C = DxTile<BM>;
   constexpr int MT = C::MT;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
-  unsigned char* smem = smem_raw + ((1024u - (raw_addr & 1023u)) & 1023u);
+  unsigned char* smem = align_smem_1024(smem_raw);
   unsigned char* gs = smem;                                          // [STAGES][BM][128], swizzled
   unsigned char* ws = smem + C::STAGES * C::kGBytes;                 // [3][BK / 64][64 n][128], swizzled
   float* code2 = reinterpret_cast<float*>(smem + C::kBody - C::kTableBytes);
@@ -125,8 +124,8 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
   // column, kAtomCol bytes), stride offset = the next 8 n rows (1024 bytes); a k16 step of the
   // reduction = 16 n rows = 2048 bytes). Both layouts verified bit for bit by the identity test.
   const int wg = warp / 4;
-  const uint32_t g_addr = static_cast<uint32_t>(__cvta_generic_to_shared(gs)) + wg * (C::BM / 2) * 128;
-  const uint32_t w_addr = static_cast<uint32_t>(__cvta_generic_to_shared(ws));
+  const uint32_t g_addr = smem_addr(gs) + wg * (C::BM / 2) * 128;
+  const uint32_t w_addr = smem_addr(ws);
   float acc[MT][64];
 #pragma unroll
   for (int t = 0; t < MT; ++t)

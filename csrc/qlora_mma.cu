@@ -398,8 +398,7 @@ __global__ void __launch_bounds__(256, 1) qlora_wgmma_kernel(MmaParams p) {
 #if NF4LORA_HAS_WGMMA
   using C = WgTile<BM, kSS>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
-  unsigned char* smem = smem_raw + ((1024u - (raw_addr & 1023u)) & 1023u);
+  unsigned char* smem = align_smem_1024(smem_raw);
   unsigned char* xs = smem;                                    // [STAGES][BM][128 bytes], swizzled
   unsigned char* cs = smem + C::STAGES * C::kXBytes;           // [STAGES][BN][32 bytes]
   float* code2 = reinterpret_cast<float*>(smem + C::kBody - C::kTableBytes);  // [256]
@@ -460,8 +459,8 @@ __global__ void __launch_bounds__(256, 1) qlora_wgmma_kernel(MmaParams p) {
     uint4 cw;
     Raw1 raw;
     ss_prologue<C::STAGES>(chunks, load_x, load_codes, decode, cw, raw);
-    const uint64_t xdesc0 = sw128_desc(static_cast<uint32_t>(__cvta_generic_to_shared(xs)));
-    const uint32_t w_addr = static_cast<uint32_t>(__cvta_generic_to_shared(wsb)) + (warp / 4) * 64 * 128;
+    const uint64_t xdesc0 = sw128_desc(smem_addr(xs));
+    const uint32_t w_addr = smem_addr(wsb) + (warp / 4) * 64 * 128;
     for (int i = 0; i < chunks; ++i) {
       pin(acc);
       wgmma_fence();
@@ -502,7 +501,7 @@ __global__ void __launch_bounds__(256, 1) qlora_wgmma_kernel(MmaParams p) {
     fence_proxy_async();
     __syncthreads();
     const uint32_t pick = static_cast<uint32_t>(c) | static_cast<uint32_t>(c + 4) << 4;  // byte c of two words
-    const uint64_t desc0 = sw128_desc(static_cast<uint32_t>(__cvta_generic_to_shared(xs)));
+    const uint64_t desc0 = sw128_desc(smem_addr(xs));
 
     // A fragments of chunk ch: a[s] = {row g k-lo, row g+8 k-lo, row g k-hi, row g+8 k-hi} of step s.
     auto decode = [&](int ch, const Raw& raw, uint32_t (&a)[4][4]) {
@@ -640,8 +639,7 @@ __global__ void __launch_bounds__(WsTile<BM, kPair>::kThreads, 1)
 #if NF4LORA_HAS_WGMMA
   using C = WsTile<BM, kPair>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  const uint32_t raw_addr = smem_addr(smem_raw);
-  unsigned char* smem = smem_raw + ((1024u - (raw_addr & 1023u)) & 1023u);
+  unsigned char* smem = align_smem_1024(smem_raw);
   // Stage s: the x tile at s·kStageBytes (1024-aligned), its W tile right after.
   float* code2 = reinterpret_cast<float*>(smem + C::kBody - C::kBarBytes - C::kTableBytes);  // [256]
   float* codes = code2 + 256;                                                                 // [16]

@@ -275,7 +275,7 @@ __device__ __forceinline__ bool cluster_sum_to_rank0(float (&acc)[N], unsigned c
   }
   cluster_sync();
   if (rank == 0) {
-    const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(mine));
+    const uint32_t addr = smem_addr(mine);
     for (uint32_t s = 1; s < blocks; ++s) {
 #pragma unroll
       for (int j = 0; j < N / 4; ++j) {
@@ -368,9 +368,6 @@ inline int wgmma_rows_per_block(int64_t M, int64_t col_tiles, int sm_count) {
 // arrives on full[s]; the consumer warpgroups wait on full[s], run their MMAs and, once those are
 // done, arrive on empty[s], which the producer waits on before refilling the stage.
 
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
 __device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
 #if NF4LORA_HAS_WGMMA
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count) : "memory");

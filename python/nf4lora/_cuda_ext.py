@@ -115,12 +115,13 @@ def device_index(device: torch.device) -> int:
 
 
 def _sm_count(device: torch.device) -> int:
-    return _sm_count_of(device_index(device))
+    return _props_of(device_index(device)).multi_processor_count
 
 
 @functools.lru_cache(maxsize=None)
-def _sm_count_of(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
+def _props_of(index: int):
+    """The device's properties (SM count, compute capability), asked once per device."""
+    return torch.cuda.get_device_properties(index)
 
 
 # Rows of W per block of the small-M kernel in 16-row tiles (1: 16 rows, 2: 32; the block's 8
@@ -211,11 +212,6 @@ def qlora_forward_large(x, x_lora, q: NF4Weight, A, B, scale: float, bias, varia
 
 # --- backward dx on sm_90 (csrc/qlora_dx.cu) -------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
-def _major_of(index: int) -> int:
-    return torch.cuda.get_device_capability(index)[0]
-
-
 def dx_unsupported_reason(g: torch.Tensor, q: NF4Weight) -> Optional[str]:
     """None when the CUDA dx kernel takes this backward call (g is (M, N)), else why not."""
     if g.dtype not in (torch.float16, torch.bfloat16):
@@ -227,7 +223,7 @@ def dx_unsupported_reason(g: torch.Tensor, q: NF4Weight) -> Optional[str]:
         return f"the CUDA dx kernel needs N and K multiples of 64, got N={N}, K={K}"
     if q.blocksize < 64 or K % q.blocksize:
         return f"the CUDA dx kernel needs blocksize >= 64 dividing K, got blocksize={q.blocksize}, K={K}"
-    if g.device.type == "cuda" and _major_of(device_index(g.device)) != 9:
+    if g.device.type == "cuda" and _props_of(device_index(g.device)).major != 9:
         return "the CUDA dx kernel needs an sm_90 GPU (wgmma)"
     return None
 
