@@ -2,7 +2,8 @@
 
     python bench/diag_fwd.py [--out DIR]
 
-1. Small M (1, 16) on 4096×14336 and 8192×28672, r = 16, bf16, under no_grad:
+1. Small M (1, 16) on the four shapes, r = 16, bf16, under no_grad, for the default small-M kernel,
+   Triton's, and the other tile widths and pipelines (variant "cuda:TILES:PIPELINE"):
    - ``bench``: the benchmark's number (do_bench median with its L2 flush), through the op;
    - ``host``: wall time per call of 2000 back-to-back calls, CPU side (perf_counter, one sync at
      the end) — the op's own Python/dispatch/launch cost when the GPU keeps up;
@@ -76,16 +77,20 @@ def small_m(sink):
     from nf4lora import _cuda_ext
     from nf4lora.benchmark import forced_backend
 
-    default_tiles = _cuda_ext.GEMV_TILES
+    default_tiles, default_pipeline = _cuda_ext.GEMV_TILES, _cuda_ext.GEMV_PIPELINE
     for K, N in ((4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672)):
         for M in (1, 16):
             c = Case(M, K, N, 16, "cuda")
             mb = (c.q.nbytes + 2 * 16 * (K + N) + 2 * M * (K + N)) / 1e6
             dense = _do_bench(lambda c=c: torch.nn.functional.linear(c.x, c.w)) * 1e3
-            for variant in (None, "triton", "cuda:1", "cuda:2"):
-                backend, _, tiles = (variant or "").partition(":")
+            # "cuda:TILES:PIPELINE" (GEMV_TILES, GEMV_PIPELINE); None: the defaults
+            for variant in (None, "triton", "cuda:1", "cuda:2:cp_async", "cuda:1:cp_async"):
+                backend, _, rest = (variant or "").partition(":")
+                tiles, _, pipeline = rest.partition(":")
                 if tiles:
                     _cuda_ext.GEMV_TILES = int(tiles)
+                if pipeline:
+                    _cuda_ext.GEMV_PIPELINE = pipeline
                 with forced_backend(backend or None), torch.no_grad():
                     op = lambda c=c: ops.qlora_linear(c.x, c.q, c.A, c.B, c.scale)  # noqa: E731
                     ops.last_path.clear()
@@ -100,7 +105,7 @@ def small_m(sink):
                            "kernel_TBps": round(mb / ksum, 3) if ksum else None,  # MB/µs
                            "dense_us": round(dense, 2), "MB": round(mb, 1)}
                 emit(row, sink)
-                _cuda_ext.GEMV_TILES = default_tiles
+                _cuda_ext.GEMV_TILES, _cuda_ext.GEMV_PIPELINE = default_tiles, default_pipeline
 
 
 def host_profile(sink):

@@ -49,12 +49,13 @@ PYBIND11_MODULE(_C, m) {
          uintptr_t u, uintptr_t workspace, int dtype, uintptr_t packed, uintptr_t absmax,
          uintptr_t quant_map, uintptr_t nested_absmax, uintptr_t nested_quant_map,
          float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r,
-         float scale, int splits, int tiles, uintptr_t stream) {
+         float scale, int splits, int tiles, int pipeline, uintptr_t stream) {
         check(nf4lora::launch_qlora_gemv(y, x, x_lora, A, B, bias, u, workspace, dtype, packed, absmax,
                                          quant_map, nested_absmax, nested_quant_map, nested_offset,
-                                         blocksize, M, N, K, r, scale, splits, tiles, stream));
+                                         blocksize, M, N, K, r, scale, splits, tiles, pipeline, stream));
       },
-      "y = x·Wᵀ + scale·u·Bᵀ + bias and u = x_lora·Aᵀ for 1 <= M <= 16 (see launchers.h).");
+      "y = x·Wᵀ + scale·u·Bᵀ + bias and u = x_lora·Aᵀ for 1 <= M <= 16; pipeline 0 = auto, 1 = "
+      "cp.async, 2 = TMA (see launchers.h).");
   m.def(
       "plan_qlora_mma",
       [](int64_t M, int64_t N, int64_t K, int64_t r, int variant, int block_m) {

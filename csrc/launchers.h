@@ -25,12 +25,14 @@ GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tile
 // y (M, N) = x·Wᵀ + scale·u·Bᵀ + bias and u (M, r) = x_lora·Aᵀ (float32) for 1 <= M <= 16.
 // dtype: 1 = float16, 2 = bfloat16 (x, x_lora, A, B, bias, y). All tensors contiguous; bias = 0
 // for none; nested_absmax = 0 when absmax is float32; workspace as plan_qlora_gemv says.
+// pipeline: how W reaches shared memory — 0 = TMA on sm_90, cp.async elsewhere; 1 = cp.async;
+// 2 = TMA (sm_90 only).
 std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr_t A, uintptr_t B,
                               uintptr_t bias, uintptr_t u, uintptr_t workspace, int dtype,
                               uintptr_t packed, uintptr_t absmax, uintptr_t quant_map,
                               uintptr_t nested_absmax, uintptr_t nested_quant_map, float nested_offset,
                               int blocksize, int64_t M, int64_t N, int64_t K, int64_t r, float scale,
-                              int splits, int tiles, uintptr_t stream);
+                              int splits, int tiles, int pipeline, uintptr_t stream);
 
 // Large-M forward (qlora_mma.cu): the plan of a call on the current device. variant: 0 = on sm_90
 // the warp-specialized kernel (4), or the SS kernel (3) where K is split over a cluster, and the

@@ -35,6 +35,8 @@
 #include "launchers.h"
 #include "nf4.cuh"
 #include "nf4_mma.cuh"
+#include "tensor_map.h"
+#include "wgmma.cuh"
 
 namespace nf4lora {
 namespace {
@@ -89,6 +91,158 @@ __device__ __forceinline__ void wait_for_prior_grid() {
 #endif
 }
 
+// The slice of K chunks of this block: [c0, c1) of the K / 64 chunks, split S = gridDim.y ways.
+struct KSlice {
+  int c0, c1;
+};
+__device__ __forceinline__ KSlice k_slice(int K) {
+  const int chunks = K / kChunk, S = gridDim.y, split = blockIdx.y;
+  return {static_cast<int>(static_cast<int64_t>(split) * chunks / S),
+          static_cast<int>(static_cast<int64_t>(split + 1) * chunks / S)};
+}
+
+// One warp, one 64-wide chunk: part = W (the kTiles 16-row tiles) · x over the chunk's k, unscaled.
+// codes: the chunk's tile 0, code_row bytes per row of W (32 bytes of the chunk at the start of
+// each; tile i at 16·code_row); xs: the chunk's 64 k of x row 0, x_row bytes per row of x.
+// Thread (g, c) reads k 16c .. 16c + 15 of rows g and g + 8 (8 bytes of codes) and of x row
+// 8jj + g (32 bytes; zeros past M): the chunk's k order is permuted alike for W and x.
+template <typename T, int MT, int kTiles>
+__device__ __forceinline__ void chunk_partial(const unsigned char* codes, int code_row, const unsigned char* xs,
+                                              int x_row, int M, const Table& t, float (&part)[kTiles][MT][4], int g,
+                                              int c) {
+  uint32_t bx[MT][8];
+#pragma unroll
+  for (int jj = 0; jj < MT; ++jj) {
+    const int m = 8 * jj + g;
+    uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
+    if (m < M) {
+      const unsigned char* src = xs + m * x_row + 32 * c;
+      lo = *reinterpret_cast<const uint4*>(src);
+      hi = *reinterpret_cast<const uint4*>(src + 16);
+    }
+    bx[jj][0] = lo.x; bx[jj][1] = lo.y; bx[jj][2] = lo.z; bx[jj][3] = lo.w;
+    bx[jj][4] = hi.x; bx[jj][5] = hi.y; bx[jj][6] = hi.z; bx[jj][7] = hi.w;
+  }
+#pragma unroll
+  for (int i = 0; i < kTiles; ++i) {
+    const unsigned char* tile = codes + i * 16 * code_row;
+    const uint2 cw0 = *reinterpret_cast<const uint2*>(tile + g * code_row + c * 8);
+    const uint2 cw1 = *reinterpret_cast<const uint2*>(tile + (g + 8) * code_row + c * 8);
+    uint32_t r0[2][4], r1[2][4];  // [half of the 8 bytes][byte] pairs of rows g, g + 8
+    decode4(cw0.x, t, r0[0]);
+    decode4(cw0.y, t, r0[1]);
+    decode4(cw1.x, t, r1[0]);
+    decode4(cw1.y, t, r1[1]);
+#pragma unroll
+    for (int jj = 0; jj < MT; ++jj)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) part[i][jj][e] = 0.f;
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {  // step s: elements 4s ... 4s + 3 of the thread's 16
+      // A fragment: {row g, k 2c..}, {row g+8, k 2c..}, {row g, k 2c+8..}, {row g+8, k 2c+8..}
+      // = bytes 2s and 2s + 1 of each row (elements 4s, 4s+1 and 4s+2, 4s+3).
+      const uint32_t a[4] = {r0[s / 2][2 * (s % 2)], r1[s / 2][2 * (s % 2)], r0[s / 2][2 * (s % 2) + 1],
+                             r1[s / 2][2 * (s % 2) + 1]};
+#pragma unroll
+      for (int jj = 0; jj < MT; ++jj) mma16816<T>(part[i][jj], a, bx[jj][2 * s], bx[jj][2 * s + 1]);
+    }
+  }
+}
+
+// acc += part · the chunk's absmax of each row: lane L holds (own) that of block row L; rows g,
+// g + 8 of each tile come by shuffle. C fragment: part[i][jj][0..1] = row g of tile i (x rows
+// 8jj + 2c, + 1), [2..3] = row g + 8.
+template <int MT, int kTiles>
+__device__ __forceinline__ void add_scaled(float (&acc)[kTiles][MT][4], const float (&part)[kTiles][MT][4], float own,
+                                           int g) {
+#pragma unroll
+  for (int i = 0; i < kTiles; ++i) {
+    const float am0 = __shfl_sync(0xFFFFFFFFu, own, i * 16 + g), am1 = __shfl_sync(0xFFFFFFFFu, own, i * 16 + g + 8);
+#pragma unroll
+    for (int jj = 0; jj < MT; ++jj) {
+      acc[i][jj][0] = fmaf(part[i][jj][0], am0, acc[i][jj][0]);
+      acc[i][jj][1] = fmaf(part[i][jj][1], am0, acc[i][jj][1]);
+      acc[i][jj][2] = fmaf(part[i][jj][2], am1, acc[i][jj][2]);
+      acc[i][jj][3] = fmaf(part[i][jj][3], am1, acc[i][jj][3]);
+    }
+  }
+}
+
+// After the main loop (every warp's copies landed, the block synced): the warps' sums meet in
+// shared memory (red, reusing the rings), the K slices through global partials (the block that
+// finishes a column block last reduces them), then y = sum + s·u·Bᵀ + bias in exact fp32 with one
+// rounding to T.
+template <typename T, int MT, int kTiles>
+__device__ __forceinline__ void gemv_epilogue(const GemvParams& p, const float (&acc)[kTiles][MT][4], float* red,
+                                              int* last) {
+  constexpr int kBlockN = kTiles * 16, kRows = MT * 8;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
+  const int M = p.M, S = gridDim.y, split = blockIdx.y, row0 = blockIdx.x * kBlockN;
+#pragma unroll
+  for (int i = 0; i < kTiles; ++i)
+#pragma unroll
+    for (int jj = 0; jj < MT; ++jj)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int m = 8 * jj + 2 * c + (e & 1), n = i * 16 + g + 8 * (e >> 1);
+        red[(warp * kRows + m) * kBlockN + n] = acc[i][jj][e];
+      }
+  __syncthreads();
+
+  // Outputs (m, n) = (idx / kBlockN, row0 + idx % kBlockN), idx = tid + kThreads·e: the sum over warps.
+  constexpr int kItems = (kRows * kBlockN + kThreads - 1) / kThreads;
+  float v[kItems];
+#pragma unroll
+  for (int e = 0; e < kItems; ++e) {
+    const int idx = tid + kThreads * e, m = idx / kBlockN;
+    v[e] = 0.f;
+    if (m < M)
+      for (int w = 0; w < kWarps; ++w) v[e] += red[(w * kRows + m) * kBlockN + idx % kBlockN];
+  }
+  if (S > 1) {  // publish the partials; the last block of this column block reduces all of them
+#pragma unroll
+    for (int e = 0; e < kItems; ++e) {
+      const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
+      if (m < M && n < p.N) p.partial[(static_cast<int64_t>(split) * M + m) * p.N + n] = v[e];
+    }
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) *last = atomicAdd(&p.arrived[blockIdx.x], 1u) == static_cast<unsigned>(S - 1);
+    __syncthreads();
+    if (!*last) return;
+    __threadfence();
+#pragma unroll
+    for (int e = 0; e < kItems; ++e) {
+      const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
+      v[e] = 0.f;
+      if (m < M && n < p.N)
+        for (int sp = 0; sp < S; ++sp) v[e] += __ldcg(p.partial + (static_cast<int64_t>(sp) * M + m) * p.N + n);
+    }
+  }
+  wait_for_prior_grid();  // u
+#pragma unroll
+  for (int e = 0; e < kItems; ++e) {
+    const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
+    if (m >= M || n >= p.N) continue;
+    float lora = 0.f;
+    const T* brow = static_cast<const T*>(p.B) + static_cast<int64_t>(n) * p.r;
+    const float* urow = p.u + static_cast<int64_t>(m) * p.r;
+    for (int j = 0; j < p.r; ++j) lora = fmaf(urow[j], to_float(brow[j]), lora);
+    const float bias = p.bias ? to_float(static_cast<const T*>(p.bias)[n]) : 0.f;
+    static_cast<T*>(p.y)[static_cast<int64_t>(m) * p.N + n] = static_cast<T>(v[e] + p.scale * lora + bias);
+  }
+}
+
+template <int MT, int kTiles> __device__ __forceinline__ void zero_acc(float (&acc)[kTiles][MT][4]) {
+#pragma unroll
+  for (int i = 0; i < kTiles; ++i)
+#pragma unroll
+    for (int j = 0; j < MT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
+}
+
+// The cp.async pipeline (any architecture from sm_80).
 template <typename T, int MT, int kTiles>
 __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv_kernel(GemvParams p) {
   using R = GemvRing<MT, kTiles>;
@@ -101,10 +255,8 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv
   int* last = reinterpret_cast<int*>(table + 8);
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
-  const int S = gridDim.y, split = blockIdx.y;
-  const int chunks = p.K / kChunk;
-  const int c0 = static_cast<int>(static_cast<int64_t>(split) * chunks / S);
-  const int c1 = static_cast<int>(static_cast<int64_t>(split + 1) * chunks / S);
+  const KSlice ks = k_slice(p.K);
+  const int c0 = ks.c0, c1 = ks.c1;
   const int nw = c1 - c0 > warp ? (c1 - c0 - warp + kWarps - 1) / kWarps : 0;  // this warp's chunks
   stage_code_tables<T>(p.w, table, code2, tid, kThreads);
 
@@ -159,13 +311,7 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv
   };
 
   float acc[kTiles][MT][4];
-#pragma unroll
-  for (int i = 0; i < kTiles; ++i)
-#pragma unroll
-    for (int j = 0; j < MT; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
-
+  zero_acc(acc);
 #pragma unroll
   for (int j = 0; j < R::kRing - 1; ++j) fetch(j);
   __syncthreads();  // the code tables
@@ -181,125 +327,144 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv
     // This lane's scale row's raw words (decoded after the MMAs, off the decode's critical path).
     const uint32_t word = reinterpret_cast<const uint32_t*>(st + R::kQ)[lane % kBlockN];
     const float a2 = nested ? reinterpret_cast<const float*>(st + R::kA2)[lane % kBlockN] : 0.f;
-    // x fragments: row m = 8jj + g (zeros past M), k 16c .. 16c + 15 of the chunk (32 bytes).
-    uint32_t bx[MT][8];
-#pragma unroll
-    for (int jj = 0; jj < MT; ++jj) {
-      const int m = 8 * jj + g;
-      uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
-      if (m < M) {
-        const unsigned char* src = st + R::kX + m * kXStride + 32 * c;
-        lo = *reinterpret_cast<const uint4*>(src);
-        hi = *reinterpret_cast<const uint4*>(src + 16);
-      }
-      bx[jj][0] = lo.x; bx[jj][1] = lo.y; bx[jj][2] = lo.z; bx[jj][3] = lo.w;
-      bx[jj][4] = hi.x; bx[jj][5] = hi.y; bx[jj][6] = hi.z; bx[jj][7] = hi.w;
-    }
     float part[kTiles][MT][4];
-#pragma unroll
-    for (int i = 0; i < kTiles; ++i) {
-      const uint2 cw0 = *reinterpret_cast<const uint2*>(st + R::kCodes + i * 512 + g * 32 + c * 8);
-      const uint2 cw1 = *reinterpret_cast<const uint2*>(st + R::kCodes + i * 512 + (g + 8) * 32 + c * 8);
-      uint32_t r0[2][4], r1[2][4];  // [half of the 8 bytes][byte] pairs of rows g, g + 8
-      decode4(cw0.x, t, r0[0]);
-      decode4(cw0.y, t, r0[1]);
-      decode4(cw1.x, t, r1[0]);
-      decode4(cw1.y, t, r1[1]);
-#pragma unroll
-      for (int jj = 0; jj < MT; ++jj)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) part[i][jj][e] = 0.f;
-#pragma unroll
-      for (int s = 0; s < 4; ++s) {  // step s: elements 4s ... 4s + 3 of the thread's 16
-        // A fragment: {row g, k 2c..}, {row g+8, k 2c..}, {row g, k 2c+8..}, {row g+8, k 2c+8..}
-        // = bytes 2s and 2s + 1 of each row (elements 4s, 4s+1 and 4s+2, 4s+3).
-        const uint32_t a[4] = {r0[s / 2][2 * (s % 2)], r1[s / 2][2 * (s % 2)], r0[s / 2][2 * (s % 2) + 1],
-                               r1[s / 2][2 * (s % 2) + 1]};
-#pragma unroll
-        for (int jj = 0; jj < MT; ++jj) mma16816<T>(part[i][jj], a, bx[jj][2 * s], bx[jj][2 * s + 1]);
-      }
-    }
-    // The absmax of this lane's scale row for this chunk (one decode per row), then rows g, g + 8
-    // of each tile from their owners; C fragment: part[i][jj][0..1] = row g of tile i (x rows
-    // 8jj + 2c, + 1), [2..3] = row g + 8.
+    chunk_partial<T, MT, kTiles>(st + R::kCodes, 32, st + R::kX, kXStride, M, t, part, g, c);
+    // The absmax of this lane's scale row for this chunk (one decode per row).
     float own = __uint_as_float(word);
     if (nested) {
       // (only b % 4 matters: the row start's block index mod 4 plus the slice's blocks)
       const int b = srow_b4 + ((static_cast<int>(k0) + (warp + kWarps * j) * kChunk) >> p.w.blocksize_log2);
       own = nested_absmax(code2, raw_q_of(p.w, word, b), a2, p.w.nested_offset);
     }
-#pragma unroll
-    for (int i = 0; i < kTiles; ++i) {
-      const float am0 = __shfl_sync(0xFFFFFFFFu, own, i * 16 + g), am1 = __shfl_sync(0xFFFFFFFFu, own, i * 16 + g + 8);
-#pragma unroll
-      for (int jj = 0; jj < MT; ++jj) {
-        acc[i][jj][0] = fmaf(part[i][jj][0], am0, acc[i][jj][0]);
-        acc[i][jj][1] = fmaf(part[i][jj][1], am0, acc[i][jj][1]);
-        acc[i][jj][2] = fmaf(part[i][jj][2], am1, acc[i][jj][2]);
-        acc[i][jj][3] = fmaf(part[i][jj][3], am1, acc[i][jj][3]);
-      }
-    }
+    add_scaled(acc, part, own, g);
   }
   cp_async_wait<0>();
   __syncthreads();  // every warp is done with its ring: it becomes the partial sums
+  gemv_epilogue<T, MT, kTiles>(p, acc, reinterpret_cast<float*>(smem), last);
+}
 
-  // This warp's partial sums -> red[warp][m][n - row0]; then the block's sum over warps.
-  float* red = reinterpret_cast<float*>(smem);
-  constexpr int kRows = MT * 8;
+// The TMA pipeline (sm_90): per warp a ring of kRing stages of kSub chunks, each stage filled by
+// tensor copies issued by lane 0 (the codes of the block's rows, x's rows) and completing
+// on the stage's mbarrier; the scales go to registers one stage ahead (lane L: block row L). Per
+// stage (bytes): codes [kSub][kTiles·16 rows][32] (one box per chunk), then x [M][kSub·64] of T.
+template <int MT, int kTiles> struct GemvTma {
+  static constexpr int kSub = MT == 1 ? 2 : 1;  // chunks per stage
+  static constexpr int kRing = 3;               // stages per warp
+  static constexpr int kCodeBytes = kSub * kTiles * 16 * 32;
+  __host__ __device__ static constexpr int x_bytes(int M) { return M * kSub * kChunk * 2; }
+  __host__ __device__ static constexpr int stage_bytes(int M) { return kCodeBytes + x_bytes(M); }
+  static constexpr int kReduceBytes = kWarps * MT * 8 * kTiles * 16 * 4;
+  // The rings (or the partial sums) from a 128-byte aligned start, then the code tables.
+  __host__ __device__ static constexpr int body(int M) {
+    return kWarps * kRing * stage_bytes(M) > kReduceBytes ? kWarps * kRing * stage_bytes(M) : kReduceBytes;
+  }
+  __host__ __device__ static constexpr size_t smem_bytes(int M) {
+    return 128 + static_cast<size_t>(body(M)) + 256 * 4 + 8 * 4 + 16;
+  }
+};
+
+template <typename T, int MT, int kTiles>
+__global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2)
+    qlora_gemv_tma_kernel(const GemvParams p, const __grid_constant__ CUtensorMap codes_map,
+                          const __grid_constant__ CUtensorMap x_map) {
+#if NF4LORA_HAS_WGMMA
+  using R = GemvTma<MT, kTiles>;
+  constexpr int kBlockN = kTiles * 16, kSub = R::kSub, kRing = R::kRing;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __shared__ __align__(8) uint64_t bars[kWarps][kRing];
+  unsigned char* smem = smem_raw + ((128u - (smem_addr(smem_raw) & 127u)) & 127u);
+  const int M = p.M, stage_bytes = R::stage_bytes(M);
+  float* code2 = reinterpret_cast<float*>(smem + R::body(M));  // [256]
+  uint32_t* table = reinterpret_cast<uint32_t*>(code2 + 256);  // [8]
+  int* last = reinterpret_cast<int*>(table + 8);
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
+  const KSlice ks = k_slice(p.K);
+  const int c0 = ks.c0, c1 = ks.c1;
+  const int n_stages = (c1 - c0 + kSub - 1) / kSub;  // stage s: chunks c0 + s·kSub ... (< c1)
+  const int nw = n_stages > warp ? (n_stages - warp + kWarps - 1) / kWarps : 0;  // warp's stages: warp + 8i
+  stage_code_tables<T>(p.w, table, code2, tid, kThreads);
+  if (lane == 0) {
 #pragma unroll
-  for (int i = 0; i < kTiles; ++i)
+    for (int r = 0; r < kRing; ++r) mbar_init(&bars[warp][r], 1);
+    mbar_init_fence();
+  }
+  __syncthreads();  // the code tables and barriers
+  const Table t = load_table(table);
+
+  const int row0 = blockIdx.x * kBlockN;
+  unsigned char* ring = smem + warp * kRing * stage_bytes;
+  const uint32_t tx_bytes = static_cast<uint32_t>(stage_bytes);
+  // Lane 0: stage i of this warp into slot i % kRing (rows past N and k past K read as zeros).
+  auto issue = [&](int i) {
+    const int chunk = c0 + (warp + kWarps * i) * kSub;
+    unsigned char* dst = ring + (i % kRing) * stage_bytes;
+    uint64_t* bar = &bars[warp][i % kRing];
+    mbar_arrive_expect_tx(bar, tx_bytes);
 #pragma unroll
-    for (int jj = 0; jj < MT; ++jj)
+    for (int s = 0; s < kSub; ++s) tma_load_2d(dst + s * kTiles * 512, &codes_map, bar, (chunk + s) * (kChunk / 2), row0);
+    tma_load_2d(dst + R::kCodeBytes, &x_map, bar, chunk * kChunk, 0);
+  };
+  if (lane == 0)
+    for (int i = 0; i < kRing && i < nw; ++i) issue(i);
+
+  // Scales: lane L holds the raw words of block row L (rows past N: row N - 1) for a stage's
+  // chunks, loaded one stage ahead. K is a multiple of the blocksize, so row n's blocks start at
+  // n·K / blocksize and chunk j lies in block n·K / blocksize + j·64 / blocksize.
+  const bool nested = p.w.nested_absmax != nullptr;
+  const int64_t srow = min(row0 + lane % kBlockN, p.N - 1);
+  const int64_t row_block = srow * static_cast<int64_t>(p.K >> p.w.blocksize_log2);
+  const int chunk_shift = p.w.blocksize_log2 - 6;
+  auto load_scales = [&](int i, uint32_t (&q)[kSub], float (&a2)[kSub]) {
+    const int chunk = c0 + (warp + kWarps * i) * kSub;
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int m = 8 * jj + 2 * c + (e & 1), n = i * 16 + g + 8 * (e >> 1);
-        red[(warp * kRows + m) * kBlockN + n] = acc[i][jj][e];
+    for (int s = 0; s < kSub; ++s) {
+      const int64_t b = row_block + (min(chunk + s, c1 - 1) >> chunk_shift);
+      if (nested) {
+        q[s] = __ldg(static_cast<const uint8_t*>(p.w.absmax) + b);
+        a2[s] = __ldg(p.w.nested_absmax + (b >> kNestedBlockLog2));
+      } else {
+        q[s] = __ldg(static_cast<const uint32_t*>(p.w.absmax) + b);
+        a2[s] = 0.f;
       }
-  __syncthreads();
+    }
+  };
 
-  // Outputs (m, n) = (idx / kBlockN, row0 + idx % kBlockN), idx = tid + kThreads·e: the sum over warps.
-  constexpr int kItems = (kRows * kBlockN + kThreads - 1) / kThreads;
-  float v[kItems];
+  float acc[kTiles][MT][4];
+  zero_acc(acc);
+  uint32_t q[kSub];
+  float a2[kSub];
+  if (nw > 0) load_scales(0, q, a2);
+  for (int i = 0; i < nw; ++i) {
+    uint32_t qn[kSub];
+    float a2n[kSub];
+    load_scales(i + 1, qn, a2n);  // (past the warp's last stage: chunk c1 - 1 again)
+    mbar_wait(&bars[warp][i % kRing], (i / kRing) & 1);
+    const unsigned char* st = ring + (i % kRing) * stage_bytes;
+    const int chunk = c0 + (warp + kWarps * i) * kSub;
 #pragma unroll
-  for (int e = 0; e < kItems; ++e) {
-    const int idx = tid + kThreads * e, m = idx / kBlockN;
-    v[e] = 0.f;
-    if (m < M)
-      for (int w = 0; w < kWarps; ++w) v[e] += red[(w * kRows + m) * kBlockN + idx % kBlockN];
-  }
-  if (S > 1) {  // publish the partials; the last block of this column block reduces all of them
-#pragma unroll
-    for (int e = 0; e < kItems; ++e) {
-      const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
-      if (m < M && n < p.N) p.partial[(static_cast<int64_t>(split) * M + m) * p.N + n] = v[e];
+    for (int s = 0; s < kSub; ++s) {
+      if (chunk + s < c1) {
+        float part[kTiles][MT][4];
+        chunk_partial<T, MT, kTiles>(st + s * kTiles * 512, 32, st + R::kCodeBytes + s * kChunk * 2, kSub * kChunk * 2,
+                                     M, t, part, g, c);
+        const float own = nested ? nested_absmax(code2, q[s], a2[s], p.w.nested_offset) : __uint_as_float(q[s]);
+        add_scaled(acc, part, own, g);
+      }
     }
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) *last = atomicAdd(&p.arrived[blockIdx.x], 1u) == static_cast<unsigned>(S - 1);
-    __syncthreads();
-    if (!*last) return;
-    __threadfence();
+    __syncwarp();  // every lane is done with the slot
+    if (lane == 0 && i + kRing < nw) issue(i + kRing);
 #pragma unroll
-    for (int e = 0; e < kItems; ++e) {
-      const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
-      v[e] = 0.f;
-      if (m < M && n < p.N)
-        for (int sp = 0; sp < S; ++sp) v[e] += __ldcg(p.partial + (static_cast<int64_t>(sp) * M + m) * p.N + n);
+    for (int s = 0; s < kSub; ++s) {
+      q[s] = qn[s];
+      a2[s] = a2n[s];
     }
   }
-  wait_for_prior_grid();  // u
-  // + s·u·Bᵀ + bias, exact fp32, one rounding to T.
-#pragma unroll
-  for (int e = 0; e < kItems; ++e) {
-    const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
-    if (m >= M || n >= p.N) continue;
-    float lora = 0.f;
-    const T* brow = static_cast<const T*>(p.B) + static_cast<int64_t>(n) * p.r;
-    const float* urow = p.u + static_cast<int64_t>(m) * p.r;
-    for (int j = 0; j < p.r; ++j) lora = fmaf(urow[j], to_float(brow[j]), lora);
-    const float bias = p.bias ? to_float(static_cast<const T*>(p.bias)[n]) : 0.f;
-    static_cast<T*>(p.y)[static_cast<int64_t>(m) * p.N + n] = static_cast<T>(v[e] + p.scale * lora + bias);
-  }
+  __syncthreads();  // every warp is done with its ring (all its copies were waited for)
+  gemv_epilogue<T, MT, kTiles>(p, acc, reinterpret_cast<float*>(smem), last);
+#else
+  __trap();  // the launcher runs this kernel on sm_90 only
+#endif
 }
 
 // u[m, j] = Σ_k x̃[m, k]·A[j, k]: block (j, rows 2·y, 2·y + 1), 512 threads, 16-byte loads, two
@@ -348,32 +513,63 @@ __global__ void __launch_bounds__(kUThreads) lora_u_kernel(const T* __restrict__
   }
 }
 
-template <typename T, int MT, int kTiles>
-std::string launch_gemv(const GemvParams& p, int splits, bool dependent, cudaStream_t stream) {
-  const size_t smem = GemvRing<MT, kTiles>::smem_bytes(p.M);
-  auto kernel = qlora_gemv_kernel<T, MT, kTiles>;
+// Launches kernel (the u kernel's programmatic dependent when `dependent`: sm_90 — it starts
+// streaming W while u is computed and waits for u, griddepcontrol.wait, only before its epilogue).
+template <typename Kernel, typename... Args>
+std::string launch_dependent(Kernel kernel, const char* name, dim3 grid, size_t smem, bool dependent,
+                             cudaStream_t stream, Args... args) {
   // Opt in to more than 48 KiB of shared memory (per device, so on every launch: it is cheap).
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-  if (err != cudaSuccess) return std::string("qlora_gemv_kernel attributes: ") + cudaGetErrorString(err);
+  if (err != cudaSuccess) return std::string(name) + " attributes: " + cudaGetErrorString(err);
   cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3((p.N + kTiles * 16 - 1) / (kTiles * 16), splits);
+  cfg.gridDim = grid;
   cfg.blockDim = dim3(kThreads);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
-  // sm_90: a programmatic dependent of lora_u_kernel — it starts streaming W while u is computed
-  // and waits for u (griddepcontrol.wait) only before its epilogue.
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
   cfg.numAttrs = dependent ? 1 : 0;
-  err = cudaLaunchKernelEx(&cfg, kernel, p);
-  return err == cudaSuccess ? "" : std::string("qlora_gemv_kernel: ") + cudaGetErrorString(err);
+  err = cudaLaunchKernelEx(&cfg, kernel, args...);
+  return err == cudaSuccess ? "" : std::string(name) + ": " + cudaGetErrorString(err);
+}
+
+// The TMA maps of qlora_gemv_tma_kernel: the codes (N, K / 2) bytes in boxes of one chunk (32
+// bytes) × the block's rows, and x (M, K) in boxes of kSub·64 k × M rows.
+template <typename T, int MT, int kTiles>
+std::string gemv_tensor_maps(const GemvParams& p, CUtensorMap* codes_map, CUtensorMap* x_map) {
+  using R = GemvTma<MT, kTiles>;
+  const cuuint64_t cdims[2] = {static_cast<cuuint64_t>(p.K / 2), static_cast<cuuint64_t>(p.N)};
+  const cuuint64_t cstrides[1] = {static_cast<cuuint64_t>(p.K / 2)};
+  const cuuint32_t cbox[2] = {kChunk / 2, kTiles * 16};
+  std::string err = encode_tensor_map(codes_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, p.w.packed, cdims, cstrides, cbox,
+                                      CU_TENSOR_MAP_SWIZZLE_NONE, "codes");
+  if (!err.empty()) return err;
+  const cuuint64_t xdims[2] = {static_cast<cuuint64_t>(p.K), static_cast<cuuint64_t>(p.M)};
+  const cuuint64_t xstrides[1] = {static_cast<cuuint64_t>(p.K) * sizeof(T)};
+  const cuuint32_t xbox[2] = {R::kSub * kChunk, static_cast<cuuint32_t>(p.M)};
+  const CUtensorMapDataType type =
+      std::is_same<T, __half>::value ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  return encode_tensor_map(x_map, type, 2, p.x, xdims, xstrides, xbox, CU_TENSOR_MAP_SWIZZLE_NONE, "x");
+}
+
+template <typename T, int MT, int kTiles>
+std::string launch_gemv(const GemvParams& p, int splits, bool tma, bool dependent, cudaStream_t stream) {
+  const dim3 grid((p.N + kTiles * 16 - 1) / (kTiles * 16), splits);
+  if (!tma)
+    return launch_dependent(qlora_gemv_kernel<T, MT, kTiles>, "qlora_gemv_kernel", grid,
+                            GemvRing<MT, kTiles>::smem_bytes(p.M), dependent, stream, p);
+  CUtensorMap codes_map, x_map;
+  const std::string err = gemv_tensor_maps<T, MT, kTiles>(p, &codes_map, &x_map);
+  if (!err.empty()) return err;
+  return launch_dependent(qlora_gemv_tma_kernel<T, MT, kTiles>, "qlora_gemv_tma_kernel", grid,
+                          GemvTma<MT, kTiles>::smem_bytes(p.M), dependent, stream, p, codes_map, x_map);
 }
 
 template <typename T, int MT>
 std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A, float* u, int splits, int tiles,
-                         cudaStream_t stream) {
+                         bool tma, cudaStream_t stream) {
   const dim3 ugrid(p.r, (p.M + kURows - 1) / kURows);
   lora_u_kernel<T><<<ugrid, kUThreads, 0, stream>>>(static_cast<const T*>(x_lora), static_cast<const T*>(A), u,
                                                     p.M, p.K, p.r);
@@ -382,8 +578,8 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
   int major = 0, sm_count = 0;
   current_device(&major, &sm_count);
   const bool dependent = major >= 9;
-  return tiles == 1 ? launch_gemv<T, MT, 1>(p, splits, dependent, stream)
-                    : launch_gemv<T, MT, 2>(p, splits, dependent, stream);
+  return tiles == 1 ? launch_gemv<T, MT, 1>(p, splits, tma, dependent, stream)
+                    : launch_gemv<T, MT, 2>(p, splits, tma, dependent, stream);
 }
 
 }  // namespace
@@ -411,7 +607,7 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
                               uintptr_t u, uintptr_t workspace, int dtype, uintptr_t packed, uintptr_t absmax,
                               uintptr_t quant_map, uintptr_t nested_absmax, uintptr_t nested_quant_map,
                               float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r,
-                              float scale, int splits, int tiles, uintptr_t stream) {
+                              float scale, int splits, int tiles, int pipeline, uintptr_t stream) {
   const int lg = log2_exact(blocksize);
   if (lg < 6 || lg > 12) return "blocksize must be a power of two in [64, 4096]";
   if (M < 1 || M > 16) return "M must be in [1, 16]";
@@ -426,6 +622,11 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   if (splits < 1 || splits > chunks) return "splits must be in [1, K / 64]";
   if (splits > 1 && workspace == 0) return "splits > 1 needs the workspace plan_qlora_gemv sizes";
   if (tiles != 1 && tiles != 2) return "tiles must be 1 or 2";
+  if (pipeline < 0 || pipeline > 2) return "pipeline must be 0 (auto), 1 (cp.async) or 2 (TMA)";
+  int major = 0, sm_count = 0;
+  current_device(&major, &sm_count);
+  if (pipeline == 2 && major != 9) return "pipeline 2 (TMA) runs on sm_90 only";
+  const bool tma = pipeline == 2 || (pipeline == 0 && major == 9);
   const int64_t col_blocks = (N + tiles * 16 - 1) / (tiles * 16);
   GemvParams p{};
   p.y = reinterpret_cast<void*>(y);
@@ -449,10 +650,10 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   const void* xl = reinterpret_cast<const void*>(x_lora);
   const void* a = reinterpret_cast<const void*>(A);
   float* uu = reinterpret_cast<float*>(u);
-  if (dtype == 1) return M <= 8 ? launch_typed<__half, 1>(p, xl, a, uu, splits, tiles, st)
-                                : launch_typed<__half, 2>(p, xl, a, uu, splits, tiles, st);
-  if (dtype == 2) return M <= 8 ? launch_typed<__nv_bfloat16, 1>(p, xl, a, uu, splits, tiles, st)
-                                : launch_typed<__nv_bfloat16, 2>(p, xl, a, uu, splits, tiles, st);
+  if (dtype == 1) return M <= 8 ? launch_typed<__half, 1>(p, xl, a, uu, splits, tiles, tma, st)
+                                : launch_typed<__half, 2>(p, xl, a, uu, splits, tiles, tma, st);
+  if (dtype == 2) return M <= 8 ? launch_typed<__nv_bfloat16, 1>(p, xl, a, uu, splits, tiles, tma, st)
+                                : launch_typed<__nv_bfloat16, 2>(p, xl, a, uu, splits, tiles, tma, st);
   return "dtype must be 1 (float16) or 2 (bfloat16)";
 }
 

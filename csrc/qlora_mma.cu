@@ -43,7 +43,6 @@
 //
 // Tile order: blocks walk GROUP_M row blocks of x across all column blocks before the next group,
 // so a wave shares its x rows and W columns in L2.
-#include <cuda.h>  // CUtensorMap (the type and enums only: the encoder comes from the runtime)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -51,6 +50,7 @@
 #include "launchers.h"
 #include "nf4.cuh"
 #include "nf4_mma.cuh"
+#include "tensor_map.h"
 #include "wgmma.cuh"
 
 namespace nf4lora {
@@ -881,33 +881,14 @@ std::string launch_wgmma_bm(const MmaParams& p, int64_t blocks, cudaStream_t str
   return err == cudaSuccess ? "" : std::string("qlora_wgmma_kernel: ") + cudaGetErrorString(err);
 }
 // The TMA descriptor of x (M, K) T, row-major, for boxes of 64 k × box_rows rows in the 128-byte
-// swizzle of the wgmma descriptors; rows past M read as zeros. The encoder is the driver's
-// (cuTensorMapEncodeTiled, found through the runtime: nothing links libcuda).
-using EncodeTiledFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
-                                   const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
-                                   CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+// swizzle of the wgmma descriptors; rows past M read as zeros.
 template <typename T> std::string x_tensor_map(CUtensorMap* map, const void* x, int64_t M, int64_t K, int box_rows) {
-  static const EncodeTiledFn encode = [] {
-    void* fn = nullptr;
-    cudaDriverEntryPointQueryResult found{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) !=
-            cudaSuccess ||
-        found != cudaDriverEntryPointSuccess) {
-      cudaGetLastError();
-      return static_cast<EncodeTiledFn>(nullptr);
-    }
-    return reinterpret_cast<EncodeTiledFn>(fn);
-  }();
-  if (encode == nullptr) return "cuTensorMapEncodeTiled is not available from the CUDA driver";
   const cuuint64_t dims[2] = {static_cast<cuuint64_t>(K), static_cast<cuuint64_t>(M)};
   const cuuint64_t strides[1] = {static_cast<cuuint64_t>(K) * sizeof(T)};
-  const cuuint32_t box[2] = {kChunkK, static_cast<cuuint32_t>(box_rows)}, steps[2] = {1, 1};
+  const cuuint32_t box[2] = {kChunkK, static_cast<cuuint32_t>(box_rows)};
   const CUtensorMapDataType type =
       std::is_same<T, __half>::value ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
-  const CUresult r = encode(map, type, 2, const_cast<void*>(x), dims, strides, box, steps,
-                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  return r == CUDA_SUCCESS ? "" : "cuTensorMapEncodeTiled (x tensor map) failed with CUresult " + std::to_string(r);
+  return encode_tensor_map(map, type, 2, x, dims, strides, box, CU_TENSOR_MAP_SWIZZLE_128B, "x");
 }
 
 template <typename T, int BM, bool kPair>

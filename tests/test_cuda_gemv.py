@@ -19,6 +19,12 @@ pytestmark = [pytest.mark.gpu,
 DEV = "cuda"
 
 
+def _pipelines():
+    """The small-M pipelines this GPU runs (TMA: sm_90 only)."""
+    return [name for name in _cuda_ext.GEMV_PIPELINES
+            if name != "tma" or torch.cuda.get_device_capability()[0] == 9]
+
+
 def _forward(monkeypatch, x, q, A, B, scale, bias=None, x_lora=None):
     monkeypatch.setenv("NF4LORA_BACKEND", "cuda")
     poison_next_alloc(x.shape[0] * q.shape[0], x.dtype)
@@ -49,12 +55,13 @@ def test_cuda_forward_matches_reference(monkeypatch, dtype, nested, case):
     err = rel_err(y, ref)
     assert err < REL_TOL[dtype] and err <= 2 * rel_err(plain, ref) + 1e-6, (err, rel_err(plain, ref))
     # u = x̃·Aᵀ, returned for dB: fp32 sums of exact products. The other tile width (a different
-    # split-K plan, so a different summation order) is as accurate.
+    # split-K plan, so a different summation order) and the other pipelines are as accurate.
     other = 1 if _cuda_ext.GEMV_TILES == 2 else 2
-    poison_next_alloc(M * N, dtype)
-    y2, u = _cuda_ext.qlora_forward_small(x, xl, q, A, B, 0.7, bias, tiles=other)
-    assert rel_err(u, (x if xl is None else xl).double() @ A.double().t()) < 1e-5
-    assert torch.isfinite(y2).all() and rel_err(y2, ref) <= 2 * rel_err(plain, ref) + 1e-6
+    for tiles, pipeline in ((other, None), *((None, name) for name in _pipelines() if name != "auto")):
+        poison_next_alloc(M * N, dtype)
+        y2, u = _cuda_ext.qlora_forward_small(x, xl, q, A, B, 0.7, bias, tiles=tiles, pipeline=pipeline)
+        assert rel_err(u, (x if xl is None else xl).double() @ A.double().t()) < 1e-5
+        assert torch.isfinite(y2).all() and rel_err(y2, ref) <= 2 * rel_err(plain, ref) + 1e-6, (tiles, pipeline)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -76,6 +83,9 @@ def test_cuda_decode_is_exact_through_identity(monkeypatch, dtype, nested):
         table = q.quant_map.to(dtype).float()
         w = (table[codes] * absmax_float(q).repeat_interleave(64)).to(dtype).view(N, K)
         assert torch.equal(y, w[:, cols].t()) and torch.equal(y2, y)
+        for pipeline in _pipelines():
+            y3, _ = _cuda_ext.qlora_forward_small(x, None, q, A, B, 0.0, None, pipeline=pipeline)
+            assert torch.equal(y3, y), pipeline
 
 
 def test_cuda_forward_uses_the_weights_code_table(monkeypatch):
@@ -123,6 +133,10 @@ def test_cuda_forward_refuses_what_it_does_not_take(monkeypatch):
         qlora_linear(torch.randn(2, 256, device=DEV, dtype=torch.bfloat16), q32, A, B, 1.0)
     with pytest.raises(RuntimeError, match="M must be in"):  # the launcher re-checks what it relies on
         _cuda_ext.qlora_forward_small(torch.randn(20, 256, device=DEV, dtype=torch.bfloat16), None, q, A, B, 1.0, None)
+    keep, _, _, operands, state = _cuda_ext._launch_args(torch.randn(2, 256, device=DEV, dtype=torch.bfloat16), None,
+                                                         q, A, B, None)
+    with pytest.raises(RuntimeError, match=r"pipeline must be 0 \(auto\), 1 \(cp.async\) or 2 \(TMA\)"):
+        _cuda_ext._C.qlora_gemv(*operands, 0, 2, *state, 2, 64, 256, 4, 1.0, 1, 2, 3, 0)
 
 
 @pytest.mark.skipif(shutil.which("compute-sanitizer") is None, reason="compute-sanitizer not found")
@@ -138,7 +152,8 @@ def test_cuda_forward_is_memcheck_clean(tmp_path):
                     A = torch.randn(r, K, device="cuda", dtype=dtype)
                     B = torch.randn(N, r, device="cuda", dtype=dtype)
                     bias = torch.randn(N, device="cuda", dtype=dtype)
-                    _cuda_ext.qlora_forward_small(x, x, q, A, B, 0.5, bias)
+                    for pipeline in ("cp_async", "tma") if torch.cuda.get_device_capability()[0] == 9 else ("cp_async",):
+                        _cuda_ext.qlora_forward_small(x, x, q, A, B, 0.5, bias, pipeline=pipeline)
         torch.cuda.synchronize()
         print("done")
     """)

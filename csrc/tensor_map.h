@@ -1,0 +1,44 @@
+// Host helper of the TMA kernels (qlora_mma.cu, qlora_gemv.cu): tiled tensor maps encoded by the
+// driver's cuTensorMapEncodeTiled, found through the runtime (nothing links libcuda).
+#pragma once
+
+#include <cuda.h>  // CUtensorMap (the type and enums only)
+#include <cuda_runtime.h>
+
+#include <string>
+
+namespace nf4lora {
+
+using EncodeTiledFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
+                                   const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
+                                   CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+// A tiled map of `rank` dimensions over global memory at base: dims[i] elements of `type` in
+// dimension i (0 innermost), strides[i - 1] bytes between consecutive indices of dimension i >= 1
+// (any order: a dimension may step by less than the one before it), boxes of box[i] elements; no
+// interleave, elements outside dims read as zeros. `what` names the map in the error.
+inline std::string encode_tensor_map(CUtensorMap* map, CUtensorMapDataType type, int rank, const void* base,
+                                     const cuuint64_t* dims, const cuuint64_t* strides, const cuuint32_t* box,
+                                     CUtensorMapSwizzle swizzle, const char* what) {
+  static const EncodeTiledFn encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) !=
+            cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      return static_cast<EncodeTiledFn>(nullptr);
+    }
+    return reinterpret_cast<EncodeTiledFn>(fn);
+  }();
+  if (encode == nullptr) return "cuTensorMapEncodeTiled is not available from the CUDA driver";
+  const cuuint32_t steps[5] = {1, 1, 1, 1, 1};
+  const CUresult r = encode(map, type, static_cast<cuuint32_t>(rank), const_cast<void*>(base), dims, strides, box,
+                            steps, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS ? ""
+                           : std::string("cuTensorMapEncodeTiled (") + what + " tensor map) failed with CUresult " +
+                                 std::to_string(r);
+}
+
+}  // namespace nf4lora
