@@ -37,13 +37,12 @@ PYBIND11_MODULE(_C, m) {
       "nested_absmax = 0 means absmax is float32.");
   m.def(
       "plan_qlora_gemv",
-      [](int64_t M, int64_t N, int64_t K, int sm_count, int tiles, int pipeline) {
-        const nf4lora::GemvPlan plan = nf4lora::plan_qlora_gemv(M, N, K, sm_count, tiles, pipeline);
-        return py::make_tuple(plan.splits, plan.tiles, plan.pipeline, plan.workspace_bytes);
+      [](int64_t M, int64_t N, int64_t K, int sm_count, int tiles) {
+        const nf4lora::GemvPlan plan = nf4lora::plan_qlora_gemv(M, N, K, sm_count, tiles);
+        return py::make_tuple(plan.splits, plan.tiles, plan.workspace_bytes);
       },
-      py::arg("M"), py::arg("N"), py::arg("K"), py::arg("sm_count"), py::arg("tiles") = 2, py::arg("pipeline") = 0,
-      "(splits, tiles, pipeline, workspace bytes) of the small-M forward for this shape (pipeline 0: "
-      "TMA on sm_90, cp.async elsewhere; see launchers.h).");
+      py::arg("M"), py::arg("N"), py::arg("K"), py::arg("sm_count"), py::arg("tiles") = 2,
+      "(splits, tiles, workspace bytes) of the small-M forward for this shape.");
   m.def(
       "qlora_gemv",
       [](uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr_t A, uintptr_t B, uintptr_t bias,
@@ -55,8 +54,8 @@ PYBIND11_MODULE(_C, m) {
                                          quant_map, nested_absmax, nested_quant_map, nested_offset,
                                          blocksize, M, N, K, r, scale, splits, tiles, pipeline, stream));
       },
-      "y = x·Wᵀ + scale·u·Bᵀ + bias and u = x_lora·Aᵀ for 1 <= M <= 16, as plan_qlora_gemv planned "
-      "(see launchers.h).");
+      "y = x·Wᵀ + scale·u·Bᵀ + bias and u = x_lora·Aᵀ for 1 <= M <= 16; pipeline 0 = auto, 1 = "
+      "cp.async, 2 = TMA (see launchers.h).");
   m.def(
       "plan_qlora_mma",
       [](int64_t M, int64_t N, int64_t K, int64_t r, int variant, int block_m) {

@@ -13,23 +13,20 @@ std::string launch_dequantize_nf4(uintptr_t out, int out_dtype, uintptr_t packed
                                   uintptr_t nested_quant_map, float nested_offset, int64_t n,
                                   int blocksize, uintptr_t stream);
 
-// Small-M forward (qlora_gemv.cu): how a launch divides the work and the workspace it needs.
-// tiles (1 or 2): 16-row tiles of W per block (16 or 32 rows; its 8 warps split K). pipeline: how W
-// reaches shared memory — 1 = cp.async (any GPU from sm_80; splits = K slices per column block),
-// 2 = TMA (sm_90; a persistent grid of `splits` blocks sharing the column blocks' chunks, stream-K);
-// 0 asks plan_qlora_gemv to choose (TMA on sm_90) and the plan says which.
+// Small-M forward (qlora_gemv.cu): how many K splits a launch uses and the workspace it needs.
+// tiles (1 or 2): 16-row tiles of W per block (16 or 32 rows; its 8 warps split K).
 struct GemvPlan {
   int splits;
   int tiles;
-  int pipeline;
   int64_t workspace_bytes;
 };
-GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tiles, int pipeline);
+GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tiles);
 
 // y (M, N) = x·Wᵀ + scale·u·Bᵀ + bias and u (M, r) = x_lora·Aᵀ (float32) for 1 <= M <= 16.
 // dtype: 1 = float16, 2 = bfloat16 (x, x_lora, A, B, bias, y). All tensors contiguous; bias = 0
-// for none; nested_absmax = 0 when absmax is float32; splits, tiles, pipeline and the workspace as
-// plan_qlora_gemv says.
+// for none; nested_absmax = 0 when absmax is float32; workspace as plan_qlora_gemv says.
+// pipeline: how W reaches shared memory — 0 = TMA on sm_90, cp.async elsewhere; 1 = cp.async;
+// 2 = TMA (sm_90 only).
 std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr_t A, uintptr_t B,
                               uintptr_t bias, uintptr_t u, uintptr_t workspace, int dtype,
                               uintptr_t packed, uintptr_t absmax, uintptr_t quant_map,

@@ -172,15 +172,12 @@ __device__ __forceinline__ void add_scaled(float (&acc)[kTiles][MT][4], const fl
 // shared memory (red, reusing the rings), the K slices through global partials (the block that
 // finishes a column block last reduces them), then y = sum + s·u·Bᵀ + bias in exact fp32 with one
 // rounding to T.
-// The column block starting at row row0 of W has S contributors (blocks, or K ranges of persistent
-// blocks), this one is number `split` of them; counter: its arrival counter (S > 1). Every thread
-// of the block calls this; it ends with the block synced (red and last reusable).
 template <typename T, int MT, int kTiles>
 __device__ __forceinline__ void gemv_epilogue(const GemvParams& p, const float (&acc)[kTiles][MT][4], float* red,
-                                              int* last, int row0, int S, int split, unsigned int* counter) {
+                                              int* last) {
   constexpr int kBlockN = kTiles * 16, kRows = MT * 8;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
-  const int M = p.M;
+  const int M = p.M, S = gridDim.y, split = blockIdx.y, row0 = blockIdx.x * kBlockN;
 #pragma unroll
   for (int i = 0; i < kTiles; ++i)
 #pragma unroll
@@ -210,12 +207,9 @@ __device__ __forceinline__ void gemv_epilogue(const GemvParams& p, const float (
     }
     __threadfence();
     __syncthreads();
-    if (tid == 0) *last = atomicAdd(counter, 1u) == static_cast<unsigned>(S - 1);
+    if (tid == 0) *last = atomicAdd(&p.arrived[blockIdx.x], 1u) == static_cast<unsigned>(S - 1);
     __syncthreads();
-    if (!*last) {  // (block-uniform)
-      __syncthreads();
-      return;
-    }
+    if (!*last) return;
     __threadfence();
 #pragma unroll
     for (int e = 0; e < kItems; ++e) {
@@ -237,7 +231,6 @@ __device__ __forceinline__ void gemv_epilogue(const GemvParams& p, const float (
     const float bias = p.bias ? to_float(static_cast<const T*>(p.bias)[n]) : 0.f;
     static_cast<T*>(p.y)[static_cast<int64_t>(m) * p.N + n] = static_cast<T>(v[e] + p.scale * lora + bias);
   }
-  __syncthreads();
 }
 
 template <int MT, int kTiles> __device__ __forceinline__ void zero_acc(float (&acc)[kTiles][MT][4]) {
@@ -347,46 +340,31 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv
   }
   cp_async_wait<0>();
   __syncthreads();  // every warp is done with its ring: it becomes the partial sums
-  gemv_epilogue<T, MT, kTiles>(p, acc, reinterpret_cast<float*>(smem), last, blockIdx.x * kBlockN, gridDim.y,
-                               blockIdx.y, p.arrived + blockIdx.x);
+  gemv_epilogue<T, MT, kTiles>(p, acc, reinterpret_cast<float*>(smem), last);
 }
 
 // The TMA pipeline (sm_90): per warp a ring of kRing stages of kSub chunks, each stage filled by
-// tensor copies issued by lane 0 (the codes of the block's rows, x's rows) and completing on the
-// stage's mbarrier; the scales go to registers one stage ahead (lane L: block row L). Per stage
-// (bytes): codes [kSub][kTiles·16 rows][32] (one box per chunk), then x [M][kSub·64] of T.
-//
-// Stream-K: the grid is persistent (one wave of resident blocks, `workers` = gridDim.x) and the
-// col_blocks × chunks iterations (column block, 64-wide chunk) are cut into equal contiguous
-// ranges, one per block: no partial last wave. A range covers whole column blocks and the ends of
-// at most two more; a column block cut between blocks gets its partial sums from each (in global
-// memory, a slot per contributor) and the one finishing last adds them in slot order.
+// tensor copies issued by lane 0 (the codes of the block's rows, x's rows) and completing
+// on the stage's mbarrier; the scales go to registers one stage ahead (lane L: block row L). Per
+// stage (bytes): codes [kSub][kTiles·16 rows][32] (one box per chunk), then x [M][kSub·64] of T.
 template <int MT, int kTiles> struct GemvTma {
   static constexpr int kSub = MT == 1 ? 2 : 1;  // chunks per stage
   static constexpr int kRing = 3;               // stages per warp
-  static constexpr int kMinBlocks = MT == 1 ? 5 - kTiles : 2;  // resident blocks per SM (registers)
   static constexpr int kCodeBytes = kSub * kTiles * 16 * 32;
   __host__ __device__ static constexpr int x_bytes(int M) { return M * kSub * kChunk * 2; }
   __host__ __device__ static constexpr int stage_bytes(int M) { return kCodeBytes + x_bytes(M); }
-  __host__ __device__ static constexpr int ring_bytes(int M) { return kWarps * kRing * stage_bytes(M); }
   static constexpr int kReduceBytes = kWarps * MT * 8 * kTiles * 16 * 4;
-  // From a 128-byte aligned start: the rings, the warps' partial sums, the code tables.
+  // The rings (or the partial sums) from a 128-byte aligned start, then the code tables.
+  __host__ __device__ static constexpr int body(int M) {
+    return kWarps * kRing * stage_bytes(M) > kReduceBytes ? kWarps * kRing * stage_bytes(M) : kReduceBytes;
+  }
   __host__ __device__ static constexpr size_t smem_bytes(int M) {
-    return 128 + static_cast<size_t>(ring_bytes(M)) + kReduceBytes + 256 * 4 + 8 * 4 + 16;
+    return 128 + static_cast<size_t>(body(M)) + 256 * 4 + 8 * 4 + 16;
   }
 };
 
-// The stream-K partition: worker w takes iterations [start(w), start(w + 1)) of `total`.
-struct StreamK {
-  int64_t total;
-  int workers;
-  __host__ __device__ int64_t start(int w) const { return static_cast<int64_t>(w) * total / workers; }
-  // The worker whose range holds iteration i (the largest w with start(w) <= i).
-  __host__ __device__ int owner(int64_t i) const { return static_cast<int>(((i + 1) * workers - 1) / total); }
-};
-
 template <typename T, int MT, int kTiles>
-__global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
+__global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2)
     qlora_gemv_tma_kernel(const GemvParams p, const __grid_constant__ CUtensorMap codes_map,
                           const __grid_constant__ CUtensorMap x_map) {
 #if NF4LORA_HAS_WGMMA
@@ -396,12 +374,15 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
   __shared__ __align__(8) uint64_t bars[kWarps][kRing];
   unsigned char* smem = smem_raw + ((128u - (smem_addr(smem_raw) & 127u)) & 127u);
   const int M = p.M, stage_bytes = R::stage_bytes(M);
-  float* red = reinterpret_cast<float*>(smem + R::ring_bytes(M));
-  float* code2 = red + R::kReduceBytes / 4;                    // [256]
+  float* code2 = reinterpret_cast<float*>(smem + R::body(M));  // [256]
   uint32_t* table = reinterpret_cast<uint32_t*>(code2 + 256);  // [8]
   int* last = reinterpret_cast<int*>(table + 8);
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
+  const KSlice ks = k_slice(p.K);
+  const int c0 = ks.c0, c1 = ks.c1;
+  const int n_stages = (c1 - c0 + kSub - 1) / kSub;  // stage s: chunks c0 + s·kSub ... (< c1)
+  const int nw = n_stages > warp ? (n_stages - warp + kWarps - 1) / kWarps : 0;  // warp's stages: warp + 8i
   stage_code_tables<T>(p.w, table, code2, tid, kThreads);
   if (lane == 0) {
 #pragma unroll
@@ -411,98 +392,76 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
   __syncthreads();  // the code tables and barriers
   const Table t = load_table(table);
 
-  const int chunks = p.K / kChunk;
-  const StreamK sk{static_cast<int64_t>((p.N + kBlockN - 1) / kBlockN) * chunks, static_cast<int>(gridDim.x)};
-  const int64_t end = sk.start(blockIdx.x + 1);
+  const int row0 = blockIdx.x * kBlockN;
   unsigned char* ring = smem + warp * kRing * stage_bytes;
   const uint32_t tx_bytes = static_cast<uint32_t>(stage_bytes);
+  // Lane 0: stage i of this warp into slot i % kRing (rows past N and k past K read as zeros).
+  auto issue = [&](int i) {
+    const int chunk = c0 + (warp + kWarps * i) * kSub;
+    unsigned char* dst = ring + (i % kRing) * stage_bytes;
+    uint64_t* bar = &bars[warp][i % kRing];
+    mbar_arrive_expect_tx(bar, tx_bytes);
+#pragma unroll
+    for (int s = 0; s < kSub; ++s) tma_load_2d(dst + s * kTiles * 512, &codes_map, bar, (chunk + s) * (kChunk / 2), row0);
+    tma_load_2d(dst + R::kCodeBytes, &x_map, bar, chunk * kChunk, 0);
+  };
+  if (lane == 0)
+    for (int i = 0; i < kRing && i < nw; ++i) issue(i);
+
+  // Scales: lane L holds the raw words of block row L (rows past N: row N - 1) for a stage's
+  // chunks, loaded one stage ahead. K is a multiple of the blocksize, so row n's blocks start at
+  // n·K / blocksize and chunk j lies in block n·K / blocksize + j·64 / blocksize.
   const bool nested = p.w.nested_absmax != nullptr;
+  const int64_t srow = min(row0 + lane % kBlockN, p.N - 1);
+  const int64_t row_block = srow * static_cast<int64_t>(p.K >> p.w.blocksize_log2);
   const int chunk_shift = p.w.blocksize_log2 - 6;
-  uint32_t used = 0;  // stages this warp has consumed: the next one goes to slot used % kRing
-
-  for (int64_t it = sk.start(blockIdx.x); it < end;) {
-    // Column block cb, chunks [c0, c1) of it; the warps take its stages (kSub chunks) in turn.
-    const int cb = static_cast<int>(it / chunks);
-    const int c0 = static_cast<int>(it - static_cast<int64_t>(cb) * chunks);
-    const int c1 = static_cast<int>(min(static_cast<int64_t>(chunks), c0 + (end - it)));
-    const int row0 = cb * kBlockN;
-    const int n_stages = (c1 - c0 + kSub - 1) / kSub;  // stage s: chunks c0 + s·kSub ... (< c1)
-    const int nw = n_stages > warp ? (n_stages - warp + kWarps - 1) / kWarps : 0;  // this warp's: warp + 8i
-
-    // Lane 0: stage i of this warp into slot (used + i) % kRing (rows past N, k past K read as zeros).
-    auto issue = [&](int i) {
-      const int chunk = c0 + (warp + kWarps * i) * kSub;
-      const uint32_t slot = (used + i) % kRing;
-      unsigned char* dst = ring + slot * stage_bytes;
-      uint64_t* bar = &bars[warp][slot];
-      mbar_arrive_expect_tx(bar, tx_bytes);
+  auto load_scales = [&](int i, uint32_t (&q)[kSub], float (&a2)[kSub]) {
+    const int chunk = c0 + (warp + kWarps * i) * kSub;
 #pragma unroll
-      for (int s = 0; s < kSub; ++s)
-        tma_load_2d(dst + s * kTiles * 512, &codes_map, bar, (chunk + s) * (kChunk / 2), row0);
-      tma_load_2d(dst + R::kCodeBytes, &x_map, bar, chunk * kChunk, 0);
-    };
-    if (lane == 0)
-      for (int i = 0; i < kRing && i < nw; ++i) issue(i);
-
-    // Scales: lane L holds the raw words of block row L (rows past N: row N - 1) for a stage's
-    // chunks, loaded one stage ahead. K is a multiple of the blocksize, so row n's blocks start at
-    // n·K / blocksize and chunk j lies in block n·K / blocksize + j·64 / blocksize.
-    const int64_t srow = min(row0 + lane % kBlockN, p.N - 1);
-    const int64_t row_block = srow * static_cast<int64_t>(p.K >> p.w.blocksize_log2);
-    auto load_scales = [&](int i, uint32_t (&q)[kSub], float (&a2)[kSub]) {
-      const int chunk = c0 + (warp + kWarps * i) * kSub;
-#pragma unroll
-      for (int s = 0; s < kSub; ++s) {
-        const int64_t b = row_block + (min(chunk + s, c1 - 1) >> chunk_shift);
-        if (nested) {
-          q[s] = __ldg(static_cast<const uint8_t*>(p.w.absmax) + b);
-          a2[s] = __ldg(p.w.nested_absmax + (b >> kNestedBlockLog2));
-        } else {
-          q[s] = __ldg(static_cast<const uint32_t*>(p.w.absmax) + b);
-          a2[s] = 0.f;
-        }
-      }
-    };
-
-    float acc[kTiles][MT][4];
-    zero_acc(acc);
-    uint32_t q[kSub];
-    float a2[kSub];
-    if (nw > 0) load_scales(0, q, a2);
-    for (int i = 0; i < nw; ++i) {
-      uint32_t qn[kSub];
-      float a2n[kSub];
-      load_scales(i + 1, qn, a2n);  // (past the warp's last stage: chunk c1 - 1 again)
-      const uint32_t slot = (used + i) % kRing;
-      mbar_wait(&bars[warp][slot], ((used + i) / kRing) & 1);
-      const unsigned char* st = ring + slot * stage_bytes;
-      const int chunk = c0 + (warp + kWarps * i) * kSub;
-#pragma unroll
-      for (int s = 0; s < kSub; ++s) {
-        if (chunk + s < c1) {
-          float part[kTiles][MT][4];
-          chunk_partial<T, MT, kTiles>(st + s * kTiles * 512, 32, st + R::kCodeBytes + s * kChunk * 2,
-                                       kSub * kChunk * 2, M, t, part, g, c);
-          const float own = nested ? nested_absmax(code2, q[s], a2[s], p.w.nested_offset) : __uint_as_float(q[s]);
-          add_scaled(acc, part, own, g);
-        }
-      }
-      __syncwarp();  // every lane is done with the slot
-      if (lane == 0 && i + kRing < nw) issue(i + kRing);
-#pragma unroll
-      for (int s = 0; s < kSub; ++s) {
-        q[s] = qn[s];
-        a2[s] = a2n[s];
+    for (int s = 0; s < kSub; ++s) {
+      const int64_t b = row_block + (min(chunk + s, c1 - 1) >> chunk_shift);
+      if (nested) {
+        q[s] = __ldg(static_cast<const uint8_t*>(p.w.absmax) + b);
+        a2[s] = __ldg(p.w.nested_absmax + (b >> kNestedBlockLog2));
+      } else {
+        q[s] = __ldg(static_cast<const uint32_t*>(p.w.absmax) + b);
+        a2[s] = 0.f;
       }
     }
-    used += nw;
-    // The column block's contributors: the workers whose ranges hold its first and last chunk.
-    const int64_t first_it = static_cast<int64_t>(cb) * chunks;
-    const int first = sk.owner(first_it);
-    gemv_epilogue<T, MT, kTiles>(p, acc, red, last, row0, sk.owner(first_it + chunks - 1) - first + 1,
-                                 static_cast<int>(blockIdx.x) - first, p.arrived + cb);
-    it += c1 - c0;
+  };
+
+  float acc[kTiles][MT][4];
+  zero_acc(acc);
+  uint32_t q[kSub];
+  float a2[kSub];
+  if (nw > 0) load_scales(0, q, a2);
+  for (int i = 0; i < nw; ++i) {
+    uint32_t qn[kSub];
+    float a2n[kSub];
+    load_scales(i + 1, qn, a2n);  // (past the warp's last stage: chunk c1 - 1 again)
+    mbar_wait(&bars[warp][i % kRing], (i / kRing) & 1);
+    const unsigned char* st = ring + (i % kRing) * stage_bytes;
+    const int chunk = c0 + (warp + kWarps * i) * kSub;
+#pragma unroll
+    for (int s = 0; s < kSub; ++s) {
+      if (chunk + s < c1) {
+        float part[kTiles][MT][4];
+        chunk_partial<T, MT, kTiles>(st + s * kTiles * 512, 32, st + R::kCodeBytes + s * kChunk * 2, kSub * kChunk * 2,
+                                     M, t, part, g, c);
+        const float own = nested ? nested_absmax(code2, q[s], a2[s], p.w.nested_offset) : __uint_as_float(q[s]);
+        add_scaled(acc, part, own, g);
+      }
+    }
+    __syncwarp();  // every lane is done with the slot
+    if (lane == 0 && i + kRing < nw) issue(i + kRing);
+#pragma unroll
+    for (int s = 0; s < kSub; ++s) {
+      q[s] = qn[s];
+      a2[s] = a2n[s];
+    }
   }
+  __syncthreads();  // every warp is done with its ring (all its copies were waited for)
+  gemv_epilogue<T, MT, kTiles>(p, acc, reinterpret_cast<float*>(smem), last);
 #else
   __trap();  // the launcher runs this kernel on sm_90 only
 #endif
@@ -597,82 +556,50 @@ std::string gemv_tensor_maps(const GemvParams& p, CUtensorMap* codes_map, CUtens
 
 template <typename T, int MT, int kTiles>
 std::string launch_gemv(const GemvParams& p, int splits, bool tma, bool dependent, cudaStream_t stream) {
-  const int col_blocks = (p.N + kTiles * 16 - 1) / (kTiles * 16);
+  const dim3 grid((p.N + kTiles * 16 - 1) / (kTiles * 16), splits);
   if (!tma)
-    return launch_dependent(qlora_gemv_kernel<T, MT, kTiles>, "qlora_gemv_kernel", dim3(col_blocks, splits),
+    return launch_dependent(qlora_gemv_kernel<T, MT, kTiles>, "qlora_gemv_kernel", grid,
                             GemvRing<MT, kTiles>::smem_bytes(p.M), dependent, stream, p);
   CUtensorMap codes_map, x_map;
   const std::string err = gemv_tensor_maps<T, MT, kTiles>(p, &codes_map, &x_map);
   if (!err.empty()) return err;
-  return launch_dependent(qlora_gemv_tma_kernel<T, MT, kTiles>, "qlora_gemv_tma_kernel", dim3(splits),
+  return launch_dependent(qlora_gemv_tma_kernel<T, MT, kTiles>, "qlora_gemv_tma_kernel", grid,
                           GemvTma<MT, kTiles>::smem_bytes(p.M), dependent, stream, p, codes_map, x_map);
 }
 
 template <typename T, int MT>
 std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A, float* u, int splits, int tiles,
-                         bool tma, bool dependent, cudaStream_t stream) {
+                         bool tma, cudaStream_t stream) {
   const dim3 ugrid(p.r, (p.M + kURows - 1) / kURows);
   lora_u_kernel<T><<<ugrid, kUThreads, 0, stream>>>(static_cast<const T*>(x_lora), static_cast<const T*>(A), u,
                                                     p.M, p.K, p.r);
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return std::string("lora_u_kernel: ") + cudaGetErrorString(err);
+  int major = 0, sm_count = 0;
+  current_device(&major, &sm_count);
+  const bool dependent = major >= 9;
   return tiles == 1 ? launch_gemv<T, MT, 1>(p, splits, tma, dependent, stream)
                     : launch_gemv<T, MT, 2>(p, splits, tma, dependent, stream);
 }
 
-// Stream-K (TMA pipeline): how many slots of partial sums a column block can need with `workers`
-// ranges of at least total / workers iterations each (a column block of `chunks` iterations
-// overlaps at most ceil(chunks / that) + 1 of them).
-int64_t stream_k_slots(int64_t total, int64_t chunks, int64_t workers) {
-  const int64_t shortest = total / workers;
-  return std::min<int64_t>(workers, (chunks + shortest - 1) / shortest + 1);
-}
-// The counters (one per column block, 16-byte padded) lead the workspace; the partials follow.
-int64_t counter_bytes(int64_t col_blocks) { return (4 * col_blocks + 15) / 16 * 16; }
-
-// The TMA kernel's resident blocks per SM on an sm_90 GPU: its register bound (launch bounds) and
-// what its shared memory leaves (228 KiB per SM, 1 KiB of it reserved per block).
-template <int MT, int kTiles> int64_t tma_blocks_per_sm(int64_t M) {
-  const int64_t by_smem = 233472 / (static_cast<int64_t>(GemvTma<MT, kTiles>::smem_bytes(static_cast<int>(M))) + 1024);
-  return std::max<int64_t>(1, std::min<int64_t>(GemvTma<MT, kTiles>::kMinBlocks, by_smem));
-}
-
 }  // namespace
 
-GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tiles, int pipeline) {
+GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tiles) {
   GemvPlan plan{};
   if (tiles != 1 && tiles != 2) tiles = 2;
-  if (pipeline == 0) {
-    int major = 0, count = 0;
-    current_device(&major, &count);
-    pipeline = major == 9 ? 2 : 1;
-  }
-  const int64_t col_blocks = (N + tiles * 16 - 1) / (tiles * 16), chunks = std::max<int64_t>(1, K / kChunk);
-  plan.tiles = tiles;
-  plan.pipeline = pipeline == 2 ? 2 : 1;
-  if (plan.pipeline == 2) {
-    // Stream-K: one wave of resident blocks, each with at least 16 chunks (two per warp).
-    const int64_t per_sm = M <= 8 ? (tiles == 1 ? tma_blocks_per_sm<1, 1>(M) : tma_blocks_per_sm<1, 2>(M))
-                                  : (tiles == 1 ? tma_blocks_per_sm<2, 1>(M) : tma_blocks_per_sm<2, 2>(M));
-    const int64_t total = col_blocks * chunks;
-    const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(per_sm * sm_count, total / (2 * kWarps)));
-    const int64_t slots = stream_k_slots(total, chunks, workers);
-    plan.splits = static_cast<int>(workers);
-    plan.workspace_bytes = slots > 1 ? counter_bytes(col_blocks) + static_cast<int64_t>(sizeof(float)) * slots * M * N : 0;
-    return plan;
-  }
-  // cp.async: split K over blocks only where the column blocks leave SMs with fewer than two blocks
-  // each (at most 8 slices, at least two chunks per warp). Measured (bench/NOTES.md, eighth session
-  // runs 4-6): splitting the large shapes to fill whole waves of resident blocks was slower
-  // (8192×28672, M = 1: 91 µs in 3 slices against 85 in one) — a shorter K loop per block costs
-  // more than the partial last wave; 14336×4096 (128 column blocks) is faster in 3 slices than in 2.
+  const int64_t col_blocks = (N + tiles * 16 - 1) / (tiles * 16);
+  // Split K over blocks only where the column blocks leave SMs with fewer than two blocks each
+  // (at most 8 slices, at least two chunks per warp). Measured (bench/NOTES.md, eighth session runs
+  // 4-6): splitting the large shapes to fill whole waves of resident blocks was slower (8192×28672,
+  // M = 1: 91 µs in 3 slices against 85 in one) — a shorter K loop per block costs more than the
+  // partial last wave; 14336×4096 (128 column blocks) is faster in 3 slices than in 2.
   int64_t splits = (2 * static_cast<int64_t>(sm_count) + col_blocks - 1) / col_blocks;
   const int64_t most = std::min<int64_t>(8, K / kChunk / (2 * kWarps));
   if (splits > most) splits = most;
   if (splits < 1) splits = 1;
   plan.splits = static_cast<int>(splits);
-  plan.workspace_bytes =
-      splits > 1 ? counter_bytes(col_blocks) + static_cast<int64_t>(sizeof(float)) * splits * M * N : 0;
+  plan.tiles = tiles;
+  plan.workspace_bytes = splits > 1 ? static_cast<int64_t>(sizeof(float)) * splits * M * N + 4 * col_blocks : 0;
   return plan;
 }
 
@@ -691,31 +618,24 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
     return "shape too large (N, K < 2^30, N·K <= 2^40, r <= 65536)";
   for (uintptr_t ptr : {packed, x, x_lora, A, workspace})
     if (ptr % 16 != 0) return "packed, x, x_lora, A and workspace must be 16-byte aligned";
+  const int64_t chunks = K / kChunk;
+  if (splits < 1 || splits > chunks) return "splits must be in [1, K / 64]";
+  if (splits > 1 && workspace == 0) return "splits > 1 needs the workspace plan_qlora_gemv sizes";
   if (tiles != 1 && tiles != 2) return "tiles must be 1 or 2";
-  if (pipeline < 1 || pipeline > 2) return "pipeline must be 1 (cp.async) or 2 (TMA), as plan_qlora_gemv says";
+  if (pipeline < 0 || pipeline > 2) return "pipeline must be 0 (auto), 1 (cp.async) or 2 (TMA)";
   int major = 0, sm_count = 0;
   current_device(&major, &sm_count);
   if (pipeline == 2 && major != 9) return "pipeline 2 (TMA) runs on sm_90 only";
-  const bool tma = pipeline == 2;
-  const int64_t chunks = K / kChunk, col_blocks = (N + tiles * 16 - 1) / (tiles * 16);
-  // splits: K slices per column block (cp.async), or persistent blocks sharing the column blocks'
-  // chunks (TMA); partial sums need the workspace where a column block has several contributors.
-  bool partials = splits > 1;
-  if (tma) {
-    if (splits < 1 || splits > col_blocks * chunks) return "splits (workers) must be in [1, column blocks · K / 64]";
-    partials = stream_k_slots(col_blocks * chunks, chunks, splits) > 1;
-  } else if (splits < 1 || splits > chunks) {
-    return "splits must be in [1, K / 64]";
-  }
-  if (partials && workspace == 0) return "this plan needs the workspace plan_qlora_gemv sizes";
+  const bool tma = pipeline == 2 || (pipeline == 0 && major == 9);
+  const int64_t col_blocks = (N + tiles * 16 - 1) / (tiles * 16);
   GemvParams p{};
   p.y = reinterpret_cast<void*>(y);
   p.x = reinterpret_cast<const void*>(x);
   p.B = reinterpret_cast<const void*>(B);
   p.bias = reinterpret_cast<const void*>(bias);
   p.u = reinterpret_cast<const float*>(u);
-  p.arrived = partials ? reinterpret_cast<unsigned int*>(workspace) : nullptr;
-  p.partial = partials ? reinterpret_cast<float*>(workspace + counter_bytes(col_blocks)) : nullptr;
+  p.partial = reinterpret_cast<float*>(workspace);
+  p.arrived = splits > 1 ? reinterpret_cast<unsigned int*>(workspace + sizeof(float) * splits * M * N) : nullptr;
   p.w = make_state(packed, absmax, quant_map, nested_absmax, nested_quant_map, nested_offset, N * K, lg);
   p.M = static_cast<int>(M);
   p.N = static_cast<int>(N);
@@ -723,18 +643,17 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   p.r = static_cast<int>(r);
   p.scale = scale;
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
-  if (partials) {
+  if (splits > 1) {
     const cudaError_t err = cudaMemsetAsync(p.arrived, 0, 4 * col_blocks, st);
     if (err != cudaSuccess) return std::string("cudaMemsetAsync: ") + cudaGetErrorString(err);
   }
   const void* xl = reinterpret_cast<const void*>(x_lora);
   const void* a = reinterpret_cast<const void*>(A);
   float* uu = reinterpret_cast<float*>(u);
-  const bool dependent = major >= 9;
-  if (dtype == 1) return M <= 8 ? launch_typed<__half, 1>(p, xl, a, uu, splits, tiles, tma, dependent, st)
-                                : launch_typed<__half, 2>(p, xl, a, uu, splits, tiles, tma, dependent, st);
-  if (dtype == 2) return M <= 8 ? launch_typed<__nv_bfloat16, 1>(p, xl, a, uu, splits, tiles, tma, dependent, st)
-                                : launch_typed<__nv_bfloat16, 2>(p, xl, a, uu, splits, tiles, tma, dependent, st);
+  if (dtype == 1) return M <= 8 ? launch_typed<__half, 1>(p, xl, a, uu, splits, tiles, tma, st)
+                                : launch_typed<__half, 2>(p, xl, a, uu, splits, tiles, tma, st);
+  if (dtype == 2) return M <= 8 ? launch_typed<__nv_bfloat16, 1>(p, xl, a, uu, splits, tiles, tma, st)
+                                : launch_typed<__nv_bfloat16, 2>(p, xl, a, uu, splits, tiles, tma, st);
   return "dtype must be 1 (float16) or 2 (bfloat16)";
 }
 

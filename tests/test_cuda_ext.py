@@ -51,33 +51,16 @@ def test_launchers_refuse_bad_calls_before_touching_memory():
 
 @pytest.mark.skipif(not _cuda_ext.built(), reason="the CUDA extension is not built")
 def test_small_m_plan_splits_k_only_for_narrow_w():
-    # plan_qlora_gemv (host code, no GPU needed), cp.async pipeline (1): blocks own 16 (tiles=1) or
-    # 32 rows and all of K; K is split over blocks only while the column blocks leave the SMs fewer
-    # than two blocks each, into at most 8 slices of at least two 64-wide chunks per warp (16 per
-    # slice). Returns (splits, tiles, pipeline, workspace bytes: counters, 16-byte padded, then partials).
+    # plan_qlora_gemv (host code, no GPU needed): blocks own 16 (tiles=1) or 32 rows and all of K;
+    # K is split over blocks only while the column blocks leave the SMs fewer than two blocks each,
+    # into at most 8 slices of at least two 64-wide chunks per warp (16 per slice).
     plan = _cuda_ext._C.plan_qlora_gemv
-    assert plan(1, 28672, 8192, 132, 2, 1) == (1, 2, 1, 0)  # 896 column blocks: no split, no workspace
-    assert plan(1, 14336, 4096, 132, 2, 1) == (1, 2, 1, 0)  # 448
-    # 4096 rows: 128 column blocks -> ceil(264 / 128) = 3 slices; workspace = counters + partials
-    assert plan(16, 4096, 14336, 132, 2, 1) == (3, 2, 1, 4 * 128 + 4 * 3 * 16 * 4096)
-    assert plan(1, 4096, 4096, 132, 1, 1) == (2, 1, 1, 4 * 256 + 4 * 2 * 1 * 4096)  # 256 blocks of 16 rows
-    assert plan(1, 1024, 4096, 132, 2, 1)[0] == 4  # 32 blocks want 9 slices; 64 chunks allow 4
-    assert plan(1, 257, 1 << 20, 132, 2, 1)[0] == 8  # never more than 8
-    assert plan(3, 1000, 64, 132, 2, 1)[:3] == (1, 2, 1)  # one chunk: nothing to split
-    assert plan(1, 4096, 4096, 132, 7, 1)[1] == 2  # a tile count it does not take falls back to 2
-    assert plan(1, 4096, 4096, 132, 2, 0)[2] == 1  # auto without an sm_90 GPU: cp.async
-
-
-@pytest.mark.skipif(not _cuda_ext.built(), reason="the CUDA extension is not built")
-def test_small_m_plan_stream_k_fills_one_wave():
-    # TMA pipeline (2): one wave of resident blocks (3 per SM at M <= 8 with 32-row blocks and a
-    # small x, 2 where x's stages fill shared memory) shares the column blocks × chunks iterations,
-    # at least 16 chunks each; a column block cut between blocks needs one partial-sum slot per
-    # contributor (at most ceil(chunks / shortest range) + 1).
-    plan = _cuda_ext._C.plan_qlora_gemv
-    # 896 column blocks × 128 chunks over 396 blocks (289+ each): a column block has <= 2 contributors
-    assert plan(1, 28672, 8192, 132, 2, 2) == (396, 2, 2, 4 * 896 + 4 * 2 * 1 * 28672)
-    assert plan(8, 28672, 8192, 132, 2, 2)[0] == 264  # M = 8: 2 blocks per SM (shared memory)
-    # 128 column blocks × 224 chunks over 396 blocks (72+ each): up to ceil(224 / 72) + 1 = 5 slots
-    assert plan(1, 4096, 14336, 132, 2, 2) == (396, 2, 2, 4 * 128 + 4 * 5 * 1 * 4096)
-    assert plan(1, 64, 128, 132, 2, 2) == (1, 2, 2, 0)  # 4 iterations: one block, no partials
+    assert plan(1, 28672, 8192, 132, 2) == (1, 2, 0)  # 896 column blocks: no split, no workspace
+    assert plan(1, 14336, 4096, 132, 2) == (1, 2, 0)  # 448
+    # 4096 rows: 128 column blocks -> ceil(264 / 128) = 3 slices; workspace = partials + counters
+    assert plan(16, 4096, 14336, 132, 2) == (3, 2, 4 * 3 * 16 * 4096 + 4 * 128)
+    assert plan(1, 4096, 4096, 132, 1) == (2, 1, 4 * 2 * 1 * 4096 + 4 * 256)  # 256 blocks of 16 rows
+    assert plan(1, 1024, 4096, 132, 2)[0] == 4  # 32 blocks want 9 slices; 64 chunks allow 4
+    assert plan(1, 257, 1 << 20, 132, 2)[0] == 8  # never more than 8
+    assert plan(3, 1000, 64, 132, 2)[:2] == (1, 2)  # one chunk: nothing to split
+    assert plan(1, 4096, 4096, 132, 7)[1] == 2  # a tile count it does not take falls back to 2

@@ -127,9 +127,8 @@ def _props_of(index: int):
 # Rows of W per block of the small-M kernel in 16-row tiles (1: 16 rows, 2: 32; the block's 8
 # warps split K); bench/diag_fwd.py compares.
 GEMV_TILES = 2
-# How the small-M kernel streams W and x into shared memory: "auto" = TMA on sm_90 (H100/H200),
-# cp.async elsewhere; "cp_async" (blocks own column blocks, K split for narrow W); "tma" (sm_90
-# only; a persistent grid sharing the work stream-K). Tests and bench/diag_fwd.py compare.
+# How the small-M kernel streams W and x into shared memory: 0 = TMA copies on sm_90 (H100/H200),
+# cp.async elsewhere; 1 = cp.async; 2 = TMA (sm_90 only). Tests and bench/diag_fwd.py compare.
 GEMV_PIPELINES = {"auto": 0, "cp_async": 1, "tma": 2}
 GEMV_PIPELINE = "auto"
 
@@ -182,12 +181,12 @@ def qlora_forward_small(x, x_lora, q: NF4Weight, A, B, scale: float, bias, tiles
     default to GEMV_TILES and GEMV_PIPELINE (a key of GEMV_PIPELINES)."""
     (M, K), (N, r), device = x.shape, B.shape, x.device
     keep, y, u, operands, state = _launch_args(x, x_lora, q, A, B, bias)
+    splits, tiles, ws_bytes = _C.plan_qlora_gemv(M, N, K, _sm_count(device), tiles or GEMV_TILES)
+    ws = _workspace(ws_bytes, device)  # split-K only
     with device_guard(device):
-        splits, tiles, pipeline_code, ws_bytes = _C.plan_qlora_gemv(
-            M, N, K, _sm_count(device), tiles or GEMV_TILES, GEMV_PIPELINES[pipeline or GEMV_PIPELINE])
-        ws = _workspace(ws_bytes, device)  # partial sums where a column block is cut
         _C.qlora_gemv(*operands, 0 if ws is None else ws.data_ptr(), _DTYPE_CODES[x.dtype], *state,
-                      M, N, K, r, float(scale), splits, tiles, pipeline_code, _stream(device))
+                      M, N, K, r, float(scale), splits, tiles, GEMV_PIPELINES[pipeline or GEMV_PIPELINE],
+                      _stream(device))
     return y, u
 
 
