@@ -82,6 +82,31 @@ __device__ __forceinline__ void decode4(uint32_t w, const Table& t, uint32_t* ou
   }
 }
 
+// The byte-pair table in shared memory, an alternative to decode4 that moves the lookup from the
+// integer pipe to shared-memory loads: entry b (a packed byte: two codes) = the pair of T values
+// (code b >> 4 in the low half, b & 15 in the high half, as decode4 orders them), stored 32 times
+// — word b·32 + L for lane L — so a warp's 32 lookups hit 32 different banks whatever the bytes.
+// 256 threads build it (thread t: entry t); the caller syncs before use.
+constexpr int kPairTableWords = 256 * 32;
+template <typename T>
+__device__ __forceinline__ void stage_pair_table(const NF4State& w, uint32_t* table, int tid) {
+  const uint32_t v = static_cast<uint32_t>(bits16<T>(w.quant_map[tid >> 4])) |
+                     static_cast<uint32_t>(bits16<T>(w.quant_map[tid & 15])) << 16;
+  const uint4 v4 = make_uint4(v, v, v, v);
+#pragma unroll
+  for (int j = 0; j < 8; ++j)  // 16-byte pieces in an order rotated by thread: no bank conflicts
+    reinterpret_cast<uint4*>(table + tid * 32)[(j + tid) & 7] = v4;
+}
+// 4 packed bytes -> the 4 pairs decode4 gives, by 4 shared-memory loads; lane_table: the shared
+// address of the table plus 4·lane.
+__device__ __forceinline__ void lut4(uint32_t w, uint32_t lane_table, uint32_t* out) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const uint32_t addr = prmt(w, 0, 0x4440u + j) * 128u + lane_table;  // byte j, zero-extended
+    asm("ld.shared.b32 %0, [%1];" : "=r"(out[j]) : "r"(addr));
+  }
+}
+
 // d += a·b, mma.m16n8k16 with fp32 accumulation; a: 4 registers (16×16 row-major fragment),
 // b: 2 registers (16×8 column-major fragment) of T (float16 or bfloat16) pairs.
 #define NF4LORA_MMA_ASM(TYPE)                                                                     \

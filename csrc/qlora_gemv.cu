@@ -106,10 +106,12 @@ __device__ __forceinline__ KSlice k_slice(int K) {
 // each; tile i at 16·code_row); xs: the chunk's 64 k of x row 0, x_row bytes per row of x.
 // Thread (g, c) reads k 16c .. 16c + 15 of rows g and g + 8 (8 bytes of codes) and of x row
 // 8jj + g (32 bytes; zeros past M): the chunk's k order is permuted alike for W and x.
-template <typename T, int MT, int kTiles>
+// kLut: decode by the shared byte-pair table (lut4; lane_table its address plus 4·lane) instead of
+// the register table t (decode4).
+template <typename T, int MT, int kTiles, bool kLut = false>
 __device__ __forceinline__ void chunk_partial(const unsigned char* codes, int code_row, const unsigned char* xs,
                                               int x_row, int M, const Table& t, float (&part)[kTiles][MT][4], int g,
-                                              int c) {
+                                              int c, uint32_t lane_table = 0) {
   uint32_t bx[MT][8];
 #pragma unroll
   for (int jj = 0; jj < MT; ++jj) {
@@ -129,10 +131,17 @@ __device__ __forceinline__ void chunk_partial(const unsigned char* codes, int co
     const uint2 cw0 = *reinterpret_cast<const uint2*>(tile + g * code_row + c * 8);
     const uint2 cw1 = *reinterpret_cast<const uint2*>(tile + (g + 8) * code_row + c * 8);
     uint32_t r0[2][4], r1[2][4];  // [half of the 8 bytes][byte] pairs of rows g, g + 8
-    decode4(cw0.x, t, r0[0]);
-    decode4(cw0.y, t, r0[1]);
-    decode4(cw1.x, t, r1[0]);
-    decode4(cw1.y, t, r1[1]);
+    if constexpr (kLut) {
+      lut4(cw0.x, lane_table, r0[0]);
+      lut4(cw0.y, lane_table, r0[1]);
+      lut4(cw1.x, lane_table, r1[0]);
+      lut4(cw1.y, lane_table, r1[1]);
+    } else {
+      decode4(cw0.x, t, r0[0]);
+      decode4(cw0.y, t, r0[1]);
+      decode4(cw1.x, t, r1[0]);
+      decode4(cw1.y, t, r1[1]);
+    }
 #pragma unroll
     for (int jj = 0; jj < MT; ++jj)
 #pragma unroll
@@ -347,9 +356,11 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv
 // tensor copies issued by lane 0 (the codes of the block's rows, x's rows) and completing
 // on the stage's mbarrier; the scales go to registers one stage ahead (lane L: block row L). Per
 // stage (bytes): codes [kSub][kTiles·16 rows][32] (one box per chunk), then x [M][kSub·64] of T.
-template <int MT, int kTiles> struct GemvTma {
+template <int MT, int kTiles, bool kLut> struct GemvTma {
   static constexpr int kSub = MT == 1 ? 2 : 1;  // chunks per stage
   static constexpr int kRing = 3;               // stages per warp
+  static constexpr int kMinBlocks = kLut ? 2 : (MT == 1 ? 5 - kTiles : 2);  // resident blocks per SM (registers)
+  static constexpr int kTableBytes = kLut ? kPairTableWords * 4 : 0;  // the byte-pair table leads
   static constexpr int kCodeBytes = kSub * kTiles * 16 * 32;
   __host__ __device__ static constexpr int x_bytes(int M) { return M * kSub * kChunk * 2; }
   __host__ __device__ static constexpr int stage_bytes(int M) { return kCodeBytes + x_bytes(M); }
@@ -359,20 +370,21 @@ template <int MT, int kTiles> struct GemvTma {
     return kWarps * kRing * stage_bytes(M) > kReduceBytes ? kWarps * kRing * stage_bytes(M) : kReduceBytes;
   }
   __host__ __device__ static constexpr size_t smem_bytes(int M) {
-    return 128 + static_cast<size_t>(body(M)) + 256 * 4 + 8 * 4 + 16;
+    return 128 + kTableBytes + static_cast<size_t>(body(M)) + 256 * 4 + 8 * 4 + 16;
   }
 };
 
-template <typename T, int MT, int kTiles>
-__global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2)
+template <typename T, int MT, int kTiles, bool kLut>
+__global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles, kLut>::kMinBlocks)
     qlora_gemv_tma_kernel(const GemvParams p, const __grid_constant__ CUtensorMap codes_map,
                           const __grid_constant__ CUtensorMap x_map) {
 #if NF4LORA_HAS_WGMMA
-  using R = GemvTma<MT, kTiles>;
+  using R = GemvTma<MT, kTiles, kLut>;
   constexpr int kBlockN = kTiles * 16, kSub = R::kSub, kRing = R::kRing;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ __align__(8) uint64_t bars[kWarps][kRing];
-  unsigned char* smem = smem_raw + ((128u - (smem_addr(smem_raw) & 127u)) & 127u);
+  unsigned char* const table_base = smem_raw + ((128u - (smem_addr(smem_raw) & 127u)) & 127u);
+  unsigned char* smem = table_base + R::kTableBytes;
   const int M = p.M, stage_bytes = R::stage_bytes(M);
   float* code2 = reinterpret_cast<float*>(smem + R::body(M));  // [256]
   uint32_t* table = reinterpret_cast<uint32_t*>(code2 + 256);  // [8]
@@ -384,6 +396,8 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2)
   const int n_stages = (c1 - c0 + kSub - 1) / kSub;  // stage s: chunks c0 + s·kSub ... (< c1)
   const int nw = n_stages > warp ? (n_stages - warp + kWarps - 1) / kWarps : 0;  // warp's stages: warp + 8i
   stage_code_tables<T>(p.w, table, code2, tid, kThreads);
+  if constexpr (kLut) stage_pair_table<T>(p.w, reinterpret_cast<uint32_t*>(table_base), tid);
+  const uint32_t lane_table = smem_addr(table_base) + 4 * lane;
   if (lane == 0) {
 #pragma unroll
     for (int r = 0; r < kRing; ++r) mbar_init(&bars[warp][r], 1);
@@ -446,8 +460,8 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2)
     for (int s = 0; s < kSub; ++s) {
       if (chunk + s < c1) {
         float part[kTiles][MT][4];
-        chunk_partial<T, MT, kTiles>(st + s * kTiles * 512, 32, st + R::kCodeBytes + s * kChunk * 2, kSub * kChunk * 2,
-                                     M, t, part, g, c);
+        chunk_partial<T, MT, kTiles, kLut>(st + s * kTiles * 512, 32, st + R::kCodeBytes + s * kChunk * 2,
+                                           kSub * kChunk * 2, M, t, part, g, c, lane_table);
         const float own = nested ? nested_absmax(code2, q[s], a2[s], p.w.nested_offset) : __uint_as_float(q[s]);
         add_scaled(acc, part, own, g);
       }
@@ -539,7 +553,7 @@ std::string launch_dependent(Kernel kernel, const char* name, dim3 grid, size_t 
 // bytes) × the block's rows, and x (M, K) in boxes of kSub·64 k × M rows.
 template <typename T, int MT, int kTiles>
 std::string gemv_tensor_maps(const GemvParams& p, CUtensorMap* codes_map, CUtensorMap* x_map) {
-  using R = GemvTma<MT, kTiles>;
+  using R = GemvTma<MT, kTiles, false>;  // (kSub does not depend on kLut)
   const cuuint64_t cdims[2] = {static_cast<cuuint64_t>(p.K / 2), static_cast<cuuint64_t>(p.N)};
   const cuuint64_t cstrides[1] = {static_cast<cuuint64_t>(p.K / 2)};
   const cuuint32_t cbox[2] = {kChunk / 2, kTiles * 16};
@@ -555,21 +569,24 @@ std::string gemv_tensor_maps(const GemvParams& p, CUtensorMap* codes_map, CUtens
 }
 
 template <typename T, int MT, int kTiles>
-std::string launch_gemv(const GemvParams& p, int splits, bool tma, bool dependent, cudaStream_t stream) {
+std::string launch_gemv(const GemvParams& p, int splits, int pipeline, bool dependent, cudaStream_t stream) {
   const dim3 grid((p.N + kTiles * 16 - 1) / (kTiles * 16), splits);
-  if (!tma)
+  if (pipeline == 1)
     return launch_dependent(qlora_gemv_kernel<T, MT, kTiles>, "qlora_gemv_kernel", grid,
                             GemvRing<MT, kTiles>::smem_bytes(p.M), dependent, stream, p);
   CUtensorMap codes_map, x_map;
   const std::string err = gemv_tensor_maps<T, MT, kTiles>(p, &codes_map, &x_map);
   if (!err.empty()) return err;
-  return launch_dependent(qlora_gemv_tma_kernel<T, MT, kTiles>, "qlora_gemv_tma_kernel", grid,
-                          GemvTma<MT, kTiles>::smem_bytes(p.M), dependent, stream, p, codes_map, x_map);
+  if (pipeline == 3)
+    return launch_dependent(qlora_gemv_tma_kernel<T, MT, kTiles, true>, "qlora_gemv_tma_kernel", grid,
+                            GemvTma<MT, kTiles, true>::smem_bytes(p.M), dependent, stream, p, codes_map, x_map);
+  return launch_dependent(qlora_gemv_tma_kernel<T, MT, kTiles, false>, "qlora_gemv_tma_kernel", grid,
+                          GemvTma<MT, kTiles, false>::smem_bytes(p.M), dependent, stream, p, codes_map, x_map);
 }
 
 template <typename T, int MT>
 std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A, float* u, int splits, int tiles,
-                         bool tma, cudaStream_t stream) {
+                         int tma, cudaStream_t stream) {
   const dim3 ugrid(p.r, (p.M + kURows - 1) / kURows);
   lora_u_kernel<T><<<ugrid, kUThreads, 0, stream>>>(static_cast<const T*>(x_lora), static_cast<const T*>(A), u,
                                                     p.M, p.K, p.r);
@@ -622,11 +639,12 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   if (splits < 1 || splits > chunks) return "splits must be in [1, K / 64]";
   if (splits > 1 && workspace == 0) return "splits > 1 needs the workspace plan_qlora_gemv sizes";
   if (tiles != 1 && tiles != 2) return "tiles must be 1 or 2";
-  if (pipeline < 0 || pipeline > 2) return "pipeline must be 0 (auto), 1 (cp.async) or 2 (TMA)";
+  if (pipeline < 0 || pipeline > 3)
+    return "pipeline must be 0 (auto), 1 (cp.async), 2 (TMA) or 3 (TMA, shared byte-pair table)";
   int major = 0, sm_count = 0;
   current_device(&major, &sm_count);
-  if (pipeline == 2 && major != 9) return "pipeline 2 (TMA) runs on sm_90 only";
-  const bool tma = pipeline == 2 || (pipeline == 0 && major == 9);
+  if (pipeline >= 2 && major != 9) return "pipelines 2 and 3 (TMA) run on sm_90 only";
+  const int tma = pipeline == 0 ? (major == 9 ? 2 : 1) : pipeline;  // (the pipeline)
   const int64_t col_blocks = (N + tiles * 16 - 1) / (tiles * 16);
   GemvParams p{};
   p.y = reinterpret_cast<void*>(y);

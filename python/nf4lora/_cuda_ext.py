@@ -129,7 +129,7 @@ def _props_of(index: int):
 GEMV_TILES = 2
 # How the small-M kernel streams W and x into shared memory: 0 = TMA copies on sm_90 (H100/H200),
 # cp.async elsewhere; 1 = cp.async; 2 = TMA (sm_90 only). Tests and bench/diag_fwd.py compare.
-GEMV_PIPELINES = {"auto": 0, "cp_async": 1, "tma": 2}
+GEMV_PIPELINES = {"auto": 0, "cp_async": 1, "tma": 2, "tma_lut": 3}
 GEMV_PIPELINE = "auto"
 
 
