@@ -31,6 +31,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "launchers.h"
 #include "nf4.cuh"
@@ -356,10 +357,12 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv
 // tensor copies issued by lane 0 (the codes of the block's rows, x's rows) and completing
 // on the stage's mbarrier; the scales go to registers one stage ahead (lane L: block row L). Per
 // stage (bytes): codes [kSub][kTiles·16 rows][32] (one box per chunk), then x [M][kSub·64] of T.
-template <int MT, int kTiles, bool kLut> struct GemvTma {
-  static constexpr int kSub = MT == 1 ? 2 : 1;  // chunks per stage
-  static constexpr int kRing = 3;               // stages per warp
-  static constexpr int kMinBlocks = kLut ? 2 : (MT == 1 ? 5 - kTiles : 2);  // resident blocks per SM (registers)
+// EXPERIMENT kCfg (LUT only): 0 = (kSub 2, kRing 3, 2 blocks), 1 = (2, 2, 3), 2 = (1, 3, 3), 3 = (1, 4, 3)
+template <int MT, int kTiles, bool kLut, int kCfg = 0> struct GemvTma {
+  static constexpr int kSub = kLut ? (kCfg <= 1 ? 2 : 1) : (MT == 1 ? 2 : 1);  // chunks per stage
+  static constexpr int kRing = kLut ? (kCfg == 1 ? 2 : kCfg == 3 ? 4 : 3) : 3;  // stages per warp
+  static constexpr int kMinBlocks =
+      kLut ? (kCfg == 0 ? 2 : 3) : (MT == 1 ? 5 - kTiles : 2);  // resident blocks per SM (registers)
   static constexpr int kTableBytes = kLut ? kPairTableWords * 4 : 0;  // the byte-pair table leads
   static constexpr int kCodeBytes = kSub * kTiles * 16 * 32;
   __host__ __device__ static constexpr int x_bytes(int M) { return M * kSub * kChunk * 2; }
@@ -374,12 +377,12 @@ template <int MT, int kTiles, bool kLut> struct GemvTma {
   }
 };
 
-template <typename T, int MT, int kTiles, bool kLut>
-__global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles, kLut>::kMinBlocks)
+template <typename T, int MT, int kTiles, bool kLut, int kCfg>
+__global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles, kLut, kCfg>::kMinBlocks)
     qlora_gemv_tma_kernel(const GemvParams p, const __grid_constant__ CUtensorMap codes_map,
                           const __grid_constant__ CUtensorMap x_map) {
 #if NF4LORA_HAS_WGMMA
-  using R = GemvTma<MT, kTiles, kLut>;
+  using R = GemvTma<MT, kTiles, kLut, kCfg>;
   constexpr int kBlockN = kTiles * 16, kSub = R::kSub, kRing = R::kRing;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ __align__(8) uint64_t bars[kWarps][kRing];
@@ -429,16 +432,22 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles, kLut>::kMinBlock
   const int64_t srow = min(row0 + lane % kBlockN, p.N - 1);
   const int64_t row_block = srow * static_cast<int64_t>(p.K >> p.w.blocksize_log2);
   const int chunk_shift = p.w.blocksize_log2 - 6;
+  // This lane's row: its absmax words (plain) or code bytes (nested), and the nested second-level
+  // scales from the one holding the row's first block (block b of the row: (row_block % 256 + b) / 256).
+  const uint32_t* q32 = static_cast<const uint32_t*>(p.w.absmax) + row_block;
+  const uint8_t* q8 = static_cast<const uint8_t*>(p.w.absmax) + row_block;
+  const float* a2row = nested ? p.w.nested_absmax + (row_block >> kNestedBlockLog2) : nullptr;
+  const int a2_first = static_cast<int>(row_block & ((1 << kNestedBlockLog2) - 1));
   auto load_scales = [&](int i, uint32_t (&q)[kSub], float (&a2)[kSub]) {
     const int chunk = c0 + (warp + kWarps * i) * kSub;
 #pragma unroll
     for (int s = 0; s < kSub; ++s) {
-      const int64_t b = row_block + (min(chunk + s, c1 - 1) >> chunk_shift);
+      const int b = min(chunk + s, c1 - 1) >> chunk_shift;  // block of the row
       if (nested) {
-        q[s] = __ldg(static_cast<const uint8_t*>(p.w.absmax) + b);
-        a2[s] = __ldg(p.w.nested_absmax + (b >> kNestedBlockLog2));
+        q[s] = __ldg(q8 + b);
+        a2[s] = __ldg(a2row + ((a2_first + b) >> kNestedBlockLog2));
       } else {
-        q[s] = __ldg(static_cast<const uint32_t*>(p.w.absmax) + b);
+        q[s] = __ldg(q32 + b);
         a2[s] = 0.f;
       }
     }
@@ -551,9 +560,8 @@ std::string launch_dependent(Kernel kernel, const char* name, dim3 grid, size_t 
 
 // The TMA maps of qlora_gemv_tma_kernel: the codes (N, K / 2) bytes in boxes of one chunk (32
 // bytes) × the block's rows, and x (M, K) in boxes of kSub·64 k × M rows.
-template <typename T, int MT, int kTiles>
+template <typename T, int MT, int kTiles, typename R>
 std::string gemv_tensor_maps(const GemvParams& p, CUtensorMap* codes_map, CUtensorMap* x_map) {
-  using R = GemvTma<MT, kTiles, false>;  // (kSub does not depend on kLut)
   const cuuint64_t cdims[2] = {static_cast<cuuint64_t>(p.K / 2), static_cast<cuuint64_t>(p.N)};
   const cuuint64_t cstrides[1] = {static_cast<cuuint64_t>(p.K / 2)};
   const cuuint32_t cbox[2] = {kChunk / 2, kTiles * 16};
@@ -568,20 +576,32 @@ std::string gemv_tensor_maps(const GemvParams& p, CUtensorMap* codes_map, CUtens
   return encode_tensor_map(x_map, type, 2, p.x, xdims, xstrides, xbox, CU_TENSOR_MAP_SWIZZLE_NONE, "x");
 }
 
+template <typename T, int MT, int kTiles, bool kLut, int kCfg>
+std::string launch_tma(const GemvParams& p, dim3 grid, bool dependent, cudaStream_t stream) {
+  using R = GemvTma<MT, kTiles, kLut, kCfg>;
+  CUtensorMap codes_map, x_map;
+  const std::string err = gemv_tensor_maps<T, MT, kTiles, R>(p, &codes_map, &x_map);
+  if (!err.empty()) return err;
+  return launch_dependent(qlora_gemv_tma_kernel<T, MT, kTiles, kLut, kCfg>, "qlora_gemv_tma_kernel", grid,
+                          R::smem_bytes(p.M), dependent, stream, p, codes_map, x_map);
+}
+
 template <typename T, int MT, int kTiles>
 std::string launch_gemv(const GemvParams& p, int splits, int pipeline, bool dependent, cudaStream_t stream) {
   const dim3 grid((p.N + kTiles * 16 - 1) / (kTiles * 16), splits);
   if (pipeline == 1)
     return launch_dependent(qlora_gemv_kernel<T, MT, kTiles>, "qlora_gemv_kernel", grid,
                             GemvRing<MT, kTiles>::smem_bytes(p.M), dependent, stream, p);
-  CUtensorMap codes_map, x_map;
-  const std::string err = gemv_tensor_maps<T, MT, kTiles>(p, &codes_map, &x_map);
-  if (!err.empty()) return err;
-  if (pipeline == 3)
-    return launch_dependent(qlora_gemv_tma_kernel<T, MT, kTiles, true>, "qlora_gemv_tma_kernel", grid,
-                            GemvTma<MT, kTiles, true>::smem_bytes(p.M), dependent, stream, p, codes_map, x_map);
-  return launch_dependent(qlora_gemv_tma_kernel<T, MT, kTiles, false>, "qlora_gemv_tma_kernel", grid,
-                          GemvTma<MT, kTiles, false>::smem_bytes(p.M), dependent, stream, p, codes_map, x_map);
+  if (pipeline == 3) {
+    static const int cfg = [] { const char* e = getenv("NF4LORA_GEMV_CFG"); return e ? atoi(e) : 0; }();  // EXPERIMENT
+    switch (cfg) {
+      case 1: return launch_tma<T, MT, kTiles, true, 1>(p, grid, dependent, stream);
+      case 2: return launch_tma<T, MT, kTiles, true, 2>(p, grid, dependent, stream);
+      case 3: return launch_tma<T, MT, kTiles, true, 3>(p, grid, dependent, stream);
+      default: return launch_tma<T, MT, kTiles, true, 0>(p, grid, dependent, stream);
+    }
+  }
+  return launch_tma<T, MT, kTiles, false, 0>(p, grid, dependent, stream);
 }
 
 template <typename T, int MT>
