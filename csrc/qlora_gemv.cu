@@ -31,7 +31,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cstdlib>
 
 #include "launchers.h"
 #include "nf4.cuh"
@@ -354,16 +353,19 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv
 }
 
 // The TMA pipeline (sm_90): per warp a ring of kRing stages of kSub chunks, each stage filled by
-// tensor copies issued by lane 0 (the codes of the block's rows, x's rows) and completing
-// on the stage's mbarrier; the scales go to registers one stage ahead (lane L: block row L). Per
-// stage (bytes): codes [kSub][kTiles·16 rows][32] (one box per chunk), then x [M][kSub·64] of T.
-// EXPERIMENT kCfg (LUT only): 0 = (kSub 2, kRing 3, 2 blocks), 1 = (2, 2, 3), 2 = (1, 3, 3), 3 = (1, 4, 3)
-template <int MT, int kTiles, bool kLut, int kCfg = 0> struct GemvTma {
-  static constexpr int kSub = kLut ? (kCfg <= 1 ? 2 : 1) : (MT == 1 ? 2 : 1);  // chunks per stage
-  static constexpr int kRing = kLut ? (kCfg == 1 ? 2 : kCfg == 3 ? 4 : 3) : 3;  // stages per warp
-  static constexpr int kMinBlocks =
-      kLut ? (kCfg == 0 ? 2 : 3) : (MT == 1 ? 5 - kTiles : 2);  // resident blocks per SM (registers)
-  static constexpr int kTableBytes = kLut ? kPairTableWords * 4 : 0;  // the byte-pair table leads
+// tensor copies issued by lane 0 (the codes of the block's rows, x's rows) and completing on the
+// stage's mbarrier; the scales go to registers one stage ahead (lane L: block row L). Per stage
+// (bytes): codes [kSub][kTiles·16 rows][32] (one box per chunk), then x [M][kSub·64] of T. The
+// decode reads the shared byte-pair table (lut4: 4 shared loads per 4 bytes, where decode4 spends
+// 21 integer instructions, the pipe that bounds the cp.async kernel).
+// Measured on the H200 (bench/NOTES.md, ninth session runs 5-6): one chunk per stage and 3 blocks
+// per SM beat 2 chunks per stage (2 blocks per SM, or 2 stages per warp); at M = 1 this kernel
+// takes 0.80× (8192×28672) to 0.77× (4096×14336) the time of the same TMA kernel with decode4.
+template <int MT, int kTiles> struct GemvTma {
+  static constexpr int kSub = 1;        // chunks per stage
+  static constexpr int kRing = 3;       // stages per warp
+  static constexpr int kMinBlocks = 3;  // resident blocks per SM (registers <= 85; shared memory)
+  static constexpr int kTableBytes = kPairTableWords * 4;  // the byte-pair table leads
   static constexpr int kCodeBytes = kSub * kTiles * 16 * 32;
   __host__ __device__ static constexpr int x_bytes(int M) { return M * kSub * kChunk * 2; }
   __host__ __device__ static constexpr int stage_bytes(int M) { return kCodeBytes + x_bytes(M); }
@@ -377,12 +379,12 @@ template <int MT, int kTiles, bool kLut, int kCfg = 0> struct GemvTma {
   }
 };
 
-template <typename T, int MT, int kTiles, bool kLut, int kCfg>
-__global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles, kLut, kCfg>::kMinBlocks)
+template <typename T, int MT, int kTiles>
+__global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
     qlora_gemv_tma_kernel(const GemvParams p, const __grid_constant__ CUtensorMap codes_map,
                           const __grid_constant__ CUtensorMap x_map) {
 #if NF4LORA_HAS_WGMMA
-  using R = GemvTma<MT, kTiles, kLut, kCfg>;
+  using R = GemvTma<MT, kTiles>;
   constexpr int kBlockN = kTiles * 16, kSub = R::kSub, kRing = R::kRing;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ __align__(8) uint64_t bars[kWarps][kRing];
@@ -399,7 +401,7 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles, kLut, kCfg>::kMi
   const int n_stages = (c1 - c0 + kSub - 1) / kSub;  // stage s: chunks c0 + s·kSub ... (< c1)
   const int nw = n_stages > warp ? (n_stages - warp + kWarps - 1) / kWarps : 0;  // warp's stages: warp + 8i
   stage_code_tables<T>(p.w, table, code2, tid, kThreads);
-  if constexpr (kLut) stage_pair_table<T>(p.w, reinterpret_cast<uint32_t*>(table_base), tid);
+  stage_pair_table<T>(p.w, reinterpret_cast<uint32_t*>(table_base), tid);
   const uint32_t lane_table = smem_addr(table_base) + 4 * lane;
   if (lane == 0) {
 #pragma unroll
@@ -469,7 +471,7 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles, kLut, kCfg>::kMi
     for (int s = 0; s < kSub; ++s) {
       if (chunk + s < c1) {
         float part[kTiles][MT][4];
-        chunk_partial<T, MT, kTiles, kLut>(st + s * kTiles * 512, 32, st + R::kCodeBytes + s * kChunk * 2,
+        chunk_partial<T, MT, kTiles, true>(st + s * kTiles * 512, 32, st + R::kCodeBytes + s * kChunk * 2,
                                            kSub * kChunk * 2, M, t, part, g, c, lane_table);
         const float own = nested ? nested_absmax(code2, q[s], a2[s], p.w.nested_offset) : __uint_as_float(q[s]);
         add_scaled(acc, part, own, g);
@@ -560,8 +562,9 @@ std::string launch_dependent(Kernel kernel, const char* name, dim3 grid, size_t 
 
 // The TMA maps of qlora_gemv_tma_kernel: the codes (N, K / 2) bytes in boxes of one chunk (32
 // bytes) × the block's rows, and x (M, K) in boxes of kSub·64 k × M rows.
-template <typename T, int MT, int kTiles, typename R>
+template <typename T, int MT, int kTiles>
 std::string gemv_tensor_maps(const GemvParams& p, CUtensorMap* codes_map, CUtensorMap* x_map) {
+  using R = GemvTma<MT, kTiles>;
   const cuuint64_t cdims[2] = {static_cast<cuuint64_t>(p.K / 2), static_cast<cuuint64_t>(p.N)};
   const cuuint64_t cstrides[1] = {static_cast<cuuint64_t>(p.K / 2)};
   const cuuint32_t cbox[2] = {kChunk / 2, kTiles * 16};
@@ -576,37 +579,22 @@ std::string gemv_tensor_maps(const GemvParams& p, CUtensorMap* codes_map, CUtens
   return encode_tensor_map(x_map, type, 2, p.x, xdims, xstrides, xbox, CU_TENSOR_MAP_SWIZZLE_NONE, "x");
 }
 
-template <typename T, int MT, int kTiles, bool kLut, int kCfg>
-std::string launch_tma(const GemvParams& p, dim3 grid, bool dependent, cudaStream_t stream) {
-  using R = GemvTma<MT, kTiles, kLut, kCfg>;
-  CUtensorMap codes_map, x_map;
-  const std::string err = gemv_tensor_maps<T, MT, kTiles, R>(p, &codes_map, &x_map);
-  if (!err.empty()) return err;
-  return launch_dependent(qlora_gemv_tma_kernel<T, MT, kTiles, kLut, kCfg>, "qlora_gemv_tma_kernel", grid,
-                          R::smem_bytes(p.M), dependent, stream, p, codes_map, x_map);
-}
-
 template <typename T, int MT, int kTiles>
 std::string launch_gemv(const GemvParams& p, int splits, int pipeline, bool dependent, cudaStream_t stream) {
   const dim3 grid((p.N + kTiles * 16 - 1) / (kTiles * 16), splits);
   if (pipeline == 1)
     return launch_dependent(qlora_gemv_kernel<T, MT, kTiles>, "qlora_gemv_kernel", grid,
                             GemvRing<MT, kTiles>::smem_bytes(p.M), dependent, stream, p);
-  if (pipeline == 3) {
-    static const int cfg = [] { const char* e = getenv("NF4LORA_GEMV_CFG"); return e ? atoi(e) : 0; }();  // EXPERIMENT
-    switch (cfg) {
-      case 1: return launch_tma<T, MT, kTiles, true, 1>(p, grid, dependent, stream);
-      case 2: return launch_tma<T, MT, kTiles, true, 2>(p, grid, dependent, stream);
-      case 3: return launch_tma<T, MT, kTiles, true, 3>(p, grid, dependent, stream);
-      default: return launch_tma<T, MT, kTiles, true, 0>(p, grid, dependent, stream);
-    }
-  }
-  return launch_tma<T, MT, kTiles, false, 0>(p, grid, dependent, stream);
+  CUtensorMap codes_map, x_map;
+  const std::string err = gemv_tensor_maps<T, MT, kTiles>(p, &codes_map, &x_map);
+  if (!err.empty()) return err;
+  return launch_dependent(qlora_gemv_tma_kernel<T, MT, kTiles>, "qlora_gemv_tma_kernel", grid,
+                          GemvTma<MT, kTiles>::smem_bytes(p.M), dependent, stream, p, codes_map, x_map);
 }
 
 template <typename T, int MT>
 std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A, float* u, int splits, int tiles,
-                         int tma, cudaStream_t stream) {
+                         int pipeline, cudaStream_t stream) {
   const dim3 ugrid(p.r, (p.M + kURows - 1) / kURows);
   lora_u_kernel<T><<<ugrid, kUThreads, 0, stream>>>(static_cast<const T*>(x_lora), static_cast<const T*>(A), u,
                                                     p.M, p.K, p.r);
@@ -615,8 +603,8 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
   int major = 0, sm_count = 0;
   current_device(&major, &sm_count);
   const bool dependent = major >= 9;
-  return tiles == 1 ? launch_gemv<T, MT, 1>(p, splits, tma, dependent, stream)
-                    : launch_gemv<T, MT, 2>(p, splits, tma, dependent, stream);
+  return tiles == 1 ? launch_gemv<T, MT, 1>(p, splits, pipeline, dependent, stream)
+                    : launch_gemv<T, MT, 2>(p, splits, pipeline, dependent, stream);
 }
 
 }  // namespace
@@ -659,12 +647,11 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   if (splits < 1 || splits > chunks) return "splits must be in [1, K / 64]";
   if (splits > 1 && workspace == 0) return "splits > 1 needs the workspace plan_qlora_gemv sizes";
   if (tiles != 1 && tiles != 2) return "tiles must be 1 or 2";
-  if (pipeline < 0 || pipeline > 3)
-    return "pipeline must be 0 (auto), 1 (cp.async), 2 (TMA) or 3 (TMA, shared byte-pair table)";
+  if (pipeline < 0 || pipeline > 2) return "pipeline must be 0 (auto), 1 (cp.async) or 2 (TMA)";
   int major = 0, sm_count = 0;
   current_device(&major, &sm_count);
-  if (pipeline >= 2 && major != 9) return "pipelines 2 and 3 (TMA) run on sm_90 only";
-  const int tma = pipeline == 0 ? (major == 9 ? 2 : 1) : pipeline;  // (the pipeline)
+  if (pipeline == 2 && major != 9) return "pipeline 2 (TMA) runs on sm_90 only";
+  if (pipeline == 0) pipeline = major == 9 ? 2 : 1;
   const int64_t col_blocks = (N + tiles * 16 - 1) / (tiles * 16);
   GemvParams p{};
   p.y = reinterpret_cast<void*>(y);
@@ -688,10 +675,10 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   const void* xl = reinterpret_cast<const void*>(x_lora);
   const void* a = reinterpret_cast<const void*>(A);
   float* uu = reinterpret_cast<float*>(u);
-  if (dtype == 1) return M <= 8 ? launch_typed<__half, 1>(p, xl, a, uu, splits, tiles, tma, st)
-                                : launch_typed<__half, 2>(p, xl, a, uu, splits, tiles, tma, st);
-  if (dtype == 2) return M <= 8 ? launch_typed<__nv_bfloat16, 1>(p, xl, a, uu, splits, tiles, tma, st)
-                                : launch_typed<__nv_bfloat16, 2>(p, xl, a, uu, splits, tiles, tma, st);
+  if (dtype == 1) return M <= 8 ? launch_typed<__half, 1>(p, xl, a, uu, splits, tiles, pipeline, st)
+                                : launch_typed<__half, 2>(p, xl, a, uu, splits, tiles, pipeline, st);
+  if (dtype == 2) return M <= 8 ? launch_typed<__nv_bfloat16, 1>(p, xl, a, uu, splits, tiles, pipeline, st)
+                                : launch_typed<__nv_bfloat16, 2>(p, xl, a, uu, splits, tiles, pipeline, st);
   return "dtype must be 1 (float16) or 2 (bfloat16)";
 }
 

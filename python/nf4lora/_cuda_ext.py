@@ -127,9 +127,11 @@ def _props_of(index: int):
 # Rows of W per block of the small-M kernel in 16-row tiles (1: 16 rows, 2: 32; the block's 8
 # warps split K); bench/diag_fwd.py compares.
 GEMV_TILES = 2
-# How the small-M kernel streams W and x into shared memory: 0 = TMA copies on sm_90 (H100/H200),
-# cp.async elsewhere; 1 = cp.async; 2 = TMA (sm_90 only). Tests and bench/diag_fwd.py compare.
-GEMV_PIPELINES = {"auto": 0, "cp_async": 1, "tma": 2, "tma_lut": 3}
+# How the small-M kernel streams W and x into shared memory and decodes it: "tma" (sm_90 only: TMA
+# copies into per-warp mbarrier rings, the decode through a shared byte-pair table), "cp_async"
+# (any GPU: cp.async rings, the byte-permute decode in registers), "auto" (tma on sm_90, else
+# cp_async). Tests and bench/diag_fwd.py compare.
+GEMV_PIPELINES = {"auto": 0, "cp_async": 1, "tma": 2}
 GEMV_PIPELINE = "auto"
 
 
