@@ -31,6 +31,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "launchers.h"
 #include "nf4.cuh"
@@ -361,10 +362,10 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv
 // Measured on the H200 (bench/NOTES.md, ninth session runs 5-6): one chunk per stage and 3 blocks
 // per SM beat 2 chunks per stage (2 blocks per SM, or 2 stages per warp); at M = 1 this kernel
 // takes 0.80× (8192×28672) to 0.77× (4096×14336) the time of the same TMA kernel with decode4.
-template <int MT, int kTiles> struct GemvTma {
+template <int MT, int kTiles, int kCfg = 0> struct GemvTma {  // EXPERIMENT kCfg 1: 2 stages, 4 blocks
   static constexpr int kSub = 1;        // chunks per stage
-  static constexpr int kRing = 3;       // stages per warp
-  static constexpr int kMinBlocks = 3;  // resident blocks per SM (registers <= 85; shared memory)
+  static constexpr int kRing = kCfg == 1 ? 2 : 3;       // stages per warp
+  static constexpr int kMinBlocks = kCfg == 1 ? 4 : 3;  // resident blocks per SM (registers <= 85; shared memory)
   static constexpr int kTableBytes = kPairTableWords * 4;  // the byte-pair table leads
   static constexpr int kCodeBytes = kSub * kTiles * 16 * 32;
   __host__ __device__ static constexpr int x_bytes(int M) { return M * kSub * kChunk * 2; }
@@ -379,12 +380,12 @@ template <int MT, int kTiles> struct GemvTma {
   }
 };
 
-template <typename T, int MT, int kTiles>
-__global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
+template <typename T, int MT, int kTiles, int kCfg>
+__global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles, kCfg>::kMinBlocks)
     qlora_gemv_tma_kernel(const GemvParams p, const __grid_constant__ CUtensorMap codes_map,
                           const __grid_constant__ CUtensorMap x_map) {
 #if NF4LORA_HAS_WGMMA
-  using R = GemvTma<MT, kTiles>;
+  using R = GemvTma<MT, kTiles, kCfg>;
   constexpr int kBlockN = kTiles * 16, kSub = R::kSub, kRing = R::kRing;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ __align__(8) uint64_t bars[kWarps][kRing];
@@ -588,7 +589,11 @@ std::string launch_gemv(const GemvParams& p, int splits, int pipeline, bool depe
   CUtensorMap codes_map, x_map;
   const std::string err = gemv_tensor_maps<T, MT, kTiles>(p, &codes_map, &x_map);
   if (!err.empty()) return err;
-  return launch_dependent(qlora_gemv_tma_kernel<T, MT, kTiles>, "qlora_gemv_tma_kernel", grid,
+  static const int cfg = [] { const char* e = getenv("NF4LORA_GEMV_CFG"); return e ? atoi(e) : 0; }();  // EXPERIMENT
+  if (cfg == 1 && MT == 1 && kTiles == 2)
+    return launch_dependent(qlora_gemv_tma_kernel<T, MT, kTiles, 1>, "qlora_gemv_tma_kernel", grid,
+                            GemvTma<MT, kTiles, 1>::smem_bytes(p.M), dependent, stream, p, codes_map, x_map);
+  return launch_dependent(qlora_gemv_tma_kernel<T, MT, kTiles, 0>, "qlora_gemv_tma_kernel", grid,
                           GemvTma<MT, kTiles>::smem_bytes(p.M), dependent, stream, p, codes_map, x_map);
 }
 
