@@ -31,7 +31,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cstdlib>
 
 #include "launchers.h"
 #include "nf4.cuh"
@@ -359,13 +358,16 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv
 // (bytes): codes [kSub][kTiles·16 rows][32] (one box per chunk), then x [M][kSub·64] of T. The
 // decode reads the shared byte-pair table (lut4: 4 shared loads per 4 bytes, where decode4 spends
 // 21 integer instructions, the pipe that bounds the cp.async kernel).
-// Measured on the H200 (bench/NOTES.md, ninth session runs 5-6): one chunk per stage and 3 blocks
-// per SM beat 2 chunks per stage (2 blocks per SM, or 2 stages per warp); at M = 1 this kernel
-// takes 0.80× (8192×28672) to 0.77× (4096×14336) the time of the same TMA kernel with decode4.
-template <int MT, int kTiles, int kCfg = 0> struct GemvTma {  // EXPERIMENT kCfg 1: 2 stages, 4 blocks
-  static constexpr int kSub = 1;        // chunks per stage
-  static constexpr int kRing = kCfg == 1 ? 2 : 3;       // stages per warp
-  static constexpr int kMinBlocks = kCfg == 1 ? 4 : 3;  // resident blocks per SM (registers <= 85; shared memory)
+// Measured on the H200 (bench/NOTES.md, ninth session runs 5-6, 9): one chunk per stage beats two;
+// at M = 1 this kernel took 0.80× (8192×28672) to 0.77× (4096×14336) the time of the same TMA
+// kernel with decode4 (3 blocks per SM each).
+template <int MT, int kTiles> struct GemvTma {
+  static constexpr int kSub = 1;  // chunks per stage
+  // Stages per warp and resident blocks per SM (registers <= 64 or <= 85; shared memory permitting):
+  // at M <= 8, 2 stages and 4 blocks measured 0.83-0.96× the time of 3 and 3 on the large shapes
+  // (run 9; 1.05× on the K-split shapes at M = 1).
+  static constexpr int kRing = MT == 1 ? 2 : 3;
+  static constexpr int kMinBlocks = MT == 1 ? 4 : 3;
   static constexpr int kTableBytes = kPairTableWords * 4;  // the byte-pair table leads
   static constexpr int kCodeBytes = kSub * kTiles * 16 * 32;
   __host__ __device__ static constexpr int x_bytes(int M) { return M * kSub * kChunk * 2; }
@@ -380,12 +382,12 @@ template <int MT, int kTiles, int kCfg = 0> struct GemvTma {  // EXPERIMENT kCfg
   }
 };
 
-template <typename T, int MT, int kTiles, int kCfg>
-__global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles, kCfg>::kMinBlocks)
+template <typename T, int MT, int kTiles>
+__global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
     qlora_gemv_tma_kernel(const GemvParams p, const __grid_constant__ CUtensorMap codes_map,
                           const __grid_constant__ CUtensorMap x_map) {
 #if NF4LORA_HAS_WGMMA
-  using R = GemvTma<MT, kTiles, kCfg>;
+  using R = GemvTma<MT, kTiles>;
   constexpr int kBlockN = kTiles * 16, kSub = R::kSub, kRing = R::kRing;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ __align__(8) uint64_t bars[kWarps][kRing];
@@ -589,11 +591,7 @@ std::string launch_gemv(const GemvParams& p, int splits, int pipeline, bool depe
   CUtensorMap codes_map, x_map;
   const std::string err = gemv_tensor_maps<T, MT, kTiles>(p, &codes_map, &x_map);
   if (!err.empty()) return err;
-  static const int cfg = [] { const char* e = getenv("NF4LORA_GEMV_CFG"); return e ? atoi(e) : 0; }();  // EXPERIMENT
-  if (cfg == 1 && MT == 1 && kTiles == 2)
-    return launch_dependent(qlora_gemv_tma_kernel<T, MT, kTiles, 1>, "qlora_gemv_tma_kernel", grid,
-                            GemvTma<MT, kTiles, 1>::smem_bytes(p.M), dependent, stream, p, codes_map, x_map);
-  return launch_dependent(qlora_gemv_tma_kernel<T, MT, kTiles, 0>, "qlora_gemv_tma_kernel", grid,
+  return launch_dependent(qlora_gemv_tma_kernel<T, MT, kTiles>, "qlora_gemv_tma_kernel", grid,
                           GemvTma<MT, kTiles>::smem_bytes(p.M), dependent, stream, p, codes_map, x_map);
 }
 
