@@ -4,7 +4,8 @@
 //
 // Two kernels, launched back to back by one host call:
 //   lora_u_kernel      u = x̃·Aᵀ: one block per (LoRA rank j, pair of rows), 16-byte loads, fp32 sums.
-//   qlora_gemv_kernel  W streamed once as packed NF4 codes; a block owns 16 or 32 rows of W (1 or 2
+//   qlora_gemv_tma_kernel (sm_90) or qlora_gemv_kernel (other GPUs; `pipeline` 1 on any)
+//                      W streamed once as packed NF4 codes; a block owns 16 or 32 rows of W (1 or 2
 //                      mma tiles) and all of K — or one K slice (gridDim.y) when the column blocks
 //                      alone leave SMs with fewer than two blocks; its 8 warps take the 64-wide chunks
 //                      in turn and their partial sums meet in shared memory. On sm_90 it is launched
@@ -12,8 +13,10 @@
 //                      and waits for u only in its epilogue, which adds the LoRA term and the bias
 //                      (done by the block that finishes a column block last when K is split).
 //
-// Memory pipeline: each warp has its own ring of cp.async stages in shared memory (codes, raw
-// scale words and the chunk's 64 k of x), 3-4 chunks in flight per warp, nothing in registers.
+// Memory pipeline: each warp has its own ring of stages in shared memory, one 64-wide chunk each:
+// TMA copies of the codes and x completing on the stage's mbarrier (sm_90; the scales go to
+// registers a stage ahead), or cp.async copies of codes, raw scale words and x (3-4 chunks in
+// flight per warp).
 //
 // Tensor cores at M ≤ 16: each warp runs mma.m16n8k16 with the decoded W tile as the A operand
 // (16 rows of W × 16 k) and x as the B operand (16 k × 8 rows of x): M = 1 wastes 7/8 of the
@@ -21,8 +24,9 @@
 // is permuted identically for A and B (a dot product does not care), so that a thread reads 16
 // consecutive k of a row of W (8 bytes) and the same 16 k of x (32 bytes).
 //
-// Decode: the byte-permute lookup of nf4_mma.cuh (8 codes in 21 integer instructions, table built
-// from quant_map). The absmax scale is applied once per 64-element chunk to
+// Decode (nf4_mma.cuh, tables built from quant_map): on sm_90 through a byte-pair table in shared
+// memory (4 loads per 8 codes), elsewhere the byte-permute lookup in registers (8 codes in 21
+// integer instructions). The absmax scale is applied once per 64-element chunk to
 // the fp32 partial sums (exact fp32, as a dequantized W would be scaled), so the blocksize must be
 // a multiple of 64.
 //
