@@ -377,7 +377,8 @@ template <int MT, int kTiles> struct GemvTma {
   __host__ __device__ static constexpr int x_bytes(int M) { return M * kSub * kChunk * 2; }
   __host__ __device__ static constexpr int stage_bytes(int M) { return kCodeBytes + x_bytes(M); }
   static constexpr int kReduceBytes = kWarps * MT * 8 * kTiles * 16 * 4;
-  // The rings (or the partial sums) from a 128-byte aligned start, then the code tables.
+  // From a 128-byte aligned start: the byte-pair table, the rings (or the partial sums), the code
+  // tables.
   __host__ __device__ static constexpr int body(int M) {
     return kWarps * kRing * stage_bytes(M) > kReduceBytes ? kWarps * kRing * stage_bytes(M) : kReduceBytes;
   }
