@@ -582,9 +582,7 @@ std::string gemv_tensor_maps(const GemvParams& p, CUtensorMap* codes_map, CUtens
   const cuuint64_t xdims[2] = {static_cast<cuuint64_t>(p.K), static_cast<cuuint64_t>(p.M)};
   const cuuint64_t xstrides[1] = {static_cast<cuuint64_t>(p.K) * sizeof(T)};
   const cuuint32_t xbox[2] = {R::kSub * kChunk, static_cast<cuuint32_t>(p.M)};
-  const CUtensorMapDataType type =
-      std::is_same<T, __half>::value ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
-  return encode_tensor_map(x_map, type, 2, p.x, xdims, xstrides, xbox, CU_TENSOR_MAP_SWIZZLE_NONE, "x");
+  return encode_tensor_map(x_map, tensor_map_dtype<T>(), 2, p.x, xdims, xstrides, xbox, CU_TENSOR_MAP_SWIZZLE_NONE, "x");
 }
 
 template <typename T, int MT, int kTiles>
@@ -602,15 +600,12 @@ std::string launch_gemv(const GemvParams& p, int splits, int pipeline, bool depe
 
 template <typename T, int MT>
 std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A, float* u, int splits, int tiles,
-                         int pipeline, cudaStream_t stream) {
+                         int pipeline, bool dependent, cudaStream_t stream) {
   const dim3 ugrid(p.r, (p.M + kURows - 1) / kURows);
   lora_u_kernel<T><<<ugrid, kUThreads, 0, stream>>>(static_cast<const T*>(x_lora), static_cast<const T*>(A), u,
                                                     p.M, p.K, p.r);
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return std::string("lora_u_kernel: ") + cudaGetErrorString(err);
-  int major = 0, sm_count = 0;
-  current_device(&major, &sm_count);
-  const bool dependent = major >= 9;
   return tiles == 1 ? launch_gemv<T, MT, 1>(p, splits, pipeline, dependent, stream)
                     : launch_gemv<T, MT, 2>(p, splits, pipeline, dependent, stream);
 }
@@ -660,6 +655,7 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   current_device(&major, &sm_count);
   if (pipeline == 2 && major != 9) return "pipeline 2 (TMA) runs on sm_90 only";
   if (pipeline == 0) pipeline = major == 9 ? 2 : 1;
+  const bool dependent = major >= 9;  // the gemv kernel overlaps the u kernel (PDL, sm_90)
   const int64_t col_blocks = (N + tiles * 16 - 1) / (tiles * 16);
   GemvParams p{};
   p.y = reinterpret_cast<void*>(y);
@@ -683,10 +679,10 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   const void* xl = reinterpret_cast<const void*>(x_lora);
   const void* a = reinterpret_cast<const void*>(A);
   float* uu = reinterpret_cast<float*>(u);
-  if (dtype == 1) return M <= 8 ? launch_typed<__half, 1>(p, xl, a, uu, splits, tiles, pipeline, st)
-                                : launch_typed<__half, 2>(p, xl, a, uu, splits, tiles, pipeline, st);
-  if (dtype == 2) return M <= 8 ? launch_typed<__nv_bfloat16, 1>(p, xl, a, uu, splits, tiles, pipeline, st)
-                                : launch_typed<__nv_bfloat16, 2>(p, xl, a, uu, splits, tiles, pipeline, st);
+  if (dtype == 1) return M <= 8 ? launch_typed<__half, 1>(p, xl, a, uu, splits, tiles, pipeline, dependent, st)
+                                : launch_typed<__half, 2>(p, xl, a, uu, splits, tiles, pipeline, dependent, st);
+  if (dtype == 2) return M <= 8 ? launch_typed<__nv_bfloat16, 1>(p, xl, a, uu, splits, tiles, pipeline, dependent, st)
+                                : launch_typed<__nv_bfloat16, 2>(p, xl, a, uu, splits, tiles, pipeline, dependent, st);
   return "dtype must be 1 (float16) or 2 (bfloat16)";
 }
 

@@ -886,9 +886,7 @@ template <typename T> std::string x_tensor_map(CUtensorMap* map, const void* x, 
   const cuuint64_t dims[2] = {static_cast<cuuint64_t>(K), static_cast<cuuint64_t>(M)};
   const cuuint64_t strides[1] = {static_cast<cuuint64_t>(K) * sizeof(T)};
   const cuuint32_t box[2] = {kChunkK, static_cast<cuuint32_t>(box_rows)};
-  const CUtensorMapDataType type =
-      std::is_same<T, __half>::value ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
-  return encode_tensor_map(map, type, 2, x, dims, strides, box, CU_TENSOR_MAP_SWIZZLE_128B, "x");
+  return encode_tensor_map(map, tensor_map_dtype<T>(), 2, x, dims, strides, box, CU_TENSOR_MAP_SWIZZLE_128B, "x");
 }
 
 template <typename T, int BM, bool kPair>

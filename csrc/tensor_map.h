@@ -3,15 +3,25 @@
 #pragma once
 
 #include <cuda.h>  // CUtensorMap (the type and enums only)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <string>
+#include <type_traits>
 
 namespace nf4lora {
 
 using EncodeTiledFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
                                    const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
                                    CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+// The tensor-map element type of a 16-bit activation type T (__half or __nv_bfloat16).
+template <typename T> constexpr CUtensorMapDataType tensor_map_dtype() {
+  static_assert(std::is_same<T, __half>::value || std::is_same<T, __nv_bfloat16>::value,
+                "T must be __half or __nv_bfloat16");
+  return std::is_same<T, __half>::value ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+}
 
 // A tiled map of `rank` dimensions over global memory at base: dims[i] elements of `type` in
 // dimension i (0 innermost), strides[i - 1] bytes between consecutive indices of dimension i >= 1
