@@ -110,10 +110,9 @@ __device__ __forceinline__ KSlice k_slice(int K) {
 // each; tile i at 16·code_row); xs: the chunk's 64 k of x row 0, x_row bytes per row of x.
 // Thread (g, c) reads k 16c .. 16c + 15 of rows g and g + 8 (8 bytes of codes) and of x row
 // 8jj + g (32 bytes; zeros past M): the chunk's k order is permuted alike for W and x.
-// The 4·kTiles decodes of 4 code bytes per thread: the first kRegDecodes by the register table t
-// (decode4: integer instructions), the rest by the shared byte-pair table (lut4, lane_table its
-// address plus 4·lane: shared-memory wavefronts), so a kernel can balance the two pipes.
-template <typename T, int MT, int kTiles, int kRegDecodes = 4 * kTiles>
+// kLut: decode by the shared byte-pair table (lut4; lane_table its address plus 4·lane) instead of
+// the register table t (decode4).
+template <typename T, int MT, int kTiles, bool kLut = false>
 __device__ __forceinline__ void chunk_partial(const unsigned char* codes, int code_row, const unsigned char* xs,
                                               int x_row, int M, const Table& t, float (&part)[kTiles][MT][4], int g,
                                               int c, uint32_t lane_table = 0) {
@@ -136,14 +135,16 @@ __device__ __forceinline__ void chunk_partial(const unsigned char* codes, int co
     const uint2 cw0 = *reinterpret_cast<const uint2*>(tile + g * code_row + c * 8);
     const uint2 cw1 = *reinterpret_cast<const uint2*>(tile + (g + 8) * code_row + c * 8);
     uint32_t r0[2][4], r1[2][4];  // [half of the 8 bytes][byte] pairs of rows g, g + 8
-    const uint32_t words[4] = {cw0.x, cw0.y, cw1.x, cw1.y};
-    uint32_t* outs[4] = {r0[0], r0[1], r1[0], r1[1]};
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      if (4 * i + j < kRegDecodes)
-        decode4(words[j], t, outs[j]);
-      else
-        lut4(words[j], lane_table, outs[j]);
+    if constexpr (kLut) {
+      lut4(cw0.x, lane_table, r0[0]);
+      lut4(cw0.y, lane_table, r0[1]);
+      lut4(cw1.x, lane_table, r1[0]);
+      lut4(cw1.y, lane_table, r1[1]);
+    } else {
+      decode4(cw0.x, t, r0[0]);
+      decode4(cw0.y, t, r0[1]);
+      decode4(cw1.x, t, r1[0]);
+      decode4(cw1.y, t, r1[1]);
     }
 #pragma unroll
     for (int jj = 0; jj < MT; ++jj)
@@ -386,7 +387,7 @@ template <int MT, int kTiles> struct GemvTma {
   }
 };
 
-template <typename T, int MT, int kTiles, int kRegDecodes>
+template <typename T, int MT, int kTiles>
 __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
     qlora_gemv_tma_kernel(const GemvParams p, const __grid_constant__ CUtensorMap codes_map,
                           const __grid_constant__ CUtensorMap x_map) {
@@ -478,7 +479,7 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
     for (int s = 0; s < kSub; ++s) {
       if (chunk + s < c1) {
         float part[kTiles][MT][4];
-        chunk_partial<T, MT, kTiles, kRegDecodes>(st + s * kTiles * 512, 32, st + R::kCodeBytes + s * kChunk * 2,
+        chunk_partial<T, MT, kTiles, true>(st + s * kTiles * 512, 32, st + R::kCodeBytes + s * kChunk * 2,
                                            kSub * kChunk * 2, M, t, part, g, c, lane_table);
         const float own = nested ? nested_absmax(code2, q[s], a2[s], p.w.nested_offset) : __uint_as_float(q[s]);
         add_scaled(acc, part, own, g);
@@ -593,13 +594,8 @@ std::string launch_gemv(const GemvParams& p, int splits, int pipeline, bool depe
   CUtensorMap codes_map, x_map;
   const std::string err = gemv_tensor_maps<T, MT, kTiles>(p, &codes_map, &x_map);
   if (!err.empty()) return err;
-  // EXPERIMENT (tenth session): pipelines 3 and 4 decode 2 and 4 of the 8 code words per chunk in
-  // registers, the rest through the table (the table-only kernel is L1/shared-bound: 84.5%).
-  auto kernel = pipeline == 3   ? qlora_gemv_tma_kernel<T, MT, kTiles, 2>
-                : pipeline == 4 ? qlora_gemv_tma_kernel<T, MT, kTiles, 4>
-                                : qlora_gemv_tma_kernel<T, MT, kTiles, 0>;
-  return launch_dependent(kernel, "qlora_gemv_tma_kernel", grid, GemvTma<MT, kTiles>::smem_bytes(p.M), dependent,
-                          stream, p, codes_map, x_map);
+  return launch_dependent(qlora_gemv_tma_kernel<T, MT, kTiles>, "qlora_gemv_tma_kernel", grid,
+                          GemvTma<MT, kTiles>::smem_bytes(p.M), dependent, stream, p, codes_map, x_map);
 }
 
 template <typename T, int MT>
@@ -654,10 +650,10 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   if (splits < 1 || splits > chunks) return "splits must be in [1, K / 64]";
   if (splits > 1 && workspace == 0) return "splits > 1 needs the workspace plan_qlora_gemv sizes";
   if (tiles != 1 && tiles != 2) return "tiles must be 1 or 2";
-  if (pipeline < 0 || pipeline > 4) return "pipeline must be 0 (auto), 1 (cp.async) or 2 (TMA)";
+  if (pipeline < 0 || pipeline > 2) return "pipeline must be 0 (auto), 1 (cp.async) or 2 (TMA)";
   int major = 0, sm_count = 0;
   current_device(&major, &sm_count);
-  if (pipeline >= 2 && major != 9) return "pipeline 2 (TMA) runs on sm_90 only";
+  if (pipeline == 2 && major != 9) return "pipeline 2 (TMA) runs on sm_90 only";
   if (pipeline == 0) pipeline = major == 9 ? 2 : 1;
   const bool dependent = major >= 9;  // the gemv kernel overlaps the u kernel (PDL, sm_90)
   const int64_t col_blocks = (N + tiles * 16 - 1) / (tiles * 16);
