@@ -37,6 +37,12 @@ template <typename T> __device__ __forceinline__ uint16_t bits16(float v) {
 }
 template <typename T> __device__ __forceinline__ float to_float(T v) { return static_cast<float>(v); }
 
+// For a nested absmax: stage its 256-entry second-level code into shared memory (the caller syncs).
+__device__ __forceinline__ void stage_code2(const NF4State& w, float* code2, int tid, int threads) {
+  if (w.nested_absmax != nullptr)
+    for (int i = tid; i < 256; i += threads) code2[i] = w.nested_quant_map[i];
+}
+
 // Stage the decode table (8 words: entries rounded to T) and, for a nested absmax, the 256-entry
 // second-level code into shared memory; the caller syncs, then load_table.
 template <typename T>
@@ -50,8 +56,7 @@ __device__ __forceinline__ void stage_code_tables(const NF4State& w, uint32_t* t
     }
     table[tid] = word;
   }
-  if (w.nested_absmax != nullptr)
-    for (int i = tid; i < 256; i += threads) code2[i] = w.nested_quant_map[i];
+  stage_code2(w, code2, tid, threads);
 }
 
 __device__ __forceinline__ Table load_table(const uint32_t* table) {
@@ -106,6 +111,17 @@ __device__ __forceinline__ void lut4(uint32_t w, uint32_t lane_table, uint32_t* 
     asm("ld.shared.b32 %0, [%1];" : "=r"(out[j]) : "r"(addr));
   }
 }
+
+// The two decoders of 4 packed bytes into the 4 pairs of T an mma operand takes (decode4's order),
+// as the chunk loops take them: by value, one call per 4 bytes.
+struct RegisterDecoder {  // decode4 from the 8-word table in registers
+  Table t;
+  __device__ __forceinline__ void operator()(uint32_t w, uint32_t* out) const { decode4(w, t, out); }
+};
+struct PairTableDecoder {  // lut4 from the shared byte-pair table; lane_table: its address + 4·lane
+  uint32_t lane_table;
+  __device__ __forceinline__ void operator()(uint32_t w, uint32_t* out) const { lut4(w, lane_table, out); }
+};
 
 // d += a·b, mma.m16n8k16 with fp32 accumulation; a: 4 registers (16×16 row-major fragment),
 // b: 2 registers (16×8 column-major fragment) of T (float16 or bfloat16) pairs.

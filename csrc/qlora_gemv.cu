@@ -13,10 +13,10 @@
 //                      and waits for u only in its epilogue, which adds the LoRA term and the bias
 //                      (done by the block that finishes a column block last when K is split).
 //
-// Memory pipeline: each warp has its own ring of stages in shared memory, one 64-wide chunk each:
-// TMA copies of the codes and x completing on the stage's mbarrier (sm_90; the scales go to
-// registers a stage ahead), or cp.async copies of codes, raw scale words and x (3-4 chunks in
-// flight per warp).
+// Memory pipeline: on sm_90 the block's ring of stages of 8 chunks (one per warp), each filled by
+// two TMA copies (codes, x) completing on the stage's mbarrier, the scales in registers a stage
+// ahead; elsewhere each warp's own cp.async ring of one chunk per stage (codes, raw scale words
+// and x; 3-4 chunks in flight per warp).
 //
 // Tensor cores at M ≤ 16: each warp runs mma.m16n8k16 with the decoded W tile as the A operand
 // (16 rows of W × 16 k) and x as the B operand (16 k × 8 rows of x): M = 1 wastes 7/8 of the
@@ -110,12 +110,11 @@ __device__ __forceinline__ KSlice k_slice(int K) {
 // each; tile i at 16·code_row); xs: the chunk's 64 k of x row 0, x_row bytes per row of x.
 // Thread (g, c) reads k 16c .. 16c + 15 of rows g and g + 8 (8 bytes of codes) and of x row
 // 8jj + g (32 bytes; zeros past M): the chunk's k order is permuted alike for W and x.
-// kLut: decode by the shared byte-pair table (lut4; lane_table its address plus 4·lane) instead of
-// the register table t (decode4).
-template <typename T, int MT, int kTiles, bool kLut = false>
+// decode: RegisterDecoder or PairTableDecoder (nf4_mma.cuh).
+template <typename T, int MT, int kTiles, typename Decoder>
 __device__ __forceinline__ void chunk_partial(const unsigned char* codes, int code_row, const unsigned char* xs,
-                                              int x_row, int M, const Table& t, float (&part)[kTiles][MT][4], int g,
-                                              int c, uint32_t lane_table = 0) {
+                                              int x_row, int M, const Decoder& decode, float (&part)[kTiles][MT][4],
+                                              int g, int c) {
   uint32_t bx[MT][8];
 #pragma unroll
   for (int jj = 0; jj < MT; ++jj) {
@@ -135,17 +134,10 @@ __device__ __forceinline__ void chunk_partial(const unsigned char* codes, int co
     const uint2 cw0 = *reinterpret_cast<const uint2*>(tile + g * code_row + c * 8);
     const uint2 cw1 = *reinterpret_cast<const uint2*>(tile + (g + 8) * code_row + c * 8);
     uint32_t r0[2][4], r1[2][4];  // [half of the 8 bytes][byte] pairs of rows g, g + 8
-    if constexpr (kLut) {
-      lut4(cw0.x, lane_table, r0[0]);
-      lut4(cw0.y, lane_table, r0[1]);
-      lut4(cw1.x, lane_table, r1[0]);
-      lut4(cw1.y, lane_table, r1[1]);
-    } else {
-      decode4(cw0.x, t, r0[0]);
-      decode4(cw0.y, t, r0[1]);
-      decode4(cw1.x, t, r1[0]);
-      decode4(cw1.y, t, r1[1]);
-    }
+    decode(cw0.x, r0[0]);
+    decode(cw0.y, r0[1]);
+    decode(cw1.x, r1[0]);
+    decode(cw1.y, r1[1]);
 #pragma unroll
     for (int jj = 0; jj < MT; ++jj)
 #pragma unroll
@@ -328,7 +320,7 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv
 #pragma unroll
   for (int j = 0; j < R::kRing - 1; ++j) fetch(j);
   __syncthreads();  // the code tables
-  const Table t = load_table(table);
+  const RegisterDecoder decoder{load_table(table)};
 
   for (int j = 0; j < nw; ++j) {
     __syncwarp();                // every lane is done with stage (j - 1) % kRing (read at j - 1)
@@ -341,7 +333,7 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv
     const uint32_t word = reinterpret_cast<const uint32_t*>(st + R::kQ)[lane % kBlockN];
     const float a2 = nested ? reinterpret_cast<const float*>(st + R::kA2)[lane % kBlockN] : 0.f;
     float part[kTiles][MT][4];
-    chunk_partial<T, MT, kTiles>(st + R::kCodes, 32, st + R::kX, kXStride, M, t, part, g, c);
+    chunk_partial<T, MT, kTiles>(st + R::kCodes, 32, st + R::kX, kXStride, M, decoder, part, g, c);
     // The absmax of this lane's scale row for this chunk (one decode per row).
     float own = __uint_as_float(word);
     if (nested) {
@@ -356,36 +348,86 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv
   gemv_epilogue<T, MT, kTiles>(p, acc, reinterpret_cast<float*>(smem), last);
 }
 
-// The TMA pipeline (sm_90): per warp a ring of kRing stages of kSub chunks, each stage filled by
-// tensor copies issued by lane 0 (the codes of the block's rows, x's rows) and completing on the
-// stage's mbarrier; the scales go to registers one stage ahead (lane L: block row L). Per stage
-// (bytes): codes [kSub][kTiles·16 rows][32] (one box per chunk), then x [M][kSub·64] of T. The
-// decode reads the shared byte-pair table (lut4: 4 shared loads per 4 bytes, where decode4 spends
-// 21 integer instructions, the pipe that bounds the cp.async kernel).
-// Measured on the H200 (bench/NOTES.md, ninth session runs 5-6, 9): one chunk per stage beats two;
-// at M = 1 this kernel took 0.80× (8192×28672) to 0.77× (4096×14336) the time of the same TMA
-// kernel with decode4 (3 blocks per SM each).
-template <int MT, int kTiles> struct GemvTma {
-  static constexpr int kSub = 1;  // chunks per stage
-  // Stages per warp and resident blocks per SM (registers <= 64 or <= 85; shared memory permitting):
-  // at M <= 8, 2 stages and 4 blocks measured 0.83-0.96× the time of 3 and 3 on the large shapes
-  // (run 9; 1.05× on the K-split shapes at M = 1).
-  static constexpr int kRing = MT == 1 ? 2 : 3;
-  static constexpr int kMinBlocks = MT == 1 ? 4 : 3;
-  static constexpr int kTableBytes = kPairTableWords * 4;  // the byte-pair table leads
-  static constexpr int kCodeBytes = kSub * kTiles * 16 * 32;
-  __host__ __device__ static constexpr int x_bytes(int M) { return M * kSub * kChunk * 2; }
-  __host__ __device__ static constexpr int stage_bytes(int M) { return kCodeBytes + x_bytes(M); }
-  static constexpr int kReduceBytes = kWarps * MT * 8 * kTiles * 16 * 4;
-  // From a 128-byte aligned start: the byte-pair table, the rings (or the partial sums), the code
-  // tables.
-  __host__ __device__ static constexpr int body(int M) {
-    return kWarps * kRing * stage_bytes(M) > kReduceBytes ? kWarps * kRing * stage_bytes(M) : kReduceBytes;
+// The absmax of one row of W, chunk by chunk, for the TMA kernel (lane L of a warp: block row L).
+// K is a multiple of the blocksize, so row n's blocks start at n·K / blocksize and chunk j of the
+// row lies in its block j·64 / blocksize. load() fetches the raw words (the float32 absmax, or the
+// nested code byte and its second-level scale, from the one holding the row's first block: block b
+// of the row is in (row_block % 256 + b) / 256), a stage ahead; absmax() decodes them.
+struct RowScales {
+  const uint32_t* q32;
+  const uint8_t* q8;
+  const float* a2row;
+  int a2_first, chunk_shift;
+  bool nested;
+  __device__ __forceinline__ RowScales(const NF4State& w, int64_t row, int K) {
+    const int64_t row_block = row * static_cast<int64_t>(K >> w.blocksize_log2);
+    nested = w.nested_absmax != nullptr;
+    q32 = static_cast<const uint32_t*>(w.absmax) + row_block;
+    q8 = static_cast<const uint8_t*>(w.absmax) + row_block;
+    a2row = nested ? w.nested_absmax + (row_block >> kNestedBlockLog2) : nullptr;
+    a2_first = static_cast<int>(row_block & ((1 << kNestedBlockLog2) - 1));
+    chunk_shift = w.blocksize_log2 - 6;
   }
-  __host__ __device__ static constexpr size_t smem_bytes(int M) {
-    return 128 + kTableBytes + static_cast<size_t>(body(M)) + 256 * 4 + 8 * 4 + 16;
+  __device__ __forceinline__ void load(int chunk, uint32_t& q, float& a2) const {
+    const int b = chunk >> chunk_shift;  // block of the row
+    if (nested) {
+      q = __ldg(q8 + b);
+      a2 = __ldg(a2row + ((a2_first + b) >> kNestedBlockLog2));
+    } else {
+      q = __ldg(q32 + b);
+      a2 = 0.f;
+    }
+  }
+  __device__ __forceinline__ float absmax(const float* code2, uint32_t q, float a2, float offset) const {
+    return nested ? nested_absmax(code2, q, a2, offset) : __uint_as_float(q);
   }
 };
+
+// The TMA pipeline (sm_90, pipeline 2): the block's ring holds kRing stages of kWarps
+// consecutive chunks — chunk w of a stage is warp w's — each filled by two 3-d tensor copies (the
+// codes of the block's rows for the 8 chunks, x's rows for the same k) completing on the slot's
+// mbarrier `full`. No warp waits for another to refill a slot: each warp's lane 0 counts itself
+// done with it (an acq_rel atomic in shared memory), and the warp that completes the count issues
+// the copies of stage + kRing into it.
+// Per stage (bytes): codes [kWarps][kTiles·16 rows][32], then x [kWarps][M][64] of T. K slices
+// (gridDim.y) are whole stages (only K's last stage may be short; the copies read zeros past K).
+// The decode reads the shared byte-pair table (lut4: 4 shared loads per 4 bytes, where decode4
+// spends 21 integer instructions, the pipe that bounds the cp.async kernel).
+// Measured on the H200 (bench/NOTES.md, eleventh session runs 1-3), against the per-warp TMA rings
+// it replaces (one chunk per stage, a lane-0 copy per warp and chunk; run 3 on the four benchmark
+// shapes): 0.88-0.91× the time at M = 16, 0.93-0.99× at M = 1, 0.95-0.99× at M = 8. The table
+// decode itself took 0.77-0.80× the time of decode4 at M = 1 (ninth session).
+template <int MT, int kTiles> struct GemvTma {
+  // Stages in the ring and resident blocks per SM (registers <= 64 or <= 128; shared memory: 4
+  // blocks of 50 KiB at M = 1, 2 of 80-104 KiB at M > 8).
+  static constexpr int kRing = MT == 1 ? 2 : 3;
+  static constexpr int kMinBlocks = MT == 1 ? 4 : 2;
+  static constexpr int kTableBytes = kPairTableWords * 4;  // the byte-pair table leads
+  static constexpr int kChunkCodeBytes = kTiles * 16 * 32;
+  static constexpr int kCodeBytes = kWarps * kChunkCodeBytes;
+  __host__ __device__ static constexpr int x_chunk_bytes(int M) { return M * kChunk * 2; }
+  __host__ __device__ static constexpr int stage_bytes(int M) { return kCodeBytes + kWarps * x_chunk_bytes(M); }
+  static constexpr int kReduceBytes = kWarps * MT * 8 * kTiles * 16 * 4;
+  // From a 128-byte aligned start: the byte-pair table, the ring (or the partial sums), the nested
+  // absmax's second-level code, the last-block flag.
+  __host__ __device__ static constexpr int body(int M) {
+    return kRing * stage_bytes(M) > kReduceBytes ? kRing * stage_bytes(M) : kReduceBytes;
+  }
+  __host__ __device__ static constexpr size_t smem_bytes(int M) {
+    return 128 + kTableBytes + static_cast<size_t>(body(M)) + 256 * 4 + 16;
+  }
+};
+
+// Adds 1 to the shared counter at addr (acquire-release at block scope: this thread's earlier
+// accesses happen before the add, and the adds before it happen before what follows); returns the
+// old value.
+__device__ __forceinline__ uint32_t atomic_add_acq_rel_shared(uint32_t* addr) {
+  uint32_t old = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("atom.acq_rel.cta.shared::cta.add.u32 %0, [%1], 1;" : "=r"(old) : "r"(smem_addr(addr)) : "memory");
+#endif
+  return old;
+}
 
 template <typename T, int MT, int kTiles>
 __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
@@ -393,107 +435,81 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
                           const __grid_constant__ CUtensorMap x_map) {
 #if NF4LORA_HAS_WGMMA
   using R = GemvTma<MT, kTiles>;
-  constexpr int kBlockN = kTiles * 16, kSub = R::kSub, kRing = R::kRing;
+  constexpr int kBlockN = kTiles * 16, kRing = R::kRing;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  __shared__ __align__(8) uint64_t bars[kWarps][kRing];
+  __shared__ __align__(8) uint64_t full[kRing];
+  __shared__ uint32_t done[kRing];
   unsigned char* const table_base = smem_raw + ((128u - (smem_addr(smem_raw) & 127u)) & 127u);
   unsigned char* smem = table_base + R::kTableBytes;
   const int M = p.M, stage_bytes = R::stage_bytes(M);
   float* code2 = reinterpret_cast<float*>(smem + R::body(M));  // [256]
-  uint32_t* table = reinterpret_cast<uint32_t*>(code2 + 256);  // [8]
-  int* last = reinterpret_cast<int*>(table + 8);
+  int* last = reinterpret_cast<int*>(code2 + 256);
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
-  const KSlice ks = k_slice(p.K);
-  const int c0 = ks.c0, c1 = ks.c1;
-  const int n_stages = (c1 - c0 + kSub - 1) / kSub;  // stage s: chunks c0 + s·kSub ... (< c1)
-  const int nw = n_stages > warp ? (n_stages - warp + kWarps - 1) / kWarps : 0;  // warp's stages: warp + 8i
-  stage_code_tables<T>(p.w, table, code2, tid, kThreads);
-  stage_pair_table<T>(p.w, reinterpret_cast<uint32_t*>(table_base), tid);
-  const uint32_t lane_table = smem_addr(table_base) + 4 * lane;
-  if (lane == 0) {
-#pragma unroll
-    for (int r = 0; r < kRing; ++r) mbar_init(&bars[warp][r], 1);
-    mbar_init_fence();
-  }
-  __syncthreads();  // the code tables and barriers
-  const Table t = load_table(table);
-
+  // This block's stages [s0, s0 + n_st) of the K / 64 chunks in stages of kWarps; warp w takes
+  // chunk w of each (all but K's last stage have every chunk).
+  const int chunks = p.K / kChunk, stages = (chunks + kWarps - 1) / kWarps;
+  const int s0 = static_cast<int>(static_cast<int64_t>(blockIdx.y) * stages / gridDim.y);
+  const int n_st = static_cast<int>(static_cast<int64_t>(blockIdx.y + 1) * stages / gridDim.y) - s0;
+  const int c0 = s0 * kWarps + warp;  // this warp's chunk of stage i: c0 + kWarps·i
+  const int nw = n_st - (c0 + kWarps * (n_st - 1) >= chunks ? 1 : 0);
   const int row0 = blockIdx.x * kBlockN;
-  unsigned char* ring = smem + warp * kRing * stage_bytes;
   const uint32_t tx_bytes = static_cast<uint32_t>(stage_bytes);
-  // Lane 0: stage i of this warp into slot i % kRing (rows past N and k past K read as zeros).
+  // One thread: stage i of the block into slot i % kRing (rows past N and k past K read as zeros).
   auto issue = [&](int i) {
-    const int chunk = c0 + (warp + kWarps * i) * kSub;
-    unsigned char* dst = ring + (i % kRing) * stage_bytes;
-    uint64_t* bar = &bars[warp][i % kRing];
+    unsigned char* dst = smem + (i % kRing) * stage_bytes;
+    uint64_t* bar = &full[i % kRing];
+    const int chunk = (s0 + i) * kWarps;
     mbar_arrive_expect_tx(bar, tx_bytes);
-#pragma unroll
-    for (int s = 0; s < kSub; ++s) tma_load_2d(dst + s * kTiles * 512, &codes_map, bar, (chunk + s) * (kChunk / 2), row0);
-    tma_load_2d(dst + R::kCodeBytes, &x_map, bar, chunk * kChunk, 0);
+    tma_load_3d(dst, &codes_map, bar, 0, row0, chunk);
+    tma_load_3d(dst + R::kCodeBytes, &x_map, bar, 0, 0, chunk);
   };
-  if (lane == 0)
-    for (int i = 0; i < kRing && i < nw; ++i) issue(i);
-
-  // Scales: lane L holds the raw words of block row L (rows past N: row N - 1) for a stage's
-  // chunks, loaded one stage ahead. K is a multiple of the blocksize, so row n's blocks start at
-  // n·K / blocksize and chunk j lies in block n·K / blocksize + j·64 / blocksize.
-  const bool nested = p.w.nested_absmax != nullptr;
-  const int64_t srow = min(row0 + lane % kBlockN, p.N - 1);
-  const int64_t row_block = srow * static_cast<int64_t>(p.K >> p.w.blocksize_log2);
-  const int chunk_shift = p.w.blocksize_log2 - 6;
-  // This lane's row: its absmax words (plain) or code bytes (nested), and the nested second-level
-  // scales from the one holding the row's first block (block b of the row: (row_block % 256 + b) / 256).
-  const uint32_t* q32 = static_cast<const uint32_t*>(p.w.absmax) + row_block;
-  const uint8_t* q8 = static_cast<const uint8_t*>(p.w.absmax) + row_block;
-  const float* a2row = nested ? p.w.nested_absmax + (row_block >> kNestedBlockLog2) : nullptr;
-  const int a2_first = static_cast<int>(row_block & ((1 << kNestedBlockLog2) - 1));
-  auto load_scales = [&](int i, uint32_t (&q)[kSub], float (&a2)[kSub]) {
-    const int chunk = c0 + (warp + kWarps * i) * kSub;
+  // The first stages are in flight while the tables are built (the other threads see the barriers
+  // initialized after the block syncs, before any waits on them).
+  if (tid == 0) {
 #pragma unroll
-    for (int s = 0; s < kSub; ++s) {
-      const int b = min(chunk + s, c1 - 1) >> chunk_shift;  // block of the row
-      if (nested) {
-        q[s] = __ldg(q8 + b);
-        a2[s] = __ldg(a2row + ((a2_first + b) >> kNestedBlockLog2));
-      } else {
-        q[s] = __ldg(q32 + b);
-        a2[s] = 0.f;
-      }
+    for (int r = 0; r < kRing; ++r) {
+      mbar_init(&full[r], 1);
+      done[r] = 0;
     }
-  };
+    mbar_init_fence();
+    for (int i = 0; i < kRing && i < n_st; ++i) issue(i);
+  }
+  stage_code2(p.w, code2, tid, kThreads);
+  stage_pair_table<T>(p.w, reinterpret_cast<uint32_t*>(table_base), tid);
+  const PairTableDecoder decoder{smem_addr(table_base) + 4 * lane};
 
+  // Scales: lane L holds the raw words of block row L (rows past N: row N - 1), a stage ahead
+  // (measured: two stages ahead is no faster, eleventh session run 3).
+  const RowScales scales(p.w, min(row0 + lane % kBlockN, p.N - 1), p.K);
+  uint32_t q = 0;
+  float a2 = 0.f;
+  if (nw > 0) scales.load(c0, q, a2);
   float acc[kTiles][MT][4];
   zero_acc(acc);
-  uint32_t q[kSub];
-  float a2[kSub];
-  if (nw > 0) load_scales(0, q, a2);
+  __syncthreads();  // the code tables, barriers and counters
+
   for (int i = 0; i < nw; ++i) {
-    uint32_t qn[kSub];
-    float a2n[kSub];
-    load_scales(i + 1, qn, a2n);  // (past the warp's last stage: chunk c1 - 1 again)
-    mbar_wait(&bars[warp][i % kRing], (i / kRing) & 1);
-    const unsigned char* st = ring + (i % kRing) * stage_bytes;
-    const int chunk = c0 + (warp + kWarps * i) * kSub;
-#pragma unroll
-    for (int s = 0; s < kSub; ++s) {
-      if (chunk + s < c1) {
-        float part[kTiles][MT][4];
-        chunk_partial<T, MT, kTiles, true>(st + s * kTiles * 512, 32, st + R::kCodeBytes + s * kChunk * 2,
-                                           kSub * kChunk * 2, M, t, part, g, c, lane_table);
-        const float own = nested ? nested_absmax(code2, q[s], a2[s], p.w.nested_offset) : __uint_as_float(q[s]);
-        add_scaled(acc, part, own, g);
-      }
-    }
-    __syncwarp();  // every lane is done with the slot
-    if (lane == 0 && i + kRing < nw) issue(i + kRing);
-#pragma unroll
-    for (int s = 0; s < kSub; ++s) {
-      q[s] = qn[s];
-      a2[s] = a2n[s];
-    }
+    uint32_t qn;
+    float a2n;
+    scales.load(min(c0 + kWarps * (i + 1), chunks - 1), qn, a2n);  // (past the warp's last: any chunk)
+    const int slot = i % kRing;
+    mbar_wait(&full[slot], (i / kRing) & 1);
+    const unsigned char* st = smem + slot * stage_bytes;
+    float part[kTiles][MT][4];
+    chunk_partial<T, MT, kTiles>(st + warp * R::kChunkCodeBytes, 32, st + R::kCodeBytes + warp * R::x_chunk_bytes(M),
+                                 kChunk * 2, M, decoder, part, g, c);
+    add_scaled(acc, part, scales.absmax(code2, q, a2, p.w.nested_offset), g);
+    // Refill the slot with stage i + kRing once every warp is done with it (stages before the last
+    // one have every warp's chunk): each warp's lane 0 counts itself done, and the warp that
+    // completes the count issues the copies.
+    __syncwarp();  // every lane of this warp is done with the slot
+    if (lane == 0 && i + kRing < n_st && atomic_add_acq_rel_shared(&done[slot]) % kWarps == kWarps - 1)
+      issue(i + kRing);
+    q = qn;
+    a2 = a2n;
   }
-  __syncthreads();  // every warp is done with its ring (all its copies were waited for)
+  __syncthreads();  // every warp is done with the ring (all its copies were waited for)
   gemv_epilogue<T, MT, kTiles>(p, acc, reinterpret_cast<float*>(smem), last);
 #else
   __trap();  // the launcher runs this kernel on sm_90 only
@@ -568,21 +584,22 @@ std::string launch_dependent(Kernel kernel, const char* name, dim3 grid, size_t 
   return err == cudaSuccess ? "" : std::string(name) + ": " + cudaGetErrorString(err);
 }
 
-// The TMA maps of qlora_gemv_tma_kernel: the codes (N, K / 2) bytes in boxes of one chunk (32
-// bytes) × the block's rows, and x (M, K) in boxes of kSub·64 k × M rows.
+// The 3-d TMA maps of qlora_gemv_tma_kernel: the codes as (32 bytes of a chunk, N rows, K / 64
+// chunks) in boxes of (32, the block's rows, kWarps chunks); x as (64 k, M rows, K / 64 chunks) in
+// boxes of (64, M, kWarps): each lands as kWarps consecutive per-chunk tiles.
 template <typename T, int MT, int kTiles>
 std::string gemv_tensor_maps(const GemvParams& p, CUtensorMap* codes_map, CUtensorMap* x_map) {
-  using R = GemvTma<MT, kTiles>;
-  const cuuint64_t cdims[2] = {static_cast<cuuint64_t>(p.K / 2), static_cast<cuuint64_t>(p.N)};
-  const cuuint64_t cstrides[1] = {static_cast<cuuint64_t>(p.K / 2)};
-  const cuuint32_t cbox[2] = {kChunk / 2, kTiles * 16};
-  std::string err = encode_tensor_map(codes_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, p.w.packed, cdims, cstrides, cbox,
+  const cuuint64_t chunks = static_cast<cuuint64_t>(p.K / kChunk);
+  const cuuint64_t cdims[3] = {kChunk / 2, static_cast<cuuint64_t>(p.N), chunks};
+  const cuuint64_t cstrides[2] = {static_cast<cuuint64_t>(p.K / 2), kChunk / 2};
+  const cuuint32_t cbox[3] = {kChunk / 2, kTiles * 16, kWarps};
+  std::string err = encode_tensor_map(codes_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, p.w.packed, cdims, cstrides, cbox,
                                       CU_TENSOR_MAP_SWIZZLE_NONE, "codes");
   if (!err.empty()) return err;
-  const cuuint64_t xdims[2] = {static_cast<cuuint64_t>(p.K), static_cast<cuuint64_t>(p.M)};
-  const cuuint64_t xstrides[1] = {static_cast<cuuint64_t>(p.K) * sizeof(T)};
-  const cuuint32_t xbox[2] = {R::kSub * kChunk, static_cast<cuuint32_t>(p.M)};
-  return encode_tensor_map(x_map, tensor_map_dtype<T>(), 2, p.x, xdims, xstrides, xbox, CU_TENSOR_MAP_SWIZZLE_NONE, "x");
+  const cuuint64_t xdims[3] = {kChunk, static_cast<cuuint64_t>(p.M), chunks};
+  const cuuint64_t xstrides[2] = {static_cast<cuuint64_t>(p.K) * sizeof(T), kChunk * sizeof(T)};
+  const cuuint32_t xbox[3] = {kChunk, static_cast<cuuint32_t>(p.M), kWarps};
+  return encode_tensor_map(x_map, tensor_map_dtype<T>(), 3, p.x, xdims, xstrides, xbox, CU_TENSOR_MAP_SWIZZLE_NONE, "x");
 }
 
 template <typename T, int MT, int kTiles>
@@ -651,6 +668,8 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   if (splits > 1 && workspace == 0) return "splits > 1 needs the workspace plan_qlora_gemv sizes";
   if (tiles != 1 && tiles != 2) return "tiles must be 1 or 2";
   if (pipeline < 0 || pipeline > 2) return "pipeline must be 0 (auto), 1 (cp.async) or 2 (TMA)";
+  if (pipeline != 1 && splits > (chunks + kWarps - 1) / kWarps)
+    return "the TMA pipeline needs splits <= K / 512 (rounded up): its K slices are stages of 8 chunks";
   int major = 0, sm_count = 0;
   current_device(&major, &sm_count);
   if (pipeline == 2 && major != 9) return "pipeline 2 (TMA) runs on sm_90 only";

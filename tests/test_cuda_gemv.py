@@ -42,6 +42,7 @@ CASES = [  # M, K, N, r, blocksize, bias, dropout
     (8, 4096, 257, 16, 4096, True, False),
     (3, 8192, 28672, 16, 64, True, False),
     (12, 64, 1000, 3, 64, False, True),
+    (2, 4160, 200, 4, 64, True, False),  # 65 chunks: K split 4 ways (TMA: 9 stages of 8, the last short)
 ]
 
 

@@ -128,7 +128,7 @@ def _props_of(index: int):
 # warps split K); bench/diag_fwd.py compares.
 GEMV_TILES = 2
 # How the small-M kernel streams W and x into shared memory and decodes it: "tma" (sm_90 only: TMA
-# copies into per-warp mbarrier rings, the decode through a shared byte-pair table), "cp_async"
+# copies into the block's mbarrier ring, the decode through a shared byte-pair table), "cp_async"
 # (any GPU: cp.async rings, the byte-permute decode in registers), "auto" (tma on sm_90, else
 # cp_async). Tests and bench/diag_fwd.py compare.
 GEMV_PIPELINES = {"auto": 0, "cp_async": 1, "tma": 2}
