@@ -106,13 +106,13 @@ __device__ __forceinline__ KSlice k_slice(int K) {
 }
 
 // One warp, one 64-wide chunk: part = W (the kTiles 16-row tiles) · x over the chunk's k, unscaled.
-// Thread (g, c) reads k 16c .. 16c + 15 of rows g and g + 8 of each tile (8 bytes of codes; mine:
-// those of row g of tile 0, rows code_row bytes apart, tile i at 16·code_row) and of x row 8jj + g
-// (32 bytes; zeros past M; xs: the chunk's 64 k of x row 0, x_row bytes per row of x): the chunk's
-// k order is permuted alike for W and x.
+// codes: the chunk's tile 0, code_row bytes per row of W (32 bytes of the chunk at the start of
+// each; tile i at 16·code_row); xs: the chunk's 64 k of x row 0, x_row bytes per row of x.
+// Thread (g, c) reads k 16c .. 16c + 15 of rows g and g + 8 (8 bytes of codes) and of x row
+// 8jj + g (32 bytes; zeros past M): the chunk's k order is permuted alike for W and x.
 // decode: RegisterDecoder or PairTableDecoder (nf4_mma.cuh).
 template <typename T, int MT, int kTiles, typename Decoder>
-__device__ __forceinline__ void chunk_partial(const unsigned char* mine, int code_row, const unsigned char* xs,
+__device__ __forceinline__ void chunk_partial(const unsigned char* codes, int code_row, const unsigned char* xs,
                                               int x_row, int M, const Decoder& decode, float (&part)[kTiles][MT][4],
                                               int g, int c) {
   uint32_t bx[MT][8];
@@ -130,9 +130,9 @@ __device__ __forceinline__ void chunk_partial(const unsigned char* mine, int cod
   }
 #pragma unroll
   for (int i = 0; i < kTiles; ++i) {
-    const unsigned char* tile = mine + i * 16 * code_row;
-    const uint2 cw0 = *reinterpret_cast<const uint2*>(tile);
-    const uint2 cw1 = *reinterpret_cast<const uint2*>(tile + 8 * code_row);
+    const unsigned char* tile = codes + i * 16 * code_row;
+    const uint2 cw0 = *reinterpret_cast<const uint2*>(tile + g * code_row + c * 8);
+    const uint2 cw1 = *reinterpret_cast<const uint2*>(tile + (g + 8) * code_row + c * 8);
     uint32_t r0[2][4], r1[2][4];  // [half of the 8 bytes][byte] pairs of rows g, g + 8
     decode(cw0.x, r0[0]);
     decode(cw0.y, r0[1]);
@@ -154,16 +154,15 @@ __device__ __forceinline__ void chunk_partial(const unsigned char* mine, int cod
   }
 }
 
-// acc += part · the chunk's absmax of each row: lane L holds (own) that of block row L; rows wr,
-// wr + 8 of each tile come by shuffle. C fragment: part[i][jj][0..1] = fragment row g of tile i (x
-// rows 8jj + 2c, + 1), [2..3] = fragment row g + 8; wr: the row of W (within the tile) that
-// fragment row g holds — g, or the permutation the kernel's shared-memory layout chose.
+// acc += part · the chunk's absmax of each row: lane L holds (own) that of block row L; rows g,
+// g + 8 of each tile come by shuffle. C fragment: part[i][jj][0..1] = row g of tile i (x rows
+// 8jj + 2c, + 1), [2..3] = row g + 8.
 template <int MT, int kTiles>
 __device__ __forceinline__ void add_scaled(float (&acc)[kTiles][MT][4], const float (&part)[kTiles][MT][4], float own,
-                                           int wr) {
+                                           int g) {
 #pragma unroll
   for (int i = 0; i < kTiles; ++i) {
-    const float am0 = __shfl_sync(0xFFFFFFFFu, own, i * 16 + wr), am1 = __shfl_sync(0xFFFFFFFFu, own, i * 16 + wr + 8);
+    const float am0 = __shfl_sync(0xFFFFFFFFu, own, i * 16 + g), am1 = __shfl_sync(0xFFFFFFFFu, own, i * 16 + g + 8);
 #pragma unroll
     for (int jj = 0; jj < MT; ++jj) {
       acc[i][jj][0] = fmaf(part[i][jj][0], am0, acc[i][jj][0]);
@@ -178,12 +177,11 @@ __device__ __forceinline__ void add_scaled(float (&acc)[kTiles][MT][4], const fl
 // shared memory (red, reusing the rings), the K slices through global partials (the block that
 // finishes a column block last reduces them), then y = sum + s·u·Bᵀ + bias in exact fp32 with one
 // rounding to T.
-// wr: the row of W (within a tile) of the thread's fragment row g (add_scaled).
 template <typename T, int MT, int kTiles>
 __device__ __forceinline__ void gemv_epilogue(const GemvParams& p, const float (&acc)[kTiles][MT][4], float* red,
-                                              int* last, int wr) {
+                                              int* last) {
   constexpr int kBlockN = kTiles * 16, kRows = MT * 8;
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, c = lane % 4;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
   const int M = p.M, S = gridDim.y, split = blockIdx.y, row0 = blockIdx.x * kBlockN;
 #pragma unroll
   for (int i = 0; i < kTiles; ++i)
@@ -191,7 +189,7 @@ __device__ __forceinline__ void gemv_epilogue(const GemvParams& p, const float (
     for (int jj = 0; jj < MT; ++jj)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int m = 8 * jj + 2 * c + (e & 1), n = i * 16 + wr + 8 * (e >> 1);
+        const int m = 8 * jj + 2 * c + (e & 1), n = i * 16 + g + 8 * (e >> 1);
         red[(warp * kRows + m) * kBlockN + n] = acc[i][jj][e];
       }
   __syncthreads();
@@ -335,7 +333,7 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv
     const uint32_t word = reinterpret_cast<const uint32_t*>(st + R::kQ)[lane % kBlockN];
     const float a2 = nested ? reinterpret_cast<const float*>(st + R::kA2)[lane % kBlockN] : 0.f;
     float part[kTiles][MT][4];
-    chunk_partial<T, MT, kTiles>(st + R::kCodes + g * 32 + c * 8, 32, st + R::kX, kXStride, M, decoder, part, g, c);
+    chunk_partial<T, MT, kTiles>(st + R::kCodes, 32, st + R::kX, kXStride, M, decoder, part, g, c);
     // The absmax of this lane's scale row for this chunk (one decode per row).
     float own = __uint_as_float(word);
     if (nested) {
@@ -347,7 +345,7 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv
   }
   cp_async_wait<0>();
   __syncthreads();  // every warp is done with its ring: it becomes the partial sums
-  gemv_epilogue<T, MT, kTiles>(p, acc, reinterpret_cast<float*>(smem), last, g);
+  gemv_epilogue<T, MT, kTiles>(p, acc, reinterpret_cast<float*>(smem), last);
 }
 
 // The absmax of one row of W, chunk by chunk, for the TMA kernel (lane L of a warp: block row L).
@@ -401,22 +399,22 @@ struct RowScales {
 // decode itself took 0.77-0.80× the time of decode4 at M = 1 (ninth session).
 template <int MT, int kTiles> struct GemvTma {
   // Stages in the ring and resident blocks per SM (registers <= 64 or <= 128; shared memory: 4
-  // blocks of 51 KiB at M = 1, 2 of 81-105 KiB at M > 8).
+  // blocks of 50 KiB at M = 1, 2 of 80-104 KiB at M > 8).
   static constexpr int kRing = MT == 1 ? 2 : 3;
   static constexpr int kMinBlocks = MT == 1 ? 4 : 2;
-  static constexpr int kTableBytes = kPairTableWords * 4;
-  static constexpr int kBoxBytes = kTiles * 16 * 128;  // 4 chunks of the block's rows, 128-byte swizzled
-  static constexpr int kCodeBytes = 2 * kBoxBytes;
+  static constexpr int kTableBytes = kPairTableWords * 4;  // the byte-pair table leads
+  static constexpr int kChunkCodeBytes = kTiles * 16 * 32;
+  static constexpr int kCodeBytes = kWarps * kChunkCodeBytes;
   __host__ __device__ static constexpr int x_chunk_bytes(int M) { return M * kChunk * 2; }
   __host__ __device__ static constexpr int stage_bytes(int M) { return kCodeBytes + kWarps * x_chunk_bytes(M); }
   static constexpr int kReduceBytes = kWarps * MT * 8 * kTiles * 16 * 4;
-  // From a 1024-byte aligned start (the swizzled boxes' alignment): the ring (or the partial sums),
-  // the byte-pair table, the nested absmax's second-level code, the last-block flag.
+  // From a 128-byte aligned start: the byte-pair table, the ring (or the partial sums), the nested
+  // absmax's second-level code, the last-block flag.
   __host__ __device__ static constexpr int body(int M) {
     return kRing * stage_bytes(M) > kReduceBytes ? kRing * stage_bytes(M) : kReduceBytes;
   }
   __host__ __device__ static constexpr size_t smem_bytes(int M) {
-    return 1024 + static_cast<size_t>(body(M)) + kTableBytes + 256 * 4 + 16;
+    return 128 + kTableBytes + static_cast<size_t>(body(M)) + 256 * 4 + 16;
   }
 };
 
@@ -431,7 +429,7 @@ __device__ __forceinline__ uint32_t atomic_add_acq_rel_shared(uint32_t* addr) {
   return old;
 }
 
-template <typename T, int MT, int kTiles, int kVariant = 0>
+template <typename T, int MT, int kTiles>
 __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
     qlora_gemv_tma_kernel(const GemvParams p, const __grid_constant__ CUtensorMap codes_map,
                           const __grid_constant__ CUtensorMap x_map) {
@@ -441,10 +439,10 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ __align__(8) uint64_t full[kRing];
   __shared__ uint32_t done[kRing];
-  unsigned char* const smem = smem_raw + ((1024u - (smem_addr(smem_raw) & 1023u)) & 1023u);
+  unsigned char* const table_base = smem_raw + ((128u - (smem_addr(smem_raw) & 127u)) & 127u);
+  unsigned char* smem = table_base + R::kTableBytes;
   const int M = p.M, stage_bytes = R::stage_bytes(M);
-  unsigned char* const table_base = smem + R::body(M);
-  float* code2 = reinterpret_cast<float*>(table_base + R::kTableBytes);  // [256]
+  float* code2 = reinterpret_cast<float*>(smem + R::body(M));  // [256]
   int* last = reinterpret_cast<int*>(code2 + 256);
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
@@ -463,8 +461,7 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
     uint64_t* bar = &full[i % kRing];
     const int chunk = (s0 + i) * kWarps;
     mbar_arrive_expect_tx(bar, tx_bytes);
-    tma_load_2d(dst, &codes_map, bar, chunk * (kChunk / 2), row0);
-    tma_load_2d(dst + R::kBoxBytes, &codes_map, bar, (chunk + 4) * (kChunk / 2), row0);
+    tma_load_3d(dst, &codes_map, bar, 0, row0, chunk);
     tma_load_3d(dst + R::kCodeBytes, &x_map, bar, 0, 0, chunk);
   };
   // The first stages are in flight while the tables are built (the other threads see the barriers
@@ -481,13 +478,6 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
   stage_code2(p.w, code2, tid, kThreads);
   stage_pair_table<T>(p.w, reinterpret_cast<uint32_t*>(table_base), tid);
   const PairTableDecoder decoder{smem_addr(table_base) + 4 * lane};
-  // This thread's 8 bytes of its warp's chunk in a stage: 16-byte unit u of a 128-byte row r of box
-  // warp / 4 lands at unit u ^ (r % 8). Fragment row g holds row wr = 2·(g % 4) + g / 4 of W (then
-  // wr + 8, + 16, + 24): the half-warp g < 4 reads rows 0, 2, 4, 6 and the other 1, 3, 5, 7, each 32
-  // bytes in distinct unit pairs, so a warp's 8-byte loads take the minimum 2 wavefronts (rows g
-  // in order put rows 2j and 2j + 1 in the same pair: 4).
-  const int wr = 2 * (g % 4) + g / 4, unit = (warp % 4) * 2 + c / 2;
-  const int my_codes = (warp / 4) * R::kBoxBytes + wr * 128 + ((unit ^ wr) << 4) + (c % 2) * 8;
 
   // Scales: lane L holds the raw words of block row L (rows past N: row N - 1), a stage ahead
   // (measured: two stages ahead is no faster, eleventh session run 3).
@@ -506,14 +496,10 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
     const int slot = i % kRing;
     mbar_wait(&full[slot], (i / kRing) & 1);
     const unsigned char* st = smem + slot * stage_bytes;
-    if constexpr (kVariant == 1) {
-      acc[0][0][0] += __uint_as_float(*reinterpret_cast<const uint32_t*>(st + my_codes)) + __uint_as_float(q);
-    } else {
     float part[kTiles][MT][4];
-    chunk_partial<T, MT, kTiles>(st + my_codes, 128, st + R::kCodeBytes + warp * R::x_chunk_bytes(M), kChunk * 2, M,
-                                 decoder, part, g, c);
-    add_scaled(acc, part, scales.absmax(code2, q, a2, p.w.nested_offset), wr);
-    }
+    chunk_partial<T, MT, kTiles>(st + warp * R::kChunkCodeBytes, 32, st + R::kCodeBytes + warp * R::x_chunk_bytes(M),
+                                 kChunk * 2, M, decoder, part, g, c);
+    add_scaled(acc, part, scales.absmax(code2, q, a2, p.w.nested_offset), g);
     // Refill the slot with stage i + kRing once every warp is done with it (stages before the last
     // one have every warp's chunk): each warp's lane 0 counts itself done, and the warp that
     // completes the count issues the copies.
@@ -524,7 +510,7 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
     a2 = a2n;
   }
   __syncthreads();  // every warp is done with the ring (all its copies were waited for)
-  gemv_epilogue<T, MT, kTiles>(p, acc, reinterpret_cast<float*>(smem), last, wr);
+  gemv_epilogue<T, MT, kTiles>(p, acc, reinterpret_cast<float*>(smem), last);
 #else
   __trap();  // the launcher runs this kernel on sm_90 only
 #endif
@@ -598,18 +584,18 @@ std::string launch_dependent(Kernel kernel, const char* name, dim3 grid, size_t 
   return err == cudaSuccess ? "" : std::string(name) + ": " + cudaGetErrorString(err);
 }
 
-// The TMA maps of qlora_gemv_tma_kernel: the codes (N rows of K / 2 bytes) in boxes of 128 bytes (4
-// chunks) × the block's rows, 128-byte swizzled; x as (64 k, M rows, K / 64 chunks) in boxes of
-// (64, M, kWarps): kWarps consecutive per-chunk tiles.
+// The 3-d TMA maps of qlora_gemv_tma_kernel: the codes as (32 bytes of a chunk, N rows, K / 64
+// chunks) in boxes of (32, the block's rows, kWarps chunks); x as (64 k, M rows, K / 64 chunks) in
+// boxes of (64, M, kWarps): each lands as kWarps consecutive per-chunk tiles.
 template <typename T, int MT, int kTiles>
 std::string gemv_tensor_maps(const GemvParams& p, CUtensorMap* codes_map, CUtensorMap* x_map) {
-  const cuuint64_t cdims[2] = {static_cast<cuuint64_t>(p.K / 2), static_cast<cuuint64_t>(p.N)};
-  const cuuint64_t cstrides[1] = {static_cast<cuuint64_t>(p.K / 2)};
-  const cuuint32_t cbox[2] = {128, kTiles * 16};
-  std::string err = encode_tensor_map(codes_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, p.w.packed, cdims, cstrides, cbox,
-                                      CU_TENSOR_MAP_SWIZZLE_128B, "codes");
-  if (!err.empty()) return err;
   const cuuint64_t chunks = static_cast<cuuint64_t>(p.K / kChunk);
+  const cuuint64_t cdims[3] = {kChunk / 2, static_cast<cuuint64_t>(p.N), chunks};
+  const cuuint64_t cstrides[2] = {static_cast<cuuint64_t>(p.K / 2), kChunk / 2};
+  const cuuint32_t cbox[3] = {kChunk / 2, kTiles * 16, kWarps};
+  std::string err = encode_tensor_map(codes_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, p.w.packed, cdims, cstrides, cbox,
+                                      CU_TENSOR_MAP_SWIZZLE_NONE, "codes");
+  if (!err.empty()) return err;
   const cuuint64_t xdims[3] = {kChunk, static_cast<cuuint64_t>(p.M), chunks};
   const cuuint64_t xstrides[2] = {static_cast<cuuint64_t>(p.K) * sizeof(T), kChunk * sizeof(T)};
   const cuuint32_t xbox[3] = {kChunk, static_cast<cuuint32_t>(p.M), kWarps};
@@ -625,9 +611,6 @@ std::string launch_gemv(const GemvParams& p, int splits, int pipeline, bool depe
   CUtensorMap codes_map, x_map;
   const std::string err = gemv_tensor_maps<T, MT, kTiles>(p, &codes_map, &x_map);
   if (!err.empty()) return err;
-  if (pipeline == 3)
-    return launch_dependent(qlora_gemv_tma_kernel<T, MT, kTiles, 1>, "qlora_gemv_tma_kernel", grid,
-                            GemvTma<MT, kTiles>::smem_bytes(p.M), dependent, stream, p, codes_map, x_map);
   return launch_dependent(qlora_gemv_tma_kernel<T, MT, kTiles>, "qlora_gemv_tma_kernel", grid,
                           GemvTma<MT, kTiles>::smem_bytes(p.M), dependent, stream, p, codes_map, x_map);
 }
@@ -684,12 +667,12 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   if (splits < 1 || splits > chunks) return "splits must be in [1, K / 64]";
   if (splits > 1 && workspace == 0) return "splits > 1 needs the workspace plan_qlora_gemv sizes";
   if (tiles != 1 && tiles != 2) return "tiles must be 1 or 2";
-  if (pipeline < 0 || pipeline > 3) return "pipeline must be 0 (auto), 1 (cp.async) or 2 (TMA)";
+  if (pipeline < 0 || pipeline > 2) return "pipeline must be 0 (auto), 1 (cp.async) or 2 (TMA)";
   if (pipeline != 1 && splits > (chunks + kWarps - 1) / kWarps)
     return "the TMA pipeline needs splits <= K / 512 (rounded up): its K slices are stages of 8 chunks";
   int major = 0, sm_count = 0;
   current_device(&major, &sm_count);
-  if (pipeline >= 2 && major != 9) return "pipeline 2 (TMA) runs on sm_90 only";
+  if (pipeline == 2 && major != 9) return "pipeline 2 (TMA) runs on sm_90 only";
   if (pipeline == 0) pipeline = major == 9 ? 2 : 1;
   const bool dependent = major >= 9;  // the gemv kernel overlaps the u kernel (PDL, sm_90)
   const int64_t col_blocks = (N + tiles * 16 - 1) / (tiles * 16);

@@ -22,7 +22,7 @@ DEV = "cuda"
 def _pipelines():
     """The small-M pipelines this GPU runs (TMA: sm_90 only)."""
     return [name for name in _cuda_ext.GEMV_PIPELINES
-            if not name.startswith("x") and (not name.startswith("tma") or torch.cuda.get_device_capability()[0] == 9)]
+            if not name.startswith("tma") or torch.cuda.get_device_capability()[0] == 9]
 
 
 def _forward(monkeypatch, x, q, A, B, scale, bias=None, x_lora=None):

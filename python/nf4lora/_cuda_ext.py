@@ -131,7 +131,7 @@ GEMV_TILES = 2
 # copies into the block's mbarrier ring, the decode through a shared byte-pair table), "cp_async"
 # (any GPU: cp.async rings, the byte-permute decode in registers), "auto" (tma on sm_90, else
 # cp_async). Tests and bench/diag_fwd.py compare.
-GEMV_PIPELINES = {"auto": 0, "cp_async": 1, "tma": 2, "xstream": 3}
+GEMV_PIPELINES = {"auto": 0, "cp_async": 1, "tma": 2}
 GEMV_PIPELINE = "auto"
 
 
