@@ -399,7 +399,7 @@ struct RowScales {
 // decode itself took 0.77-0.80× the time of decode4 at M = 1 (ninth session).
 template <int MT, int kTiles> struct GemvTma {
   // Stages in the ring and resident blocks per SM (registers <= 64 or <= 128; shared memory: 4
-  // blocks of 50 KiB at M = 1, 2 of 80-104 KiB at M > 8).
+  // blocks of 51 KiB at M = 1, 3 of 67 KiB at M = 8, 2 of 84-105 KiB at M > 8).
   static constexpr int kRing = MT == 1 ? 2 : 3;
   static constexpr int kMinBlocks = MT == 1 ? 4 : 2;
   static constexpr int kTableBytes = kPairTableWords * 4;  // the byte-pair table leads
@@ -668,12 +668,12 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   if (splits > 1 && workspace == 0) return "splits > 1 needs the workspace plan_qlora_gemv sizes";
   if (tiles != 1 && tiles != 2) return "tiles must be 1 or 2";
   if (pipeline < 0 || pipeline > 2) return "pipeline must be 0 (auto), 1 (cp.async) or 2 (TMA)";
-  if (pipeline != 1 && splits > (chunks + kWarps - 1) / kWarps)
-    return "the TMA pipeline needs splits <= K / 512 (rounded up): its K slices are stages of 8 chunks";
   int major = 0, sm_count = 0;
   current_device(&major, &sm_count);
   if (pipeline == 2 && major != 9) return "pipeline 2 (TMA) runs on sm_90 only";
   if (pipeline == 0) pipeline = major == 9 ? 2 : 1;
+  if (pipeline == 2 && splits > (chunks + kWarps - 1) / kWarps)
+    return "the TMA pipeline needs splits <= K / 512 (rounded up): its K slices are stages of 8 chunks";
   const bool dependent = major >= 9;  // the gemv kernel overlaps the u kernel (PDL, sm_90)
   const int64_t col_blocks = (N + tiles * 16 - 1) / (tiles * 16);
   GemvParams p{};

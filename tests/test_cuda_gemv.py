@@ -138,6 +138,10 @@ def test_cuda_forward_refuses_what_it_does_not_take(monkeypatch):
                                                          q, A, B, None)
     with pytest.raises(RuntimeError, match=r"pipeline must be 0 \(auto\), 1 \(cp.async\) or 2 \(TMA\)"):
         _cuda_ext._C.qlora_gemv(*operands, 0, 2, *state, 2, 64, 256, 4, 1.0, 1, 2, 3, 0)
+    if torch.cuda.get_device_capability()[0] == 9:  # K = 256: 4 chunks, one TMA stage, so one K slice
+        ws = torch.empty(4096, device=DEV, dtype=torch.uint8)
+        with pytest.raises(RuntimeError, match=r"the TMA pipeline needs splits <= K / 512 \(rounded up\)"):
+            _cuda_ext._C.qlora_gemv(*operands, ws.data_ptr(), 2, *state, 2, 64, 256, 4, 1.0, 2, 2, 2, 0)
 
 
 @pytest.mark.skipif(shutil.which("compute-sanitizer") is None, reason="compute-sanitizer not found")
