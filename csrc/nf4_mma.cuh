@@ -171,14 +171,27 @@ __device__ __forceinline__ float scale_of(const NF4State& w, const float* code2,
   return w.nested_absmax != nullptr ? nested_absmax(code2, r.q[i], r.a2[i], w.nested_offset) : __uint_as_float(r.q[i]);
 }
 
+// This block's slice [first, end) of `units` units of K (chunks, or stages of chunks), split
+// S = gridDim.y ways: slice blockIdx.y.
+struct KSlice {
+  int first, end;
+};
+__device__ __forceinline__ KSlice k_slice(int units) {
+  const int S = gridDim.y, split = blockIdx.y;
+  return {static_cast<int>(static_cast<int64_t>(split) * units / S),
+          static_cast<int>(static_cast<int64_t>(split + 1) * units / S)};
+}
+
 // The shared-state-space address of a pointer into shared memory.
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
-// The first 1024-byte aligned byte at or after the dynamic shared memory base (the 128-byte
-// swizzle of TMA and wgmma descriptors needs 1024-byte aligned tiles; kernels ask 1024 bytes extra).
-__device__ __forceinline__ unsigned char* align_smem_1024(unsigned char* base) {
-  return base + ((1024u - (smem_addr(base) & 1023u)) & 1023u);
+// The first kAlign-byte aligned byte at or after the dynamic shared memory base (kAlign a power of
+// two; the kernel asks kAlign bytes extra). The 128-byte swizzle of TMA and wgmma descriptors needs
+// 1024-byte aligned tiles.
+template <unsigned kAlign> __device__ __forceinline__ unsigned char* align_smem(unsigned char* base) {
+  static_assert((kAlign & (kAlign - 1)) == 0, "kAlign must be a power of two");
+  return base + ((kAlign - (smem_addr(base) & (kAlign - 1))) & (kAlign - 1));
 }
 
 // 16-byte global -> shared copy, asynchronous (cp.async.cg: L2 only); pred false writes zeros.

@@ -65,7 +65,7 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
   using C = DxTile<BM>;
   constexpr int MT = C::MT;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  unsigned char* smem = align_smem_1024(smem_raw);
+  unsigned char* smem = align_smem<1024>(smem_raw);
   unsigned char* gs = smem;                                          // [STAGES][BM][128], swizzled
   unsigned char* ws = smem + C::STAGES * C::kGBytes;                 // [3][BK / 64][64 n][128], swizzled
   float* code2 = reinterpret_cast<float*>(smem + C::kBody - C::kTableBytes);

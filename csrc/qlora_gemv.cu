@@ -95,16 +95,6 @@ __device__ __forceinline__ void wait_for_prior_grid() {
 #endif
 }
 
-// The slice of K chunks of this block: [c0, c1) of the K / 64 chunks, split S = gridDim.y ways.
-struct KSlice {
-  int c0, c1;
-};
-__device__ __forceinline__ KSlice k_slice(int K) {
-  const int chunks = K / kChunk, S = gridDim.y, split = blockIdx.y;
-  return {static_cast<int>(static_cast<int64_t>(split) * chunks / S),
-          static_cast<int>(static_cast<int64_t>(split + 1) * chunks / S)};
-}
-
 // One warp, one 64-wide chunk: part = W (the kTiles 16-row tiles) · x over the chunk's k, unscaled.
 // codes: the chunk's tile 0, code_row bytes per row of W (32 bytes of the chunk at the start of
 // each; tile i at 16·code_row); xs: the chunk's 64 k of x row 0, x_row bytes per row of x.
@@ -260,8 +250,8 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv
   int* last = reinterpret_cast<int*>(table + 8);
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
-  const KSlice ks = k_slice(p.K);
-  const int c0 = ks.c0, c1 = ks.c1;
+  const KSlice ks = k_slice(p.K / kChunk);
+  const int c0 = ks.first, c1 = ks.end;
   const int nw = c1 - c0 > warp ? (c1 - c0 - warp + kWarps - 1) / kWarps : 0;  // this warp's chunks
   stage_code_tables<T>(p.w, table, code2, tid, kThreads);
 
@@ -439,7 +429,7 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ __align__(8) uint64_t full[kRing];
   __shared__ uint32_t done[kRing];
-  unsigned char* const table_base = smem_raw + ((128u - (smem_addr(smem_raw) & 127u)) & 127u);
+  unsigned char* const table_base = align_smem<128>(smem_raw);
   unsigned char* smem = table_base + R::kTableBytes;
   const int M = p.M, stage_bytes = R::stage_bytes(M);
   float* code2 = reinterpret_cast<float*>(smem + R::body(M));  // [256]
@@ -448,9 +438,9 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
   // This block's stages [s0, s0 + n_st) of the K / 64 chunks in stages of kWarps; warp w takes
   // chunk w of each (all but K's last stage have every chunk).
-  const int chunks = p.K / kChunk, stages = (chunks + kWarps - 1) / kWarps;
-  const int s0 = static_cast<int>(static_cast<int64_t>(blockIdx.y) * stages / gridDim.y);
-  const int n_st = static_cast<int>(static_cast<int64_t>(blockIdx.y + 1) * stages / gridDim.y) - s0;
+  const int chunks = p.K / kChunk;
+  const KSlice ks = k_slice((chunks + kWarps - 1) / kWarps);
+  const int s0 = ks.first, n_st = ks.end - ks.first;
   const int c0 = s0 * kWarps + warp;  // this warp's chunk of stage i: c0 + kWarps·i
   const int nw = n_st - (c0 + kWarps * (n_st - 1) >= chunks ? 1 : 0);
   const int row0 = blockIdx.x * kBlockN;
@@ -587,7 +577,7 @@ std::string launch_dependent(Kernel kernel, const char* name, dim3 grid, size_t 
 // The 3-d TMA maps of qlora_gemv_tma_kernel: the codes as (32 bytes of a chunk, N rows, K / 64
 // chunks) in boxes of (32, the block's rows, kWarps chunks); x as (64 k, M rows, K / 64 chunks) in
 // boxes of (64, M, kWarps): each lands as kWarps consecutive per-chunk tiles.
-template <typename T, int MT, int kTiles>
+template <typename T, int kTiles>
 std::string gemv_tensor_maps(const GemvParams& p, CUtensorMap* codes_map, CUtensorMap* x_map) {
   const cuuint64_t chunks = static_cast<cuuint64_t>(p.K / kChunk);
   const cuuint64_t cdims[3] = {kChunk / 2, static_cast<cuuint64_t>(p.N), chunks};
@@ -609,7 +599,7 @@ std::string launch_gemv(const GemvParams& p, int splits, int pipeline, bool depe
     return launch_dependent(qlora_gemv_kernel<T, MT, kTiles>, "qlora_gemv_kernel", grid,
                             GemvRing<MT, kTiles>::smem_bytes(p.M), dependent, stream, p);
   CUtensorMap codes_map, x_map;
-  const std::string err = gemv_tensor_maps<T, MT, kTiles>(p, &codes_map, &x_map);
+  const std::string err = gemv_tensor_maps<T, kTiles>(p, &codes_map, &x_map);
   if (!err.empty()) return err;
   return launch_dependent(qlora_gemv_tma_kernel<T, MT, kTiles>, "qlora_gemv_tma_kernel", grid,
                           GemvTma<MT, kTiles>::smem_bytes(p.M), dependent, stream, p, codes_map, x_map);

@@ -398,7 +398,7 @@ __global__ void __launch_bounds__(256, 1) qlora_wgmma_kernel(MmaParams p) {
 #if NF4LORA_HAS_WGMMA
   using C = WgTile<BM, kSS>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  unsigned char* smem = align_smem_1024(smem_raw);
+  unsigned char* smem = align_smem<1024>(smem_raw);
   unsigned char* xs = smem;                                    // [STAGES][BM][128 bytes], swizzled
   unsigned char* cs = smem + C::STAGES * C::kXBytes;           // [STAGES][BN][32 bytes]
   float* code2 = reinterpret_cast<float*>(smem + C::kBody - C::kTableBytes);  // [256]
@@ -639,7 +639,7 @@ __global__ void __launch_bounds__(WsTile<BM, kPair>::kThreads, 1)
 #if NF4LORA_HAS_WGMMA
   using C = WsTile<BM, kPair>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  unsigned char* smem = align_smem_1024(smem_raw);
+  unsigned char* smem = align_smem<1024>(smem_raw);
   // Stage s: the x tile at s·kStageBytes (1024-aligned), its W tile right after.
   float* code2 = reinterpret_cast<float*>(smem + C::kBody - C::kBarBytes - C::kTableBytes);  // [256]
   float* codes = code2 + 256;                                                                 // [16]
@@ -805,9 +805,9 @@ __global__ void __launch_bounds__(kUWarps * 32) lora_u_part_kernel(const T* __re
                                                                  float* __restrict__ u, int M, int K, int r) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
   const int mb = blockIdx.x * kUWarps * 16 + warp * 16, r0 = blockIdx.z * 64;
-  const int S = gridDim.y, split = blockIdx.y, chunks = K / kChunkK;
-  const int c0 = static_cast<int>(static_cast<int64_t>(split) * chunks / S);
-  const int c1 = static_cast<int>(static_cast<int64_t>(split + 1) * chunks / S);
+  const int S = gridDim.y, split = blockIdx.y;
+  const KSlice ks = k_slice(K / kChunkK);
+  const int c0 = ks.first, c1 = ks.end;
   const int tiles = min(8, (r - r0 + 7) / 8);  // rank tiles of 8 in this block
   const bool ok0 = mb + g < M, ok1 = mb + g + 8 < M;
   const T* x0 = xl + static_cast<int64_t>(ok0 ? mb + g : 0) * K + 16 * c;
