@@ -112,67 +112,15 @@ __device__ __forceinline__ void lut4(uint32_t w, uint32_t lane_table, uint32_t* 
   }
 }
 
-// The byte-pair table with 256-byte rows: entry b (as above) at bytes 256·b + 4·L for lane L (the
-// second half of every row unused: 64 KiB for 32 KiB of entries), placed where the table's shared
-// address has bits 0-15 zero, so that one prmt makes a lookup's address from the code byte (bits
-// 8-15), the lane's 4·L (bits 0-7) and the table address (bits 16-31): lut4_256 spends 2
-// instructions per byte (prmt, load) where lut4 spends 3 (prmt, multiply-add, load).
-constexpr int kPairTable256Bytes = 256 * 256;
-template <typename T>
-__device__ __forceinline__ void stage_pair_table256(const NF4State& w, unsigned char* table, int tid, int threads) {
-  for (int idx = tid; idx < 256 * 8; idx += threads) {  // entry idx / 8, 16-byte piece idx % 8
-    const int b = idx / 8;
-    const uint32_t v = static_cast<uint32_t>(bits16<T>(w.quant_map[b >> 4])) |
-                       static_cast<uint32_t>(bits16<T>(w.quant_map[b & 15])) << 16;
-    reinterpret_cast<uint4*>(table + 256 * b)[idx % 8] = make_uint4(v, v, v, v);
-  }
-}
-// lane_word: the table's shared address (bits 0-15 zero) | 4·lane.
-__device__ __forceinline__ void lut4_256(uint32_t w, uint32_t lane_word, uint32_t* out) {
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const uint32_t addr = prmt(w, lane_word, 0x7604u | (j << 4));  // {4·lane, byte j, table bytes 2, 3}
-    asm("ld.shared.b32 %0, [%1];" : "=r"(out[j]) : "r"(addr));
-  }
-}
-
-// The decoders of 4 packed bytes into the 4 pairs of T an mma operand takes (decode4's order), as
-// the chunk loops take them: by value, one call per 4 bytes (idx: the call's place in the chunk,
-// 0 ... 4·kTiles - 1, a constant once unrolled, for decoders that split the work).
+// The two decoders of 4 packed bytes into the 4 pairs of T an mma operand takes (decode4's order),
+// as the chunk loops take them: by value, one call per 4 bytes.
 struct RegisterDecoder {  // decode4 from the 8-word table in registers
   Table t;
-  __device__ __forceinline__ void operator()(uint32_t w, uint32_t* out, int) const { decode4(w, t, out); }
+  __device__ __forceinline__ void operator()(uint32_t w, uint32_t* out) const { decode4(w, t, out); }
 };
 struct PairTableDecoder {  // lut4 from the shared byte-pair table; lane_table: its address + 4·lane
   uint32_t lane_table;
-  __device__ __forceinline__ void operator()(uint32_t w, uint32_t* out, int) const { lut4(w, lane_table, out); }
-};
-struct PairTable256Decoder {  // lut4_256; lane_word: the table's address | 4·lane
-  uint32_t lane_word;
-  __device__ __forceinline__ void operator()(uint32_t w, uint32_t* out, int) const { lut4_256(w, lane_word, out); }
-};
-template <unsigned kRegMask> struct MixedDecoder128 {
-  Table t;
-  uint32_t lane_table;
-  __device__ __forceinline__ void operator()(uint32_t w, uint32_t* out, int idx) const {
-    if ((kRegMask >> idx) & 1u) {
-      decode4(w, t, out);
-    } else {
-      lut4(w, lane_table, out);
-    }
-  }
-};
-// EXPERIMENT: calls whose bit of kRegMask is set decode in registers (decode4), the others by lut4_256.
-template <unsigned kRegMask> struct MixedDecoder {
-  Table t;
-  uint32_t lane_word;
-  __device__ __forceinline__ void operator()(uint32_t w, uint32_t* out, int idx) const {
-    if ((kRegMask >> idx) & 1u) {
-      decode4(w, t, out);
-    } else {
-      lut4_256(w, lane_word, out);
-    }
-  }
+  __device__ __forceinline__ void operator()(uint32_t w, uint32_t* out) const { lut4(w, lane_table, out); }
 };
 
 // d += a·b, mma.m16n8k16 with fp32 accumulation; a: 4 registers (16×16 row-major fragment),

@@ -99,8 +99,7 @@ __device__ __forceinline__ void wait_for_prior_grid() {
 // codes: the chunk's tile 0, code_row bytes per row of W (32 bytes of the chunk at the start of
 // each; tile i at 16·code_row); xs: the chunk's 64 k of x row 0, x_row bytes per row of x.
 // Thread (g, c) reads k 16c .. 16c + 15 of rows g and g + 8 (8 bytes of codes) and of x row
-// 8jj + g (32 bytes; row M - 1 past M: those products land in mma output columns of x rows past M,
-// which nobody reads): the chunk's k order is permuted alike for W and x.
+// 8jj + g (32 bytes; zeros past M): the chunk's k order is permuted alike for W and x.
 // decode: RegisterDecoder or PairTableDecoder (nf4_mma.cuh).
 template <typename T, int MT, int kTiles, typename Decoder>
 __device__ __forceinline__ void chunk_partial(const unsigned char* codes, int code_row, const unsigned char* xs,
@@ -109,8 +108,13 @@ __device__ __forceinline__ void chunk_partial(const unsigned char* codes, int co
   uint32_t bx[MT][8];
 #pragma unroll
   for (int jj = 0; jj < MT; ++jj) {
-    const unsigned char* src = xs + min(8 * jj + g, M - 1) * x_row + 32 * c;
-    const uint4 lo = *reinterpret_cast<const uint4*>(src), hi = *reinterpret_cast<const uint4*>(src + 16);
+    const int m = 8 * jj + g;
+    uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
+    if (m < M) {
+      const unsigned char* src = xs + m * x_row + 32 * c;
+      lo = *reinterpret_cast<const uint4*>(src);
+      hi = *reinterpret_cast<const uint4*>(src + 16);
+    }
     bx[jj][0] = lo.x; bx[jj][1] = lo.y; bx[jj][2] = lo.z; bx[jj][3] = lo.w;
     bx[jj][4] = hi.x; bx[jj][5] = hi.y; bx[jj][6] = hi.z; bx[jj][7] = hi.w;
   }
@@ -120,10 +124,10 @@ __device__ __forceinline__ void chunk_partial(const unsigned char* codes, int co
     const uint2 cw0 = *reinterpret_cast<const uint2*>(tile + g * code_row + c * 8);
     const uint2 cw1 = *reinterpret_cast<const uint2*>(tile + (g + 8) * code_row + c * 8);
     uint32_t r0[2][4], r1[2][4];  // [half of the 8 bytes][byte] pairs of rows g, g + 8
-    decode(cw0.x, r0[0], 4 * i);
-    decode(cw0.y, r0[1], 4 * i + 1);
-    decode(cw1.x, r1[0], 4 * i + 2);
-    decode(cw1.y, r1[1], 4 * i + 3);
+    decode(cw0.x, r0[0]);
+    decode(cw0.y, r0[1]);
+    decode(cw1.x, r1[0]);
+    decode(cw1.y, r1[1]);
 #pragma unroll
     for (int jj = 0; jj < MT; ++jj)
 #pragma unroll
@@ -163,14 +167,12 @@ __device__ __forceinline__ void add_scaled(float (&acc)[kTiles][MT][4], const fl
 // shared memory (red, reusing the rings), the K slices through global partials (the block that
 // finishes a column block last reduces them), then y = sum + s·u·Bᵀ + bias in exact fp32 with one
 // rounding to T.
-// tid: the thread's index in its group of kThreads; colblock, split: the group's column block and
-// K slice of S; sync(): the group's barrier.
-template <typename T, int MT, int kTiles, typename Sync>
+template <typename T, int MT, int kTiles>
 __device__ __forceinline__ void gemv_epilogue(const GemvParams& p, const float (&acc)[kTiles][MT][4], float* red,
-                                              int* last, int tid, int colblock, int split, int S, Sync sync) {
+                                              int* last) {
   constexpr int kBlockN = kTiles * 16, kRows = MT * 8;
-  const int warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
-  const int M = p.M, row0 = colblock * kBlockN;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
+  const int M = p.M, S = gridDim.y, split = blockIdx.y, row0 = blockIdx.x * kBlockN;
 #pragma unroll
   for (int i = 0; i < kTiles; ++i)
 #pragma unroll
@@ -180,7 +182,7 @@ __device__ __forceinline__ void gemv_epilogue(const GemvParams& p, const float (
         const int m = 8 * jj + 2 * c + (e & 1), n = i * 16 + g + 8 * (e >> 1);
         red[(warp * kRows + m) * kBlockN + n] = acc[i][jj][e];
       }
-  sync();
+  __syncthreads();
 
   // Outputs (m, n) = (idx / kBlockN, row0 + idx % kBlockN), idx = tid + kThreads·e: the sum over warps.
   constexpr int kItems = (kRows * kBlockN + kThreads - 1) / kThreads;
@@ -199,9 +201,9 @@ __device__ __forceinline__ void gemv_epilogue(const GemvParams& p, const float (
       if (m < M && n < p.N) p.partial[(static_cast<int64_t>(split) * M + m) * p.N + n] = v[e];
     }
     __threadfence();
-    sync();
-    if (tid == 0) *last = atomicAdd(&p.arrived[colblock], 1u) == static_cast<unsigned>(S - 1);
-    sync();
+    __syncthreads();
+    if (tid == 0) *last = atomicAdd(&p.arrived[blockIdx.x], 1u) == static_cast<unsigned>(S - 1);
+    __syncthreads();
     if (!*last) return;
     __threadfence();
 #pragma unroll
@@ -333,8 +335,7 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv
   }
   cp_async_wait<0>();
   __syncthreads();  // every warp is done with its ring: it becomes the partial sums
-  gemv_epilogue<T, MT, kTiles>(p, acc, reinterpret_cast<float*>(smem), last, tid, blockIdx.x, blockIdx.y, gridDim.y,
-                               [] { __syncthreads(); });
+  gemv_epilogue<T, MT, kTiles>(p, acc, reinterpret_cast<float*>(smem), last);
 }
 
 // The absmax of one row of W, chunk by chunk, for the TMA kernel (lane L of a warp: block row L).
@@ -418,7 +419,7 @@ __device__ __forceinline__ uint32_t atomic_add_acq_rel_shared(uint32_t* addr) {
   return old;
 }
 
-template <typename T, int MT, int kTiles, unsigned kRegMask = 0>
+template <typename T, int MT, int kTiles>
 __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
     qlora_gemv_tma_kernel(const GemvParams p, const __grid_constant__ CUtensorMap codes_map,
                           const __grid_constant__ CUtensorMap x_map) {
@@ -466,8 +467,7 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
   }
   stage_code2(p.w, code2, tid, kThreads);
   stage_pair_table<T>(p.w, reinterpret_cast<uint32_t*>(table_base), tid);
-  __shared__ uint32_t rtable[8];
-  if constexpr (kRegMask != 0) stage_code_tables<T>(p.w, rtable, code2, tid, kThreads);
+  const PairTableDecoder decoder{smem_addr(table_base) + 4 * lane};
 
   // Scales: lane L holds the raw words of block row L (rows past N: row N - 1), a stage ahead
   // (measured: two stages ahead is no faster, eleventh session run 3).
@@ -478,10 +478,6 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
   float acc[kTiles][MT][4];
   zero_acc(acc);
   __syncthreads();  // the code tables, barriers and counters
-  using Decoder = std::conditional_t<kRegMask == 0, PairTableDecoder, MixedDecoder128<kRegMask>>;
-  Decoder decoder;
-  decoder.lane_table = smem_addr(table_base) + 4 * lane;
-  if constexpr (kRegMask != 0) decoder.t = load_table(rtable);
 
   for (int i = 0; i < nw; ++i) {
     uint32_t qn;
@@ -504,144 +500,7 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
     a2 = a2n;
   }
   __syncthreads();  // every warp is done with the ring (all its copies were waited for)
-  gemv_epilogue<T, MT, kTiles>(p, acc, reinterpret_cast<float*>(smem), last, tid, blockIdx.x, blockIdx.y, gridDim.y,
-                               [] { __syncthreads(); });
-#else
-  __trap();  // the launcher runs this kernel on sm_90 only
-#endif
-}
-
-// EXPERIMENT (pipeline 3; 4 with a quarter of the bytes decoded in registers): one block per SM of
-// kGroups independent 8-warp groups sharing one byte-pair table with 256-byte rows (lut4_256), at
-// shared-window offset kTableAt; each group runs the block ring of qlora_gemv_tma_kernel on its
-// own column block, in ring slots below and above the table (as many as fit, at most kMaxRing).
-template <int MT, int kTiles> struct GemvTmaSm {
-  static constexpr int kGroups = MT == 1 ? 4 : 2;  // registers: <= 64 (MT = 1) or <= 128 per thread
-  static constexpr int kBlockThreads = kGroups * kThreads;
-  static constexpr int kMaxRing = 4;
-  static constexpr uint32_t kTableAt = 0x10000;
-  static constexpr int kMisc = 1024;  // the nested absmax's second-level code leads
-  static constexpr int kChunkCodeBytes = kTiles * 16 * 32;
-  static constexpr int kCodeBytes = kWarps * kChunkCodeBytes;
-  __host__ __device__ static constexpr int x_chunk_bytes(int M) { return M * kChunk * 2; }
-  __host__ __device__ static constexpr int stage_bytes(int M) { return kCodeBytes + kWarps * x_chunk_bytes(M); }
-  static constexpr int kReduceBytes = kWarps * MT * 8 * kTiles * 16 * 4;
-  static_assert(kReduceBytes <= stage_bytes(8 * (MT - 1) + 1), "a group's first slot holds its partial sums");
-};
-
-__device__ __forceinline__ uint32_t dynamic_smem_bytes() {
-  uint32_t v;
-  asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(v));
-  return v;
-}
-
-template <typename T, int MT, int kTiles, unsigned kRegMask, int kLut = 256, int kRingCap = 4>
-__global__ void __launch_bounds__(GemvTmaSm<MT, kTiles>::kBlockThreads, 1)
-    qlora_gemv_sm_kernel(const GemvParams p, const __grid_constant__ CUtensorMap codes_map,
-                         const __grid_constant__ CUtensorMap x_map) {
-#if NF4LORA_HAS_WGMMA
-  using R = GemvTmaSm<MT, kTiles>;
-  constexpr int G = R::kGroups, kBlockN = kTiles * 16;
-  extern __shared__ __align__(128) unsigned char smem_raw[];
-  __shared__ __align__(8) uint64_t full_all[G * R::kMaxRing];
-  __shared__ uint32_t done_all[G * R::kMaxRing];
-  __shared__ int last_all[G];
-  __shared__ uint32_t rtable[8];
-  const int M = p.M, sb = R::stage_bytes(M);
-  const uint32_t off = smem_addr(smem_raw) & 0xFFFFFFu;  // (bits 24+: the block's rank in its cluster)
-  unsigned char* const table = smem_raw + (R::kTableAt - off);
-  float* const code2 = reinterpret_cast<float*>(smem_raw);  // [256]
-  unsigned char* const front = align_smem<128>(smem_raw + R::kMisc);
-  unsigned char* const back = table + kPairTable256Bytes;
-  const int nf = static_cast<int>((table - front) / sb);
-  const int nb = static_cast<int>((smem_raw + dynamic_smem_bytes() - back) / sb);
-  const int ring = min(kRingCap, (nf + nb) / G);
-
-  const int group = threadIdx.x / kThreads, tid = threadIdx.x % kThreads;
-  const int warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
-  const int colblock = blockIdx.x * G + group;
-  const bool active = colblock < (p.N + kBlockN - 1) / kBlockN;
-  uint64_t* const full = full_all + group * R::kMaxRing;
-  uint32_t* const done = done_all + group * R::kMaxRing;
-  auto slot_at = [&](int j) {
-    const int s = group * ring + j;
-    return s < nf ? front + s * sb : back + (s - nf) * sb;
-  };
-  const int chunks = p.K / kChunk;
-  const KSlice ks = k_slice((chunks + kWarps - 1) / kWarps);
-  const int s0 = ks.first, n_st = active ? ks.end - ks.first : 0;
-  const int c0 = s0 * kWarps + warp;  // this warp's chunk of stage i: c0 + kWarps·i
-  const int nw = n_st == 0 ? 0 : n_st - (c0 + kWarps * (n_st - 1) >= chunks ? 1 : 0);
-  const int row0 = colblock * kBlockN;
-  auto issue = [&](int i, int j) {  // one thread: stage i of the group into its slot j
-    unsigned char* dst = slot_at(j);
-    uint64_t* bar = &full[j];
-    const int chunk = (s0 + i) * kWarps;
-    mbar_arrive_expect_tx(bar, static_cast<uint32_t>(sb));
-    tma_load_3d(dst, &codes_map, bar, 0, row0, chunk);
-    tma_load_3d(dst + R::kCodeBytes, &x_map, bar, 0, 0, chunk);
-  };
-  if (tid == 0) {
-    for (int j = 0; j < ring; ++j) {
-      mbar_init(&full[j], 1);
-      done[j] = 0;
-    }
-    mbar_init_fence();
-    for (int i = 0; i < ring && i < n_st; ++i) issue(i, i);
-  }
-  if constexpr (kRegMask != 0) {
-    stage_code_tables<T>(p.w, rtable, code2, threadIdx.x, R::kBlockThreads);
-  } else {
-    stage_code2(p.w, code2, threadIdx.x, R::kBlockThreads);
-  }
-  if constexpr (kLut == 256) {
-    stage_pair_table256<T>(p.w, table, threadIdx.x, R::kBlockThreads);
-  } else {
-    if (threadIdx.x < 256) stage_pair_table<T>(p.w, reinterpret_cast<uint32_t*>(table), threadIdx.x);
-  }
-
-  const RowScales scales(p.w, min(row0 + lane % kBlockN, p.N - 1), p.K);
-  uint32_t q = 0;
-  float a2 = 0.f;
-  if (nw > 0) scales.load(c0, q, a2);
-  float acc[kTiles][MT][4];
-  zero_acc(acc);
-  __syncthreads();  // the tables, barriers and counters
-  using Decoder = std::conditional_t<kLut != 256, PairTableDecoder,
-                                     std::conditional_t<kRegMask == 0, PairTable256Decoder, MixedDecoder<kRegMask>>>;
-  Decoder decoder;
-  if constexpr (kLut != 256) {
-    decoder.lane_table = smem_addr(table) + 4 * lane;
-  } else {
-    decoder.lane_word = smem_addr(table) | (4u * lane);
-    if constexpr (kRegMask != 0) decoder.t = load_table(rtable);
-  }
-
-  int j = 0;
-  uint32_t phase = 0;
-  for (int i = 0; i < nw; ++i) {
-    uint32_t qn;
-    float a2n;
-    scales.load(min(c0 + kWarps * (i + 1), chunks - 1), qn, a2n);
-    mbar_wait(&full[j], phase);
-    const unsigned char* st = slot_at(j);
-    float part[kTiles][MT][4];
-    chunk_partial<T, MT, kTiles>(st + warp * R::kChunkCodeBytes, 32, st + R::kCodeBytes + warp * R::x_chunk_bytes(M),
-                                 kChunk * 2, M, decoder, part, g, c);
-    add_scaled(acc, part, scales.absmax(code2, q, a2, p.w.nested_offset), g);
-    __syncwarp();
-    if (lane == 0 && i + ring < n_st && atomic_add_acq_rel_shared(&done[j]) % kWarps == kWarps - 1) issue(i + ring, j);
-    q = qn;
-    a2 = a2n;
-    if (++j == ring) {
-      j = 0;
-      phase ^= 1u;
-    }
-  }
-  named_sync(1 + group, kThreads);  // every warp of the group is done with its slots
-  if (!active) return;
-  gemv_epilogue<T, MT, kTiles>(p, acc, reinterpret_cast<float*>(slot_at(0)), &last_all[group], tid, colblock,
-                               blockIdx.y, gridDim.y, [group] { named_sync(1 + group, kThreads); });
+  gemv_epilogue<T, MT, kTiles>(p, acc, reinterpret_cast<float*>(smem), last);
 #else
   __trap();  // the launcher runs this kernel on sm_90 only
 #endif
@@ -696,14 +555,14 @@ __global__ void __launch_bounds__(kUThreads) lora_u_kernel(const T* __restrict__
 // Launches kernel (the u kernel's programmatic dependent when `dependent`: sm_90 — it starts
 // streaming W while u is computed and waits for u, griddepcontrol.wait, only before its epilogue).
 template <typename Kernel, typename... Args>
-std::string launch_dependent(Kernel kernel, const char* name, dim3 grid, int threads, size_t smem, bool dependent,
+std::string launch_dependent(Kernel kernel, const char* name, dim3 grid, size_t smem, bool dependent,
                              cudaStream_t stream, Args... args) {
   // Opt in to more than 48 KiB of shared memory (per device, so on every launch: it is cheap).
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   if (err != cudaSuccess) return std::string(name) + " attributes: " + cudaGetErrorString(err);
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = grid;
-  cfg.blockDim = dim3(threads);
+  cfg.blockDim = dim3(kThreads);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cudaLaunchAttribute attr[1];
@@ -733,44 +592,16 @@ std::string gemv_tensor_maps(const GemvParams& p, CUtensorMap* codes_map, CUtens
   return encode_tensor_map(x_map, tensor_map_dtype<T>(), 3, p.x, xdims, xstrides, xbox, CU_TENSOR_MAP_SWIZZLE_NONE, "x");
 }
 
-// One block per SM (qlora_gemv_sm_kernel): all the shared memory the device gives a block.
-template <typename T, int MT, int kTiles, unsigned kRegMask, int kLut = 256, int kRingCap = 4>
-std::string launch_gemv_sm(const GemvParams& p, int splits, bool dependent, cudaStream_t stream,
-                           const CUtensorMap& codes_map, const CUtensorMap& x_map) {
-  using R = GemvTmaSm<MT, kTiles>;
-  auto kernel = qlora_gemv_sm_kernel<T, MT, kTiles, kRegMask, kLut, kRingCap>;
-  int dev = 0, optin = 0;
-  cudaGetDevice(&dev);
-  cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-  cudaFuncAttributes attr{};
-  cudaError_t err = cudaFuncGetAttributes(&attr, kernel);
-  if (err != cudaSuccess) return std::string("qlora_gemv_sm_kernel attributes: ") + cudaGetErrorString(err);
-  const size_t smem = static_cast<size_t>(optin) - attr.sharedSizeBytes;
-  if (smem < R::kTableAt + kPairTable256Bytes + 2 * static_cast<size_t>(R::stage_bytes(p.M)))
-    return "qlora_gemv_sm_kernel needs more shared memory per block than this device gives";
-  const int col_blocks = (p.N + kTiles * 16 - 1) / (kTiles * 16);
-  const dim3 grid((col_blocks + R::kGroups - 1) / R::kGroups, splits);
-  return launch_dependent(kernel, "qlora_gemv_sm_kernel", grid, R::kBlockThreads, smem, dependent, stream, p,
-                          codes_map, x_map);
-}
-
 template <typename T, int MT, int kTiles>
 std::string launch_gemv(const GemvParams& p, int splits, int pipeline, bool dependent, cudaStream_t stream) {
   const dim3 grid((p.N + kTiles * 16 - 1) / (kTiles * 16), splits);
   if (pipeline == 1)
-    return launch_dependent(qlora_gemv_kernel<T, MT, kTiles>, "qlora_gemv_kernel", grid, kThreads,
+    return launch_dependent(qlora_gemv_kernel<T, MT, kTiles>, "qlora_gemv_kernel", grid,
                             GemvRing<MT, kTiles>::smem_bytes(p.M), dependent, stream, p);
   CUtensorMap codes_map, x_map;
   const std::string err = gemv_tensor_maps<T, kTiles>(p, &codes_map, &x_map);
   if (!err.empty()) return err;
-  if (pipeline == 3) return launch_gemv_sm<T, MT, kTiles, 0>(p, splits, dependent, stream, codes_map, x_map);
-  if (pipeline == 4) return launch_gemv_sm<T, MT, kTiles, 0x11u>(p, splits, dependent, stream, codes_map, x_map);
-  if (pipeline == 5) return launch_gemv_sm<T, MT, kTiles, 0, 128>(p, splits, dependent, stream, codes_map, x_map);
-  if (pipeline == 6) return launch_gemv_sm<T, MT, kTiles, 0, 256, 2>(p, splits, dependent, stream, codes_map, x_map);
-  if (pipeline == 7)
-    return launch_dependent(qlora_gemv_tma_kernel<T, MT, kTiles, MT == 2 ? 0x11u : 0u>, "qlora_gemv_tma_kernel", grid,
-                            kThreads, GemvTma<MT, kTiles>::smem_bytes(p.M), dependent, stream, p, codes_map, x_map);
-  return launch_dependent(qlora_gemv_tma_kernel<T, MT, kTiles>, "qlora_gemv_tma_kernel", grid, kThreads,
+  return launch_dependent(qlora_gemv_tma_kernel<T, MT, kTiles>, "qlora_gemv_tma_kernel", grid,
                           GemvTma<MT, kTiles>::smem_bytes(p.M), dependent, stream, p, codes_map, x_map);
 }
 
@@ -788,7 +619,7 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
 
 }  // namespace
 
-GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tiles, int groups) {
+GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tiles) {
   GemvPlan plan{};
   if (tiles != 1 && tiles != 2) tiles = 2;
   const int64_t col_blocks = (N + tiles * 16 - 1) / (tiles * 16);
@@ -798,7 +629,6 @@ GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tile
   // M = 1: 91 µs in 3 slices against 85 in one) — a shorter K loop per block costs more than the
   // partial last wave; 14336×4096 (128 column blocks) is faster in 3 slices than in 2.
   int64_t splits = (2 * static_cast<int64_t>(sm_count) + col_blocks - 1) / col_blocks;
-  if (groups > 0) splits = groups * static_cast<int64_t>(sm_count) / col_blocks;  // EXPERIMENT: one block per SM
   const int64_t most = std::min<int64_t>(8, K / kChunk / (2 * kWarps));
   if (splits > most) splits = most;
   if (splits < 1) splits = 1;
@@ -827,12 +657,12 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   if (splits < 1 || splits > chunks) return "splits must be in [1, K / 64]";
   if (splits > 1 && workspace == 0) return "splits > 1 needs the workspace plan_qlora_gemv sizes";
   if (tiles != 1 && tiles != 2) return "tiles must be 1 or 2";
-  if (pipeline < 0 || pipeline > 7) return "pipeline must be 0 (auto), 1 (cp.async) or 2 (TMA)";
+  if (pipeline < 0 || pipeline > 2) return "pipeline must be 0 (auto), 1 (cp.async) or 2 (TMA)";
   int major = 0, sm_count = 0;
   current_device(&major, &sm_count);
-  if (pipeline >= 2 && major != 9) return "pipeline 2 (TMA) runs on sm_90 only";
+  if (pipeline == 2 && major != 9) return "pipeline 2 (TMA) runs on sm_90 only";
   if (pipeline == 0) pipeline = major == 9 ? 2 : 1;
-  if (pipeline >= 2 && splits > (chunks + kWarps - 1) / kWarps)
+  if (pipeline == 2 && splits > (chunks + kWarps - 1) / kWarps)
     return "the TMA pipeline needs splits <= K / 512 (rounded up): its K slices are stages of 8 chunks";
   const bool dependent = major >= 9;  // the gemv kernel overlaps the u kernel (PDL, sm_90)
   const int64_t col_blocks = (N + tiles * 16 - 1) / (tiles * 16);

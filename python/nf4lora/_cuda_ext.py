@@ -131,7 +131,7 @@ GEMV_TILES = 2
 # copies into the block's mbarrier ring, the decode through a shared byte-pair table), "cp_async"
 # (any GPU: cp.async rings, the byte-permute decode in registers), "auto" (tma on sm_90, else
 # cp_async). Tests and bench/diag_fwd.py compare.
-GEMV_PIPELINES = {"auto": 0, "cp_async": 1, "tma": 2, "tma_sm": 3, "tma_sm_mix": 4, "tma_sm_lut128": 5, "tma_sm_ring2": 6, "tma_mix": 7}
+GEMV_PIPELINES = {"auto": 0, "cp_async": 1, "tma": 2}
 GEMV_PIPELINE = "auto"
 
 
@@ -183,13 +183,11 @@ def qlora_forward_small(x, x_lora, q: NF4Weight, A, B, scale: float, bias, tiles
     default to GEMV_TILES and GEMV_PIPELINE (a key of GEMV_PIPELINES)."""
     (M, K), (N, r), device = x.shape, B.shape, x.device
     keep, y, u, operands, state = _launch_args(x, x_lora, q, A, B, bias)
-    pipeline = pipeline or GEMV_PIPELINE
-    groups = (4 if M <= 8 else 2) if pipeline.startswith("tma_sm") else 0  # EXPERIMENT
-    splits, tiles, ws_bytes = _C.plan_qlora_gemv(M, N, K, _sm_count(device), tiles or GEMV_TILES, groups)
+    splits, tiles, ws_bytes = _C.plan_qlora_gemv(M, N, K, _sm_count(device), tiles or GEMV_TILES)
     ws = _workspace(ws_bytes, device)  # split-K only
     with device_guard(device):
         _C.qlora_gemv(*operands, 0 if ws is None else ws.data_ptr(), _DTYPE_CODES[x.dtype], *state,
-                      M, N, K, r, float(scale), splits, tiles, GEMV_PIPELINES[pipeline],
+                      M, N, K, r, float(scale), splits, tiles, GEMV_PIPELINES[pipeline or GEMV_PIPELINE],
                       _stream(device))
     return y, u
 
