@@ -37,11 +37,11 @@ PYBIND11_MODULE(_C, m) {
       "nested_absmax = 0 means absmax is float32.");
   m.def(
       "plan_qlora_gemv",
-      [](int64_t M, int64_t N, int64_t K, int sm_count, int tiles) {
-        const nf4lora::GemvPlan plan = nf4lora::plan_qlora_gemv(M, N, K, sm_count, tiles);
+      [](int64_t M, int64_t N, int64_t K, int sm_count, int tiles, bool tma) {
+        const nf4lora::GemvPlan plan = nf4lora::plan_qlora_gemv(M, N, K, sm_count, tiles, tma);
         return py::make_tuple(plan.splits, plan.tiles, plan.workspace_bytes);
       },
-      py::arg("M"), py::arg("N"), py::arg("K"), py::arg("sm_count"), py::arg("tiles") = 2,
+      py::arg("M"), py::arg("N"), py::arg("K"), py::arg("sm_count"), py::arg("tiles") = 2, py::arg("tma") = false,
       "(splits, tiles, workspace bytes) of the small-M forward for this shape.");
   m.def(
       "qlora_gemv",

@@ -14,13 +14,14 @@ std::string launch_dequantize_nf4(uintptr_t out, int out_dtype, uintptr_t packed
                                   int blocksize, uintptr_t stream);
 
 // Small-M forward (qlora_gemv.cu): how many K splits a launch uses and the workspace it needs.
-// tiles (1 or 2): 16-row tiles of W per block (16 or 32 rows; its 8 warps split K).
+// tiles (1 or 2): 16-row tiles of W per block (16 or 32 rows; its 8 warps split K); tma: the plan of
+// the TMA pipeline (it counts the blocks resident per SM), else of the cp.async one.
 struct GemvPlan {
   int splits;
   int tiles;
   int64_t workspace_bytes;
 };
-GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tiles);
+GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tiles, bool tma);
 
 // y (M, N) = x·Wᵀ + scale·u·Bᵀ + bias and u (M, r) = x_lora·Aᵀ (float32) for 1 <= M <= 16.
 // dtype: 1 = float16, 2 = bfloat16 (x, x_lora, A, B, bias, y). All tensors contiguous; bias = 0

@@ -112,15 +112,28 @@ __device__ __forceinline__ void lut4(uint32_t w, uint32_t lane_table, uint32_t* 
   }
 }
 
-// The two decoders of 4 packed bytes into the 4 pairs of T an mma operand takes (decode4's order),
-// as the chunk loops take them: by value, one call per 4 bytes.
+// The decoders of 4 packed bytes into the 4 pairs of T an mma operand takes (decode4's order), as
+// the chunk loops take them: by value, one call per 4 bytes (idx: the call's place in the chunk).
 struct RegisterDecoder {  // decode4 from the 8-word table in registers
   Table t;
-  __device__ __forceinline__ void operator()(uint32_t w, uint32_t* out) const { decode4(w, t, out); }
+  __device__ __forceinline__ void operator()(uint32_t w, uint32_t* out, int) const { decode4(w, t, out); }
 };
 struct PairTableDecoder {  // lut4 from the shared byte-pair table; lane_table: its address + 4·lane
   uint32_t lane_table;
-  __device__ __forceinline__ void operator()(uint32_t w, uint32_t* out) const { lut4(w, lane_table, out); }
+  __device__ __forceinline__ void operator()(uint32_t w, uint32_t* out, int) const { lut4(w, lane_table, out); }
+};
+// Both: the calls whose bit of kRegMask is set (idx, a constant once unrolled) decode in registers,
+// the others through the table, so the integer pipe takes a share of the table loads' work.
+template <unsigned kRegMask> struct MixedDecoder {
+  Table t;
+  uint32_t lane_table;
+  __device__ __forceinline__ void operator()(uint32_t w, uint32_t* out, int idx) const {
+    if ((kRegMask >> idx) & 1u) {
+      decode4(w, t, out);
+    } else {
+      lut4(w, lane_table, out);
+    }
+  }
 };
 
 // d += a·b, mma.m16n8k16 with fp32 accumulation; a: 4 registers (16×16 row-major fragment),

@@ -100,7 +100,8 @@ __device__ __forceinline__ void wait_for_prior_grid() {
 // each; tile i at 16·code_row); xs: the chunk's 64 k of x row 0, x_row bytes per row of x.
 // Thread (g, c) reads k 16c .. 16c + 15 of rows g and g + 8 (8 bytes of codes) and of x row
 // 8jj + g (32 bytes; zeros past M): the chunk's k order is permuted alike for W and x.
-// decode: RegisterDecoder or PairTableDecoder (nf4_mma.cuh).
+// decode: RegisterDecoder, PairTableDecoder or MixedDecoder (nf4_mma.cuh), called with each 4 bytes'
+// place 0 ... 4·kTiles - 1 in the thread's share of the chunk.
 template <typename T, int MT, int kTiles, typename Decoder>
 __device__ __forceinline__ void chunk_partial(const unsigned char* codes, int code_row, const unsigned char* xs,
                                               int x_row, int M, const Decoder& decode, float (&part)[kTiles][MT][4],
@@ -110,7 +111,7 @@ __device__ __forceinline__ void chunk_partial(const unsigned char* codes, int co
   for (int jj = 0; jj < MT; ++jj) {
     const int m = 8 * jj + g;
     uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
-    if (m < M) {
+    if (m < M) {  // (measured: reading row M - 1 instead, without the branch, is 2.5% slower at M = 1)
       const unsigned char* src = xs + m * x_row + 32 * c;
       lo = *reinterpret_cast<const uint4*>(src);
       hi = *reinterpret_cast<const uint4*>(src + 16);
@@ -124,10 +125,10 @@ __device__ __forceinline__ void chunk_partial(const unsigned char* codes, int co
     const uint2 cw0 = *reinterpret_cast<const uint2*>(tile + g * code_row + c * 8);
     const uint2 cw1 = *reinterpret_cast<const uint2*>(tile + (g + 8) * code_row + c * 8);
     uint32_t r0[2][4], r1[2][4];  // [half of the 8 bytes][byte] pairs of rows g, g + 8
-    decode(cw0.x, r0[0]);
-    decode(cw0.y, r0[1]);
-    decode(cw1.x, r1[0]);
-    decode(cw1.y, r1[1]);
+    decode(cw0.x, r0[0], 4 * i);
+    decode(cw0.y, r0[1], 4 * i + 1);
+    decode(cw1.x, r1[0], 4 * i + 2);
+    decode(cw1.y, r1[1], 4 * i + 3);
 #pragma unroll
     for (int jj = 0; jj < MT; ++jj)
 #pragma unroll
@@ -467,7 +468,8 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
   }
   stage_code2(p.w, code2, tid, kThreads);
   stage_pair_table<T>(p.w, reinterpret_cast<uint32_t*>(table_base), tid);
-  const PairTableDecoder decoder{smem_addr(table_base) + 4 * lane};
+  __shared__ uint32_t reg_table[8];
+  if constexpr (MT == 2) stage_code_tables<T>(p.w, reg_table, code2, tid, kThreads);
 
   // Scales: lane L holds the raw words of block row L (rows past N: row N - 1), a stage ahead
   // (measured: two stages ahead is no faster, eleventh session run 3).
@@ -478,6 +480,14 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
   float acc[kTiles][MT][4];
   zero_acc(acc);
   __syncthreads();  // the code tables, barriers and counters
+  // At M > 8 the first 4 bytes of each tile's row g are decoded in registers (decode4), the rest
+  // through the table: measured (twelfth session runs 1, 4), 0.93-0.98x the time of the table alone
+  // on the three larger benchmark shapes at M = 16 (4096×4096: 1.02x), where the table's loads are
+  // the busier pipe; at M <= 8 the table alone is faster (mixing: 1.05x at M = 1).
+  using Decoder = std::conditional_t<MT == 2, MixedDecoder<0x11u>, PairTableDecoder>;
+  Decoder decoder;
+  decoder.lane_table = smem_addr(table_base) + 4 * lane;
+  if constexpr (MT == 2) decoder.t = load_table(reg_table);
 
   for (int i = 0; i < nw; ++i) {
     uint32_t qn;
@@ -619,16 +629,33 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
 
 }  // namespace
 
-GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tiles) {
+// Blocks of the TMA kernel resident per SM: its register bound, or fewer where the shared memory
+// (228 KiB per SM, 1 KiB of it reserved per block) holds fewer (M = 8: 3 blocks of 65 KiB).
+int tma_blocks_per_sm(int64_t M, int tiles) {
+  constexpr int64_t kSmPerSm = 228 * 1024, kReserved = 1024;
+  const int mt = M <= 8 ? 1 : 2;
+  const int64_t smem = (mt == 1 ? (tiles == 1 ? GemvTma<1, 1>::smem_bytes(M) : GemvTma<1, 2>::smem_bytes(M))
+                                : (tiles == 1 ? GemvTma<2, 1>::smem_bytes(M) : GemvTma<2, 2>::smem_bytes(M))) +
+                       kReserved;
+  const int64_t by_smem = kSmPerSm / smem;
+  const int64_t by_regs = mt == 1 ? GemvTma<1, 2>::kMinBlocks : GemvTma<2, 2>::kMinBlocks;
+  return static_cast<int>(std::max<int64_t>(1, std::min(by_smem, by_regs)));
+}
+
+GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tiles, bool tma) {
   GemvPlan plan{};
   if (tiles != 1 && tiles != 2) tiles = 2;
   const int64_t col_blocks = (N + tiles * 16 - 1) / (tiles * 16);
-  // Split K over blocks only where the column blocks leave SMs with fewer than two blocks each
-  // (at most 8 slices, at least two chunks per warp). Measured (bench/NOTES.md, eighth session runs
-  // 4-6): splitting the large shapes to fill whole waves of resident blocks was slower (8192×28672,
-  // M = 1: 91 µs in 3 slices against 85 in one) — a shorter K loop per block costs more than the
-  // partial last wave; 14336×4096 (128 column blocks) is faster in 3 slices than in 2.
+  // Split K over blocks only where the column blocks leave SMs idle (at most 8 slices, at least two
+  // chunks per warp). Measured (bench/NOTES.md, eighth session runs 4-6): splitting the large shapes
+  // to fill whole waves of resident blocks was slower (8192×28672, M = 1: 91 µs in 3 slices against
+  // 85 in one) — a shorter K loop per block costs more than the partial last wave. cp.async: at
+  // least two blocks per SM (14336×4096, 128 column blocks: 3 slices, faster than 2). TMA: as many
+  // slices as the resident blocks take in one wave, floor(blocks per SM · SMs / column blocks)
+  // (twelfth session run 4, 128 column blocks: M = 1 4 slices 0.94-0.95x the time of 3; M = 16 2
+  // slices 0.78-0.80x the time of 3, which took 1.45 waves of 2 blocks per SM).
   int64_t splits = (2 * static_cast<int64_t>(sm_count) + col_blocks - 1) / col_blocks;
+  if (tma) splits = static_cast<int64_t>(tma_blocks_per_sm(M, tiles)) * sm_count / col_blocks;
   const int64_t most = std::min<int64_t>(8, K / kChunk / (2 * kWarps));
   if (splits > most) splits = most;
   if (splits < 1) splits = 1;

@@ -64,3 +64,10 @@ def test_small_m_plan_splits_k_only_for_narrow_w():
     assert plan(1, 257, 1 << 20, 132, 2)[0] == 8  # never more than 8
     assert plan(3, 1000, 64, 132, 2)[:2] == (1, 2)  # one chunk: nothing to split
     assert plan(1, 4096, 4096, 132, 7)[1] == 2  # a tile count it does not take falls back to 2
+    # The TMA pipeline's plan counts its resident blocks per SM (4 at M = 1, 3 at M = 8 where shared
+    # memory holds 3, 2 at M > 8): as many slices as one wave of them takes, floor(blocks · SMs / col_blocks).
+    assert plan(1, 28672, 8192, 132, 2, True) == (1, 2, 0)  # 896 column blocks: more than a wave
+    assert plan(1, 4096, 4096, 132, 2, True) == (4, 2, 4 * 4 * 1 * 4096 + 4 * 128)  # 528 // 128
+    assert plan(8, 4096, 4096, 132, 2, True)[0] == 3  # 396 // 128
+    assert plan(16, 4096, 14336, 132, 2, True) == (2, 2, 4 * 2 * 16 * 4096 + 4 * 128)  # 264 // 128
+    assert plan(1, 1024, 4096, 132, 2, True)[0] == 4  # 32 blocks want 16 slices; 64 chunks allow 4

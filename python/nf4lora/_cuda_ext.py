@@ -183,11 +183,13 @@ def qlora_forward_small(x, x_lora, q: NF4Weight, A, B, scale: float, bias, tiles
     default to GEMV_TILES and GEMV_PIPELINE (a key of GEMV_PIPELINES)."""
     (M, K), (N, r), device = x.shape, B.shape, x.device
     keep, y, u, operands, state = _launch_args(x, x_lora, q, A, B, bias)
-    splits, tiles, ws_bytes = _C.plan_qlora_gemv(M, N, K, _sm_count(device), tiles or GEMV_TILES)
+    pipeline = pipeline or GEMV_PIPELINE
+    tma = pipeline == "tma" or (pipeline == "auto" and _props_of(device_index(device)).major == 9)
+    splits, tiles, ws_bytes = _C.plan_qlora_gemv(M, N, K, _sm_count(device), tiles or GEMV_TILES, tma)
     ws = _workspace(ws_bytes, device)  # split-K only
     with device_guard(device):
         _C.qlora_gemv(*operands, 0 if ws is None else ws.data_ptr(), _DTYPE_CODES[x.dtype], *state,
-                      M, N, K, r, float(scale), splits, tiles, GEMV_PIPELINES[pipeline or GEMV_PIPELINE],
+                      M, N, K, r, float(scale), splits, tiles, GEMV_PIPELINES[pipeline],
                       _stream(device))
     return y, u
 
