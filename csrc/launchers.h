@@ -27,8 +27,9 @@ GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tile
 // dtype: 1 = float16, 2 = bfloat16 (x, x_lora, A, B, bias, y). All tensors contiguous; bias = 0
 // for none; nested_absmax = 0 when absmax is float32; workspace as plan_qlora_gemv says.
 // pipeline: 1 = per-warp cp.async rings and the register decode (any GPU from sm_80); 2 = the
-// block's TMA ring of 8-chunk stages and the shared byte-pair-table decode (sm_90 only; splits at
-// most K / 512 rounded up: its K slices are whole stages); 0 = 2 on sm_90, else 1.
+// block's TMA ring of 8-chunk stages and the shared byte-pair-table decode (at M > 8 a quarter of
+// the bytes decoded in registers; sm_90 only; splits at most K / 512 rounded up: its K slices are
+// whole stages); 0 = 2 on sm_90, else 1.
 std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr_t A, uintptr_t B,
                               uintptr_t bias, uintptr_t u, uintptr_t workspace, int dtype,
                               uintptr_t packed, uintptr_t absmax, uintptr_t quant_map,

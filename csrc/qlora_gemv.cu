@@ -25,8 +25,8 @@
 // consecutive k of a row of W (8 bytes) and the same 16 k of x (32 bytes).
 //
 // Decode (nf4_mma.cuh, tables built from quant_map): on sm_90 through a byte-pair table in shared
-// memory (4 loads per 8 codes), elsewhere the byte-permute lookup in registers (8 codes in 21
-// integer instructions). The absmax scale is applied once per 64-element chunk to
+// memory (4 loads per 8 codes; at M > 8 a quarter of the bytes in registers instead), elsewhere the
+// byte-permute lookup in registers (8 codes in 21 integer instructions). The absmax scale is applied once per 64-element chunk to
 // the fp32 partial sums (exact fp32, as a dequantized W would be scaled), so the blocksize must be
 // a multiple of 64.
 //
