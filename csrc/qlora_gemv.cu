@@ -26,9 +26,9 @@
 //
 // Decode (nf4_mma.cuh, tables built from quant_map): on sm_90 through a byte-pair table in shared
 // memory (4 loads per 8 codes; at M > 8 a quarter of the bytes in registers instead), elsewhere the
-// byte-permute lookup in registers (8 codes in 21 integer instructions). The absmax scale is applied once per 64-element chunk to
-// the fp32 partial sums (exact fp32, as a dequantized W would be scaled), so the blocksize must be
-// a multiple of 64.
+// byte-permute lookup in registers (8 codes in 21 integer instructions). The absmax scale is applied
+// once per 64-element chunk to the fp32 partial sums (exact fp32, as a dequantized W would be
+// scaled), so the blocksize must be a multiple of 64.
 //
 // Bytes moved: N·K/2 codes + N·K/blocksize scales (×4 plain) + M·K·2 (x, once per column block
 // from L2) + the LoRA weights + M·N·2 written, + S·M·N·4 ×2 of split-K partials when S > 1.
