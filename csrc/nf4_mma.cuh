@@ -122,8 +122,9 @@ struct PairTableDecoder {  // lut4 from the shared byte-pair table; lane_table: 
   uint32_t lane_table;
   __device__ __forceinline__ void operator()(uint32_t w, uint32_t* out, int) const { lut4(w, lane_table, out); }
 };
-// Both: the calls whose bit of kRegMask is set (idx, a constant once unrolled) decode in registers,
-// the others through the table, so the integer pipe takes a share of the table loads' work.
+// MixedDecoder: the calls whose bit of kRegMask is set (idx, a constant once unrolled) decode in
+// registers (decode4), the others through the shared table (lut4): the integer pipe takes a share of
+// the table loads' work.
 template <unsigned kRegMask> struct MixedDecoder {
   Table t;
   uint32_t lane_table;

@@ -466,10 +466,13 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
     mbar_init_fence();
     for (int i = 0; i < kRing && i < n_st; ++i) issue(i);
   }
-  stage_code2(p.w, code2, tid, kThreads);
+  __shared__ uint32_t reg_table[8];  // MixedDecoder's register table (M > 8)
+  if constexpr (MT == 2) {
+    stage_code_tables<T>(p.w, reg_table, code2, tid, kThreads);
+  } else {
+    stage_code2(p.w, code2, tid, kThreads);
+  }
   stage_pair_table<T>(p.w, reinterpret_cast<uint32_t*>(table_base), tid);
-  __shared__ uint32_t reg_table[8];
-  if constexpr (MT == 2) stage_code_tables<T>(p.w, reg_table, code2, tid, kThreads);
 
   // Scales: lane L holds the raw words of block row L (rows past N: row N - 1), a stage ahead
   // (measured: two stages ahead is no faster, eleventh session run 3).
@@ -631,7 +634,7 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
 
 // Blocks of the TMA kernel resident per SM: its register bound, or fewer where the shared memory
 // (228 KiB per SM, 1 KiB of it reserved per block) holds fewer (M = 8: 3 blocks of 65 KiB).
-int tma_blocks_per_sm(int64_t M, int tiles) {
+static int tma_blocks_per_sm(int64_t M, int tiles) {
   constexpr int64_t kSmPerSm = 228 * 1024, kReserved = 1024;
   const int mt = M <= 8 ? 1 : 2;
   const int64_t smem = (mt == 1 ? (tiles == 1 ? GemvTma<1, 1>::smem_bytes(M) : GemvTma<1, 2>::smem_bytes(M))
