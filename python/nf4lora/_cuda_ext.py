@@ -184,8 +184,9 @@ def qlora_forward_small(x, x_lora, q: NF4Weight, A, B, scale: float, bias, tiles
     (M, K), (N, r), device = x.shape, B.shape, x.device
     keep, y, u, operands, state = _launch_args(x, x_lora, q, A, B, bias)
     pipeline = pipeline or GEMV_PIPELINE
-    tma = pipeline == "tma" or (pipeline == "auto" and _props_of(device_index(device)).major == 9)
-    splits, tiles, ws_bytes = _C.plan_qlora_gemv(M, N, K, _sm_count(device), tiles or GEMV_TILES, tma)
+    if pipeline == "auto":  # resolved once here: the plan depends on it (the launcher's 0 means the same)
+        pipeline = "tma" if _props_of(device_index(device)).major == 9 else "cp_async"
+    splits, tiles, ws_bytes = _C.plan_qlora_gemv(M, N, K, _sm_count(device), tiles or GEMV_TILES, pipeline == "tma")
     ws = _workspace(ws_bytes, device)  # split-K only
     with device_guard(device):
         _C.qlora_gemv(*operands, 0 if ws is None else ws.data_ptr(), _DTYPE_CODES[x.dtype], *state,
