@@ -3,9 +3,9 @@ the kernels of one forward+backward through the layer.
 
     python bench/diag_bwd.py [--out DIR] [--shapes 0,1] [--ms 128,4096]
 
-1. ``dx``: dx = g·W + s·(g·B)·A by the CUDA kernel alone (do_bench median, L2 flushed) for
-   block_m 128 and 256 and the plan's choice, with its plan (tokens per block, reduction split)
-   and TFLOP/s, next to cuBLAS g·W on the bf16 W (``cublas_us``: the dense backward's dx GEMM).
+1. ``dx``: dx = g·W + s·(g·B)·A by the CUDA kernel alone (do_bench median, L2 flushed), the SS
+   and the warp-specialized kernel (``ss_bm*``, ``ws_bm*``), each for block_m 128 and 256 and the
+   plan's choice, with its plan (tokens per block, reduction split, tiles, ws) and TFLOP/s, next to cuBLAS g·W on the bf16 W (``cublas_us``: the dense backward's dx GEMM).
 2. ``step``: GPU time of each kernel of one forward+backward through qlora_linear (x, A, B
    requiring grad) on the default backend, and their sum, next to the sum for dense_bf16's step
    (where the wall-clock benchmark is host-bound, the GPU-time ratio is the kernels' own).
@@ -38,11 +38,13 @@ def dx_alone(c: Case, sink):
     flops = 2 * c.M * c.N * c.K
     row = {"what": "dx", "M": c.M, "K": c.K, "N": c.N, "r": c.r,
            "cublas_us": round(_do_bench(lambda: c.g @ c.w) * 1e3, 2)}
-    for block_m in (0, 128, 256):
-        plan = _cuda_ext._C.plan_qlora_dx(c.M, c.N, c.K, block_m)
-        us = _do_bench(lambda b=block_m: _cuda_ext.qlora_dx(c.g, c.q, gB, c.A, c.scale, True, b)) * 1e3
-        row[f"bm{block_m}"] = {"plan": plan[:3], "us": round(us, 2), "TFLOPs": round(flops / us / 1e6, 1),
-                               "x_cublas": round(us / row["cublas_us"], 3)}
+    for variant in ("ss", "ws"):
+        for block_m in (0, 128, 256):
+            plan = _cuda_ext._C.plan_qlora_dx(c.M, c.N, c.K, block_m, _cuda_ext.DX_VARIANTS[variant])
+            us = _do_bench(lambda b=block_m, v=variant: _cuda_ext.qlora_dx(c.g, c.q, gB, c.A, c.scale, True, b, v))
+            us *= 1e3
+            row[f"{variant}_bm{block_m}"] = {"plan": plan, "us": round(us, 2), "TFLOPs": round(flops / us / 1e6, 1),
+                                             "x_cublas": round(us / row["cublas_us"], 3)}
     emit(row, sink)
 
 

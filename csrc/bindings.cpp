@@ -90,21 +90,22 @@ PYBIND11_MODULE(_C, m) {
       "u (M, r) float32 = x·Aᵀ (see launchers.h).");
   m.def(
       "plan_qlora_dx",
-      [](int64_t M, int64_t N, int64_t K, int block_m) {
-        const nf4lora::DxPlan plan = nf4lora::plan_qlora_dx(M, N, K, block_m);
+      [](int64_t M, int64_t N, int64_t K, int block_m, int variant) {
+        const nf4lora::DxPlan plan = nf4lora::plan_qlora_dx(M, N, K, block_m, variant);
         check(plan.error);
-        return py::make_tuple(plan.block_m, plan.splits, plan.tiles);
+        return py::make_tuple(plan.block_m, plan.splits, plan.tiles, plan.ws);
       },
-      py::arg("M"), py::arg("N"), py::arg("K"), py::arg("block_m"),
-      "(block_m, splits, tiles) of qlora_dx for this shape on the current device.");
+      py::arg("M"), py::arg("N"), py::arg("K"), py::arg("block_m"), py::arg("variant") = 0,
+      "(block_m, splits, tiles, ws) of qlora_dx for this shape on the current device (variant: 0 auto, "
+      "1 ss, 2 ws).");
   m.def(
       "qlora_dx",
       [](uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, int dtype, uintptr_t packed, uintptr_t absmax, uintptr_t quant_map, uintptr_t nested_absmax,
          uintptr_t nested_quant_map, float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r,
-         float scale, int block_m, uintptr_t stream) {
+         float scale, int block_m, int variant, uintptr_t stream) {
         check(nf4lora::launch_qlora_dx(dx, g, gB, A, dtype, packed, absmax, quant_map,
                                        nested_absmax, nested_quant_map, nested_offset, blocksize, M, N, K, r, scale,
-                                       block_m, stream));
+                                       block_m, variant, stream));
       },
       "dx = g·W (+ scale·gB·A when gB != 0) on sm_90 (see launchers.h).");
   m.def(

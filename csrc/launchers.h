@@ -75,21 +75,23 @@ std::string launch_lora_u(uintptr_t u, uintptr_t x, uintptr_t A, uintptr_t works
                           int dtype, int64_t M, int64_t K, int64_t r, uintptr_t stream);
 
 // dx (M, K) = g·W (+ scale·gB·A when gB != 0; gB (M, r) float32 = g·B) on sm_90 (qlora_dx.cu).
-// Plan of a call: tokens per block (block_m: 0 = choose, 128 or 256) and the reduction split over
+// Plan of a call: tokens per block (block_m: 0 = choose, 128 or 256), the reduction split over
 // the blocks of a thread-block cluster when few tiles (splits <= 8, 128-token tiles only; no
-// workspace), for the current device.
+// workspace), and the kernel: ws (the warp-specialized one, never split) or the SS one. variant:
+// 0 = auto (ws wherever there is no split), 1 = ss, 2 = ws. For the current device.
 struct DxPlan {
   int block_m = 0, tiles_m = 0, splits = 1;
   int64_t tiles = 0;
+  bool ws = false;
   std::string error;
 };
-DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int block_m);
+DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int block_m, int variant);
 // N and K multiples of 64, K of the blocksize (>= 64); dx, g and packed 16-byte aligned.
 std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, int dtype, uintptr_t packed,
                             uintptr_t absmax,
                             uintptr_t quant_map, uintptr_t nested_absmax, uintptr_t nested_quant_map,
                             float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r,
-                            float scale, int block_m, uintptr_t stream);
+                            float scale, int block_m, int variant, uintptr_t stream);
 
 // Compute capability major and SM count of the current device (cached per device; 0 and 1 when
 // there is none).

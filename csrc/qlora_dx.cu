@@ -28,6 +28,7 @@
 #include "launchers.h"
 #include "nf4.cuh"
 #include "nf4_mma.cuh"
+#include "tensor_map.h"
 #include "wgmma.cuh"
 
 namespace nf4lora {
@@ -35,6 +36,8 @@ namespace {
 
 constexpr int kChunkN = 64;  // reduction rows of W per stage
 constexpr int kDxBK = 128;   // dx columns per block
+constexpr int kAtomCol = kChunkN * 128;  // bytes of one 64-k column of the decoded W tile
+constexpr int kLoraStageBytes = 16 * kDxBK * 2;  // dx_epilogue's 16 ranks of A (T)
 
 struct DxParams {
   void* dx;          // (M, K) T
@@ -50,14 +53,109 @@ template <int BM_> struct DxTile {
   static constexpr int kThreads = 256, BM = BM_, BK = kDxBK, MT = BM / 128;  // MT: m64 tiles per warpgroup
   static constexpr int STAGES = 4;
   static constexpr int kGBytes = BM * 128;                // g tile of one stage (64 n × 2 bytes a row)
-  static constexpr int kAtomCol = kChunkN * 128;          // one 64-k column of the decoded W tile
   static constexpr int kWBytes = kAtomCol * (BK / 64);    // decoded W tile (bf16 / fp16)
   static constexpr int kPipeBytes = STAGES * kGBytes + 3 * kWBytes;
-  static constexpr int kOutBytes = BM * (BK + 8) * 2;
+  static constexpr int kOutBytes = BM * (BK + 8) * 2 + kLoraStageBytes;  // dx tile, then dx_epilogue's A
   static constexpr int kTableBytes = (256 + 16) * 4;
   static constexpr int kBody = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + kTableBytes;
   static constexpr int kSmem = kBody + 1024;
 };
+
+// The MMAs of one 64-row reduction chunk on one warpgroup: acc[t] (+)= g · W for its MT m64 token
+// tiles. g_tile: the warpgroup's first token row in the stage's g tile; w_tile: the stage's decoded W
+// tile. Descriptors: A = 64 tokens (K-major, 128-byte swizzle; a k16 step = 32 bytes), B = the W
+// tile (N-major, 128-byte swizzle: leading offset = the next 64 k (one atom column, kAtomCol
+// bytes), stride offset = the next 8 n rows (1024 bytes); a k16 step of the reduction = 16 n rows =
+// 2048 bytes). Both layouts verified bit for bit by the identity test. first: overwrite acc.
+template <typename T, int MT>
+__device__ __forceinline__ void dx_chunk_mmas(float (&acc)[MT][64], uint32_t g_tile, uint32_t w_tile, bool first) {
+#pragma unroll
+  for (int s = 0; s < 4; ++s) {
+    const uint64_t db = sw128_desc_lbo_sbo(w_tile + 16 * 128 * s, kAtomCol, 1024);
+#pragma unroll
+    for (int t = 0; t < MT; ++t) {
+      const uint64_t da = sw128_desc_lbo_sbo(g_tile + t * 64 * 128 + 32 * s, 16, 1024);
+      wgmma_ss_m64k16<T, 128, true>(acc[t], da, db, !first || s > 0);
+    }
+  }
+}
+
+// The dx tile's epilogue on the 256 threads of two warpgroups (ctid 0 .. 255; warpgroup ctid / 128
+// holds tokens (ctid / 128)·BM / 2 .. + BM / 2 - 1 of the tile in acc, MT = BM / 128 m64 tiles),
+// once every MMA of the tile is done and the pipeline buffers are free (they become the output
+// tile): the LoRA term, then dx staged through shared memory for 16-byte stores. Accumulator
+// layout (m64nNk16 D, per warp 16 tokens): acc[t][4·jt + e] is token trow + 64·t + g + 8·(e / 2),
+// column k0 + 8·jt + 2c + e % 2.
+template <typename T, int BM>
+__device__ __forceinline__ void dx_epilogue(const DxParams& p, float (&acc)[BM / 128][64], unsigned char* smem,
+                                            int ctid, int m0, int k0) {
+  constexpr int MT = BM / 128;
+  const int warp = ctid / 32, lane = ctid % 32, g = lane / 4, c = lane % 4;
+  const int M = p.M, K = p.K, r = p.r;
+  const int trow = (warp / 4) * (BM / 2) + (warp % 4) * 16;
+  // LoRA: acc += (s·gB)·A over r in steps of 16 ranks (mma.sync on the accumulator fragments: per
+  // 8 columns, rows g and g + 8 of this warp's 16 tokens — the m16n8 C layout). Each step stages
+  // A's 16 ranks × 128 columns in shared memory past the output tile, transposed ([k][16 ranks]),
+  // so a B fragment (ranks 2c, 2c + 1 or 2c + 8, 2c + 9 at one k) is one 32-bit load: few registers
+  // live beside the accumulators (A's global loads straight into fragments spilled in the
+  // warp-specialized kernel's 168 registers).
+  if (p.gB != nullptr) {
+    const T* Am = static_cast<const T*>(p.A);
+    T* As = reinterpret_cast<T*>(smem + BM * (kDxBK + 8) * 2);
+    for (int kr0 = 0; kr0 < r; kr0 += 16) {
+      named_sync(1, 256);  // the previous step's reads of As are done
+#pragma unroll 1  // (unrolled, its loads in flight at once spill at 168 registers)
+      for (int idx = ctid; idx < 16 * kDxBK; idx += 256) {
+        const int j = idx / kDxBK, kl = idx % kDxBK;
+        As[kl * 16 + j] = k0 + kl < K && kr0 + j < r ? Am[static_cast<int64_t>(kr0 + j) * K + k0 + kl] : T(0.f);
+      }
+      named_sync(1, 256);
+      const int kr = kr0 + 2 * c;
+#pragma unroll
+      for (int t = 0; t < MT; ++t) {
+        uint32_t hi[4], lo[4];
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {  // fragment q: row g (q even) / g + 8 (q odd), ranks kr, kr + 1 (q < 2) / + 8
+          const int m = m0 + trow + 64 * t + g + 8 * (q & 1), j = kr + 8 * (q >> 1);
+          const float a = m < M && j < r ? p.scale * p.gB[static_cast<int64_t>(m) * r + j] : 0.f;
+          const float b = m < M && j + 1 < r ? p.scale * p.gB[static_cast<int64_t>(m) * r + j + 1] : 0.f;
+          const float ha = to_float(static_cast<T>(a)), hb = to_float(static_cast<T>(b));
+          hi[q] = pack2<T>(ha, hb);
+          lo[q] = pack2<T>(a - ha, b - hb);
+        }
+#pragma unroll
+        for (int jt = 0; jt < 16; ++jt) {
+          const uint32_t* bk = reinterpret_cast<const uint32_t*>(As + (8 * jt + g) * 16 + 2 * c);
+          const uint32_t b0 = bk[0], b1 = bk[4];
+          float(&d)[4] = *reinterpret_cast<float(*)[4]>(acc[t] + 4 * jt);
+          mma16816<T>(d, hi, b0, b1);
+          mma16816<T>(d, lo, b0, b1);
+        }
+      }
+    }
+  }
+
+  // dx tile staged as [BM][BK + 8] (rows = tokens), then 16-byte stores.
+  T* out = reinterpret_cast<T*>(smem);
+#pragma unroll
+  for (int t = 0; t < MT; ++t)
+#pragma unroll
+    for (int jt = 0; jt < 16; ++jt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+        *reinterpret_cast<uint32_t*>(out + (trow + 64 * t + g + 8 * h) * (kDxBK + 8) + 8 * jt + 2 * c) =
+            pack2<T>(acc[t][4 * jt + 2 * h], acc[t][4 * jt + 2 * h + 1]);
+  named_sync(1, 256);
+  T* dx = static_cast<T*>(p.dx);
+  constexpr int kVecs = kDxBK / 8;
+  for (int idx = ctid; idx < BM * kVecs; idx += 256) {
+    const int row = idx / kVecs, col = idx % kVecs * 8;
+    const int m = m0 + row, k = k0 + col;
+    if (m < M && k < K)
+      *reinterpret_cast<uint4*>(dx + static_cast<int64_t>(m) * K + k) =
+          *reinterpret_cast<const uint4*>(out + row * (kDxBK + 8) + col);
+  }
+}
 
 template <typename T, int BM, bool kSplit>
 __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
@@ -71,7 +169,7 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
   float* code2 = reinterpret_cast<float*>(smem + C::kBody - C::kTableBytes);
   float* codes = code2 + 256;
 
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
+  const int tid = threadIdx.x, warp = tid / 32;
   // Block = (tile, slice): the splits slices of a tile are consecutive blocks, one cluster (the
   // slice is the block's rank in it).
   const int tile = kSplit ? static_cast<int>(blockIdx.x) / p.splits : static_cast<int>(blockIdx.x);
@@ -112,17 +210,13 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
   // theirs while chunk i + 1 is decoded).
   auto decode = [&](int i, const uint4& cw, const Raw& raw) {
     decode32_to_row<T>(cw, scaled_table<T>(codes, scale_of(p.w, code2, raw, 0)),
-                       ws + (i % 3) * C::kWBytes + (dq / 2) * C::kAtomCol + dn * 128, dn, (dq % 2) * 4);
+                       ws + (i % 3) * C::kWBytes + (dq / 2) * kAtomCol + dn * 128, dn, (dq % 2) * 4);
   };
 
   uint4 cw;
   Raw raw;
   ss_prologue<C::STAGES>(chunks, load_g, load_codes, decode, cw, raw);
 
-  // Descriptors: A = 64 tokens of this warpgroup's BM / 2 in the g tile (K-major; a k16 step =
-  // 32 bytes), B = the W tile (N-major, 128-byte swizzle: leading offset = the next 64 k (one atom
-  // column, kAtomCol bytes), stride offset = the next 8 n rows (1024 bytes); a k16 step of the
-  // reduction = 16 n rows = 2048 bytes). Both layouts verified bit for bit by the identity test.
   const int wg = warp / 4;
   const uint32_t g_addr = smem_addr(gs) + wg * (C::BM / 2) * 128;
   const uint32_t w_addr = smem_addr(ws);
@@ -139,15 +233,7 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
 #pragma unroll
     for (int t = 0; t < MT; ++t) pin(acc[t]);
     wgmma_fence();
-#pragma unroll
-    for (int s = 0; s < 4; ++s) {
-      const uint64_t db = sw128_desc_lbo_sbo(w_addr + (i % 3) * C::kWBytes + 16 * 128 * s, C::kAtomCol, 1024);
-#pragma unroll
-      for (int t = 0; t < MT; ++t) {
-        const uint64_t da = sw128_desc_lbo_sbo(g_addr + (i % C::STAGES) * C::kGBytes + t * 64 * 128 + 32 * s, 16, 1024);
-        wgmma_ss_m64k16<T, 128, true>(acc[t], da, db, i > 0 || s > 0);
-      }
-    }
+    dx_chunk_mmas<T>(acc, g_addr + (i % C::STAGES) * C::kGBytes, w_addr + (i % 3) * C::kWBytes, i == 0);
     wgmma_commit();
     ss_finish_chunk<C::STAGES>(i, chunks, load_g, load_codes, decode, [&] {
 #pragma unroll
@@ -159,10 +245,6 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
   for (int t = 0; t < MT; ++t) pin(acc[t]);
   cp_async_wait<0>();
 
-  // Accumulator layout (m64nNk16 D, per warp 16 tokens): acc[t][4·jt + e] is token
-  // trow + 64·t + g + 8·(e / 2), column k0 + 8·jt + 2c + e % 2.
-  const int M = p.M, K = p.K, r = p.r;
-  const int trow = wg * (C::BM / 2) + (warp % 4) * 16;
   if constexpr (kSplit) {
     // The splits blocks of this tile are one cluster: rank 0 sums the slices' tiles in slice order
     // (deterministic) through distributed shared memory and runs the epilogue.
@@ -172,71 +254,111 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
   }
   __syncthreads();  // the pipeline buffers become the output tile
 
-  // LoRA: acc += (s·gB)·A over r in steps of 16 (mma.sync on the accumulator fragments: per 8
-  // columns, rows g and g + 8 of this warp's 16 tokens — the m16n8 C layout).
-  if (p.gB != nullptr) {
-    const T* Am = static_cast<const T*>(p.A);
-    for (int kr = 2 * c; kr < r + 2 * c; kr += 16) {
-      uint32_t hi[MT][4], lo[MT][4];
-#pragma unroll
-      for (int t = 0; t < MT; ++t) {
-        float v[2][4];
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int m = m0 + trow + 64 * t + g + 8 * h;
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int j = kr + (e & 1) + 8 * (e >> 1);
-            v[h][e] = m < M && j < r ? p.scale * p.gB[static_cast<int64_t>(m) * r + j] : 0.f;
-          }
-        }
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {  // fragment q: rows g (q even) / g + 8 (q odd), ranks kr (q < 2) / kr + 8
-          const float a = v[q & 1][2 * (q >> 1)], b = v[q & 1][2 * (q >> 1) + 1];
-          const float ha = to_float(static_cast<T>(a)), hb = to_float(static_cast<T>(b));
-          hi[t][q] = pack2<T>(ha, hb);
-          lo[t][q] = pack2<T>(a - ha, b - hb);
-        }
-      }
-#pragma unroll
-      for (int jt = 0; jt < 16; ++jt) {
-        const int k = k0 + 8 * jt + g;
-        float bv[4];
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int j = kr + (e & 1) + 8 * (e >> 1);
-          bv[e] = k < K && j < r ? to_float(Am[static_cast<int64_t>(j) * K + k]) : 0.f;
-        }
-        const uint32_t b0 = pack2<T>(bv[0], bv[1]), b1 = pack2<T>(bv[2], bv[3]);
-#pragma unroll
-        for (int t = 0; t < MT; ++t) {
-          float(&d)[4] = *reinterpret_cast<float(*)[4]>(acc[t] + 4 * jt);
-          mma16816<T>(d, hi[t], b0, b1);
-          mma16816<T>(d, lo[t], b0, b1);
-        }
-      }
-    }
-  }
+  dx_epilogue<T, BM>(p, acc, smem, tid, m0, k0);
+#else
+  __trap();  // launched only on sm_90 (launch_qlora_dx checks the device)
+#endif
+}
 
-  // dx tile staged as [BM][BK + 8] (rows = tokens), then 16-byte stores.
-  T* out = reinterpret_cast<T*>(smem);
-#pragma unroll
-  for (int t = 0; t < MT; ++t)
-#pragma unroll
-    for (int jt = 0; jt < 16; ++jt)
-#pragma unroll
-      for (int h = 0; h < 2; ++h)
-        *reinterpret_cast<uint32_t*>(out + (trow + 64 * t + g + 8 * h) * (C::BK + 8) + 8 * jt + 2 * c) =
-            pack2<T>(acc[t][4 * jt + 2 * h], acc[t][4 * jt + 2 * h + 1]);
+// qlora_dx_ws_kernel (sm_90a): the dx warp-specialized as the forward's qlora_wgmma_ws_kernel (the
+// SS kernel above has every thread decode, copy and issue MMAs in turn; there the forward's
+// warp-specialized kernel took 0.78-0.82× the SS kernel's time). Warpgroup 0 produces through
+// ws_produce: thread 0 copies the chunk's g tile (BM tokens × 64 n) with one TMA (rows past M zero);
+// thread t decodes the 64 k (two code words, one absmax block) of W row n = t / 2 of the chunk at
+// columns k0 + 64·(t % 2) into the stage's W tile (the SS kernel's layout; columns past K read the
+// row's last 64 codes instead: decoded, never stored). Warpgroups 1 and 2 consume: warpgroup 1 + h
+// owns tokens h·BM / 2 .. + BM / 2 - 1, waits full[s], issues the chunk's MMAs and releases the
+// previous chunk's stage once its own MMAs of it are done; then the shared epilogue. No reduction
+// split (plan_qlora_dx keeps the SS kernel where it splits).
+constexpr int kDxWsStages = 4;
+template <int BM_> struct DxWsTile {
+  static constexpr int kProducers = 128, kThreads = kProducers + 256, kWords = 2;
+  static constexpr int BM = BM_, BK = kDxBK, MT = BM / 128, STAGES = kDxWsStages;
+  static constexpr int kGBytes = BM * 128, kWBytes = kAtomCol * (BK / 64), kStageBytes = kGBytes + kWBytes;
+  static constexpr int kPipeBytes = STAGES * kStageBytes + ws_ring_bytes<STAGES, kWords>();
+  static constexpr int kOutBytes = BM * (BK + 8) * 2 + kLoraStageBytes;  // dx tile, then dx_epilogue's A
+  static constexpr int kTableBytes = (256 + 16) * 4, kBarBytes = 2 * STAGES * 8;
+  static constexpr int kBody = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + kTableBytes + kBarBytes;
+  static constexpr int kSmem = kBody + 1024;  // + alignment of the stages to 1024 bytes
+};
+
+template <typename T, int BM>
+__global__ void __launch_bounds__(DxWsTile<BM>::kThreads, 1)
+    qlora_dx_ws_kernel(const DxParams p, const __grid_constant__ CUtensorMap gmap) {
+#if NF4LORA_HAS_WGMMA
+  using C = DxWsTile<BM>;
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  unsigned char* smem = align_smem<1024>(smem_raw);
+  // Stage s: the g tile at s·kStageBytes (1024-aligned), its W tile right after.
+  float* code2 = reinterpret_cast<float*>(smem + C::kBody - C::kBarBytes - C::kTableBytes);  // [256]
+  float* codes = code2 + 256;                                                                 // [16]
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + C::kBody - C::kBarBytes);
+  uint64_t* empty = full + C::STAGES;
+
+  const int tid = threadIdx.x, wg = tid / 128, lane = tid % 32;
+  const int tile = static_cast<int>(blockIdx.x), bm = tile % p.tiles_m, bk = tile / p.tiles_m;
+  const int m0 = bm * C::BM, k0 = bk * C::BK;
+  const int chunks = p.N / kChunkN;
+  if (tid < 16) codes[tid] = p.w.quant_map[tid];
+  if (p.w.nested_absmax != nullptr)
+    for (int i = tid; i < 256; i += C::kThreads) code2[i] = p.w.nested_quant_map[i];
+  if (tid == 0) {
+    for (int s = 0; s < C::STAGES; ++s) {
+      mbar_init(&full[s], C::kProducers + 1);
+      mbar_init(&empty[s], 8);  // the consumer warps
+    }
+    mbar_init_fence();
+  }
   __syncthreads();
-  T* dx = static_cast<T*>(p.dx);
-  constexpr int kVecs = C::BK / 8;
-  for (int idx = tid; idx < C::BM * kVecs; idx += C::kThreads) {
-    const int row = idx / kVecs, col = idx % kVecs * 8;
-    const int m = m0 + row, k = k0 + col;
-    if (m < M && k < K)
-      *reinterpret_cast<uint4*>(dx + static_cast<int64_t>(m) * K + k) =
-          *reinterpret_cast<const uint4*>(out + row * (C::BK + 8) + col);
+
+  if (wg == 0) {
+    const int dn = tid / 2, dh = tid % 2;
+    const int kq = min(k0 + 64 * dh, p.K - 64);
+    const int64_t n_blocks = p.w.n >> p.w.blocksize_log2;
+    const bool nested = p.w.nested_absmax != nullptr;
+    ws_produce<C::STAGES, C::kWords, false>(
+        p.w, smem + C::STAGES * C::kStageBytes, chunks, tid, full, empty,
+        [&](int i) { return (static_cast<int64_t>(i) * kChunkN + dn) * p.K + kq; },
+        [&](int64_t b) { return nested && (b | 3) >= n_blocks; },
+        [&](int i, int s) {
+          if (tid != 0) return;
+          mbar_arrive_expect_tx(&full[s], C::kGBytes);
+          tma_load_2d(smem + s * C::kStageBytes, &gmap, &full[s], i * kChunkN, m0);
+        },
+        [&](int s, const uint4(&cw)[C::kWords], const RawScales<1>& raw) {
+          const Table t = scaled_table<T>(codes, scale_of(p.w, code2, raw, 0));
+          unsigned char* row = smem + s * C::kStageBytes + C::kGBytes + dh * kAtomCol + dn * 128;
+#pragma unroll
+          for (int w = 0; w < C::kWords; ++w) decode32_to_row<T>(cw[w], t, row, dn, 4 * w);
+        },
+        [](int) {});
+  } else {
+    const int h = wg - 1;
+    float acc[C::MT][64];
+#pragma unroll
+    for (int t = 0; t < C::MT; ++t)
+#pragma unroll
+      for (int i = 0; i < 64; ++i) acc[t][i] = 0.f;
+    const uint32_t g_addr = smem_addr(smem) + h * (C::BM / 2) * 128, w_addr = smem_addr(smem) + C::kGBytes;
+    for (int i = 0; i < chunks; ++i) {
+      const int s = i % C::STAGES;
+      mbar_wait(&full[s], (i / C::STAGES) & 1);
+#pragma unroll
+      for (int t = 0; t < C::MT; ++t) pin(acc[t]);
+      wgmma_fence();
+      dx_chunk_mmas<T>(acc, g_addr + s * C::kStageBytes, w_addr + s * C::kStageBytes, i == 0);
+      wgmma_commit();
+      wgmma_wait<1>();  // this warpgroup's MMAs of chunk i - 1 are done: release its stage
+#pragma unroll
+      for (int t = 0; t < C::MT; ++t) pin(acc[t]);
+      __syncwarp();
+      if (i > 0 && lane == 0) mbar_arrive(&empty[(i - 1) % C::STAGES]);
+    }
+    wgmma_wait<0>();
+#pragma unroll
+    for (int t = 0; t < C::MT; ++t) pin(acc[t]);
+    named_sync(1, 256);  // both consumer warpgroups done with the stages: they become the output tile
+    dx_epilogue<T, BM>(p, acc, smem, tid - C::kProducers, m0, k0);
   }
 #else
   __trap();  // launched only on sm_90 (launch_qlora_dx checks the device)
@@ -254,19 +376,39 @@ std::string launch_dx(const DxParams& p, unsigned blocks, cudaStream_t stream) {
   return err == cudaSuccess ? "" : std::string("qlora_dx_kernel: ") + cudaGetErrorString(err);
 }
 
+template <typename T, int BM>
+std::string launch_dx_ws(const DxParams& p, unsigned blocks, cudaStream_t stream) {
+  using C = DxWsTile<BM>;
+  CUtensorMap gmap;
+  const std::string map_err = rows_tensor_map<T>(&gmap, p.g, p.M, p.N, BM, "g");
+  if (!map_err.empty()) return map_err;
+  auto kernel = qlora_dx_ws_kernel<T, BM>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
+  if (err != cudaSuccess) return std::string("qlora_dx_ws_kernel attributes: ") + cudaGetErrorString(err);
+  kernel<<<blocks, C::kThreads, C::kSmem, stream>>>(p, gmap);
+  err = cudaGetLastError();
+  return err == cudaSuccess ? "" : std::string("qlora_dx_ws_kernel: ") + cudaGetErrorString(err);
+}
+
 template <typename T>
 std::string launch_dx_typed(const DxParams& p, const DxPlan& plan, cudaStream_t stream) {
   const unsigned blocks = static_cast<unsigned>(plan.tiles * plan.splits);
+  if (plan.ws)
+    return plan.block_m == 256 ? launch_dx_ws<T, 256>(p, blocks, stream) : launch_dx_ws<T, 128>(p, blocks, stream);
   if (plan.splits > 1) return launch_dx<T, 128, true>(p, blocks, stream);
   return plan.block_m == 256 ? launch_dx<T, 256, false>(p, blocks, stream) : launch_dx<T, 128, false>(p, blocks, stream);
 }
 
 }  // namespace
 
-DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int block_m) {
+DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int block_m, int variant) {
   DxPlan plan;
   if (block_m != 0 && block_m != 128 && block_m != 256) {
     plan.error = "block_m must be 0 (choose), 128 or 256, got " + std::to_string(block_m);
+    return plan;
+  }
+  if (variant < 0 || variant > 2) {
+    plan.error = "variant must be 0 (auto), 1 (ss) or 2 (ws), got " + std::to_string(variant);
     return plan;
   }
   if (M < 1 || N < kChunkN || K < 64 || N % kChunkN || K % 64) {
@@ -286,10 +428,12 @@ DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int block_m) {
   // The reduction split over blocks when the 128-token tiles leave SMs idle (one wave at most).
   const int64_t chunks = N / kChunkN;
   plan.splits = 1;
-  if (plan.block_m == 128 && plan.tiles < sm_count)
+  if (variant != 2 && plan.block_m == 128 && plan.tiles < sm_count)
     plan.splits = split_k_slices(plan.tiles, chunks, sm_count, [](int s) {
       return resident_clusters<qlora_dx_kernel<__nv_bfloat16, 128, true>>(DxTile<128>::kThreads, DxTile<128>::kSmem, s);
     });
+  // The warp-specialized kernel wherever the reduction is not split (auto), or when asked (never split).
+  plan.ws = variant == 2 || (variant == 0 && plan.splits == 1);
   return plan;
 }
 
@@ -297,12 +441,12 @@ std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A
                             uintptr_t absmax,
                             uintptr_t quant_map, uintptr_t nested_absmax, uintptr_t nested_quant_map,
                             float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r,
-                            float scale, int block_m, uintptr_t stream) {
+                            float scale, int block_m, int variant, uintptr_t stream) {
   const int lg = log2_exact(blocksize);
   if (lg < 6 || lg > 12) return "blocksize must be a power of two in [64, 4096]";
   if (K % blocksize) return "K must be a multiple of the blocksize";
   if (r < 1 || r > (1 << 16)) return "need 1 <= r <= 65536";
-  const DxPlan plan = plan_qlora_dx(M, N, K, block_m);
+  const DxPlan plan = plan_qlora_dx(M, N, K, block_m, variant);
   if (!plan.error.empty()) return plan.error;
   for (uintptr_t ptr : {dx, g, packed})
     if (ptr % 16 != 0) return "dx, g and packed must be 16-byte aligned";

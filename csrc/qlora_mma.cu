@@ -623,9 +623,8 @@ template <int BM_, bool kPair_> struct WsTile {
   static constexpr int BN = 128, BM = BM_, STAGES = kWsStages;
   static constexpr int kXBytes = BM * 128, kWBytes = BN * 128, kStageBytes = kXBytes + kWBytes;
   static constexpr int kShareBytes = kPair ? kWBytes / 2 : 0;  // W bytes the partner copies in
-  // + the producer's code ring: per stage and thread the code words, raw scale word, nested scale.
-  static constexpr int kRingSlot = kProducers * (16 * kWords + 4 + 4);
-  static constexpr int kPipeBytes = STAGES * (kStageBytes + kRingSlot);
+  // + the producer's code ring (ws_produce)
+  static constexpr int kPipeBytes = STAGES * kStageBytes + ws_ring_bytes<STAGES, kWords>();
   static constexpr int kOutBytes = BM * (BN + 8) * 2;
   static constexpr int kTableBytes = (256 + 16) * 4, kBarBytes = 2 * STAGES * 8;
   static constexpr int kBody = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + kTableBytes + kBarBytes;
@@ -667,88 +666,50 @@ __global__ void __launch_bounds__(WsTile<BM, kPair>::kThreads, 1)
 
   if (wg == 0) {
     // Thread tid decodes W row dr of the tile, 16-byte code words dp .. dp + kWords - 1 of the row's
-    // chunk (k 32·dp ...; one absmax block, one scaled table). Codes and raw scale come through a
-    // ring in shared memory, copied with cp.async STAGES - 1 chunks ahead (each thread reads back
-    // only its own copies: no barrier). Not into registers: a plain load still in flight holds up
-    // the stage's fence and arrival (both wait for the thread's loads), which Nsight showed as the
-    // producer's main stall.
+    // chunk (k 32·dp ...; one absmax block, one scaled table), through ws_produce's ring.
     const int dr = kPair ? 64 * static_cast<int>(rank) + tid / 2 : tid, dp = kPair ? tid % 2 : 0;
     const int64_t row_elem = static_cast<int64_t>(min(n0 + dr, p.N - 1)) * p.K + 32 * dp;
-    // ring: [STAGES][kWords][128][16] code words, then q and a2 [STAGES][128]
-    unsigned char* ring = smem + C::STAGES * C::kStageBytes;
-    uint32_t* ring_q = reinterpret_cast<uint32_t*>(ring + C::STAGES * C::kWords * 128 * 16);
-    float* ring_a2 = reinterpret_cast<float*>(ring_q + C::STAGES * 128);
-    const bool nested = p.w.nested_absmax != nullptr;
     // Nested: the code byte comes as its aligned 4-byte word, except in the last rows of W, whose
     // last word may run past the last code byte (fetch_q_async).
     const bool q_tail = nested_q_tail(p.w, min(n0 + dr, p.N - 1), p.K);
-    auto fetch = [&](int i) {
-      if (i < chunks) {
-        const int slot = i % C::STAGES;
-        const int64_t e = row_elem + static_cast<int64_t>(i) * kChunkK, b = e >> p.w.blocksize_log2;
-        const unsigned char* src = p.w.packed + e / 2;
-#pragma unroll
-        for (int w = 0; w < C::kWords; ++w)
-          cp_async16(ring + ((slot * C::kWords + w) * 128 + tid) * 16, src + 16 * w, true);
-        fetch_q_async(ring_q + slot * 128 + tid, p.w, b, q_tail);
-        if (nested) cp_async4(ring_a2 + slot * 128 + tid, p.w.nested_absmax + (b >> kNestedBlockLog2));
-      }
-      cp_async_commit();  // (empty groups past the end keep the count uniform)
-    };
-    for (int i = 0; i < C::STAGES - 1; ++i) fetch(i);
-    for (int i = 0; i < chunks; ++i) {
-      const int s = i % C::STAGES;
-      unsigned char* stage = smem + s * C::kStageBytes;
-      if (i >= C::STAGES) mbar_wait<kPair>(&empty[s], (i / C::STAGES - 1) & 1);
-      if (tid == 0) {
+    ws_produce<C::STAGES, C::kWords, kPair>(
+        p.w, smem + C::STAGES * C::kStageBytes, chunks, tid, full, empty,
+        [&](int i) { return row_elem + static_cast<int64_t>(i) * kChunkK; }, [&](int64_t) { return q_tail; },
+        [&](int i, int s) {
+          if (tid != 0) return;
 #if NF4LORA_MMA_DIAG == 4
-        if (i >= C::STAGES) {  // diagnostic: x copied for the first stages only (no L2 traffic after)
-          mbar_arrive_expect_tx(&full[s], C::kShareBytes);
-        } else
+          if (i >= C::STAGES) {  // diagnostic: x copied for the first stages only (no L2 traffic after)
+            mbar_arrive_expect_tx(&full[s], C::kShareBytes);
+            return;
+          }
 #endif
-        {
           mbar_arrive_expect_tx(&full[s], C::kXBytes + C::kShareBytes);
-          tma_load_2d(stage, &xmap, &full[s], i * kChunkK, m0);
-        }
-      }
-      fetch(i + C::STAGES - 1);  // into the ring slot chunk i - 1 used
-      cp_async_wait<C::STAGES - 1>();  // chunk i's copies (this thread's) landed
-      uint4 cw[C::kWords];
-#pragma unroll
-      for (int w = 0; w < C::kWords; ++w)
-        cw[w] = *reinterpret_cast<const uint4*>(ring + ((s * C::kWords + w) * 128 + tid) * 16);
-      RawScales<1> raw;
-      raw.q[0] = ring_q[s * 128 + tid];
-      raw.a2[0] = 0.f;
-      if (nested) {
-        const int64_t b = (row_elem + static_cast<int64_t>(i) * kChunkK) >> p.w.blocksize_log2;
-        raw.q[0] = raw_q_of(p.w, raw.q[0], b);
-        raw.a2[0] = ring_a2[s * 128 + tid];
-      }
+          tma_load_2d(smem + s * C::kStageBytes, &xmap, &full[s], i * kChunkK, m0);
+        },
+        [&](int s, const uint4(&cw)[C::kWords], const RawScales<1>& raw) {
 #if NF4LORA_MMA_DIAG != 1
 #if NF4LORA_MMA_DIAG == 3
-      const Table t = scaled_table<T>(codes, 1.f);
+          const Table t = scaled_table<T>(codes, 1.f);
 #else
-      const Table t = scaled_table<T>(codes, scale_of(p.w, code2, raw, 0));
+          const Table t = scaled_table<T>(codes, scale_of(p.w, code2, raw, 0));
 #endif
 #pragma unroll
-      for (int w = 0; w < C::kWords; ++w)
-        decode32_to_row<T>(cw[w], t, stage + C::kXBytes + dr * 128, dr, 4 * (dp + w));
+          for (int w = 0; w < C::kWords; ++w)
+            decode32_to_row<T>(cw[w], t, smem + s * C::kStageBytes + C::kXBytes + dr * 128, dr, 4 * (dp + w));
 #endif
-      fence_proxy_async();  // the decoded W, written by the generic proxy, read by the tensor cores
-      if constexpr (kPair) {
-        // This warp's 16 decoded rows (2 KB, contiguous) into the partner's stage, once every lane's
-        // writes are fenced; the bytes complete on the partner's full barrier.
-        __syncwarp();
-        if (lane == 0) {
-          unsigned char* rows = stage + C::kXBytes + (64 * rank + 16 * (tid / 32)) * 128;
-          bulk_copy_to_cluster(cluster_map(smem_addr(rows), partner), rows, 16 * 128,
-                               cluster_map(smem_addr(&full[s]), partner));
-        }
-      }
-      mbar_arrive(&full[s]);
-    }
-    cp_async_wait<0>();
+        },
+        [&](int s) {
+          if constexpr (kPair) {
+            // This warp's 16 decoded rows (2 KB, contiguous) into the partner's stage, once every
+            // lane's writes are fenced; the bytes complete on the partner's full barrier.
+            __syncwarp();
+            if (lane == 0) {
+              unsigned char* rows = smem + s * C::kStageBytes + C::kXBytes + (64 * rank + 16 * (tid / 32)) * 128;
+              bulk_copy_to_cluster(cluster_map(smem_addr(rows), partner), rows, 16 * 128,
+                                   cluster_map(smem_addr(&full[s]), partner));
+            }
+          }
+        });
   } else {
     const int h = wg - 1;  // this warpgroup's 64 W rows of the tile
     float acc[BM / 2];
@@ -880,20 +841,11 @@ std::string launch_wgmma_bm(const MmaParams& p, int64_t blocks, cudaStream_t str
                            kSplitK ? p.k_splits : 1, stream, p);
   return err == cudaSuccess ? "" : std::string("qlora_wgmma_kernel: ") + cudaGetErrorString(err);
 }
-// The TMA descriptor of x (M, K) T, row-major, for boxes of 64 k × box_rows rows in the 128-byte
-// swizzle of the wgmma descriptors; rows past M read as zeros.
-template <typename T> std::string x_tensor_map(CUtensorMap* map, const void* x, int64_t M, int64_t K, int box_rows) {
-  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(K), static_cast<cuuint64_t>(M)};
-  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(K) * sizeof(T)};
-  const cuuint32_t box[2] = {kChunkK, static_cast<cuuint32_t>(box_rows)};
-  return encode_tensor_map(map, tensor_map_dtype<T>(), 2, x, dims, strides, box, CU_TENSOR_MAP_SWIZZLE_128B, "x");
-}
-
 template <typename T, int BM, bool kPair>
 std::string launch_wgmma_ws_bm(const MmaParams& p, int64_t blocks, cudaStream_t stream) {
   using C = WsTile<BM, kPair>;
   CUtensorMap xmap;
-  const std::string map_err = x_tensor_map<T>(&xmap, p.x, p.M, p.K, BM);
+  const std::string map_err = rows_tensor_map<T>(&xmap, p.x, p.M, p.K, BM, "x");
   if (!map_err.empty()) return map_err;
   auto kernel = qlora_wgmma_ws_kernel<T, BM, kPair>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);

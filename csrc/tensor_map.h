@@ -1,4 +1,4 @@
-// Host helper of the TMA kernels (qlora_mma.cu, qlora_gemv.cu): tiled tensor maps encoded by the
+// Host helper of the TMA kernels (qlora_mma.cu, qlora_dx.cu, qlora_gemv.cu): tiled tensor maps encoded by the
 // driver's cuTensorMapEncodeTiled, found through the runtime (nothing links libcuda).
 #pragma once
 
@@ -7,6 +7,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <string>
 #include <type_traits>
 
@@ -49,6 +50,18 @@ inline std::string encode_tensor_map(CUtensorMap* map, CUtensorMapDataType type,
   return r == CUDA_SUCCESS ? ""
                            : std::string("cuTensorMapEncodeTiled (") + what + " tensor map) failed with CUresult " +
                                  std::to_string(r);
+}
+
+// The map of a row-major (rows, cols) T matrix at base for boxes of 64 columns × box_rows rows in
+// the 128-byte swizzle of the wgmma descriptors (one 128-byte line a row); rows past `rows` read
+// as zeros. (x for the forward, g for the dx.)
+template <typename T>
+std::string rows_tensor_map(CUtensorMap* map, const void* base, int64_t rows, int64_t cols, int box_rows,
+                            const char* what) {
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(cols) * sizeof(T)};
+  const cuuint32_t box[2] = {64, static_cast<cuuint32_t>(box_rows)};
+  return encode_tensor_map(map, tensor_map_dtype<T>(), 2, base, dims, strides, box, CU_TENSOR_MAP_SWIZZLE_128B, what);
 }
 
 }  // namespace nf4lora

@@ -455,4 +455,65 @@ __device__ __forceinline__ void named_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
+// --- the producer warpgroup of the warp-specialized kernels (qlora_wgmma_ws_kernel, qlora_dx_ws_kernel)
+// Threads ptid = 0 .. 127 each decode kWords 16-byte code words of W a chunk (32 consecutive
+// elements a word, all in one absmax block). Codes and raw scale come through a ring in shared
+// memory, copied with cp.async STAGES - 1 chunks ahead (each thread reads back only its own copies:
+// no barrier). Not into registers: a plain load still in flight holds up the stage's fence and
+// arrival (both wait for the thread's loads), which Nsight showed as the producer's main stall.
+// Per chunk i, stage s = i % STAGES: wait until the consumers released s (empty[s], cluster scope
+// when kClusterWait); issue(i, s) (thread 0: its arrival with the TMA's byte count, and the TMA);
+// fetch chunk i + STAGES - 1 into the ring slot chunk i - 1 used; wait for chunk i's copies;
+// decode(s, cw, raw); fence the generic-proxy writes for the tensor cores; share(s); arrive on
+// full[s]. elem(i): the first W element of the thread's words in chunk i; q_tail(b):
+// fetch_q_async's tail flag for absmax block b (nested_q_tail).
+// Ring (ws_ring_bytes): [STAGES][kWords][128][16] code words, [STAGES][128] raw scale words,
+// [STAGES][128] nested scales.
+template <int STAGES, int kWords> constexpr int ws_ring_bytes() { return STAGES * 128 * (16 * kWords + 8); }
+
+template <int STAGES, int kWords, bool kClusterWait, typename Elem, typename QTail, typename Issue, typename Decode,
+          typename Share>
+__device__ __forceinline__ void ws_produce(const NF4State& w, unsigned char* ring, int chunks, int ptid, uint64_t* full,
+                                           uint64_t* empty, Elem&& elem, QTail&& q_tail, Issue&& issue,
+                                           Decode&& decode, Share&& share) {
+  uint32_t* ring_q = reinterpret_cast<uint32_t*>(ring + STAGES * kWords * 128 * 16);
+  float* ring_a2 = reinterpret_cast<float*>(ring_q + STAGES * 128);
+  const bool nested = w.nested_absmax != nullptr;
+  auto fetch = [&](int i) {
+    if (i < chunks) {
+      const int slot = i % STAGES;
+      const int64_t e = elem(i), b = e >> w.blocksize_log2;
+      const unsigned char* src = w.packed + e / 2;
+#pragma unroll
+      for (int k = 0; k < kWords; ++k) cp_async16(ring + ((slot * kWords + k) * 128 + ptid) * 16, src + 16 * k, true);
+      fetch_q_async(ring_q + slot * 128 + ptid, w, b, q_tail(b));
+      if (nested) cp_async4(ring_a2 + slot * 128 + ptid, w.nested_absmax + (b >> kNestedBlockLog2));
+    }
+    cp_async_commit();  // (empty groups past the end keep the count uniform)
+  };
+  for (int i = 0; i < STAGES - 1; ++i) fetch(i);
+  for (int i = 0; i < chunks; ++i) {
+    const int s = i % STAGES;
+    if (i >= STAGES) mbar_wait<kClusterWait>(&empty[s], (i / STAGES - 1) & 1);
+    issue(i, s);
+    fetch(i + STAGES - 1);        // into the ring slot chunk i - 1 used
+    cp_async_wait<STAGES - 1>();  // chunk i's copies (this thread's) landed
+    uint4 cw[kWords];
+#pragma unroll
+    for (int k = 0; k < kWords; ++k) cw[k] = *reinterpret_cast<const uint4*>(ring + ((s * kWords + k) * 128 + ptid) * 16);
+    RawScales<1> raw;
+    raw.q[0] = ring_q[s * 128 + ptid];
+    raw.a2[0] = 0.f;
+    if (nested) {
+      raw.q[0] = raw_q_of(w, raw.q[0], elem(i) >> w.blocksize_log2);
+      raw.a2[0] = ring_a2[s * 128 + ptid];
+    }
+    decode(s, cw, raw);
+    fence_proxy_async();  // the decoded W, written by the generic proxy, read by the tensor cores
+    share(s);
+    mbar_arrive(&full[s]);
+  }
+  cp_async_wait<0>();
+}
+
 }  // namespace nf4lora

@@ -1,11 +1,12 @@
 """CUDA backward dx (csrc/qlora_dx.cu, sm_90): dx = g·W (+ s·(g·B)·A) with W decoded into shared
-memory for SS wgmma.
+memory for SS wgmma, by the SS kernel (every thread decodes) and the warp-specialized one (a
+producer warpgroup copies g by TMA and decodes W; two consumer warpgroups run the MMAs).
 
 GPU only (`gpu` marker, sm_90): the decode and the N-major descriptor bit for bit through an
 identity matrix; dx against float64 on real and odd shapes (M not a multiple of the token tile,
 K not a multiple of the 128-column tile), bf16 and fp16, both absmax forms, with and without the
-LoRA term, 128- and 256-token tiles, with and without the reduction split over blocks (the plan
-says which ran); every gradient through the public API on the CUDA backend; calls it does not take;
+LoRA term (r up to 80: several 16-rank steps of the epilogue), 128- and 256-token tiles, both
+kernels, with and without the reduction split over blocks (the plan says which ran); every gradient through the public API on the CUDA backend; calls it does not take;
 compute-sanitizer.
 """
 
@@ -25,10 +26,11 @@ pytestmark = [pytest.mark.gpu,
 DEV = "cuda"
 
 
+@pytest.mark.parametrize("variant", ["ss", "ws"])
 @pytest.mark.parametrize("block_m", [128, 256])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("nested", [False, True])
-def test_dx_decode_is_exact_through_identity(dtype, nested, block_m):
+def test_dx_decode_is_exact_through_identity(dtype, nested, block_m, variant):
     # g = I (N × N): dx = W exactly, each value code·absmax rounded once to dtype. N = 320 (5 chunks
     # of 64), K = 1088 (8.5 column tiles), M = N = 320 (2.5 / 1.25 token tiles).
     N, K = 320, 1088
@@ -37,7 +39,7 @@ def test_dx_decode_is_exact_through_identity(dtype, nested, block_m):
     g = torch.eye(N, device=DEV, dtype=dtype)
     gB = torch.randn(N, 16, device=DEV)
     poison_next_alloc(N * K, dtype)
-    dx = _cuda_ext.qlora_dx(g, q, gB, A, 0.0, False, block_m)
+    dx = _cuda_ext.qlora_dx(g, q, gB, A, 0.0, False, block_m, variant)
     assert torch.equal(dx, dequantize_nf4(q, torch.float32).to(dtype))
 
 
@@ -51,23 +53,28 @@ CASES = [  # M, K, N, r, blocksize, lora (plan on 132 SMs with block_m 0: tokens
 
 
 def test_dx_plan():
-    block_m, splits, tiles = _C.plan_qlora_dx(1, 4096, 4096, 0)
+    # (block_m, splits, tiles, ws): the warp-specialized kernel wherever the reduction is not split
+    block_m, splits, tiles, ws = _C.plan_qlora_dx(1, 4096, 4096, 0)
     # 32 tiles: up to 4 slices (132 SMs), fewer when 32 clusters of 4 do not fit the GPCs at once
-    assert block_m == 128 and tiles == 32 and 1 < splits <= 4
-    assert _C.plan_qlora_dx(129, 704, 640, 0)[:2] == (128, 2)
-    assert _C.plan_qlora_dx(2048, 14336, 4096, 0)[:3] == (256, 1, 8 * 32)
-    assert _C.plan_qlora_dx(2048, 14336, 4096, 128)[:3] == (128, 1, 16 * 32)
-    assert _C.plan_qlora_dx(1024, 4096, 4096, 0)[:3] == (256, 1, 4 * 32)  # one wave of 256 beats two of 128
-    assert _C.plan_qlora_dx(5, 4096, 256, 0) == (128, 8, 2)  # 8 slices: the largest portable cluster
+    assert block_m == 128 and tiles == 32 and 1 < splits <= 4 and not ws
+    assert _C.plan_qlora_dx(1, 4096, 4096, 0, 2) == (128, 1, 32, True)  # ws asked: never split
+    assert _C.plan_qlora_dx(1, 4096, 4096, 0, 1)[1:2] == (splits,)  # ss asked: the auto split
+    assert _C.plan_qlora_dx(129, 704, 640, 0) == (128, 2, 10, False)
+    assert _C.plan_qlora_dx(2048, 14336, 4096, 0) == (256, 1, 8 * 32, True)
+    assert _C.plan_qlora_dx(2048, 14336, 4096, 0, 1) == (256, 1, 8 * 32, False)
+    assert _C.plan_qlora_dx(2048, 14336, 4096, 128) == (128, 1, 16 * 32, True)
+    assert _C.plan_qlora_dx(1024, 4096, 4096, 0) == (256, 1, 4 * 32, True)  # one wave of 256 beats two of 128
+    assert _C.plan_qlora_dx(5, 4096, 256, 0) == (128, 8, 2, False)  # 8 slices: the largest portable cluster
     with pytest.raises(RuntimeError, match="block_m must be 0"):
         _C.plan_qlora_dx(5, 4096, 256, 64)
 
 
+@pytest.mark.parametrize("variant", ["ss", "ws"])
 @pytest.mark.parametrize("block_m", [0, 256])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("nested", [False, True])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "M{}-K{}-N{}-r{}-bs{}-l{:d}".format(*c))
-def test_dx_matches_reference(dtype, nested, case, block_m):
+def test_dx_matches_reference(dtype, nested, case, block_m, variant):
     M, K, N, r, blocksize, lora = case
     q = quantize_nf4(torch.randn(N, K, device=DEV) * K**-0.5, blocksize, double_quant=nested)
     A, B = random_lora(N, K, r, dtype, DEV)
@@ -77,7 +84,7 @@ def test_dx_matches_reference(dtype, nested, case, block_m):
     ref = g.double() @ w + (0.7 * gB.double() @ A.double() if lora else 0)
     plain = g @ dequantize_nf4(q, dtype) + ((0.7 * gB).to(dtype) @ A if lora else 0)
     poison_next_alloc(M * K, dtype)
-    dx = _cuda_ext.qlora_dx(g, q, gB, A, 0.7, lora, block_m)
+    dx = _cuda_ext.qlora_dx(g, q, gB, A, 0.7, lora, block_m, variant)
     assert torch.isfinite(dx).all()
     err = rel_err(dx, ref)
     assert err < REL_TOL[dtype] and err <= 2 * rel_err(plain, ref) + 1e-6, (err, rel_err(plain, ref))
@@ -137,7 +144,8 @@ def test_dx_is_memcheck_clean(tmp_path):
                     A = torch.randn(r, K, device="cuda", dtype=dtype)
                     gB = torch.randn(M, r, device="cuda")
                     for block_m in (0, 256):  # (5, 640, 1024): reduction split over 4 blocks
-                        _cuda_ext.qlora_dx(g, q, gB, A, 0.5, True, block_m)
+                        for variant in ("ss", "ws"):
+                            _cuda_ext.qlora_dx(g, q, gB, A, 0.5, True, block_m, variant)
         torch.cuda.synchronize()
         print("done")
     """)

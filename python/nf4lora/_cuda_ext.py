@@ -240,12 +240,19 @@ def dx_unsupported_reason(g: torch.Tensor, q: NF4Weight) -> Optional[str]:
     return None
 
 
-def qlora_dx(g, q: NF4Weight, gB, A, scale: float, add_lora: bool, block_m: int = 0):
+DX_VARIANTS = {"auto": 0, "ss": 1, "ws": 2}
+
+
+def qlora_dx(g, q: NF4Weight, gB, A, scale: float, add_lora: bool, block_m: int = 0, variant: str = "auto"):
     """dx (M, K) in g's dtype = g·W (+ scale·gB·A when add_lora) for a call dx_unsupported_reason
     accepts. g (M, N) and A (r, K) in g's dtype, gB (M, r) float32 = g·B. block_m: tokens per
-    block, 0 (the plan's choice from the shape), 128 or 256. With few tiles the reduction over N
-    is split over the blocks of a thread-block cluster (_C.plan_qlora_dx), summed in a fixed order
-    (deterministic) without any workspace."""
+    block, 0 (the plan's choice from the shape), 128 or 256. variant: "ws" (the warp-specialized
+    kernel: a producer warpgroup copies g by TMA and decodes W, two consumer warpgroups run the
+    MMAs), "ss" (every thread decodes and issues MMAs; with few tiles the reduction over N is split
+    over the blocks of a thread-block cluster and summed in a fixed order, without any workspace),
+    or "auto" (ws wherever the plan does not split; _C.plan_qlora_dx says which)."""
+    if variant not in DX_VARIANTS:
+        raise ValueError(f"variant must be one of {sorted(DX_VARIANTS)}, got {variant!r}")
     (M, N), K, r = g.shape, q.shape[1], A.shape[0]
     g = _aligned(g)
     A, gB = A.contiguous(), gB.contiguous()
@@ -253,7 +260,8 @@ def qlora_dx(g, q: NF4Weight, gB, A, scale: float, add_lora: bool, block_m: int 
     dx = torch.empty((M, K), device=g.device, dtype=g.dtype)
     with device_guard(g.device):
         _C.qlora_dx(dx.data_ptr(), g.data_ptr(), gB.data_ptr() if add_lora else 0, A.data_ptr(),
-                    _DTYPE_CODES[g.dtype], *state, M, N, K, r, float(scale), block_m, _stream(g.device))
+                    _DTYPE_CODES[g.dtype], *state, M, N, K, r, float(scale), block_m, DX_VARIANTS[variant],
+                    _stream(g.device))
     return dx
 
 
