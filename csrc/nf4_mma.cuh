@@ -1,5 +1,6 @@
-// Device helpers shared by the tensor-core kernels of csrc/ (qlora_gemv.cu, qlora_mma.cu): the
-// byte-permute NF4 decode into mma.m16n8k16 operand registers, the mma itself, cp.async.
+// Device helpers shared by the tensor-core kernels of csrc/ (qlora_gemv.cu, qlora_mma.cu,
+// qlora_dx.cu): the byte-permute NF4 decode into mma.m16n8k16 operand registers, the mma itself,
+// cp.async, the epilogue of a transposed output tile (store_tile).
 //
 // Decode: 8 codes (4 bytes) -> 8 16-bit values in 21 integer instructions by byte-permute lookups
 // from a 16-entry table of x's dtype held in 8 registers (built from the state's quant_map, so any
@@ -263,5 +264,118 @@ __device__ __forceinline__ void load_rows_sw128(unsigned char* dst, const T* src
   }
 }
 template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+
+// Barrier of `threads` threads (a multiple of 32) on hardware barrier `id` (1..15; 0 is __syncthreads).
+__device__ __forceinline__ void named_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+// The output of a tensor-core tile whose accumulator rows are output columns ("n") and whose
+// columns are tokens ("m") — the forward's y tile, transposed, and the warp-specialized dx's:
+// y (M, N) T row-major; the LoRA term L·(s·u)ᵀ with L (N, r) T at la[n·la_n + j·la_j] and u (M, r)
+// float32 (nullptr: no LoRA term); bias (N,) T or nullptr.
+struct TileOut {
+  void* y;
+  const void* la;
+  int64_t la_n, la_j;
+  const float* u;
+  const void* bias;
+  int M, N, r;
+  float scale;
+};
+
+// The epilogue of the tensor-core kernels: y tile = acc + L·(s·u)ᵀ + bias, rounded once to T and
+// staged through shared memory as [BM][BN + 8] for 16-byte stores. acc[i][j][e] is the mma C
+// fragment of output columns (W rows in the forward) wrow + 16i + g (+ 8 for e >= 2) and tokens
+// xrow + 8j + 2c + (e & 1), relative to the block's first column n0 and token m0. smem must be free
+// (pipeline drained, block synced). The LoRA term runs as extra mma steps into acc: L rows as the A
+// operand, s·u (fp32) split into a T part and a T residual as the B operand, so the term keeps ~16
+// mantissa bits. kFirst: the epilogue's first thread (when not 0, its kThreads threads sync on
+// named barrier 1).
+template <typename T, int AT, int BT, int BN, int BM, int kThreads, int kFirst = 0>
+__device__ __forceinline__ void store_tile(const TileOut& p, float (&acc)[AT][BT][4], unsigned char* smem, int n0,
+                                           int m0, int wrow, int xrow) {
+  const int tid = static_cast<int>(threadIdx.x) - kFirst, lane = tid % 32, g = lane / 4, c = lane % 4;
+  const T* Bm = static_cast<const T*>(p.la);
+  const int r = p.u != nullptr ? p.r : 0, M = p.M, N = p.N;
+  for (int k0 = 2 * c; k0 < r + 2 * c; k0 += 16) {  // this thread's ranks k0, k0 + 1, k0 + 8, k0 + 9
+    uint32_t la[AT][4];
+#pragma unroll
+    for (int i = 0; i < AT; ++i) {
+      float v[2][4];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int n = n0 + wrow + i * 16 + g + 8 * h;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int k = k0 + (e & 1) + 8 * (e >> 1);
+          v[h][e] = n < N && k < r ? to_float(Bm[n * p.la_n + k * p.la_j]) : 0.f;
+        }
+      }
+      la[i][0] = pack2<T>(v[0][0], v[0][1]);
+      la[i][1] = pack2<T>(v[1][0], v[1][1]);
+      la[i][2] = pack2<T>(v[0][2], v[0][3]);
+      la[i][3] = pack2<T>(v[1][2], v[1][3]);
+    }
+#pragma unroll
+    for (int j = 0; j < BT; ++j) {
+      const int m = m0 + xrow + j * 8 + g;
+      float uv[4], hi[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int k = k0 + (e & 1) + 8 * (e >> 1);
+        uv[e] = m < M && k < r ? p.scale * p.u[static_cast<int64_t>(m) * r + k] : 0.f;
+        hi[e] = to_float(static_cast<T>(uv[e]));
+      }
+      const uint32_t bh0 = pack2<T>(hi[0], hi[1]), bh1 = pack2<T>(hi[2], hi[3]);
+      const uint32_t bl0 = pack2<T>(uv[0] - hi[0], uv[1] - hi[1]), bl1 = pack2<T>(uv[2] - hi[2], uv[3] - hi[3]);
+#pragma unroll
+      for (int i = 0; i < AT; ++i) {
+        mma16816<T>(acc[i][j], la[i], bh0, bh1);
+        mma16816<T>(acc[i][j], la[i], bl0, bl1);
+      }
+    }
+  }
+
+  // + bias, rounded once to T, staged as [BM][BN + 8] for 16-byte stores.
+  T* out = reinterpret_cast<T*>(smem);
+  const T* bias = static_cast<const T*>(p.bias);
+#pragma unroll
+  for (int i = 0; i < AT; ++i)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int nl = wrow + i * 16 + g + 8 * h;
+      const float bv = bias != nullptr && n0 + nl < N ? to_float(bias[n0 + nl]) : 0.f;
+#pragma unroll
+      for (int j = 0; j < BT; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int ml = xrow + j * 8 + 2 * c + e;
+          out[ml * (BN + 8) + nl] =
+              static_cast<T>(acc[i][j][2 * h + e] + bv);
+        }
+    }
+  if constexpr (kFirst == 0) {
+    __syncthreads();
+  } else {
+    named_sync(1, kThreads);
+  }
+  T* y = static_cast<T*>(p.y);
+  const bool vec = N % 8 == 0;
+  constexpr int kVecs = BN / 8;
+  for (int idx = tid; idx < BM * kVecs; idx += kThreads) {
+    const int row = idx / kVecs, col = idx % kVecs * 8;
+    const int m = m0 + row, n = n0 + col;
+    if (m >= M || n >= N) continue;
+    const T* src = out + row * (BN + 8) + col;
+    T* dst = y + static_cast<int64_t>(m) * N + n;
+    if (vec) {
+      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+    } else {
+      for (int e = 0; e < 8 && n + e < N; ++e) dst[e] = src[e];
+    }
+  }
+}
+
 
 }  // namespace nf4lora
