@@ -47,7 +47,6 @@ struct DxParams {
   NF4State w;
   int M, N, K, r, tiles_m, tiles, splits;
   float scale;
-  bool wa;  // EXPERIMENT: ws with W as the A operand
 };
 
 template <int BM_> struct DxTile {
@@ -283,7 +282,7 @@ template <int BM_> struct DxWsTile {
   static constexpr int kSmem = kBody + 1024;  // + alignment of the stages to 1024 bytes
 };
 
-template <typename T, int BM, bool kWA>
+template <typename T, int BM>
 __global__ void __launch_bounds__(DxWsTile<BM>::kThreads, 1)
     qlora_dx_ws_kernel(const DxParams p, const __grid_constant__ CUtensorMap gmap) {
 #if NF4LORA_HAS_WGMMA
@@ -335,37 +334,6 @@ __global__ void __launch_bounds__(DxWsTile<BM>::kThreads, 1)
           for (int w = 0; w < C::kWords; ++w) decode32_to_row<T>(cw[w], t, row, dn, 4 * w);
         },
         [](int) {});
-  } else if constexpr (kWA) {
-    // W as the A operand (M-major: the tile's rows are n, its 128-byte lines 64 k), g as B (K-major):
-    // warpgroup 1 + h computes dx columns k0 + 64·h .. + 63 (one atom column of the W tile) for all
-    // BM tokens with one m64nBMk16 per k16 step, as the forward's consumers do.
-    const int h = wg - 1;
-    float acc[BM / 2];
-#pragma unroll
-    for (int i = 0; i < BM / 2; ++i) acc[i] = 0.f;
-    const uint64_t gdesc0 = sw128_desc(smem_addr(smem));
-    const uint64_t wdesc0 = sw128_desc_lbo_sbo(smem_addr(smem + C::kGBytes) + h * kAtomCol, kAtomCol, 1024);
-    for (int i = 0; i < chunks; ++i) {
-      const int s = i % C::STAGES;
-      mbar_wait(&full[s], (i / C::STAGES) & 1);
-      pin(acc);
-      wgmma_fence();
-      const uint64_t off = static_cast<uint64_t>(s * C::kStageBytes >> 4);
-#pragma unroll
-      for (int k = 0; k < 4; ++k)  // a k16 step: 16 n rows of W (2048 bytes), 32 bytes of each g row
-        wgmma_ss_m64k16<T, BM, false, true>(acc, wdesc0 + off + 128 * k, gdesc0 + off + 2 * k, i > 0 || k > 0);
-      wgmma_commit();
-      wgmma_wait<1>();  // this warpgroup's MMAs of chunk i - 1 are done: release its stage
-      pin(acc);
-      __syncwarp();
-      if (i > 0 && lane == 0) mbar_arrive(&empty[(i - 1) % C::STAGES]);
-    }
-    wgmma_wait<0>();
-    pin(acc);
-    named_sync(1, 256);  // both consumer warpgroups done with the stages: they become the output tile
-    const TileOut out{p.dx, p.A, 1, p.K, p.gB, nullptr, p.M, p.K, p.r, p.scale};
-    store_tile<T, 1, BM / 8, C::BK, C::BM, 256, C::kProducers>(out, reinterpret_cast<float(&)[1][BM / 8][4]>(acc), smem,
-                                                               k0, m0, h * 64 + (tid / 32 % 4) * 16, 0);
   } else {
     const int h = wg - 1;
     float acc[C::MT][64];
@@ -410,13 +378,13 @@ std::string launch_dx(const DxParams& p, unsigned blocks, cudaStream_t stream) {
   return err == cudaSuccess ? "" : std::string("qlora_dx_kernel: ") + cudaGetErrorString(err);
 }
 
-template <typename T, int BM, bool kWA>
+template <typename T, int BM>
 std::string launch_dx_ws(const DxParams& p, unsigned blocks, cudaStream_t stream) {
   using C = DxWsTile<BM>;
   CUtensorMap gmap;
   const std::string map_err = rows_tensor_map<T>(&gmap, p.g, p.M, p.N, BM, "g");
   if (!map_err.empty()) return map_err;
-  auto kernel = qlora_dx_ws_kernel<T, BM, kWA>;
+  auto kernel = qlora_dx_ws_kernel<T, BM>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
   if (err != cudaSuccess) return std::string("qlora_dx_ws_kernel attributes: ") + cudaGetErrorString(err);
   kernel<<<blocks, C::kThreads, C::kSmem, stream>>>(p, gmap);
@@ -427,10 +395,8 @@ std::string launch_dx_ws(const DxParams& p, unsigned blocks, cudaStream_t stream
 template <typename T>
 std::string launch_dx_typed(const DxParams& p, const DxPlan& plan, cudaStream_t stream) {
   const unsigned blocks = static_cast<unsigned>(plan.tiles * plan.splits);
-  if (plan.ws && p.wa)
-    return plan.block_m == 256 ? launch_dx_ws<T, 256, true>(p, blocks, stream) : launch_dx_ws<T, 128, true>(p, blocks, stream);
   if (plan.ws)
-    return plan.block_m == 256 ? launch_dx_ws<T, 256, false>(p, blocks, stream) : launch_dx_ws<T, 128, false>(p, blocks, stream);
+    return plan.block_m == 256 ? launch_dx_ws<T, 256>(p, blocks, stream) : launch_dx_ws<T, 128>(p, blocks, stream);
   if (plan.splits > 1) return launch_dx<T, 128, true>(p, blocks, stream);
   return plan.block_m == 256 ? launch_dx<T, 256, false>(p, blocks, stream) : launch_dx<T, 128, false>(p, blocks, stream);
 }
@@ -443,7 +409,7 @@ DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int block_m, int variant) 
     plan.error = "block_m must be 0 (choose), 128 or 256, got " + std::to_string(block_m);
     return plan;
   }
-  if (variant < 0 || variant > 3) {
+  if (variant < 0 || variant > 2) {
     plan.error = "variant must be 0 (auto), 1 (ss) or 2 (ws), got " + std::to_string(variant);
     return plan;
   }
@@ -464,12 +430,12 @@ DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int block_m, int variant) 
   // The reduction split over blocks when the 128-token tiles leave SMs idle (one wave at most).
   const int64_t chunks = N / kChunkN;
   plan.splits = 1;
-  if (variant < 2 && plan.block_m == 128 && plan.tiles < sm_count)
+  if (variant != 2 && plan.block_m == 128 && plan.tiles < sm_count)
     plan.splits = split_k_slices(plan.tiles, chunks, sm_count, [](int s) {
       return resident_clusters<qlora_dx_kernel<__nv_bfloat16, 128, true>>(DxTile<128>::kThreads, DxTile<128>::kSmem, s);
     });
   // The warp-specialized kernel wherever the reduction is not split (auto), or when asked (never split).
-  plan.ws = variant >= 2 || (variant == 0 && plan.splits == 1);
+  plan.ws = variant == 2 || (variant == 0 && plan.splits == 1);
   return plan;
 }
 
@@ -503,7 +469,6 @@ std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A
   p.tiles = static_cast<int>(plan.tiles);
   p.splits = plan.splits;
   p.scale = scale;
-  p.wa = variant == 3;
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
   if (dtype == 2) return launch_dx_typed<__nv_bfloat16>(p, plan, st);
   if (dtype == 1) return launch_dx_typed<__half>(p, plan, st);

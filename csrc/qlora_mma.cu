@@ -101,9 +101,96 @@ struct MmaParams {
   float scale;
 };
 
-// The output of a forward tile for store_tile (nf4_mma.cuh): y, the LoRA term B·(s·u)ᵀ, bias.
-__device__ __forceinline__ TileOut tile_out(const MmaParams& p) {
-  return TileOut{p.y, p.B, p.r, 1, p.u, p.bias, p.M, p.N, p.r, p.scale};
+// The epilogue of both tensor-core kernels: y tile = acc + B·(s·u)ᵀ + bias, rounded once to T and
+// staged through shared memory as [BM][BN + 8] for 16-byte stores. acc[i][j][e] is the mma C
+// fragment of W rows wrow + 16i + g (+ 8 for e >= 2) and x rows xrow + 8j + 2c + (e & 1), relative
+// to the block's first W row n0 and x row m0. smem must be free (pipeline drained, block synced).
+// The LoRA term runs as extra mma steps into acc: B rows as the A operand, s·u (fp32) split into a
+// T part and a T residual as the B operand, so the term keeps ~16 mantissa bits. kFirst: the
+// epilogue's first thread (when not 0, its kThreads threads sync on named barrier 1).
+template <typename T, int AT, int BT, int BN, int BM, int kThreads, int kFirst = 0>
+__device__ __forceinline__ void store_tile(const MmaParams& p, float (&acc)[AT][BT][4], unsigned char* smem, int n0,
+                                           int m0, int wrow, int xrow) {
+  const int tid = static_cast<int>(threadIdx.x) - kFirst, lane = tid % 32, g = lane / 4, c = lane % 4;
+  const T* Bm = static_cast<const T*>(p.B);
+  const int r = p.r, M = p.M, N = p.N;
+  for (int k0 = 2 * c; k0 < r + 2 * c; k0 += 16) {  // this thread's ranks k0, k0 + 1, k0 + 8, k0 + 9
+    uint32_t la[AT][4];
+#pragma unroll
+    for (int i = 0; i < AT; ++i) {
+      float v[2][4];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int n = n0 + wrow + i * 16 + g + 8 * h;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int k = k0 + (e & 1) + 8 * (e >> 1);
+          v[h][e] = n < N && k < r ? to_float(Bm[static_cast<int64_t>(n) * r + k]) : 0.f;
+        }
+      }
+      la[i][0] = pack2<T>(v[0][0], v[0][1]);
+      la[i][1] = pack2<T>(v[1][0], v[1][1]);
+      la[i][2] = pack2<T>(v[0][2], v[0][3]);
+      la[i][3] = pack2<T>(v[1][2], v[1][3]);
+    }
+#pragma unroll
+    for (int j = 0; j < BT; ++j) {
+      const int m = m0 + xrow + j * 8 + g;
+      float uv[4], hi[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int k = k0 + (e & 1) + 8 * (e >> 1);
+        uv[e] = m < M && k < r ? p.scale * p.u[static_cast<int64_t>(m) * r + k] : 0.f;
+        hi[e] = to_float(static_cast<T>(uv[e]));
+      }
+      const uint32_t bh0 = pack2<T>(hi[0], hi[1]), bh1 = pack2<T>(hi[2], hi[3]);
+      const uint32_t bl0 = pack2<T>(uv[0] - hi[0], uv[1] - hi[1]), bl1 = pack2<T>(uv[2] - hi[2], uv[3] - hi[3]);
+#pragma unroll
+      for (int i = 0; i < AT; ++i) {
+        mma16816<T>(acc[i][j], la[i], bh0, bh1);
+        mma16816<T>(acc[i][j], la[i], bl0, bl1);
+      }
+    }
+  }
+
+  // + bias, rounded once to T, staged as [BM][BN + 8] for 16-byte stores.
+  T* out = reinterpret_cast<T*>(smem);
+  const T* bias = static_cast<const T*>(p.bias);
+#pragma unroll
+  for (int i = 0; i < AT; ++i)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int nl = wrow + i * 16 + g + 8 * h;
+      const float bv = bias != nullptr && n0 + nl < N ? to_float(bias[n0 + nl]) : 0.f;
+#pragma unroll
+      for (int j = 0; j < BT; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int ml = xrow + j * 8 + 2 * c + e;
+          out[ml * (BN + 8) + nl] =
+              static_cast<T>(acc[i][j][2 * h + e] + bv);
+        }
+    }
+  if constexpr (kFirst == 0) {
+    __syncthreads();
+  } else {
+    named_sync(1, kThreads);
+  }
+  T* y = static_cast<T*>(p.y);
+  const bool vec = N % 8 == 0;
+  constexpr int kVecs = BN / 8;
+  for (int idx = tid; idx < BM * kVecs; idx += kThreads) {
+    const int row = idx / kVecs, col = idx % kVecs * 8;
+    const int m = m0 + row, n = n0 + col;
+    if (m >= M || n >= N) continue;
+    const T* src = out + row * (BN + 8) + col;
+    T* dst = y + static_cast<int64_t>(m) * N + n;
+    if (vec) {
+      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+    } else {
+      for (int e = 0; e < 8 && n + e < N; ++e) dst[e] = src[e];
+    }
+  }
 }
 
 // Grouped tile order: kGroupM row blocks of x × all column blocks of W, then the next group.
@@ -267,7 +354,7 @@ __global__ void __launch_bounds__(C::kThreads, 1) qlora_mma_kernel(MmaParams p) 
   cp_async_wait<0>();
   __syncthreads();  // the pipeline buffers become the output tile
 
-  store_tile<T, C::AT, C::BT, C::BN, C::BM, C::kThreads>(tile_out(p), acc, smem, n0, m0, wn * C::AT * 16, wm * C::BT * 8);
+  store_tile<T, C::AT, C::BT, C::BN, C::BM, C::kThreads>(p, acc, smem, n0, m0, wn * C::AT * 16, wm * C::BT * 8);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -496,7 +583,7 @@ __global__ void __launch_bounds__(256, 1) qlora_wgmma_kernel(MmaParams p) {
     if (!cluster_sum_to_rank0<C::kThreads>(acc, smem)) return;
   }
   __syncthreads();  // the pipeline buffers become the output tile
-  store_tile<T, 1, BM / 8, C::BN, C::BM, C::kThreads>(tile_out(p), reinterpret_cast<float(&)[1][BM / 8][4]>(acc), smem, n0,
+  store_tile<T, 1, BM / 8, C::BN, C::BM, C::kThreads>(p, reinterpret_cast<float(&)[1][BM / 8][4]>(acc), smem, n0,
                                                        m0, wrow, 0);
 #else
   __trap();  // launched only on sm_90 (launch_qlora_mma checks the device)
@@ -654,7 +741,7 @@ __global__ void __launch_bounds__(WsTile<BM, kPair>::kThreads, 1)
     wgmma_wait<0>();
     pin(acc);
     named_sync(1, 256);  // both consumer warpgroups done with the stages: they become the output tile
-    store_tile<T, 1, BM / 8, C::BN, C::BM, 256, C::kProducers>(tile_out(p), reinterpret_cast<float(&)[1][BM / 8][4]>(acc), smem,
+    store_tile<T, 1, BM / 8, C::BN, C::BM, 256, C::kProducers>(p, reinterpret_cast<float(&)[1][BM / 8][4]>(acc), smem,
                                                                n0, m0, h * 64 + (tid / 32 % 4) * 16, 0);
   }
   // Neither block may exit while its partner can still copy into it or arrive on its barriers.

@@ -130,30 +130,26 @@ __device__ __forceinline__ void decode32_to_row(const uint4& cw, const Table& t,
         make_uint4(d[4 * j], d[4 * j + 1], d[4 * j + 2], d[4 * j + 3]);
 }
 
-// SS: A (64 × 16) and B (16 × N) from shared memory through descriptors; A M-major when TRANS_A
-// = 1 (imm-trans-a), K-major when 0; B N-major when TRANS_B = 1 (imm-trans-b), K-major when 0.
-#define NF4LORA_WGMMA_SS_ASM(SHAPE, TYPE, NACC, DA, DB, PRED, TRANS) \
+// SS: A (64 × 16, K-major) and B (16 × N) from shared memory through descriptors; B N-major when
+// TRANS_B = 1 (imm-trans-b), K-major when 0.
+#define NF4LORA_WGMMA_SS_ASM(SHAPE, TYPE, NACC, DA, DB, PRED, TB) \
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " PRED ", 0;\n" \
                "wgmma.mma_async.sync.aligned." SHAPE ".f32." TYPE "." TYPE " " NF4LORA_ACC##NACC##_REGS ", " DA ", " DB \
-               ", p, 1, 1, " TRANS ";\n}\n" \
+               ", p, 1, 1, 0, " TB ";\n}\n" \
                : NF4LORA_ACC##NACC##_OUT \
                : "l"(desc_a), "l"(desc_b), "r"(scale_d))
 
-// d (64 × N fp32, N / 2 registers) += a (64 × 16, descriptor, M-major when kTransA, else K-major)
-// · b (16 × N, descriptor, N-major when kTransB, else K-major).
-template <typename T, int N, bool kTransB, bool kTransA = false>
+// d (64 × N fp32, N / 2 registers) += a (64 × 16, descriptor, K-major) · b (16 × N, descriptor,
+// N-major when kTransB, else K-major).
+template <typename T, int N, bool kTransB>
 __device__ __forceinline__ void wgmma_ss_m64k16(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b, int scale_d) {
   static_assert(N == 128 || N == 256, "N = 128 or 256");
 #if NF4LORA_HAS_WGMMA
 #define NF4LORA_SS(SHAPE, TYPE, NACC, DA, DB, PRED)                  \
-  if constexpr (kTransA && kTransB) {                                              \
-    NF4LORA_WGMMA_SS_ASM(SHAPE, TYPE, NACC, DA, DB, PRED, "1, 1");    \
-  } else if constexpr (kTransA) {                                                  \
-    NF4LORA_WGMMA_SS_ASM(SHAPE, TYPE, NACC, DA, DB, PRED, "1, 0");    \
-  } else if constexpr (kTransB) {                                                  \
-    NF4LORA_WGMMA_SS_ASM(SHAPE, TYPE, NACC, DA, DB, PRED, "0, 1");    \
+  if constexpr (kTransB) {                                                         \
+    NF4LORA_WGMMA_SS_ASM(SHAPE, TYPE, NACC, DA, DB, PRED, "1");       \
   } else {                                                                         \
-    NF4LORA_WGMMA_SS_ASM(SHAPE, TYPE, NACC, DA, DB, PRED, "0, 0");    \
+    NF4LORA_WGMMA_SS_ASM(SHAPE, TYPE, NACC, DA, DB, PRED, "0");       \
   }
   constexpr bool f16 = std::is_same<T, __half>::value;
   if constexpr (N == 128 && f16) {
@@ -453,6 +449,10 @@ __device__ __forceinline__ void tma_load_3d(void* dst, const void* tensor_map, u
       "l"(reinterpret_cast<uint64_t>(tensor_map)), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "r"(c2)
       : "memory");
 #endif
+}
+// Barrier of `threads` threads (a multiple of 32) on hardware barrier `id` (1..15; 0 is __syncthreads).
+__device__ __forceinline__ void named_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
 // --- the producer warpgroup of the warp-specialized kernels (qlora_wgmma_ws_kernel, qlora_dx_ws_kernel)

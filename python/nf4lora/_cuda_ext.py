@@ -240,7 +240,7 @@ def dx_unsupported_reason(g: torch.Tensor, q: NF4Weight) -> Optional[str]:
     return None
 
 
-DX_VARIANTS = {"auto": 0, "ss": 1, "ws": 2, "ws_wa": 3}  # ws_wa: EXPERIMENT
+DX_VARIANTS = {"auto": 0, "ss": 1, "ws": 2}
 
 
 def qlora_dx(g, q: NF4Weight, gB, A, scale: float, add_lora: bool, block_m: int = 0, variant: str = "auto"):
