@@ -319,8 +319,9 @@ __global__ void __launch_bounds__(DxWsTile<BM>::kThreads, 1)
     const int64_t n_blocks = p.w.n >> p.w.blocksize_log2;
     const bool nested = p.w.nested_absmax != nullptr;
     ws_produce<C::STAGES, C::kWords, false>(
-        p.w, smem + C::STAGES * C::kStageBytes, chunks, tid, full, empty, static_cast<int64_t>(dn) * p.K + kq,
-        static_cast<int64_t>(kChunkN) * p.K, [&](int64_t b) { return nested && (b | 3) >= n_blocks; },
+        p.w, smem + C::STAGES * C::kStageBytes, chunks, tid, full, empty,
+        [&](int i) { return (static_cast<int64_t>(i) * kChunkN + dn) * p.K + kq; },
+        [&](int64_t b) { return nested && (b | 3) >= n_blocks; },
         [&](int i, int s) {
           if (tid != 0) return;
           mbar_arrive_expect_tx(&full[s], C::kGBytes);

@@ -673,8 +673,8 @@ __global__ void __launch_bounds__(WsTile<BM, kPair>::kThreads, 1)
     // last word may run past the last code byte (fetch_q_async).
     const bool q_tail = nested_q_tail(p.w, min(n0 + dr, p.N - 1), p.K);
     ws_produce<C::STAGES, C::kWords, kPair>(
-        p.w, smem + C::STAGES * C::kStageBytes, chunks, tid, full, empty, row_elem, kChunkK,
-        [&](int64_t) { return q_tail; },
+        p.w, smem + C::STAGES * C::kStageBytes, chunks, tid, full, empty,
+        [&](int i) { return row_elem + static_cast<int64_t>(i) * kChunkK; }, [&](int64_t) { return q_tail; },
         [&](int i, int s) {
           if (tid != 0) return;
 #if NF4LORA_MMA_DIAG == 4

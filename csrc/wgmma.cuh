@@ -465,26 +465,24 @@ __device__ __forceinline__ void named_sync(int id, int threads) {
 // when kClusterWait); issue(i, s) (thread 0: its arrival with the TMA's byte count, and the TMA);
 // fetch chunk i + STAGES - 1 into the ring slot chunk i - 1 used; wait for chunk i's copies;
 // decode(s, cw, raw); fence the generic-proxy writes for the tensor cores; share(s); arrive on
-// full[s]. The thread's words of chunk i start at W element e0 + i·e_step (kept as running
-// offsets: no 64-bit multiply per chunk); q_tail(b): fetch_q_async's tail flag for absmax block b
-// (nested_q_tail).
+// full[s]. elem(i): the first W element of the thread's words in chunk i; q_tail(b):
+// fetch_q_async's tail flag for absmax block b (nested_q_tail).
 // Ring (ws_ring_bytes): [STAGES][kWords][128][16] code words, [STAGES][128] raw scale words,
 // [STAGES][128] nested scales.
 template <int STAGES, int kWords> constexpr int ws_ring_bytes() { return STAGES * 128 * (16 * kWords + 8); }
 
-template <int STAGES, int kWords, bool kClusterWait, typename QTail, typename Issue, typename Decode, typename Share>
+template <int STAGES, int kWords, bool kClusterWait, typename Elem, typename QTail, typename Issue, typename Decode,
+          typename Share>
 __device__ __forceinline__ void ws_produce(const NF4State& w, unsigned char* ring, int chunks, int ptid, uint64_t* full,
-                                           uint64_t* empty, int64_t e0, int64_t e_step, QTail&& q_tail, Issue&& issue,
+                                           uint64_t* empty, Elem&& elem, QTail&& q_tail, Issue&& issue,
                                            Decode&& decode, Share&& share) {
   uint32_t* ring_q = reinterpret_cast<uint32_t*>(ring + STAGES * kWords * 128 * 16);
   float* ring_a2 = reinterpret_cast<float*>(ring_q + STAGES * 128);
   const bool nested = w.nested_absmax != nullptr;
-  int64_t e_fetch = e0, e_read = e0;  // the next chunk to fetch / to decode
   auto fetch = [&](int i) {
     if (i < chunks) {
       const int slot = i % STAGES;
-      const int64_t e = e_fetch, b = e >> w.blocksize_log2;
-      e_fetch += e_step;
+      const int64_t e = elem(i), b = e >> w.blocksize_log2;
       const unsigned char* src = w.packed + e / 2;
 #pragma unroll
       for (int k = 0; k < kWords; ++k) cp_async16(ring + ((slot * kWords + k) * 128 + ptid) * 16, src + 16 * k, true);
@@ -507,10 +505,9 @@ __device__ __forceinline__ void ws_produce(const NF4State& w, unsigned char* rin
     raw.q[0] = ring_q[s * 128 + ptid];
     raw.a2[0] = 0.f;
     if (nested) {
-      raw.q[0] = raw_q_of(w, raw.q[0], e_read >> w.blocksize_log2);
+      raw.q[0] = raw_q_of(w, raw.q[0], elem(i) >> w.blocksize_log2);
       raw.a2[0] = ring_a2[s * 128 + ptid];
     }
-    e_read += e_step;
     decode(s, cw, raw);
     fence_proxy_async();  // the decoded W, written by the generic proxy, read by the tensor cores
     share(s);
