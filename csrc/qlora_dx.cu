@@ -1,7 +1,12 @@
 // nf4lora::qlora_linear_backward's dx on sm_90a:  dx (M, K) = g·W (+ s·gB·A),  gB = g·B (M, r) fp32
 //
-// A block owns BM (128 or 256) tokens × 128 columns k of dx and walks the reduction over n (W's
-// rows) in chunks of 64. Per chunk, a STAGES-deep cp.async pipeline brings the g tile (BM tokens ×
+// Two kernels: qlora_dx_ws_kernel (warp-specialized, below; the default wherever the reduction is
+// not split) and qlora_dx_kernel (SS, every thread decodes; it keeps the split plans). Both: a block
+// owns BM (128 or 256) tokens × 128 columns k of dx and walks the reduction over n (W's rows) in
+// chunks of 64, W decoded into shared memory in its stored layout as below, the same MMAs
+// (dx_chunk_mmas) and epilogue (dx_epilogue).
+//
+// qlora_dx_kernel: per chunk, a STAGES-deep cp.async pipeline brings the g tile (BM tokens ×
 // 64 n, K-major, 128-byte swizzle: wgmma's A operand by descriptor); the packed codes of W rows
 // n .. n + 63, columns k .. k + 127 (64 bytes a row) and their raw scales go global -> registers one
 // chunk ahead. All 256 threads decode the codes into a 64 × 128 bf16 / fp16 tile in shared memory
@@ -19,8 +24,9 @@
 // partial tiles in slice order through distributed shared memory (deterministic, no workspace;
 // cluster_sum_to_rank0 in wgmma.cuh) and runs the epilogue.
 //
-// Epilogue: the LoRA term s·gB·A as mma.sync steps (s·gB split into a T part and a T residual),
-// then dx staged through shared memory for 16-byte stores.
+// Epilogue: the LoRA term s·gB·A as mma.sync steps (s·gB split into a T part and a T residual, A
+// staged in shared memory 16 ranks at a time), then dx staged through shared memory for 16-byte
+// stores.
 #include <cuda_runtime.h>
 
 #include <algorithm>
