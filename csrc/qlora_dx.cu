@@ -283,8 +283,8 @@ template <int BM_> struct DxWsTile {
   static constexpr int kGBytes = BM * 128, kWBytes = kAtomCol * (BK / 64), kStageBytes = kGBytes + kWBytes;
   static constexpr int kPipeBytes = STAGES * kStageBytes + ws_ring_bytes<STAGES, kWords>();
   static constexpr int kOutBytes = BM * (BK + 8) * 2 + kLoraStageBytes;  // dx tile, then dx_epilogue's A
-  static constexpr int kTableBytes = (256 + 16) * 4, kBarBytes = 2 * STAGES * 8;
-  static constexpr int kBody = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + kTableBytes + kBarBytes;
+  static constexpr int kBody = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + ws_tables_bytes() +
+                               ws_barrier_bytes<STAGES>();
   static constexpr int kSmem = kBody + 1024;  // + alignment of the stages to 1024 bytes
 };
 
@@ -295,27 +295,14 @@ __global__ void __launch_bounds__(DxWsTile<BM>::kThreads, 1)
   using C = DxWsTile<BM>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = align_smem<1024>(smem_raw);
-  // Stage s: the g tile at s·kStageBytes (1024-aligned), its W tile right after.
-  float* code2 = reinterpret_cast<float*>(smem + C::kBody - C::kBarBytes - C::kTableBytes);  // [256]
-  float* codes = code2 + 256;                                                                 // [16]
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + C::kBody - C::kBarBytes);
-  uint64_t* empty = full + C::STAGES;
-
   const int tid = threadIdx.x, wg = tid / 128, lane = tid % 32;
   const int tile = static_cast<int>(blockIdx.x), bm = tile % p.tiles_m, bk = tile / p.tiles_m;
   const int m0 = bm * C::BM, k0 = bk * C::BK;
   const int chunks = p.N / kChunkN;
-  if (tid < 16) codes[tid] = p.w.quant_map[tid];
-  if (p.w.nested_absmax != nullptr)
-    for (int i = tid; i < 256; i += C::kThreads) code2[i] = p.w.nested_quant_map[i];
-  if (tid == 0) {
-    for (int s = 0; s < C::STAGES; ++s) {
-      mbar_init(&full[s], C::kProducers + 1);
-      mbar_init(&empty[s], 8);  // the consumer warps
-    }
-    mbar_init_fence();
-  }
-  __syncthreads();
+  // Stage s: the g tile at s·kStageBytes (1024-aligned), its W tile right after.
+  const WsShared sh = ws_setup<C::STAGES, C::kThreads>(smem + C::kBody, p.w, 8);  // empty: the consumer warps
+  const float *code2 = sh.code2, *codes = sh.codes;
+  uint64_t *full = sh.full, *empty = sh.empty;
 
   if (wg == 0) {
     // Threads 0-63 own the tile's first 64 columns, 64-127 the next: the 8 threads of each 16-byte

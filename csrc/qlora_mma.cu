@@ -626,8 +626,8 @@ template <int BM_, bool kPair_> struct WsTile {
   // + the producer's code ring (ws_produce)
   static constexpr int kPipeBytes = STAGES * kStageBytes + ws_ring_bytes<STAGES, kWords>();
   static constexpr int kOutBytes = BM * (BN + 8) * 2;
-  static constexpr int kTableBytes = (256 + 16) * 4, kBarBytes = 2 * STAGES * 8;
-  static constexpr int kBody = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + kTableBytes + kBarBytes;
+  static constexpr int kBody = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + ws_tables_bytes() +
+                               ws_barrier_bytes<STAGES>();
   static constexpr int kSmem = kBody + 1024;  // + alignment of the stages to 1024 bytes
   static constexpr int kEmptyArrivals = (kPair ? 2 : 1) * 8;  // consumer warps of the block(s)
 };
@@ -639,29 +639,16 @@ __global__ void __launch_bounds__(WsTile<BM, kPair>::kThreads, 1)
   using C = WsTile<BM, kPair>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = align_smem<1024>(smem_raw);
-  // Stage s: the x tile at s·kStageBytes (1024-aligned), its W tile right after.
-  float* code2 = reinterpret_cast<float*>(smem + C::kBody - C::kBarBytes - C::kTableBytes);  // [256]
-  float* codes = code2 + 256;                                                                 // [16]
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + C::kBody - C::kBarBytes);
-  uint64_t* empty = full + C::STAGES;
-
   const int tid = threadIdx.x, wg = tid / 128, lane = tid % 32;
   const uint32_t rank = kPair ? cluster_rank_and_blocks().x : 0, partner = rank ^ 1;
   int bm, bn;
   tile_of_block(p, static_cast<int>(blockIdx.x) / (kPair ? 2 : 1), bm, bn);
   const int m0 = (kPair ? 2 * bm + static_cast<int>(rank) : bm) * C::BM, n0 = bn * C::BN;
   const int chunks = p.K / kChunkK;
-  if (tid < 16) codes[tid] = p.w.quant_map[tid];
-  if (p.w.nested_absmax != nullptr)
-    for (int i = tid; i < 256; i += C::kThreads) code2[i] = p.w.nested_quant_map[i];
-  if (tid == 0) {
-    for (int s = 0; s < C::STAGES; ++s) {
-      mbar_init(&full[s], C::kProducers + 1);
-      mbar_init(&empty[s], C::kEmptyArrivals);
-    }
-    mbar_init_fence();
-  }
-  __syncthreads();
+  // Stage s: the x tile at s·kStageBytes (1024-aligned), its W tile right after.
+  const WsShared sh = ws_setup<C::STAGES, C::kThreads>(smem + C::kBody, p.w, C::kEmptyArrivals);
+  const float *code2 = sh.code2, *codes = sh.codes;
+  uint64_t *full = sh.full, *empty = sh.empty;
   if constexpr (kPair) cluster_sync();  // the partner's barriers are initialized before any remote use
 
   if (wg == 0) {

@@ -455,6 +455,41 @@ __device__ __forceinline__ void named_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
+// --- the shared state of a warp-specialized block (qlora_wgmma_ws_kernel, qlora_dx_ws_kernel) ---
+// At the end of the block's shared-memory body (at `end`): the nested absmax code [256] and the 16
+// NF4 code values (float32, ws_tables_bytes), then the full and empty barriers of the STAGES stages
+// (ws_barrier_bytes). ws_setup fills the tables, initializes the barriers (full: the 128 producers
+// plus thread 0's TMA arrival; empty: empty_arrivals consumer warps) and syncs the block.
+constexpr int ws_tables_bytes() { return (256 + 16) * 4; }
+template <int STAGES> constexpr int ws_barrier_bytes() { return 2 * STAGES * 8; }
+struct WsShared {
+  float* code2;     // [256]
+  float* codes;     // [16]
+  uint64_t* full;   // [STAGES]
+  uint64_t* empty;  // [STAGES]
+};
+template <int STAGES, int kThreads>
+__device__ __forceinline__ WsShared ws_setup(unsigned char* end, const NF4State& w, uint32_t empty_arrivals) {
+  WsShared sh;
+  sh.code2 = reinterpret_cast<float*>(end - ws_barrier_bytes<STAGES>() - ws_tables_bytes());
+  sh.codes = sh.code2 + 256;
+  sh.full = reinterpret_cast<uint64_t*>(end - ws_barrier_bytes<STAGES>());
+  sh.empty = sh.full + STAGES;
+  const int tid = threadIdx.x;
+  if (tid < 16) sh.codes[tid] = w.quant_map[tid];
+  if (w.nested_absmax != nullptr)
+    for (int i = tid; i < 256; i += kThreads) sh.code2[i] = w.nested_quant_map[i];
+  if (tid == 0) {
+    for (int s = 0; s < STAGES; ++s) {
+      mbar_init(&sh.full[s], 128 + 1);
+      mbar_init(&sh.empty[s], empty_arrivals);
+    }
+    mbar_init_fence();
+  }
+  __syncthreads();
+  return sh;
+}
+
 // --- the producer warpgroup of the warp-specialized kernels (qlora_wgmma_ws_kernel, qlora_dx_ws_kernel)
 // Threads ptid = 0 .. 127 each decode kWords 16-byte code words of W a chunk (32 consecutive
 // elements a word, all in one absmax block). Codes and raw scale come through a ring in shared
