@@ -295,7 +295,7 @@ __global__ void __launch_bounds__(DxWsTile<BM>::kThreads, 1)
   using C = DxWsTile<BM>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = align_smem<1024>(smem_raw);
-  const int tid = threadIdx.x, wg = tid / 128, lane = tid % 32;
+  const int tid = threadIdx.x, wg = tid / 128;
   const int tile = static_cast<int>(blockIdx.x), bm = tile % p.tiles_m, bk = tile / p.tiles_m;
   const int m0 = bm * C::BM, k0 = bk * C::BK;
   const int chunks = p.N / kChunkN;
@@ -335,24 +335,16 @@ __global__ void __launch_bounds__(DxWsTile<BM>::kThreads, 1)
 #pragma unroll
       for (int i = 0; i < 64; ++i) acc[t][i] = 0.f;
     const uint32_t g_addr = smem_addr(smem) + h * (C::BM / 2) * 128, w_addr = smem_addr(smem) + C::kGBytes;
-    for (int i = 0; i < chunks; ++i) {
-      const int s = i % C::STAGES;
-      mbar_wait(&full[s], (i / C::STAGES) & 1);
+    ws_consume<C::STAGES>(
+        chunks, full,
+        [&] {
 #pragma unroll
-      for (int t = 0; t < C::MT; ++t) pin(acc[t]);
-      wgmma_fence();
-      dx_chunk_mmas<T>(acc, g_addr + s * C::kStageBytes, w_addr + s * C::kStageBytes, i == 0);
-      wgmma_commit();
-      wgmma_wait<1>();  // this warpgroup's MMAs of chunk i - 1 are done: release its stage
-#pragma unroll
-      for (int t = 0; t < C::MT; ++t) pin(acc[t]);
-      __syncwarp();
-      if (i > 0 && lane == 0) mbar_arrive(&empty[(i - 1) % C::STAGES]);
-    }
-    wgmma_wait<0>();
-#pragma unroll
-    for (int t = 0; t < C::MT; ++t) pin(acc[t]);
-    named_sync(1, 256);  // both consumer warpgroups done with the stages: they become the output tile
+          for (int t = 0; t < C::MT; ++t) pin(acc[t]);
+        },
+        [&](int i, int s) {
+          dx_chunk_mmas<T>(acc, g_addr + s * C::kStageBytes, w_addr + s * C::kStageBytes, i == 0);
+        },
+        [&](int sp) { mbar_arrive(&empty[sp]); });
     dx_epilogue<T, BM>(p, acc, smem, tid - C::kProducers, m0, k0);
   }
 #else

@@ -704,30 +704,20 @@ __global__ void __launch_bounds__(WsTile<BM, kPair>::kThreads, 1)
     for (int i = 0; i < BM / 2; ++i) acc[i] = 0.f;
     const uint64_t xdesc0 = sw128_desc(smem_addr(smem));
     const uint64_t wdesc0 = sw128_desc_lbo_sbo(smem_addr(smem + C::kXBytes) + h * 64 * 128, 16, 1024);
-    for (int i = 0; i < chunks; ++i) {
-      const int s = i % C::STAGES;
-      mbar_wait(&full[s], (i / C::STAGES) & 1);
-      pin(acc);
-      wgmma_fence();
-      const uint64_t off = static_cast<uint64_t>(s * C::kStageBytes >> 4);
+    ws_consume<C::STAGES>(
+        chunks, full, [&] { pin(acc); },
+        [&](int i, int s) {
 #if NF4LORA_MMA_DIAG != 2
+          const uint64_t off = static_cast<uint64_t>(s * C::kStageBytes >> 4);
 #pragma unroll
-      for (int k = 0; k < 4; ++k)
-        wgmma_ss_m64k16<T, BM, false>(acc, wdesc0 + off + 2 * k, xdesc0 + off + 2 * k, i > 0 || k > 0);
+          for (int k = 0; k < 4; ++k)
+            wgmma_ss_m64k16<T, BM, false>(acc, wdesc0 + off + 2 * k, xdesc0 + off + 2 * k, i > 0 || k > 0);
 #endif
-      wgmma_commit();
-      wgmma_wait<1>();  // this warpgroup's MMAs of chunk i - 1 are done: release its stage
-      pin(acc);
-      __syncwarp();
-      if (i > 0 && lane == 0) {
-        const int sp = (i - 1) % C::STAGES;
-        mbar_arrive(&empty[sp]);
-        if constexpr (kPair) mbar_arrive_remote(cluster_map(smem_addr(&empty[sp]), partner));
-      }
-    }
-    wgmma_wait<0>();
-    pin(acc);
-    named_sync(1, 256);  // both consumer warpgroups done with the stages: they become the output tile
+        },
+        [&](int sp) {
+          mbar_arrive(&empty[sp]);
+          if constexpr (kPair) mbar_arrive_remote(cluster_map(smem_addr(&empty[sp]), partner));
+        });
     store_tile<T, 1, BM / 8, C::BN, C::BM, 256, C::kProducers>(p, reinterpret_cast<float(&)[1][BM / 8][4]>(acc), smem,
                                                                n0, m0, h * 64 + (tid / 32 % 4) * 16, 0);
   }

@@ -551,4 +551,31 @@ __device__ __forceinline__ void ws_produce(const NF4State& w, unsigned char* rin
   cp_async_wait<0>();
 }
 
+// The consumer warpgroups' side of the same pipeline: per chunk i, stage s = i % STAGES: wait for
+// full[s]; mmas(i, s) between the wgmma fence and commit; wait for this warpgroup's MMAs of chunk
+// i - 1 only (those of i stay in flight) and let lane 0 of each warp release that stage
+// (release(stage): the empty barrier arrivals). Then every MMA done and both consumer warpgroups
+// synced on barrier 1 (256 threads): the stages are free for the epilogue. pin_acc() pins the
+// accumulators (an in-flight wgmma writes them).
+template <int STAGES, typename PinAcc, typename Mmas, typename Release>
+__device__ __forceinline__ void ws_consume(int chunks, uint64_t* full, PinAcc&& pin_acc, Mmas&& mmas,
+                                           Release&& release) {
+  const int lane = threadIdx.x % 32;
+  for (int i = 0; i < chunks; ++i) {
+    const int s = i % STAGES;
+    mbar_wait(&full[s], (i / STAGES) & 1);
+    pin_acc();
+    wgmma_fence();
+    mmas(i, s);
+    wgmma_commit();
+    wgmma_wait<1>();  // this warpgroup's MMAs of chunk i - 1 are done: release its stage
+    pin_acc();
+    __syncwarp();
+    if (i > 0 && lane == 0) release((i - 1) % STAGES);
+  }
+  wgmma_wait<0>();
+  pin_acc();
+  named_sync(1, 256);
+}
+
 }  // namespace nf4lora
