@@ -5,7 +5,8 @@ the kernels of one forward+backward through the layer.
 
 1. ``dx``: dx = g·W + s·(g·B)·A by the CUDA kernel alone (do_bench median, L2 flushed), the SS
    and the warp-specialized kernel (``ss_bm*``, ``ws_bm*``), each for block_m 128 and 256 and the
-   plan's choice, with its plan (tokens per block, reduction split, tiles, ws) and TFLOP/s, next to cuBLAS g·W on the bf16 W (``cublas_us``: the dense backward's dx GEMM).
+   plan's choice, with its plan (tokens per block, reduction split, tiles, ws) and TFLOP/s, next
+   to cuBLAS g·W on the bf16 W (``cublas_us``: the dense backward's dx GEMM).
 2. ``step``: GPU time of each kernel of one forward+backward through qlora_linear (x, A, B
    requiring grad) on the default backend, and their sum, next to the sum for dense_bf16's step
    (where the wall-clock benchmark is host-bound, the GPU-time ratio is the kernels' own).
