@@ -99,8 +99,10 @@ def test_lora_u_alone_is_g_times_B(M, N, r):
     assert rel_err(gB, g.double() @ B.double()) < 1e-5
 
 
+@pytest.mark.parametrize("gb", ["_gB_cublas", "_gB_u_kernel"])
 @pytest.mark.parametrize("dropout", [False, True])
-def test_cuda_backend_gradients(monkeypatch, dropout):
+def test_cuda_backend_gradients(monkeypatch, dropout, gb):
+    monkeypatch.setattr(ops, "_GB_FN", getattr(ops, gb))  # g·B by cuBLAS (torch >= 2.8) or the u kernel
     M, K, N, r = 257, 1024, 768, 16
     dtype = torch.bfloat16
     q = quantize_nf4(torch.randn(N, K, device=DEV) * K**-0.5, 64, double_quant=True)

@@ -113,13 +113,26 @@ def qlora_backward(grad_y, x_lora, u, q: NF4Weight, A, B, scale: float, needs, d
             for start in range(0, M, step):
                 rows = slice(start, min(M, start + step))
                 _dx(g[rows], q, gB[rows], A, scale, not need_dxl, dx[rows])
+    # The three small GEMMs take s as the GEMM's alpha (applied to the fp32 accumulator): one
+    # launch and no scaled temporary each. A, B and g share one dtype (ops.py checks it).
     if need_dxl or need_dA:
-        sgB = (scale * gB).to(g.dtype)  # (M, r): r values per row
+        gB16 = gB.to(g.dtype)  # (M, r): r values per row
     if need_dxl:
-        dx_lora = sgB @ A
-    # (A, B and g share one dtype: ops.py checks it, so dA and dB need no cast)
+        dx_lora = _scaled_mm(gB16, A, scale)
     if need_dA:
-        dA = sgB.t() @ x_lora
+        dA = _scaled_mm(gB16.t(), x_lora, scale)
     if need_dB:
-        dB = g.t() @ (scale * u).to(g.dtype)
+        dB = _scaled_mm(g.t(), u.to(g.dtype), scale)
     return dx, dx_lora, dA, dB
+
+
+_ZEROS = {}
+
+
+def _scaled_mm(a, b, scale: float):
+    """scale·(a·b) in one GEMM: addmm with beta = 0 (its input, a cached 0-dim zero, is not read)."""
+    key = (a.device, a.dtype)
+    zero = _ZEROS.get(key)
+    if zero is None:
+        zero = _ZEROS[key] = torch.zeros((), device=a.device, dtype=a.dtype)
+    return torch.addmm(zero, a, b, beta=0, alpha=scale)

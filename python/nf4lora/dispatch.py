@@ -70,8 +70,13 @@ def device_name(index: int) -> str:
     return torch.cuda.get_device_name(index)
 
 
+@functools.lru_cache(maxsize=None)
+def _cuda_available() -> bool:
+    return torch.cuda.is_available()  # asked once: it costs µs per call, and this runs on every call
+
+
 def cuda_device_name(device: torch.device) -> str:
     """The GPU model of a CUDA device ("" without CUDA: no table applies)."""
-    if not torch.cuda.is_available():
+    if not _cuda_available():
         return ""
     return device_name(_cuda_ext.device_index(device))

@@ -374,13 +374,14 @@ def qlora_linear(x: torch.Tensor, weight: NF4Weight, lora_A: torch.Tensor, lora_
     if x.dim() == 0:
         raise ValueError("x must have at least one dimension (..., K), got a scalar")
     lead = x.shape[:-1]
-    x2 = x.reshape(-1, x.shape[-1])
+    flat = x.dim() != 2  # 2-D x goes in as it is: a reshape would add a view node to the autograd graph
+    x2 = x.reshape(-1, x.shape[-1]) if flat else x
     xl2 = None
     if x_lora is not None:
         if not isinstance(x_lora, torch.Tensor) or x_lora.shape != x.shape:
             raise ValueError(f"x_lora must have the shape of x {tuple(x.shape)}, "
                              f"got {tuple(getattr(x_lora, 'shape', ()))}")
-        xl2 = x_lora.reshape(-1, x.shape[-1])
+        xl2 = x_lora.reshape(-1, x.shape[-1]) if flat else x_lora
     if _eager_ok(x2, xl2, lora_A, lora_B, bias):
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x2, xl2, lora_A, lora_B, bias)):
             y = _EagerQLoRALinear.apply(x2, xl2, lora_A, lora_B, bias, weight, float(scale))
@@ -389,7 +390,7 @@ def qlora_linear(x: torch.Tensor, weight: NF4Weight, lora_A: torch.Tensor, lora_
     else:
         y, _ = torch.ops.nf4lora.qlora_linear(x2, xl2, _weight_args(weight), list(weight.shape), weight.blocksize,
                                               _offset_arg(weight), lora_A, lora_B, float(scale), bias)
-    return y if x.dim() == 2 else y.view(*lead, weight.shape[0])
+    return y.view(*lead, weight.shape[0]) if flat else y
 
 
 # --- the eager path -------------------------------------------------------------------
@@ -471,15 +472,28 @@ def _triton_backward(grad_y, x_lora, u, q, A, B, scale, needs):
         return qlora_bwd.qlora_backward(grad_y, x_lora, u, q, A, B, scale, needs)
 
 
+def _gB_cublas(g, B):
+    return torch.mm(g, B, out_dtype=torch.float32)
+
+
+def _gB_u_kernel(g, B):  # torch < 2.8 (no out_dtype): the forward's u kernel on a contiguous copy of Bᵀ
+    return _cuda_ext.lora_u(g, B.t())
+
+
+# g·B (M, r) float32 for the CUDA backward: cuBLAS with a float32 output where torch has it (2.8+).
+_GB_FN = _gB_cublas if hasattr(torch.ops.aten.mm, "dtype") else _gB_u_kernel
+
+
 def _cuda_backward(grad_y, x_lora, u, q, A, B, scale, needs):
-    # Only reached for calls that dx_unsupported_reason accepts (select_backend checked): dx and
-    # g·B through the CUDA kernels (g·B by the forward's u kernel with Bᵀ: N is a multiple of 64
-    # there); dA and dB as the Triton backend computes them. No Triton kernel runs here, and the
+    # Only reached for calls that dx_unsupported_reason accepts (select_backend checked): dx through
+    # the CUDA kernel; g·B (float32) by _GB_FN (cuBLAS: 9-43 µs on the H200 against the u kernel's
+    # 23-61 on Bᵀ, which also needs a contiguous copy of Bᵀ per call; bench/NOTES.md, fourteenth
+    # session); dA and dB as the Triton backend computes them. No Triton kernel runs here, and the
     # CUDA wrappers switch to the tensors' device themselves: no device guard of its own.
     from nf4lora.triton_kernels import qlora_bwd
 
     return qlora_bwd.qlora_backward(grad_y, x_lora, u, q, A, B, scale, needs, dx_fn=_cuda_ext.qlora_dx,
-                                    gB_fn=lambda g, B: _cuda_ext.lora_u(g, B.t()))
+                                    gB_fn=_GB_FN)
 
 
 def _cuda_forward(x, x_lora, q, A, B, scale, bias):
