@@ -225,9 +225,14 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 // 4-byte word holding code byte b. q_tail (nested_q_tail): that word could run past the last code
 // byte, so the byte alone is loaded (a plain load) and stored in its place in the word.
 // raw_q_of(word) gives back RawScales' q: the bits, or the code byte.
+// block_q_tail(w, b): q_tail for absmax block b (nested only: the word's last byte, b | 3, is past
+// the last block); nested_q_tail: the same for the last block of W's row `row` (K per row), which
+// covers every block of that row.
+__device__ __forceinline__ bool block_q_tail(const NF4State& w, int64_t b) {
+  return w.nested_absmax != nullptr && (b | 3) >= (w.n >> w.blocksize_log2);
+}
 __device__ __forceinline__ bool nested_q_tail(const NF4State& w, int64_t row, int64_t K) {
-  const int64_t last_block = ((row + 1) * K - 1) >> w.blocksize_log2;
-  return w.nested_absmax != nullptr && (last_block | 3) >= (w.n >> w.blocksize_log2);
+  return block_q_tail(w, ((row + 1) * K - 1) >> w.blocksize_log2);
 }
 __device__ __forceinline__ void fetch_q_async(uint32_t* dst, const NF4State& w, int64_t b, bool q_tail) {
   if (w.nested_absmax == nullptr) {

@@ -309,12 +309,10 @@ __global__ void __launch_bounds__(DxWsTile<BM>::kThreads, 1)
     // store phase write 8 different rows, so different swizzled pieces (no bank conflict).
     const int dn = tid % 64, dh = tid / 64;
     const int kq = min(k0 + 64 * dh, p.K - 64);
-    const int64_t n_blocks = p.w.n >> p.w.blocksize_log2;
-    const bool nested = p.w.nested_absmax != nullptr;
     ws_produce<C::STAGES, C::kWords, false>(
         p.w, smem + C::STAGES * C::kStageBytes, chunks, tid, full, empty,
         [&](int i) { return (static_cast<int64_t>(i) * kChunkN + dn) * p.K + kq; },
-        [&](int64_t b) { return nested && (b | 3) >= n_blocks; },
+        [&](int64_t b) { return block_q_tail(p.w, b); },
         [&](int i, int s) {
           if (tid != 0) return;
           mbar_arrive_expect_tx(&full[s], C::kGBytes);

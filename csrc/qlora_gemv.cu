@@ -271,7 +271,6 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv
   const bool scale_lane = lane < kBlockN;
   const int64_t srow = min(row0 + lane % kBlockN, p.N - 1);
   const int64_t srow_e = srow * p.K + k0;  // element offset of this lane's scale row in the slice
-  const int64_t n_blocks = p.w.n >> p.w.blocksize_log2;
   const int srow_b4 = static_cast<int>((srow * p.K) >> p.w.blocksize_log2) & 3;
   // x: lane L copies pieces L + 32t (row (L + 32t) / 8, 8 elements from (L % 8)·8) of each chunk.
   constexpr int kXCopies = MT * 2;  // 8·M <= 64·MT pieces
@@ -294,7 +293,7 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv
       if (scale_lane) {
         const int64_t b = (srow_e + kc) >> p.w.blocksize_log2;
         // (the nested code byte's word alone only where it could run past the last code byte)
-        fetch_q_async(reinterpret_cast<uint32_t*>(st + R::kQ) + lane, p.w, b, (b | 3) >= n_blocks);
+        fetch_q_async(reinterpret_cast<uint32_t*>(st + R::kQ) + lane, p.w, b, block_q_tail(p.w, b));
         if (nested) cp_async4(reinterpret_cast<float*>(st + R::kA2) + lane, p.w.nested_absmax + (b >> kNestedBlockLog2));
       }
 #pragma unroll
