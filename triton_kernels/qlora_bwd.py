@@ -11,7 +11,8 @@ With g = dL/dy (M, N), u = x̃·Aᵀ (M, r, float32, saved by the forward) and s
     dB  = s·gᵀ·u                    (N, r)           one GEMM
 
 No W, no transposed W and no M×N temporary is ever written. The three small GEMMs run through
-torch (cuBLAS) on 16-bit operands with fp32 accumulation, as plain PyTorch autograd would.
+torch (cuBLAS) on 16-bit operands with fp32 accumulation, as plain PyTorch autograd would, with s
+as the GEMM's alpha (gB and u rounded to 16 bits unscaled).
 """
 
 from __future__ import annotations
