@@ -119,18 +119,18 @@ def qlora_backward(grad_y, x_lora, u, q: NF4Weight, A, B, scale: float, needs, d
     if need_dxl or need_dA:
         gB16 = gB.to(g.dtype)  # (M, r): r values per row
     if need_dxl:
-        dx_lora = _scaled_mm(gB16, A, scale)
+        dx_lora = _alpha_mm(gB16, A, scale)
     if need_dA:
-        dA = _scaled_mm(gB16.t(), x_lora, scale)
+        dA = _alpha_mm(gB16.t(), x_lora, scale)
     if need_dB:
-        dB = _scaled_mm(g.t(), u.to(g.dtype), scale)
+        dB = _alpha_mm(g.t(), u.to(g.dtype), scale)
     return dx, dx_lora, dA, dB
 
 
 _ZEROS = {}
 
 
-def _scaled_mm(a, b, scale: float):
+def _alpha_mm(a, b, scale: float):
     """scale·(a·b) in one GEMM: addmm with beta = 0 (its input, a cached 0-dim zero, is not read)."""
     key = (a.device, a.dtype)
     zero = _ZEROS.get(key)
