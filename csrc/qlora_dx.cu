@@ -62,7 +62,7 @@ template <int BM_> struct DxTile {
   static constexpr int kWBytes = kAtomCol * (BK / 64);    // decoded W tile (bf16 / fp16)
   static constexpr int kPipeBytes = STAGES * kGBytes + 3 * kWBytes;
   static constexpr int kOutBytes = BM * (BK + 8) * 2 + kLoraStageBytes;  // dx tile, then dx_epilogue's A
-  static constexpr int kTableBytes = (256 + 16) * 4;
+  static constexpr int kTableBytes = code_tables_bytes();
   static constexpr int kBody = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + kTableBytes;
   static constexpr int kSmem = kBody + 1024;
 };
@@ -188,9 +188,7 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
       kSplit ? static_cast<int>(static_cast<int64_t>(split + 1) * all_chunks / p.splits) - c_first : all_chunks;
   const T* gm = static_cast<const T*>(p.g);
 
-  if (tid < 16) codes[tid] = p.w.quant_map[tid];
-  if (p.w.nested_absmax != nullptr)
-    for (int i = tid; i < 256; i += C::kThreads) code2[i] = p.w.nested_quant_map[i];
+  stage_code_tables<C::kThreads>(code2, p.w);
 
   // Stage i % STAGES of the g pipeline holds chunk c_first + i (i: the block's own chunk count).
   auto load_g = [&](int i) {
@@ -283,7 +281,7 @@ template <int BM_> struct DxWsTile {
   static constexpr int kGBytes = BM * 128, kWBytes = kAtomCol * (BK / 64), kStageBytes = kGBytes + kWBytes;
   static constexpr int kPipeBytes = STAGES * kStageBytes + ws_ring_bytes<STAGES, kWords>();
   static constexpr int kOutBytes = BM * (BK + 8) * 2 + kLoraStageBytes;  // dx tile, then dx_epilogue's A
-  static constexpr int kBody = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + ws_tables_bytes() +
+  static constexpr int kBody = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + code_tables_bytes() +
                                ws_barrier_bytes<STAGES>();
   static constexpr int kSmem = kBody + 1024;  // + alignment of the stages to 1024 bytes
 };

@@ -388,7 +388,7 @@ template <int BM_, bool kSS_ = false> struct WgTile {  // BM_ = 128 or 256 x row
   static constexpr int kWBytes = BN * 128;  // SS: one decoded W tile (BN rows × 64 k), three of them
   static constexpr int kPipeBytes = kSS_ ? STAGES * kXBytes + 3 * kWBytes : STAGES * (kXBytes + kCBytes);
   static constexpr int kOutBytes = BM * (BN + 8) * 2;
-  static constexpr int kTableBytes = (256 + 16) * 4;  // nested code, code values
+  static constexpr int kTableBytes = code_tables_bytes();  // nested code, code values
   static constexpr int kBody = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + kTableBytes;
   static constexpr int kSmem = kBody + 1024;  // + alignment of the x tiles to 1024 bytes
 };
@@ -418,9 +418,7 @@ __global__ void __launch_bounds__(256, 1) qlora_wgmma_kernel(MmaParams p) {
   const int chunks =
       kSplitK ? static_cast<int>(static_cast<int64_t>(split + 1) * all_chunks / p.k_splits) - k_first : all_chunks;
 
-  if (tid < 16) codes[tid] = p.w.quant_map[tid];
-  if (p.w.nested_absmax != nullptr)
-    for (int i = tid; i < 256; i += C::kThreads) code2[i] = p.w.nested_quant_map[i];
+  stage_code_tables<C::kThreads>(code2, p.w);
   float acc[BM / 2];
 #pragma unroll
   for (int i = 0; i < BM / 2; ++i) acc[i] = 0.f;
@@ -626,7 +624,7 @@ template <int BM_, bool kPair_> struct WsTile {
   // + the producer's code ring (ws_produce)
   static constexpr int kPipeBytes = STAGES * kStageBytes + ws_ring_bytes<STAGES, kWords>();
   static constexpr int kOutBytes = BM * (BN + 8) * 2;
-  static constexpr int kBody = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + ws_tables_bytes() +
+  static constexpr int kBody = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + code_tables_bytes() +
                                ws_barrier_bytes<STAGES>();
   static constexpr int kSmem = kBody + 1024;  // + alignment of the stages to 1024 bytes
   static constexpr int kEmptyArrivals = (kPair ? 2 : 1) * 8;  // consumer warps of the block(s)

@@ -455,12 +455,23 @@ __device__ __forceinline__ void named_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
+// The decode's code tables in shared memory (the SS and warp-specialized kernels of qlora_mma.cu and
+// qlora_dx.cu): the nested absmax code [256] (filled only for a nested absmax), then the 16 NF4 code
+// values, float32, code_tables_bytes in all. stage_code_tables fills them from kThreads threads (no
+// sync: the caller's next block barrier publishes them).
+constexpr int code_tables_bytes() { return (256 + 16) * 4; }
+template <int kThreads> __device__ __forceinline__ void stage_code_tables(float* code2, const NF4State& w) {
+  const int tid = threadIdx.x;
+  if (tid < 16) code2[256 + tid] = w.quant_map[tid];
+  if (w.nested_absmax != nullptr)
+    for (int i = tid; i < 256; i += kThreads) code2[i] = w.nested_quant_map[i];
+}
+
 // --- the shared state of a warp-specialized block (qlora_wgmma_ws_kernel, qlora_dx_ws_kernel) ---
-// At the end of the block's shared-memory body (at `end`): the nested absmax code [256] and the 16
-// NF4 code values (float32, ws_tables_bytes), then the full and empty barriers of the STAGES stages
-// (ws_barrier_bytes). ws_setup fills the tables, initializes the barriers (full: the 128 producers
-// plus thread 0's TMA arrival; empty: empty_arrivals consumer warps) and syncs the block.
-constexpr int ws_tables_bytes() { return (256 + 16) * 4; }
+// At the end of the block's shared-memory body (at `end`): the code tables (code_tables_bytes),
+// then the full and empty barriers of the STAGES stages (ws_barrier_bytes). ws_setup fills the
+// tables, initializes the barriers (full: the 128 producers plus thread 0's TMA arrival; empty:
+// empty_arrivals consumer warps) and syncs the block.
 template <int STAGES> constexpr int ws_barrier_bytes() { return 2 * STAGES * 8; }
 struct WsShared {
   float* code2;     // [256]
@@ -471,15 +482,12 @@ struct WsShared {
 template <int STAGES, int kThreads>
 __device__ __forceinline__ WsShared ws_setup(unsigned char* end, const NF4State& w, uint32_t empty_arrivals) {
   WsShared sh;
-  sh.code2 = reinterpret_cast<float*>(end - ws_barrier_bytes<STAGES>() - ws_tables_bytes());
+  sh.code2 = reinterpret_cast<float*>(end - ws_barrier_bytes<STAGES>() - code_tables_bytes());
   sh.codes = sh.code2 + 256;
   sh.full = reinterpret_cast<uint64_t*>(end - ws_barrier_bytes<STAGES>());
   sh.empty = sh.full + STAGES;
-  const int tid = threadIdx.x;
-  if (tid < 16) sh.codes[tid] = w.quant_map[tid];
-  if (w.nested_absmax != nullptr)
-    for (int i = tid; i < 256; i += kThreads) sh.code2[i] = w.nested_quant_map[i];
-  if (tid == 0) {
+  stage_code_tables<kThreads>(sh.code2, w);
+  if (threadIdx.x == 0) {
     for (int s = 0; s < STAGES; ++s) {
       mbar_init(&sh.full[s], 128 + 1);
       mbar_init(&sh.empty[s], empty_arrivals);

@@ -6,8 +6,9 @@ GPU only (`gpu` marker, sm_90): the decode and the N-major descriptor bit for bi
 identity matrix; dx against float64 on real and odd shapes (M not a multiple of the token tile,
 K not a multiple of the 128-column tile), bf16 and fp16, both absmax forms, with and without the
 LoRA term (r up to 80: several 16-rank steps of the epilogue), 128- and 256-token tiles, both
-kernels, with and without the reduction split over blocks (the plan says which ran); every gradient through the public API on the CUDA backend; calls it does not take;
-compute-sanitizer.
+kernels, with and without the reduction split over blocks (the plan says which ran); every
+gradient through the public API on the CUDA backend (g·B by cuBLAS and by the u kernel); calls it
+does not take; compute-sanitizer.
 """
 
 import shutil
