@@ -188,7 +188,7 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
       kSplit ? static_cast<int>(static_cast<int64_t>(split + 1) * all_chunks / p.splits) - c_first : all_chunks;
   const T* gm = static_cast<const T*>(p.g);
 
-  stage_code_tables<C::kThreads>(code2, p.w);
+  stage_float_code_tables<C::kThreads>(code2, p.w);
 
   // Stage i % STAGES of the g pipeline holds chunk c_first + i (i: the block's own chunk count).
   auto load_g = [&](int i) {

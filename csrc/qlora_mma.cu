@@ -418,7 +418,7 @@ __global__ void __launch_bounds__(256, 1) qlora_wgmma_kernel(MmaParams p) {
   const int chunks =
       kSplitK ? static_cast<int>(static_cast<int64_t>(split + 1) * all_chunks / p.k_splits) - k_first : all_chunks;
 
-  stage_code_tables<C::kThreads>(code2, p.w);
+  stage_float_code_tables<C::kThreads>(code2, p.w);
   float acc[BM / 2];
 #pragma unroll
   for (int i = 0; i < BM / 2; ++i) acc[i] = 0.f;

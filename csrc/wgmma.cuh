@@ -455,16 +455,15 @@ __device__ __forceinline__ void named_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
-// The decode's code tables in shared memory (the SS and warp-specialized kernels of qlora_mma.cu and
-// qlora_dx.cu): the nested absmax code [256] (filled only for a nested absmax), then the 16 NF4 code
-// values, float32, code_tables_bytes in all. stage_code_tables fills them from kThreads threads (no
-// sync: the caller's next block barrier publishes them).
+// The float code tables of the wgmma kernels (SS and warp-specialized, qlora_mma.cu and qlora_dx.cu)
+// in shared memory: the nested absmax code [256] (stage_code2: filled only for a nested absmax),
+// then the 16 NF4 code values, code_tables_bytes in all. stage_float_code_tables fills them from
+// kThreads threads (no sync: the caller's next block barrier publishes them).
 constexpr int code_tables_bytes() { return (256 + 16) * 4; }
-template <int kThreads> __device__ __forceinline__ void stage_code_tables(float* code2, const NF4State& w) {
+template <int kThreads> __device__ __forceinline__ void stage_float_code_tables(float* code2, const NF4State& w) {
   const int tid = threadIdx.x;
   if (tid < 16) code2[256 + tid] = w.quant_map[tid];
-  if (w.nested_absmax != nullptr)
-    for (int i = tid; i < 256; i += kThreads) code2[i] = w.nested_quant_map[i];
+  stage_code2(w, code2, tid, kThreads);
 }
 
 // --- the shared state of a warp-specialized block (qlora_wgmma_ws_kernel, qlora_dx_ws_kernel) ---
@@ -486,7 +485,7 @@ __device__ __forceinline__ WsShared ws_setup(unsigned char* end, const NF4State&
   sh.codes = sh.code2 + 256;
   sh.full = reinterpret_cast<uint64_t*>(end - ws_barrier_bytes<STAGES>());
   sh.empty = sh.full + STAGES;
-  stage_code_tables<kThreads>(sh.code2, w);
+  stage_float_code_tables<kThreads>(sh.code2, w);
   if (threadIdx.x == 0) {
     for (int s = 0; s < STAGES; ++s) {
       mbar_init(&sh.full[s], 128 + 1);
