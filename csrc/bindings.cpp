@@ -37,12 +37,13 @@ PYBIND11_MODULE(_C, m) {
       "nested_absmax = 0 means absmax is float32.");
   m.def(
       "plan_qlora_gemv",
-      [](int64_t M, int64_t N, int64_t K, int sm_count, int tiles, bool tma) {
-        const nf4lora::GemvPlan plan = nf4lora::plan_qlora_gemv(M, N, K, sm_count, tiles, tma);
+      [](int64_t M, int64_t N, int64_t K, int sm_count, int tiles, int pipeline) {
+        const nf4lora::GemvPlan plan = nf4lora::plan_qlora_gemv(M, N, K, sm_count, tiles, pipeline);
         return py::make_tuple(plan.splits, plan.tiles, plan.workspace_bytes);
       },
-      py::arg("M"), py::arg("N"), py::arg("K"), py::arg("sm_count"), py::arg("tiles") = 2, py::arg("tma") = false,
-      "(splits, tiles, workspace bytes) of the small-M forward for this shape.");
+      py::arg("M"), py::arg("N"), py::arg("K"), py::arg("sm_count"), py::arg("tiles") = 2, py::arg("pipeline") = 1,
+      "(splits, tiles, workspace bytes) of the small-M forward for this shape and pipeline (0 = auto, for "
+      "the current device).");
   m.def(
       "qlora_gemv",
       [](uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr_t A, uintptr_t B, uintptr_t bias,
@@ -55,7 +56,7 @@ PYBIND11_MODULE(_C, m) {
                                          blocksize, M, N, K, r, scale, splits, tiles, pipeline, stream));
       },
       "y = x·Wᵀ + scale·u·Bᵀ + bias and u = x_lora·Aᵀ for 1 <= M <= 16; pipeline 0 = auto, 1 = "
-      "cp.async, 2 = TMA (see launchers.h).");
+      "cp.async, 2 = TMA, 3 = registers (see launchers.h).");
   m.def(
       "plan_qlora_mma",
       [](int64_t M, int64_t N, int64_t K, int64_t r, int variant, int block_m) {

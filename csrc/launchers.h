@@ -14,14 +14,17 @@ std::string launch_dequantize_nf4(uintptr_t out, int out_dtype, uintptr_t packed
                                   int blocksize, uintptr_t stream);
 
 // Small-M forward (qlora_gemv.cu): how many K splits a launch uses and the workspace it needs.
-// tiles (1 or 2): 16-row tiles of W per block (16 or 32 rows; its 8 warps split K); tma: the plan of
-// the TMA pipeline (it counts the blocks resident per SM), else of the cp.async one.
+// tiles (1 or 2): 16-row tiles of W per block (16 or 32 rows; its 8 warps split K); pipeline as
+// launch_qlora_gemv takes it (0 = auto, resolved for the current device as the launcher resolves
+// it): 2 counts the TMA kernel's resident blocks per SM; 3 (registers) gives its own tiles (16-row
+// tiles per block, up to 64) and splits (ceil(K / 4096)).
+// 
 struct GemvPlan {
   int splits;
   int tiles;
   int64_t workspace_bytes;
 };
-GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tiles, bool tma);
+GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tiles, int pipeline);
 
 // y (M, N) = x·Wᵀ + scale·u·Bᵀ + bias and u (M, r) = x_lora·Aᵀ (float32) for 1 <= M <= 16.
 // dtype: 1 = float16, 2 = bfloat16 (x, x_lora, A, B, bias, y). All tensors contiguous; bias = 0
@@ -29,7 +32,9 @@ GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tile
 // pipeline: 1 = per-warp cp.async rings and the register decode (any GPU from sm_80); 2 = the
 // block's TMA ring of 8-chunk stages and the shared byte-pair-table decode (at M > 8 a quarter of
 // the bytes decoded in registers; sm_90 only; splits at most K / 512 rounded up: its K slices are
-// whole stages); 0 = 2 on sm_90, else 1.
+// whole stages); 3 = W loaded straight into registers, the decode through a 64 KiB byte-pair table
+// (M <= 4; N·K / blocksize < 2^31; splits and tiles as the plan gives them); 0 = on sm_90 3 up to
+// M = 4 and 2 above, elsewhere 1.
 std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr_t A, uintptr_t B,
                               uintptr_t bias, uintptr_t u, uintptr_t workspace, int dtype,
                               uintptr_t packed, uintptr_t absmax, uintptr_t quant_map,

@@ -4,7 +4,9 @@
 //
 // Two kernels, launched back to back by one host call:
 //   lora_u_kernel      u = x̃·Aᵀ: one block per (LoRA rank j, pair of rows), 16-byte loads, fp32 sums.
-//   qlora_gemv_tma_kernel (sm_90) or qlora_gemv_kernel (other GPUs; `pipeline` 1 on any)
+//   qlora_gemv_rows_kernel (sm_90, M <= 4; `pipeline` 3 on any GPU) — see its comment: warps own
+//                      spans of K and walk the rows of W, the codes loaded straight into registers —
+//   or qlora_gemv_tma_kernel (sm_90, M > 4) or qlora_gemv_kernel (other GPUs; `pipeline` 1 on any):
 //                      W streamed once as packed NF4 codes; a block owns 16 or 32 rows of W (1 or 2
 //                      mma tiles) and all of K — or one K slice (gridDim.y) when the column blocks
 //                      alone leave SMs with fewer than two blocks; its 8 warps take the 64-wide chunks
@@ -13,7 +15,7 @@
 //                      and waits for u only in its epilogue, which adds the LoRA term and the bias
 //                      (done by the block that finishes a column block last when K is split).
 //
-// Memory pipeline: on sm_90 the block's ring of stages of 8 chunks (one per warp), each filled by
+// Memory pipeline of the last two: on sm_90 the block's ring of stages of 8 chunks (one per warp), each filled by
 // two TMA copies (codes, x) completing on the stage's mbarrier, the scales in registers a stage
 // ahead; elsewhere each warp's own cp.async ring of one chunk per stage (codes, raw scale words
 // and x; 3-4 chunks in flight per warp).
@@ -25,7 +27,8 @@
 // consecutive k of a row of W (8 bytes) and the same 16 k of x (32 bytes).
 //
 // Decode (nf4_mma.cuh, tables built from quant_map): on sm_90 through a byte-pair table in shared
-// memory (4 loads per 8 codes; at M > 8 a quarter of the bytes in registers instead), elsewhere the
+// memory (4 loads per 8 codes; at M > 8 a quarter of the bytes in registers instead; the register
+// pipeline's table has 256-byte rows, 2 instructions per code byte), elsewhere the
 // byte-permute lookup in registers (8 codes in 21 integer instructions). The absmax scale is applied
 // once per 64-element chunk to the fp32 partial sums (exact fp32, as a dequantized W would be
 // scaled), so the blocksize must be a multiple of 64.
@@ -66,8 +69,9 @@ template <int MT, int kTiles> struct GemvRing {
   static constexpr int kCodes = 0, kQ = kTiles * 16 * 32, kA2 = kQ + kTiles * 16 * 4, kX = kA2 + kTiles * 16 * 4;
   __host__ __device__ static constexpr int stage_bytes(int M) { return kX + M * kXStride; }
   __host__ __device__ static constexpr int warp_bytes(int M) { return kRing * stage_bytes(M); }
-  // The warps' partial sums [kWarps][MT·8 rows of x][kTiles·16 rows of W] float32 reuse the rings.
-  static constexpr int kReduceBytes = kWarps * MT * 8 * kTiles * 16 * 4;
+  // The warps' partial sums [kWarps][MT·8 rows of x][kTiles·16 rows of W] float32 and their sum
+  // [kTiles·16][MT·8] reuse the rings (gemv_epilogue).
+  static constexpr int kReduceBytes = (kWarps + 1) * MT * 8 * kTiles * 16 * 4;
   __host__ __device__ static constexpr size_t smem_bytes(int M) {
     const int rings = kWarps * warp_bytes(M);
     return static_cast<size_t>(rings > kReduceBytes ? rings : kReduceBytes) + 256 * 4 + 8 * 4 + 16;
@@ -84,6 +88,7 @@ struct GemvParams {
   unsigned int* arrived;   // (gridDim.x,) zeroed counters (S > 1)
   NF4State w;
   int M, N, K, r;
+  int row_tiles;           // the register pipeline: 16-row tiles of W per block
   float scale;
 };
 
@@ -164,16 +169,53 @@ __device__ __forceinline__ void add_scaled(float (&acc)[kTiles][MT][4], const fl
   }
 }
 
-// After the main loop (every warp's copies landed, the block synced): the warps' sums meet in
-// shared memory (red, reusing the rings), the K slices through global partials (the block that
-// finishes a column block last reduces them), then y = sum + s·u·Bᵀ + bias in exact fp32 with one
-// rounding to T.
+// The small-M kernels' end: sums[idx] (shared memory, idx = (n - row0)·M + m, items of them) holds
+// this block's sums over its K slice; the K slices meet through global partials (the block that
+// finishes a row block last reduces them), then y = sum + s·u·Bᵀ + bias in exact fp32 with one
+// rounding to T. Every thread of the block calls it.
+template <typename T>
+__device__ __forceinline__ void finish_outputs(const GemvParams& p, float* sums, int items, int row0, int* last) {
+  const int M = p.M, S = gridDim.y, split = blockIdx.y, tid = threadIdx.x, nthr = blockDim.x;
+  if (S > 1) {  // publish the partials; the last block of this row block reduces all of them
+    for (int idx = tid; idx < items; idx += nthr) {
+      const int n = row0 + idx / M, m = idx % M;
+      if (n < p.N) p.partial[(static_cast<int64_t>(split) * M + m) * p.N + n] = sums[idx];
+    }
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) *last = atomicAdd(&p.arrived[blockIdx.x], 1u) == static_cast<unsigned>(S - 1);
+    __syncthreads();
+    if (!*last) return;
+    __threadfence();
+    for (int idx = tid; idx < items; idx += nthr) {  // (each thread its own idx, here and below)
+      const int n = row0 + idx / M, m = idx % M;
+      float v = 0.f;
+      if (n < p.N)
+        for (int sp = 0; sp < S; ++sp) v += __ldcg(p.partial + (static_cast<int64_t>(sp) * M + m) * p.N + n);
+      sums[idx] = v;
+    }
+  }
+  wait_for_prior_grid();  // u
+  for (int idx = tid; idx < items; idx += nthr) {
+    const int n = row0 + idx / M, m = idx % M;
+    if (n >= p.N) continue;
+    float lora = 0.f;
+    const T* brow = static_cast<const T*>(p.B) + static_cast<int64_t>(n) * p.r;
+    const float* urow = p.u + static_cast<int64_t>(m) * p.r;
+    for (int j = 0; j < p.r; ++j) lora = fmaf(urow[j], to_float(brow[j]), lora);
+    const float bias = p.bias ? to_float(static_cast<const T*>(p.bias)[n]) : 0.f;
+    static_cast<T*>(p.y)[static_cast<int64_t>(m) * p.N + n] = static_cast<T>(sums[idx] + p.scale * lora + bias);
+  }
+}
+
+// After the main loop of the cp.async and TMA kernels (every warp's copies landed, the block
+// synced): the warps' sums meet in shared memory (red, reusing the rings: kWarps slabs of
+// [MT·8 rows of x][kBlockN rows of W], then the block's sums [kBlockN][M]), then finish_outputs.
 template <typename T, int MT, int kTiles>
 __device__ __forceinline__ void gemv_epilogue(const GemvParams& p, const float (&acc)[kTiles][MT][4], float* red,
                                               int* last) {
   constexpr int kBlockN = kTiles * 16, kRows = MT * 8;
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
-  const int M = p.M, S = gridDim.y, split = blockIdx.y, row0 = blockIdx.x * kBlockN;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4, M = p.M;
 #pragma unroll
   for (int i = 0; i < kTiles; ++i)
 #pragma unroll
@@ -184,49 +226,15 @@ __device__ __forceinline__ void gemv_epilogue(const GemvParams& p, const float (
         red[(warp * kRows + m) * kBlockN + n] = acc[i][jj][e];
       }
   __syncthreads();
-
-  // Outputs (m, n) = (idx / kBlockN, row0 + idx % kBlockN), idx = tid + kThreads·e: the sum over warps.
-  constexpr int kItems = (kRows * kBlockN + kThreads - 1) / kThreads;
-  float v[kItems];
-#pragma unroll
-  for (int e = 0; e < kItems; ++e) {
-    const int idx = tid + kThreads * e, m = idx / kBlockN;
-    v[e] = 0.f;
-    if (m < M)
-      for (int w = 0; w < kWarps; ++w) v[e] += red[(w * kRows + m) * kBlockN + idx % kBlockN];
+  float* sums = red + kWarps * kRows * kBlockN;
+  for (int idx = tid; idx < kBlockN * M; idx += kThreads) {
+    const int n = idx / M, m = idx % M;
+    float v = 0.f;
+    for (int w = 0; w < kWarps; ++w) v += red[(w * kRows + m) * kBlockN + n];
+    sums[idx] = v;
   }
-  if (S > 1) {  // publish the partials; the last block of this column block reduces all of them
-#pragma unroll
-    for (int e = 0; e < kItems; ++e) {
-      const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
-      if (m < M && n < p.N) p.partial[(static_cast<int64_t>(split) * M + m) * p.N + n] = v[e];
-    }
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) *last = atomicAdd(&p.arrived[blockIdx.x], 1u) == static_cast<unsigned>(S - 1);
-    __syncthreads();
-    if (!*last) return;
-    __threadfence();
-#pragma unroll
-    for (int e = 0; e < kItems; ++e) {
-      const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
-      v[e] = 0.f;
-      if (m < M && n < p.N)
-        for (int sp = 0; sp < S; ++sp) v[e] += __ldcg(p.partial + (static_cast<int64_t>(sp) * M + m) * p.N + n);
-    }
-  }
-  wait_for_prior_grid();  // u
-#pragma unroll
-  for (int e = 0; e < kItems; ++e) {
-    const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
-    if (m >= M || n >= p.N) continue;
-    float lora = 0.f;
-    const T* brow = static_cast<const T*>(p.B) + static_cast<int64_t>(n) * p.r;
-    const float* urow = p.u + static_cast<int64_t>(m) * p.r;
-    for (int j = 0; j < p.r; ++j) lora = fmaf(urow[j], to_float(brow[j]), lora);
-    const float bias = p.bias ? to_float(static_cast<const T*>(p.bias)[n]) : 0.f;
-    static_cast<T*>(p.y)[static_cast<int64_t>(m) * p.N + n] = static_cast<T>(v[e] + p.scale * lora + bias);
-  }
+  __syncthreads();
+  finish_outputs<T>(p, sums, kBlockN * M, blockIdx.x * kBlockN, last);
 }
 
 template <int MT, int kTiles> __device__ __forceinline__ void zero_acc(float (&acc)[kTiles][MT][4]) {
@@ -397,7 +405,7 @@ template <int MT, int kTiles> struct GemvTma {
   static constexpr int kCodeBytes = kWarps * kChunkCodeBytes;
   __host__ __device__ static constexpr int x_chunk_bytes(int M) { return M * kChunk * 2; }
   __host__ __device__ static constexpr int stage_bytes(int M) { return kCodeBytes + kWarps * x_chunk_bytes(M); }
-  static constexpr int kReduceBytes = kWarps * MT * 8 * kTiles * 16 * 4;
+  static constexpr int kReduceBytes = (kWarps + 1) * MT * 8 * kTiles * 16 * 4;  // as GemvRing's
   // From a 128-byte aligned start: the byte-pair table, the ring (or the partial sums), the nested
   // absmax's second-level code, the last-block flag.
   __host__ __device__ static constexpr int body(int M) {
@@ -518,6 +526,162 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
 #endif
 }
 
+// The register pipeline (pipeline 3, M <= 4; sm_80+, measured and the default on sm_90): no
+// shared-memory staging of W. Warp w of block (x, y) owns kS consecutive 128-wide spans of K (from
+// (y·kW + w)·kS·128) and walks the block's rows of W 16 at a time (its row tiles), loading each
+// tile's codes straight into registers with 16-byte loads (lane (g, c): bytes 16c .. 16c + 15 of
+// each span in rows g and g + 8), kD tiles ahead; x's share of its spans stays in registers for the
+// whole walk. The two 64-k halves of a span have their own absmax (blocksize 64), so the B operand
+// keeps them apart: column 2m + h holds x row m on the k of half h and zeros elsewhere, and the C
+// fragment's two columns of x row m are the two halves' partial sums, scaled apart in fp32. The
+// decode reads the wide byte-pair table (lut4_wide, 2 instructions per code byte). Each tile's
+// scaled sums are added into the block's row sums in shared memory (atomically: the block's warps
+// reach a tile at different times); the K slices (gridDim.y) meet in finish_outputs.
+// Measured on the H200 (bench/NOTES.md, fifteenth session), against the TMA ring at M = 1 and 4 on
+// the four benchmark shapes: 0.80-1.01x its time (8192×28672, M = 1: 54.2 against 58.4 µs). What
+// bounds it: L1 wavefronts (82% of peak: the lookups, and code loads that touch 8 rows each) with
+// issue at 38%; more tiles in flight, L2 prefetch and a register share of the decode were slower.
+constexpr int kSpan = 128;  // k per span: 64 code bytes per row of W
+struct GemvRows {
+  // spans per warp, warps per block, tiles loaded ahead, resident blocks per SM (128 registers)
+  static constexpr int kS = 2, kW = 16, kD = 2, kMinBlocks = 1;
+  static constexpr int kThreads = kW * 32, kSliceK = kW * kS * kSpan;  // k per block
+  static constexpr int kMaxM = 4, kMaxTiles = 64;
+  __host__ __device__ static constexpr size_t smem_bytes(int M, int tiles) {
+    return 128 + kWideTableBytes + static_cast<size_t>(tiles) * 16 * M * 4 + 256 * 4 + 16;
+  }
+};
+
+template <typename T>
+__global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlora_gemv_rows_kernel(const GemvParams p) {
+  using C = GemvRows;
+  constexpr int kS = C::kS, kW = C::kW, kD = C::kD, kThr = C::kThreads;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  unsigned char* const table_base = align_smem<128>(smem_raw);
+  const int M = p.M, G = p.row_tiles, R = 16 * G;
+  float* rows = reinterpret_cast<float*>(table_base + kWideTableBytes);  // [R][M] this block's sums
+  float* code2 = rows + R * M;                                          // [256]
+  int* last = reinterpret_cast<int*>(code2 + 256);
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
+  const int row0 = blockIdx.x * R;
+  const int k0 = (blockIdx.y * kW + warp) * kS * kSpan;  // this warp's first span (K < 2^30)
+
+  for (int i = tid; i < R * M; i += kThr) rows[i] = 0.f;
+  stage_code2(p.w, code2, tid, kThr);
+  if (tid < 256) stage_wide_pair_table<T>(p.w, table_base, tid);
+
+  // Which of this lane's 64-k halves exist (K % 128 == 64: a span's second half may not; spans
+  // past K: neither). Lane (g, c) reads half c / 2 of each span's codes and owns the scale of row
+  // g + 8·(c / 2), half c % 2.
+  bool code_ok[kS], scale_ok[kS];
+#pragma unroll
+  for (int s = 0; s < kS; ++s) {
+    code_ok[s] = k0 + s * kSpan + 64 * (c >> 1) < p.K;
+    scale_ok[s] = k0 + s * kSpan + 64 * (c & 1) < p.K;
+  }
+  // x: column g = 2m + h: row m = g / 2 on half h = g % 2, which lanes c = 2h, 2h + 1 hold (their
+  // 32 k of each span: k 32c .. 32c + 31); zeros elsewhere.
+  uint32_t bx[kS][16];
+#pragma unroll
+  for (int s = 0; s < kS; ++s) {
+    const int m = g / 2;
+    const bool mine = m < M && (c >> 1) == (g & 1) && code_ok[s];
+    const uint4* src = reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + static_cast<int64_t>(mine ? m : 0) * p.K +
+                                                      (mine ? k0 + s * kSpan + 32 * c : 0));
+#pragma unroll
+    for (int v = 0; v < 4; ++v) {
+      const uint4 q = mine ? __ldg(src + v) : make_uint4(0, 0, 0, 0);
+      bx[s][4 * v] = q.x; bx[s][4 * v + 1] = q.y; bx[s][4 * v + 2] = q.z; bx[s][4 * v + 3] = q.w;
+    }
+  }
+
+  // Tile i's loads: every lane loads from a valid address (rows past N: row N - 1; a missing half
+  // or span: the row's first bytes and block, multiplied by x's zeros and a zero scale), so no load
+  // is predicated. Scale block indices fit 32 bits (the launcher checks N·K / blocksize < 2^31).
+  const bool nested = p.w.nested_absmax != nullptr;
+  const int kb = p.K >> p.w.blocksize_log2;  // absmax blocks per row
+  const int code_off = k0 / 2 + 16 * c, srow_off = 8 * (c >> 1);
+  int sk[kS];  // this lane's scale block within its row, per span
+#pragma unroll
+  for (int s = 0; s < kS; ++s) sk[s] = scale_ok[s] ? (k0 + s * kSpan + 64 * (c & 1)) >> p.w.blocksize_log2 : 0;
+  struct Tile {
+    uint4 cw[kS][2];  // codes of rows g, g + 8 per span
+    uint32_t q[kS];   // raw scales (float32 bits, or the nested code byte)
+    float a2[kS];
+  };
+  auto load = [&](int i, Tile& t) {
+    const int ra = min(row0 + 16 * i + g, p.N - 1), rb = min(row0 + 16 * i + g + 8, p.N - 1);
+    const uint8_t* pa = p.w.packed + static_cast<int64_t>(ra) * (p.K / 2);
+    const uint8_t* pb = p.w.packed + static_cast<int64_t>(rb) * (p.K / 2);
+#pragma unroll
+    for (int s = 0; s < kS; ++s) {
+      const int o = code_ok[s] ? code_off + s * (kSpan / 2) : 0;
+      t.cw[s][0] = __ldg(reinterpret_cast<const uint4*>(pa + o));
+      t.cw[s][1] = __ldg(reinterpret_cast<const uint4*>(pb + o));
+    }
+    const int sb = min(row0 + 16 * i + g + srow_off, p.N - 1) * kb;
+#pragma unroll
+    for (int s = 0; s < kS; ++s) {
+      const int b = sb + sk[s];
+      if (nested) {
+        t.q[s] = __ldg(static_cast<const uint8_t*>(p.w.absmax) + b);
+        t.a2[s] = __ldg(p.w.nested_absmax + (b >> kNestedBlockLog2));
+      } else {
+        t.q[s] = __ldg(static_cast<const uint32_t*>(p.w.absmax) + b);
+        t.a2[s] = 0.f;
+      }
+    }
+  };
+  Tile tl[kD];
+#pragma unroll
+  for (int d = 0; d < kD; ++d) load(min(d, G - 1), tl[d]);
+  __syncthreads();  // tables, row sums zeroed
+  const uint32_t tbase = smem_addr(table_base), lane4 = 4 * lane;
+  const bool any = k0 < p.K;  // (a warp past K walks on valid addresses and adds nothing)
+
+  for (int i0 = 0; i0 < G; i0 += kD) {
+#pragma unroll
+    for (int d = 0; d < kD; ++d) {
+      const int i = i0 + d;
+      if (i >= G) break;
+      float acc[2] = {0.f, 0.f};  // rows g, g + 8 of the tile for x row c (C columns 2c, 2c + 1)
+#pragma unroll
+      for (int s = 0; s < kS; ++s) {
+        const float own = !scale_ok[s] ? 0.f
+                          : nested     ? nested_absmax(code2, tl[d].q[s], tl[d].a2[s], p.w.nested_offset)
+                                       : __uint_as_float(tl[d].q[s]);
+        float part[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+        for (int wd = 0; wd < 4; ++wd) {  // code word wd: steps 2wd, 2wd + 1
+          uint32_t ra[4], rb[4];
+          lut4_wide((&tl[d].cw[s][0].x)[wd], lane4, tbase, ra);
+          lut4_wide((&tl[d].cw[s][1].x)[wd], lane4, tbase, rb);
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int st = 2 * wd + h;
+            const uint32_t a[4] = {ra[2 * h], rb[2 * h], ra[2 * h + 1], rb[2 * h + 1]};
+            mma16816<T>(part, a, bx[s][2 * st], bx[s][2 * st + 1]);
+          }
+        }
+        // part: [0..1] row g, halves 0 and 1; [2..3] row g + 8. Their absmax from lanes 4g + 0..3.
+        const int l0 = lane & ~3;
+        const float s_a0 = __shfl_sync(0xFFFFFFFFu, own, l0), s_a1 = __shfl_sync(0xFFFFFFFFu, own, l0 | 1);
+        const float s_b0 = __shfl_sync(0xFFFFFFFFu, own, l0 | 2), s_b1 = __shfl_sync(0xFFFFFFFFu, own, l0 | 3);
+        acc[0] = fmaf(part[1], s_a1, fmaf(part[0], s_a0, acc[0]));
+        acc[1] = fmaf(part[3], s_b1, fmaf(part[2], s_b0, acc[1]));
+      }
+      if (i + kD < G) load(i + kD, tl[d]);
+      if (any && c < M) {
+        const int nl = 16 * i + g;
+        atomicAdd(rows + nl * M + c, acc[0]);
+        atomicAdd(rows + (nl + 8) * M + c, acc[1]);
+      }
+    }
+  }
+  __syncthreads();
+  finish_outputs<T>(p, rows, R * M, row0, last);
+}
+
 // u[m, j] = Σ_k x̃[m, k]·A[j, k]: block (j, rows 2·y, 2·y + 1), 512 threads, 16-byte loads, two
 // k steps in flight per thread; fp32 sums reduced across the block.
 constexpr int kUThreads = 512;
@@ -567,14 +731,14 @@ __global__ void __launch_bounds__(kUThreads) lora_u_kernel(const T* __restrict__
 // Launches kernel (the u kernel's programmatic dependent when `dependent`: sm_90 — it starts
 // streaming W while u is computed and waits for u, griddepcontrol.wait, only before its epilogue).
 template <typename Kernel, typename... Args>
-std::string launch_dependent(Kernel kernel, const char* name, dim3 grid, size_t smem, bool dependent,
+std::string launch_dependent(Kernel kernel, const char* name, dim3 grid, int threads, size_t smem, bool dependent,
                              cudaStream_t stream, Args... args) {
   // Opt in to more than 48 KiB of shared memory (per device, so on every launch: it is cheap).
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   if (err != cudaSuccess) return std::string(name) + " attributes: " + cudaGetErrorString(err);
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = grid;
-  cfg.blockDim = dim3(kThreads);
+  cfg.blockDim = dim3(threads);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cudaLaunchAttribute attr[1];
@@ -608,12 +772,12 @@ template <typename T, int MT, int kTiles>
 std::string launch_gemv(const GemvParams& p, int splits, int pipeline, bool dependent, cudaStream_t stream) {
   const dim3 grid((p.N + kTiles * 16 - 1) / (kTiles * 16), splits);
   if (pipeline == 1)
-    return launch_dependent(qlora_gemv_kernel<T, MT, kTiles>, "qlora_gemv_kernel", grid,
+    return launch_dependent(qlora_gemv_kernel<T, MT, kTiles>, "qlora_gemv_kernel", grid, kThreads,
                             GemvRing<MT, kTiles>::smem_bytes(p.M), dependent, stream, p);
   CUtensorMap codes_map, x_map;
   const std::string err = gemv_tensor_maps<T, kTiles>(p, &codes_map, &x_map);
   if (!err.empty()) return err;
-  return launch_dependent(qlora_gemv_tma_kernel<T, MT, kTiles>, "qlora_gemv_tma_kernel", grid,
+  return launch_dependent(qlora_gemv_tma_kernel<T, MT, kTiles>, "qlora_gemv_tma_kernel", grid, kThreads,
                           GemvTma<MT, kTiles>::smem_bytes(p.M), dependent, stream, p, codes_map, x_map);
 }
 
@@ -625,6 +789,11 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
                                                     p.M, p.K, p.r);
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return std::string("lora_u_kernel: ") + cudaGetErrorString(err);
+  if (pipeline == 3) {
+    const dim3 grid((p.N + 16 * p.row_tiles - 1) / (16 * p.row_tiles), splits);
+    return launch_dependent(qlora_gemv_rows_kernel<T>, "qlora_gemv_rows_kernel", grid, GemvRows::kThreads,
+                            GemvRows::smem_bytes(p.M, p.row_tiles), dependent, stream, p);
+  }
   return tiles == 1 ? launch_gemv<T, MT, 1>(p, splits, pipeline, dependent, stream)
                     : launch_gemv<T, MT, 2>(p, splits, pipeline, dependent, stream);
 }
@@ -644,8 +813,33 @@ static int tma_blocks_per_sm(int64_t M, int tiles) {
   return static_cast<int>(std::max<int64_t>(1, std::min(by_smem, by_regs)));
 }
 
-GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tiles, bool tma) {
+// Pipeline 0 (auto) on a device of compute capability `major`: measured (fifteenth session) the
+// register pipeline up to M = 4 and the TMA ring above on sm_90, cp.async elsewhere.
+static int resolve_pipeline(int pipeline, int64_t M, int major) {
+  if (pipeline != 0) return pipeline;
+  return major == 9 ? (M <= GemvRows::kMaxM ? 3 : 2) : 1;
+}
+
+GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tiles, int pipeline) {
   GemvPlan plan{};
+  if (pipeline == 0) {
+    int major = 0, sms = 0;
+    current_device(&major, &sms);
+    pipeline = resolve_pipeline(0, M, major);
+  }
+  if (pipeline == 3) {
+    // K in slices of kSliceK; the rows cut into as many blocks as one wave of resident blocks takes
+    // (at least one slice of 16 rows, at most kMaxTiles per block).
+    const int64_t S = (K + GemvRows::kSliceK - 1) / GemvRows::kSliceK, row_tiles = (N + 15) / 16;
+    const int64_t want = std::max<int64_t>(1, int64_t{GemvRows::kMinBlocks} * sm_count / S);
+    const int64_t per = std::min<int64_t>(GemvRows::kMaxTiles, (row_tiles + want - 1) / want);
+    const int64_t blocks = (row_tiles + per - 1) / per;
+    plan.splits = static_cast<int>(S);
+    plan.tiles = static_cast<int>(per);
+    plan.workspace_bytes = S > 1 ? static_cast<int64_t>(sizeof(float)) * S * M * N + 4 * blocks : 0;
+    return plan;
+  }
+  const bool tma = pipeline == 2;
   if (tiles != 1 && tiles != 2) tiles = 2;
   const int64_t col_blocks = (N + tiles * 16 - 1) / (tiles * 16);
   // Split K over blocks only where the column blocks leave SMs idle (at most 8 slices, at least two
@@ -684,13 +878,21 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
     if (ptr % 16 != 0) return "packed, x, x_lora, A and workspace must be 16-byte aligned";
   const int64_t chunks = K / kChunk;
   if (splits < 1 || splits > chunks) return "splits must be in [1, K / 64]";
-  if (splits > 1 && workspace == 0) return "splits > 1 needs the workspace plan_qlora_gemv sizes";
-  if (tiles != 1 && tiles != 2) return "tiles must be 1 or 2";
-  if (pipeline < 0 || pipeline > 2) return "pipeline must be 0 (auto), 1 (cp.async) or 2 (TMA)";
+  if (pipeline < 0 || pipeline > 3) return "pipeline must be 0 (auto), 1 (cp.async), 2 (TMA) or 3 (registers)";
   int major = 0, sm_count = 0;
   current_device(&major, &sm_count);
   if (pipeline == 2 && major != 9) return "pipeline 2 (TMA) runs on sm_90 only";
-  if (pipeline == 0) pipeline = major == 9 ? 2 : 1;
+  pipeline = resolve_pipeline(pipeline, M, major);
+  if (pipeline == 3) {
+    if (M > GemvRows::kMaxM) return "the register pipeline (3) takes M <= 4";
+    if (N * K / blocksize >= (int64_t{1} << 31)) return "the register pipeline (3) needs N·K / blocksize < 2^31";
+    if (splits != (K + GemvRows::kSliceK - 1) / GemvRows::kSliceK)
+      return "the register pipeline (3) needs splits = ceil(K / 4096), as plan_qlora_gemv gives";
+    if (tiles < 1 || tiles > GemvRows::kMaxTiles) return "the register pipeline (3) needs tiles in [1, 64]";
+  } else if (tiles != 1 && tiles != 2) {
+    return "tiles must be 1 or 2";
+  }
+  if (splits > 1 && workspace == 0) return "splits > 1 needs the workspace plan_qlora_gemv sizes";
   if (pipeline == 2 && splits > (chunks + kWarps - 1) / kWarps)
     return "the TMA pipeline needs splits <= K / 512 (rounded up): its K slices are stages of 8 chunks";
   const bool dependent = major >= 9;  // the gemv kernel overlaps the u kernel (PDL, sm_90)
@@ -708,6 +910,7 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   p.N = static_cast<int>(N);
   p.K = static_cast<int>(K);
   p.r = static_cast<int>(r);
+  p.row_tiles = tiles;
   p.scale = scale;
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
   if (splits > 1) {

@@ -19,10 +19,10 @@ pytestmark = [pytest.mark.gpu,
 DEV = "cuda"
 
 
-def _pipelines():
-    """The small-M pipelines this GPU runs (TMA: sm_90 only)."""
+def _pipelines(M=1):
+    """The small-M pipelines this GPU runs for M rows of x (TMA: sm_90 only; registers: M <= 4)."""
     return [name for name in _cuda_ext.GEMV_PIPELINES
-            if not name.startswith("tma") or torch.cuda.get_device_capability()[0] == 9]
+            if (name != "tma" or torch.cuda.get_device_capability()[0] == 9) and (name != "rows" or M <= 4)]
 
 
 def _forward(monkeypatch, x, q, A, B, scale, bias=None, x_lora=None):
@@ -42,7 +42,10 @@ CASES = [  # M, K, N, r, blocksize, bias, dropout
     (8, 4096, 257, 16, 4096, True, False),
     (3, 8192, 28672, 16, 64, True, False),
     (12, 64, 1000, 3, 64, False, True),
-    (2, 4160, 200, 4, 64, True, False),  # 65 chunks: K split 4 ways (TMA: 9 stages of 8, the last short)
+    (2, 4160, 200, 4, 64, True, False),  # 65 chunks: K split 4 ways (TMA: 9 stages of 8, the last short;
+    #                                      registers: 2 slices, the last span half)
+    (4, 64, 70, 2, 64, True, False),  # one chunk (registers: half a span, 15 of 16 warps past K)
+    (1, 12288, 4100, 16, 128, False, True),  # registers: 3 slices, row tiles past N in the last block
 ]
 
 
@@ -58,7 +61,7 @@ def test_cuda_forward_matches_reference(monkeypatch, dtype, nested, case):
     # u = x̃·Aᵀ, returned for dB: fp32 sums of exact products. The other tile width (a different
     # split-K plan, so a different summation order) and the other pipelines are as accurate.
     other = 1 if _cuda_ext.GEMV_TILES == 2 else 2
-    for tiles, pipeline in ((other, None), *((None, name) for name in _pipelines() if name != "auto")):
+    for tiles, pipeline in ((other, None), *((None, name) for name in _pipelines(M) if name != "auto")):
         poison_next_alloc(M * N, dtype)
         y2, u = _cuda_ext.qlora_forward_small(x, xl, q, A, B, 0.7, bias, tiles=tiles, pipeline=pipeline)
         assert rel_err(u, (x if xl is None else xl).double() @ A.double().t()) < 1e-5
@@ -85,8 +88,9 @@ def test_cuda_decode_is_exact_through_identity(monkeypatch, dtype, nested):
         w = (table[codes] * absmax_float(q).repeat_interleave(64)).to(dtype).view(N, K)
         assert torch.equal(y, w[:, cols].t()) and torch.equal(y2, y)
         for pipeline in _pipelines():
-            y3, _ = _cuda_ext.qlora_forward_small(x, None, q, A, B, 0.0, None, pipeline=pipeline)
-            assert torch.equal(y3, y), pipeline
+            rows = M if pipeline in _pipelines(M) else 4  # (the register pipeline: the first 4 rows)
+            y3, _ = _cuda_ext.qlora_forward_small(x[:rows], None, q, A, B, 0.0, None, pipeline=pipeline)
+            assert torch.equal(y3, y[:rows]), pipeline
 
 
 def test_cuda_forward_uses_the_weights_code_table(monkeypatch):
@@ -136,8 +140,15 @@ def test_cuda_forward_refuses_what_it_does_not_take(monkeypatch):
         _cuda_ext.qlora_forward_small(torch.randn(20, 256, device=DEV, dtype=torch.bfloat16), None, q, A, B, 1.0, None)
     keep, _, _, operands, state = _cuda_ext._launch_args(torch.randn(2, 256, device=DEV, dtype=torch.bfloat16), None,
                                                          q, A, B, None)
-    with pytest.raises(RuntimeError, match=r"pipeline must be 0 \(auto\), 1 \(cp.async\) or 2 \(TMA\)"):
-        _cuda_ext._C.qlora_gemv(*operands, 0, 2, *state, 2, 64, 256, 4, 1.0, 1, 2, 3, 0)
+    with pytest.raises(RuntimeError, match=r"pipeline must be 0 \(auto\), 1 \(cp.async\), 2 \(TMA\) or 3"):
+        _cuda_ext._C.qlora_gemv(*operands, 0, 2, *state, 2, 64, 256, 4, 1.0, 1, 2, 4, 0)
+    with pytest.raises(RuntimeError, match=r"the register pipeline \(3\) needs splits = ceil\(K / 4096\)"):
+        _cuda_ext._C.qlora_gemv(*operands, 0, 2, *state, 2, 64, 256, 4, 1.0, 2, 2, 3, 0)
+    with pytest.raises(RuntimeError, match=r"the register pipeline \(3\) needs tiles in \[1, 64\]"):
+        _cuda_ext._C.qlora_gemv(*operands, 0, 2, *state, 2, 64, 256, 4, 1.0, 1, 65, 3, 0)
+    with pytest.raises(RuntimeError, match=r"the register pipeline \(3\) takes M <= 4"):
+        _cuda_ext.qlora_forward_small(torch.randn(5, 256, device=DEV, dtype=torch.bfloat16), None, q, A, B, 1.0,
+                                      None, pipeline="rows")
     if torch.cuda.get_device_capability()[0] == 9:  # K = 256: 4 chunks, one TMA stage, so one K slice
         ws = torch.empty(4096, device=DEV, dtype=torch.uint8)
         with pytest.raises(RuntimeError, match=r"the TMA pipeline needs splits <= K / 512 \(rounded up\)"):
@@ -151,13 +162,14 @@ def test_cuda_forward_is_memcheck_clean(tmp_path):
         from nf4lora import _cuda_ext, quantize_nf4
         for dtype in (torch.bfloat16, torch.float16):
             for nested in (False, True):
-                for M, K, N, r in ((1, 640, 300, 1), (9, 4096, 257, 16), (16, 2048, 512, 64)):
+                for M, K, N, r in ((1, 640, 300, 1), (3, 4160, 200, 4), (9, 4096, 257, 16), (16, 2048, 512, 64)):
                     q = quantize_nf4(torch.randn(N, K, device="cuda"), 64, double_quant=nested)
                     x = torch.randn(M, K, device="cuda", dtype=dtype)
                     A = torch.randn(r, K, device="cuda", dtype=dtype)
                     B = torch.randn(N, r, device="cuda", dtype=dtype)
                     bias = torch.randn(N, device="cuda", dtype=dtype)
-                    for pipeline in ("cp_async", "tma") if torch.cuda.get_device_capability()[0] == 9 else ("cp_async",):
+                    sm90 = torch.cuda.get_device_capability()[0] == 9
+                    for pipeline in ("cp_async", *(("tma",) if sm90 else ()), *(("rows",) if M <= 4 else ())):
                         _cuda_ext.qlora_forward_small(x, x, q, A, B, 0.5, bias, pipeline=pipeline)
         torch.cuda.synchronize()
         print("done")

@@ -127,11 +127,13 @@ def _props_of(index: int):
 # Rows of W per block of the small-M kernel in 16-row tiles (1: 16 rows, 2: 32; the block's 8
 # warps split K); bench/diag_fwd.py compares.
 GEMV_TILES = 2
-# How the small-M kernel streams W and x into shared memory and decodes it: "tma" (sm_90 only: TMA
-# copies into the block's mbarrier ring, the decode through a shared byte-pair table), "cp_async"
-# (any GPU: cp.async rings, the byte-permute decode in registers), "auto" (tma on sm_90, else
-# cp_async). Tests and bench/diag_fwd.py compare.
-GEMV_PIPELINES = {"auto": 0, "cp_async": 1, "tma": 2}
+# How the small-M kernel streams W and x and decodes it: "rows" (M <= 4: the codes loaded straight
+# into registers, warps owning spans of K and walking the rows; the decode through a shared
+# byte-pair table), "tma" (sm_90 only: TMA copies into the block's mbarrier ring, the decode through
+# a shared byte-pair table), "cp_async" (any GPU: cp.async rings, the byte-permute decode in
+# registers), "auto" (the launcher's choice from measurements: on sm_90 rows up to M = 4, tma
+# above; cp_async elsewhere). Tests and bench/diag_fwd.py compare.
+GEMV_PIPELINES = {"auto": 0, "cp_async": 1, "tma": 2, "rows": 3}
 GEMV_PIPELINE = "auto"
 
 
@@ -183,15 +185,12 @@ def qlora_forward_small(x, x_lora, q: NF4Weight, A, B, scale: float, bias, tiles
     default to GEMV_TILES and GEMV_PIPELINE (a key of GEMV_PIPELINES)."""
     (M, K), (N, r), device = x.shape, B.shape, x.device
     keep, y, u, operands, state = _launch_args(x, x_lora, q, A, B, bias)
-    pipeline = pipeline or GEMV_PIPELINE
-    if pipeline == "auto":  # resolved once here: the plan depends on it (the launcher's 0 means the same)
-        pipeline = "tma" if _props_of(device_index(device)).major == 9 else "cp_async"
-    splits, tiles, ws_bytes = _C.plan_qlora_gemv(M, N, K, _sm_count(device), tiles or GEMV_TILES, pipeline == "tma")
-    ws = _workspace(ws_bytes, device)  # split-K only
-    with device_guard(device):
+    code = GEMV_PIPELINES[pipeline or GEMV_PIPELINE]
+    with device_guard(device):  # (the plan resolves "auto" for the current device, as the launcher does)
+        splits, tiles, ws_bytes = _C.plan_qlora_gemv(M, N, K, _sm_count(device), tiles or GEMV_TILES, code)
+        ws = _workspace(ws_bytes, device)  # split-K only
         _C.qlora_gemv(*operands, 0 if ws is None else ws.data_ptr(), _DTYPE_CODES[x.dtype], *state,
-                      M, N, K, r, float(scale), splits, tiles, GEMV_PIPELINES[pipeline],
-                      _stream(device))
+                      M, N, K, r, float(scale), splits, tiles, code, _stream(device))
     return y, u
 
 
