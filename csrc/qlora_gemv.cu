@@ -534,9 +534,10 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
 // whole walk. The two 64-k halves of a span have their own absmax (blocksize 64), so the B operand
 // keeps them apart: column 2m + h holds x row m on the k of half h and zeros elsewhere, and the C
 // fragment's two columns of x row m are the two halves' partial sums, scaled apart in fp32. The
-// decode reads the wide byte-pair table (lut4_wide, 2 instructions per code byte). Each tile's
-// scaled sums are added into the block's row sums in shared memory (atomically: the block's warps
-// reach a tile at different times); the K slices (gridDim.y) meet in finish_outputs.
+// decode reads the wide byte-pair table (lut4_wide, 2 instructions per code byte). Each warp
+// stores its scaled sums of each tile in its own slab of shared memory, summed over the warps in a
+// fixed order at the end (no atomics: the result is the same bits on every call); the K slices
+// (gridDim.y) meet in finish_outputs.
 // Measured on the H200 (bench/NOTES.md, fifteenth session), against the TMA ring at M = 1 and 4 on
 // the four benchmark shapes: 0.80-1.01x its time (8192×28672, M = 1: 54.2 against 58.4 µs). What
 // bounds it: L1 wavefronts (82% of peak: the lookups, and code loads that touch 8 rows each) with
@@ -546,9 +547,13 @@ struct GemvRows {
   // spans per warp, warps per block, tiles loaded ahead, resident blocks per SM (128 registers)
   static constexpr int kS = 2, kW = 16, kD = 2, kMinBlocks = 1;
   static constexpr int kThreads = kW * 32, kSliceK = kW * kS * kSpan;  // k per block
-  static constexpr int kMaxM = 4, kMaxTiles = 64;
+  static constexpr int kMaxM = 4;
+  // Row tiles per block: at most 64, and the warps' slabs [kW][16·tiles][M] float32 within 160 KiB.
+  __host__ __device__ static constexpr int max_tiles(int M) {
+    return 160 * 1024 / (kW * 16 * M * 4) < 64 ? 160 * 1024 / (kW * 16 * M * 4) : 64;
+  }
   __host__ __device__ static constexpr size_t smem_bytes(int M, int tiles) {
-    return 128 + kWideTableBytes + static_cast<size_t>(tiles) * 16 * M * 4 + 256 * 4 + 16;
+    return 128 + kWideTableBytes + static_cast<size_t>(kW) * tiles * 16 * M * 4 + 256 * 4 + 16;
   }
 };
 
@@ -559,14 +564,14 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
   extern __shared__ __align__(16) unsigned char smem_raw[];
   unsigned char* const table_base = align_smem<128>(smem_raw);
   const int M = p.M, G = p.row_tiles, R = 16 * G;
-  float* rows = reinterpret_cast<float*>(table_base + kWideTableBytes);  // [R][M] this block's sums
-  float* code2 = rows + R * M;                                          // [256]
+  float* rows = reinterpret_cast<float*>(table_base + kWideTableBytes);  // [kW][R][M] the warps' sums
+  float* code2 = rows + kW * R * M;                                     // [256]
   int* last = reinterpret_cast<int*>(code2 + 256);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
   const int row0 = blockIdx.x * R;
   const int k0 = (blockIdx.y * kW + warp) * kS * kSpan;  // this warp's first span (K < 2^30)
+  float* const my_rows = rows + warp * R * M;
 
-  for (int i = tid; i < R * M; i += kThr) rows[i] = 0.f;
   stage_code2(p.w, code2, tid, kThr);
   if (tid < 256) stage_wide_pair_table<T>(p.w, table_base, tid);
 
@@ -635,9 +640,9 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
   Tile tl[kD];
 #pragma unroll
   for (int d = 0; d < kD; ++d) load(min(d, G - 1), tl[d]);
-  __syncthreads();  // tables, row sums zeroed
+  __syncthreads();  // tables
   const uint32_t tbase = smem_addr(table_base), lane4 = 4 * lane;
-  const bool any = k0 < p.K;  // (a warp past K walks on valid addresses and adds nothing)
+  // (a warp past K walks on valid addresses with zero x and scales: its sums are zeros)
 
   for (int i0 = 0; i0 < G; i0 += kD) {
 #pragma unroll
@@ -671,12 +676,18 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
         acc[1] = fmaf(part[3], s_b1, fmaf(part[2], s_b0, acc[1]));
       }
       if (i + kD < G) load(i + kD, tl[d]);
-      if (any && c < M) {
+      if (c < M) {
         const int nl = 16 * i + g;
-        atomicAdd(rows + nl * M + c, acc[0]);
-        atomicAdd(rows + (nl + 8) * M + c, acc[1]);
+        my_rows[nl * M + c] = acc[0];
+        my_rows[(nl + 8) * M + c] = acc[1];
       }
     }
+  }
+  __syncthreads();
+  for (int idx = tid; idx < R * M; idx += kThr) {  // the warps' sums in a fixed order, into warp 0's slab
+    float v = rows[idx];
+    for (int w = 1; w < kW; ++w) v += rows[w * R * M + idx];
+    rows[idx] = v;
   }
   __syncthreads();
   finish_outputs<T>(p, rows, R * M, row0, last);
@@ -829,10 +840,10 @@ GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tile
   }
   if (pipeline == 3) {
     // K in slices of kSliceK; the rows cut into as many blocks as one wave of resident blocks takes
-    // (at least one slice of 16 rows, at most kMaxTiles per block).
+    // (whole tiles of 16 rows, at most max_tiles(M) per block).
     const int64_t S = (K + GemvRows::kSliceK - 1) / GemvRows::kSliceK, row_tiles = (N + 15) / 16;
     const int64_t want = std::max<int64_t>(1, int64_t{GemvRows::kMinBlocks} * sm_count / S);
-    const int64_t per = std::min<int64_t>(GemvRows::kMaxTiles, (row_tiles + want - 1) / want);
+    const int64_t per = std::min<int64_t>(GemvRows::max_tiles(static_cast<int>(M)), (row_tiles + want - 1) / want);
     const int64_t blocks = (row_tiles + per - 1) / per;
     plan.splits = static_cast<int>(S);
     plan.tiles = static_cast<int>(per);
@@ -888,7 +899,8 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
     if (N * K / blocksize >= (int64_t{1} << 31)) return "the register pipeline (3) needs N·K / blocksize < 2^31";
     if (splits != (K + GemvRows::kSliceK - 1) / GemvRows::kSliceK)
       return "the register pipeline (3) needs splits = ceil(K / 4096), as plan_qlora_gemv gives";
-    if (tiles < 1 || tiles > GemvRows::kMaxTiles) return "the register pipeline (3) needs tiles in [1, 64]";
+    if (tiles < 1 || tiles > GemvRows::max_tiles(static_cast<int>(M)))
+      return "the register pipeline (3) needs tiles in [1, max_tiles(M)] (64 up to M = 2, 40 at M = 4)";
   } else if (tiles != 1 && tiles != 2) {
     return "tiles must be 1 or 2";
   }
