@@ -4,7 +4,7 @@
 //
 // Two kernels, launched back to back by one host call:
 //   lora_u_kernel      u = x̃·Aᵀ: one block per (LoRA rank j, pair of rows), 16-byte loads, fp32 sums.
-//   qlora_gemv_rows_kernel (sm_90, M <= 4; `pipeline` 3 on any GPU) — see its comment: warps own
+//   qlora_gemv_rows_kernel (sm_90, M <= 4; `pipeline` 3) — see its comment: warps own
 //                      spans of K and walk the rows of W, the codes loaded straight into registers —
 //   or qlora_gemv_tma_kernel (sm_90, M > 4) or qlora_gemv_kernel (other GPUs; `pipeline` 1 on any):
 //                      W streamed once as packed NF4 codes; a block owns 16 or 32 rows of W (1 or 2
@@ -526,8 +526,8 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
 #endif
 }
 
-// The register pipeline (pipeline 3, M <= 4; sm_80+, measured and the default on sm_90): no
-// shared-memory staging of W. Warp w of block (x, y) owns kS consecutive 128-wide spans of K (from
+// The register pipeline (pipeline 3, M <= 4, sm_90: its shared memory is sized for 227 KiB per
+// block; the default there): no shared-memory staging of W. Warp w of block (x, y) owns kS consecutive 128-wide spans of K (from
 // (y·kW + w)·kS·128) and walks the block's rows of W 16 at a time (its row tiles), loading each
 // tile's codes straight into registers with 16-byte loads (lane (g, c): bytes 16c .. 16c + 15 of
 // each span in rows g and g + 8), kD tiles ahead; x's share of its spans stays in registers for the
@@ -538,10 +538,11 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
 // stores its scaled sums of each tile in its own slab of shared memory, summed over the warps in a
 // fixed order at the end (no atomics: the result is the same bits on every call); the K slices
 // (gridDim.y) meet in finish_outputs.
-// Measured on the H200 (bench/NOTES.md, fifteenth session), against the TMA ring at M = 1 and 4 on
-// the four benchmark shapes: 0.80-1.01x its time (8192×28672, M = 1: 54.2 against 58.4 µs). What
-// bounds it: L1 wavefronts (82% of peak: the lookups, and code loads that touch 8 rows each) with
-// issue at 38%; more tiles in flight, L2 prefetch and a register share of the decode were slower.
+// Measured on the H200 (bench/NOTES.md, fifteenth session run 11), against the TMA ring at M = 1,
+// 2 and 4 on the four benchmark shapes: 0.74-0.94x its time (8192×28672, M = 1: 53.4 against
+// 59.0 µs). What bounds it: L1 wavefronts (82% of peak: the lookups, and code loads that touch 8
+// rows each) with issue at 38%; more tiles in flight, L2 prefetch and a register share of the
+// decode were slower (runs 6-9).
 constexpr int kSpan = 128;  // k per span: 64 code bytes per row of W
 struct GemvRows {
   // spans per warp, warps per block, tiles loaded ahead, resident blocks per SM (128 registers)
@@ -893,6 +894,7 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   int major = 0, sm_count = 0;
   current_device(&major, &sm_count);
   if (pipeline == 2 && major != 9) return "pipeline 2 (TMA) runs on sm_90 only";
+  if (pipeline == 3 && major != 9) return "pipeline 3 (registers) runs on sm_90 only (its shared memory is sized for it)";
   pipeline = resolve_pipeline(pipeline, M, major);
   if (pipeline == 3) {
     if (M > GemvRows::kMaxM) return "the register pipeline (3) takes M <= 4";

@@ -20,9 +20,10 @@ DEV = "cuda"
 
 
 def _pipelines(M=1):
-    """The small-M pipelines this GPU runs for M rows of x (TMA: sm_90 only; registers: M <= 4)."""
+    """The small-M pipelines this GPU runs for M rows of x (TMA and registers: sm_90 only; registers: M <= 4)."""
+    sm90 = torch.cuda.get_device_capability()[0] == 9
     return [name for name in _cuda_ext.GEMV_PIPELINES
-            if (name != "tma" or torch.cuda.get_device_capability()[0] == 9) and (name != "rows" or M <= 4)]
+            if (name not in ("tma", "rows") or sm90) and (name != "rows" or M <= 4)]
 
 
 def _forward(monkeypatch, x, q, A, B, scale, bias=None, x_lora=None):
@@ -181,7 +182,7 @@ def test_cuda_forward_is_memcheck_clean(tmp_path):
                     B = torch.randn(N, r, device="cuda", dtype=dtype)
                     bias = torch.randn(N, device="cuda", dtype=dtype)
                     sm90 = torch.cuda.get_device_capability()[0] == 9
-                    for pipeline in ("cp_async", *(("tma",) if sm90 else ()), *(("rows",) if M <= 4 else ())):
+                    for pipeline in ("cp_async", *(("tma",) if sm90 else ()), *(("rows",) if sm90 and M <= 4 else ())):
                         _cuda_ext.qlora_forward_small(x, x, q, A, B, 0.5, bias, pipeline=pipeline)
         torch.cuda.synchronize()
         print("done")

@@ -127,7 +127,7 @@ def _props_of(index: int):
 # Rows of W per block of the small-M kernel in 16-row tiles (1: 16 rows, 2: 32; the block's 8
 # warps split K); bench/diag_fwd.py compares.
 GEMV_TILES = 2
-# How the small-M kernel streams W and x and decodes it: "rows" (M <= 4: the codes loaded straight
+# How the small-M kernel streams W and x and decodes it: "rows" (sm_90, M <= 4: the codes loaded straight
 # into registers, warps owning spans of K and walking the rows; the decode through a shared
 # byte-pair table), "tma" (sm_90 only: TMA copies into the block's mbarrier ring, the decode through
 # a shared byte-pair table), "cp_async" (any GPU: cp.async rings, the byte-permute decode in
