@@ -706,7 +706,7 @@ template <typename T>
 __global__ void __launch_bounds__(kUThreads) lora_u_kernel(const T* __restrict__ xl, const T* __restrict__ A,
                                                            float* __restrict__ u, int M, int K, int r) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;");  // qlora_gemv_kernel may start now (it waits for u)
+  asm volatile("griddepcontrol.launch_dependents;");  // the GEMV kernel may start now (it waits for u)
 #endif
   __shared__ float red[kUThreads / 32][kURows];
   const int j = blockIdx.x, m0 = blockIdx.y * kURows;
