@@ -76,11 +76,13 @@ def test_small_m_plan_splits_k_only_for_narrow_w():
     assert plan(16, 4096, 14336, 132, 2, 2) == (2, 2, 4 * 2 * 16 * 4096 + 4 * 128)  # 264 // 128
     assert plan(1, 1024, 4096, 132, 2, 2)[0] == 4  # 32 blocks want 16 slices; 64 chunks allow 4
     # The register pipeline (3): K in slices of 4096 (16 warps of two 128-wide spans), the rows in
-    # blocks of whole 16-row tiles (at most 64), as many blocks as one wave of one per SM takes.
+    # blocks of whole 16-row tiles (at most 64, fewer above M = 2: the warps' row sums fill shared
+    # memory), as many blocks as one wave of one per SM takes.
     assert plan(1, 28672, 8192, 132, 2, 3) == (2, 28, 4 * 2 * 1 * 28672 + 4 * 64)  # 1792 tiles, 66 blocks wanted
     assert plan(4, 4096, 14336, 132, 2, 3) == (4, 8, 4 * 4 * 4 * 4096 + 4 * 32)  # 3.5 slices; 33 blocks wanted
     assert plan(1, 4096, 4160, 132, 2, 3)[0] == 2
     assert plan(1, 1 << 20, 64, 132, 2, 3) == (1, 64, 0)  # 64 tiles at most: more than a wave
+    assert plan(4, 1 << 20, 64, 132, 2, 3)[1] == 40  # M = 4: 40 (16 warps × 640 rows × 4 × 4 bytes)
     # 0 (auto) is the launcher's choice for the current device: registers up to M = 4 on sm_90, TMA above.
     sm90 = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
     assert plan(1, 28672, 8192, 132, 2, 0) == plan(1, 28672, 8192, 132, 2, 3 if sm90 else 1)
