@@ -557,6 +557,12 @@ struct GemvRows {
     return 128 + kWideTableBytes + static_cast<size_t>(kW) * tiles * 16 * M * 4 + 256 * 4 + 16;
   }
 };
+// sm_90's opt-in limit of dynamic shared memory per block (227 KiB) holds the largest plan at every M.
+static_assert(GemvRows::smem_bytes(1, GemvRows::max_tiles(1)) <= 232448 &&
+                  GemvRows::smem_bytes(2, GemvRows::max_tiles(2)) <= 232448 &&
+                  GemvRows::smem_bytes(3, GemvRows::max_tiles(3)) <= 232448 &&
+                  GemvRows::smem_bytes(4, GemvRows::max_tiles(4)) <= 232448,
+              "the register pipeline's shared memory fits sm_90");
 
 template <typename T>
 __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlora_gemv_rows_kernel(const GemvParams p) {
