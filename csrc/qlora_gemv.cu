@@ -69,9 +69,8 @@ template <int MT, int kTiles> struct GemvRing {
   static constexpr int kCodes = 0, kQ = kTiles * 16 * 32, kA2 = kQ + kTiles * 16 * 4, kX = kA2 + kTiles * 16 * 4;
   __host__ __device__ static constexpr int stage_bytes(int M) { return kX + M * kXStride; }
   __host__ __device__ static constexpr int warp_bytes(int M) { return kRing * stage_bytes(M); }
-  // The warps' partial sums [kWarps][MT·8 rows of x][kTiles·16 rows of W] float32 and their sum
-  // [kTiles·16][MT·8] reuse the rings (gemv_epilogue).
-  static constexpr int kReduceBytes = (kWarps + 1) * MT * 8 * kTiles * 16 * 4;
+  // The warps' partial sums [kWarps][MT·8 rows of x][kTiles·16 rows of W] float32 reuse the rings.
+  static constexpr int kReduceBytes = kWarps * MT * 8 * kTiles * 16 * 4;
   __host__ __device__ static constexpr size_t smem_bytes(int M) {
     const int rings = kWarps * warp_bytes(M);
     return static_cast<size_t>(rings > kReduceBytes ? rings : kReduceBytes) + 256 * 4 + 8 * 4 + 16;
@@ -88,8 +87,8 @@ struct GemvParams {
   unsigned int* arrived;   // (gridDim.x,) zeroed counters (S > 1)
   NF4State w;
   int M, N, K, r;
-  int row_tiles;           // the register pipeline: 16-row tiles of W per block
   float scale;
+  int row_tiles;           // the register pipeline: 16-row tiles of W per block
 };
 
 // Waits for the grid launched before this one (lora_u_kernel: u) to complete and flush its
@@ -169,7 +168,7 @@ __device__ __forceinline__ void add_scaled(float (&acc)[kTiles][MT][4], const fl
   }
 }
 
-// The small-M kernels' end: sums[idx] (shared memory, idx = (n - row0)·M + m, items of them) holds
+// The register kernel's end: sums[idx] (shared memory, idx = (n - row0)·M + m, items of them) holds
 // this block's sums over its K slice; the K slices meet through global partials (the block that
 // finishes a row block last reduces them), then y = sum + s·u·Bᵀ + bias in exact fp32 with one
 // rounding to T. Every thread of the block calls it.
@@ -208,14 +207,16 @@ __device__ __forceinline__ void finish_outputs(const GemvParams& p, float* sums,
   }
 }
 
-// After the main loop of the cp.async and TMA kernels (every warp's copies landed, the block
-// synced): the warps' sums meet in shared memory (red, reusing the rings: kWarps slabs of
-// [MT·8 rows of x][kBlockN rows of W], then the block's sums [kBlockN][M]), then finish_outputs.
+// After the main loop (every warp's copies landed, the block synced): the warps' sums meet in
+// shared memory (red, reusing the rings), the K slices through global partials (the block that
+// finishes a column block last reduces them), then y = sum + s·u·Bᵀ + bias in exact fp32 with one
+// rounding to T.
 template <typename T, int MT, int kTiles>
 __device__ __forceinline__ void gemv_epilogue(const GemvParams& p, const float (&acc)[kTiles][MT][4], float* red,
                                               int* last) {
   constexpr int kBlockN = kTiles * 16, kRows = MT * 8;
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4, M = p.M;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
+  const int M = p.M, S = gridDim.y, split = blockIdx.y, row0 = blockIdx.x * kBlockN;
 #pragma unroll
   for (int i = 0; i < kTiles; ++i)
 #pragma unroll
@@ -226,15 +227,49 @@ __device__ __forceinline__ void gemv_epilogue(const GemvParams& p, const float (
         red[(warp * kRows + m) * kBlockN + n] = acc[i][jj][e];
       }
   __syncthreads();
-  float* sums = red + kWarps * kRows * kBlockN;
-  for (int idx = tid; idx < kBlockN * M; idx += kThreads) {
-    const int n = idx / M, m = idx % M;
-    float v = 0.f;
-    for (int w = 0; w < kWarps; ++w) v += red[(w * kRows + m) * kBlockN + n];
-    sums[idx] = v;
+
+  // Outputs (m, n) = (idx / kBlockN, row0 + idx % kBlockN), idx = tid + kThreads·e: the sum over warps.
+  constexpr int kItems = (kRows * kBlockN + kThreads - 1) / kThreads;
+  float v[kItems];
+#pragma unroll
+  for (int e = 0; e < kItems; ++e) {
+    const int idx = tid + kThreads * e, m = idx / kBlockN;
+    v[e] = 0.f;
+    if (m < M)
+      for (int w = 0; w < kWarps; ++w) v[e] += red[(w * kRows + m) * kBlockN + idx % kBlockN];
   }
-  __syncthreads();
-  finish_outputs<T>(p, sums, kBlockN * M, blockIdx.x * kBlockN, last);
+  if (S > 1) {  // publish the partials; the last block of this column block reduces all of them
+#pragma unroll
+    for (int e = 0; e < kItems; ++e) {
+      const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
+      if (m < M && n < p.N) p.partial[(static_cast<int64_t>(split) * M + m) * p.N + n] = v[e];
+    }
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) *last = atomicAdd(&p.arrived[blockIdx.x], 1u) == static_cast<unsigned>(S - 1);
+    __syncthreads();
+    if (!*last) return;
+    __threadfence();
+#pragma unroll
+    for (int e = 0; e < kItems; ++e) {
+      const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
+      v[e] = 0.f;
+      if (m < M && n < p.N)
+        for (int sp = 0; sp < S; ++sp) v[e] += __ldcg(p.partial + (static_cast<int64_t>(sp) * M + m) * p.N + n);
+    }
+  }
+  wait_for_prior_grid();  // u
+#pragma unroll
+  for (int e = 0; e < kItems; ++e) {
+    const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
+    if (m >= M || n >= p.N) continue;
+    float lora = 0.f;
+    const T* brow = static_cast<const T*>(p.B) + static_cast<int64_t>(n) * p.r;
+    const float* urow = p.u + static_cast<int64_t>(m) * p.r;
+    for (int j = 0; j < p.r; ++j) lora = fmaf(urow[j], to_float(brow[j]), lora);
+    const float bias = p.bias ? to_float(static_cast<const T*>(p.bias)[n]) : 0.f;
+    static_cast<T*>(p.y)[static_cast<int64_t>(m) * p.N + n] = static_cast<T>(v[e] + p.scale * lora + bias);
+  }
 }
 
 template <int MT, int kTiles> __device__ __forceinline__ void zero_acc(float (&acc)[kTiles][MT][4]) {
@@ -405,7 +440,7 @@ template <int MT, int kTiles> struct GemvTma {
   static constexpr int kCodeBytes = kWarps * kChunkCodeBytes;
   __host__ __device__ static constexpr int x_chunk_bytes(int M) { return M * kChunk * 2; }
   __host__ __device__ static constexpr int stage_bytes(int M) { return kCodeBytes + kWarps * x_chunk_bytes(M); }
-  static constexpr int kReduceBytes = (kWarps + 1) * MT * 8 * kTiles * 16 * 4;  // as GemvRing's
+  static constexpr int kReduceBytes = kWarps * MT * 8 * kTiles * 16 * 4;
   // From a 128-byte aligned start: the byte-pair table, the ring (or the partial sums), the nested
   // absmax's second-level code, the last-block flag.
   __host__ __device__ static constexpr int body(int M) {
