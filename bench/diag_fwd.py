@@ -2,7 +2,7 @@
 
     python bench/diag_fwd.py [--out DIR]
 
-1. Small M (1, 4, 16) on the four shapes, r = 16, bf16, under no_grad, for the default small-M kernel,
+1. Small M (1, 4, 8, 16) on the four shapes, r = 16, bf16, under no_grad, for the default small-M kernel,
    Triton's, and the other tile widths and pipelines (variant "cuda:TILES:PIPELINE"):
    - ``bench``: the benchmark's number (do_bench median with its L2 flush), through the op;
    - ``host``: wall time per call of 2000 back-to-back calls, CPU side (perf_counter, one sync at
@@ -79,7 +79,7 @@ def small_m(sink):
 
     default_tiles, default_pipeline = _cuda_ext.GEMV_TILES, _cuda_ext.GEMV_PIPELINE
     for K, N in ((4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672)):
-        for M in (1, 4, 16):
+        for M in (1, 4, 8, 16):
             c = Case(M, K, N, 16, "cuda")
             mb = (c.q.nbytes + 2 * 16 * (K + N) + 2 * M * (K + N)) / 1e6
             dense = _do_bench(lambda c=c: torch.nn.functional.linear(c.x, c.w)) * 1e3

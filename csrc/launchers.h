@@ -33,8 +33,8 @@ GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tile
 // block's TMA ring of 8-chunk stages and the shared byte-pair-table decode (at M > 8 a quarter of
 // the bytes decoded in registers; sm_90 only; splits at most K / 512 rounded up: its K slices are
 // whole stages); 3 = W loaded straight into registers, the decode through a 64 KiB byte-pair table
-// (sm_90 only; M <= 4; N·K / blocksize < 2^31; splits and tiles as the plan gives them); 0 = on sm_90 3 up to
-// M = 4 and 2 above, elsewhere 1.
+// (sm_90 only; M <= 8; N·K / blocksize < 2^31; splits and tiles as the plan gives them); 0 = on sm_90 3 up
+// to M = 4 and up to M = 8 where K <= 4096, 2 above, elsewhere 1.
 std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr_t A, uintptr_t B,
                               uintptr_t bias, uintptr_t u, uintptr_t workspace, int dtype,
                               uintptr_t packed, uintptr_t absmax, uintptr_t quant_map,

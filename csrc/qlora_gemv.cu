@@ -4,9 +4,10 @@
 //
 // Two kernels, launched back to back by one host call:
 //   lora_u_kernel      u = x̃·Aᵀ: one block per (LoRA rank j, pair of rows), 16-byte loads, fp32 sums.
-//   qlora_gemv_rows_kernel (sm_90, M <= 4; `pipeline` 3) — see its comment: warps own
-//                      spans of K and walk the rows of W, the codes loaded straight into registers —
-//   or qlora_gemv_tma_kernel (sm_90, M > 4) or qlora_gemv_kernel (other GPUs; `pipeline` 1 on any):
+//   qlora_gemv_rows_kernel (sm_90, M <= 4, and M <= 8 where K <= 4096; `pipeline` 3 up to M = 8) —
+//                      see its comment: warps own spans of K and walk the rows of W, the codes
+//                      loaded straight into registers —
+//   or qlora_gemv_tma_kernel (sm_90, above) or qlora_gemv_kernel (other GPUs; `pipeline` 1 on any):
 //                      W streamed once as packed NF4 codes; a block owns 16 or 32 rows of W (1 or 2
 //                      mma tiles) and all of K — or one K slice (gridDim.y) when the column blocks
 //                      alone leave SMs with fewer than two blocks; its 8 warps take the 64-wide chunks
@@ -561,29 +562,39 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
 #endif
 }
 
-// The register pipeline (pipeline 3, M <= 4, sm_90: its shared memory is sized for 227 KiB per
-// block; the default there): no shared-memory staging of W. Warp w of block (x, y) owns kS consecutive 128-wide spans of K (from
-// (y·kW + w)·kS·128) and walks the block's rows of W 16 at a time (its row tiles), loading each
-// tile's codes straight into registers with 16-byte loads (lane (g, c): bytes 16c .. 16c + 15 of
-// each span in rows g and g + 8), kD tiles ahead; x's share of its spans stays in registers for the
-// whole walk. The two 64-k halves of a span have their own absmax (blocksize 64), so the B operand
-// keeps them apart: column 2m + h holds x row m on the k of half h and zeros elsewhere, and the C
-// fragment's two columns of x row m are the two halves' partial sums, scaled apart in fp32. The
-// decode reads the wide byte-pair table (lut4_wide, 2 instructions per code byte). Each warp
-// stores its scaled sums of each tile in its own slab of shared memory, summed over the warps in a
-// fixed order at the end (no atomics: the result is the same bits on every call); the K slices
-// (gridDim.y) meet in finish_outputs.
-// Measured on the H200 (bench/NOTES.md, fifteenth session run 11), against the TMA ring at M = 1,
-// 2 and 4 on the four benchmark shapes: 0.74-0.94x its time (8192×28672, M = 1: 53.4 against
+// The register pipeline (pipeline 3, M <= 8, sm_90: its shared memory is sized for 227 KiB per
+// block; the default there up to M = 4, and up to M = 8 where K <= 4096): no shared-memory staging
+// of W. Warp w of block (x, y) owns kS consecutive 128-wide spans of K (from (y·kW + w)·kS·128) and
+// walks the block's rows of W 16 at a time (its row tiles), loading each tile's codes straight into
+// registers with 16-byte loads (lane (g, c): bytes 16c .. 16c + 15 of each span, half c / 2, in rows
+// g and g + 8), kD tiles ahead; x's share of its spans stays in registers for the whole walk. The two
+// 64-k halves of a span have their own absmax (blocksize 64), so no mma may sum both halves into one
+// output. Two layouts (NT, by M):
+// - NT = 0 (M <= 4): the B operand keeps the halves apart: column 2m + h holds x row m on the k of
+//   half h and zeros elsewhere, and the C fragment's two columns of x row m are the halves' sums.
+// - NT = 1 (M <= 8): lanes c and c ^ 2 swap two code words, so that each holds 16 k of each half;
+//   mma steps 0-3 then read half 0 only and steps 4-7 half 1 only, into two accumulators, and column
+//   m of B is x row m: 8 rows of x for the mmas that take 4 at NT = 0, at 2 shuffles and 6 selects
+//   per row and span.
+// The halves' sums are scaled apart in fp32. The decode reads the wide byte-pair table (lut4_wide,
+// 2 instructions per code byte). Each warp stores its scaled sums of each tile in its own slab of
+// shared memory, summed over the warps in a fixed order at the end (no atomics: the result is the
+// same bits on every call); the K slices (gridDim.y) meet in finish_outputs.
+// Measured on the H200 (bench/NOTES.md, fifteenth session run 11), NT = 0 against the TMA ring at
+// M = 1, 2 and 4 on the four benchmark shapes: 0.74-0.94x its time (8192×28672, M = 1: 53.4 against
 // 59.0 µs). What bounds it: L1 wavefronts (82% of peak: the lookups, and code loads that touch 8
 // rows each) with issue at 38%; more tiles in flight, L2 prefetch and a register share of the
-// decode were slower (runs 6-9).
+// decode were slower (runs 6-9). NT = 1 (sixteenth session run 3) at M = 5 and 8: 0.80-0.85x the
+// TMA ring's time at K = 4096 (4096×14336: 20.4 / 20.9 against 24.2 / 25.0 µs), 1.01 / 1.05x at
+// 8192×28672 and 1.12 / 1.11x at 14336×4096 (K split in 4 slices, the last half empty), so auto
+// takes it where K <= 4096. Two 8-byte loads per half instead of the swap: slower (run 3); M up to 16
+// with two n-tiles of x and one span per warp: 1.5x the TMA ring's time (branch wip-rows16).
 constexpr int kSpan = 128;  // k per span: 64 code bytes per row of W
 struct GemvRows {
   // spans per warp, warps per block, tiles loaded ahead, resident blocks per SM (128 registers)
   static constexpr int kS = 2, kW = 16, kD = 2, kMinBlocks = 1;
   static constexpr int kThreads = kW * 32, kSliceK = kW * kS * kSpan;  // k per block
-  static constexpr int kMaxM = 4;
+  static constexpr int kMaxM = 8;  // NT = 0 up to M = 4, NT = 1 above
   // Row tiles per block: at most 64, and the warps' slabs [kW][16·tiles][M] float32 within 160 KiB.
   __host__ __device__ static constexpr int max_tiles(int M) {
     return 160 * 1024 / (kW * 16 * M * 4) < 64 ? 160 * 1024 / (kW * 16 * M * 4) : 64;
@@ -593,13 +604,14 @@ struct GemvRows {
   }
 };
 // sm_90's opt-in limit of dynamic shared memory per block (227 KiB) holds the largest plan at every M.
-static_assert(GemvRows::smem_bytes(1, GemvRows::max_tiles(1)) <= 232448 &&
-                  GemvRows::smem_bytes(2, GemvRows::max_tiles(2)) <= 232448 &&
-                  GemvRows::smem_bytes(3, GemvRows::max_tiles(3)) <= 232448 &&
-                  GemvRows::smem_bytes(4, GemvRows::max_tiles(4)) <= 232448,
-              "the register pipeline's shared memory fits sm_90");
+constexpr bool rows_smem_fits() {
+  for (int M = 1; M <= GemvRows::kMaxM; ++M)
+    if (GemvRows::smem_bytes(M, GemvRows::max_tiles(M)) > 232448) return false;
+  return true;
+}
+static_assert(rows_smem_fits(), "the register pipeline's shared memory fits sm_90 at every M");
 
-template <typename T>
+template <typename T, int NT>
 __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlora_gemv_rows_kernel(const GemvParams p) {
   using C = GemvRows;
   constexpr int kS = C::kS, kW = C::kW, kD = C::kD, kThr = C::kThreads;
@@ -626,20 +638,36 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
     code_ok[s] = k0 + s * kSpan + 64 * (c >> 1) < p.K;
     scale_ok[s] = k0 + s * kSpan + 64 * (c & 1) < p.K;
   }
-  // x: column g = 2m + h: row m = g / 2 on half h = g % 2, which lanes c = 2h, 2h + 1 hold (their
-  // 32 k of each span: k 32c .. 32c + 31); zeros elsewhere.
+  // x: words 2·st, 2·st + 1 of bx[s] are the B fragment of mma step st. NT = 0: column g = 2m + h:
+  // row m = g / 2 on half h = g % 2, which lanes c = 2h, 2h + 1 hold (their 32 k of each span: k
+  // 32c .. 32c + 31); zeros elsewhere. NT = 1: column g is x row g; words 0-7 the 16 k of half 0 the
+  // lane holds after the swap (from kb0), words 8-15 those of half 1 (from 64 + kb0).
   uint32_t bx[kS][16];
+  if constexpr (NT == 0) {
 #pragma unroll
-  for (int s = 0; s < kS; ++s) {
-    const int m = g / 2;
-    const bool mine = m < M && (c >> 1) == (g & 1) && code_ok[s];
-    const uint4* src = reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + static_cast<int64_t>(mine ? m : 0) * p.K +
-                                                      (mine ? k0 + s * kSpan + 32 * c : 0));
+    for (int s = 0; s < kS; ++s) {
+      const int m = g / 2;
+      const bool mine = m < M && (c >> 1) == (g & 1) && code_ok[s];
+      const uint4* src = reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + static_cast<int64_t>(mine ? m : 0) * p.K +
+                                                        (mine ? k0 + s * kSpan + 32 * c : 0));
 #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      const uint4 q = mine ? __ldg(src + v) : make_uint4(0, 0, 0, 0);
-      bx[s][4 * v] = q.x; bx[s][4 * v + 1] = q.y; bx[s][4 * v + 2] = q.z; bx[s][4 * v + 3] = q.w;
+      for (int v = 0; v < 4; ++v) {
+        const uint4 q = mine ? __ldg(src + v) : make_uint4(0, 0, 0, 0);
+        bx[s][4 * v] = q.x; bx[s][4 * v + 1] = q.y; bx[s][4 * v + 2] = q.z; bx[s][4 * v + 3] = q.w;
+      }
     }
+  } else {
+    const int kb0 = c < 2 ? 32 * c : 32 * (c - 2) + 16;  // words 0-1 kept (c < 2) or got from lane c - 2
+#pragma unroll
+    for (int s = 0; s < kS; ++s)
+#pragma unroll
+      for (int v = 0; v < 4; ++v) {
+        const int kx = k0 + s * kSpan + 64 * (v / 2) + kb0 + 8 * (v % 2);
+        const bool mine = g < M && k0 + s * kSpan + 64 * (v / 2) < p.K;
+        const uint4 q = mine ? __ldg(reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + static_cast<int64_t>(g) * p.K + kx))
+                             : make_uint4(0, 0, 0, 0);
+        bx[s][4 * v] = q.x; bx[s][4 * v + 1] = q.y; bx[s][4 * v + 2] = q.z; bx[s][4 * v + 3] = q.w;
+      }
   }
 
   // Tile i's loads: every lane loads from a valid address (rows past N: row N - 1; a missing half
@@ -691,37 +719,67 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
     for (int d = 0; d < kD; ++d) {
       const int i = i0 + d;
       if (i >= G) break;
-      float acc[2] = {0.f, 0.f};  // rows g, g + 8 of the tile for x row c (C columns 2c, 2c + 1)
+      // NT = 0: acc[0..1] rows g, g + 8 of the tile for x row c (C columns 2c, 2c + 1); NT = 1: the C
+      // fragment (rows g, g + 8; x rows 2c, 2c + 1)
+      float acc[NT == 0 ? 2 : 4] = {};
 #pragma unroll
       for (int s = 0; s < kS; ++s) {
         const float own = !scale_ok[s] ? 0.f
                           : nested     ? nested_absmax(code2, tl[d].q[s], tl[d].a2[s], p.w.nested_offset)
                                        : __uint_as_float(tl[d].q[s]);
-        float part[4] = {0.f, 0.f, 0.f, 0.f};
+        uint32_t cw[2][4];  // the code words of rows g, g + 8 (NT = 1: words 0-1 half 0, 2-3 half 1)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          const uint4 w = tl[d].cw[s][j];
+          if constexpr (NT == 0) {
+            cw[j][0] = w.x; cw[j][1] = w.y; cw[j][2] = w.z; cw[j][3] = w.w;
+          } else {  // keep the two words of my half, swap the other two with lane c ^ 2 (the other half)
+            const bool lo = c < 2;
+            const uint32_t r0 = __shfl_xor_sync(0xFFFFFFFFu, lo ? w.z : w.x, 2);
+            const uint32_t r1 = __shfl_xor_sync(0xFFFFFFFFu, lo ? w.w : w.y, 2);
+            cw[j][0] = lo ? w.x : r0; cw[j][1] = lo ? w.y : r1; cw[j][2] = lo ? r0 : w.z; cw[j][3] = lo ? r1 : w.w;
+          }
+        }
+        float part[NT + 1][4] = {};  // NT = 0: both halves' columns; NT = 1: one C fragment per half
 #pragma unroll
         for (int wd = 0; wd < 4; ++wd) {  // code word wd: steps 2wd, 2wd + 1
           uint32_t ra[4], rb[4];
-          lut4_wide((&tl[d].cw[s][0].x)[wd], lane4, tbase, ra);
-          lut4_wide((&tl[d].cw[s][1].x)[wd], lane4, tbase, rb);
+          lut4_wide(cw[0][wd], lane4, tbase, ra);
+          lut4_wide(cw[1][wd], lane4, tbase, rb);
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
             const int st = 2 * wd + h;
             const uint32_t a[4] = {ra[2 * h], rb[2 * h], ra[2 * h + 1], rb[2 * h + 1]};
-            mma16816<T>(part, a, bx[s][2 * st], bx[s][2 * st + 1]);
+            mma16816<T>(part[NT * (wd / 2)], a, bx[s][2 * st], bx[s][2 * st + 1]);
           }
         }
-        // part: [0..1] row g, halves 0 and 1; [2..3] row g + 8. Their absmax from lanes 4g + 0..3.
+        // The absmax of rows g (halves 0, 1) and g + 8 (halves 0, 1) from lanes 4g + 0..3.
         const int l0 = lane & ~3;
         const float s_a0 = __shfl_sync(0xFFFFFFFFu, own, l0), s_a1 = __shfl_sync(0xFFFFFFFFu, own, l0 | 1);
         const float s_b0 = __shfl_sync(0xFFFFFFFFu, own, l0 | 2), s_b1 = __shfl_sync(0xFFFFFFFFu, own, l0 | 3);
-        acc[0] = fmaf(part[1], s_a1, fmaf(part[0], s_a0, acc[0]));
-        acc[1] = fmaf(part[3], s_b1, fmaf(part[2], s_b0, acc[1]));
+        if constexpr (NT == 0) {  // part[0]: [0..1] row g, halves 0 and 1; [2..3] row g + 8
+          acc[0] = fmaf(part[0][1], s_a1, fmaf(part[0][0], s_a0, acc[0]));
+          acc[1] = fmaf(part[0][3], s_b1, fmaf(part[0][2], s_b0, acc[1]));
+        } else {  // part[h]: [0..1] row g, [2..3] row g + 8 on half h
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            acc[e] = fmaf(part[NT][e], e < 2 ? s_a1 : s_b1, fmaf(part[0][e], e < 2 ? s_a0 : s_b0, acc[e]));
+        }
       }
       if (i + kD < G) load(i + kD, tl[d]);
-      if (c < M) {
-        const int nl = 16 * i + g;
-        my_rows[nl * M + c] = acc[0];
-        my_rows[(nl + 8) * M + c] = acc[1];
+      const int nl = 16 * i + g;
+      if constexpr (NT == 0) {
+        if (c < M) {
+          my_rows[nl * M + c] = acc[0];
+          my_rows[(nl + 8) * M + c] = acc[1];
+        }
+      } else {
+#pragma unroll
+        for (int e = 0; e < 2; ++e)
+          if (2 * c + e < M) {
+            my_rows[nl * M + 2 * c + e] = acc[e];
+            my_rows[(nl + 8) * M + 2 * c + e] = acc[2 + e];
+          }
       }
     }
   }
@@ -857,8 +915,11 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
   if (err != cudaSuccess) return std::string("lora_u_kernel: ") + cudaGetErrorString(err);
   if (pipeline == 3) {
     const dim3 grid((p.N + 16 * p.row_tiles - 1) / (16 * p.row_tiles), splits);
-    return launch_dependent(qlora_gemv_rows_kernel<T>, "qlora_gemv_rows_kernel", grid, GemvRows::kThreads,
-                            GemvRows::smem_bytes(p.M, p.row_tiles), dependent, stream, p);
+    const size_t smem = GemvRows::smem_bytes(p.M, p.row_tiles);
+    return p.M <= 4 ? launch_dependent(qlora_gemv_rows_kernel<T, 0>, "qlora_gemv_rows_kernel", grid, GemvRows::kThreads,
+                                       smem, dependent, stream, p)
+                    : launch_dependent(qlora_gemv_rows_kernel<T, 1>, "qlora_gemv_rows_kernel", grid, GemvRows::kThreads,
+                                       smem, dependent, stream, p);
   }
   return tiles == 1 ? launch_gemv<T, MT, 1>(p, splits, pipeline, dependent, stream)
                     : launch_gemv<T, MT, 2>(p, splits, pipeline, dependent, stream);
@@ -879,11 +940,14 @@ static int tma_blocks_per_sm(int64_t M, int tiles) {
   return static_cast<int>(std::max<int64_t>(1, std::min(by_smem, by_regs)));
 }
 
-// Pipeline 0 (auto) on a device of compute capability `major`: measured (fifteenth session) the
-// register pipeline up to M = 4 and the TMA ring above on sm_90, cp.async elsewhere.
-static int resolve_pipeline(int pipeline, int64_t M, int major) {
+// Pipeline 0 (auto) on a device of compute capability `major`: measured on sm_90 (fifteenth and
+// sixteenth sessions) the register pipeline up to M = 4, and up to M = 8 where K is one K slice
+// (K <= 4096; longer K: the TMA ring was 1.05-1.12x faster at M = 5 and 8), the TMA ring above;
+// cp.async elsewhere.
+static int resolve_pipeline(int pipeline, int64_t M, int64_t K, int major) {
   if (pipeline != 0) return pipeline;
-  return major == 9 ? (M <= GemvRows::kMaxM ? 3 : 2) : 1;
+  if (major != 9) return 1;
+  return M <= 4 || (M <= GemvRows::kMaxM && K <= GemvRows::kSliceK) ? 3 : 2;
 }
 
 GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tiles, int pipeline) {
@@ -891,7 +955,7 @@ GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tile
   if (pipeline == 0) {
     int major = 0, sms = 0;
     current_device(&major, &sms);
-    pipeline = resolve_pipeline(0, M, major);
+    pipeline = resolve_pipeline(0, M, K, major);
   }
   if (pipeline == 3) {
     // K in slices of kSliceK; the rows cut into as many blocks as one wave of resident blocks takes
@@ -949,14 +1013,14 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   current_device(&major, &sm_count);
   if (pipeline == 2 && major != 9) return "pipeline 2 (TMA) runs on sm_90 only";
   if (pipeline == 3 && major != 9) return "pipeline 3 (registers) runs on sm_90 only (its shared memory is sized for it)";
-  pipeline = resolve_pipeline(pipeline, M, major);
+  pipeline = resolve_pipeline(pipeline, M, K, major);
   if (pipeline == 3) {
-    if (M > GemvRows::kMaxM) return "the register pipeline (3) takes M <= 4";
+    if (M > GemvRows::kMaxM) return "the register pipeline (3) takes M <= 8, got M = " + std::to_string(M);
     if (N * K / blocksize >= (int64_t{1} << 31)) return "the register pipeline (3) needs N·K / blocksize < 2^31";
     if (splits != (K + GemvRows::kSliceK - 1) / GemvRows::kSliceK)
       return "the register pipeline (3) needs splits = ceil(K / 4096), as plan_qlora_gemv gives";
     if (tiles < 1 || tiles > GemvRows::max_tiles(static_cast<int>(M)))
-      return "the register pipeline (3) needs tiles in [1, max_tiles(M)] (64 up to M = 2, 40 at M = 4)";
+      return "the register pipeline (3) needs tiles in [1, max_tiles(M)] (64 up to M = 2, 40 at M = 4, 20 at M = 8)";
   } else if (tiles != 1 && tiles != 2) {
     return "tiles must be 1 or 2";
   }

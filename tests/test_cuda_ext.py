@@ -83,7 +83,13 @@ def test_small_m_plan_splits_k_only_for_narrow_w():
     assert plan(1, 4096, 4160, 132, 2, 3)[0] == 2
     assert plan(1, 1 << 20, 64, 132, 2, 3) == (1, 64, 0)  # 64 tiles at most: more than a wave
     assert plan(4, 1 << 20, 64, 132, 2, 3)[1] == 40  # M = 4: 40 (16 warps × 640 rows × 4 × 4 bytes)
-    # 0 (auto) is the launcher's choice for the current device: registers up to M = 4 on sm_90, TMA above.
+    assert plan(8, 1 << 20, 64, 132, 2, 3)[1] == 20  # M = 8: 20
+    # 0 (auto) is the launcher's choice for the current device: on sm_90 registers up to M = 4 (M = 8 where
+    # K <= 4096), TMA above.
     sm90 = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
     assert plan(1, 28672, 8192, 132, 2, 0) == plan(1, 28672, 8192, 132, 2, 3 if sm90 else 1)
     assert plan(8, 28672, 8192, 132, 2, 0) == plan(8, 28672, 8192, 132, 2, 2 if sm90 else 1)
+    # M 5-8: registers where K is one slice (K <= 4096), TMA on longer K
+    assert plan(8, 14336, 4096, 132, 2, 0) == plan(8, 14336, 4096, 132, 2, 3 if sm90 else 1)
+    assert plan(5, 4096, 4160, 132, 2, 0) == plan(5, 4096, 4160, 132, 2, 2 if sm90 else 1)
+    assert plan(9, 4096, 4096, 132, 2, 0) == plan(9, 4096, 4096, 132, 2, 2 if sm90 else 1)

@@ -20,10 +20,10 @@ DEV = "cuda"
 
 
 def _pipelines(M=1):
-    """The small-M pipelines this GPU runs for M rows of x (TMA and registers: sm_90 only; registers: M <= 4)."""
+    """The small-M pipelines this GPU runs for M rows of x (TMA and registers: sm_90 only; registers: M <= 8)."""
     sm90 = torch.cuda.get_device_capability()[0] == 9
     return [name for name in _cuda_ext.GEMV_PIPELINES
-            if (name not in ("tma", "rows") or sm90) and (name != "rows" or M <= 4)]
+            if (name not in ("tma", "rows") or sm90) and (name != "rows" or M <= 8)]
 
 
 def _forward(monkeypatch, x, q, A, B, scale, bias=None, x_lora=None):
@@ -47,6 +47,8 @@ CASES = [  # M, K, N, r, blocksize, bias, dropout
     #                                      registers: 2 slices, the last span half)
     (4, 64, 70, 2, 64, True, False),  # one chunk (registers: half a span, 15 of 16 warps past K)
     (1, 12288, 4100, 16, 128, False, True),  # registers: 3 slices, row tiles past N in the last block
+    (7, 4160, 200, 4, 64, False, True),  # registers at M > 4 (swapped code words): 2 slices, the last half a span
+    (6, 64, 70, 2, 64, True, False),  # registers at M > 4: half a span, 15 of 16 warps past K
 ]
 
 
@@ -89,12 +91,12 @@ def test_cuda_decode_is_exact_through_identity(monkeypatch, dtype, nested):
         w = (table[codes] * absmax_float(q).repeat_interleave(64)).to(dtype).view(N, K)
         assert torch.equal(y, w[:, cols].t()) and torch.equal(y2, y)
         for pipeline in _pipelines():
-            rows = M if pipeline in _pipelines(M) else 4  # (the register pipeline: the first 4 rows)
+            rows = M if pipeline in _pipelines(M) else 8  # (the register pipeline: the first 8 rows)
             y3, _ = _cuda_ext.qlora_forward_small(x[:rows], None, q, A, B, 0.0, None, pipeline=pipeline)
             assert torch.equal(y3, y[:rows]), pipeline
 
 
-@pytest.mark.parametrize("M", [1, 4, 16])
+@pytest.mark.parametrize("M", [1, 4, 8, 16])
 def test_cuda_forward_is_deterministic(M):
     # Every pipeline gives the same bits on every call (fixed-order reductions, no atomics on sums),
     # K split across blocks included (12288: 3 slices of the register pipeline).
@@ -159,8 +161,8 @@ def test_cuda_forward_refuses_what_it_does_not_take(monkeypatch):
         _cuda_ext._C.qlora_gemv(*operands, 0, 2, *state, 2, 64, 256, 4, 1.0, 2, 2, 3, 0)
     with pytest.raises(RuntimeError, match=r"the register pipeline \(3\) needs tiles in \[1, max_tiles\(M\)\]"):
         _cuda_ext._C.qlora_gemv(*operands, 0, 2, *state, 2, 64, 256, 4, 1.0, 1, 65, 3, 0)
-    with pytest.raises(RuntimeError, match=r"the register pipeline \(3\) takes M <= 4"):
-        _cuda_ext.qlora_forward_small(torch.randn(5, 256, device=DEV, dtype=torch.bfloat16), None, q, A, B, 1.0,
+    with pytest.raises(RuntimeError, match=r"the register pipeline \(3\) takes M <= 8, got M = 9"):
+        _cuda_ext.qlora_forward_small(torch.randn(9, 256, device=DEV, dtype=torch.bfloat16), None, q, A, B, 1.0,
                                       None, pipeline="rows")
     if torch.cuda.get_device_capability()[0] == 9:  # K = 256: 4 chunks, one TMA stage, so one K slice
         ws = torch.empty(4096, device=DEV, dtype=torch.uint8)
@@ -175,14 +177,15 @@ def test_cuda_forward_is_memcheck_clean(tmp_path):
         from nf4lora import _cuda_ext, quantize_nf4
         for dtype in (torch.bfloat16, torch.float16):
             for nested in (False, True):
-                for M, K, N, r in ((1, 640, 300, 1), (3, 4160, 200, 4), (9, 4096, 257, 16), (16, 2048, 512, 64)):
+                for M, K, N, r in ((1, 640, 300, 1), (3, 4160, 200, 4), (7, 4160, 100, 2), (9, 4096, 257, 16),
+                                   (16, 2048, 512, 64)):
                     q = quantize_nf4(torch.randn(N, K, device="cuda"), 64, double_quant=nested)
                     x = torch.randn(M, K, device="cuda", dtype=dtype)
                     A = torch.randn(r, K, device="cuda", dtype=dtype)
                     B = torch.randn(N, r, device="cuda", dtype=dtype)
                     bias = torch.randn(N, device="cuda", dtype=dtype)
                     sm90 = torch.cuda.get_device_capability()[0] == 9
-                    for pipeline in ("cp_async", *(("tma",) if sm90 else ()), *(("rows",) if sm90 and M <= 4 else ())):
+                    for pipeline in ("cp_async", *(("tma",) if sm90 else ()), *(("rows",) if sm90 and M <= 8 else ())):
                         _cuda_ext.qlora_forward_small(x, x, q, A, B, 0.5, bias, pipeline=pipeline)
         torch.cuda.synchronize()
         print("done")

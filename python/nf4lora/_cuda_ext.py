@@ -127,12 +127,12 @@ def _props_of(index: int):
 # Rows of W per block of the small-M kernel in 16-row tiles (1: 16 rows, 2: 32; the block's 8
 # warps split K); bench/diag_fwd.py compares.
 GEMV_TILES = 2
-# How the small-M kernel streams W and x and decodes it: "rows" (sm_90, M <= 4: the codes loaded straight
+# How the small-M kernel streams W and x and decodes it: "rows" (sm_90, M <= 8: the codes loaded straight
 # into registers, warps owning spans of K and walking the rows; the decode through a shared
 # byte-pair table), "tma" (sm_90 only: TMA copies into the block's mbarrier ring, the decode through
 # a shared byte-pair table), "cp_async" (any GPU: cp.async rings, the byte-permute decode in
-# registers), "auto" (the launcher's choice from measurements: on sm_90 rows up to M = 4, tma
-# above; cp_async elsewhere). Tests and bench/diag_fwd.py compare.
+# registers), "auto" (the launcher's choice from measurements: on sm_90 rows up to M = 4 and up to
+# M = 8 where K <= 4096, tma above; cp_async elsewhere). Tests and bench/diag_fwd.py compare.
 GEMV_PIPELINES = {"auto": 0, "cp_async": 1, "tma": 2, "rows": 3}
 GEMV_PIPELINE = "auto"
 
