@@ -105,52 +105,75 @@ struct MmaParams {
 // staged through shared memory as [BM][BN + 8] for 16-byte stores. acc[i][j][e] is the mma C
 // fragment of W rows wrow + 16i + g (+ 8 for e >= 2) and x rows xrow + 8j + 2c + (e & 1), relative
 // to the block's first W row n0 and x row m0. smem must be free (pipeline drained, block synced).
-// The LoRA term runs as extra mma steps into acc: B rows as the A operand, s·u (fp32) split into a
-// T part and a T residual as the B operand, so the term keeps ~16 mantissa bits. kFirst: the
-// epilogue's first thread (when not 0, its kThreads threads sync on named barrier 1).
+// The LoRA term runs as extra mma steps into acc, 16 ranks a step: B rows as the A operand, s·u
+// (fp32) split into a T part and a T residual as the B operand, so the term keeps ~16 mantissa
+// bits. Each step first stages the tile's 16 ranks of B and of s·u (split) in shared memory with
+// loads that are all in flight at once, then reads the fragments from there (conflict-free
+// strides). (Loading u's fragments from global memory next to the mmas, as before the sixteenth
+// session, left one L2 latency per 8 x rows exposed: ~15 µs per tile and 16 ranks on the H200,
+// r = 64 costing 1.6× the forward of r = 16.) kFirst: the epilogue's first thread (when not 0, its
+// kThreads threads sync on named barrier 1).
 template <typename T, int AT, int BT, int BN, int BM, int kThreads, int kFirst = 0>
 __device__ __forceinline__ void store_tile(const MmaParams& p, float (&acc)[AT][BT][4], unsigned char* smem, int n0,
                                            int m0, int wrow, int xrow) {
   const int tid = static_cast<int>(threadIdx.x) - kFirst, lane = tid % 32, g = lane / 4, c = lane % 4;
   const T* Bm = static_cast<const T*>(p.B);
   const int r = p.r, M = p.M, N = p.N;
-  for (int k0 = 2 * c; k0 < r + 2 * c; k0 += 16) {  // this thread's ranks k0, k0 + 1, k0 + 8, k0 + 9
+  auto sync = [] {
+    if constexpr (kFirst == 0) {
+      __syncthreads();
+    } else {
+      named_sync(1, kThreads);
+    }
+  };
+  // su[ml][0..7]: the T parts of s·u for x row m0 + ml, rank pairs q (ranks k0 + 2q, + 1); [8..15]
+  // the residuals. bs[nl][q]: B row n0 + nl, rank pair q. Row strides 20 and 12 words: a fragment
+  // load's 8 rows × 4 pairs hit 32 different banks.
+  constexpr int kSu = 20, kBs = 12;
+  static_assert((BM * kSu + BN * kBs) * 4 <= BM * (BN + 8) * 2, "the LoRA staging fits the output tile");
+  uint32_t* const su = reinterpret_cast<uint32_t*>(smem);
+  uint32_t* const bs = su + BM * kSu;
+  static_assert(BM * 8 % kThreads == 0 && BN * 8 % kThreads == 0, "the staging divides evenly");
+  for (int k0 = 0; k0 < r; k0 += 16) {
+#pragma unroll 4  // (4 rows' loads in flight: all 8 spill beside the 256-row tile's accumulators)
+    for (int it = 0; it < BM * 8 / kThreads; ++it) {
+      const int idx = tid + it * kThreads, ml = idx / 8, q = idx % 8, m = m0 + ml, k = k0 + 2 * q;
+      const float* urow = p.u + static_cast<int64_t>(m) * r;
+      const float a = m < M && k < r ? p.scale * __ldg(urow + k) : 0.f;
+      const float b = m < M && k + 1 < r ? p.scale * __ldg(urow + k + 1) : 0.f;
+      const float ha = to_float(static_cast<T>(a)), hb = to_float(static_cast<T>(b));
+      su[ml * kSu + q] = pack2<T>(ha, hb);
+      su[ml * kSu + 8 + q] = pack2<T>(a - ha, b - hb);
+    }
+#pragma unroll
+    for (int it = 0; it < BN * 8 / kThreads; ++it) {
+      const int idx = tid + it * kThreads, nl = idx / 8, q = idx % 8, n = n0 + nl, k = k0 + 2 * q;
+      const T* brow = Bm + static_cast<int64_t>(n) * r;
+      const float a = n < N && k < r ? to_float(brow[k]) : 0.f;
+      const float b = n < N && k + 1 < r ? to_float(brow[k + 1]) : 0.f;
+      bs[nl * kBs + q] = pack2<T>(a, b);
+    }
+    sync();
     uint32_t la[AT][4];
 #pragma unroll
     for (int i = 0; i < AT; ++i) {
-      float v[2][4];
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int n = n0 + wrow + i * 16 + g + 8 * h;
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int k = k0 + (e & 1) + 8 * (e >> 1);
-          v[h][e] = n < N && k < r ? to_float(Bm[static_cast<int64_t>(n) * r + k]) : 0.f;
-        }
-      }
-      la[i][0] = pack2<T>(v[0][0], v[0][1]);
-      la[i][1] = pack2<T>(v[1][0], v[1][1]);
-      la[i][2] = pack2<T>(v[0][2], v[0][3]);
-      la[i][3] = pack2<T>(v[1][2], v[1][3]);
+      const uint32_t* b0 = bs + (wrow + i * 16 + g) * kBs + c;
+      la[i][0] = b0[0];
+      la[i][1] = b0[8 * kBs];
+      la[i][2] = b0[4];
+      la[i][3] = b0[8 * kBs + 4];
     }
 #pragma unroll
     for (int j = 0; j < BT; ++j) {
-      const int m = m0 + xrow + j * 8 + g;
-      float uv[4], hi[4];
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int k = k0 + (e & 1) + 8 * (e >> 1);
-        uv[e] = m < M && k < r ? p.scale * p.u[static_cast<int64_t>(m) * r + k] : 0.f;
-        hi[e] = to_float(static_cast<T>(uv[e]));
-      }
-      const uint32_t bh0 = pack2<T>(hi[0], hi[1]), bh1 = pack2<T>(hi[2], hi[3]);
-      const uint32_t bl0 = pack2<T>(uv[0] - hi[0], uv[1] - hi[1]), bl1 = pack2<T>(uv[2] - hi[2], uv[3] - hi[3]);
+      const uint32_t* u0 = su + (xrow + j * 8 + g) * kSu + c;
+      const uint32_t bh0 = u0[0], bh1 = u0[4], bl0 = u0[8], bl1 = u0[12];
 #pragma unroll
       for (int i = 0; i < AT; ++i) {
         mma16816<T>(acc[i][j], la[i], bh0, bh1);
         mma16816<T>(acc[i][j], la[i], bl0, bl1);
       }
     }
+    sync();  // (the staging is free for the next step, or for the output tile)
   }
 
   // + bias, rounded once to T, staged as [BM][BN + 8] for 16-byte stores.
