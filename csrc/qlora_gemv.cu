@@ -610,11 +610,12 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
 // M = 1, 2 and 4 on the four benchmark shapes: 0.74-0.94x its time (8192×28672, M = 1: 53.4 against
 // 59.0 µs). What bounds it: L1 wavefronts (82% of peak: the lookups, and code loads that touch 8
 // rows each) with issue at 38%; more tiles in flight, L2 prefetch and a register share of the
-// decode were slower (runs 6-9). NT = 1 (sixteenth session run 3) at M = 5 and 8: 0.80-0.85x the
-// TMA ring's time at K = 4096 (4096×14336: 20.4 / 20.9 against 24.2 / 25.0 µs), 1.01 / 1.05x at
-// 8192×28672 and 1.12 / 1.11x at 14336×4096 (K split in 4 slices, the last half empty), so auto
-// takes it where K <= 4096. Two 8-byte loads per half instead of the swap: slower (run 3); M up to 16
-// with two n-tiles of x and one span per warp: 1.5x the TMA ring's time (branch wip-rows16).
+// decode were slower (runs 6-9). NT = 1 (sixteenth session run 4) at M = 5 to 8: 0.76-0.82x the
+// TMA ring's time at K = 4096 (4096×14336: 19.8-19.9 against 24.0-24.8 µs), 1.07-1.11x at
+// 14336×4096 (K split in 4 slices, the last half empty) and 1.10x at 8192×28672 M = 5 (M = 6-8
+// there: max_tiles(M) leaves two waves of blocks), so auto takes it where K <= 4096. Two 8-byte
+// loads per half instead of the swap: slower (run 3); M up to 16 with two n-tiles of x and one span
+// per warp: 1.5x the TMA ring's time (branch wip-rows16).
 constexpr int kSpan = 128;  // k per span: 64 code bytes per row of W
 struct GemvRows {
   // spans per warp, warps per block, tiles loaded ahead, resident blocks per SM (128 registers)
@@ -968,7 +969,8 @@ static int tma_blocks_per_sm(int64_t M, int tiles) {
 
 // Pipeline 0 (auto) on a device of compute capability `major`: measured on sm_90 (fifteenth and
 // sixteenth sessions) the register pipeline up to M = 4, and up to M = 8 where K is one K slice
-// (K <= 4096; longer K: the TMA ring was 1.05-1.12x faster at M = 5 and 8), the TMA ring above;
+// (K <= 4096; on longer K the TMA ring was faster at M = 5-8: 1.07-1.11x on 14336×4096, 1.10x on
+// 8192×28672 at M = 5), the TMA ring above;
 // cp.async elsewhere.
 static int resolve_pipeline(int pipeline, int64_t M, int64_t K, int major) {
   if (pipeline != 0) return pipeline;
