@@ -621,7 +621,7 @@ struct GemvRows {
   // spans per warp, warps per block, tiles loaded ahead, resident blocks per SM (128 registers)
   static constexpr int kS = 2, kW = 16, kD = 2, kMinBlocks = 1;
   static constexpr int kThreads = kW * 32, kSliceK = kW * kS * kSpan;  // k per block
-  static constexpr int kMaxM = 8;  // NT = 0 up to M = 4, NT = 1 above
+  static constexpr int kMaxM0 = 4, kMaxM = 8;  // layout NT = 0 up to kMaxM0, NT = 1 above
   // Row tiles per block: at most 64, and the warps' slabs [kW][16·tiles][M] float32 within 160 KiB.
   __host__ __device__ static constexpr int max_tiles(int M) {
     return 160 * 1024 / (kW * 16 * M * 4) < 64 ? 160 * 1024 / (kW * 16 * M * 4) : 64;
@@ -943,7 +943,7 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
   if (pipeline == 3) {
     const dim3 grid((p.N + 16 * p.row_tiles - 1) / (16 * p.row_tiles), splits);
     const size_t smem = GemvRows::smem_bytes(p.M, p.row_tiles);
-    return p.M <= 4 ? launch_dependent(qlora_gemv_rows_kernel<T, 0>, "qlora_gemv_rows_kernel", grid, GemvRows::kThreads,
+    return p.M <= GemvRows::kMaxM0 ? launch_dependent(qlora_gemv_rows_kernel<T, 0>, "qlora_gemv_rows_kernel", grid, GemvRows::kThreads,
                                        smem, dependent, stream, p)
                     : launch_dependent(qlora_gemv_rows_kernel<T, 1>, "qlora_gemv_rows_kernel", grid, GemvRows::kThreads,
                                        smem, dependent, stream, p);
@@ -975,7 +975,7 @@ static int tma_blocks_per_sm(int64_t M, int tiles) {
 static int resolve_pipeline(int pipeline, int64_t M, int64_t K, int major) {
   if (pipeline != 0) return pipeline;
   if (major != 9) return 1;
-  return M <= 4 || (M <= GemvRows::kMaxM && K <= GemvRows::kSliceK) ? 3 : 2;
+  return M <= GemvRows::kMaxM0 || (M <= GemvRows::kMaxM && K <= GemvRows::kSliceK) ? 3 : 2;
 }
 
 GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tiles, int pipeline) {
