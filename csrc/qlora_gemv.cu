@@ -132,6 +132,28 @@ __device__ __forceinline__ float lora_dot(const GemvParams& p, int m, int n) {
   return acc;
 }
 
+// y[m, n] = sum + s·u·Bᵀ + bias in exact fp32, rounded once to T (both small-M epilogues; sum by
+// reference, read after the LoRA term as the epilogues always did: the same PTX).
+template <typename T>
+__device__ __forceinline__ void store_output(const GemvParams& p, int m, int n, const float& sum) {
+  const float lora = lora_dot<T>(p, m, n);
+  const float bias = p.bias ? to_float(static_cast<const T*>(p.bias)[n]) : 0.f;
+  static_cast<T*>(p.y)[static_cast<int64_t>(m) * p.N + n] = static_cast<T>(sum + p.scale * lora + bias);
+}
+
+// Split K (gridDim.y slices), once this block has published its partial sums: whether it is the
+// last block of its column (or row) block to do so, and then reduces the slices; the others exit.
+// Every thread of the block calls it; last: a shared int.
+__device__ __forceinline__ bool last_of_slices(const GemvParams& p, int* last) {
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) *last = atomicAdd(&p.arrived[blockIdx.x], 1u) == gridDim.y - 1;
+  __syncthreads();
+  if (!*last) return false;
+  __threadfence();
+  return true;
+}
+
 // One warp, one 64-wide chunk: part = W (the kTiles 16-row tiles) · x over the chunk's k, unscaled.
 // codes: the chunk's tile 0, code_row bytes per row of W (32 bytes of the chunk at the start of
 // each; tile i at 16·code_row); xs: the chunk's 64 k of x row 0, x_row bytes per row of x.
@@ -213,12 +235,7 @@ __device__ __forceinline__ void finish_outputs(const GemvParams& p, float* sums,
       const int n = row0 + idx / M, m = idx % M;
       if (n < p.N) p.partial[(static_cast<int64_t>(split) * M + m) * p.N + n] = sums[idx];
     }
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) *last = atomicAdd(&p.arrived[blockIdx.x], 1u) == static_cast<unsigned>(S - 1);
-    __syncthreads();
-    if (!*last) return;
-    __threadfence();
+    if (!last_of_slices(p, last)) return;
     for (int idx = tid; idx < items; idx += nthr) {  // (each thread its own idx, here and below)
       const int n = row0 + idx / M, m = idx % M;
       float v = 0.f;
@@ -231,9 +248,7 @@ __device__ __forceinline__ void finish_outputs(const GemvParams& p, float* sums,
   for (int idx = tid; idx < items; idx += nthr) {
     const int n = row0 + idx / M, m = idx % M;
     if (n >= p.N) continue;
-    const float lora = lora_dot<T>(p, m, n);
-    const float bias = p.bias ? to_float(static_cast<const T*>(p.bias)[n]) : 0.f;
-    static_cast<T*>(p.y)[static_cast<int64_t>(m) * p.N + n] = static_cast<T>(sums[idx] + p.scale * lora + bias);
+    store_output<T>(p, m, n, sums[idx]);
   }
 }
 
@@ -274,12 +289,7 @@ __device__ __forceinline__ void gemv_epilogue(const GemvParams& p, const float (
       const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
       if (m < M && n < p.N) p.partial[(static_cast<int64_t>(split) * M + m) * p.N + n] = v[e];
     }
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) *last = atomicAdd(&p.arrived[blockIdx.x], 1u) == static_cast<unsigned>(S - 1);
-    __syncthreads();
-    if (!*last) return;
-    __threadfence();
+    if (!last_of_slices(p, last)) return;
 #pragma unroll
     for (int e = 0; e < kItems; ++e) {
       const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
@@ -293,9 +303,7 @@ __device__ __forceinline__ void gemv_epilogue(const GemvParams& p, const float (
   for (int e = 0; e < kItems; ++e) {
     const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
     if (m >= M || n >= p.N) continue;
-    const float lora = lora_dot<T>(p, m, n);
-    const float bias = p.bias ? to_float(static_cast<const T*>(p.bias)[n]) : 0.f;
-    static_cast<T*>(p.y)[static_cast<int64_t>(m) * p.N + n] = static_cast<T>(v[e] + p.scale * lora + bias);
+    store_output<T>(p, m, n, v[e]);
   }
 }
 
