@@ -99,6 +99,7 @@ struct MmaParams {
   int block_m;           // x rows per block (the wgmma kernel's BM)
   int k_splits;          // K slices per tile (wgmma kernel; 1 = none): blocks of one cluster
   float scale;
+  int lora_vec;          // r % 8 == 0 and B, u 16-byte aligned: store_tile's staging in 16-byte loads
 };
 
 // The epilogue of both tensor-core kernels: y tile = acc + B·(s·u)ᵀ + bias, rounded once to T and
@@ -134,7 +135,40 @@ __device__ __forceinline__ void store_tile(const MmaParams& p, float (&acc)[AT][
   uint32_t* const su = reinterpret_cast<uint32_t*>(smem);
   uint32_t* const bs = su + BM * kSu;
   static_assert(BM * 8 % kThreads == 0 && BN * 8 % kThreads == 0, "the staging divides evenly");
+  static_assert(BM * 4 % kThreads == 0 && BN * 2 % kThreads == 0, "the 16-byte staging divides evenly");
   for (int k0 = 0; k0 < r; k0 += 16) {
+    if (p.lora_vec) {  // one 16-byte load per 4 ranks of u and 8 of B, all of a step's in flight at once
+      float4 uq[BM * 4 / kThreads];
+#pragma unroll
+      for (int it = 0; it < BM * 4 / kThreads; ++it) {
+        const int idx = tid + it * kThreads, m = m0 + idx / 4, k = k0 + 4 * (idx % 4);
+        uq[it] = m < M && k < r ? __ldg(reinterpret_cast<const float4*>(p.u + static_cast<int64_t>(m) * r + k))
+                                : make_float4(0.f, 0.f, 0.f, 0.f);
+      }
+      uint4 bq[BN * 2 / kThreads];
+#pragma unroll
+      for (int it = 0; it < BN * 2 / kThreads; ++it) {
+        const int idx = tid + it * kThreads, n = n0 + idx / 2, k = k0 + 8 * (idx % 2);
+        bq[it] = n < N && k < r ? __ldg(reinterpret_cast<const uint4*>(Bm + static_cast<int64_t>(n) * r + k))
+                                : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int it = 0; it < BM * 4 / kThreads; ++it) {
+        const int idx = tid + it * kThreads, ml = idx / 4, q = 2 * (idx % 4);
+        const float v[4] = {p.scale * uq[it].x, p.scale * uq[it].y, p.scale * uq[it].z, p.scale * uq[it].w};
+        float h[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) h[e] = to_float(static_cast<T>(v[e]));
+        *reinterpret_cast<uint2*>(su + ml * kSu + q) = make_uint2(pack2<T>(h[0], h[1]), pack2<T>(h[2], h[3]));
+        *reinterpret_cast<uint2*>(su + ml * kSu + 8 + q) =
+            make_uint2(pack2<T>(v[0] - h[0], v[1] - h[1]), pack2<T>(v[2] - h[2], v[3] - h[3]));
+      }
+#pragma unroll
+      for (int it = 0; it < BN * 2 / kThreads; ++it) {
+        const int idx = tid + it * kThreads;
+        *reinterpret_cast<uint4*>(bs + (idx / 2) * kBs + 4 * (idx % 2)) = bq[it];
+      }
+    } else {
 #pragma unroll 4  // (4 rows' loads in flight: all 8 spill beside the 256-row tile's accumulators)
     for (int it = 0; it < BM * 8 / kThreads; ++it) {
       const int idx = tid + it * kThreads, ml = idx / 8, q = idx % 8, m = m0 + ml, k = k0 + 2 * q;
@@ -152,6 +186,7 @@ __device__ __forceinline__ void store_tile(const MmaParams& p, float (&acc)[AT][
       const float a = n < N && k < r ? to_float(brow[k]) : 0.f;
       const float b = n < N && k + 1 < r ? to_float(brow[k + 1]) : 0.f;
       bs[nl * kBs + q] = pack2<T>(a, b);
+    }
     }
     sync();
     uint32_t la[AT][4];
@@ -1038,6 +1073,7 @@ std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr
   p.tiles_n = plan.tiles_n;
   p.k_splits = plan.k_splits;
   p.scale = scale;
+  p.lora_vec = r % 8 == 0 && B % 16 == 0 && u % 16 == 0;
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
   const void* xl = reinterpret_cast<const void*>(x_lora);
   const void* a = reinterpret_cast<const void*>(A);
