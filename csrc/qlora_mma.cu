@@ -62,7 +62,9 @@ namespace {
 // 3 = (wgmma) the decode table not scaled per row (wrong results: the cost of the scaling),
 // 4 = (wgmma_ss) x loaded into the first pipeline stages only, later chunks reuse them (wrong
 // results: the time without streaming x from L2, whose re-reads per column tile dominate the
-// kernel's traffic).
+// kernel's traffic), 5 = (wgmma_ws) the decode computed but only its XOR stored (one 16-byte store
+// a thread and chunk: the decode's ALU work without the W tile's stores), 6 = (wgmma_ws) the raw code
+// words stored as the W tile (the stores without the decode).
 #ifndef NF4LORA_MMA_DIAG
 #define NF4LORA_MMA_DIAG 0
 #endif
@@ -730,7 +732,28 @@ __global__ void __launch_bounds__(WsTile<BM, kPair>::kThreads, 1)
           tma_load_2d(smem + s * C::kStageBytes, &xmap, &full[s], i * kChunkK, m0);
         },
         [&](int s, const uint4(&cw)[C::kWords], const RawScales<1>& raw) {
-#if NF4LORA_MMA_DIAG != 1
+#if NF4LORA_MMA_DIAG == 5
+          const Table t = scaled_table<T>(codes, scale_of(p.w, code2, raw, 0));
+          uint4 sink = make_uint4(0, 0, 0, 0);
+#pragma unroll
+          for (int w = 0; w < C::kWords; ++w) {
+            const uint32_t c4[4] = {cw[w].x, cw[w].y, cw[w].z, cw[w].w};
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+              uint32_t d[4];
+              decode4(c4[j], t, d);
+              sink.x ^= d[0]; sink.y ^= d[1]; sink.z ^= d[2]; sink.w ^= d[3];
+            }
+          }
+          *reinterpret_cast<uint4*>(smem + s * C::kStageBytes + C::kXBytes + dr * 128) = sink;
+#elif NF4LORA_MMA_DIAG == 6
+#pragma unroll
+          for (int w = 0; w < C::kWords; ++w)
+#pragma unroll
+            for (int j = 0; j < 4; ++j)
+              *reinterpret_cast<uint4*>(smem + s * C::kStageBytes + C::kXBytes + dr * 128 +
+                                        (((4 * (dp + w) + j) ^ (dr & 7)) << 4)) = cw[w];
+#elif NF4LORA_MMA_DIAG != 1
 #if NF4LORA_MMA_DIAG == 3
           const Table t = scaled_table<T>(codes, 1.f);
 #else
