@@ -807,9 +807,15 @@ __global__ void __launch_bounds__(WsTile<BM, kPair>::kThreads, 1)
 #endif
 }
 
-// part[split] (M, r) = x̃[:, slice]·A[:, slice]ᵀ: block = 4 warps × 16 rows of x̃, up to 64 ranks
-// (blockIdx.z picks the group of 64), one K slice (blockIdx.y). Same k order trick as above.
-constexpr int kUWarps = 4;
+// part[split] (M, r) = x̃[:, slice]·A[:, slice]ᵀ: block = kUWarps warps × 16 rows of x̃, up to 64
+// ranks (blockIdx.z picks the group of 64), one K slice (blockIdx.y). Same k order trick as above:
+// lane c owns k 16·c .. + 15 of each 64-wide chunk in both operands. Per chunk the block stages
+// A's 64 ranks × 64 k once in shared memory (cp.async, double-buffered, rows padded to 144 bytes:
+// a quarter-warp's 16-byte fragment reads hit 32 different banks) and every warp reads its A
+// fragments from there: A comes from L2 once per 128 rows of x̃ instead of once per 16 (at
+// M = 4096, r = 64, K = 4096: 16 MB instead of 134).
+constexpr int kUWarps = 8;
+constexpr int kUARow = 144;  // bytes per staged A row (128 + 16 of padding)
 
 __device__ __forceinline__ void words8(const uint4& lo, const uint4& hi, uint32_t (&w)[8]) {
   w[0] = lo.x; w[1] = lo.y; w[2] = lo.z; w[3] = lo.w;
@@ -820,7 +826,8 @@ template <typename T>
 __global__ void __launch_bounds__(kUWarps * 32) lora_u_part_kernel(const T* __restrict__ xl, const T* __restrict__ A,
                                                                  float* __restrict__ part, unsigned int* arrived,
                                                                  float* __restrict__ u, int M, int K, int r) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+  __shared__ __align__(16) unsigned char as[2][64 * kUARow];
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
   const int mb = blockIdx.x * kUWarps * 16 + warp * 16, r0 = blockIdx.z * 64;
   const int S = gridDim.y, split = blockIdx.y;
   const KSlice ks = k_slice(K / kChunkK);
@@ -830,33 +837,51 @@ __global__ void __launch_bounds__(kUWarps * 32) lora_u_part_kernel(const T* __re
   const T* x0 = xl + static_cast<int64_t>(ok0 ? mb + g : 0) * K + 16 * c;
   const T* x1 = xl + static_cast<int64_t>(ok1 ? mb + g + 8 : 0) * K + 16 * c;
   const uint4 zero = make_uint4(0, 0, 0, 0);
+  // A rows r0 .. r0 + 8·tiles of chunk ch into buffer b (ranks past r as zeros), one commit group.
+  auto stage = [&](int ch, int b) {
+    for (int i = tid; i < tiles * 8 * 8; i += kUWarps * 32) {
+      const int row = i / 8, piece = i % 8, j = r0 + row;
+      cp_async16(&as[b][row * kUARow + piece * 16],
+                 A + static_cast<int64_t>(j < r ? j : 0) * K + static_cast<int64_t>(ch) * kChunkK + 8 * piece, j < r);
+    }
+    cp_async_commit();
+  };
   float acc[8][4];
 #pragma unroll
   for (int t = 0; t < 8; ++t)
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[t][e] = 0.f;
+  if (c0 < c1) stage(c0, 0);
   for (int ch = c0; ch < c1; ++ch) {
+    const int b = (ch - c0) & 1;
+    if (ch + 1 < c1) {
+      stage(ch + 1, b ^ 1);
+    } else {
+      cp_async_commit();  // (an empty group keeps the wait count uniform)
+    }
     const int k = ch * kChunkK;
     uint32_t w0[8], w1[8];
     words8(ok0 ? __ldg(reinterpret_cast<const uint4*>(x0 + k)) : zero,
            ok0 ? __ldg(reinterpret_cast<const uint4*>(x0 + k + 8)) : zero, w0);
     words8(ok1 ? __ldg(reinterpret_cast<const uint4*>(x1 + k)) : zero,
            ok1 ? __ldg(reinterpret_cast<const uint4*>(x1 + k + 8)) : zero, w1);
+    cp_async_wait<1>();  // chunk ch's A (this thread's copies) ...
+    __syncthreads();     // ... and everyone's
 #pragma unroll
     for (int t = 0; t < 8; ++t) {
       if (t >= tiles) break;
-      const int j = r0 + t * 8 + g;
-      const T* arow = A + static_cast<int64_t>(j < r ? j : 0) * K + k + 16 * c;
+      const unsigned char* arow = &as[b][(t * 8 + g) * kUARow + 32 * c];
       uint32_t aw[8];
-      words8(j < r ? __ldg(reinterpret_cast<const uint4*>(arow)) : zero,
-             j < r ? __ldg(reinterpret_cast<const uint4*>(arow + 8)) : zero, aw);
+      words8(*reinterpret_cast<const uint4*>(arow), *reinterpret_cast<const uint4*>(arow + 16), aw);
 #pragma unroll
       for (int s = 0; s < 4; ++s) {
         const uint32_t af[4] = {w0[2 * s], w1[2 * s], w0[2 * s + 1], w1[2 * s + 1]};
         mma16816<T>(acc[t], af, aw[2 * s], aw[2 * s + 1]);
       }
     }
+    __syncthreads();  // buffer b is refilled (chunk ch + 2) in the next iteration
   }
+  cp_async_wait<0>();
   float* dst = S == 1 ? u : part + static_cast<int64_t>(split) * M * r;
 #pragma unroll
   for (int t = 0; t < 8; ++t) {
@@ -934,10 +959,10 @@ template <typename T, bool kSS> std::string launch_wgmma(const MmaParams& p, int
 
 int64_t u_groups(int64_t M, int64_t r) { return (M + kUWarps * 16 - 1) / (kUWarps * 16) * ((r + 63) / 64); }
 
-// K slices of the u kernel: enough blocks to fill the GPU (~4 per SM), at most K / 64 and 64.
+// K slices of the u kernel: enough blocks to fill the GPU (~2 per SM: 16 warps), at most K / 64 and 64.
 int u_splits(int64_t M, int64_t K, int64_t r, int sm_count) {
   const int64_t groups = u_groups(M, r);
-  const int64_t splits = (4 * static_cast<int64_t>(sm_count) + groups - 1) / groups;
+  const int64_t splits = (2 * static_cast<int64_t>(sm_count) + groups - 1) / groups;
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({splits, K / kChunkK, 64})));
 }
 
