@@ -73,13 +73,14 @@ PYBIND11_MODULE(_C, m) {
          uintptr_t u, uintptr_t workspace, int64_t workspace_bytes, int dtype, uintptr_t packed,
          uintptr_t absmax, uintptr_t quant_map, uintptr_t nested_absmax, uintptr_t nested_quant_map,
          float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r, float scale,
-         int variant, int block_m, uintptr_t stream) {
+         int variant, int block_m, int u_given, uintptr_t stream) {
         check(nf4lora::launch_qlora_mma(y, x, x_lora, A, B, bias, u, workspace, workspace_bytes, dtype,
                                         packed, absmax, quant_map, nested_absmax, nested_quant_map,
                                         nested_offset, blocksize, M, N, K, r, scale, variant, block_m,
-                                        stream));
+                                        u_given, stream));
       },
-      "y = x·Wᵀ + scale·u·Bᵀ + bias and u = x_lora·Aᵀ on tensor cores for any M (see launchers.h).");
+      "y = x·Wᵀ + scale·u·Bᵀ + bias and u = x_lora·Aᵀ on tensor cores for any M; u_given: u already "
+      "holds x_lora·Aᵀ, no u kernel runs (see launchers.h).");
   m.def("lora_u_workspace", &nf4lora::lora_u_workspace_bytes, py::arg("M"), py::arg("K"), py::arg("r"),
         "Workspace bytes of lora_u for this shape on the current device.");
   m.def(

@@ -65,12 +65,14 @@ MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int variant, 
 // y (M, N) = x·Wᵀ + scale·u·Bᵀ + bias and u (M, r) = x_lora·Aᵀ (float32) on tensor cores, any
 // M >= 1 (meant for M > 16). Same argument conventions as launch_qlora_gemv; packed, x, x_lora,
 // A, y and the workspace 16-byte aligned, the workspace at least the plan's bytes (checked).
+// u_given != 0: u already holds x_lora·Aᵀ (the caller computed it, e.g. by cuBLAS); no u kernel
+// runs, x_lora and A are not read and no workspace is needed.
 std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr_t A, uintptr_t B,
                              uintptr_t bias, uintptr_t u, uintptr_t workspace, int64_t workspace_bytes,
                              int dtype, uintptr_t packed, uintptr_t absmax, uintptr_t quant_map,
                              uintptr_t nested_absmax, uintptr_t nested_quant_map, float nested_offset,
                              int blocksize, int64_t M, int64_t N, int64_t K, int64_t r, float scale,
-                             int variant, int block_m, uintptr_t stream);
+                             int variant, int block_m, int u_given, uintptr_t stream);
 
 // u (M, r) float32 = x·Aᵀ alone (the forward's u kernel; e.g. g·B for the backward with A = Bᵀ):
 // K a multiple of 64, x, A and the workspace 16-byte aligned, the workspace as

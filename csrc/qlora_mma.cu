@@ -959,10 +959,11 @@ template <typename T, bool kSS> std::string launch_wgmma(const MmaParams& p, int
 
 int64_t u_groups(int64_t M, int64_t r) { return (M + kUWarps * 16 - 1) / (kUWarps * 16) * ((r + 63) / 64); }
 
-// K slices of the u kernel: enough blocks to fill the GPU (~2 per SM: 16 warps), at most K / 64 and 64.
+// K slices of the u kernel: as many blocks as fit the GPU at once (2 per SM: 16 warps; rounded down,
+// so that they run in one wave), at most K / 64 and 64.
 int u_splits(int64_t M, int64_t K, int64_t r, int sm_count) {
   const int64_t groups = u_groups(M, r);
-  const int64_t splits = (2 * static_cast<int64_t>(sm_count) + groups - 1) / groups;
+  const int64_t splits = 2 * static_cast<int64_t>(sm_count) / groups;
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({splits, K / kChunkK, 64})));
 }
 
@@ -978,16 +979,19 @@ std::string launch_u(const void* x_lora, const void* A, float* part, unsigned in
 }
 
 template <typename T>
-std::string launch_typed(const MmaParams& p, const MmaPlan& plan, const void* x_lora, const void* A, float* u_part,
-                         unsigned int* u_arrived, unsigned int* counters, int64_t n_counters, cudaStream_t stream) {
+std::string launch_typed(const MmaParams& p, const MmaPlan& plan, bool u_given, const void* x_lora, const void* A,
+                         float* u_part, unsigned int* u_arrived, unsigned int* counters, int64_t n_counters,
+                         cudaStream_t stream) {
   cudaError_t err;
-  if (n_counters > 0) {  // the u kernel's and the tiles' split-K counters, one memset
-    err = cudaMemsetAsync(counters, 0, sizeof(unsigned int) * n_counters, stream);
-    if (err != cudaSuccess) return std::string("cudaMemsetAsync: ") + cudaGetErrorString(err);
+  if (!u_given) {
+    if (n_counters > 0) {  // the u kernel's split-K counters
+      err = cudaMemsetAsync(counters, 0, sizeof(unsigned int) * n_counters, stream);
+      if (err != cudaSuccess) return std::string("cudaMemsetAsync: ") + cudaGetErrorString(err);
+    }
+    const std::string u_err = launch_u<T>(x_lora, A, u_part, u_arrived, const_cast<float*>(p.u), p.M, p.K, p.r,
+                                          plan.splits, stream);
+    if (!u_err.empty()) return u_err;
   }
-  const std::string u_err = launch_u<T>(x_lora, A, u_part, u_arrived, const_cast<float*>(p.u), p.M, p.K, p.r,
-                                        plan.splits, stream);
-  if (!u_err.empty()) return u_err;
   const int64_t blocks = static_cast<int64_t>(p.tiles_m) * p.tiles_n * p.k_splits;
   if (plan.ws) return launch_wgmma_ws<T>(p, blocks, plan.ws_pair, stream);
   if (plan.wgmma) return plan.ss ? launch_wgmma<T, true>(p, blocks, stream) : launch_wgmma<T, false>(p, blocks, stream);
@@ -1088,7 +1092,8 @@ std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr
                              uintptr_t u, uintptr_t workspace, int64_t workspace_bytes, int dtype, uintptr_t packed,
                              uintptr_t absmax, uintptr_t quant_map, uintptr_t nested_absmax,
                              uintptr_t nested_quant_map, float nested_offset, int blocksize, int64_t M, int64_t N,
-                             int64_t K, int64_t r, float scale, int variant, int block_m, uintptr_t stream) {
+                             int64_t K, int64_t r, float scale, int variant, int block_m, int u_given,
+                             uintptr_t stream) {
   const int lg = log2_exact(blocksize);
   if (lg < 6 || lg > 12) return "blocksize must be a power of two in [64, 4096]";
   if (M < 1 || N < 1 || r < 1 || K < kChunkK || K % blocksize != 0)
@@ -1100,7 +1105,7 @@ std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr
     if (ptr % 16 != 0) return "packed, x, x_lora, A, y and workspace must be 16-byte aligned";
   const MmaPlan plan = plan_qlora_mma(M, N, K, r, variant, block_m);
   if (!plan.error.empty()) return plan.error;
-  if (workspace_bytes < plan.workspace_bytes || (plan.workspace_bytes > 0 && workspace == 0))
+  if (!u_given && (workspace_bytes < plan.workspace_bytes || (plan.workspace_bytes > 0 && workspace == 0)))
     return "the workspace is smaller than plan_qlora_mma says (" + std::to_string(plan.workspace_bytes) + " bytes)";
   const Sections sec = sections(plan, M, r);
   unsigned char* ws = reinterpret_cast<unsigned char*>(workspace);
@@ -1127,8 +1132,10 @@ std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr
   const void* a = reinterpret_cast<const void*>(A);
   float* u_part = reinterpret_cast<float*>(ws);
   unsigned int* u_arrived = plan.splits > 1 ? counters : nullptr;
-  if (dtype == 1) return launch_typed<__half>(p, plan, xl, a, u_part, u_arrived, counters, sec.n_counters, st);
-  if (dtype == 2) return launch_typed<__nv_bfloat16>(p, plan, xl, a, u_part, u_arrived, counters, sec.n_counters, st);
+  if (dtype == 1)
+    return launch_typed<__half>(p, plan, u_given != 0, xl, a, u_part, u_arrived, counters, sec.n_counters, st);
+  if (dtype == 2)
+    return launch_typed<__nv_bfloat16>(p, plan, u_given != 0, xl, a, u_part, u_arrived, counters, sec.n_counters, st);
   return "dtype must be 1 (float16) or 2 (bfloat16)";
 }
 

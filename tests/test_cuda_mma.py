@@ -46,10 +46,21 @@ def test_mma_forward_matches_reference(monkeypatch, dtype, nested, case):
     err = rel_err(y, ref)
     assert err < REL_TOL[dtype] and err <= 2 * rel_err(plain, ref) + 1e-6, (err, rel_err(plain, ref))
     # u = x̃·Aᵀ, returned for dB: fp32 sums of exact products; poisoned u must be fully written.
+    # Both ways of computing it: cuBLAS (the default where torch has a float32-output mm) and the u
+    # kernel (split K, the last block of each group sums the partials in slice order).
+    u_ref = (x if xl is None else xl).double() @ A.double().t()
     poison_next_alloc(M * r, torch.float32)
     y2, u = _cuda_ext.qlora_forward_large(x, xl, q, A, B, 0.7, bias)
-    assert rel_err(u, (x if xl is None else xl).double() @ A.double().t()) < 1e-5
+    assert rel_err(u, u_ref) < 1e-5
     assert torch.equal(y2, y)  # deterministic: fixed split plan, no atomics
+    for u_by in ("cublas", "kernel") if _cuda_ext.U_BY == "cublas" else ("kernel",):
+        poison_next_alloc(M * r, torch.float32)
+        poison_next_alloc(M * N, dtype)
+        yk, uk = _cuda_ext.qlora_forward_large(x, xl, q, A, B, 0.7, bias, u_by=u_by)
+        assert rel_err(uk, u_ref) < 1e-5, u_by
+        assert torch.isfinite(yk).all() and rel_err(yk, ref) <= 2 * rel_err(plain, ref) + 1e-6, u_by
+        yk2, uk2 = _cuda_ext.qlora_forward_large(x, xl, q, A, B, 0.7, bias, u_by=u_by)
+        assert torch.equal(uk2, uk) and torch.equal(yk2, yk), u_by  # deterministic either way
     # Every kernel of the file is as accurate: mma.sync (the default off sm_90) and wgmma with 128
     # and 256 x rows per block (the default picks one by shape).
     for variant, block_m in (("mma_sync", 0), ("wgmma", 128), ("wgmma", 256), ("wgmma_ss", 128), ("wgmma_ss", 256),
@@ -110,6 +121,14 @@ def test_mma_forward_non_contiguous_and_3d_input(monkeypatch):
     assert y.shape == (3, 50, 384) and rel_err(y, ref) < 1e-2
 
 
+def test_mma_forward_refuses_unknown_u_by():
+    q = quantize_nf4(torch.randn(64, 64, device=DEV), 64)
+    A, B = random_lora(64, 64, 4, torch.bfloat16, DEV)
+    x = torch.randn(32, 64, device=DEV, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="u_by must be 'cublas' or 'kernel', got 'cuda'"):
+        _cuda_ext.qlora_forward_large(x, None, q, A, B, 1.0, None, u_by="cuda")
+
+
 def test_mma_plan_splits_k_only_when_tiles_are_few():
     from nf4lora._cuda_ext import _C
 
@@ -150,6 +169,7 @@ def test_mma_forward_is_memcheck_clean(tmp_path):
                                              ("wgmma_ws", 128), ("wgmma_ws", 256), ("wgmma_ws_pair", 128),
                                              ("wgmma_ws_pair", 256), ("mma_sync", 0)):
                         _cuda_ext.qlora_forward_large(x, x, q, A, B, 0.5, bias, variant=variant, block_m=block_m)
+                    _cuda_ext.qlora_forward_large(x, x, q, A, B, 0.5, bias, u_by="kernel")
         torch.cuda.synchronize()
         print("done")
     """)

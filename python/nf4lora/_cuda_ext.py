@@ -148,12 +148,14 @@ def _nf4_args(q: NF4Weight):
                     q.nested_offset if nested else 0.0, q.blocksize)
 
 
-def _launch_args(x, x_lora, q: NF4Weight, A, B, bias):
+def _launch_args(x, x_lora, q: NF4Weight, A, B, bias, u_by_cublas: bool = False):
     """What both forward launchers take: (keep, y, u, operands, state). y (M, N) and u (M, r)
     float32 are the outputs; operands the leading pointer arguments (y, x, x_lora, A, B, bias, u) of
     contiguous, 16-byte aligned tensors; state the NF4 state's pointer arguments. ``keep`` holds the
-    operand tensors (copies made for alignment included) alive until the launch is queued. A plain
-    function and tuples: this runs on every decode-size call, where host time is the cost."""
+    operand tensors (copies made for alignment included) alive until the launch is queued.
+    u_by_cublas: u = x_lora·Aᵀ is computed here (cuBLAS, float32 output) and the launcher is told
+    so. A plain function and tuples: this runs on every decode-size call, where host time is the
+    cost."""
     x = _aligned(x)
     xl = x if x_lora is None else _aligned(x_lora)
     A, B = _aligned(A), B.contiguous()
@@ -161,7 +163,10 @@ def _launch_args(x, x_lora, q: NF4Weight, A, B, bias):
     packed, state = _nf4_args(q)
     (M, _), (N, r), device = x.shape, B.shape, x.device
     y = torch.empty((M, N), device=device, dtype=x.dtype)
-    u = torch.empty((M, r), device=device, dtype=torch.float32)
+    if u_by_cublas:
+        u = torch.mm(xl, A.t(), out_dtype=torch.float32)
+    else:
+        u = torch.empty((M, r), device=device, dtype=torch.float32)
     operands = (y.data_ptr(), x.data_ptr(), xl.data_ptr(), A.data_ptr(), B.data_ptr(),
                 0 if bias is None else bias.data_ptr(), u.data_ptr())
     return (x, xl, A, B, bias, packed), y, u, operands, state
@@ -203,21 +208,33 @@ def qlora_forward_small(x, x_lora, q: NF4Weight, A, B, scale: float, bias, tiles
 # launcher choose from the shape.
 MMA_VARIANTS = {"auto": 0, "mma_sync": 1, "wgmma": 2, "wgmma_ss": 3, "wgmma_ws": 4, "wgmma_ws_pair": 5}
 
+# u = x̃·Aᵀ of the large-M forward: "cublas" (torch.mm with a float32 output, torch 2.8+; the
+# launcher then runs the main kernel alone) or "kernel" (csrc's lora_u_part_kernel, in the same
+# launcher call). cuBLAS took 1.8-8x less GPU time on the H200 at every point measured (M 128-16384,
+# r 16 and 64, three shapes: 6-120 µs against 16-330; bench/NOTES.md, seventeenth session), so it is
+# the default wherever torch has it.
+U_BY = "cublas" if hasattr(torch.ops.aten.mm, "dtype") else "kernel"
+
 
 def qlora_forward_large(x, x_lora, q: NF4Weight, A, B, scale: float, bias, variant: str = "auto",
-                        block_m: int = 0):
-    """The tensor-core kernels (any M >= 1; meant for M > GEMV_MAX_M). Workspace (sized by
-    _C.plan_qlora_mma) when the u kernel splits K: its S·M·r float32 partial sums and counters (the
-    main kernel's K split, with few output tiles, runs in thread-block clusters and needs none)."""
+                        block_m: int = 0, u_by: Optional[str] = None):
+    """The tensor-core kernels (any M >= 1; meant for M > GEMV_MAX_M). u_by: how u = x̃·Aᵀ is
+    computed, "cublas" or "kernel" (default U_BY). Workspace (sized by _C.plan_qlora_mma) when the u
+    kernel runs and splits K: its S·M·r float32 partial sums and counters (the main kernel's K
+    split, with few output tiles, runs in thread-block clusters and needs none)."""
     if variant not in MMA_VARIANTS:
         raise ValueError(f"variant must be one of {sorted(MMA_VARIANTS)}, got {variant!r}")
+    u_by = u_by or U_BY
+    if u_by not in ("cublas", "kernel"):
+        raise ValueError(f"u_by must be 'cublas' or 'kernel', got {u_by!r}")
     (M, K), (N, r), device = x.shape, B.shape, x.device
-    keep, y, u, operands, state = _launch_args(x, x_lora, q, A, B, bias)
+    by_cublas = u_by == "cublas"
+    keep, y, u, operands, state = _launch_args(x, x_lora, q, A, B, bias, u_by_cublas=by_cublas)
     with device_guard(device):  # the plan depends on the device (kernel, SM count)
-        ws_bytes = _C.plan_qlora_mma(M, N, K, r, MMA_VARIANTS[variant], block_m)[3]
+        ws_bytes = 0 if by_cublas else _C.plan_qlora_mma(M, N, K, r, MMA_VARIANTS[variant], block_m)[3]
         ws = _workspace(ws_bytes, device)  # the u kernel's split-K partial sums and counters
         _C.qlora_mma(*operands, 0 if ws is None else ws.data_ptr(), ws_bytes, _DTYPE_CODES[x.dtype], *state,
-                     M, N, K, r, float(scale), MMA_VARIANTS[variant], block_m, _stream(device))
+                     M, N, K, r, float(scale), MMA_VARIANTS[variant], block_m, int(by_cublas), _stream(device))
     return y, u
 
 
