@@ -40,6 +40,12 @@
 namespace nf4lora {
 namespace {
 
+// Diagnostic builds of the warp-specialized kernel (bench/dx_diag.sh; wrong results): 1 = no decode
+// (the W tile left as it is), 6 = the raw code words stored as the W tile (the stores without the decode).
+#ifndef NF4LORA_DX_DIAG
+#define NF4LORA_DX_DIAG 0
+#endif
+
 constexpr int kChunkN = 64;  // reduction rows of W per stage
 constexpr int kDxBK = 128;   // dx columns per block
 constexpr int kAtomCol = kChunkN * 128;  // bytes of one 64-k column of the decoded W tile
@@ -317,10 +323,17 @@ __global__ void __launch_bounds__(DxWsTile<BM>::kThreads, 1)
           tma_load_2d(smem + s * C::kStageBytes, &gmap, &full[s], i * kChunkN, m0);
         },
         [&](int s, const uint4(&cw)[C::kWords], const RawScales<1>& raw) {
-          const Table t = scaled_table<T>(codes, scale_of(p.w, code2, raw, 0));
           unsigned char* row = smem + s * C::kStageBytes + C::kGBytes + dh * kAtomCol + dn * 128;
+#if NF4LORA_DX_DIAG == 6
+#pragma unroll
+          for (int w = 0; w < C::kWords; ++w)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) *reinterpret_cast<uint4*>(row + (((4 * w + j) ^ (dn & 7)) << 4)) = cw[w];
+#elif NF4LORA_DX_DIAG != 1
+          const Table t = scaled_table<T>(codes, scale_of(p.w, code2, raw, 0));
 #pragma unroll
           for (int w = 0; w < C::kWords; ++w) decode32_to_row<T>(cw[w], t, row, dn, 4 * w);
+#endif
         },
         [](int) {});
   } else {
