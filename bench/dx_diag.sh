@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)
 for d in ${DIAGS:-0 1 6}; do
   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr \
-    -DNF4LORA_DX_DIAG=$d -o "$tmp/dx-$d" bench/dx_diag.cu csrc/qlora_dx.cu > "$tmp/build-$d.log" 2>&1 &
+    -DNF4LORA_DX_DIAG=$d -o "$tmp/dx-$d" bench/dx_diag.cu csrc/qlora_dx.cu csrc/qlora_mma.cu > "$tmp/build-$d.log" 2>&1 &
 done
 wait
 for shape in "${@:-4096,14336,4096}"; do
