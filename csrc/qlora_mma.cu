@@ -4,12 +4,15 @@
 //   y (M, N) = x·Wᵀ + s·u·Bᵀ + bias,  u (M, r) = x̃·Aᵀ (float32, also returned for dB)
 //
 // Launched back to back by one host call (plus one memset of the u kernel's split-K counters when
-// it splits K):
-//   lora_u_part_kernel  u over S split-K slices: a block owns 64 rows of x̃ and up to 64 ranks
-//                       over one K slice (mma, fp32 accumulation) and writes its partial sums; the
-//                       last block of each (rows, ranks) group to finish adds the S partials in
-//                       slice order and writes u (deterministic, no float atomics). S is chosen so
-//                       that the grid fills the GPU.
+// it splits K). The u kernel runs only when the caller has not computed u itself (launch_qlora_mma's
+// u_given: the Python wrapper computes u by cuBLAS where torch has a float32-output mm, 1.4-8x less
+// GPU time on the H200, bench/results/h200/s17/):
+//   lora_u_part_kernel  u over S split-K slices: a block owns 128 rows of x̃ and up to 64 ranks
+//                       over one K slice (mma, fp32 accumulation; A staged once per chunk in shared
+//                       memory) and writes its partial sums; the last block of each (rows, ranks)
+//                       group to finish adds the S partials in slice order and writes u
+//                       (deterministic, no float atomics). S is chosen so that the grid fills the
+//                       GPU in one wave.
 //   qlora_wgmma_kernel  sm_90: two warpgroups, 128 W rows × 128 or 256 x rows per block, wgmma
 //                       with x as a shared-memory operand and W decoded either into shared memory
 //                       too (SS, the default) or into the register operand (RS); with few output
