@@ -54,6 +54,20 @@ def test_launchers_refuse_bad_calls_before_touching_memory():
 
 
 @pytest.mark.skipif(not _cuda_ext.built(), reason="the CUDA extension is not built")
+def test_large_m_forward_refuses_bad_u_by_before_any_work(monkeypatch):
+    # How u = x̃·Aᵀ is computed is checked before any tensor is touched (CPU tensors here).
+    from nf4lora import quantize_nf4
+
+    q = quantize_nf4(torch.randn(64, 64), 64)
+    x, A, B = torch.randn(32, 64), torch.randn(4, 64), torch.randn(64, 4)
+    with pytest.raises(ValueError, match="u_by must be 'cublas' or 'kernel', got 'cuda'"):
+        _cuda_ext.qlora_forward_large(x, None, q, A, B, 1.0, None, u_by="cuda")
+    monkeypatch.setattr(_cuda_ext, "_MM_OUT_DTYPE", False)  # as under torch < 2.8
+    with pytest.raises(ValueError, match=r"u_by='cublas' needs torch.mm with out_dtype \(torch 2.8\+\)"):
+        _cuda_ext.qlora_forward_large(x, None, q, A, B, 1.0, None, u_by="cublas")
+
+
+@pytest.mark.skipif(not _cuda_ext.built(), reason="the CUDA extension is not built")
 def test_small_m_plan_splits_k_only_for_narrow_w():
     # plan_qlora_gemv (host code, no GPU needed): blocks own 16 (tiles=1) or 32 rows and all of K;
     # K is split over blocks only while the column blocks leave the SMs fewer than two blocks each,

@@ -213,7 +213,8 @@ MMA_VARIANTS = {"auto": 0, "mma_sync": 1, "wgmma": 2, "wgmma_ss": 3, "wgmma_ws":
 # launcher call). cuBLAS took 1.8-8x less GPU time on the H200 at every point measured (M 128-16384,
 # r 16 and 64, three shapes: 6-120 µs against 16-330; bench/NOTES.md, seventeenth session), so it is
 # the default wherever torch has it.
-U_BY = "cublas" if hasattr(torch.ops.aten.mm, "dtype") else "kernel"
+_MM_OUT_DTYPE = hasattr(torch.ops.aten.mm, "dtype")  # torch.mm(..., out_dtype=) exists (2.8+)
+U_BY = "cublas" if _MM_OUT_DTYPE else "kernel"
 
 
 def qlora_forward_large(x, x_lora, q: NF4Weight, A, B, scale: float, bias, variant: str = "auto",
@@ -227,6 +228,8 @@ def qlora_forward_large(x, x_lora, q: NF4Weight, A, B, scale: float, bias, varia
     u_by = u_by or U_BY
     if u_by not in ("cublas", "kernel"):
         raise ValueError(f"u_by must be 'cublas' or 'kernel', got {u_by!r}")
+    if u_by == "cublas" and not _MM_OUT_DTYPE:
+        raise ValueError(f"u_by='cublas' needs torch.mm with out_dtype (torch 2.8+), this is torch {torch.__version__}")
     (M, K), (N, r), device = x.shape, B.shape, x.device
     by_cublas = u_by == "cublas"
     keep, y, u, operands, state = _launch_args(x, x_lora, q, A, B, bias, u_by_cublas=by_cublas)
