@@ -10,6 +10,7 @@
 #include <string>
 
 #include "../csrc/launchers.h"
+#include "diag_timing.h"
 
 #ifndef NF4LORA_DX_DIAG
 #define NF4LORA_DX_DIAG 0
@@ -30,12 +31,7 @@ __global__ void fill_hash(uint32_t* p, size_t n, uint32_t mask, uint32_t bias) {
 int main(int argc, char** argv) {
   const int64_t M = argc > 1 ? atoll(argv[1]) : 4096, N = argc > 2 ? atoll(argv[2]) : 14336,
                 K = argc > 3 ? atoll(argv[3]) : 4096, r = 16;
-  auto alloc = [](size_t bytes) {
-    void* p = nullptr;
-    if (cudaMalloc(&p, bytes) != cudaSuccess) { fprintf(stderr, "cudaMalloc failed\n"); exit(1); }
-    cudaMemset(p, 0x11, bytes);  // small finite bf16 values (0x1111), codes 1, absmax ~1e-28
-    return reinterpret_cast<uintptr_t>(p);
-  };
+  const auto alloc = diag_alloc;
   const uintptr_t dx = alloc(M * K * 2), g = alloc(M * N * 2), A = alloc(r * K * 2), packed = alloc(N * K / 2),
                   absmax = alloc(N * K / 64 * 4), qmap = alloc(16 * 4);
   const bool rand = argc > 4 && std::string(argv[4]) == "rand";
@@ -58,18 +54,7 @@ int main(int argc, char** argv) {
                                                      nested ? code2 : 0, 0.01f, 64, M, N, K, r, 1.f, 0, 0, 0);
     if (!err.empty()) { fprintf(stderr, "%s\n", err.c_str()); exit(1); }
   };
-  for (int i = 0; i < 3; ++i) launch();
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
-  const int iters = 20;
-  cudaEventRecord(e0);
-  for (int i = 0; i < iters; ++i) launch();
-  cudaEventRecord(e1);
-  cudaEventSynchronize(e1);
-  float ms = 0.f;
-  cudaEventElapsedTime(&ms, e0, e1);
-  const double us = 1e3 * ms / iters;
+  const double us = diag_time_us(launch);
   printf("diag=%d M=%lld N=%lld K=%lld data=%s absmax=%s time_us=%.1f tflops=%.1f\n", NF4LORA_DX_DIAG, (long long)M,
          (long long)N, (long long)K, rand ? "rand" : "const", nested ? "nested" : "plain", us, 2.0 * M * N * K / us * 1e-6);
   return cudaGetLastError() == cudaSuccess ? 0 : 1;
