@@ -323,14 +323,15 @@ __global__ void __launch_bounds__(DxWsTile<BM>::kThreads, 1)
           tma_load_2d(smem + s * C::kStageBytes, &gmap, &full[s], i * kChunkN, m0);
         },
         [&](int s, const uint4(&cw)[C::kWords], const RawScales<1>& raw) {
-          unsigned char* row = smem + s * C::kStageBytes + C::kGBytes + dh * kAtomCol + dn * 128;
 #if NF4LORA_DX_DIAG == 6
+          unsigned char* row = smem + s * C::kStageBytes + C::kGBytes + dh * kAtomCol + dn * 128;
 #pragma unroll
           for (int w = 0; w < C::kWords; ++w)
 #pragma unroll
             for (int j = 0; j < 4; ++j) *reinterpret_cast<uint4*>(row + (((4 * w + j) ^ (dn & 7)) << 4)) = cw[w];
 #elif NF4LORA_DX_DIAG != 1
           const Table t = scaled_table<T>(codes, scale_of(p.w, code2, raw, 0));
+          unsigned char* row = smem + s * C::kStageBytes + C::kGBytes + dh * kAtomCol + dn * 128;
 #pragma unroll
           for (int w = 0; w < C::kWords; ++w) decode32_to_row<T>(cw[w], t, row, dn, 4 * w);
 #endif
