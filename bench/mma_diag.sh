@@ -4,7 +4,8 @@
 # x streaming (wgmma_ss): see csrc/qlora_mma.cu) and each extra define
 # set in $DEFS (e.g. "-DNF4LORA_WG_STAGES=5"), on the given shapes ("M,N,K" arguments), with the
 # kernel chosen by $VARIANT as launch_qlora_mma's (0 auto, 1 mma.sync, 2 wgmma, 3 wgmma with W
-# decoded into shared memory, 4 the same warp-specialized; a list, e.g. VARIANT="3 4", runs each).
+# decoded into shared memory, 4 the same warp-specialized; a list, e.g. VARIANT="3 4", runs each),
+# $BLOCK_M x rows per block (launch_qlora_mma's block_m; default 0: the launcher's choice).
 #   VARIANT=2 DIAGS="0 1 2 3" bench/mma_diag.sh 4096,14336,4096 4096,4096,14336
 #   VARIANT=3 DIAGS="0 1 2 4" bench/mma_diag.sh 4096,14336,4096
 set -euo pipefail
@@ -25,7 +26,7 @@ for shape in "${@:-4096,14336,4096}"; do
     for i in "${!defs[@]}"; do
       for v in ${VARIANT:-0}; do
         echo -n "defs='${defs[$i]}' "
-        "$tmp/diag-$d-$i" ${shape//,/ } "$v"
+        "$tmp/diag-$d-$i" ${shape//,/ } "$v" "${BLOCK_M:-0}"
       done
     done
   done
