@@ -62,7 +62,7 @@ def test_large_m_forward_refuses_bad_u_by_before_any_work(monkeypatch):
     x, A, B = torch.randn(32, 64), torch.randn(4, 64), torch.randn(64, 4)
     with pytest.raises(ValueError, match="u_by must be 'cublas' or 'kernel', got 'cuda'"):
         _cuda_ext.qlora_forward_large(x, None, q, A, B, 1.0, None, u_by="cuda")
-    monkeypatch.setattr(_cuda_ext, "_MM_OUT_DTYPE", False)  # as under torch < 2.8
+    monkeypatch.setattr(_cuda_ext, "MM_OUT_DTYPE", False)  # as under torch < 2.8
     with pytest.raises(ValueError, match=r"u_by='cublas' needs torch.mm with out_dtype \(torch 2.8\+\)"):
         _cuda_ext.qlora_forward_large(x, None, q, A, B, 1.0, None, u_by="cublas")
 

@@ -210,11 +210,12 @@ MMA_VARIANTS = {"auto": 0, "mma_sync": 1, "wgmma": 2, "wgmma_ss": 3, "wgmma_ws":
 
 # u = x̃·Aᵀ of the large-M forward: "cublas" (torch.mm with a float32 output, torch 2.8+; the
 # launcher then runs the main kernel alone) or "kernel" (csrc's lora_u_part_kernel, in the same
-# launcher call). cuBLAS took 1.8-8x less GPU time on the H200 at every point measured (M 128-16384,
-# r 16 and 64, three shapes: 6-120 µs against 16-330; bench/NOTES.md, seventeenth session), so it is
-# the default wherever torch has it.
-_MM_OUT_DTYPE = hasattr(torch.ops.aten.mm, "dtype")  # torch.mm(..., out_dtype=) exists (2.8+)
-U_BY = "cublas" if _MM_OUT_DTYPE else "kernel"
+# launcher call). cuBLAS took 1.4-8x less GPU time than the u kernel on the H200 at every point
+# measured (M 128-16384, r 16 and 64, three shapes: 6-120 µs against 17-266; bench/results/h200/s17/),
+# so it is the default wherever torch has it. MM_OUT_DTYPE: torch.mm(..., out_dtype=) exists (2.8+;
+# the CUDA backward's g·B uses it too, ops._GB_FN).
+MM_OUT_DTYPE = hasattr(torch.ops.aten.mm, "dtype")
+U_BY = "cublas" if MM_OUT_DTYPE else "kernel"
 
 
 def qlora_forward_large(x, x_lora, q: NF4Weight, A, B, scale: float, bias, variant: str = "auto",
@@ -228,7 +229,7 @@ def qlora_forward_large(x, x_lora, q: NF4Weight, A, B, scale: float, bias, varia
     u_by = u_by or U_BY
     if u_by not in ("cublas", "kernel"):
         raise ValueError(f"u_by must be 'cublas' or 'kernel', got {u_by!r}")
-    if u_by == "cublas" and not _MM_OUT_DTYPE:
+    if u_by == "cublas" and not MM_OUT_DTYPE:
         raise ValueError(f"u_by='cublas' needs torch.mm with out_dtype (torch 2.8+), this is torch {torch.__version__}")
     (M, K), (N, r), device = x.shape, B.shape, x.device
     by_cublas = u_by == "cublas"

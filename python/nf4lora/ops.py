@@ -481,7 +481,7 @@ def _gB_u_kernel(g, B):  # torch < 2.8 (no out_dtype): the forward's u kernel on
 
 
 # g·B (M, r) float32 for the CUDA backward: cuBLAS with a float32 output where torch has it (2.8+).
-_GB_FN = _gB_cublas if hasattr(torch.ops.aten.mm, "dtype") else _gB_u_kernel
+_GB_FN = _gB_cublas if _cuda_ext.MM_OUT_DTYPE else _gB_u_kernel
 
 
 def _cuda_backward(grad_y, x_lora, u, q, A, B, scale, needs):
