@@ -182,6 +182,17 @@ __device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], 
 }
 #undef NF4LORA_MMA_ASM
 
+// Four 8×8 matrices of 16-bit values from shared memory, transposed on the way (ldmatrix .trans):
+// lanes 8i .. 8i + 7 give the 16-byte row addresses of matrix i; d[i] of lane l holds matrix i's
+// elements (2·(l % 4), l / 4) and (2·(l % 4) + 1, l / 4) (row, column), first in the low half —
+// an mma.m16n8k16 B fragment when the matrices' rows are its k.
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&d)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+               : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+               : "r"(addr)
+               : "memory");
+}
+
 // Two floats -> one register of T pair (first in the low half).
 template <typename T> __device__ __forceinline__ uint32_t pack2(float a, float b) {
   const typename Pair<T>::type v = Pair<T>::make(a, b);

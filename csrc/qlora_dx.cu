@@ -49,7 +49,11 @@ namespace {
 constexpr int kChunkN = 64;  // reduction rows of W per stage
 constexpr int kDxBK = 128;   // dx columns per block
 constexpr int kAtomCol = kChunkN * 128;  // bytes of one 64-k column of the decoded W tile
-constexpr int kLoraStageBytes = 16 * kDxBK * 2;  // dx_epilogue's 16 ranks of A (T)
+// dx_epilogue's LoRA staging, inside the output tile's region (the LoRA steps end before the tile is
+// written): s·gB of the tile's BM tokens for 16 ranks split into T parts and residuals ([BM][kSu]
+// words), then A's 16 ranks × 128 columns row-major ([16][kAs] T).
+constexpr int kSu = 20;         // words per token row of the s·gB staging (16 used: conflict-free fragment reads)
+constexpr int kAs = kDxBK + 8;  // T per rank row of the A staging (272 bytes: conflict-free ldmatrix rows)
 
 struct DxParams {
   void* dx;          // (M, K) T
@@ -59,6 +63,8 @@ struct DxParams {
   NF4State w;
   int M, N, K, r, tiles_m, tiles, splits;
   float scale;
+  int a_vec;   // A 16-byte aligned: dx_epilogue stages A's ranks with 16-byte loads
+  int gb_vec;  // r % 4 == 0 and gB 16-byte aligned: dx_epilogue stages s·gB with 16-byte loads
 };
 
 template <int BM_> struct DxTile {
@@ -67,7 +73,8 @@ template <int BM_> struct DxTile {
   static constexpr int kGBytes = BM * 128;                // g tile of one stage (64 n × 2 bytes a row)
   static constexpr int kWBytes = kAtomCol * (BK / 64);    // decoded W tile (bf16 / fp16)
   static constexpr int kPipeBytes = STAGES * kGBytes + 3 * kWBytes;
-  static constexpr int kOutBytes = BM * (BK + 8) * 2 + kLoraStageBytes;  // dx tile, then dx_epilogue's A
+  static constexpr int kOutBytes = BM * (BK + 8) * 2;  // the dx tile (dx_epilogue's LoRA staging fits inside)
+  static_assert(BM * kSu * 4 + 16 * kAs * 2 <= kOutBytes, "the LoRA staging fits the output tile");
   static constexpr int kTableBytes = code_tables_bytes();
   static constexpr int kBody = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + kTableBytes;
   static constexpr int kSmem = kBody + 1024;
@@ -106,45 +113,95 @@ __device__ __forceinline__ void dx_epilogue(const DxParams& p, float (&acc)[BM /
   const int M = p.M, K = p.K, r = p.r;
   const int trow = (warp / 4) * (BM / 2) + (warp % 4) * 16;
   // LoRA: acc += (s·gB)·A over r in steps of 16 ranks (mma.sync on the accumulator fragments: per
-  // 8 columns, rows g and g + 8 of this warp's 16 tokens — the m16n8 C layout). Each step stages
-  // A's 16 ranks × 128 columns in shared memory past the output tile, transposed ([k][16 ranks]),
-  // so a B fragment (ranks 2c, 2c + 1 or 2c + 8, 2c + 9 at one k) is one 32-bit load: few registers
-  // live beside the accumulators (A's global loads straight into fragments spilled in the
-  // warp-specialized kernel's 168 registers).
+  // 8 columns, rows g and g + 8 of this warp's 16 tokens — the m16n8 C layout). Each step first
+  // stages, with loads that are all in flight at once, s·gB of the tile's tokens (split into T
+  // parts and T residuals, [BM][kSu] words) and A's 16 ranks × 128 columns (row-major, [16][kAs])
+  // in the output tile's shared memory, then reads the A fragments (conflict-free stride) and the B
+  // fragments by ldmatrix.trans from there. (Loading gB next to the mmas and A one 2-byte element
+  // per load, as before, left L2 latencies exposed per step: the forward's store_tile measured
+  // ~15 µs per tile and 16 ranks with that pattern, sixteenth session.) Same products summed in
+  // the same order as before: the same bits.
   if (p.gB != nullptr) {
     const T* Am = static_cast<const T*>(p.A);
-    T* As = reinterpret_cast<T*>(smem + BM * (kDxBK + 8) * 2);
+    uint32_t* const su = reinterpret_cast<uint32_t*>(smem);
+    T* const As = reinterpret_cast<T*>(smem + BM * kSu * 4);
+    const float* const gB = p.gB;
     for (int kr0 = 0; kr0 < r; kr0 += 16) {
-      named_sync(1, 256);  // the previous step's reads of As are done
-#pragma unroll 1  // (unrolled, its loads in flight at once spill at 168 registers)
-      for (int idx = ctid; idx < 16 * kDxBK; idx += 256) {
-        const int j = idx / kDxBK, kl = idx % kDxBK;
-        As[kl * 16 + j] = k0 + kl < K && kr0 + j < r ? Am[static_cast<int64_t>(kr0 + j) * K + k0 + kl] : T(0.f);
+      named_sync(1, 256);  // the previous step's reads of the staging are done
+      // (The staging's index arithmetic is redone every step from an opaque copy of ctid: hoisted
+      // out of the loop, its addresses spilled beside the 256-token tile's 128 accumulators.)
+      int ct = ctid;
+      asm volatile("" : "+r"(ct));
+      if (p.a_vec) {  // one 16-byte load per thread: rank ct / 16, columns 8·(ct % 16) ...
+        const int j = ct / 16, kc = 8 * (ct % 16);
+        const bool ok = kr0 + j < r && k0 + kc < K;
+        const uint4 v = ok ? __ldg(reinterpret_cast<const uint4*>(Am + static_cast<int64_t>(kr0 + j) * K + k0 + kc))
+                           : make_uint4(0, 0, 0, 0);
+        *reinterpret_cast<uint4*>(As + j * kAs + kc) = v;
+      } else {
+#pragma unroll 1
+        for (int idx = ct; idx < 16 * kDxBK; idx += 256) {
+          const int j = idx / kDxBK, kl = idx % kDxBK;
+          As[j * kAs + kl] = k0 + kl < K && kr0 + j < r ? Am[static_cast<int64_t>(kr0 + j) * K + k0 + kl] : T(0.f);
+        }
+      }
+      auto put_su = [&](int ml, int q, float a, float b) {  // token ml, rank pair q: s·gB split
+        const float ha = to_float(static_cast<T>(a)), hb = to_float(static_cast<T>(b));
+        su[ml * kSu + q] = pack2<T>(ha, hb);
+        su[ml * kSu + 8 + q] = pack2<T>(a - ha, b - hb);
+      };
+      if (p.gb_vec) {  // 4 ranks of one token per 16-byte load, two loads per thread in flight at a time
+#pragma unroll 1
+        for (int it0 = 0; it0 < BM * 4 / 256; it0 += 2) {
+          float4 gq[2];
+#pragma unroll
+          for (int it = 0; it < 2; ++it) {
+            const int idx = ct + (it0 + it) * 256, m = m0 + idx / 4, j = kr0 + 4 * (idx % 4);
+            gq[it] = m < M && j < r ? __ldg(reinterpret_cast<const float4*>(gB + static_cast<int64_t>(m) * r + j))
+                                    : make_float4(0.f, 0.f, 0.f, 0.f);
+          }
+#pragma unroll
+          for (int it = 0; it < 2; ++it) {
+            const int idx = ct + (it0 + it) * 256, ml = idx / 4, q = 2 * (idx % 4);
+            put_su(ml, q, p.scale * gq[it].x, p.scale * gq[it].y);
+            put_su(ml, q + 1, p.scale * gq[it].z, p.scale * gq[it].w);
+          }
+        }
+      } else {
+#pragma unroll 1
+        for (int idx = ct; idx < BM * 8; idx += 256) {
+          const int ml = idx / 8, q = idx % 8, m = m0 + ml, j = kr0 + 2 * q;
+          const float a = m < M && j < r ? p.scale * __ldg(gB + static_cast<int64_t>(m) * r + j) : 0.f;
+          const float b = m < M && j + 1 < r ? p.scale * __ldg(gB + static_cast<int64_t>(m) * r + j + 1) : 0.f;
+          put_su(ml, q, a, b);
+        }
       }
       named_sync(1, 256);
-      const int kr = kr0 + 2 * c;
+      // Fragment addresses, also from the opaque ct (hoisted, they spilled too).
+      const int ln = ct % 32, rows = (ct / 128) * (BM / 2) + (ct / 32 % 4) * 16 + ln / 4;
+      const uint32_t as_lane = smem_addr(As + (ln % 8 + 8 * (ln / 8 % 2)) * kAs + 8 * (ln / 16));
 #pragma unroll
       for (int t = 0; t < MT; ++t) {
-        uint32_t hi[4], lo[4];
+        // A fragments (s·gB): rows g, g + 8 of the warp's 16 tokens, rank pairs c and c + 4.
+        const uint32_t* const s0 = su + (rows + 64 * t) * kSu + ln % 4;
+        const uint32_t hi[4] = {s0[0], s0[8 * kSu], s0[4], s0[8 * kSu + 4]};
+        const uint32_t lo[4] = {s0[8], s0[8 * kSu + 8], s0[12], s0[8 * kSu + 12]};
 #pragma unroll
-        for (int q = 0; q < 4; ++q) {  // fragment q: row g (q even) / g + 8 (q odd), ranks kr, kr + 1 (q < 2) / + 8
-          const int m = m0 + trow + 64 * t + g + 8 * (q & 1), j = kr + 8 * (q >> 1);
-          const float a = m < M && j < r ? p.scale * p.gB[static_cast<int64_t>(m) * r + j] : 0.f;
-          const float b = m < M && j + 1 < r ? p.scale * p.gB[static_cast<int64_t>(m) * r + j + 1] : 0.f;
-          const float ha = to_float(static_cast<T>(a)), hb = to_float(static_cast<T>(b));
-          hi[q] = pack2<T>(ha, hb);
-          lo[q] = pack2<T>(a - ha, b - hb);
-        }
+        for (int jt = 0; jt < 16; jt += 2) {
+          // B fragments of columns 8·jt .. + 15: four 8×8 matrices (ranks 0-7 / 8-15 × two column
+          // blocks), transposed on load: lane l gives the row address of matrix l / 8.
+          uint32_t b[4];
+          ldmatrix_x4_trans(b, as_lane + 16 * jt);  // (8·jt columns of T: 16·jt bytes)
 #pragma unroll
-        for (int jt = 0; jt < 16; ++jt) {
-          const uint32_t* bk = reinterpret_cast<const uint32_t*>(As + (8 * jt + g) * 16 + 2 * c);
-          const uint32_t b0 = bk[0], b1 = bk[4];
-          float(&d)[4] = *reinterpret_cast<float(*)[4]>(acc[t] + 4 * jt);
-          mma16816<T>(d, hi, b0, b1);
-          mma16816<T>(d, lo, b0, b1);
+          for (int h = 0; h < 2; ++h) {
+            float(&d)[4] = *reinterpret_cast<float(*)[4]>(acc[t] + 4 * (jt + h));
+            mma16816<T>(d, hi, b[2 * h], b[2 * h + 1]);
+            mma16816<T>(d, lo, b[2 * h], b[2 * h + 1]);
+          }
         }
       }
     }
+    named_sync(1, 256);  // the staging's last reads are done before the dx tile overwrites it
   }
 
   // dx tile staged as [BM][BK + 8] (rows = tokens), then 16-byte stores.
@@ -286,7 +343,8 @@ template <int BM_> struct DxWsTile {
   static constexpr int BM = BM_, BK = kDxBK, MT = BM / 128, STAGES = kDxWsStages;
   static constexpr int kGBytes = BM * 128, kWBytes = kAtomCol * (BK / 64), kStageBytes = kGBytes + kWBytes;
   static constexpr int kPipeBytes = STAGES * kStageBytes + ws_ring_bytes<STAGES, kWords>();
-  static constexpr int kOutBytes = BM * (BK + 8) * 2 + kLoraStageBytes;  // dx tile, then dx_epilogue's A
+  static constexpr int kOutBytes = BM * (BK + 8) * 2;  // the dx tile (dx_epilogue's LoRA staging fits inside)
+  static_assert(BM * kSu * 4 + 16 * kAs * 2 <= kOutBytes, "the LoRA staging fits the output tile");
   static constexpr int kBody = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + code_tables_bytes() +
                                ws_barrier_bytes<STAGES>();
   static constexpr int kSmem = kBody + 1024;  // + alignment of the stages to 1024 bytes
@@ -464,6 +522,8 @@ std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A
   p.tiles = static_cast<int>(plan.tiles);
   p.splits = plan.splits;
   p.scale = scale;
+  p.a_vec = A % 16 == 0;
+  p.gb_vec = r % 4 == 0 && gB % 16 == 0;
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
   if (dtype == 2) return launch_dx_typed<__nv_bfloat16>(p, plan, st);
   if (dtype == 1) return launch_dx_typed<__half>(p, plan, st);
