@@ -85,7 +85,9 @@ std::string launch_lora_u(uintptr_t u, uintptr_t x, uintptr_t A, uintptr_t works
 // Plan of a call: tokens per block (block_m: 0 = choose, 128 or 256), the reduction split over
 // the blocks of a thread-block cluster when few tiles (splits <= 8, 128-token tiles only; no
 // workspace), and the kernel: ws (the warp-specialized one, never split) or the SS one. variant:
-// 0 = auto (ws wherever there is no split), 1 = ss, 2 = ws. For the current device.
+// 0 = auto (ws wherever there is no split), 1 = ss, 2 = ws, 3 = ws with the LoRA term added in
+// the epilogue (as the SS kernel does) instead of folded into the reduction (for comparison). For the
+// current device.
 struct DxPlan {
   int block_m = 0, tiles_m = 0, splits = 1;
   int64_t tiles = 0;

@@ -24,9 +24,12 @@
 // partial tiles in slice order through distributed shared memory (deterministic, no workspace;
 // cluster_sum_to_rank0 in wgmma.cuh) and runs the epilogue.
 //
-// Epilogue: the LoRA term s·gB·A as mma.sync steps (s·gB split into a T part and a T residual, A
-// staged in shared memory 16 ranks at a time), then dx staged through shared memory for 16-byte
-// stores.
+// The LoRA term s·gB·A (s·gB split into a T part and a T residual): in the warp-specialized kernel
+// folded into the reduction as extra chunks after W's (dx_fill_lora: A's rows as the W tile, the
+// split s·gB as the g tile; pipelined like W's chunks); in the SS kernel (and the ws kernel's
+// variant 3) added by the epilogue as mma.sync steps (A staged in shared memory 16 ranks at a time),
+// which at r = 64 left 8-17% of the dx's time exposed after the mainloop (eighteenth session).
+// Epilogue: then dx staged through shared memory for 16-byte stores.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -65,7 +68,16 @@ struct DxParams {
   float scale;
   int a_vec;   // A 16-byte aligned: dx_epilogue stages A's ranks with 16-byte loads
   int gb_vec;  // r % 4 == 0 and gB 16-byte aligned: dx_epilogue stages s·gB with 16-byte loads
+  // > 0: the warp-specialized kernel folds the LoRA term into the reduction as this many extra
+  // chunks (lora_chunks_of(r); see dx_fill_lora) and dx_epilogue adds none; 0: dx_epilogue adds it.
+  int lora_chunks;
 };
+
+// The LoRA term s·gB·A as extra reduction chunks after W's: [s·gB split | A; A] — virtual reduction
+// row v (0 .. 64·lora_chunks - 1) pairs the T part of s·gB's rank v with A's row v (v < r), the T
+// residual of rank v - r with A's row v - r (r <= v < 2r), zeros past 2r. Same split as the
+// epilogue's (hi = T(s·gB), lo = T(s·gB - hi)), products summed by the tensor cores with W's.
+constexpr int lora_chunks_of(int64_t r) { return static_cast<int>((2 * r + kChunkN - 1) / kChunkN); }
 
 template <int BM_> struct DxTile {
   static constexpr int kThreads = 256, BM = BM_, BK = kDxBK, MT = BM / 128;  // MT: m64 tiles per warpgroup
@@ -121,7 +133,7 @@ __device__ __forceinline__ void dx_epilogue(const DxParams& p, float (&acc)[BM /
   // per load, as before, left L2 latencies exposed per step: the forward's store_tile measured
   // ~15 µs per tile and 16 ranks with that pattern, sixteenth session.) Same products summed in
   // the same order as before: the same bits.
-  if (p.gB != nullptr) {
+  if (p.gB != nullptr && p.lora_chunks == 0) {
     const T* Am = static_cast<const T*>(p.A);
     uint32_t* const su = reinterpret_cast<uint32_t*>(smem);
     T* const As = reinterpret_cast<T*>(smem + BM * kSu * 4);
@@ -337,6 +349,78 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
 // owns tokens h·BM / 2 .. + BM / 2 - 1, waits full[s], issues the chunk's MMAs and releases the
 // previous chunk's stage once its own MMAs of it are done; then the shared epilogue. No reduction
 // split (plan_qlora_dx keeps the SS kernel where it splits).
+// Extra reduction chunk e of the folded LoRA term (lora_chunks_of) into a stage, by the 128 producer
+// threads (ptid): W tile row dn = virtual row v = 64·e + dn is A's row v or v - r (columns as the
+// decode's: k0 + 64·(ptid / 64), the row's last 64 columns past K), zeros past 2r; the g tile
+// (BM tokens × 64 virtual rows, K-major, 128-byte swizzle as the TMA writes it) the s·gB split, zeros
+// past 2r and M. The loads of 8 pieces (16 bytes of the tile each) are in flight at once.
+template <typename T, int BM>
+__device__ __forceinline__ void dx_fill_lora(const DxParams& p, unsigned char* g_tile, unsigned char* w_tile, int ptid,
+                                             int e, int m0, int k0) {
+  const int r = p.r;
+  {
+    const int dn = ptid % 64, dh = ptid / 64, kq = min(k0 + 64 * dh, p.K - 64);
+    const int v = kChunkN * e + dn, j = v < r ? v : v - r;
+    const bool ok = v < 2 * r;
+    const T* src = static_cast<const T*>(p.A) + static_cast<int64_t>(ok ? j : 0) * p.K + kq;
+    unsigned char* row = w_tile + dh * kAtomCol + dn * 128;
+    uint4 a[8];
+    if (p.a_vec) {
+#pragma unroll
+      for (int q = 0; q < 8; ++q) a[q] = ok ? __ldg(reinterpret_cast<const uint4*>(src) + q) : make_uint4(0, 0, 0, 0);
+    } else {
+#pragma unroll
+      for (int q = 0; q < 8; ++q) {
+        uint32_t w[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i)  // (T values through float and back: exact)
+          w[i] = ok ? pack2<T>(to_float(src[8 * q + 2 * i]), to_float(src[8 * q + 2 * i + 1])) : 0u;
+        a[q] = make_uint4(w[0], w[1], w[2], w[3]);
+      }
+    }
+#pragma unroll
+    for (int q = 0; q < 8; ++q) *reinterpret_cast<uint4*>(row + ((q ^ (dn & 7)) << 4)) = a[q];
+  }
+  constexpr int kPieces = BM * 8 / 128, kBatch = 8;  // 16-byte pieces of the g tile per thread
+  const bool vec = p.gb_vec && r % 8 == 0;  // a piece's 8 virtual rows: 8 ranks of one part, 2 loads
+  const float* const gB = p.gB;
+#pragma unroll 1
+  for (int b0 = 0; b0 < kPieces; b0 += kBatch) {
+    float f[kBatch][8];
+#pragma unroll
+    for (int it = 0; it < kBatch; ++it) {
+      const int idx = ptid + 128 * (b0 + it), m = m0 + idx / 8, v0 = kChunkN * e + 8 * (idx % 8);
+      if (vec) {
+        const bool ok = m < p.M && v0 < 2 * r;
+        const float4* src =
+            reinterpret_cast<const float4*>(gB + (ok ? static_cast<int64_t>(m) * r + (v0 < r ? v0 : v0 - r) : 0));
+        const float4 lo4 = ok ? __ldg(src) : make_float4(0.f, 0.f, 0.f, 0.f);
+        const float4 hi4 = ok ? __ldg(src + 1) : make_float4(0.f, 0.f, 0.f, 0.f);
+        f[it][0] = lo4.x, f[it][1] = lo4.y, f[it][2] = lo4.z, f[it][3] = lo4.w;
+        f[it][4] = hi4.x, f[it][5] = hi4.y, f[it][6] = hi4.z, f[it][7] = hi4.w;
+      } else {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          const int v = v0 + i;
+          f[it][i] = m < p.M && v < 2 * r ? __ldg(gB + static_cast<int64_t>(m) * r + (v < r ? v : v - r)) : 0.f;
+        }
+      }
+    }
+#pragma unroll
+    for (int it = 0; it < kBatch; ++it) {
+      const int idx = ptid + 128 * (b0 + it), ml = idx / 8, c = idx % 8, v0 = kChunkN * e + 8 * c;
+      float o[8];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const float a = p.scale * f[it][i], h = to_float(static_cast<T>(a));
+        o[i] = v0 + i < r ? h : a - h;  // the T part, or the residual (rounded by pack2)
+      }
+      *reinterpret_cast<uint4*>(g_tile + ml * 128 + ((c ^ (ml & 7)) << 4)) =
+          make_uint4(pack2<T>(o[0], o[1]), pack2<T>(o[2], o[3]), pack2<T>(o[4], o[5]), pack2<T>(o[6], o[7]));
+    }
+  }
+}
+
 constexpr int kDxWsStages = 4;
 template <int BM_> struct DxWsTile {
   static constexpr int kProducers = 128, kThreads = kProducers + 256, kWords = 2;
@@ -394,7 +478,11 @@ __global__ void __launch_bounds__(DxWsTile<BM>::kThreads, 1)
           for (int w = 0; w < C::kWords; ++w) decode32_to_row<T>(cw[w], t, row, dn, 4 * w);
 #endif
         },
-        [](int) {});
+        [](int) {}, p.lora_chunks,
+        [&](int e, int s) {
+          unsigned char* st = smem + s * C::kStageBytes;
+          dx_fill_lora<T, BM>(p, st, st + C::kGBytes, tid, e, m0, k0);
+        });
   } else {
     const int h = wg - 1;
     float acc[C::MT][64];
@@ -404,7 +492,7 @@ __global__ void __launch_bounds__(DxWsTile<BM>::kThreads, 1)
       for (int i = 0; i < 64; ++i) acc[t][i] = 0.f;
     const uint32_t g_addr = smem_addr(smem) + h * (C::BM / 2) * 128, w_addr = smem_addr(smem) + C::kGBytes;
     ws_consume<C::STAGES>(
-        chunks, full,
+        chunks + p.lora_chunks, full,
         [&] {
 #pragma unroll
           for (int t = 0; t < C::MT; ++t) pin(acc[t]);
@@ -462,8 +550,9 @@ DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int block_m, int variant) 
     plan.error = "block_m must be 0 (choose), 128 or 256, got " + std::to_string(block_m);
     return plan;
   }
-  if (variant < 0 || variant > 2) {
-    plan.error = "variant must be 0 (auto), 1 (ss) or 2 (ws), got " + std::to_string(variant);
+  if (variant < 0 || variant > 3) {
+    plan.error = "variant must be 0 (auto), 1 (ss), 2 (ws) or 3 (ws, LoRA in the epilogue), got " +
+                 std::to_string(variant);
     return plan;
   }
   if (M < 1 || N < kChunkN || K < 64 || N % kChunkN || K % 64) {
@@ -483,12 +572,12 @@ DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int block_m, int variant) 
   // The reduction split over blocks when the 128-token tiles leave SMs idle (one wave at most).
   const int64_t chunks = N / kChunkN;
   plan.splits = 1;
-  if (variant != 2 && plan.block_m == 128 && plan.tiles < sm_count)
+  if ((variant == 0 || variant == 1) && plan.block_m == 128 && plan.tiles < sm_count)
     plan.splits = split_k_slices(plan.tiles, chunks, sm_count, [](int s) {
       return resident_clusters<qlora_dx_kernel<__nv_bfloat16, 128, true>>(DxTile<128>::kThreads, DxTile<128>::kSmem, s);
     });
   // The warp-specialized kernel wherever the reduction is not split (auto), or when asked (never split).
-  plan.ws = variant == 2 || (variant == 0 && plan.splits == 1);
+  plan.ws = variant >= 2 || (variant == 0 && plan.splits == 1);
   return plan;
 }
 
@@ -524,6 +613,7 @@ std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A
   p.scale = scale;
   p.a_vec = A % 16 == 0;
   p.gb_vec = r % 4 == 0 && gB % 16 == 0;
+  p.lora_chunks = plan.ws && gB != 0 && variant != 3 ? lora_chunks_of(r) : 0;
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
   if (dtype == 2) return launch_dx_typed<__nv_bfloat16>(p, plan, st);
   if (dtype == 1) return launch_dx_typed<__half>(p, plan, st);

@@ -778,7 +778,8 @@ __global__ void __launch_bounds__(WsTile<BM, kPair>::kThreads, 1)
                                    cluster_map(smem_addr(&full[s]), partner));
             }
           }
-        });
+        },
+        0, [](int, int) {});
   } else {
     const int h = wg - 1;  // this warpgroup's 64 W rows of the tile
     float acc[BM / 2];

@@ -508,16 +508,19 @@ __device__ __forceinline__ WsShared ws_setup(unsigned char* end, const NF4State&
 // fetch chunk i + STAGES - 1 into the ring slot chunk i - 1 used; wait for chunk i's copies;
 // decode(s, cw, raw); fence the generic-proxy writes for the tensor cores; share(s); arrive on
 // full[s]. elem(i): the first W element of the thread's words in chunk i; q_tail(b):
-// fetch_q_async's tail flag for absmax block b (nested_q_tail).
+// fetch_q_async's tail flag for absmax block b (nested_q_tail). Then `extra` chunks without NF4
+// codes (the LoRA term folded into the reduction): per extra chunk e, at i = chunks + e, stage s: wait
+// for empty[s] as above; fill_extra(e, s) writes the whole stage with generic stores (no TMA: thread 0
+// arrives once more in place of its TMA arrival); fence; arrive on full[s].
 // Ring (ws_ring_bytes): [STAGES][kWords][128][16] code words, [STAGES][128] raw scale words,
 // [STAGES][128] nested scales.
 template <int STAGES, int kWords> constexpr int ws_ring_bytes() { return STAGES * 128 * (16 * kWords + 8); }
 
 template <int STAGES, int kWords, bool kClusterWait, typename Elem, typename QTail, typename Issue, typename Decode,
-          typename Share>
+          typename Share, typename FillExtra>
 __device__ __forceinline__ void ws_produce(const NF4State& w, unsigned char* ring, int chunks, int ptid, uint64_t* full,
                                            uint64_t* empty, Elem&& elem, QTail&& q_tail, Issue&& issue,
-                                           Decode&& decode, Share&& share) {
+                                           Decode&& decode, Share&& share, int extra, FillExtra&& fill_extra) {
   uint32_t* ring_q = reinterpret_cast<uint32_t*>(ring + STAGES * kWords * 128 * 16);
   float* ring_a2 = reinterpret_cast<float*>(ring_q + STAGES * 128);
   const bool nested = w.nested_absmax != nullptr;
@@ -556,6 +559,14 @@ __device__ __forceinline__ void ws_produce(const NF4State& w, unsigned char* rin
     mbar_arrive(&full[s]);
   }
   cp_async_wait<0>();
+  for (int e = 0; e < extra; ++e) {
+    const int i = chunks + e, s = i % STAGES;
+    if (i >= STAGES) mbar_wait<kClusterWait>(&empty[s], (i / STAGES - 1) & 1);
+    fill_extra(e, s);
+    fence_proxy_async();
+    if (ptid == 0) mbar_arrive(&full[s]);  // in place of the TMA's arrival
+    mbar_arrive(&full[s]);
+  }
 }
 
 // The consumer warpgroups' side of the same pipeline: per chunk i, stage s = i % STAGES: wait for

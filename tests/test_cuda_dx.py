@@ -49,7 +49,9 @@ CASES = [  # M, K, N, r, blocksize, lora (plan on 132 SMs with block_m 0: tokens
     (123, 1088, 320, 3, 64, True),  # 128, 1 (5 chunks)
     (2048, 4096, 14336, 16, 64, True),  # 256, 1
     (300, 14336, 4096, 64, 128, False),  # 256, 1
-    (129, 640, 704, 80, 64, True),  # 128, 2 (odd chunk count per slice)
+    (129, 640, 704, 80, 64, True),  # 128, 2 (odd chunk count per slice); ws: 3 LoRA chunks, the last partial
+    (300, 4096, 1024, 64, 64, True),  # 256, 1; ws: 2 LoRA chunks (T parts, residuals)
+    (77, 1024, 512, 13, 64, True),  # 128, 2; ws: r % 8 != 0 (s·gB element by element), 1 LoRA chunk
 ]
 
 
@@ -70,7 +72,7 @@ def test_dx_plan():
         _C.plan_qlora_dx(5, 4096, 256, 64)
 
 
-@pytest.mark.parametrize("variant", ["ss", "ws"])
+@pytest.mark.parametrize("variant", ["ss", "ws", "ws_epilogue"])
 @pytest.mark.parametrize("block_m", [0, 256])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("nested", [False, True])
@@ -89,6 +91,27 @@ def test_dx_matches_reference(dtype, nested, case, block_m, variant):
     assert torch.isfinite(dx).all()
     err = rel_err(dx, ref)
     assert err < REL_TOL[dtype] and err <= 2 * rel_err(plain, ref) + 1e-6, (err, rel_err(plain, ref))
+
+
+@pytest.mark.parametrize("variant", ["ss", "ws", "ws_epilogue"])
+@pytest.mark.parametrize("r", [16, 13])
+def test_dx_lora_with_unaligned_A_and_gB(variant, r):
+    # A and gB starting 4 / 2 bytes past a 16-byte boundary: the staging's element-wise loads (the
+    # 16-byte ones need alignment) give the same dx as the aligned operands, bit for bit.
+    M, K, N, dtype = 300, 1024, 512, torch.bfloat16
+    q = quantize_nf4(torch.randn(N, K, device=DEV) * K**-0.5, 64, double_quant=True)
+    A, B = random_lora(N, K, r, dtype, DEV)
+    g = torch.randn(M, N, device=DEV, dtype=dtype)
+    gB = g.float() @ B.float()
+    gB1 = torch.empty(M * r + 1, device=DEV)[1:].view(M, r).copy_(gB)
+    A1 = torch.empty(r * K + 1, device=DEV, dtype=dtype)[1:].view(r, K).copy_(A)
+    assert gB1.data_ptr() % 16 and A1.data_ptr() % 16
+    want = _cuda_ext.qlora_dx(g, q, gB, A, 0.7, True, 0, variant)
+    poison_next_alloc(M * K, dtype)
+    got = _cuda_ext.qlora_dx(g, q, gB1, A1, 0.7, True, 0, variant)
+    assert torch.equal(got, want)
+    ref = g.double() @ dequantize_nf4(q, torch.float32).double() + 0.7 * gB.double() @ A.double()
+    assert rel_err(got, ref) < REL_TOL[dtype]
 
 
 @pytest.mark.parametrize("M,N,r", [(1, 4096, 16), (2048, 14336, 16), (130, 640, 80)])
@@ -147,8 +170,12 @@ def test_dx_is_memcheck_clean(tmp_path):
                     A = torch.randn(r, K, device="cuda", dtype=dtype)
                     gB = torch.randn(M, r, device="cuda")
                     for block_m in (0, 256):  # (5, 640, 1024): reduction split over 4 blocks
-                        for variant in ("ss", "ws"):
+                        for variant in ("ss", "ws", "ws_epilogue"):
                             _cuda_ext.qlora_dx(g, q, gB, A, 0.5, True, block_m, variant)
+                            # A and gB not 16-byte aligned: the element-wise staging paths
+                            gB1 = torch.empty(M * r + 1, device="cuda")[1:].view(M, r).copy_(gB)
+                            A1 = torch.empty(r * K + 1, device="cuda", dtype=dtype)[1:].view(r, K).copy_(A)
+                            _cuda_ext.qlora_dx(g, q, gB1, A1, 0.5, True, block_m, variant)
         torch.cuda.synchronize()
         print("done")
     """)

@@ -260,7 +260,7 @@ def dx_unsupported_reason(g: torch.Tensor, q: NF4Weight) -> Optional[str]:
     return None
 
 
-DX_VARIANTS = {"auto": 0, "ss": 1, "ws": 2}
+DX_VARIANTS = {"auto": 0, "ss": 1, "ws": 2, "ws_epilogue": 3}
 
 
 def qlora_dx(g, q: NF4Weight, gB, A, scale: float, add_lora: bool, block_m: int = 0, variant: str = "auto"):
@@ -268,9 +268,12 @@ def qlora_dx(g, q: NF4Weight, gB, A, scale: float, add_lora: bool, block_m: int 
     accepts. g (M, N) and A (r, K) in g's dtype, gB (M, r) float32 = g·B. block_m: tokens per
     block, 0 (the plan's choice from the shape), 128 or 256. variant: "ws" (the warp-specialized
     kernel: a producer warpgroup copies g by TMA and decodes W, two consumer warpgroups run the
-    MMAs), "ss" (every thread decodes and issues MMAs; with few tiles the reduction over N is split
-    over the blocks of a thread-block cluster and summed in a fixed order, without any workspace),
-    or "auto" (ws wherever the plan does not split; _C.plan_qlora_dx says which)."""
+    MMAs; the LoRA term folded into the reduction as extra chunks), "ss" (every thread decodes and
+    issues MMAs; with few tiles the reduction over N is split over the blocks of a thread-block
+    cluster and summed in a fixed order, without any workspace; the LoRA term added by the
+    epilogue), "ws_epilogue" (the ws kernel with the LoRA term added by the epilogue as the SS
+    kernel does: for comparison), or "auto" (ws wherever the plan does not split;
+    _C.plan_qlora_dx says which)."""
     if variant not in DX_VARIANTS:
         raise ValueError(f"variant must be one of {sorted(DX_VARIANTS)}, got {variant!r}")
     (M, N), K, r = g.shape, q.shape[1], A.shape[0]
