@@ -95,8 +95,14 @@ struct DxPlan {
   std::string error;
 };
 DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int block_m, int variant);
-// N and K multiples of 64, K of the blocksize (>= 64); dx, g and packed 16-byte aligned.
-std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, int dtype, uintptr_t packed,
+// Columns of the fold workspace (M × dx_fold_cols(r), dx's dtype, 16-byte aligned) that the ws
+// kernel needs when it folds the LoRA term into its reduction (gB != 0, variant != 3): one
+// preceding launch writes s·gB split there. Elsewhere `fold` may be 0.
+int64_t dx_fold_cols(int64_t r);
+// N and K multiples of 64, K of the blocksize (>= 64); dx, g and packed 16-byte aligned (A too
+// when folding).
+std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, uintptr_t fold, int dtype,
+                            uintptr_t packed,
                             uintptr_t absmax,
                             uintptr_t quant_map, uintptr_t nested_absmax, uintptr_t nested_quant_map,
                             float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r,

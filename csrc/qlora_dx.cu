@@ -69,15 +69,31 @@ struct DxParams {
   int a_vec;   // A 16-byte aligned: dx_epilogue stages A's ranks with 16-byte loads
   int gb_vec;  // r % 4 == 0 and gB 16-byte aligned: dx_epilogue stages s·gB with 16-byte loads
   // > 0: the warp-specialized kernel folds the LoRA term into the reduction as this many extra
-  // chunks (lora_chunks_of(r); see dx_fill_lora) and dx_epilogue adds none; 0: dx_epilogue adds it.
+  // chunks (2·rp / 64, below) and dx_epilogue adds none; 0: dx_epilogue adds it.
   int lora_chunks;
+  int rp;  // r rounded up to 64
 };
 
-// The LoRA term s·gB·A as extra reduction chunks after W's: [s·gB split | A; A] — virtual reduction
-// row v (0 .. 64·lora_chunks - 1) pairs the T part of s·gB's rank v with A's row v (v < r), the T
-// residual of rank v - r with A's row v - r (r <= v < 2r), zeros past 2r. Same split as the
-// epilogue's (hi = T(s·gB), lo = T(s·gB - hi)), products summed by the tensor cores with W's.
-constexpr int lora_chunks_of(int64_t r) { return static_cast<int>((2 * r + kChunkN - 1) / kChunkN); }
+// The LoRA term s·gB·A folded into the warp-specialized kernel's reduction: extra chunks after W's,
+// each copied by TMA like g's: the g tile from `fold` (M × 2·rp, T, written by lora_fold_kernel:
+// columns j < rp the T part of s·gB's rank j, rp + j its T residual, zeros for ranks >= r), the W
+// tile from A's rows (chunk e: rows 64·(e % (rp / 64)) ..., zeros past r): the same split as the
+// epilogue's (hi = T(s·gB), lo = T(s·gB - hi)), the products summed by the tensor cores with W's.
+// (A fill of the stages by the producer threads instead, with loads from L2 and the split done
+// in-kernel, cost more than the epilogue: 14.6 µs per 256 × 128 tile at r = 64, latency-bound at
+// the pipeline's end; eighteenth session, run 2.)
+template <typename T>
+__global__ void lora_fold_kernel(T* fold, const float* gB, int64_t M, int r, int rp, float scale) {
+  const int64_t pairs = M * rp;  // (two columns a thread and step)
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < pairs;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t m = i / rp;
+    const int c = 2 * static_cast<int>(i % rp), part = c >= rp, j = c - part * rp;
+    const float a = j < r ? scale * gB[m * r + j] : 0.f, b = j + 1 < r ? scale * gB[m * r + j + 1] : 0.f;
+    const float ha = to_float(static_cast<T>(a)), hb = to_float(static_cast<T>(b));
+    reinterpret_cast<uint32_t*>(fold)[i] = part ? pack2<T>(a - ha, b - hb) : pack2<T>(ha, hb);
+  }
+}
 
 template <int BM_> struct DxTile {
   static constexpr int kThreads = 256, BM = BM_, BK = kDxBK, MT = BM / 128;  // MT: m64 tiles per warpgroup
@@ -349,78 +365,6 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
 // owns tokens h·BM / 2 .. + BM / 2 - 1, waits full[s], issues the chunk's MMAs and releases the
 // previous chunk's stage once its own MMAs of it are done; then the shared epilogue. No reduction
 // split (plan_qlora_dx keeps the SS kernel where it splits).
-// Extra reduction chunk e of the folded LoRA term (lora_chunks_of) into a stage, by the 128 producer
-// threads (ptid): W tile row dn = virtual row v = 64·e + dn is A's row v or v - r (columns as the
-// decode's: k0 + 64·(ptid / 64), the row's last 64 columns past K), zeros past 2r; the g tile
-// (BM tokens × 64 virtual rows, K-major, 128-byte swizzle as the TMA writes it) the s·gB split, zeros
-// past 2r and M. The loads of 8 pieces (16 bytes of the tile each) are in flight at once.
-template <typename T, int BM>
-__device__ __forceinline__ void dx_fill_lora(const DxParams& p, unsigned char* g_tile, unsigned char* w_tile, int ptid,
-                                             int e, int m0, int k0) {
-  const int r = p.r;
-  {
-    const int dn = ptid % 64, dh = ptid / 64, kq = min(k0 + 64 * dh, p.K - 64);
-    const int v = kChunkN * e + dn, j = v < r ? v : v - r;
-    const bool ok = v < 2 * r;
-    const T* src = static_cast<const T*>(p.A) + static_cast<int64_t>(ok ? j : 0) * p.K + kq;
-    unsigned char* row = w_tile + dh * kAtomCol + dn * 128;
-    uint4 a[8];
-    if (p.a_vec) {
-#pragma unroll
-      for (int q = 0; q < 8; ++q) a[q] = ok ? __ldg(reinterpret_cast<const uint4*>(src) + q) : make_uint4(0, 0, 0, 0);
-    } else {
-#pragma unroll
-      for (int q = 0; q < 8; ++q) {
-        uint32_t w[4];
-#pragma unroll
-        for (int i = 0; i < 4; ++i)  // (T values through float and back: exact)
-          w[i] = ok ? pack2<T>(to_float(src[8 * q + 2 * i]), to_float(src[8 * q + 2 * i + 1])) : 0u;
-        a[q] = make_uint4(w[0], w[1], w[2], w[3]);
-      }
-    }
-#pragma unroll
-    for (int q = 0; q < 8; ++q) *reinterpret_cast<uint4*>(row + ((q ^ (dn & 7)) << 4)) = a[q];
-  }
-  constexpr int kPieces = BM * 8 / 128, kBatch = 8;  // 16-byte pieces of the g tile per thread
-  const bool vec = p.gb_vec && r % 8 == 0;  // a piece's 8 virtual rows: 8 ranks of one part, 2 loads
-  const float* const gB = p.gB;
-#pragma unroll 1
-  for (int b0 = 0; b0 < kPieces; b0 += kBatch) {
-    float f[kBatch][8];
-#pragma unroll
-    for (int it = 0; it < kBatch; ++it) {
-      const int idx = ptid + 128 * (b0 + it), m = m0 + idx / 8, v0 = kChunkN * e + 8 * (idx % 8);
-      if (vec) {
-        const bool ok = m < p.M && v0 < 2 * r;
-        const float4* src =
-            reinterpret_cast<const float4*>(gB + (ok ? static_cast<int64_t>(m) * r + (v0 < r ? v0 : v0 - r) : 0));
-        const float4 lo4 = ok ? __ldg(src) : make_float4(0.f, 0.f, 0.f, 0.f);
-        const float4 hi4 = ok ? __ldg(src + 1) : make_float4(0.f, 0.f, 0.f, 0.f);
-        f[it][0] = lo4.x, f[it][1] = lo4.y, f[it][2] = lo4.z, f[it][3] = lo4.w;
-        f[it][4] = hi4.x, f[it][5] = hi4.y, f[it][6] = hi4.z, f[it][7] = hi4.w;
-      } else {
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          const int v = v0 + i;
-          f[it][i] = m < p.M && v < 2 * r ? __ldg(gB + static_cast<int64_t>(m) * r + (v < r ? v : v - r)) : 0.f;
-        }
-      }
-    }
-#pragma unroll
-    for (int it = 0; it < kBatch; ++it) {
-      const int idx = ptid + 128 * (b0 + it), ml = idx / 8, c = idx % 8, v0 = kChunkN * e + 8 * c;
-      float o[8];
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const float a = p.scale * f[it][i], h = to_float(static_cast<T>(a));
-        o[i] = v0 + i < r ? h : a - h;  // the T part, or the residual (rounded by pack2)
-      }
-      *reinterpret_cast<uint4*>(g_tile + ml * 128 + ((c ^ (ml & 7)) << 4)) =
-          make_uint4(pack2<T>(o[0], o[1]), pack2<T>(o[2], o[3]), pack2<T>(o[4], o[5]), pack2<T>(o[6], o[7]));
-    }
-  }
-}
-
 constexpr int kDxWsStages = 4;
 template <int BM_> struct DxWsTile {
   static constexpr int kProducers = 128, kThreads = kProducers + 256, kWords = 2;
@@ -436,7 +380,8 @@ template <int BM_> struct DxWsTile {
 
 template <typename T, int BM>
 __global__ void __launch_bounds__(DxWsTile<BM>::kThreads, 1)
-    qlora_dx_ws_kernel(const DxParams p, const __grid_constant__ CUtensorMap gmap) {
+    qlora_dx_ws_kernel(const DxParams p, const __grid_constant__ CUtensorMap gmap,
+                       const __grid_constant__ CUtensorMap fmap, const __grid_constant__ CUtensorMap amap) {
 #if NF4LORA_HAS_WGMMA
   using C = DxWsTile<BM>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
@@ -479,9 +424,15 @@ __global__ void __launch_bounds__(DxWsTile<BM>::kThreads, 1)
 #endif
         },
         [](int) {}, p.lora_chunks,
-        [&](int e, int s) {
+        [&](int e, int s) {  // the folded LoRA term's chunk e: s·gB split (fold) and A's rows, by TMA
+          if (tid != 0) return;
           unsigned char* st = smem + s * C::kStageBytes;
-          dx_fill_lora<T, BM>(p, st, st + C::kGBytes, tid, e, m0, k0);
+          mbar_arrive_expect_tx(&full[s], C::kGBytes + C::kWBytes);
+          tma_load_2d(st, &fmap, &full[s], e * kChunkN, m0);
+          const int arow = kChunkN * (e % (p.rp / kChunkN));
+#pragma unroll
+          for (int d = 0; d < C::BK / 64; ++d)  // (past K: the last 64 columns, as the decode's)
+            tma_load_2d(st + C::kGBytes + d * kAtomCol, &amap, &full[s], min(k0 + 64 * d, p.K - 64), arow);
         });
   } else {
     const int h = wg - 1;
@@ -520,24 +471,38 @@ std::string launch_dx(const DxParams& p, unsigned blocks, cudaStream_t stream) {
 }
 
 template <typename T, int BM>
-std::string launch_dx_ws(const DxParams& p, unsigned blocks, cudaStream_t stream) {
+std::string launch_dx_ws(const DxParams& p, const void* fold, unsigned blocks, int sm_count, cudaStream_t stream) {
   using C = DxWsTile<BM>;
-  CUtensorMap gmap;
-  const std::string map_err = rows_tensor_map<T>(&gmap, p.g, p.M, p.N, BM, "g");
+  CUtensorMap gmap{}, fmap{}, amap{};  // (fmap, amap: only when folding)
+  std::string map_err = rows_tensor_map<T>(&gmap, p.g, p.M, p.N, BM, "g");
+  if (map_err.empty() && p.lora_chunks > 0) {
+    map_err = rows_tensor_map<T>(&fmap, fold, p.M, 2 * p.rp, BM, "fold");
+    if (map_err.empty()) map_err = rows_tensor_map<T>(&amap, p.A, p.r, p.K, 64, "A");
+  }
   if (!map_err.empty()) return map_err;
+  if (p.lora_chunks > 0) {
+    const int64_t pairs = static_cast<int64_t>(p.M) * p.rp;
+    const unsigned fb = static_cast<unsigned>(std::min<int64_t>((pairs + 255) / 256, 8 * sm_count));
+    lora_fold_kernel<T><<<fb, 256, 0, stream>>>(static_cast<T*>(const_cast<void*>(fold)), p.gB, p.M, p.r, p.rp,
+                                                 p.scale);
+    const cudaError_t ferr = cudaGetLastError();
+    if (ferr != cudaSuccess) return std::string("lora_fold_kernel: ") + cudaGetErrorString(ferr);
+  }
   auto kernel = qlora_dx_ws_kernel<T, BM>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
   if (err != cudaSuccess) return std::string("qlora_dx_ws_kernel attributes: ") + cudaGetErrorString(err);
-  kernel<<<blocks, C::kThreads, C::kSmem, stream>>>(p, gmap);
+  kernel<<<blocks, C::kThreads, C::kSmem, stream>>>(p, gmap, fmap, amap);
   err = cudaGetLastError();
   return err == cudaSuccess ? "" : std::string("qlora_dx_ws_kernel: ") + cudaGetErrorString(err);
 }
 
 template <typename T>
-std::string launch_dx_typed(const DxParams& p, const DxPlan& plan, cudaStream_t stream) {
+std::string launch_dx_typed(const DxParams& p, const void* fold, const DxPlan& plan, int sm_count,
+                            cudaStream_t stream) {
   const unsigned blocks = static_cast<unsigned>(plan.tiles * plan.splits);
   if (plan.ws)
-    return plan.block_m == 256 ? launch_dx_ws<T, 256>(p, blocks, stream) : launch_dx_ws<T, 128>(p, blocks, stream);
+    return plan.block_m == 256 ? launch_dx_ws<T, 256>(p, fold, blocks, sm_count, stream)
+                               : launch_dx_ws<T, 128>(p, fold, blocks, sm_count, stream);
   if (plan.splits > 1) return launch_dx<T, 128, true>(p, blocks, stream);
   return plan.block_m == 256 ? launch_dx<T, 256, false>(p, blocks, stream) : launch_dx<T, 128, false>(p, blocks, stream);
 }
@@ -581,7 +546,10 @@ DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int block_m, int variant) 
   return plan;
 }
 
-std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, int dtype, uintptr_t packed,
+int64_t dx_fold_cols(int64_t r) { return 2 * ((r + kChunkN - 1) / kChunkN) * kChunkN; }
+
+std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, uintptr_t fold, int dtype,
+                            uintptr_t packed,
                             uintptr_t absmax,
                             uintptr_t quant_map, uintptr_t nested_absmax, uintptr_t nested_quant_map,
                             float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r,
@@ -613,10 +581,14 @@ std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A
   p.scale = scale;
   p.a_vec = A % 16 == 0;
   p.gb_vec = r % 4 == 0 && gB % 16 == 0;
-  p.lora_chunks = plan.ws && gB != 0 && variant != 3 ? lora_chunks_of(r) : 0;
+  p.rp = static_cast<int>(dx_fold_cols(r) / 2);
+  p.lora_chunks = plan.ws && gB != 0 && variant != 3 ? 2 * p.rp / kChunkN : 0;
+  if (p.lora_chunks > 0 && (fold == 0 || fold % 16 != 0 || A % 16 != 0))
+    return "the ws kernel's folded LoRA term needs a 16-byte aligned A and fold workspace (M x dx_fold_cols(r))";
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
-  if (dtype == 2) return launch_dx_typed<__nv_bfloat16>(p, plan, st);
-  if (dtype == 1) return launch_dx_typed<__half>(p, plan, st);
+  const void* fw = reinterpret_cast<const void*>(fold);
+  if (dtype == 2) return launch_dx_typed<__nv_bfloat16>(p, fw, plan, sm_count, st);
+  if (dtype == 1) return launch_dx_typed<__half>(p, fw, plan, sm_count, st);
   return "dtype must be 1 (float16) or 2 (bfloat16)";
 }
 

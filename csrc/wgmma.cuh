@@ -509,9 +509,9 @@ __device__ __forceinline__ WsShared ws_setup(unsigned char* end, const NF4State&
 // decode(s, cw, raw); fence the generic-proxy writes for the tensor cores; share(s); arrive on
 // full[s]. elem(i): the first W element of the thread's words in chunk i; q_tail(b):
 // fetch_q_async's tail flag for absmax block b (nested_q_tail). Then `extra` chunks without NF4
-// codes (the LoRA term folded into the reduction): per extra chunk e, at i = chunks + e, stage s: wait
-// for empty[s] as above; fill_extra(e, s) writes the whole stage with generic stores (no TMA: thread 0
-// arrives once more in place of its TMA arrival); fence; arrive on full[s].
+// codes (qlora_dx's folded LoRA term): per extra chunk e, at i = chunks + e, stage s: wait for
+// empty[s] as above; fill_extra(e, s) (thread 0: its arrival with the byte count and the TMA copies
+// of the whole stage); arrive on full[s].
 // Ring (ws_ring_bytes): [STAGES][kWords][128][16] code words, [STAGES][128] raw scale words,
 // [STAGES][128] nested scales.
 template <int STAGES, int kWords> constexpr int ws_ring_bytes() { return STAGES * 128 * (16 * kWords + 8); }
@@ -563,8 +563,6 @@ __device__ __forceinline__ void ws_produce(const NF4State& w, unsigned char* rin
     const int i = chunks + e, s = i % STAGES;
     if (i >= STAGES) mbar_wait<kClusterWait>(&empty[s], (i / STAGES - 1) & 1);
     fill_extra(e, s);
-    fence_proxy_async();
-    if (ptid == 0) mbar_arrive(&full[s]);  // in place of the TMA's arrival
     mbar_arrive(&full[s]);
   }
 }

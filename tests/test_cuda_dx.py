@@ -96,8 +96,9 @@ def test_dx_matches_reference(dtype, nested, case, block_m, variant):
 @pytest.mark.parametrize("variant", ["ss", "ws", "ws_epilogue"])
 @pytest.mark.parametrize("r", [16, 13])
 def test_dx_lora_with_unaligned_A_and_gB(variant, r):
-    # A and gB starting 4 / 2 bytes past a 16-byte boundary: the staging's element-wise loads (the
-    # 16-byte ones need alignment) give the same dx as the aligned operands, bit for bit.
+    # A and gB starting 2 / 4 bytes past a 16-byte boundary (the wrapper copies A to an aligned
+    # start; gB goes as it is: the epilogue's element-wise staging, the fold kernel's loads) give the
+    # same dx as the aligned operands, bit for bit.
     M, K, N, dtype = 300, 1024, 512, torch.bfloat16
     q = quantize_nf4(torch.randn(N, K, device=DEV) * K**-0.5, 64, double_quant=True)
     A, B = random_lora(N, K, r, dtype, DEV)
@@ -112,6 +113,25 @@ def test_dx_lora_with_unaligned_A_and_gB(variant, r):
     assert torch.equal(got, want)
     ref = g.double() @ dequantize_nf4(q, torch.float32).double() + 0.7 * gB.double() @ A.double()
     assert rel_err(got, ref) < REL_TOL[dtype]
+
+
+def test_dx_fold_needs_its_workspace_and_an_aligned_A():
+    M, K, N, r = 300, 1024, 512, 16
+    q = quantize_nf4(torch.randn(N, K, device=DEV), 64)
+    g = torch.randn(M, N, device=DEV, dtype=torch.bfloat16)
+    A = torch.randn(r, K, device=DEV, dtype=torch.bfloat16)
+    gB = torch.randn(M, r, device=DEV)
+    fold = torch.empty(M, _C.dx_fold_cols(r), device=DEV, dtype=torch.bfloat16)
+    dx = torch.empty(M, K, device=DEV, dtype=torch.bfloat16)
+    packed, state = _cuda_ext._nf4_args(q)
+    for fold_ptr, a_ptr in ((0, A.data_ptr()), (fold.data_ptr(), A.data_ptr() + 2)):
+        with pytest.raises(RuntimeError, match="folded LoRA term needs a 16-byte aligned A and fold workspace"):
+            _C.qlora_dx(dx.data_ptr(), g.data_ptr(), gB.data_ptr(), a_ptr, fold_ptr, 2, *state, M, N, K, r, 1.0, 0,
+                        2, torch.cuda.current_stream().cuda_stream)
+    # the epilogue's variant and the SS kernel need neither
+    _C.qlora_dx(dx.data_ptr(), g.data_ptr(), gB.data_ptr(), A.data_ptr() + 2, 0, 2, *state, M, N, K, r, 1.0, 0,
+                3, torch.cuda.current_stream().cuda_stream)
+    torch.cuda.synchronize()
 
 
 @pytest.mark.parametrize("M,N,r", [(1, 4096, 16), (2048, 14336, 16), (130, 640, 80)])
