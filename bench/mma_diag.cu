@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
   if (!plan.error.empty()) { fprintf(stderr, "%s\n", plan.error.c_str()); return 1; }
   const uintptr_t ws = plan.workspace_bytes ? alloc(plan.workspace_bytes) : 0;
   auto launch = [&]() {
-    const std::string err = nf4lora::launch_qlora_mma(y, x, x, A, B, 0, u, ws, plan.workspace_bytes, 2, packed,
+    const std::string err = nf4lora::launch_qlora_mma(y, x, x, A, B, 0, u, 0, ws, plan.workspace_bytes, 2, packed,
                                                       absmax, qmap, 0, 0, 0.f, 64, M, N, K, r, 1.f, variant,
                                                       block_m, 0, 0);
     if (!err.empty()) { fprintf(stderr, "%s\n", err.c_str()); exit(1); }

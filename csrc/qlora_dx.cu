@@ -83,7 +83,7 @@ struct DxParams {
 // in-kernel, cost more than the epilogue: 14.6 µs per 256 × 128 tile at r = 64, latency-bound at
 // the pipeline's end; eighteenth session, run 2.)
 template <typename T>
-__global__ void lora_fold_kernel(T* fold, const float* gB, int64_t M, int r, int rp, float scale) {
+__global__ void lora_fold_kernel(T* fold, const float* gB, int64_t M, int r, int rp, float scale) {  // (also u)
   const int64_t pairs = M * rp;  // (two columns a thread and step)
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < pairs;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -365,6 +365,17 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
 // owns tokens h·BM / 2 .. + BM / 2 - 1, waits full[s], issues the chunk's MMAs and releases the
 // previous chunk's stage once its own MMAs of it are done; then the shared epilogue. No reduction
 // split (plan_qlora_dx keeps the SS kernel where it splits).
+template <typename T>
+std::string launch_lora_fold_typed(void* fold, const float* v, int64_t M, int64_t r, float scale, int sm_count,
+                                   cudaStream_t stream) {
+  const int rp = static_cast<int>(lora_fold_cols(r) / 2);
+  const int64_t pairs = M * rp;
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((pairs + 255) / 256, 8 * int64_t{sm_count}));
+  lora_fold_kernel<T><<<blocks, 256, 0, stream>>>(static_cast<T*>(fold), v, M, static_cast<int>(r), rp, scale);
+  const cudaError_t err = cudaGetLastError();
+  return err == cudaSuccess ? "" : std::string("lora_fold_kernel: ") + cudaGetErrorString(err);
+}
+
 constexpr int kDxWsStages = 4;
 template <int BM_> struct DxWsTile {
   static constexpr int kProducers = 128, kThreads = kProducers + 256, kWords = 2;
@@ -481,12 +492,9 @@ std::string launch_dx_ws(const DxParams& p, const void* fold, unsigned blocks, i
   }
   if (!map_err.empty()) return map_err;
   if (p.lora_chunks > 0) {
-    const int64_t pairs = static_cast<int64_t>(p.M) * p.rp;
-    const unsigned fb = static_cast<unsigned>(std::min<int64_t>((pairs + 255) / 256, 8 * sm_count));
-    lora_fold_kernel<T><<<fb, 256, 0, stream>>>(static_cast<T*>(const_cast<void*>(fold)), p.gB, p.M, p.r, p.rp,
-                                                 p.scale);
-    const cudaError_t ferr = cudaGetLastError();
-    if (ferr != cudaSuccess) return std::string("lora_fold_kernel: ") + cudaGetErrorString(ferr);
+    const std::string ferr = launch_lora_fold_typed<T>(const_cast<void*>(fold), p.gB, p.M, p.r, p.scale, sm_count,
+                                                       stream);
+    if (!ferr.empty()) return ferr;
   }
   auto kernel = qlora_dx_ws_kernel<T, BM>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
@@ -546,7 +554,17 @@ DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int block_m, int variant) 
   return plan;
 }
 
-int64_t dx_fold_cols(int64_t r) { return 2 * ((r + kChunkN - 1) / kChunkN) * kChunkN; }
+std::string launch_lora_fold(uintptr_t fold, uintptr_t v, int dtype, int64_t M, int64_t r, float scale,
+                             uintptr_t stream) {
+  int major = 0, sm_count = 1;
+  current_device(&major, &sm_count);
+  void* f = reinterpret_cast<void*>(fold);
+  const float* src = reinterpret_cast<const float*>(v);
+  cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
+  if (dtype == 2) return launch_lora_fold_typed<__nv_bfloat16>(f, src, M, r, scale, sm_count, st);
+  if (dtype == 1) return launch_lora_fold_typed<__half>(f, src, M, r, scale, sm_count, st);
+  return "dtype must be 1 (float16) or 2 (bfloat16)";
+}
 
 std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, uintptr_t fold, int dtype,
                             uintptr_t packed,
@@ -581,10 +599,10 @@ std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A
   p.scale = scale;
   p.a_vec = A % 16 == 0;
   p.gb_vec = r % 4 == 0 && gB % 16 == 0;
-  p.rp = static_cast<int>(dx_fold_cols(r) / 2);
+  p.rp = static_cast<int>(lora_fold_cols(r) / 2);
   p.lora_chunks = plan.ws && gB != 0 && variant != 3 ? 2 * p.rp / kChunkN : 0;
   if (p.lora_chunks > 0 && (fold == 0 || fold % 16 != 0 || A % 16 != 0))
-    return "the ws kernel's folded LoRA term needs a 16-byte aligned A and fold workspace (M x dx_fold_cols(r))";
+    return "the ws kernel's folded LoRA term needs a 16-byte aligned A and fold workspace (M x lora_fold_cols(r))";
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
   const void* fw = reinterpret_cast<const void*>(fold);
   if (dtype == 2) return launch_dx_typed<__nv_bfloat16>(p, fw, plan, sm_count, st);

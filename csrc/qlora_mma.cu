@@ -49,6 +49,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "launchers.h"
 #include "nf4.cuh"
@@ -105,6 +106,11 @@ struct MmaParams {
   int k_splits;          // K slices per tile (wgmma kernel; 1 = none): blocks of one cluster
   float scale;
   int lora_vec;          // r % 8 == 0 and B, u 16-byte aligned: store_tile's staging in 16-byte loads
+  // > 0: the warp-specialized kernel folds the LoRA term into its reduction as this many extra
+  // chunks (2·rp / 64: s·u split from the fold workspace and B's ranks, both by TMA) and store_tile
+  // adds none; 0: store_tile adds it.
+  int lora_chunks;
+  int rp;  // r rounded up to 64
 };
 
 // The epilogue of both tensor-core kernels: y tile = acc + B·(s·u)ᵀ + bias, rounded once to T and
@@ -141,7 +147,7 @@ __device__ __forceinline__ void store_tile(const MmaParams& p, float (&acc)[AT][
   uint32_t* const bs = su + BM * kSu;
   static_assert(BM * 8 % kThreads == 0 && BN * 8 % kThreads == 0, "the staging divides evenly");
   static_assert(BM * 4 % kThreads == 0 && BN * 2 % kThreads == 0, "the 16-byte staging divides evenly");
-  for (int k0 = 0; k0 < r; k0 += 16) {
+  for (int k0 = 0; k0 < (p.lora_chunks > 0 ? 0 : r); k0 += 16) {
     if (p.lora_vec) {  // one 16-byte load per 4 ranks of u and 8 of B, all of a step's in flight at once
       float4 uq[BM * 4 / kThreads];
 #pragma unroll
@@ -695,7 +701,8 @@ template <int BM_, bool kPair_> struct WsTile {
 
 template <typename T, int BM, bool kPair>
 __global__ void __launch_bounds__(WsTile<BM, kPair>::kThreads, 1)
-    qlora_wgmma_ws_kernel(const MmaParams p, const __grid_constant__ CUtensorMap xmap) {
+    qlora_wgmma_ws_kernel(const MmaParams p, const __grid_constant__ CUtensorMap xmap,
+                          const __grid_constant__ CUtensorMap fmap, const __grid_constant__ CUtensorMap bmap) {
 #if NF4LORA_HAS_WGMMA
   using C = WsTile<BM, kPair>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
@@ -779,7 +786,18 @@ __global__ void __launch_bounds__(WsTile<BM, kPair>::kThreads, 1)
             }
           }
         },
-        0, [](int, int) {});
+        p.lora_chunks,
+        [&](int e, int s) {  // the folded LoRA term's chunk e: s·u split (fold) and B's ranks, both by TMA
+          if (tid != 0) return;
+          unsigned char* st = smem + s * C::kStageBytes;
+          mbar_arrive_expect_tx(&full[s], C::kXBytes + C::kWBytes);  // (all 128 W rows here, even in pairs)
+          tma_load_2d(st, &fmap, &full[s], e * kChunkK, m0);
+          // (the tile's first W row recomputed: n0 kept live through the main loop cost the 256-row
+          // kernel a spill)
+          int tm, tn;
+          tile_of_block(p, static_cast<int>(blockIdx.x) / (kPair ? 2 : 1), tm, tn);
+          tma_load_2d(st + C::kXBytes, &bmap, &full[s], kChunkK * (e % (p.rp / kChunkK)), tn * C::BN);
+        });
   } else {
     const int h = wg - 1;  // this warpgroup's 64 W rows of the tile
     float acc[BM / 2];
@@ -788,7 +806,7 @@ __global__ void __launch_bounds__(WsTile<BM, kPair>::kThreads, 1)
     const uint64_t xdesc0 = sw128_desc(smem_addr(smem));
     const uint64_t wdesc0 = sw128_desc_lbo_sbo(smem_addr(smem + C::kXBytes) + h * 64 * 128, 16, 1024);
     ws_consume<C::STAGES>(
-        chunks, full, [&] { pin(acc); },
+        chunks + p.lora_chunks, full, [&] { pin(acc); },
         [&](int i, int s) {
 #if NF4LORA_MMA_DIAG != 2
           const uint64_t off = static_cast<uint64_t>(s * C::kStageBytes >> 4);
@@ -927,10 +945,14 @@ std::string launch_wgmma_bm(const MmaParams& p, int64_t blocks, cudaStream_t str
   return err == cudaSuccess ? "" : std::string("qlora_wgmma_kernel: ") + cudaGetErrorString(err);
 }
 template <typename T, int BM, bool kPair>
-std::string launch_wgmma_ws_bm(const MmaParams& p, int64_t blocks, cudaStream_t stream) {
+std::string launch_wgmma_ws_bm(const MmaParams& p, const void* fold, int64_t blocks, cudaStream_t stream) {
   using C = WsTile<BM, kPair>;
-  CUtensorMap xmap;
-  const std::string map_err = rows_tensor_map<T>(&xmap, p.x, p.M, p.K, BM, "x");
+  CUtensorMap xmap{}, fmap{}, bmap{};  // (fmap, bmap: only when folding)
+  std::string map_err = rows_tensor_map<T>(&xmap, p.x, p.M, p.K, BM, "x");
+  if (map_err.empty() && p.lora_chunks > 0) {
+    map_err = rows_tensor_map<T>(&fmap, fold, p.M, 2 * p.rp, BM, "fold");
+    if (map_err.empty()) map_err = rows_tensor_map<T>(&bmap, p.B, p.N, p.r, C::BN, "B");
+  }
   if (!map_err.empty()) return map_err;
   auto kernel = qlora_wgmma_ws_kernel<T, BM, kPair>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
@@ -939,19 +961,20 @@ std::string launch_wgmma_ws_bm(const MmaParams& p, int64_t blocks, cudaStream_t 
     MmaParams q = p;
     q.tiles_m = (p.tiles_m + 1) / 2;
     err = launch_in_clusters(kernel, static_cast<unsigned>(int64_t{2} * q.tiles_m * q.tiles_n), C::kThreads, C::kSmem,
-                             2, stream, q, xmap);
+                             2, stream, q, xmap, fmap, bmap);
   } else {
-    kernel<<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, stream>>>(p, xmap);
+    kernel<<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, stream>>>(p, xmap, fmap, bmap);
     err = cudaGetLastError();
   }
   return err == cudaSuccess ? "" : std::string("qlora_wgmma_ws_kernel: ") + cudaGetErrorString(err);
 }
-template <typename T> std::string launch_wgmma_ws(const MmaParams& p, int64_t blocks, bool pair, cudaStream_t stream) {
+template <typename T>
+std::string launch_wgmma_ws(const MmaParams& p, const void* fold, int64_t blocks, bool pair, cudaStream_t stream) {
   if (pair)
-    return p.block_m == 256 ? launch_wgmma_ws_bm<T, 256, true>(p, blocks, stream)
-                            : launch_wgmma_ws_bm<T, 128, true>(p, blocks, stream);
-  return p.block_m == 256 ? launch_wgmma_ws_bm<T, 256, false>(p, blocks, stream)
-                          : launch_wgmma_ws_bm<T, 128, false>(p, blocks, stream);
+    return p.block_m == 256 ? launch_wgmma_ws_bm<T, 256, true>(p, fold, blocks, stream)
+                            : launch_wgmma_ws_bm<T, 128, true>(p, fold, blocks, stream);
+  return p.block_m == 256 ? launch_wgmma_ws_bm<T, 256, false>(p, fold, blocks, stream)
+                          : launch_wgmma_ws_bm<T, 128, false>(p, fold, blocks, stream);
 }
 
 // K slices per tile only with 128 x rows per block (plan_qlora_mma never splits 256-row tiles).
@@ -982,10 +1005,12 @@ std::string launch_u(const void* x_lora, const void* A, float* part, unsigned in
   return err == cudaSuccess ? "" : std::string("lora_u_part_kernel: ") + cudaGetErrorString(err);
 }
 
+template <typename T> constexpr int dtype_code() { return std::is_same<T, __half>::value ? 1 : 2; }  // (launchers')
+
 template <typename T>
 std::string launch_typed(const MmaParams& p, const MmaPlan& plan, bool u_given, const void* x_lora, const void* A,
                          float* u_part, unsigned int* u_arrived, unsigned int* counters, int64_t n_counters,
-                         cudaStream_t stream) {
+                         uintptr_t fold, cudaStream_t stream) {
   cudaError_t err;
   if (!u_given) {
     if (n_counters > 0) {  // the u kernel's split-K counters
@@ -996,8 +1021,14 @@ std::string launch_typed(const MmaParams& p, const MmaPlan& plan, bool u_given, 
                                           plan.splits, stream);
     if (!u_err.empty()) return u_err;
   }
+  if (p.lora_chunks > 0) {  // s·u split into the fold workspace (after u is complete)
+    const std::string f_err = launch_lora_fold(fold, reinterpret_cast<uintptr_t>(p.u), dtype_code<T>(), p.M, p.r,
+                                               p.scale, reinterpret_cast<uintptr_t>(stream));
+    if (!f_err.empty()) return f_err;
+  }
   const int64_t blocks = static_cast<int64_t>(p.tiles_m) * p.tiles_n * p.k_splits;
-  if (plan.ws) return launch_wgmma_ws<T>(p, blocks, plan.ws_pair, stream);
+  if (plan.ws)
+    return launch_wgmma_ws<T>(p, reinterpret_cast<const void*>(fold), blocks, plan.ws_pair, stream);
   if (plan.wgmma) return plan.ss ? launch_wgmma<T, true>(p, blocks, stream) : launch_wgmma<T, false>(p, blocks, stream);
   using C = LargeTile;
   err = cudaFuncSetAttribute(qlora_mma_kernel<T, C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
@@ -1092,8 +1123,11 @@ MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int variant, 
   return plan;
 }
 
+int64_t mma_fold_cols(int64_t r) { return r % 8 == 0 && r >= 32 ? lora_fold_cols(r) : 0; }
+
 std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr_t A, uintptr_t B, uintptr_t bias,
-                             uintptr_t u, uintptr_t workspace, int64_t workspace_bytes, int dtype, uintptr_t packed,
+                             uintptr_t u, uintptr_t fold, uintptr_t workspace, int64_t workspace_bytes, int dtype,
+                             uintptr_t packed,
                              uintptr_t absmax, uintptr_t quant_map, uintptr_t nested_absmax,
                              uintptr_t nested_quant_map, float nested_offset, int blocksize, int64_t M, int64_t N,
                              int64_t K, int64_t r, float scale, int variant, int block_m, int u_given,
@@ -1131,15 +1165,20 @@ std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr
   p.k_splits = plan.k_splits;
   p.scale = scale;
   p.lora_vec = r % 8 == 0 && B % 16 == 0 && u % 16 == 0;
+  p.rp = static_cast<int>(lora_fold_cols(r) / 2);
+  p.lora_chunks = plan.ws && fold != 0 && mma_fold_cols(r) > 0 ? 2 * p.rp / kChunkK : 0;
+  if (p.lora_chunks > 0 && (fold % 16 != 0 || B % 16 != 0))
+    return "the folded LoRA term needs B and the fold workspace 16-byte aligned";
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
   const void* xl = reinterpret_cast<const void*>(x_lora);
   const void* a = reinterpret_cast<const void*>(A);
   float* u_part = reinterpret_cast<float*>(ws);
   unsigned int* u_arrived = plan.splits > 1 ? counters : nullptr;
   if (dtype == 1)
-    return launch_typed<__half>(p, plan, u_given != 0, xl, a, u_part, u_arrived, counters, sec.n_counters, st);
+    return launch_typed<__half>(p, plan, u_given != 0, xl, a, u_part, u_arrived, counters, sec.n_counters, fold, st);
   if (dtype == 2)
-    return launch_typed<__nv_bfloat16>(p, plan, u_given != 0, xl, a, u_part, u_arrived, counters, sec.n_counters, st);
+    return launch_typed<__nv_bfloat16>(p, plan, u_given != 0, xl, a, u_part, u_arrived, counters, sec.n_counters,
+                                       fold, st);
   return "dtype must be 1 (float16) or 2 (bfloat16)";
 }
 

@@ -121,7 +121,7 @@ def test_dx_fold_needs_its_workspace_and_an_aligned_A():
     g = torch.randn(M, N, device=DEV, dtype=torch.bfloat16)
     A = torch.randn(r, K, device=DEV, dtype=torch.bfloat16)
     gB = torch.randn(M, r, device=DEV)
-    fold = torch.empty(M, _C.dx_fold_cols(r), device=DEV, dtype=torch.bfloat16)
+    fold = torch.empty(M, _C.lora_fold_cols(r), device=DEV, dtype=torch.bfloat16)
     dx = torch.empty(M, K, device=DEV, dtype=torch.bfloat16)
     packed, state = _cuda_ext._nf4_args(q)
     for fold_ptr, a_ptr in ((0, A.data_ptr()), (fold.data_ptr(), A.data_ptr() + 2)):

@@ -49,7 +49,8 @@ def test_launchers_refuse_bad_calls_before_touching_memory():
         C.qlora_dx(8, *dx_args[1:])
     with pytest.raises(RuntimeError, match="blocksize must be a power of two"):
         C.qlora_dx(*dx_args[:12], 96, *dx_args[13:])
-    assert [C.dx_fold_cols(r) for r in (1, 16, 64, 65, 80)] == [128, 128, 128, 256, 256]
+    assert [C.lora_fold_cols(r) for r in (1, 16, 64, 65, 80)] == [128, 128, 128, 256, 256]
+    assert [C.mma_fold_cols(r) for r in (1, 16, 30, 32, 64, 65, 80)] == [0, 0, 0, 128, 128, 0, 256]
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="needs an sm_90 GPU"):
             C.qlora_dx(*dx_args)

@@ -29,6 +29,7 @@ CASES = [  # M, K, N, r, blocksize, bias, dropout
     (1024, 4096, 14336, 16, 64, True, False),
     (300, 64, 257, 3, 64, False, False),
     (2048, 8192, 520, 16, 4096, True, True),
+    (1000, 1024, 777, 32, 64, True, True),  # ws: the LoRA term folded (one 64-rank group: T parts, residuals)
 ]
 
 
@@ -62,13 +63,18 @@ def test_mma_forward_matches_reference(monkeypatch, dtype, nested, case):
         yk2, uk2 = _cuda_ext.qlora_forward_large(x, xl, q, A, B, 0.7, bias, u_by=u_by)
         assert torch.equal(uk2, uk) and torch.equal(yk2, yk), u_by  # deterministic either way
     # Every kernel of the file is as accurate: mma.sync (the default off sm_90) and wgmma with 128
-    # and 256 x rows per block (the default picks one by shape).
+    # and 256 x rows per block (the default picks one by shape); the warp-specialized ones with the
+    # LoRA term folded into the reduction (ranks _C.mma_fold_cols takes: 32, 64, 80 here) and in
+    # the epilogue.
     for variant, block_m in (("mma_sync", 0), ("wgmma", 128), ("wgmma", 256), ("wgmma_ss", 128), ("wgmma_ss", 256),
                              ("wgmma_ws", 128), ("wgmma_ws", 256), ("wgmma_ws_pair", 128), ("wgmma_ws_pair", 256)):
-        poison_next_alloc(M * N, dtype)
-        y3, u3 = _cuda_ext.qlora_forward_large(x, xl, q, A, B, 0.7, bias, variant=variant, block_m=block_m)
-        assert torch.equal(u3, u)
-        assert torch.isfinite(y3).all() and rel_err(y3, ref) <= 2 * rel_err(plain, ref) + 1e-6, (variant, block_m)
+        for fold in (True, False) if variant.startswith("wgmma_ws") else (True,):
+            poison_next_alloc(M * N, dtype)
+            y3, u3 = _cuda_ext.qlora_forward_large(x, xl, q, A, B, 0.7, bias, variant=variant, block_m=block_m,
+                                                   fold_lora=fold)
+            assert torch.equal(u3, u)
+            assert torch.isfinite(y3).all() and rel_err(y3, ref) <= 2 * rel_err(plain, ref) + 1e-6, (variant, block_m,
+                                                                                                    fold)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -119,6 +125,26 @@ def test_mma_forward_non_contiguous_and_3d_input(monkeypatch):
         y = qlora_linear(x, q, A, B, 0.5)
     ref = qlora_reference_f64(x.reshape(-1, 1024), q, A, B, 0.5).view(3, 50, 384)
     assert y.shape == (3, 50, 384) and rel_err(y, ref) < 1e-2
+
+
+def test_mma_fold_needs_an_aligned_B():
+    from nf4lora._cuda_ext import _C
+
+    M, K, N, r = 512, 1024, 512, 64
+    q = quantize_nf4(torch.randn(N, K, device=DEV), 64)
+    A, B = random_lora(N, K, r, torch.bfloat16, DEV)
+    x = torch.randn(M, K, device=DEV, dtype=torch.bfloat16)
+    y = torch.empty(M, N, device=DEV, dtype=torch.bfloat16)
+    u = x.float() @ A.float().t()
+    fold = torch.empty(M, _C.mma_fold_cols(r), device=DEV, dtype=torch.bfloat16)
+    B1 = torch.empty(N * r + 1, device=DEV, dtype=torch.bfloat16)[1:].view(N, r).copy_(B)  # 2 bytes past 16
+    _, state = _cuda_ext._nf4_args(q)
+    args = lambda b, f: (y.data_ptr(), x.data_ptr(), x.data_ptr(), A.data_ptr(), b, 0, u.data_ptr(), f, 0, 0, 2,
+                         *state, M, N, K, r, 1.0, 4, 256, 1, torch.cuda.current_stream().cuda_stream)
+    with pytest.raises(RuntimeError, match="folded LoRA term needs B and the fold workspace 16-byte aligned"):
+        _C.qlora_mma(*args(B1.data_ptr(), fold.data_ptr()))
+    _C.qlora_mma(*args(B1.data_ptr(), 0))  # no fold workspace: the epilogue's LoRA term, any alignment
+    torch.cuda.synchronize()
 
 
 def test_mma_forward_refuses_unknown_u_by():

@@ -158,7 +158,7 @@ def _launch_args(x, x_lora, q: NF4Weight, A, B, bias, u_by_cublas: bool = False)
     cost."""
     x = _aligned(x)
     xl = x if x_lora is None else _aligned(x_lora)
-    A, B = _aligned(A), B.contiguous()
+    A, B = _aligned(A), _aligned(B)
     bias = None if bias is None else bias.contiguous()
     packed, state = _nf4_args(q)
     (M, _), (N, r), device = x.shape, B.shape, x.device
@@ -216,14 +216,22 @@ MMA_VARIANTS = {"auto": 0, "mma_sync": 1, "wgmma": 2, "wgmma_ss": 3, "wgmma_ws":
 # the CUDA backward's g·B uses it too, ops._GB_FN).
 MM_OUT_DTYPE = hasattr(torch.ops.aten.mm, "dtype")
 U_BY = "cublas" if MM_OUT_DTYPE else "kernel"
+# The large-M forward's LoRA term folded into the warp-specialized kernel's reduction where
+# _C.mma_fold_cols(r) > 0 (r a multiple of 8, >= 32: two extra 64-wide chunks per 64 ranks cost
+# less there than the epilogue's mma.sync steps of 16 ranks; the dx folds at every rank, where the
+# same A/B measured 0.91-1.0x the epilogue's time, bench/results/h200/s18/).
+FOLD_LORA = True
 
 
 def qlora_forward_large(x, x_lora, q: NF4Weight, A, B, scale: float, bias, variant: str = "auto",
-                        block_m: int = 0, u_by: Optional[str] = None):
+                        block_m: int = 0, u_by: Optional[str] = None, fold_lora: Optional[bool] = None):
     """The tensor-core kernels (any M >= 1; meant for M > GEMV_MAX_M). u_by: how u = x̃·Aᵀ is
     computed, "cublas" or "kernel" (default U_BY). Workspace (sized by _C.plan_qlora_mma) when the u
     kernel runs and splits K: its S·M·r float32 partial sums and counters (the main kernel's K
-    split, with few output tiles, runs in thread-block clusters and needs none)."""
+    split, with few output tiles, runs in thread-block clusters and needs none). fold_lora (default
+    FOLD_LORA): where the plan is warp-specialized and the rank is one _C.mma_fold_cols folds, the
+    LoRA term runs as extra reduction chunks (s·u split into an (M, mma_fold_cols(r)) buffer by one
+    more launch) instead of in the epilogue."""
     if variant not in MMA_VARIANTS:
         raise ValueError(f"variant must be one of {sorted(MMA_VARIANTS)}, got {variant!r}")
     u_by = u_by or U_BY
@@ -234,11 +242,14 @@ def qlora_forward_large(x, x_lora, q: NF4Weight, A, B, scale: float, bias, varia
     (M, K), (N, r), device = x.shape, B.shape, x.device
     by_cublas = u_by == "cublas"
     keep, y, u, operands, state = _launch_args(x, x_lora, q, A, B, bias, u_by_cublas=by_cublas)
+    fold_cols = _C.mma_fold_cols(r) if (FOLD_LORA if fold_lora is None else fold_lora) else 0
+    fold = torch.empty((M, fold_cols), device=device, dtype=x.dtype) if fold_cols else None
     with device_guard(device):  # the plan depends on the device (kernel, SM count)
         ws_bytes = 0 if by_cublas else _C.plan_qlora_mma(M, N, K, r, MMA_VARIANTS[variant], block_m)[3]
         ws = _workspace(ws_bytes, device)  # the u kernel's split-K partial sums and counters
-        _C.qlora_mma(*operands, 0 if ws is None else ws.data_ptr(), ws_bytes, _DTYPE_CODES[x.dtype], *state,
-                     M, N, K, r, float(scale), MMA_VARIANTS[variant], block_m, int(by_cublas), _stream(device))
+        _C.qlora_mma(*operands, 0 if fold is None else fold.data_ptr(), 0 if ws is None else ws.data_ptr(),
+                     ws_bytes, _DTYPE_CODES[x.dtype], *state, M, N, K, r, float(scale), MMA_VARIANTS[variant],
+                     block_m, int(by_cublas), _stream(device))
     return y, u
 
 
@@ -283,7 +294,7 @@ def qlora_dx(g, q: NF4Weight, gB, A, scale: float, add_lora: bool, block_m: int 
     packed, state = _nf4_args(q)
     dx = torch.empty((M, K), device=g.device, dtype=g.dtype)
     # The ws kernel's folded LoRA term reads s·gB split (T part, residual) from here (M × 2·64·ceil(r / 64)).
-    fold = torch.empty((M, _C.dx_fold_cols(r)), device=g.device, dtype=g.dtype) if add_lora else None
+    fold = torch.empty((M, _C.lora_fold_cols(r)), device=g.device, dtype=g.dtype) if add_lora else None
     with device_guard(g.device):
         _C.qlora_dx(dx.data_ptr(), g.data_ptr(), gB.data_ptr() if add_lora else 0, A.data_ptr(),
                     fold.data_ptr() if add_lora else 0, _DTYPE_CODES[g.dtype], *state, M, N, K, r, float(scale),
