@@ -25,8 +25,8 @@
 // cluster_sum_to_rank0 in wgmma.cuh) and runs the epilogue.
 //
 // The LoRA term s·gB·A (s·gB split into a T part and a T residual): in the warp-specialized kernel
-// folded into the reduction as extra chunks after W's (dx_fill_lora: A's rows as the W tile, the
-// split s·gB as the g tile; pipelined like W's chunks); in the SS kernel (and the ws kernel's
+// folded into the reduction as extra chunks after W's (A's rows as the W tile, s·gB split by
+// lora_fold_kernel as the g tile, both by TMA: pipelined like W's chunks); in the SS kernel (and the ws kernel's
 // variant 3) added by the epilogue as mma.sync steps (A staged in shared memory 16 ranks at a time),
 // which at r = 64 left 8-17% of the dx's time exposed after the mainloop (eighteenth session).
 // Epilogue: then dx staged through shared memory for 16-byte stores.

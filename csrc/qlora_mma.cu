@@ -22,7 +22,12 @@
 //                       has the details.
 //   qlora_wgmma_ws_kernel  sm_90, the default wherever K is not split: the SS tile warp-specialized
 //                       (a producer warpgroup copies x by TMA and decodes W; two consumer
-//                       warpgroups only run the wgmma), 0.78-0.82× the SS kernel's time.
+//                       warpgroups only run the wgmma), 0.78-0.82× the SS kernel's time. Where
+//                       r % 8 == 0 and r >= 32 (mma_fold_cols) and the caller gives the fold
+//                       workspace, the LoRA term runs as extra reduction chunks after W's:
+//                       [x | T(s·u) | s·u - T(s·u)]·[W; B; B]ᵀ, s·u split by lora_fold_kernel
+//                       (launch_lora_fold, qlora_dx.cu) and both operands copied by TMA (0.93-1.0×
+//                       the epilogue's time at r = 64 on the H200, eighteenth session).
 //   qlora_mma_kernel    other GPUs (sm_80+): mma.sync m16n8k16. A block owns a BN × BM tile of yᵀ
 //                       (BN rows of W × BM rows of x) over all of K. Per 64-wide k chunk, x and
 //                       the packed codes of W arrive in shared memory through a STAGES-deep
@@ -30,7 +35,7 @@
 //                       straight into mma A-operand registers (the decode of nf4_mma.cuh) and
 //                       multiplies them with x fragments read from shared memory as the B operand.
 // A decoded W exists only in registers or shared-memory tiles, never in global memory. Epilogue
-// (store_tile, shared): the LoRA term as extra mma steps (B rows as A operand, s·u split into a T
+// (store_tile, shared): the LoRA term (unless folded) as extra mma steps (B rows as A operand, s·u split into a T
 // part and a T residual so the term keeps ~16 mantissa bits; with float16, |s·u| must stay below
 // 65504, as in any float16 LoRA), + bias, staged through shared memory for 16-byte stores of y.
 //

@@ -509,7 +509,7 @@ __device__ __forceinline__ WsShared ws_setup(unsigned char* end, const NF4State&
 // decode(s, cw, raw); fence the generic-proxy writes for the tensor cores; share(s); arrive on
 // full[s]. elem(i): the first W element of the thread's words in chunk i; q_tail(b):
 // fetch_q_async's tail flag for absmax block b (nested_q_tail). Then `extra` chunks without NF4
-// codes (qlora_dx's folded LoRA term): per extra chunk e, at i = chunks + e, stage s: wait for
+// codes (the folded LoRA term of qlora_dx and of the forward): per extra chunk e, at i = chunks + e, stage s: wait for
 // empty[s] as above; fill_extra(e, s) (thread 0: its arrival with the byte count and the TMA copies
 // of the whole stage); arrive on full[s].
 // Ring (ws_ring_bytes): [STAGES][kWords][128][16] code words, [STAGES][128] raw scale words,
