@@ -117,21 +117,25 @@ def test_dx_lora_with_unaligned_A_and_gB(variant, r):
 
 def test_dx_fold_needs_its_workspace_and_an_aligned_A():
     M, K, N, r = 300, 1024, 512, 16
-    q = quantize_nf4(torch.randn(N, K, device=DEV), 64)
+    q = quantize_nf4(torch.randn(N, K, device=DEV) * K**-0.5, 64)
     g = torch.randn(M, N, device=DEV, dtype=torch.bfloat16)
-    A = torch.randn(r, K, device=DEV, dtype=torch.bfloat16)
+    A = torch.randn(r, K, device=DEV, dtype=torch.bfloat16) * K**-0.5
+    A1 = torch.empty(r * K + 1, device=DEV, dtype=torch.bfloat16)[1:].view(r, K).copy_(A)  # 2 bytes past 16
     gB = torch.randn(M, r, device=DEV)
     fold = torch.empty(M, _C.lora_fold_cols(r), device=DEV, dtype=torch.bfloat16)
     dx = torch.empty(M, K, device=DEV, dtype=torch.bfloat16)
     packed, state = _cuda_ext._nf4_args(q)
-    for fold_ptr, a_ptr in ((0, A.data_ptr()), (fold.data_ptr(), A.data_ptr() + 2)):
+    for fold_ptr, a in ((0, A), (fold.data_ptr(), A1)):  # (refused before any launch)
         with pytest.raises(RuntimeError, match="folded LoRA term needs a 16-byte aligned A and fold workspace"):
-            _C.qlora_dx(dx.data_ptr(), g.data_ptr(), gB.data_ptr(), a_ptr, fold_ptr, 2, *state, M, N, K, r, 1.0, 0,
-                        2, torch.cuda.current_stream().cuda_stream)
-    # the epilogue's variant and the SS kernel need neither
-    _C.qlora_dx(dx.data_ptr(), g.data_ptr(), gB.data_ptr(), A.data_ptr() + 2, 0, 2, *state, M, N, K, r, 1.0, 0,
+            _C.qlora_dx(dx.data_ptr(), g.data_ptr(), gB.data_ptr(), a.data_ptr(), fold_ptr, 2, *state, M, N, K, r, 1.0,
+                        0, 2, torch.cuda.current_stream().cuda_stream)
+    # the epilogue's variant (and the SS kernel) need neither
+    dx.fill_(float("nan"))
+    _C.qlora_dx(dx.data_ptr(), g.data_ptr(), gB.data_ptr(), A1.data_ptr(), 0, 2, *state, M, N, K, r, 1.0, 0,
                 3, torch.cuda.current_stream().cuda_stream)
     torch.cuda.synchronize()
+    ref = g.double() @ dequantize_nf4(q, torch.float32).double() + gB.double() @ A.double()
+    assert rel_err(dx, ref) < REL_TOL[torch.bfloat16]
 
 
 @pytest.mark.parametrize("M,N,r", [(1, 4096, 16), (2048, 14336, 16), (130, 640, 80)])
