@@ -54,6 +54,39 @@ def host_us(fn, n=2000):
     return (t1 - t0) / n * 1e6, (t2 - t0) / n * 1e6
 
 
+def interleaved_us(fns, rounds=6, calls=4, iqr=False):
+    """A/B timing robust to the GPU's drift: each call of each function in ``fns`` (name → callable)
+    timed alone by CUDA events after a 256 MB L2 flush, the functions in alternating order over
+    ``rounds`` rounds of ``calls`` calls each; the median µs per name (and with ``iqr`` the quartiles
+    as name + "_iqr"). (Profiler means drifted 15% between identical computations in one process on
+    the H200; eighteenth session.)"""
+    import statistics
+
+    cache = torch.empty(256 * 2**20, dtype=torch.int8, device="cuda")
+    ev = {k: [] for k in fns}
+    names = list(fns)
+    for f in fns.values():
+        f()
+    torch.cuda.synchronize()
+    for rd in range(rounds):
+        for k in (names if rd % 2 == 0 else names[::-1]):
+            for _ in range(calls):
+                cache.zero_()
+                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                s.record()
+                fns[k]()
+                e.record()
+                ev[k].append((s, e))
+        torch.cuda.synchronize()
+    out = {}
+    for k, pairs in ev.items():
+        t = sorted(s.elapsed_time(e) * 1e3 for s, e in pairs)
+        out[k] = round(statistics.median(t), 1)
+        if iqr:
+            out[k + "_iqr"] = [round(t[len(t) // 4], 1), round(t[3 * len(t) // 4], 1)]
+    return out
+
+
 def kernel_us(fn, iters=20):
     """Mean GPU time per call of each kernel fn launches (L2 flushed before each call)."""
     from torch.profiler import ProfilerActivity, profile

@@ -1,29 +1,16 @@
 """A/B of the dx's LoRA term, folded (default) vs in the epilogue (ws_epilogue), interleaved (events per call after an
 L2 flush, alternating order, medians): the dx alone and one whole forward+backward through ops.qlora_linear
 (x, A, B requiring grad), at the grid's largest points."""
-import functools, json, statistics, sys
+import functools, json, sys
 import torch
+sys.path.insert(0, "bench")
+from diag_fwd import interleaved_us
 from nf4lora import _cuda_ext, ops
 from nf4lora.benchmark import Case
-cache = torch.empty(256 * 2**20, dtype=torch.int8, device="cuda")
-orig = _cuda_ext.qlora_dx
-epi = functools.partial(orig, variant="ws_epilogue")
 
-def interleaved(fns, rounds=6, calls=3):
-    ev = {k: [] for k in fns}
-    names = list(fns)
-    for f in fns.values():
-        f()
-    torch.cuda.synchronize()
-    for rd in range(rounds):
-        for k in (names if rd % 2 == 0 else names[::-1]):
-            for _ in range(calls):
-                cache.zero_()
-                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                s.record(); fns[k](); e.record()
-                ev[k].append((s, e))
-        torch.cuda.synchronize()
-    return {k: round(statistics.median(sorted(s.elapsed_time(e) * 1e3 for s, e in l)), 1) for k, l in ev.items()}
+def interleaved(fns):
+    return interleaved_us(fns, rounds=6, calls=3)
+
 
 def step_fn(c, dx_impl):
     x = c.x.clone().requires_grad_(); A = c.A.clone().requires_grad_(); B = c.B.clone().requires_grad_()

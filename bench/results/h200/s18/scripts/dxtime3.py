@@ -1,32 +1,15 @@
 """dx op, interleaved: each call timed alone by CUDA events after an L2 flush; variants in alternating order over
 rounds; median and quartiles per variant (robust to the clock drift seen in runs 1-3)."""
-import json, statistics, sys
+import json, sys
 import torch
+sys.path.insert(0, "bench")
+from diag_fwd import interleaved_us
 from nf4lora import _cuda_ext
 from nf4lora.benchmark import Case
 tag = sys.argv[1]
-cache = torch.empty(256 * 2**20, dtype=torch.int8, device="cuda")
 
-def interleaved(fns, rounds=8, calls=5):
-    ev = {k: [] for k in fns}
-    names = list(fns)
-    for f in fns.values():
-        f()
-    torch.cuda.synchronize()
-    for rd in range(rounds):
-        for k in (names if rd % 2 == 0 else names[::-1]):
-            for _ in range(calls):
-                cache.zero_()
-                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                s.record(); fns[k](); e.record()
-                ev[k].append((s, e))
-        torch.cuda.synchronize()
-    out = {}
-    for k, l in ev.items():
-        t = sorted(s.elapsed_time(e) * 1e3 for s, e in l)
-        out[k] = round(statistics.median(t), 1)
-        out[k + "_iqr"] = [round(t[len(t) // 4], 1), round(t[3 * len(t) // 4], 1)]
-    return out
+def interleaved(fns):
+    return interleaved_us(fns, rounds=8, calls=5, iqr=True)
 
 for (N, K) in ((14336, 4096), (4096, 14336), (28672, 8192)):
     for M in (1024, 4096):

@@ -1,27 +1,16 @@
 """Forward A/B: the large-M forward's LoRA term folded into the ws kernel's reduction (default) vs in the epilogue
 (fold_lora=False), interleaved (events per call after an L2 flush, alternating order, medians). r = 16 is not folded
 (mma_fold_cols(16) = 0): both columns run the same code there (the noise floor)."""
-import json, statistics, sys
+import json, sys
 import torch
+sys.path.insert(0, "bench")
+from diag_fwd import interleaved_us
 from nf4lora import _cuda_ext
 from nf4lora.benchmark import Case
-cache = torch.empty(256 * 2**20, dtype=torch.int8, device="cuda")
 
-def interleaved(fns, rounds=6, calls=4):
-    ev = {k: [] for k in fns}
-    names = list(fns)
-    for f in fns.values():
-        f()
-    torch.cuda.synchronize()
-    for rd in range(rounds):
-        for k in (names if rd % 2 == 0 else names[::-1]):
-            for _ in range(calls):
-                cache.zero_()
-                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                s.record(); fns[k](); e.record()
-                ev[k].append((s, e))
-        torch.cuda.synchronize()
-    return {k: round(statistics.median(sorted(s.elapsed_time(e) * 1e3 for s, e in l)), 1) for k, l in ev.items()}
+def interleaved(fns):
+    return interleaved_us(fns, rounds=6, calls=4)
+
 
 for (N, K) in ((14336, 4096), (4096, 14336), (28672, 8192)):
     for M in (1024, 4096):
