@@ -70,20 +70,21 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "qlora_mma",
       [](uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr_t A, uintptr_t B, uintptr_t bias,
-         uintptr_t u, uintptr_t fold, uintptr_t workspace, int64_t workspace_bytes, int dtype, uintptr_t packed,
+         uintptr_t u, int fold_lora, uintptr_t workspace, int64_t workspace_bytes, int dtype, uintptr_t packed,
          uintptr_t absmax, uintptr_t quant_map, uintptr_t nested_absmax, uintptr_t nested_quant_map,
          float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r, float scale,
          int variant, int block_m, int u_given, uintptr_t stream) {
-        check(nf4lora::launch_qlora_mma(y, x, x_lora, A, B, bias, u, fold, workspace, workspace_bytes, dtype,
+        check(nf4lora::launch_qlora_mma(y, x, x_lora, A, B, bias, u, fold_lora, workspace, workspace_bytes, dtype,
                                         packed, absmax, quant_map, nested_absmax, nested_quant_map,
                                         nested_offset, blocksize, M, N, K, r, scale, variant, block_m,
                                         u_given, stream));
       },
       "y = x·Wᵀ + scale·u·Bᵀ + bias and u = x_lora·Aᵀ on tensor cores for any M; u_given: u already "
-      "holds x_lora·Aᵀ, no u kernel runs; fold: the folded LoRA term's workspace or 0 (see launchers.h).");
-  m.def("mma_fold_cols", &nf4lora::mma_fold_cols, py::arg("r"),
-        "Columns of qlora_mma's fold workspace (M × mma_fold_cols(r)) for rank r; 0: the forward never folds "
-        "this rank (the epilogue adds the LoRA term).");
+      "holds x_lora·Aᵀ, no u kernel runs; fold_lora: fold the LoRA term into the reduction where the plan "
+      "and the rank allow (see launchers.h).");
+  m.def("lora_fold_chunks", &nf4lora::lora_fold_chunks, py::arg("r"),
+        "Extra reduction chunks (32 ranks each) of the large-M forward's folded LoRA term for rank r; 0: the "
+        "forward never folds this rank (r % 8 != 0: the epilogue adds the LoRA term).");
   m.def("lora_u_workspace", &nf4lora::lora_u_workspace_bytes, py::arg("M"), py::arg("K"), py::arg("r"),
         "Workspace bytes of lora_u for this shape on the current device.");
   m.def(

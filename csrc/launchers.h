@@ -66,13 +66,14 @@ MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int variant, 
 // M >= 1 (meant for M > 16). Same argument conventions as launch_qlora_gemv; packed, x, x_lora,
 // A, y and the workspace 16-byte aligned, the workspace at least the plan's bytes (checked).
 // u_given != 0: u already holds x_lora·Aᵀ (the caller computed it, e.g. by cuBLAS); no u kernel
-// runs, x_lora and A are not read and no workspace is needed. fold != 0 (M × lora_fold_cols(r)):
-// where the plan is warp-specialized and mma_fold_cols(r) > 0, the LoRA term is folded into the
-// reduction (s·u split there by one more launch, B's ranks by TMA: B 16-byte aligned); fold = 0,
-// or any other plan: the epilogue adds it.
-int64_t mma_fold_cols(int64_t r);
+// runs, x_lora and A are not read and no workspace is needed. fold_lora != 0: where the plan is
+// warp-specialized and lora_fold_chunks(r) > 0 (r % 8 == 0), the LoRA term is folded into the
+// reduction as that many extra chunks of 32 ranks (tf32 MMAs of u's columns and s·B's ranks, both
+// by TMA from u and B: B and u 16-byte aligned); fold_lora = 0, or any other plan: the epilogue adds
+// it. Either way one launch after u (two with the u kernel).
+int64_t lora_fold_chunks(int64_t r);
 std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr_t A, uintptr_t B,
-                             uintptr_t bias, uintptr_t u, uintptr_t fold, uintptr_t workspace, int64_t workspace_bytes,
+                             uintptr_t bias, uintptr_t u, int fold_lora, uintptr_t workspace, int64_t workspace_bytes,
                              int dtype, uintptr_t packed, uintptr_t absmax, uintptr_t quant_map,
                              uintptr_t nested_absmax, uintptr_t nested_quant_map, float nested_offset,
                              int blocksize, int64_t M, int64_t N, int64_t K, int64_t r, float scale,
@@ -99,15 +100,12 @@ struct DxPlan {
   std::string error;
 };
 DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int block_m, int variant);
-// The LoRA term folded into a warp-specialized kernel's reduction (qlora_dx.cu, qlora_mma.cu): extra
-// chunks that pair a fold workspace (M × lora_fold_cols(r), the activations' dtype, 16-byte aligned:
+// The dx's LoRA term folded into the warp-specialized kernel's reduction (qlora_dx.cu): extra chunks
+// that pair a fold workspace (M × lora_fold_cols(r), the activations' dtype, 16-byte aligned:
 // columns j < rp the T part of s·v's rank j, rp + j its T residual, zeros for ranks >= r; rp = r
-// rounded up to 64) with A's (dx) or B's (forward) ranks. launch_lora_fold writes it from v (M, r)
-// float32 (gB for the dx, u for the forward) in one launch. The dx kernel needs it when it folds
-// (gB != 0, variant != 3); elsewhere `fold` may be 0.
+// rounded up to 64) with A's ranks, written from gB (M, r) float32 by one launch before the dx
+// kernel's. The dx kernel needs it when it folds (gB != 0, variant != 3); elsewhere `fold` may be 0.
 inline int64_t lora_fold_cols(int64_t r) { return 2 * ((r + 63) / 64) * 64; }
-std::string launch_lora_fold(uintptr_t fold, uintptr_t v, int dtype, int64_t M, int64_t r, float scale,
-                             uintptr_t stream);
 // N and K multiples of 64, K of the blocksize (>= 64); dx, g and packed 16-byte aligned (A too
 // when folding).
 std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, uintptr_t fold, int dtype,

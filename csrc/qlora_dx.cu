@@ -83,7 +83,7 @@ struct DxParams {
 // in-kernel, cost more than the epilogue: 14.6 µs per 256 × 128 tile at r = 64, latency-bound at
 // the pipeline's end; eighteenth session, run 2.)
 template <typename T>
-__global__ void lora_fold_kernel(T* fold, const float* gB, int64_t M, int r, int rp, float scale) {  // (also u)
+__global__ void lora_fold_kernel(T* fold, const float* gB, int64_t M, int r, int rp, float scale) {
   const int64_t pairs = M * rp;  // (two columns a thread and step)
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < pairs;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -454,7 +454,7 @@ __global__ void __launch_bounds__(DxWsTile<BM>::kThreads, 1)
       for (int i = 0; i < 64; ++i) acc[t][i] = 0.f;
     const uint32_t g_addr = smem_addr(smem) + h * (C::BM / 2) * 128, w_addr = smem_addr(smem) + C::kGBytes;
     ws_consume<C::STAGES>(
-        chunks + p.lora_chunks, full,
+        chunks + p.lora_chunks, 0, full,
         [&] {
 #pragma unroll
           for (int t = 0; t < C::MT; ++t) pin(acc[t]);
@@ -462,7 +462,7 @@ __global__ void __launch_bounds__(DxWsTile<BM>::kThreads, 1)
         [&](int i, int s) {
           dx_chunk_mmas<T>(acc, g_addr + s * C::kStageBytes, w_addr + s * C::kStageBytes, i == 0);
         },
-        [&](int sp) { mbar_arrive(&empty[sp]); });
+        [](int, int) {}, [&](int sp) { mbar_arrive(&empty[sp]); });
     dx_epilogue<T, BM>(p, acc, smem, tid - C::kProducers, m0, k0);
   }
 #else
@@ -552,18 +552,6 @@ DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int block_m, int variant) 
   // The warp-specialized kernel wherever the reduction is not split (auto), or when asked (never split).
   plan.ws = variant >= 2 || (variant == 0 && plan.splits == 1);
   return plan;
-}
-
-std::string launch_lora_fold(uintptr_t fold, uintptr_t v, int dtype, int64_t M, int64_t r, float scale,
-                             uintptr_t stream) {
-  int major = 0, sm_count = 1;
-  current_device(&major, &sm_count);
-  void* f = reinterpret_cast<void*>(fold);
-  const float* src = reinterpret_cast<const float*>(v);
-  cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
-  if (dtype == 2) return launch_lora_fold_typed<__nv_bfloat16>(f, src, M, r, scale, sm_count, st);
-  if (dtype == 1) return launch_lora_fold_typed<__half>(f, src, M, r, scale, sm_count, st);
-  return "dtype must be 1 (float16) or 2 (bfloat16)";
 }
 
 std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, uintptr_t fold, int dtype,

@@ -23,11 +23,11 @@
 //   qlora_wgmma_ws_kernel  sm_90, the default wherever K is not split: the SS tile warp-specialized
 //                       (a producer warpgroup copies x by TMA and decodes W; two consumer
 //                       warpgroups only run the wgmma), 0.78-0.82× the SS kernel's time. Where
-//                       r % 8 == 0 and r >= 32 (mma_fold_cols) and the caller gives the fold
-//                       workspace, the LoRA term runs as extra reduction chunks after W's:
-//                       [x | T(s·u) | s·u - T(s·u)]·[W; B; B]ᵀ, s·u split by lora_fold_kernel
-//                       (launch_lora_fold, qlora_dx.cu) and both operands copied by TMA (0.93-1.0×
-//                       the epilogue's time at r = 64 on the H200, eighteenth session).
+//                       r % 8 == 0 (lora_fold_chunks) and the caller asks for it, the LoRA term
+//                       runs as extra reduction chunks after W's, [x | u]·[W | s·B]ᵀ: u's
+//                       columns (float32, as computed) and B's ranks copied by TMA, multiplied as
+//                       tf32 with B's side converted in registers (lora_tf32_mmas): no launch
+//                       and no workspace of its own.
 //   qlora_mma_kernel    other GPUs (sm_80+): mma.sync m16n8k16. A block owns a BN × BM tile of yᵀ
 //                       (BN rows of W × BM rows of x) over all of K. Per 64-wide k chunk, x and
 //                       the packed codes of W arrive in shared memory through a STAGES-deep
@@ -112,10 +112,9 @@ struct MmaParams {
   float scale;
   int lora_vec;          // r % 8 == 0 and B, u 16-byte aligned: store_tile's staging in 16-byte loads
   // > 0: the warp-specialized kernel folds the LoRA term into its reduction as this many extra
-  // chunks (2·rp / 64: s·u split from the fold workspace and B's ranks, both by TMA) and store_tile
-  // adds none; 0: store_tile adds it.
+  // chunks of 32 ranks (tf32 MMAs: u's columns and B's ranks by TMA, lora_fold_chunks) and
+  // store_tile adds none; 0: store_tile adds it.
   int lora_chunks;
-  int rp;  // r rounded up to 64
 };
 
 // The epilogue of both tensor-core kernels: y tile = acc + B·(s·u)ᵀ + bias, rounded once to T and
@@ -704,10 +703,51 @@ template <int BM_, bool kPair_> struct WsTile {
   static constexpr int kEmptyArrivals = (kPair ? 2 : 1) * 8;  // consumer warps of the block(s)
 };
 
+// The folded LoRA term of the warp-specialized forward (lora_fold_chunks): extra chunk e multiplies
+// u's columns 32e .. 32e + 31 (float32 in the stage's x buffer: the 128-byte swizzled K-major layout
+// of the x tile, one 128-byte line a row, zeros past r and M) by s·B's ranks 32e .. (the stage's W
+// buffer: [BN][32] T, rows of 64 bytes, no swizzle, zeros past r and N) as tf32 MMAs of 8 ranks, B's
+// side converted in registers (RS). u enters with tf32's precision (the tensor cores read 10 of its
+// 23 mantissa bits: relative error < 2^-10, half of u rounded to bf16 as plain torch bf16 math has
+// it); s·B is rounded to tf32 exactly (B has 8 or 11 bits) but for s's own bits.
+constexpr int kLoraRanks = 32;
+template <typename C> constexpr int kLoraBBytes = C::BN * kLoraRanks * 2;
+
+// The MMAs of one such chunk on one consumer warpgroup: row = this thread's first W row of the tile
+// (the warpgroup's 64, its warp's 16, lane / 4), c = lane % 4, udesc = the x buffer's descriptor.
+// All four steps of 8 ranks run (ranks past r are zeros on both sides); with 128 accumulators
+// (BM = 256) one step at a time, each waited for: more A fragments in flight exceed the kernel's
+// 168 registers and ptxas then serializes every wgmma of the kernel, the main loop's included
+// (C7512; two steps at a time still did).
+template <typename T, int BM>
+__device__ __forceinline__ void lora_tf32_mmas(float (&acc)[BM / 2], const T* bt, int row, int c, float scale,
+                                               uint64_t udesc) {
+  constexpr int kHalves = BM == 256 ? 4 : 1, kSteps = 4 / kHalves;  // (batches of kSteps steps)
+#pragma unroll
+  for (int hf = 0; hf < kHalves; ++hf) {
+    uint32_t a[kSteps][4];
+#pragma unroll
+    for (int j = 0; j < kSteps; ++j)
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {  // (row, k), (row + 8, k), (row, k + 4), (row + 8, k + 4); k = 8j + c
+        const int k = 8 * (hf * kSteps + j) + c + 4 * (q >> 1);
+        a[j][q] = to_tf32(scale * to_float(bt[(row + 8 * (q & 1)) * kLoraRanks + k]));
+      }
+    wgmma_fence();  // the A registers just written are read by the MMAs
+#pragma unroll
+    for (int j = 0; j < kSteps; ++j) wgmma_tf32_m64k8<BM>(acc, a[j], udesc + 2 * (hf * kSteps + j), 1);
+    if (hf + 1 < kHalves) {
+      wgmma_commit();
+      wgmma_wait<0>();
+      pin(acc);
+    }
+  }
+}
+
 template <typename T, int BM, bool kPair>
 __global__ void __launch_bounds__(WsTile<BM, kPair>::kThreads, 1)
     qlora_wgmma_ws_kernel(const MmaParams p, const __grid_constant__ CUtensorMap xmap,
-                          const __grid_constant__ CUtensorMap fmap, const __grid_constant__ CUtensorMap bmap) {
+                          const __grid_constant__ CUtensorMap umap, const __grid_constant__ CUtensorMap bmap) {
 #if NF4LORA_HAS_WGMMA
   using C = WsTile<BM, kPair>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
@@ -792,16 +832,16 @@ __global__ void __launch_bounds__(WsTile<BM, kPair>::kThreads, 1)
           }
         },
         p.lora_chunks,
-        [&](int e, int s) {  // the folded LoRA term's chunk e: s·u split (fold) and B's ranks, both by TMA
+        [&](int e, int s) {  // the folded LoRA term's chunk e: u's columns 32e.. (fp32) and B's ranks, by TMA
           if (tid != 0) return;
           unsigned char* st = smem + s * C::kStageBytes;
-          mbar_arrive_expect_tx(&full[s], C::kXBytes + C::kWBytes);  // (all 128 W rows here, even in pairs)
-          tma_load_2d(st, &fmap, &full[s], e * kChunkK, m0);
+          mbar_arrive_expect_tx(&full[s], C::kXBytes + kLoraBBytes<C>);  // (all 128 W rows here, even in pairs)
+          tma_load_2d(st, &umap, &full[s], kLoraRanks * e, m0);
           // (the tile's first W row recomputed: n0 kept live through the main loop cost the 256-row
           // kernel a spill)
           int tm, tn;
           tile_of_block(p, static_cast<int>(blockIdx.x) / (kPair ? 2 : 1), tm, tn);
-          tma_load_2d(st + C::kXBytes, &bmap, &full[s], kChunkK * (e % (p.rp / kChunkK)), tn * C::BN);
+          tma_load_2d(st + C::kXBytes, &bmap, &full[s], kLoraRanks * e, tn * C::BN);
         });
   } else {
     const int h = wg - 1;  // this warpgroup's 64 W rows of the tile
@@ -811,7 +851,7 @@ __global__ void __launch_bounds__(WsTile<BM, kPair>::kThreads, 1)
     const uint64_t xdesc0 = sw128_desc(smem_addr(smem));
     const uint64_t wdesc0 = sw128_desc_lbo_sbo(smem_addr(smem + C::kXBytes) + h * 64 * 128, 16, 1024);
     ws_consume<C::STAGES>(
-        chunks + p.lora_chunks, full, [&] { pin(acc); },
+        chunks, p.lora_chunks, full, [&] { pin(acc); },
         [&](int i, int s) {
 #if NF4LORA_MMA_DIAG != 2
           const uint64_t off = static_cast<uint64_t>(s * C::kStageBytes >> 4);
@@ -819,6 +859,11 @@ __global__ void __launch_bounds__(WsTile<BM, kPair>::kThreads, 1)
           for (int k = 0; k < 4; ++k)
             wgmma_ss_m64k16<T, BM, false>(acc, wdesc0 + off + 2 * k, xdesc0 + off + 2 * k, i > 0 || k > 0);
 #endif
+        },
+        [&](int, int s) {  // the folded LoRA term: (s·B's ranks, tf32 from registers) · (u's columns in the x buffer)
+          lora_tf32_mmas<T, BM>(acc, reinterpret_cast<const T*>(smem + s * C::kStageBytes + C::kXBytes),
+                                h * 64 + (tid / 32 % 4) * 16 + lane / 4, lane % 4, p.scale,
+                                xdesc0 + static_cast<uint64_t>(s * C::kStageBytes >> 4));
         },
         [&](int sp) {
           mbar_arrive(&empty[sp]);
@@ -950,13 +995,14 @@ std::string launch_wgmma_bm(const MmaParams& p, int64_t blocks, cudaStream_t str
   return err == cudaSuccess ? "" : std::string("qlora_wgmma_kernel: ") + cudaGetErrorString(err);
 }
 template <typename T, int BM, bool kPair>
-std::string launch_wgmma_ws_bm(const MmaParams& p, const void* fold, int64_t blocks, cudaStream_t stream) {
+std::string launch_wgmma_ws_bm(const MmaParams& p, int64_t blocks, cudaStream_t stream) {
   using C = WsTile<BM, kPair>;
-  CUtensorMap xmap{}, fmap{}, bmap{};  // (fmap, bmap: only when folding)
+  CUtensorMap xmap{}, umap{}, bmap{};  // (umap, bmap: only when folding)
   std::string map_err = rows_tensor_map<T>(&xmap, p.x, p.M, p.K, BM, "x");
   if (map_err.empty() && p.lora_chunks > 0) {
-    map_err = rows_tensor_map<T>(&fmap, fold, p.M, 2 * p.rp, BM, "fold");
-    if (map_err.empty()) map_err = rows_tensor_map<T>(&bmap, p.B, p.N, p.r, C::BN, "B");
+    map_err = matrix_tensor_map<float>(&umap, p.u, p.M, p.r, kLoraRanks, BM, CU_TENSOR_MAP_SWIZZLE_128B, "u");
+    if (map_err.empty())
+      map_err = matrix_tensor_map<T>(&bmap, p.B, p.N, p.r, kLoraRanks, C::BN, CU_TENSOR_MAP_SWIZZLE_NONE, "B");
   }
   if (!map_err.empty()) return map_err;
   auto kernel = qlora_wgmma_ws_kernel<T, BM, kPair>;
@@ -966,20 +1012,20 @@ std::string launch_wgmma_ws_bm(const MmaParams& p, const void* fold, int64_t blo
     MmaParams q = p;
     q.tiles_m = (p.tiles_m + 1) / 2;
     err = launch_in_clusters(kernel, static_cast<unsigned>(int64_t{2} * q.tiles_m * q.tiles_n), C::kThreads, C::kSmem,
-                             2, stream, q, xmap, fmap, bmap);
+                             2, stream, q, xmap, umap, bmap);
   } else {
-    kernel<<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, stream>>>(p, xmap, fmap, bmap);
+    kernel<<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, stream>>>(p, xmap, umap, bmap);
     err = cudaGetLastError();
   }
   return err == cudaSuccess ? "" : std::string("qlora_wgmma_ws_kernel: ") + cudaGetErrorString(err);
 }
 template <typename T>
-std::string launch_wgmma_ws(const MmaParams& p, const void* fold, int64_t blocks, bool pair, cudaStream_t stream) {
+std::string launch_wgmma_ws(const MmaParams& p, int64_t blocks, bool pair, cudaStream_t stream) {
   if (pair)
-    return p.block_m == 256 ? launch_wgmma_ws_bm<T, 256, true>(p, fold, blocks, stream)
-                            : launch_wgmma_ws_bm<T, 128, true>(p, fold, blocks, stream);
-  return p.block_m == 256 ? launch_wgmma_ws_bm<T, 256, false>(p, fold, blocks, stream)
-                          : launch_wgmma_ws_bm<T, 128, false>(p, fold, blocks, stream);
+    return p.block_m == 256 ? launch_wgmma_ws_bm<T, 256, true>(p, blocks, stream)
+                            : launch_wgmma_ws_bm<T, 128, true>(p, blocks, stream);
+  return p.block_m == 256 ? launch_wgmma_ws_bm<T, 256, false>(p, blocks, stream)
+                          : launch_wgmma_ws_bm<T, 128, false>(p, blocks, stream);
 }
 
 // K slices per tile only with 128 x rows per block (plan_qlora_mma never splits 256-row tiles).
@@ -1010,12 +1056,10 @@ std::string launch_u(const void* x_lora, const void* A, float* part, unsigned in
   return err == cudaSuccess ? "" : std::string("lora_u_part_kernel: ") + cudaGetErrorString(err);
 }
 
-template <typename T> constexpr int dtype_code() { return std::is_same<T, __half>::value ? 1 : 2; }  // (launchers')
-
 template <typename T>
 std::string launch_typed(const MmaParams& p, const MmaPlan& plan, bool u_given, const void* x_lora, const void* A,
                          float* u_part, unsigned int* u_arrived, unsigned int* counters, int64_t n_counters,
-                         uintptr_t fold, cudaStream_t stream) {
+                         cudaStream_t stream) {
   cudaError_t err;
   if (!u_given) {
     if (n_counters > 0) {  // the u kernel's split-K counters
@@ -1026,14 +1070,9 @@ std::string launch_typed(const MmaParams& p, const MmaPlan& plan, bool u_given, 
                                           plan.splits, stream);
     if (!u_err.empty()) return u_err;
   }
-  if (p.lora_chunks > 0) {  // s·u split into the fold workspace (after u is complete)
-    const std::string f_err = launch_lora_fold(fold, reinterpret_cast<uintptr_t>(p.u), dtype_code<T>(), p.M, p.r,
-                                               p.scale, reinterpret_cast<uintptr_t>(stream));
-    if (!f_err.empty()) return f_err;
-  }
   const int64_t blocks = static_cast<int64_t>(p.tiles_m) * p.tiles_n * p.k_splits;
   if (plan.ws)
-    return launch_wgmma_ws<T>(p, reinterpret_cast<const void*>(fold), blocks, plan.ws_pair, stream);
+    return launch_wgmma_ws<T>(p, blocks, plan.ws_pair, stream);
   if (plan.wgmma) return plan.ss ? launch_wgmma<T, true>(p, blocks, stream) : launch_wgmma<T, false>(p, blocks, stream);
   using C = LargeTile;
   err = cudaFuncSetAttribute(qlora_mma_kernel<T, C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
@@ -1128,10 +1167,10 @@ MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int variant, 
   return plan;
 }
 
-int64_t mma_fold_cols(int64_t r) { return r % 8 == 0 && r >= 32 ? lora_fold_cols(r) : 0; }
+int64_t lora_fold_chunks(int64_t r) { return r % 8 == 0 ? (r + kLoraRanks - 1) / kLoraRanks : 0; }
 
 std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr_t A, uintptr_t B, uintptr_t bias,
-                             uintptr_t u, uintptr_t fold, uintptr_t workspace, int64_t workspace_bytes, int dtype,
+                             uintptr_t u, int fold_lora, uintptr_t workspace, int64_t workspace_bytes, int dtype,
                              uintptr_t packed,
                              uintptr_t absmax, uintptr_t quant_map, uintptr_t nested_absmax,
                              uintptr_t nested_quant_map, float nested_offset, int blocksize, int64_t M, int64_t N,
@@ -1170,20 +1209,19 @@ std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr
   p.k_splits = plan.k_splits;
   p.scale = scale;
   p.lora_vec = r % 8 == 0 && B % 16 == 0 && u % 16 == 0;
-  p.rp = static_cast<int>(lora_fold_cols(r) / 2);
-  p.lora_chunks = plan.ws && fold != 0 && mma_fold_cols(r) > 0 ? 2 * p.rp / kChunkK : 0;
-  if (p.lora_chunks > 0 && (fold % 16 != 0 || B % 16 != 0))
-    return "the folded LoRA term needs B and the fold workspace 16-byte aligned";
+  p.lora_chunks = plan.ws && fold_lora ? static_cast<int>(lora_fold_chunks(r)) : 0;
+  if (p.lora_chunks > 0 && (B % 16 != 0 || u % 16 != 0))
+    return "the folded LoRA term needs B and u 16-byte aligned";
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
   const void* xl = reinterpret_cast<const void*>(x_lora);
   const void* a = reinterpret_cast<const void*>(A);
   float* u_part = reinterpret_cast<float*>(ws);
   unsigned int* u_arrived = plan.splits > 1 ? counters : nullptr;
   if (dtype == 1)
-    return launch_typed<__half>(p, plan, u_given != 0, xl, a, u_part, u_arrived, counters, sec.n_counters, fold, st);
+    return launch_typed<__half>(p, plan, u_given != 0, xl, a, u_part, u_arrived, counters, sec.n_counters, st);
   if (dtype == 2)
     return launch_typed<__nv_bfloat16>(p, plan, u_given != 0, xl, a, u_part, u_arrived, counters, sec.n_counters,
-                                       fold, st);
+                                       st);
   return "dtype must be 1 (float16) or 2 (bfloat16)";
 }
 

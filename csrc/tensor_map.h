@@ -52,16 +52,26 @@ inline std::string encode_tensor_map(CUtensorMap* map, CUtensorMapDataType type,
                                  std::to_string(r);
 }
 
+// The map of a row-major (rows, cols) matrix of E (__half, __nv_bfloat16 or float) at base for boxes
+// of box_cols × box_rows; elements past `rows` or `cols` read as zeros.
+template <typename E>
+std::string matrix_tensor_map(CUtensorMap* map, const void* base, int64_t rows, int64_t cols, int box_cols,
+                              int box_rows, CUtensorMapSwizzle swizzle, const char* what) {
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(cols) * sizeof(E)};
+  const cuuint32_t box[2] = {static_cast<cuuint32_t>(box_cols), static_cast<cuuint32_t>(box_rows)};
+  CUtensorMapDataType type = CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
+  if constexpr (!std::is_same<E, float>::value) type = tensor_map_dtype<E>();
+  return encode_tensor_map(map, type, 2, base, dims, strides, box, swizzle, what);
+}
+
 // The map of a row-major (rows, cols) T matrix at base for boxes of 64 columns × box_rows rows in
 // the 128-byte swizzle of the wgmma descriptors (one 128-byte line a row); rows past `rows` read
 // as zeros. (x for the forward, g for the dx.)
 template <typename T>
 std::string rows_tensor_map(CUtensorMap* map, const void* base, int64_t rows, int64_t cols, int box_rows,
                             const char* what) {
-  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(rows)};
-  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(cols) * sizeof(T)};
-  const cuuint32_t box[2] = {64, static_cast<cuuint32_t>(box_rows)};
-  return encode_tensor_map(map, tensor_map_dtype<T>(), 2, base, dims, strides, box, CU_TENSOR_MAP_SWIZZLE_128B, what);
+  return matrix_tensor_map<T>(map, base, rows, cols, 64, box_rows, CU_TENSOR_MAP_SWIZZLE_128B, what);
 }
 
 }  // namespace nf4lora

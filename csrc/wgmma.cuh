@@ -28,12 +28,13 @@ namespace nf4lora {
 #define NF4LORA_ACC64_OUT "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
 #define NF4LORA_ACC128_OUT "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
 
-// RS: A (64 × 16) from 4 registers, B (16 × N, K-major) by descriptor. NACC accumulators; operand
-// NACC .. NACC + 3 = a, NACC + 4 = descriptor, NACC + 5 = scale-d (NACC: 64 or 128, pasted).
-#define NF4LORA_WGMMA_RS_ASM(SHAPE, TYPE, NACC, A0, DESC, PRED) \
+// RS: A (64 × k) from 4 registers, B (k × N, K-major) by descriptor. NACC accumulators; operand
+// NACC .. NACC + 3 = a, NACC + 4 = descriptor, NACC + 5 = scale-d (NACC: 64 or 128, pasted). TAIL:
+// the immediates after scale-a and scale-b (16-bit types: ", 0", B not transposed; tf32 takes none).
+#define NF4LORA_WGMMA_RS_ASM(SHAPE, TYPE, NACC, A0, DESC, PRED, TAIL) \
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " PRED ", 0;\n" \
                "wgmma.mma_async.sync.aligned." SHAPE ".f32." TYPE "." TYPE " " NF4LORA_ACC##NACC##_REGS ", " A0 ", " DESC \
-               ", p, 1, 1, 0;\n}\n" \
+               ", p, 1, 1" TAIL ";\n}\n" \
                : NF4LORA_ACC##NACC##_OUT \
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d))
 
@@ -44,19 +45,40 @@ __device__ __forceinline__ void wgmma_m64k16(float (&d)[N / 2], const uint32_t (
 #if NF4LORA_HAS_WGMMA
   constexpr bool f16 = std::is_same<T, __half>::value;
   if constexpr (N == 128 && f16) {
-    NF4LORA_WGMMA_RS_ASM("m64n128k16", "f16", 64, "{%64,%65,%66,%67}", "%68", "%69");
+    NF4LORA_WGMMA_RS_ASM("m64n128k16", "f16", 64, "{%64,%65,%66,%67}", "%68", "%69", ", 0");
   } else if constexpr (N == 128) {
-    NF4LORA_WGMMA_RS_ASM("m64n128k16", "bf16", 64, "{%64,%65,%66,%67}", "%68", "%69");
+    NF4LORA_WGMMA_RS_ASM("m64n128k16", "bf16", 64, "{%64,%65,%66,%67}", "%68", "%69", ", 0");
   } else if constexpr (f16) {
-    NF4LORA_WGMMA_RS_ASM("m64n256k16", "f16", 128, "{%128,%129,%130,%131}", "%132",
-                         "%133");
+    NF4LORA_WGMMA_RS_ASM("m64n256k16", "f16", 128, "{%128,%129,%130,%131}", "%132", "%133", ", 0");
   } else {
-    NF4LORA_WGMMA_RS_ASM("m64n256k16", "bf16", 128, "{%128,%129,%130,%131}", "%132",
-                         "%133");
+    NF4LORA_WGMMA_RS_ASM("m64n256k16", "bf16", 128, "{%128,%129,%130,%131}", "%132", "%133", ", 0");
+  }
+#endif
+}
+
+// d (64 × N fp32) += a (64 × 8 tf32 from registers) · b (8 × N tf32, K-major, descriptor). Warp w of
+// the warpgroup, lane l: a = (row 16w + l / 4, k l % 4), (row + 8, k), (row, k + 4), (row + 8, k + 4).
+// A k8 step of a 128-byte swizzled fp32 operand is 32 bytes, as a k16 step of a 16-bit one.
+template <int N>
+__device__ __forceinline__ void wgmma_tf32_m64k8(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc,
+                                                 int scale_d) {
+  static_assert(N == 128 || N == 256, "N = 128 or 256");
+#if NF4LORA_HAS_WGMMA
+  if constexpr (N == 128) {
+    NF4LORA_WGMMA_RS_ASM("m64n128k8", "tf32", 64, "{%64,%65,%66,%67}", "%68", "%69", "");
+  } else {
+    NF4LORA_WGMMA_RS_ASM("m64n256k8", "tf32", 128, "{%128,%129,%130,%131}", "%132", "%133", "");
   }
 #endif
 }
 #undef NF4LORA_WGMMA_RS_ASM
+
+// v rounded to tf32 (to nearest, ties away; the result's low 13 bits zero).
+__device__ __forceinline__ uint32_t to_tf32(float v) {
+  uint32_t t;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(t) : "f"(v));
+  return t;
+}
 
 __device__ __forceinline__ void wgmma_fence() {
 #if NF4LORA_HAS_WGMMA
@@ -570,25 +592,29 @@ __device__ __forceinline__ void ws_produce(const NF4State& w, unsigned char* rin
 // The consumer warpgroups' side of the same pipeline: per chunk i, stage s = i % STAGES: wait for
 // full[s]; mmas(i, s) between the wgmma fence and commit; wait for this warpgroup's MMAs of chunk
 // i - 1 only (those of i stay in flight) and let lane 0 of each warp release that stage
-// (release(stage): the empty barrier arrivals). Then every MMA done and both consumer warpgroups
-// synced on barrier 1 (256 threads): the stages are free for the epilogue. pin_acc() pins the
-// accumulators (an in-flight wgmma writes them).
-template <int STAGES, typename PinAcc, typename Mmas, typename Release>
-__device__ __forceinline__ void ws_consume(int chunks, uint64_t* full, PinAcc&& pin_acc, Mmas&& mmas,
-                                           Release&& release) {
+// (release(stage): the empty barrier arrivals). The `extra` chunks after them the same way with
+// extra_mmas(e, s) (a loop of its own: MMAs of another kind in a branch of the main loop make ptxas
+// serialize every wgmma of the kernel). Then every MMA done and both consumer warpgroups synced on
+// barrier 1 (256 threads): the stages are free for the epilogue. pin_acc() pins the accumulators
+// (an in-flight wgmma writes them).
+template <int STAGES, typename PinAcc, typename Mmas, typename ExtraMmas, typename Release>
+__device__ __forceinline__ void ws_consume(int chunks, int extra, uint64_t* full, PinAcc&& pin_acc, Mmas&& mmas,
+                                           ExtraMmas&& extra_mmas, Release&& release) {
   const int lane = threadIdx.x % 32;
-  for (int i = 0; i < chunks; ++i) {
+  auto step = [&](int i, auto&& issue) {
     const int s = i % STAGES;
     mbar_wait(&full[s], (i / STAGES) & 1);
     pin_acc();
     wgmma_fence();
-    mmas(i, s);
+    issue(s);
     wgmma_commit();
     wgmma_wait<1>();  // this warpgroup's MMAs of chunk i - 1 are done: release its stage
     pin_acc();
     __syncwarp();
     if (i > 0 && lane == 0) release((i - 1) % STAGES);
-  }
+  };
+  for (int i = 0; i < chunks; ++i) step(i, [&](int s) { mmas(i, s); });
+  for (int e = 0; e < extra; ++e) step(chunks + e, [&](int s) { extra_mmas(e, s); });
   wgmma_wait<0>();
   pin_acc();
   named_sync(1, 256);

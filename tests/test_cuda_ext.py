@@ -50,7 +50,7 @@ def test_launchers_refuse_bad_calls_before_touching_memory():
     with pytest.raises(RuntimeError, match="blocksize must be a power of two"):
         C.qlora_dx(*dx_args[:12], 96, *dx_args[13:])
     assert [C.lora_fold_cols(r) for r in (1, 16, 64, 65, 80)] == [128, 128, 128, 256, 256]
-    assert [C.mma_fold_cols(r) for r in (1, 16, 30, 32, 64, 65, 80)] == [0, 0, 0, 128, 128, 0, 256]
+    assert [C.lora_fold_chunks(r) for r in (1, 8, 16, 30, 32, 40, 64, 65, 80)] == [0, 1, 1, 0, 1, 2, 2, 0, 3]
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="needs an sm_90 GPU"):
             C.qlora_dx(*dx_args)

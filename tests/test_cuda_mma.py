@@ -29,7 +29,9 @@ CASES = [  # M, K, N, r, blocksize, bias, dropout
     (1024, 4096, 14336, 16, 64, True, False),
     (300, 64, 257, 3, 64, False, False),
     (2048, 8192, 520, 16, 4096, True, True),
-    (1000, 1024, 777, 32, 64, True, True),  # ws: the LoRA term folded (one 64-rank group: T parts, residuals)
+    (1000, 1024, 777, 32, 64, True, True),  # ws: the LoRA term folded (tf32 chunks of 32 ranks)
+    (600, 2048, 384, 24, 64, True, False),  # folded: one partial chunk (ranks 24-31 zeros)
+    (513, 1024, 640, 40, 64, False, True),  # folded: two chunks, the second partial
 ]
 
 
@@ -64,7 +66,7 @@ def test_mma_forward_matches_reference(monkeypatch, dtype, nested, case):
         assert torch.equal(uk2, uk) and torch.equal(yk2, yk), u_by  # deterministic either way
     # Every kernel of the file is as accurate: mma.sync (the default off sm_90) and wgmma with 128
     # and 256 x rows per block (the default picks one by shape); the warp-specialized ones with the
-    # LoRA term folded into the reduction (ranks _C.mma_fold_cols takes: 32, 64, 80 here) and in
+    # LoRA term folded into the reduction (every r % 8 == 0: 16, 24, 32, 40, 64, 80 here) and in
     # the epilogue.
     for variant, block_m in (("mma_sync", 0), ("wgmma", 128), ("wgmma", 256), ("wgmma_ss", 128), ("wgmma_ss", 256),
                              ("wgmma_ws", 128), ("wgmma_ws", 256), ("wgmma_ws_pair", 128), ("wgmma_ws_pair", 256)):
@@ -127,7 +129,7 @@ def test_mma_forward_non_contiguous_and_3d_input(monkeypatch):
     assert y.shape == (3, 50, 384) and rel_err(y, ref) < 1e-2
 
 
-def test_mma_fold_needs_an_aligned_B():
+def test_mma_fold_needs_aligned_B_and_u():
     from nf4lora._cuda_ext import _C
 
     M, K, N, r = 512, 1024, 512, 64
@@ -136,15 +138,21 @@ def test_mma_fold_needs_an_aligned_B():
     x = torch.randn(M, K, device=DEV, dtype=torch.bfloat16)
     y = torch.empty(M, N, device=DEV, dtype=torch.bfloat16)
     u = x.float() @ A.float().t()
-    fold = torch.empty(M, _C.mma_fold_cols(r), device=DEV, dtype=torch.bfloat16)
+    u1 = torch.empty(M * r + 1, device=DEV)[1:].view(M, r).copy_(u)  # 4 bytes past 16
     B1 = torch.empty(N * r + 1, device=DEV, dtype=torch.bfloat16)[1:].view(N, r).copy_(B)  # 2 bytes past 16
     _, state = _cuda_ext._nf4_args(q)
-    args = lambda b, f: (y.data_ptr(), x.data_ptr(), x.data_ptr(), A.data_ptr(), b, 0, u.data_ptr(), f, 0, 0, 2,
-                         *state, M, N, K, r, 1.0, 4, 256, 1, torch.cuda.current_stream().cuda_stream)
-    with pytest.raises(RuntimeError, match="folded LoRA term needs B and the fold workspace 16-byte aligned"):
-        _C.qlora_mma(*args(B1.data_ptr(), fold.data_ptr()))
-    _C.qlora_mma(*args(B1.data_ptr(), 0))  # no fold workspace: the epilogue's LoRA term, any alignment
-    torch.cuda.synchronize()
+    run = lambda b, uu, fold: _C.qlora_mma(y.data_ptr(), x.data_ptr(), x.data_ptr(), A.data_ptr(), b.data_ptr(), 0,
+                                           uu.data_ptr(), fold, 0, 0, 2, *state, M, N, K, r, 1.0, 4, 256, 1,
+                                           torch.cuda.current_stream().cuda_stream)
+    for b, uu in ((B1, u), (B, u1)):  # (refused before any launch)
+        with pytest.raises(RuntimeError, match="folded LoRA term needs B and u 16-byte aligned"):
+            run(b, uu, 1)
+    ref = x.double() @ dequantize_nf4(q, torch.float32).double().t() + u.double() @ B.double().t()
+    for b, uu, fold in ((B, u, 1), (B1, u1, 0)):  # not folded: the epilogue's LoRA term takes any alignment
+        y.fill_(float("nan"))
+        run(b, uu, fold)
+        torch.cuda.synchronize()
+        assert rel_err(y, ref) < REL_TOL[torch.bfloat16], fold
 
 
 def test_mma_forward_refuses_unknown_u_by():

@@ -217,9 +217,10 @@ MMA_VARIANTS = {"auto": 0, "mma_sync": 1, "wgmma": 2, "wgmma_ss": 3, "wgmma_ws":
 MM_OUT_DTYPE = hasattr(torch.ops.aten.mm, "dtype")
 U_BY = "cublas" if MM_OUT_DTYPE else "kernel"
 # The large-M forward's LoRA term folded into the warp-specialized kernel's reduction where
-# _C.mma_fold_cols(r) > 0 (r a multiple of 8, >= 32: two extra 64-wide chunks per 64 ranks cost
-# less there than the epilogue's mma.sync steps of 16 ranks; the dx folds at every rank, where the
-# same A/B measured 0.91-1.0x the epilogue's time, bench/results/h200/s18/).
+# _C.lora_fold_chunks(r) > 0 (r a multiple of 8): ceil(r / 32) extra chunks of tf32 MMAs of u (as
+# computed, float32) and s·B's ranks, no launch or workspace of their own (u enters with tf32's 10
+# mantissa bits: relative error < 2^-10, below plain bf16 math's rounding of u). False: the
+# epilogue adds the LoRA term (u split into a T part and a residual, ~16 bits); for A/Bs.
 FOLD_LORA = True
 
 
@@ -229,9 +230,9 @@ def qlora_forward_large(x, x_lora, q: NF4Weight, A, B, scale: float, bias, varia
     computed, "cublas" or "kernel" (default U_BY). Workspace (sized by _C.plan_qlora_mma) when the u
     kernel runs and splits K: its S·M·r float32 partial sums and counters (the main kernel's K
     split, with few output tiles, runs in thread-block clusters and needs none). fold_lora (default
-    FOLD_LORA): where the plan is warp-specialized and the rank is one _C.mma_fold_cols folds, the
-    LoRA term runs as extra reduction chunks (s·u split into an (M, mma_fold_cols(r)) buffer by one
-    more launch) instead of in the epilogue."""
+    FOLD_LORA): where the plan is warp-specialized and _C.lora_fold_chunks(r) > 0, the LoRA term
+    runs as extra reduction chunks (tf32 MMAs of u and s·B) instead of in the epilogue. One launch
+    after cuBLAS's u (u_by="cublas"), two with the u kernel."""
     if variant not in MMA_VARIANTS:
         raise ValueError(f"variant must be one of {sorted(MMA_VARIANTS)}, got {variant!r}")
     u_by = u_by or U_BY
@@ -242,12 +243,11 @@ def qlora_forward_large(x, x_lora, q: NF4Weight, A, B, scale: float, bias, varia
     (M, K), (N, r), device = x.shape, B.shape, x.device
     by_cublas = u_by == "cublas"
     keep, y, u, operands, state = _launch_args(x, x_lora, q, A, B, bias, u_by_cublas=by_cublas)
-    fold_cols = _C.mma_fold_cols(r) if (FOLD_LORA if fold_lora is None else fold_lora) else 0
-    fold = torch.empty((M, fold_cols), device=device, dtype=x.dtype) if fold_cols else None
+    fold = FOLD_LORA if fold_lora is None else bool(fold_lora)
     with device_guard(device):  # the plan depends on the device (kernel, SM count)
         ws_bytes = 0 if by_cublas else _C.plan_qlora_mma(M, N, K, r, MMA_VARIANTS[variant], block_m)[3]
         ws = _workspace(ws_bytes, device)  # the u kernel's split-K partial sums and counters
-        _C.qlora_mma(*operands, 0 if fold is None else fold.data_ptr(), 0 if ws is None else ws.data_ptr(),
+        _C.qlora_mma(*operands, int(fold), 0 if ws is None else ws.data_ptr(),
                      ws_bytes, _DTYPE_CODES[x.dtype], *state, M, N, K, r, float(scale), MMA_VARIANTS[variant],
                      block_m, int(by_cublas), _stream(device))
     return y, u
