@@ -83,8 +83,8 @@ PYBIND11_MODULE(_C, m) {
       "holds x_lora·Aᵀ, no u kernel runs; fold_lora: fold the LoRA term into the reduction where the plan "
       "and the rank allow (see launchers.h).");
   m.def("lora_fold_chunks", &nf4lora::lora_fold_chunks, py::arg("r"),
-        "Extra reduction chunks (32 ranks each) of the large-M forward's folded LoRA term for rank r; 0: the "
-        "forward never folds this rank (r % 8 != 0: the epilogue adds the LoRA term).");
+        "Extra reduction chunks (32 ranks each) of the folded LoRA term of the large-M forward and of the dx "
+        "for rank r; 0: neither folds this rank (r % 8 != 0: their epilogues add the LoRA term).");
   m.def("lora_u_workspace", &nf4lora::lora_u_workspace_bytes, py::arg("M"), py::arg("K"), py::arg("r"),
         "Workspace bytes of lora_u for this shape on the current device.");
   m.def(
@@ -104,15 +104,13 @@ PYBIND11_MODULE(_C, m) {
       py::arg("M"), py::arg("N"), py::arg("K"), py::arg("block_m"), py::arg("variant") = 0,
       "(block_m, splits, tiles, ws) of qlora_dx for this shape on the current device (variant: 0 auto, "
       "1 ss, 2 ws, 3 ws with the LoRA term in the epilogue).");
-  m.def("lora_fold_cols", &nf4lora::lora_fold_cols, py::arg("r"),
-        "Columns of qlora_dx's fold workspace (M × lora_fold_cols(r)) for rank r.");
   m.def(
       "qlora_dx",
-      [](uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, uintptr_t fold, int dtype, uintptr_t packed,
+      [](uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, int dtype, uintptr_t packed,
          uintptr_t absmax, uintptr_t quant_map, uintptr_t nested_absmax,
          uintptr_t nested_quant_map, float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r,
          float scale, int block_m, int variant, uintptr_t stream) {
-        check(nf4lora::launch_qlora_dx(dx, g, gB, A, fold, dtype, packed, absmax, quant_map,
+        check(nf4lora::launch_qlora_dx(dx, g, gB, A, dtype, packed, absmax, quant_map,
                                        nested_absmax, nested_quant_map, nested_offset, blocksize, M, N, K, r, scale,
                                        block_m, variant, stream));
       },

@@ -62,6 +62,14 @@ struct MmaPlan {
 };
 MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int variant, int block_m);
 
+// The LoRA term folded into the warp-specialized kernels' reductions (qlora_mma.cu's forward,
+// qlora_dx.cu's dx): lora_fold_chunks(r) extra chunks of kLoraRanks ranks after W's, u's (forward)
+// or gB's (dx) float32 columns and B's (forward) or A's (dx) ranks copied by TMA straight from those
+// tensors (16-byte aligned; r % 8 == 0 keeps every row stride a multiple of 16 bytes); other ranks:
+// the epilogue adds the term. No launch and no workspace of its own.
+constexpr int kLoraRanks = 32;
+inline int64_t lora_fold_chunks(int64_t r) { return r % 8 == 0 ? (r + kLoraRanks - 1) / kLoraRanks : 0; }
+
 // y (M, N) = x·Wᵀ + scale·u·Bᵀ + bias and u (M, r) = x_lora·Aᵀ (float32) on tensor cores, any
 // M >= 1 (meant for M > 16). Same argument conventions as launch_qlora_gemv; packed, x, x_lora,
 // A, y and the workspace 16-byte aligned, the workspace at least the plan's bytes (checked).
@@ -71,7 +79,6 @@ MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int variant, 
 // reduction as that many extra chunks of 32 ranks (tf32 MMAs of u's columns and s·B's ranks, both
 // by TMA from u and B: B and u 16-byte aligned); fold_lora = 0, or any other plan: the epilogue adds
 // it. Either way one launch after u (two with the u kernel).
-int64_t lora_fold_chunks(int64_t r);
 std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr_t A, uintptr_t B,
                              uintptr_t bias, uintptr_t u, int fold_lora, uintptr_t workspace, int64_t workspace_bytes,
                              int dtype, uintptr_t packed, uintptr_t absmax, uintptr_t quant_map,
@@ -100,16 +107,9 @@ struct DxPlan {
   std::string error;
 };
 DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int block_m, int variant);
-// The dx's LoRA term folded into the warp-specialized kernel's reduction (qlora_dx.cu): extra chunks
-// that pair a fold workspace (M × lora_fold_cols(r), the activations' dtype, 16-byte aligned:
-// columns j < rp the T part of s·v's rank j, rp + j its T residual, zeros for ranks >= r; rp = r
-// rounded up to 64) with A's ranks, written from gB (M, r) float32 by one launch before the dx
-// kernel's. The dx kernel needs it when it folds (gB != 0, variant != 3); elsewhere `fold` may be 0.
-inline int64_t lora_fold_cols(int64_t r) { return 2 * ((r + 63) / 64) * 64; }
-// N and K multiples of 64, K of the blocksize (>= 64); dx, g and packed 16-byte aligned (A too
-// when folding).
-std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, uintptr_t fold, int dtype,
-                            uintptr_t packed,
+// N and K multiples of 64, K of the blocksize (>= 64); dx, g and packed 16-byte aligned (A and gB
+// too when folding).
+std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, int dtype, uintptr_t packed,
                             uintptr_t absmax,
                             uintptr_t quant_map, uintptr_t nested_absmax, uintptr_t nested_quant_map,
                             float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r,

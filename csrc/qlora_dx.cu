@@ -25,10 +25,11 @@
 // cluster_sum_to_rank0 in wgmma.cuh) and runs the epilogue.
 //
 // The LoRA term s·gB·A (s·gB split into a T part and a T residual): in the warp-specialized kernel
-// folded into the reduction as extra chunks after W's (A's rows as the W tile, s·gB split by
-// lora_fold_kernel as the g tile, both by TMA: pipelined like W's chunks); in the SS kernel (and the ws kernel's
-// variant 3) added by the epilogue as mma.sync steps (A staged in shared memory 16 ranks at a time),
-// which at r = 64 left 8-17% of the dx's time exposed after the mainloop (eighteenth session).
+// folded into the reduction as extra chunks after W's (gB's columns and A's rows by TMA, pipelined
+// like W's chunks; s·gB split in registers into the MMAs' A fragments: lora_dx_mmas); in the SS
+// kernel (and the ws kernel's variant 3, or where r % 8 != 0) added by the epilogue as mma.sync
+// steps (A staged in shared memory 16 ranks at a time), which at r = 64 left 8-17% of the dx's time
+// exposed after the mainloop (eighteenth session).
 // Epilogue: then dx staged through shared memory for 16-byte stores.
 #include <cuda_runtime.h>
 
@@ -69,31 +70,9 @@ struct DxParams {
   int a_vec;   // A 16-byte aligned: dx_epilogue stages A's ranks with 16-byte loads
   int gb_vec;  // r % 4 == 0 and gB 16-byte aligned: dx_epilogue stages s·gB with 16-byte loads
   // > 0: the warp-specialized kernel folds the LoRA term into the reduction as this many extra
-  // chunks (2·rp / 64, below) and dx_epilogue adds none; 0: dx_epilogue adds it.
+  // chunks of 32 ranks (lora_fold_chunks, below) and dx_epilogue adds none; 0: dx_epilogue adds it.
   int lora_chunks;
-  int rp;  // r rounded up to 64
 };
-
-// The LoRA term s·gB·A folded into the warp-specialized kernel's reduction: extra chunks after W's,
-// each copied by TMA like g's: the g tile from `fold` (M × 2·rp, T, written by lora_fold_kernel:
-// columns j < rp the T part of s·gB's rank j, rp + j its T residual, zeros for ranks >= r), the W
-// tile from A's rows (chunk e: rows 64·(e % (rp / 64)) ..., zeros past r): the same split as the
-// epilogue's (hi = T(s·gB), lo = T(s·gB - hi)), the products summed by the tensor cores with W's.
-// (A fill of the stages by the producer threads instead, with loads from L2 and the split done
-// in-kernel, cost more than the epilogue: 14.6 µs per 256 × 128 tile at r = 64, latency-bound at
-// the pipeline's end; eighteenth session, run 2.)
-template <typename T>
-__global__ void lora_fold_kernel(T* fold, const float* gB, int64_t M, int r, int rp, float scale) {
-  const int64_t pairs = M * rp;  // (two columns a thread and step)
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < pairs;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t m = i / rp;
-    const int c = 2 * static_cast<int>(i % rp), part = c >= rp, j = c - part * rp;
-    const float a = j < r ? scale * gB[m * r + j] : 0.f, b = j + 1 < r ? scale * gB[m * r + j + 1] : 0.f;
-    const float ha = to_float(static_cast<T>(a)), hb = to_float(static_cast<T>(b));
-    reinterpret_cast<uint32_t*>(fold)[i] = part ? pack2<T>(a - ha, b - hb) : pack2<T>(ha, hb);
-  }
-}
 
 template <int BM_> struct DxTile {
   static constexpr int kThreads = 256, BM = BM_, BK = kDxBK, MT = BM / 128;  // MT: m64 tiles per warpgroup
@@ -365,17 +344,6 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
 // owns tokens h·BM / 2 .. + BM / 2 - 1, waits full[s], issues the chunk's MMAs and releases the
 // previous chunk's stage once its own MMAs of it are done; then the shared epilogue. No reduction
 // split (plan_qlora_dx keeps the SS kernel where it splits).
-template <typename T>
-std::string launch_lora_fold_typed(void* fold, const float* v, int64_t M, int64_t r, float scale, int sm_count,
-                                   cudaStream_t stream) {
-  const int rp = static_cast<int>(lora_fold_cols(r) / 2);
-  const int64_t pairs = M * rp;
-  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((pairs + 255) / 256, 8 * int64_t{sm_count}));
-  lora_fold_kernel<T><<<blocks, 256, 0, stream>>>(static_cast<T*>(fold), v, M, static_cast<int>(r), rp, scale);
-  const cudaError_t err = cudaGetLastError();
-  return err == cudaSuccess ? "" : std::string("lora_fold_kernel: ") + cudaGetErrorString(err);
-}
-
 constexpr int kDxWsStages = 4;
 template <int BM_> struct DxWsTile {
   static constexpr int kProducers = 128, kThreads = kProducers + 256, kWords = 2;
@@ -389,10 +357,50 @@ template <int BM_> struct DxWsTile {
   static constexpr int kSmem = kBody + 1024;  // + alignment of the stages to 1024 bytes
 };
 
+// The folded LoRA term of the warp-specialized dx (lora_fold_chunks): extra chunk e multiplies gB's
+// columns 32e .. 32e + 31 (float32 in the stage's g buffer, 128-byte swizzled rows of 128 bytes as
+// TMA writes them; zeros past r and M) by A's rows 32e .. (the stage's W tile, its first 32 rows of
+// each atom column; zeros past r) over two k16 steps. The A fragments are s·gB split in registers
+// into a T part and a T residual (the epilogue's split: ~16 mantissa bits), one MMA each (RS, the
+// W tile N-major as in dx_chunk_mmas). row: this thread's first token of the tile (the warpgroup's,
+// its warp's 16, lane / 4), c = lane % 4. With 128 accumulators (MT = 2) one MMA at a time, each
+// waited for (more A fragments in flight make ptxas serialize every wgmma of the kernel, C7512).
+template <typename T, int MT>
+__device__ __forceinline__ void lora_dx_mmas(float (&acc)[MT][64], const unsigned char* gbt, int row, int c,
+                                             float scale, uint32_t w_tile) {
+  constexpr bool kOneAtATime = MT > 1;
+#pragma unroll
+  for (int t = 0; t < MT; ++t)
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      uint32_t part[2][4];  // T parts, residuals: (row, k), (row + 8, k), (row, k + 8), (row + 8, k + 8); k = 16j + 2c
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int rr = row + 64 * t + 8 * (q & 1), k = 16 * j + 2 * c + 8 * (q >> 1);
+        const float2 v = *reinterpret_cast<const float2*>(gbt + rr * 128 + (((k / 4) ^ (rr & 7)) << 4) + (k % 4) * 4);
+        const float a = scale * v.x, b = scale * v.y;
+        const float ha = to_float(static_cast<T>(a)), hb = to_float(static_cast<T>(b));
+        part[0][q] = pack2<T>(ha, hb);
+        part[1][q] = pack2<T>(a - ha, b - hb);
+      }
+      const uint64_t db = sw128_desc_lbo_sbo(w_tile + 16 * 128 * j, kAtomCol, 1024);
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        wgmma_fence();  // the A registers just written are read by the MMA
+        wgmma_m64k16<T, 128, true>(acc[t], part[h], db, 1);
+        if (kOneAtATime) {
+          wgmma_commit();
+          wgmma_wait<0>();
+          pin(acc[t]);
+        }
+      }
+    }
+}
+
 template <typename T, int BM>
 __global__ void __launch_bounds__(DxWsTile<BM>::kThreads, 1)
     qlora_dx_ws_kernel(const DxParams p, const __grid_constant__ CUtensorMap gmap,
-                       const __grid_constant__ CUtensorMap fmap, const __grid_constant__ CUtensorMap amap) {
+                       const __grid_constant__ CUtensorMap bmap, const __grid_constant__ CUtensorMap amap) {
 #if NF4LORA_HAS_WGMMA
   using C = DxWsTile<BM>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
@@ -435,15 +443,14 @@ __global__ void __launch_bounds__(DxWsTile<BM>::kThreads, 1)
 #endif
         },
         [](int) {}, p.lora_chunks,
-        [&](int e, int s) {  // the folded LoRA term's chunk e: s·gB split (fold) and A's rows, by TMA
+        [&](int e, int s) {  // the folded LoRA term's chunk e: gB's columns 32e.. (float32) and A's rows, by TMA
           if (tid != 0) return;
           unsigned char* st = smem + s * C::kStageBytes;
-          mbar_arrive_expect_tx(&full[s], C::kGBytes + C::kWBytes);
-          tma_load_2d(st, &fmap, &full[s], e * kChunkN, m0);
-          const int arow = kChunkN * (e % (p.rp / kChunkN));
+          mbar_arrive_expect_tx(&full[s], C::kGBytes + (C::BK / 64) * kLoraRanks * 128);
+          tma_load_2d(st, &bmap, &full[s], kLoraRanks * e, m0);
 #pragma unroll
           for (int d = 0; d < C::BK / 64; ++d)  // (past K: the last 64 columns, as the decode's)
-            tma_load_2d(st + C::kGBytes + d * kAtomCol, &amap, &full[s], min(k0 + 64 * d, p.K - 64), arow);
+            tma_load_2d(st + C::kGBytes + d * kAtomCol, &amap, &full[s], min(k0 + 64 * d, p.K - 64), kLoraRanks * e);
         });
   } else {
     const int h = wg - 1;
@@ -454,7 +461,7 @@ __global__ void __launch_bounds__(DxWsTile<BM>::kThreads, 1)
       for (int i = 0; i < 64; ++i) acc[t][i] = 0.f;
     const uint32_t g_addr = smem_addr(smem) + h * (C::BM / 2) * 128, w_addr = smem_addr(smem) + C::kGBytes;
     ws_consume<C::STAGES>(
-        chunks + p.lora_chunks, 0, full,
+        chunks, p.lora_chunks, full,
         [&] {
 #pragma unroll
           for (int t = 0; t < C::MT; ++t) pin(acc[t]);
@@ -462,7 +469,15 @@ __global__ void __launch_bounds__(DxWsTile<BM>::kThreads, 1)
         [&](int i, int s) {
           dx_chunk_mmas<T>(acc, g_addr + s * C::kStageBytes, w_addr + s * C::kStageBytes, i == 0);
         },
-        [](int, int) {}, [&](int sp) { mbar_arrive(&empty[sp]); });
+        [&](int, int s) {
+          // (indices from an opaque copy of tid: hoisted out of the loop, they spilled beside the
+          // 256-token tile's 128 accumulators)
+          int ct = tid;
+          asm volatile("" : "+r"(ct));
+          lora_dx_mmas<T, C::MT>(acc, smem + s * C::kStageBytes, (ct / 128 - 1) * (C::BM / 2) + (ct / 32 % 4) * 16 +
+                                 ct % 32 / 4, ct % 4, p.scale, smem_addr(smem) + C::kGBytes + s * C::kStageBytes);
+        },
+        [&](int sp) { mbar_arrive(&empty[sp]); });
     dx_epilogue<T, BM>(p, acc, smem, tid - C::kProducers, m0, k0);
   }
 #else
@@ -482,35 +497,29 @@ std::string launch_dx(const DxParams& p, unsigned blocks, cudaStream_t stream) {
 }
 
 template <typename T, int BM>
-std::string launch_dx_ws(const DxParams& p, const void* fold, unsigned blocks, int sm_count, cudaStream_t stream) {
+std::string launch_dx_ws(const DxParams& p, unsigned blocks, cudaStream_t stream) {
   using C = DxWsTile<BM>;
-  CUtensorMap gmap{}, fmap{}, amap{};  // (fmap, amap: only when folding)
+  CUtensorMap gmap{}, bmap{}, amap{};  // (bmap (gB), amap: only when folding)
   std::string map_err = rows_tensor_map<T>(&gmap, p.g, p.M, p.N, BM, "g");
   if (map_err.empty() && p.lora_chunks > 0) {
-    map_err = rows_tensor_map<T>(&fmap, fold, p.M, 2 * p.rp, BM, "fold");
-    if (map_err.empty()) map_err = rows_tensor_map<T>(&amap, p.A, p.r, p.K, 64, "A");
+    map_err = matrix_tensor_map<float>(&bmap, p.gB, p.M, p.r, kLoraRanks, BM, CU_TENSOR_MAP_SWIZZLE_128B, "gB");
+    if (map_err.empty())
+      map_err = matrix_tensor_map<T>(&amap, p.A, p.r, p.K, 64, kLoraRanks, CU_TENSOR_MAP_SWIZZLE_128B, "A");
   }
   if (!map_err.empty()) return map_err;
-  if (p.lora_chunks > 0) {
-    const std::string ferr = launch_lora_fold_typed<T>(const_cast<void*>(fold), p.gB, p.M, p.r, p.scale, sm_count,
-                                                       stream);
-    if (!ferr.empty()) return ferr;
-  }
   auto kernel = qlora_dx_ws_kernel<T, BM>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
   if (err != cudaSuccess) return std::string("qlora_dx_ws_kernel attributes: ") + cudaGetErrorString(err);
-  kernel<<<blocks, C::kThreads, C::kSmem, stream>>>(p, gmap, fmap, amap);
+  kernel<<<blocks, C::kThreads, C::kSmem, stream>>>(p, gmap, bmap, amap);
   err = cudaGetLastError();
   return err == cudaSuccess ? "" : std::string("qlora_dx_ws_kernel: ") + cudaGetErrorString(err);
 }
 
 template <typename T>
-std::string launch_dx_typed(const DxParams& p, const void* fold, const DxPlan& plan, int sm_count,
-                            cudaStream_t stream) {
+std::string launch_dx_typed(const DxParams& p, const DxPlan& plan, cudaStream_t stream) {
   const unsigned blocks = static_cast<unsigned>(plan.tiles * plan.splits);
   if (plan.ws)
-    return plan.block_m == 256 ? launch_dx_ws<T, 256>(p, fold, blocks, sm_count, stream)
-                               : launch_dx_ws<T, 128>(p, fold, blocks, sm_count, stream);
+    return plan.block_m == 256 ? launch_dx_ws<T, 256>(p, blocks, stream) : launch_dx_ws<T, 128>(p, blocks, stream);
   if (plan.splits > 1) return launch_dx<T, 128, true>(p, blocks, stream);
   return plan.block_m == 256 ? launch_dx<T, 256, false>(p, blocks, stream) : launch_dx<T, 128, false>(p, blocks, stream);
 }
@@ -554,8 +563,7 @@ DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int block_m, int variant) 
   return plan;
 }
 
-std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, uintptr_t fold, int dtype,
-                            uintptr_t packed,
+std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, int dtype, uintptr_t packed,
                             uintptr_t absmax,
                             uintptr_t quant_map, uintptr_t nested_absmax, uintptr_t nested_quant_map,
                             float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r,
@@ -587,14 +595,12 @@ std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A
   p.scale = scale;
   p.a_vec = A % 16 == 0;
   p.gb_vec = r % 4 == 0 && gB % 16 == 0;
-  p.rp = static_cast<int>(lora_fold_cols(r) / 2);
-  p.lora_chunks = plan.ws && gB != 0 && variant != 3 ? 2 * p.rp / kChunkN : 0;
-  if (p.lora_chunks > 0 && (fold == 0 || fold % 16 != 0 || A % 16 != 0))
-    return "the ws kernel's folded LoRA term needs a 16-byte aligned A and fold workspace (M x lora_fold_cols(r))";
+  p.lora_chunks = plan.ws && gB != 0 && variant != 3 ? static_cast<int>(lora_fold_chunks(r)) : 0;
+  if (p.lora_chunks > 0 && (A % 16 != 0 || gB % 16 != 0))
+    return "the ws kernel's folded LoRA term needs A and gB 16-byte aligned";
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
-  const void* fw = reinterpret_cast<const void*>(fold);
-  if (dtype == 2) return launch_dx_typed<__nv_bfloat16>(p, fw, plan, sm_count, st);
-  if (dtype == 1) return launch_dx_typed<__half>(p, fw, plan, sm_count, st);
+  if (dtype == 2) return launch_dx_typed<__nv_bfloat16>(p, plan, st);
+  if (dtype == 1) return launch_dx_typed<__half>(p, plan, st);
   return "dtype must be 1 (float16) or 2 (bfloat16)";
 }
 

@@ -710,7 +710,6 @@ template <int BM_, bool kPair_> struct WsTile {
 // side converted in registers (RS). u enters with tf32's precision (the tensor cores read 10 of its
 // 23 mantissa bits: relative error < 2^-10, half of u rounded to bf16 as plain torch bf16 math has
 // it); s·B is rounded to tf32 exactly (B has 8 or 11 bits) but for s's own bits.
-constexpr int kLoraRanks = 32;
 template <typename C> constexpr int kLoraBBytes = C::BN * kLoraRanks * 2;
 
 // The MMAs of one such chunk on one consumer warpgroup: row = this thread's first W row of the tile
@@ -1166,8 +1165,6 @@ MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int variant, 
   plan.workspace_bytes = sec.counters + 4 * sec.n_counters;
   return plan;
 }
-
-int64_t lora_fold_chunks(int64_t r) { return r % 8 == 0 ? (r + kLoraRanks - 1) / kLoraRanks : 0; }
 
 std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr_t A, uintptr_t B, uintptr_t bias,
                              uintptr_t u, int fold_lora, uintptr_t workspace, int64_t workspace_bytes, int dtype,

@@ -38,21 +38,29 @@ namespace nf4lora {
                : NF4LORA_ACC##NACC##_OUT \
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d))
 
-// d (64 × N fp32, N / 2 registers) += a (64 × 16 from registers) · b (16 × N, descriptor).
-template <typename T, int N>
+// d (64 × N fp32, N / 2 registers) += a (64 × 16 from registers; per warp the m16n8k16 A layout)
+// · b (16 × N, descriptor; N-major when kTransB, else K-major).
+template <typename T, int N, bool kTransB = false>
 __device__ __forceinline__ void wgmma_m64k16(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc, int scale_d) {
   static_assert(N == 128 || N == 256, "N = 128 or 256");
 #if NF4LORA_HAS_WGMMA
+#define NF4LORA_RS(SHAPE, TYPE, NACC, A0, DESC, PRED)                 \
+  if constexpr (kTransB) {                                            \
+    NF4LORA_WGMMA_RS_ASM(SHAPE, TYPE, NACC, A0, DESC, PRED, ", 1");   \
+  } else {                                                            \
+    NF4LORA_WGMMA_RS_ASM(SHAPE, TYPE, NACC, A0, DESC, PRED, ", 0");   \
+  }
   constexpr bool f16 = std::is_same<T, __half>::value;
   if constexpr (N == 128 && f16) {
-    NF4LORA_WGMMA_RS_ASM("m64n128k16", "f16", 64, "{%64,%65,%66,%67}", "%68", "%69", ", 0");
+    NF4LORA_RS("m64n128k16", "f16", 64, "{%64,%65,%66,%67}", "%68", "%69")
   } else if constexpr (N == 128) {
-    NF4LORA_WGMMA_RS_ASM("m64n128k16", "bf16", 64, "{%64,%65,%66,%67}", "%68", "%69", ", 0");
+    NF4LORA_RS("m64n128k16", "bf16", 64, "{%64,%65,%66,%67}", "%68", "%69")
   } else if constexpr (f16) {
-    NF4LORA_WGMMA_RS_ASM("m64n256k16", "f16", 128, "{%128,%129,%130,%131}", "%132", "%133", ", 0");
+    NF4LORA_RS("m64n256k16", "f16", 128, "{%128,%129,%130,%131}", "%132", "%133")
   } else {
-    NF4LORA_WGMMA_RS_ASM("m64n256k16", "bf16", 128, "{%128,%129,%130,%131}", "%132", "%133", ", 0");
+    NF4LORA_RS("m64n256k16", "bf16", 128, "{%128,%129,%130,%131}", "%132", "%133")
   }
+#undef NF4LORA_RS
 #endif
 }
 

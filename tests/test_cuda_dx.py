@@ -50,8 +50,9 @@ CASES = [  # M, K, N, r, blocksize, lora (plan on 132 SMs with block_m 0: tokens
     (2048, 4096, 14336, 16, 64, True),  # 256, 1
     (300, 14336, 4096, 64, 128, False),  # 256, 1
     (129, 640, 704, 80, 64, True),  # 128, 2 (odd chunk count per slice); ws: 3 LoRA chunks, the last partial
-    (300, 4096, 1024, 64, 64, True),  # 256, 1; ws: 2 LoRA chunks (T parts, residuals)
-    (77, 1024, 512, 13, 64, True),  # 128, 2; ws: r % 8 != 0 (s·gB element by element), 1 LoRA chunk
+    (300, 4096, 1024, 64, 64, True),  # 256, 1; ws: 2 LoRA chunks of 32 ranks
+    (77, 1024, 512, 13, 64, True),  # 128, 2; ws: r % 8 != 0: the epilogue's LoRA term (s·gB element by element)
+    (520, 2048, 768, 24, 64, True),  # 256, 1; ws: 1 LoRA chunk, ranks 24-31 zeros
 ]
 
 
@@ -96,9 +97,8 @@ def test_dx_matches_reference(dtype, nested, case, block_m, variant):
 @pytest.mark.parametrize("variant", ["ss", "ws", "ws_epilogue"])
 @pytest.mark.parametrize("r", [16, 13])
 def test_dx_lora_with_unaligned_A_and_gB(variant, r):
-    # A and gB starting 2 / 4 bytes past a 16-byte boundary (the wrapper copies A to an aligned
-    # start; gB goes as it is: the epilogue's element-wise staging, the fold kernel's loads) give the
-    # same dx as the aligned operands, bit for bit.
+    # A and gB starting 2 / 4 bytes past a 16-byte boundary (the wrapper copies both to aligned
+    # starts: the folded term reads them by TMA) give the same dx as the aligned operands, bit for bit.
     M, K, N, dtype = 300, 1024, 512, torch.bfloat16
     q = quantize_nf4(torch.randn(N, K, device=DEV) * K**-0.5, 64, double_quant=True)
     A, B = random_lora(N, K, r, dtype, DEV)
@@ -115,27 +115,27 @@ def test_dx_lora_with_unaligned_A_and_gB(variant, r):
     assert rel_err(got, ref) < REL_TOL[dtype]
 
 
-def test_dx_fold_needs_its_workspace_and_an_aligned_A():
+def test_dx_fold_needs_aligned_A_and_gB():
     M, K, N, r = 300, 1024, 512, 16
     q = quantize_nf4(torch.randn(N, K, device=DEV) * K**-0.5, 64)
     g = torch.randn(M, N, device=DEV, dtype=torch.bfloat16)
     A = torch.randn(r, K, device=DEV, dtype=torch.bfloat16) * K**-0.5
     A1 = torch.empty(r * K + 1, device=DEV, dtype=torch.bfloat16)[1:].view(r, K).copy_(A)  # 2 bytes past 16
     gB = torch.randn(M, r, device=DEV)
-    fold = torch.empty(M, _C.lora_fold_cols(r), device=DEV, dtype=torch.bfloat16)
+    gB1 = torch.empty(M * r + 1, device=DEV)[1:].view(M, r).copy_(gB)  # 4 bytes past 16
     dx = torch.empty(M, K, device=DEV, dtype=torch.bfloat16)
-    packed, state = _cuda_ext._nf4_args(q)
-    for fold_ptr, a in ((0, A), (fold.data_ptr(), A1)):  # (refused before any launch)
-        with pytest.raises(RuntimeError, match="folded LoRA term needs a 16-byte aligned A and fold workspace"):
-            _C.qlora_dx(dx.data_ptr(), g.data_ptr(), gB.data_ptr(), a.data_ptr(), fold_ptr, 2, *state, M, N, K, r, 1.0,
-                        0, 2, torch.cuda.current_stream().cuda_stream)
-    # the epilogue's variant (and the SS kernel) need neither
-    dx.fill_(float("nan"))
-    _C.qlora_dx(dx.data_ptr(), g.data_ptr(), gB.data_ptr(), A1.data_ptr(), 0, 2, *state, M, N, K, r, 1.0, 0,
-                3, torch.cuda.current_stream().cuda_stream)
-    torch.cuda.synchronize()
+    _, state = _cuda_ext._nf4_args(q)
+    run = lambda a, gb, variant: _C.qlora_dx(dx.data_ptr(), g.data_ptr(), gb.data_ptr(), a.data_ptr(), 2, *state,
+                                             M, N, K, r, 1.0, 0, variant, torch.cuda.current_stream().cuda_stream)
+    for a, gb in ((A1, gB), (A, gB1)):  # (refused before any launch)
+        with pytest.raises(RuntimeError, match="folded LoRA term needs A and gB 16-byte aligned"):
+            run(a, gb, 2)
     ref = g.double() @ dequantize_nf4(q, torch.float32).double() + gB.double() @ A.double()
-    assert rel_err(dx, ref) < REL_TOL[torch.bfloat16]
+    for a, gb, variant in ((A, gB, 2), (A1, gB1, 3)):  # the epilogue's variant (and the SS kernel) take any
+        dx.fill_(float("nan"))
+        run(a, gb, variant)
+        torch.cuda.synchronize()
+        assert rel_err(dx, ref) < REL_TOL[torch.bfloat16], variant
 
 
 @pytest.mark.parametrize("M,N,r", [(1, 4096, 16), (2048, 14336, 16), (130, 640, 80)])
@@ -196,7 +196,7 @@ def test_dx_is_memcheck_clean(tmp_path):
                     for block_m in (0, 256):  # (5, 640, 1024): reduction split over 4 blocks
                         for variant in ("ss", "ws", "ws_epilogue"):
                             _cuda_ext.qlora_dx(g, q, gB, A, 0.5, True, block_m, variant)
-                            # A and gB not 16-byte aligned: the element-wise staging paths
+                            # A and gB not 16-byte aligned (the wrapper copies them)
                             gB1 = torch.empty(M * r + 1, device="cuda")[1:].view(M, r).copy_(gB)
                             A1 = torch.empty(r * K + 1, device="cuda", dtype=dtype)[1:].view(r, K).copy_(A)
                             _cuda_ext.qlora_dx(g, q, gB1, A1, 0.5, True, block_m, variant)

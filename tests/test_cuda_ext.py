@@ -40,16 +40,15 @@ def test_launchers_refuse_bad_calls_before_touching_memory():
     with pytest.raises(RuntimeError,
                        match=r"variant must be 0 \(auto\), 1 \(ss\), 2 \(ws\) or 3 \(ws, LoRA in the epilogue\), got 4"):
         C.plan_qlora_dx(5, 4096, 256, 0, 4)
-    # dx, g, gB, A, fold, dtype, packed, absmax, quant_map, nested_absmax, nested_quant_map,
+    # dx, g, gB, A, dtype, packed, absmax, quant_map, nested_absmax, nested_quant_map,
     # nested_offset, blocksize, M, N, K, r, scale, block_m, variant, stream
-    dx_args = [16, 16, 0, 16, 0, 2, 16, 16, 16, 0, 0, 0.0, 64, 5, 4096, 256, 4, 1.0, 0, 0, 0]
+    dx_args = [16, 16, 0, 16, 2, 16, 16, 16, 0, 0, 0.0, 64, 5, 4096, 256, 4, 1.0, 0, 0, 0]
     with pytest.raises(RuntimeError, match="variant must be 0"):
-        C.qlora_dx(*dx_args[:19], -1, 0)
+        C.qlora_dx(*dx_args[:18], -1, 0)
     with pytest.raises(RuntimeError, match="16-byte aligned"):
         C.qlora_dx(8, *dx_args[1:])
     with pytest.raises(RuntimeError, match="blocksize must be a power of two"):
-        C.qlora_dx(*dx_args[:12], 96, *dx_args[13:])
-    assert [C.lora_fold_cols(r) for r in (1, 16, 64, 65, 80)] == [128, 128, 128, 256, 256]
+        C.qlora_dx(*dx_args[:11], 96, *dx_args[12:])
     assert [C.lora_fold_chunks(r) for r in (1, 8, 16, 30, 32, 40, 64, 65, 80)] == [0, 1, 1, 0, 1, 2, 2, 0, 3]
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="needs an sm_90 GPU"):

@@ -279,25 +279,23 @@ def qlora_dx(g, q: NF4Weight, gB, A, scale: float, add_lora: bool, block_m: int 
     accepts. g (M, N) and A (r, K) in g's dtype, gB (M, r) float32 = g·B. block_m: tokens per
     block, 0 (the plan's choice from the shape), 128 or 256. variant: "ws" (the warp-specialized
     kernel: a producer warpgroup copies g by TMA and decodes W, two consumer warpgroups run the
-    MMAs; the LoRA term folded into the reduction as extra chunks, s·gB split by one preceding
-    launch), "ss" (every thread decodes and
-    issues MMAs; with few tiles the reduction over N is split over the blocks of a thread-block
-    cluster and summed in a fixed order, without any workspace; the LoRA term added by the
-    epilogue), "ws_epilogue" (the ws kernel with the LoRA term added by the epilogue as the SS
-    kernel does: for comparison), or "auto" (ws wherever the plan does not split;
-    _C.plan_qlora_dx says which)."""
+    MMAs; where _C.lora_fold_chunks(r) > 0 the LoRA term folded into the reduction as extra chunks:
+    gB's columns and A's rows by TMA, s·gB split into a T part and a residual in registers; one
+    launch), "ss" (every thread decodes and issues MMAs; with few tiles the reduction over N is
+    split over the blocks of a thread-block cluster and summed in a fixed order, without any
+    workspace; the LoRA term added by the epilogue), "ws_epilogue" (the ws kernel with the LoRA
+    term added by the epilogue as the SS kernel does: for comparison), or "auto" (ws wherever the
+    plan does not split; _C.plan_qlora_dx says which)."""
     if variant not in DX_VARIANTS:
         raise ValueError(f"variant must be one of {sorted(DX_VARIANTS)}, got {variant!r}")
     (M, N), K, r = g.shape, q.shape[1], A.shape[0]
     g = _aligned(g)
-    A, gB = _aligned(A), gB.contiguous()
+    A, gB = _aligned(A), _aligned(gB)
     packed, state = _nf4_args(q)
     dx = torch.empty((M, K), device=g.device, dtype=g.dtype)
-    # The ws kernel's folded LoRA term reads s·gB split (T part, residual) from here (M × 2·64·ceil(r / 64)).
-    fold = torch.empty((M, _C.lora_fold_cols(r)), device=g.device, dtype=g.dtype) if add_lora else None
     with device_guard(g.device):
         _C.qlora_dx(dx.data_ptr(), g.data_ptr(), gB.data_ptr() if add_lora else 0, A.data_ptr(),
-                    fold.data_ptr() if add_lora else 0, _DTYPE_CODES[g.dtype], *state, M, N, K, r, float(scale),
+                    _DTYPE_CODES[g.dtype], *state, M, N, K, r, float(scale),
                     block_m, DX_VARIANTS[variant], _stream(g.device))
     return dx
 
