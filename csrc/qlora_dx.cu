@@ -363,12 +363,13 @@ template <int BM_> struct DxWsTile {
 // each atom column; zeros past r) over two k16 steps. The A fragments are s·gB split in registers
 // into a T part and a T residual (the epilogue's split: ~16 mantissa bits), one MMA each (RS, the
 // W tile N-major as in dx_chunk_mmas). row: this thread's first token of the tile (the warpgroup's,
-// its warp's 16, lane / 4), c = lane % 4. With 128 accumulators (MT = 2) one MMA at a time, each
-// waited for (more A fragments in flight make ptxas serialize every wgmma of the kernel, C7512).
+// its warp's 16, lane / 4), c = lane % 4. With 128 accumulators (MT = 2) two MMAs at a time (a k16
+// step's T part and residual), waited for: four A fragments in flight make ptxas serialize every
+// wgmma of the kernel (C7512).
 template <typename T, int MT>
 __device__ __forceinline__ void lora_dx_mmas(float (&acc)[MT][64], const unsigned char* gbt, int row, int c,
                                              float scale, uint32_t w_tile) {
-  constexpr bool kOneAtATime = MT > 1;
+  constexpr bool kWaitEach = MT > 1;
 #pragma unroll
   for (int t = 0; t < MT; ++t)
 #pragma unroll
@@ -384,15 +385,13 @@ __device__ __forceinline__ void lora_dx_mmas(float (&acc)[MT][64], const unsigne
         part[1][q] = pack2<T>(a - ha, b - hb);
       }
       const uint64_t db = sw128_desc_lbo_sbo(w_tile + 16 * 128 * j, kAtomCol, 1024);
+      wgmma_fence();  // the A registers just written are read by the MMAs
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        wgmma_fence();  // the A registers just written are read by the MMA
-        wgmma_m64k16<T, 128, true>(acc[t], part[h], db, 1);
-        if (kOneAtATime) {
-          wgmma_commit();
-          wgmma_wait<0>();
-          pin(acc[t]);
-        }
+      for (int h = 0; h < 2; ++h) wgmma_m64k16<T, 128, true>(acc[t], part[h], db, 1);
+      if (kWaitEach) {
+        wgmma_commit();
+        wgmma_wait<0>();
+        pin(acc[t]);
       }
     }
 }
