@@ -51,10 +51,6 @@ namespace {
 #endif
 
 constexpr int kChunkN = 64;  // reduction rows of W per stage
-// Token tiles per group of the tile order (grouped_tile): with the token tile fastest over all of
-// them, the blocks resident at once each streamed a different token tile's g from HBM (a 256-token
-// tile of g is 14.7 MB at N = 28672) and the dx at M = 16384 took 1.3x four times M = 4096's.
-constexpr int kDxGroupM = 8;
 constexpr int kDxBK = 128;   // dx columns per block
 constexpr int kAtomCol = kChunkN * 128;  // bytes of one 64-k column of the decoded W tile
 // dx_epilogue's LoRA staging, inside the output tile's region (the LoRA steps end before the tile is
@@ -254,8 +250,7 @@ __global__ void __launch_bounds__(256, 1) qlora_dx_kernel(DxParams p) {
   // slice is the block's rank in it).
   const int tile = kSplit ? static_cast<int>(blockIdx.x) / p.splits : static_cast<int>(blockIdx.x);
   const int split = kSplit ? static_cast<int>(blockIdx.x) % p.splits : 0;
-  int bm, bk;
-  grouped_tile(tile, p.tiles_m, p.tiles / p.tiles_m, kDxGroupM, bm, bk);
+  const int bm = tile % p.tiles_m, bk = tile / p.tiles_m;
   const int m0 = bm * C::BM, k0 = bk * C::BK;
   const int all_chunks = p.N / kChunkN;
   const int c_first = kSplit ? static_cast<int>(static_cast<int64_t>(split) * all_chunks / p.splits) : 0;
@@ -410,8 +405,7 @@ __global__ void __launch_bounds__(DxWsTile<BM>::kThreads, 1)
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = align_smem<1024>(smem_raw);
   const int tid = threadIdx.x, wg = tid / 128;
-  int bm, bk;
-  grouped_tile(static_cast<int>(blockIdx.x), p.tiles_m, p.tiles / p.tiles_m, kDxGroupM, bm, bk);
+  const int tile = static_cast<int>(blockIdx.x), bm = tile % p.tiles_m, bk = tile / p.tiles_m;
   const int m0 = bm * C::BM, k0 = bk * C::BK;
   const int chunks = p.N / kChunkN;
   // Stage s: the g tile at s·kStageBytes (1024-aligned), its W tile right after.

@@ -268,7 +268,12 @@ __device__ __forceinline__ void store_tile(const MmaParams& p, float (&acc)[AT][
 
 // Grouped tile order: kGroupM row blocks of x × all column blocks of W, then the next group.
 __device__ __forceinline__ void tile_of_block(const MmaParams& p, int tile, int& bm, int& bn) {
-  grouped_tile(tile, p.tiles_m, p.tiles_n, kGroupM, bm, bn);
+  const int per_group = kGroupM * p.tiles_n;
+  const int first_m = tile / per_group * kGroupM;
+  const int group_size = min(p.tiles_m - first_m, kGroupM);
+  const int in_group = tile % per_group;
+  bm = first_m + in_group % group_size;
+  bn = in_group / group_size;
 }
 
 // One pipeline stage: x rows m0 .. m0 + BM (k chunk ch, rows past M as zeros) into xdst as 128-byte

@@ -480,18 +480,6 @@ __device__ __forceinline__ void tma_load_3d(void* dst, const void* tensor_map, u
       : "memory");
 #endif
 }
-// Grouped tile order (L2 reuse of the streamed operand): tile t of a tiles_m × tiles_n grid as
-// group_m row tiles × all tiles_n column tiles, then the next group; the row tile runs fastest
-// within a group, so the blocks resident at once share few row tiles (x or g) and few column
-// tiles (W). (qlora_mma.cu's forward: rows of x; qlora_dx.cu: tokens of g.)
-__device__ __forceinline__ void grouped_tile(int tile, int tiles_m, int tiles_n, int group_m, int& bm, int& bn) {
-  const int per_group = group_m * tiles_n;
-  const int first_m = tile / per_group * group_m;
-  const int group_size = min(tiles_m - first_m, group_m);
-  const int in_group = tile % per_group;
-  bm = first_m + in_group % group_size;
-  bn = in_group / group_size;
-}
 // Barrier of `threads` threads (a multiple of 32) on hardware barrier `id` (1..15; 0 is __syncthreads).
 __device__ __forceinline__ void named_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
