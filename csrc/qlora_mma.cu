@@ -708,8 +708,9 @@ template <int BM_, bool kPair_> struct WsTile {
 // of the x tile, one 128-byte line a row, zeros past r and M) by s·B's ranks 32e .. (the stage's W
 // buffer: [BN][32] T, rows of 64 bytes, no swizzle, zeros past r and N) as tf32 MMAs of 8 ranks, B's
 // side converted in registers (RS). u enters with tf32's precision (the tensor cores read 10 of its
-// 23 mantissa bits: relative error < 2^-10, half of u rounded to bf16 as plain torch bf16 math has
-// it); s·B is rounded to tf32 exactly (B has 8 or 11 bits) but for s's own bits.
+// 23 mantissa bits: relative error < 2^-10, half that of u rounded to bf16 as plain torch bf16 math
+// has it); s·B is rounded to the nearest tf32 (relative error <= 2^-11; exact when s is a power of
+// two). The epilogue's split of s·u keeps ~16 bits instead (fold_lora = 0).
 template <typename C> constexpr int kLoraBBytes = C::BN * kLoraRanks * 2;
 
 // The MMAs of one such chunk on one consumer warpgroup: row = this thread's first W row of the tile
@@ -721,21 +722,21 @@ template <typename C> constexpr int kLoraBBytes = C::BN * kLoraRanks * 2;
 template <typename T, int BM>
 __device__ __forceinline__ void lora_tf32_mmas(float (&acc)[BM / 2], const T* bt, int row, int c, float scale,
                                                uint64_t udesc) {
-  constexpr int kHalves = BM == 256 ? 4 : 1, kSteps = 4 / kHalves;  // (batches of kSteps steps)
+  constexpr int kBatches = BM == 256 ? 4 : 1, kSteps = 4 / kBatches;  // batches of kSteps steps of 8 ranks
 #pragma unroll
-  for (int hf = 0; hf < kHalves; ++hf) {
+  for (int batch = 0; batch < kBatches; ++batch) {
     uint32_t a[kSteps][4];
 #pragma unroll
     for (int j = 0; j < kSteps; ++j)
 #pragma unroll
-      for (int q = 0; q < 4; ++q) {  // (row, k), (row + 8, k), (row, k + 4), (row + 8, k + 4); k = 8j + c
-        const int k = 8 * (hf * kSteps + j) + c + 4 * (q >> 1);
+      for (int q = 0; q < 4; ++q) {  // (row, k), (row + 8, k), (row, k + 4), (row + 8, k + 4); k = 8·step + c
+        const int k = 8 * (batch * kSteps + j) + c + 4 * (q >> 1);
         a[j][q] = to_tf32(scale * to_float(bt[(row + 8 * (q & 1)) * kLoraRanks + k]));
       }
     wgmma_fence();  // the A registers just written are read by the MMAs
 #pragma unroll
-    for (int j = 0; j < kSteps; ++j) wgmma_tf32_m64k8<BM>(acc, a[j], udesc + 2 * (hf * kSteps + j), 1);
-    if (hf + 1 < kHalves) {
+    for (int j = 0; j < kSteps; ++j) wgmma_tf32_m64k8<BM>(acc, a[j], udesc + 2 * (batch * kSteps + j), 1);
+    if (batch + 1 < kBatches) {
       wgmma_commit();
       wgmma_wait<0>();
       pin(acc);
