@@ -124,3 +124,20 @@ def test_shipped_tables_come_from_their_sources(tmp_path):
     # to 16384 (the SS wgmma forward took M = 128 on 8192×28672 from Triton: 267 against 334 µs).
     assert [(r["m_min"], r["m_max"], r["backend"]) for r in h200 if r["K"] is None] == [(1, 16384, "cuda")]
     assert {r["backend"] for r in h200} == {"cuda"}
+
+
+def test_forced_backend_sets_and_restores_the_environment(monkeypatch):
+    from nf4lora.benchmark import forced_backend
+
+    monkeypatch.delenv("NF4LORA_BACKEND", raising=False)
+    with forced_backend("reference"):
+        assert os.environ["NF4LORA_BACKEND"] == "reference"
+    assert "NF4LORA_BACKEND" not in os.environ
+    monkeypatch.setenv("NF4LORA_BACKEND", "triton")
+    with forced_backend("reference"):
+        assert os.environ["NF4LORA_BACKEND"] == "reference"
+    assert os.environ["NF4LORA_BACKEND"] == "triton"
+    for none in (None, ""):  # the dispatcher's own choice: the environment as it is
+        with forced_backend(none):
+            assert os.environ["NF4LORA_BACKEND"] == "triton"
+        assert os.environ["NF4LORA_BACKEND"] == "triton"

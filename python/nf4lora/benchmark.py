@@ -46,7 +46,10 @@ def env(name: str, value: Optional[str]):
 
 
 def forced_backend(backend: Optional[str]):
-    return env("NF4LORA_BACKEND", backend)
+    """NF4LORA_BACKEND=backend inside the block; None or "": the dispatcher's own choice, and no
+    environment work at all (the "nf4lora" provider's step runs this twice per call: host time that
+    dense_bf16's step does not pay)."""
+    return env("NF4LORA_BACKEND", backend) if backend else contextlib.nullcontext()
 
 
 def _do_bench(fn: Callable[[], object]) -> float:
