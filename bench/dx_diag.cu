@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
     cudaDeviceSynchronize();
   }
   auto launch = [&]() {
-    const std::string err = nf4lora::launch_qlora_dx(dx, g, 0, A, 0, 2, packed, absmax, qmap, nested ? scale2 : 0,
+    const std::string err = nf4lora::launch_qlora_dx(dx, g, 0, A, 2, packed, absmax, qmap, nested ? scale2 : 0,
                                                      nested ? code2 : 0, 0.01f, 64, M, N, K, r, 1.f, 0, 0, 0);
     if (!err.empty()) { fprintf(stderr, "%s\n", err.c_str()); exit(1); }
   };

@@ -185,23 +185,23 @@ __device__ __forceinline__ void store_tile(const MmaParams& p, float (&acc)[AT][
       }
     } else {
 #pragma unroll 4  // (4 rows' loads in flight: all 8 spill beside the 256-row tile's accumulators)
-    for (int it = 0; it < BM * 8 / kThreads; ++it) {
-      const int idx = tid + it * kThreads, ml = idx / 8, q = idx % 8, m = m0 + ml, k = k0 + 2 * q;
-      const float* urow = p.u + static_cast<int64_t>(m) * r;
-      const float a = m < M && k < r ? p.scale * __ldg(urow + k) : 0.f;
-      const float b = m < M && k + 1 < r ? p.scale * __ldg(urow + k + 1) : 0.f;
-      const float ha = to_float(static_cast<T>(a)), hb = to_float(static_cast<T>(b));
-      su[ml * kSu + q] = pack2<T>(ha, hb);
-      su[ml * kSu + 8 + q] = pack2<T>(a - ha, b - hb);
-    }
+      for (int it = 0; it < BM * 8 / kThreads; ++it) {
+        const int idx = tid + it * kThreads, ml = idx / 8, q = idx % 8, m = m0 + ml, k = k0 + 2 * q;
+        const float* urow = p.u + static_cast<int64_t>(m) * r;
+        const float a = m < M && k < r ? p.scale * __ldg(urow + k) : 0.f;
+        const float b = m < M && k + 1 < r ? p.scale * __ldg(urow + k + 1) : 0.f;
+        const float ha = to_float(static_cast<T>(a)), hb = to_float(static_cast<T>(b));
+        su[ml * kSu + q] = pack2<T>(ha, hb);
+        su[ml * kSu + 8 + q] = pack2<T>(a - ha, b - hb);
+      }
 #pragma unroll
-    for (int it = 0; it < BN * 8 / kThreads; ++it) {
-      const int idx = tid + it * kThreads, nl = idx / 8, q = idx % 8, n = n0 + nl, k = k0 + 2 * q;
-      const T* brow = Bm + static_cast<int64_t>(n) * r;
-      const float a = n < N && k < r ? to_float(brow[k]) : 0.f;
-      const float b = n < N && k + 1 < r ? to_float(brow[k + 1]) : 0.f;
-      bs[nl * kBs + q] = pack2<T>(a, b);
-    }
+      for (int it = 0; it < BN * 8 / kThreads; ++it) {
+        const int idx = tid + it * kThreads, nl = idx / 8, q = idx % 8, n = n0 + nl, k = k0 + 2 * q;
+        const T* brow = Bm + static_cast<int64_t>(n) * r;
+        const float a = n < N && k < r ? to_float(brow[k]) : 0.f;
+        const float b = n < N && k + 1 < r ? to_float(brow[k + 1]) : 0.f;
+        bs[nl * kBs + q] = pack2<T>(a, b);
+      }
     }
     sync();
     uint32_t la[AT][4];
