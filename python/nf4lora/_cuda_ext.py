@@ -216,6 +216,16 @@ MMA_VARIANTS = {"auto": 0, "mma_sync": 1, "wgmma": 2, "wgmma_ss": 3, "wgmma_ws":
 # the CUDA backward's g·B uses it too, ops._GB_FN).
 MM_OUT_DTYPE = hasattr(torch.ops.aten.mm, "dtype")
 U_BY = "cublas" if MM_OUT_DTYPE else "kernel"
+# Up to this many rows u (and the backward's g·B, ops._gB) goes through the u kernel even where
+# cuBLAS is faster on the GPU: those calls are host-bound, and torch.mm with out_dtype costs two
+# launches and about twice a plain mm's host time (bench/results/h200/s19/ §7). NOT MEASURED YET
+# as a policy (branch wip-host-u): bench/results/h200/s19/scripts/hostab.py decides it.
+U_KERNEL_MAX_M = 1024
+
+
+def default_u_by(M: int) -> str:
+    """How u = x̃·Aᵀ (and g·B) is computed for a call of M rows by default."""
+    return "kernel" if M <= U_KERNEL_MAX_M else U_BY
 # The large-M forward's LoRA term folded into the warp-specialized kernel's reduction where
 # _C.lora_fold_chunks(r) > 0 (r a multiple of 8): ceil(r / 32) extra chunks of tf32 MMAs of u (as
 # computed, float32) and s·B's ranks, no launch or workspace of their own (u enters with tf32's 10
@@ -227,7 +237,7 @@ FOLD_LORA = True
 def qlora_forward_large(x, x_lora, q: NF4Weight, A, B, scale: float, bias, variant: str = "auto",
                         block_m: int = 0, u_by: Optional[str] = None, fold_lora: Optional[bool] = None):
     """The tensor-core kernels (any M >= 1; meant for M > GEMV_MAX_M). u_by: how u = x̃·Aᵀ is
-    computed, "cublas" or "kernel" (default U_BY). Workspace (sized by _C.plan_qlora_mma) when the u
+    computed, "cublas" or "kernel" (default default_u_by(M)). Workspace (sized by _C.plan_qlora_mma) when the u
     kernel runs and splits K: its S·M·r float32 partial sums and counters (the main kernel's K
     split, with few output tiles, runs in thread-block clusters and needs none). fold_lora (default
     FOLD_LORA): where the plan is warp-specialized and _C.lora_fold_chunks(r) > 0, the LoRA term
@@ -235,7 +245,7 @@ def qlora_forward_large(x, x_lora, q: NF4Weight, A, B, scale: float, bias, varia
     after cuBLAS's u (u_by="cublas"), two with the u kernel."""
     if variant not in MMA_VARIANTS:
         raise ValueError(f"variant must be one of {sorted(MMA_VARIANTS)}, got {variant!r}")
-    u_by = u_by or U_BY
+    u_by = u_by or default_u_by(x.shape[0])
     if u_by not in ("cublas", "kernel"):
         raise ValueError(f"u_by must be 'cublas' or 'kernel', got {u_by!r}")
     if u_by == "cublas" and not MM_OUT_DTYPE:
