@@ -216,15 +216,17 @@ MMA_VARIANTS = {"auto": 0, "mma_sync": 1, "wgmma": 2, "wgmma_ss": 3, "wgmma_ws":
 # the CUDA backward's g·B uses it too, ops._GB_FN).
 MM_OUT_DTYPE = hasattr(torch.ops.aten.mm, "dtype")
 U_BY = "cublas" if MM_OUT_DTYPE else "kernel"
-# Up to this many rows u (and the backward's g·B, ops._gB) goes through the u kernel even where
-# cuBLAS is faster on the GPU: those calls are host-bound, and torch.mm with out_dtype costs two
-# launches and about twice a plain mm's host time (bench/results/h200/s19/ §7). NOT MEASURED YET
-# as a policy (branch wip-host-u): bench/results/h200/s19/scripts/hostab.py decides it.
+# Up to this many rows u goes through the u kernel even where cuBLAS takes less GPU time: those calls
+# are host-bound, and the u kernel runs in the launcher's own call (no torch.mm with out_dtype, two
+# launches through the dispatcher). Interleaved fwd+bwd step walls on the H200, u kernel / cuBLAS:
+# 0.89-0.94 at M = 128 and 1024 on three shapes (bench/results/h200/s20/ run 1). The backward's g·B
+# stays on cuBLAS (by the u kernel it needs a copy of Bᵀ per call: 0.78-1.00, not consistently better).
 U_KERNEL_MAX_M = 1024
 
 
 def default_u_by(M: int) -> str:
-    """How u = x̃·Aᵀ (and g·B) is computed for a call of M rows by default."""
+    """How the large-M forward computes u = x̃·Aᵀ for a call of M rows by default ("cublas" or
+    "kernel")."""
     return "kernel" if M <= U_KERNEL_MAX_M else U_BY
 # The large-M forward's LoRA term folded into the warp-specialized kernel's reduction where
 # _C.lora_fold_chunks(r) > 0 (r a multiple of 8): ceil(r / 32) extra chunks of tf32 MMAs of u (as

@@ -480,12 +480,8 @@ def _gB_u_kernel(g, B):  # torch < 2.8 (no out_dtype): the forward's u kernel on
     return _cuda_ext.lora_u(g, B.t())
 
 
-def _gB(g, B):
-    """g·B (M, r) float32 for the CUDA backward, computed as the forward's u is (default_u_by)."""
-    return _gB_cublas(g, B) if _cuda_ext.default_u_by(g.shape[0]) == "cublas" else _gB_u_kernel(g, B)
-
-
-_GB_FN = _gB
+# g·B (M, r) float32 for the CUDA backward: cuBLAS with a float32 output where torch has it (2.8+).
+_GB_FN = _gB_cublas if _cuda_ext.MM_OUT_DTYPE else _gB_u_kernel
 
 
 def _cuda_backward(grad_y, x_lora, u, q, A, B, scale, needs):
