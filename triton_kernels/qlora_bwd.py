@@ -21,6 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
+from nf4lora.lora_grads import lora_grads
 from nf4lora.nf4 import NF4Weight
 from nf4lora.triton_kernels.qlora_fwd import (INTERPRET, _code_table, _decode_tile, _grouped_tile, autotuned,
                                               decode_consts, row_times_rows, rows_per_launch, weight_args)
@@ -88,52 +89,25 @@ def _dx(g, q: NF4Weight, gB, A, scale, add_lora, dx):
         autotuned(_qlora_dx_kernel, tuple(_LARGE_CONFIGS), q.blocksize)[grid](*args, **consts)
 
 
-def qlora_backward(grad_y, x_lora, u, q: NF4Weight, A, B, scale: float, needs, dx_fn=None, gB_fn=None):
+def qlora_backward(grad_y, x_lora, u, q: NF4Weight, A, B, scale: float, needs):
     """(dx, dx_lora, dA, dB), None where not needed; needs = (dx, dx_lora, dA, dB) as in
-    reference.backward (dx_lora False with dx True: x̃ is x, the LoRA term goes into dx).
-    dx_fn(g, q, gB, A, scale, add_lora) -> dx and gB_fn(g, B) -> g·B (float32) replace the Triton
-    kernels (the CUDA backend's)."""
+    reference.backward (dx_lora False with dx True: x̃ is x, the LoRA term goes into dx). g·B and
+    dx by the Triton kernels, the LoRA factors' gradients by lora_grads (shared with the CUDA
+    backend, ops._cuda_backward)."""
     need_dx, need_dxl, need_dA, need_dB = needs
     g = grad_y
     M, N = g.shape
     K = q.shape[1]
-    dx = dx_lora = dA = dB = None
-    gB = None
+    dx = gB = None
     if need_dx or need_dxl or need_dA:
-        if gB_fn is not None:
-            gB = gB_fn(g, B)
-        else:
-            gB = torch.empty((M, A.shape[0]), device=g.device, dtype=torch.float32)
-            row_times_rows(g, B.t(), gB)  # gB = g·B (M, r) float32
-    if need_dx and dx_fn is not None:
-        dx = dx_fn(g, q, gB, A, scale, not need_dxl)
-    elif need_dx:
+        gB = torch.empty((M, A.shape[0]), device=g.device, dtype=torch.float32)
+        row_times_rows(g, B.t(), gB)  # gB = g·B (M, r) float32
+    if need_dx:
         dx = torch.empty((M, K), device=g.device, dtype=g.dtype)
         if M:
             step = rows_per_launch(g, dx)
             for start in range(0, M, step):
                 rows = slice(start, min(M, start + step))
                 _dx(g[rows], q, gB[rows], A, scale, not need_dxl, dx[rows])
-    # The three small GEMMs take s as the GEMM's alpha (applied to the fp32 accumulator): one
-    # launch and no scaled temporary each. A, B and g share one dtype (ops.py checks it).
-    if need_dxl or need_dA:
-        gB16 = gB.to(g.dtype)  # (M, r): r values per row
-    if need_dxl:
-        dx_lora = _alpha_mm(gB16, A, scale)
-    if need_dA:
-        dA = _alpha_mm(gB16.t(), x_lora, scale)
-    if need_dB:
-        dB = _alpha_mm(g.t(), u.to(g.dtype), scale)
+    dx_lora, dA, dB = lora_grads(g, gB, x_lora, u, A, scale, need_dxl, need_dA, need_dB)
     return dx, dx_lora, dA, dB
-
-
-_ZEROS = {}
-
-
-def _alpha_mm(a, b, scale: float):
-    """scale·(a·b) in one GEMM: addmm with beta = 0 (its input, a cached 0-dim zero, is not read)."""
-    key = (a.device, a.dtype)
-    zero = _ZEROS.get(key)
-    if zero is None:
-        zero = _ZEROS[key] = torch.zeros((), device=a.device, dtype=a.dtype)
-    return torch.addmm(zero, a, b, beta=0, alpha=scale)

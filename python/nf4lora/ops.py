@@ -29,6 +29,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from . import _cuda_ext, dispatch, reference
+from .lora_grads import lora_grads
 from .nf4 import NF4Weight, dequantize_nf4
 
 BACKENDS = ("reference", "triton", "cuda")
@@ -305,19 +306,6 @@ def _save(ctx, x, x_lora, A, B, bias, u, weight):
     ctx.save_for_backward(saved_x, u if need_B else None, A, B, *weight)
 
 
-def _grads(ctx, grad_y, run):
-    """(dx, dx_lora, dA, dB, dbias) from the saved state; ``run(grad_y, x_lora, u, A, B, weight,
-    needs)`` computes the first four."""
-    saved = ctx.saved_tensors
-    x_lora, u, A, B = saved[:4]
-    grad_y = grad_y.contiguous()
-    dx = dx_lora = dA = dB = None
-    if any(ctx.needs):
-        outs = run(grad_y, x_lora, u, A, B, list(saved[4:]), ctx.needs)
-        dx, dx_lora, dA, dB = (o if need else None for o, need in zip(outs, ctx.needs))
-    return dx, dx_lora, dA, dB, grad_y.sum(0) if ctx.need_bias else None
-
-
 def _setup_context(ctx, inputs, output):
     x, x_lora, weight, shape, blocksize, nested_offset, A, B, scale, bias = inputs
     # (ctx.needs_input_grad is indexed over flattened inputs, the weight list expands: _save
@@ -328,12 +316,16 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_y, grad_u):
     shape, blocksize, nested_offset, scale = ctx.meta
-
-    def run(grad_y, x_lora, u, A, B, weight, needs):
-        return torch.ops.nf4lora.qlora_linear_backward(grad_y, x_lora, u, weight, shape, blocksize,
-                                                       nested_offset, A, B, scale, needs)
-    dx, dx_lora, dA, dB, dbias = _grads(ctx, grad_y, run)
-    return dx, dx_lora, [None] * len(ctx.saved_tensors[4:]), None, None, None, dA, dB, None, dbias
+    saved = ctx.saved_tensors
+    x_lora, u, A, B, weight = saved[0], saved[1], saved[2], saved[3], list(saved[4:])
+    grad_y = grad_y.contiguous()
+    dx = dx_lora = dA = dB = None
+    if any(ctx.needs):  # (the op returns empty tensors for the grads not needed)
+        outs = torch.ops.nf4lora.qlora_linear_backward(grad_y, x_lora, u, weight, shape, blocksize,
+                                                       nested_offset, A, B, scale, ctx.needs)
+        dx, dx_lora, dA, dB = (o if need else None for o, need in zip(outs, ctx.needs))
+    return (dx, dx_lora, [None] * len(weight), None, None, None, dA, dB, None,
+            grad_y.sum(0) if ctx.need_bias else None)
 
 
 _qlora_linear_op.register_autograd(_backward, setup_context=_setup_context)
@@ -430,10 +422,20 @@ class _EagerQLoRALinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_y):
-        def run(grad_y, x_lora, u, A, B, weight, needs):
-            return _backward_body(grad_y, x_lora, u, ctx.q, A, B, ctx.scale, needs)
-        dx, dx_lora, dA, dB, dbias = _grads(ctx, grad_y, run)
-        return dx, dx_lora, dA, dB, dbias, None, None
+        # The op's body without its re-validation: the saved tensors are the forward's own, and
+        # the engine hands grad_y matched to y (shape, dtype, device). Flat on purpose: at small M
+        # the whole step is host time, and every layer of Python on this path showed in it
+        # (bench/results/h200/s20/).
+        x_lora, u, A, B = ctx.saved_tensors
+        needs = ctx.needs
+        dx = dx_lora = dA = dB = None
+        if needs[0] or needs[1] or needs[2] or needs[3]:
+            q = ctx.q
+            args = (grad_y.contiguous(), x_lora, u, q, A, B, ctx.scale, tuple(needs))
+            backend = select_backend("qlora_linear_backward", q.device, args)
+            last_path["qlora_linear_backward"] = backend
+            dx, dx_lora, dA, dB = _IMPLS["qlora_linear_backward"][backend](*args)
+        return dx, dx_lora, dA, dB, grad_y.sum(0) if ctx.need_bias else None, None, None
 
 
 _warned_fallback = set()
@@ -488,12 +490,13 @@ def _cuda_backward(grad_y, x_lora, u, q, A, B, scale, needs):
     # Only reached for calls that dx_unsupported_reason accepts (select_backend checked): dx through
     # the CUDA kernel; g·B (float32) by _GB_FN (cuBLAS: 9-43 µs on the H200 against the u kernel's
     # 23-61 on Bᵀ, which also needs a contiguous copy of Bᵀ per call; bench/NOTES.md, fourteenth
-    # session); dA and dB as the Triton backend computes them. No Triton kernel runs here, and the
-    # CUDA wrappers switch to the tensors' device themselves: no device guard of its own.
-    from nf4lora.triton_kernels import qlora_bwd
-
-    return qlora_bwd.qlora_backward(grad_y, x_lora, u, q, A, B, scale, needs, dx_fn=_cuda_ext.qlora_dx,
-                                    gB_fn=_GB_FN)
+    # session); dA and dB as the Triton backend computes them (lora_grads). No Triton kernel runs
+    # here, and the CUDA wrappers switch to the tensors' device themselves: no device guard of its
+    # own. Flat on purpose: at M <= 1024 this runs host-bound, where every layer of Python counts.
+    need_dx, need_dxl, need_dA, need_dB = needs
+    gB = _GB_FN(grad_y, B) if (need_dx or need_dxl or need_dA) else None
+    dx = _cuda_ext.qlora_dx(grad_y, q, gB, A, scale, not need_dxl) if need_dx else None
+    return (dx,) + lora_grads(grad_y, gB, x_lora, u, A, scale, need_dxl, need_dA, need_dB)
 
 
 def _cuda_forward(x, x_lora, q, A, B, scale, bias):
