@@ -218,10 +218,13 @@ MM_OUT_DTYPE = hasattr(torch.ops.aten.mm, "dtype")
 U_BY = "cublas" if MM_OUT_DTYPE else "kernel"
 # Up to this many rows u goes through the u kernel even where cuBLAS takes less GPU time: those calls
 # are host-bound, and the u kernel runs in the launcher's own call (no torch.mm with out_dtype, two
-# launches through the dispatcher). Interleaved fwd+bwd step walls on the H200, u kernel / cuBLAS:
-# 0.89-0.94 at M = 128 and 1024 on three shapes (bench/results/h200/s20/ run 1). The backward's g·B
-# stays on cuBLAS (by the u kernel it needs a copy of Bᵀ per call: 0.78-1.00, not consistently better).
-U_KERNEL_MAX_M = 1024
+# launches through the dispatcher). On the H200 (bench/results/h200/s20/), interleaved: fwd+bwd step
+# walls with the u kernel 0.89-0.91x cuBLAS's at M = 128 and 0.92-0.94x at M = 1024 (run 1, three
+# shapes), but the forward alone 1.00-1.15x at M = 512 and 1024 on five shapes (run 7: GPU time) and
+# 0.79-1.13x at M = 128. 128 keeps the step's gain where the forward alone is mixed. The backward's
+# g·B stays on cuBLAS (by the u kernel it needs a copy of Bᵀ per call: 0.78-1.00, not consistently
+# better).
+U_KERNEL_MAX_M = 128
 
 
 def default_u_by(M: int) -> str:
