@@ -248,7 +248,8 @@ def _qlora_linear_backward_op(grad_y: torch.Tensor, x_lora: Optional[torch.Tenso
 
 
 def _backward_body(grad_y, x_lora, u, q: NF4Weight, A, B, scale, needs):
-    """The body of nf4lora::qlora_linear_backward (also run directly by the eager path):
+    """The body of nf4lora::qlora_linear_backward (the eager Function's backward picks and runs the
+    same implementations without this re-validation of its own saved state):
     (dx, dx_lora, dA, dB), None where not needed."""
     _check_backward(grad_y, x_lora, u, q, A, B, needs)
     backend = select_backend("qlora_linear_backward", q.device, (grad_y, x_lora, u, q, A, B, scale, needs))
@@ -389,8 +390,8 @@ def qlora_linear(x: torch.Tensor, weight: NF4Weight, lora_A: torch.Tensor, lora_
 # A call through torch.ops costs the dispatcher, the op's Python autograd wrapper and a rebuild
 # and re-validation of the NF4 state: hundreds of µs per layer on a slow host (bench/NOTES.md), more
 # than the kernel itself at decode batch sizes. Outside torch.compile and for plain tensors,
-# qlora_linear runs the same validated bodies (_forward, _backward_body) through one
-# autograd.Function instead. torch.compile, tensor subclasses (FakeTensor, DTensor, functorch
+# qlora_linear runs the same validated forward body (_forward) and the same backward
+# implementations through one autograd.Function instead. torch.compile, tensor subclasses (FakeTensor, DTensor, functorch
 # wrappers) and meta tensors go through the registered ops. EAGER_FAST_PATH = False forces the ops.
 EAGER_FAST_PATH = True
 
