@@ -212,7 +212,8 @@ MMA_VARIANTS = {"auto": 0, "mma_sync": 1, "wgmma": 2, "wgmma_ss": 3, "wgmma_ws":
 # launcher then runs the main kernel alone) or "kernel" (csrc's lora_u_part_kernel, in the same
 # launcher call). cuBLAS took 1.4-8x less GPU time than the u kernel on the H200 at every point
 # measured (M 128-16384, r 16 and 64, three shapes: 6-120 µs against 17-266; bench/results/h200/s17/),
-# so it is the default wherever torch has it. MM_OUT_DTYPE: torch.mm(..., out_dtype=) exists (2.8+;
+# so it is the default wherever torch has it above U_KERNEL_MAX_M rows (below, host time decides:
+# default_u_by). MM_OUT_DTYPE: torch.mm(..., out_dtype=) exists (2.8+;
 # the CUDA backward's g·B uses it too, ops._GB_FN).
 MM_OUT_DTYPE = hasattr(torch.ops.aten.mm, "dtype")
 U_BY = "cublas" if MM_OUT_DTYPE else "kernel"
@@ -231,6 +232,8 @@ def default_u_by(M: int) -> str:
     """How the large-M forward computes u = x̃·Aᵀ for a call of M rows by default ("cublas" or
     "kernel")."""
     return "kernel" if M <= U_KERNEL_MAX_M else U_BY
+
+
 # The large-M forward's LoRA term folded into the warp-specialized kernel's reduction where
 # _C.lora_fold_chunks(r) > 0 (r a multiple of 8): ceil(r / 32) extra chunks of tf32 MMAs of u (as
 # computed, float32) and s·B's ranks, no launch or workspace of their own (u enters with tf32's 10
@@ -247,7 +250,8 @@ def qlora_forward_large(x, x_lora, q: NF4Weight, A, B, scale: float, bias, varia
     split, with few output tiles, runs in thread-block clusters and needs none). fold_lora (default
     FOLD_LORA): where the plan is warp-specialized and _C.lora_fold_chunks(r) > 0, the LoRA term
     runs as extra reduction chunks (tf32 MMAs of u and s·B) instead of in the epilogue. One launch
-    after cuBLAS's u (u_by="cublas"), two with the u kernel."""
+    after cuBLAS's u (u_by="cublas"), two with the u kernel (plus a memset of its split-K counters
+    where it splits K)."""
     if variant not in MMA_VARIANTS:
         raise ValueError(f"variant must be one of {sorted(MMA_VARIANTS)}, got {variant!r}")
     u_by = u_by or default_u_by(x.shape[0])
