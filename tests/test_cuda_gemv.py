@@ -153,8 +153,9 @@ def test_cuda_forward_refuses_what_it_does_not_take(monkeypatch):
         qlora_linear(torch.randn(2, 256, device=DEV, dtype=torch.bfloat16), q32, A, B, 1.0)
     with pytest.raises(RuntimeError, match="M must be in"):  # the launcher re-checks what it relies on
         _cuda_ext.qlora_forward_small(torch.randn(20, 256, device=DEV, dtype=torch.bfloat16), None, q, A, B, 1.0, None)
-    keep, _, _, operands, state = _cuda_ext._launch_args(torch.randn(2, 256, device=DEV, dtype=torch.bfloat16), None,
-                                                         q, A, B, None)
+    keep, _, _, operands = _cuda_ext._operands(torch.randn(2, 256, device=DEV, dtype=torch.bfloat16), None, A, B,
+                                               None, False)
+    _, state = _cuda_ext._nf4_args(q)
     with pytest.raises(RuntimeError, match=r"pipeline must be 0 \(auto\), 1 \(cp.async\), 2 \(TMA\) or 3"):
         _cuda_ext._C.qlora_gemv(*operands, 0, 2, *state, 2, 64, 256, 4, 1.0, 1, 2, 4, 0)
     with pytest.raises(RuntimeError, match=r"the register pipeline \(3\) needs splits = ceil\(K / 4096\)"):

@@ -207,3 +207,37 @@ def test_mma_forward_is_memcheck_clean(tmp_path):
         torch.cuda.synchronize()
         print("done")
     """)
+
+
+@pytest.mark.parametrize("offset", [0, 8])
+def test_eager_plans_see_in_place_weight_edits(offset, monkeypatch):
+    """The eager path's plans keep pointers to the codes, not copies: an in-place edit of the
+    weight shows in the next call, small-M and tensor-core kernels, forward and dx, with codes
+    16-byte aligned (the plan is kept) and at an 8-byte offset (copied per call: not kept)."""
+    from nf4lora.nf4 import NF4Weight
+
+    monkeypatch.delenv("NF4LORA_BACKEND", raising=False)
+    N, K = 256, 512
+    base = quantize_nf4(torch.randn(N, K, device=DEV), 64)
+    store = torch.empty(base.packed.numel() + 16, dtype=torch.uint8, device=DEV)
+    packed = store[offset:offset + base.packed.numel()]
+    packed.copy_(base.packed)
+    q = NF4Weight(packed, base.absmax, base.shape, 64, torch.float32, base.quant_map, base.nested_absmax,
+                  base.nested_quant_map, base.nested_offset)
+    A, B = (t.requires_grad_() for t in random_lora(N, K, 8, torch.bfloat16, DEV))
+    for M in (4, 64):
+        x = torch.randn(M, K, device=DEV, dtype=torch.bfloat16, requires_grad=True)
+        g = torch.randn(M, N, device=DEV, dtype=torch.bfloat16)
+        packed.copy_(base.packed)
+        before = torch.autograd.grad(qlora_linear(x, q, A, B, 0.5), x, g)[0]
+        assert ops.last_path == {"qlora_linear": "cuda", "qlora_linear_backward": "cuda"}
+        packed.copy_(quantize_nf4(torch.randn(N, K, device=DEV), 64).packed)  # same storage, new codes
+        y = qlora_linear(x, q, A, B, 0.5)
+        dx = torch.autograd.grad(y, x, g)[0]
+        monkeypatch.setattr(ops, "EAGER_FAST_PATH", False)  # the op path plans every call afresh
+        y_op = qlora_linear(x, q, A, B, 0.5)
+        dx_op = torch.autograd.grad(y_op, x, g)[0]
+        monkeypatch.setattr(ops, "EAGER_FAST_PATH", True)
+        assert not torch.equal(dx, before)
+        assert torch.equal(y, y_op) and torch.equal(dx, dx_op)
+    assert len(q.plans) == 2

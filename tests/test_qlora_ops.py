@@ -274,9 +274,12 @@ def test_eager_path_validates_a_reassigned_weight():
     q = quantize_nf4(torch.randn(24, 64), 64)
     x, A, B = torch.randn(2, 64), torch.randn(4, 64), torch.randn(24, 4)
     qlora_linear(x, q, A, B, 1.0)  # passes, and the eager path remembers that it did
+    assert len(q.plans) == 1
     q.absmax = q.absmax[:-1]  # a field replaced after construction: caught before any kernel runs
     with pytest.raises(ValueError, match="absmax must have 24 elements"):
         qlora_linear(x, q, A, B, 1.0)
+    q.absmax = torch.cat([q.absmax, q.absmax[:1]])  # valid again, other storage: the old plans go
+    assert qlora_linear(x, q, A, B, 1.0).shape == (2, 24) and len(q.plans) == 1
 
 
 def test_layer_weight_is_reused_until_its_buffers_change():
@@ -319,3 +322,71 @@ def test_call_level_backend_choice(monkeypatch):
     monkeypatch.setenv("NF4LORA_BACKEND", "cuda")
     with pytest.raises(RuntimeError, match="NF4LORA_BACKEND=cuda cannot run nf4lora::qlora_linear: M=40 > 16"):
         ops.select_backend("qlora_linear", dev, large)
+
+
+def test_eager_plans_are_kept_per_call_signature(monkeypatch):
+    """The eager path checks a call and picks its backends once per call signature (shapes,
+    dtypes, devices, NF4LORA_BACKEND, the CUDA switches) and weight; a call of another signature
+    gets its own plan, and the results are those of the ops."""
+    chosen = []
+    select = ops.select_backend
+    monkeypatch.setattr(ops, "select_backend", lambda op, *a: chosen.append(op) or select(op, *a))
+    q = quantize_nf4(torch.randn(24, 64), 64)
+    A0, B0 = random_lora(24, 64, 4, torch.float32)
+    A, B = A0.clone().requires_grad_(), B0.clone().requires_grad_()
+    x = torch.randn(5, 64, requires_grad=True)
+    for _ in range(3):
+        qlora_linear(x, q, A, B, 0.5).sum().backward()
+    assert chosen == ["qlora_linear", "qlora_linear_backward"] and len(q.plans) == 1
+    qlora_linear(torch.randn(6, 64), q, A, B, 0.5)  # another M
+    qlora_linear(x.half(), q, A.half(), B.half(), 0.5)  # another dtype
+    qlora_linear(x, q, A, B, 0.5, bias=torch.randn(24))  # a bias
+    assert chosen.count("qlora_linear") == 4 and len(q.plans) == 4
+    monkeypatch.setattr(ops, "_MAX_PLANS", 4)  # bounded: a full table starts over
+    qlora_linear(torch.randn(7, 64), q, A, B, 0.5)
+    assert len(q.plans) == 1
+    # what the plans ran is what the ops run
+    monkeypatch.setattr(ops, "EAGER_FAST_PATH", False)
+    Ar, Br = A0.clone().requires_grad_(), B0.clone().requires_grad_()
+    xr = x.detach().clone().requires_grad_()
+    for _ in range(3):
+        qlora_linear(xr, q, Ar, Br, 0.5).sum().backward()
+    for a, b in ((x.grad, xr.grad), (A.grad, Ar.grad), (B.grad, Br.grad)):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="needs Triton's interpreter (CPU tensors)")
+def test_eager_plans_follow_nf4lora_backend(monkeypatch):
+    """NF4LORA_BACKEND is read on every call: set between two calls of one signature it applies to
+    the next one, and set between a forward and its backward it applies to that backward."""
+    q = quantize_nf4(torch.randn(24, 64), 64)
+    A, B = (t.requires_grad_() for t in random_lora(24, 64, 4, torch.float32))
+    x = torch.randn(5, 64)
+    qlora_linear(x, q, A, B, 0.5).sum().backward()
+    assert ops.last_path == {"qlora_linear": "reference", "qlora_linear_backward": "reference"}
+    monkeypatch.setenv("NF4LORA_BACKEND", "triton")
+    y = qlora_linear(x, q, A, B, 0.5)
+    assert ops.last_path["qlora_linear"] == "triton"
+    monkeypatch.setenv("NF4LORA_BACKEND", "reference")
+    y.sum().backward()
+    assert ops.last_path["qlora_linear_backward"] == "reference"
+    monkeypatch.setenv("NF4LORA_BACKEND", "triton")
+    qlora_linear(x, q, A, B, 0.5).sum().backward()
+    assert ops.last_path == {"qlora_linear": "triton", "qlora_linear_backward": "triton"}
+
+
+def test_copies_of_a_weight_start_without_plans():
+    """Plans hold raw pointers to the weight's buffers: a deepcopy or a pickled copy starts
+    without them (and computes the same)."""
+    import copy
+    import io
+
+    q = quantize_nf4(torch.randn(24, 64), 64)
+    x, A, B = torch.randn(3, 64), torch.randn(4, 64), torch.randn(24, 4)
+    y = qlora_linear(x, q, A, B, 1.0)
+    buf = io.BytesIO()
+    torch.save(q, buf)
+    buf.seek(0)
+    for other in (copy.deepcopy(q), torch.load(buf, weights_only=False)):
+        assert q.plans and not other.plans and "_validated" not in other.__dict__
+        assert torch.equal(qlora_linear(x, other, A, B, 1.0), y)

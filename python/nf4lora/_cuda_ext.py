@@ -59,12 +59,18 @@ def _stream(device: torch.device) -> int:
     return torch.cuda.current_stream(device).cuda_stream
 
 
+# The current CUDA device's index, without torch.cuda.current_device's lazy-init check (asked with
+# CUDA tensors in hand, so CUDA is initialized): ~1.5 µs less on every launch. Absent from CPU builds.
+_CURRENT_DEVICE = getattr(torch._C, "_cuda_getDevice", None)
+_NO_GUARD = contextlib.nullcontext()  # (reusable: it holds no state)
+
+
 def device_guard(device: torch.device):
     """Make ``device`` the current CUDA device for a launch (kernels launch on the current one:
     layers spread over several GPUs must not launch on cuda:0 with cuda:1 pointers). No switch,
     and none of its host cost, when it already is the current device (the usual case)."""
-    if device.type != "cuda" or device.index is None or device.index == torch.cuda.current_device():
-        return contextlib.nullcontext()
+    if device.type != "cuda" or device.index is None or device.index == _CURRENT_DEVICE():
+        return _NO_GUARD
     return torch.cuda.device(device)
 
 
@@ -148,55 +154,29 @@ def _nf4_args(q: NF4Weight):
                     q.nested_offset if nested else 0.0, q.blocksize)
 
 
-def _launch_args(x, x_lora, q: NF4Weight, A, B, bias, u_by_cublas: bool = False):
-    """What both forward launchers take: (keep, y, u, operands, state). y (M, N) and u (M, r)
+def _operands(x, x_lora, A, B, bias, u_by_cublas: bool):
+    """What both forward launchers take per call: (keep, y, u, operands). y (M, N) and u (M, r)
     float32 are the outputs; operands the leading pointer arguments (y, x, x_lora, A, B, bias, u) of
-    contiguous, 16-byte aligned tensors; state the NF4 state's pointer arguments. ``keep`` holds the
-    operand tensors (copies made for alignment included) alive until the launch is queued.
-    u_by_cublas: u = x_lora·Aᵀ is computed here (cuBLAS, float32 output) and the launcher is told
-    so. A plain function and tuples: this runs on every decode-size call, where host time is the
-    cost."""
+    contiguous, 16-byte aligned tensors. ``keep`` holds the operand tensors (copies made for
+    alignment included) alive until the launch is queued. u_by_cublas: u = x_lora·Aᵀ is computed
+    here (cuBLAS, float32 output). A plain function and tuples: this runs on every call, where at
+    decode sizes host time is the cost."""
     x = _aligned(x)
     xl = x if x_lora is None else _aligned(x_lora)
     A, B = _aligned(A), _aligned(B)
     bias = None if bias is None else bias.contiguous()
-    packed, state = _nf4_args(q)
-    (M, _), (N, r), device = x.shape, B.shape, x.device
-    y = torch.empty((M, N), device=device, dtype=x.dtype)
+    y = torch.empty((x.shape[0], B.shape[0]), device=x.device, dtype=x.dtype)
     if u_by_cublas:
         u = torch.mm(xl, A.t(), out_dtype=torch.float32)
     else:
-        u = torch.empty((M, r), device=device, dtype=torch.float32)
+        u = torch.empty((x.shape[0], B.shape[1]), device=x.device, dtype=torch.float32)
     operands = (y.data_ptr(), x.data_ptr(), xl.data_ptr(), A.data_ptr(), B.data_ptr(),
                 0 if bias is None else bias.data_ptr(), u.data_ptr())
-    return (x, xl, A, B, bias, packed), y, u, operands, state
+    return (x, xl, A, B, bias), y, u, operands
 
 
 def _workspace(nbytes: int, device) -> Optional[torch.Tensor]:
     return torch.empty(nbytes, device=device, dtype=torch.uint8) if nbytes else None
-
-
-def qlora_forward(x, x_lora, q: NF4Weight, A, B, scale: float, bias):
-    """(y (M, N) in x's dtype, u (M, r) float32): the small-M kernels up to GEMV_MAX_M rows, the
-    tensor-core kernels above. Inputs validated by ops.py; forward_unsupported_reason(x, q) is None."""
-    if x.shape[0] <= GEMV_MAX_M:
-        return qlora_forward_small(x, x_lora, q, A, B, scale, bias)
-    return qlora_forward_large(x, x_lora, q, A, B, scale, bias)
-
-
-def qlora_forward_small(x, x_lora, q: NF4Weight, A, B, scale: float, bias, tiles: Optional[int] = None,
-                        pipeline: Optional[str] = None):
-    """The small-M kernels (1 <= M <= GEMV_MAX_M; the launcher refuses other M). tiles and pipeline
-    default to GEMV_TILES and GEMV_PIPELINE (a key of GEMV_PIPELINES)."""
-    (M, K), (N, r), device = x.shape, B.shape, x.device
-    keep, y, u, operands, state = _launch_args(x, x_lora, q, A, B, bias)
-    code = GEMV_PIPELINES[pipeline or GEMV_PIPELINE]
-    with device_guard(device):  # (the plan resolves "auto" for the current device, as the launcher does)
-        splits, tiles, ws_bytes = _C.plan_qlora_gemv(M, N, K, _sm_count(device), tiles or GEMV_TILES, code)
-        ws = _workspace(ws_bytes, device)  # split-K only
-        _C.qlora_gemv(*operands, 0 if ws is None else ws.data_ptr(), _DTYPE_CODES[x.dtype], *state,
-                      M, N, K, r, float(scale), splits, tiles, code, _stream(device))
-    return y, u
 
 
 # csrc/qlora_mma.cu kernel choice: 0 = on sm_90 (H100/H200) wgmma_ws, or wgmma_ss where K is split
@@ -228,6 +208,11 @@ U_BY = "cublas" if MM_OUT_DTYPE else "kernel"
 U_KERNEL_MAX_M = 128
 
 
+def switches() -> tuple:
+    """The module's switches that plans depend on (ops.py keys its cached plans by them as well)."""
+    return GEMV_MAX_M, GEMV_TILES, GEMV_PIPELINE, U_KERNEL_MAX_M, U_BY, FOLD_LORA
+
+
 def default_u_by(M: int) -> str:
     """How the large-M forward computes u = x̃·Aᵀ for a call of M rows by default ("cublas" or
     "kernel")."""
@@ -242,6 +227,92 @@ def default_u_by(M: int) -> str:
 FOLD_LORA = True
 
 
+class LaunchPlan:
+    """One launch worked out from what does not change between calls of one signature (M, N, K, r,
+    dtype, device, the NF4 state, the module's switches): the launcher's own plan (kernel, K
+    splits, tiles, workspace bytes) and the NF4 state's pointer arguments. run_forward / run_dx
+    launch it on a call's tensors; ops.py keeps plans per call signature for its eager path.
+    ``cacheable``: False where the plan holds a copy of the codes (packed not 16-byte aligned), which
+    an in-place edit of the weight would leave stale: such a plan serves one call."""
+    # large: the tensor-core forward (qlora_mma) rather than the small-M one (unused by dx).
+    __slots__ = ("large", "dims", "dtype_code", "state", "packed", "device", "ws_bytes", "launch", "by_cublas",
+                 "fold", "cacheable")
+
+    def __init__(self, t: torch.Tensor, q: NF4Weight, r: int, large: bool, launch: tuple, ws_bytes: int = 0,
+                 by_cublas: bool = False, fold: bool = False):
+        # t: the call's x (M, K) or, for dx, g (M, N): its rows, dtype and device
+        self.packed, self.state = _nf4_args(q)
+        self.cacheable = self.packed is q.packed
+        self.large, self.device, self.dtype_code = large, t.device, _DTYPE_CODES[t.dtype]
+        self.dims = (t.shape[0], q.shape[0], q.shape[1], r)
+        self.launch, self.ws_bytes, self.by_cublas, self.fold = launch, ws_bytes, int(by_cublas), int(fold)
+
+
+def plan_forward(x, q: NF4Weight, r: int) -> LaunchPlan:
+    """The plan qlora_forward runs for x (M, K) and rank r: the small-M kernels up to GEMV_MAX_M
+    rows, the tensor-core kernels above, each with its defaults."""
+    if x.shape[0] <= GEMV_MAX_M:
+        return plan_forward_small(x, q, r)
+    return plan_forward_large(x, q, r)
+
+
+def plan_forward_small(x, q: NF4Weight, r: int, tiles: Optional[int] = None, pipeline: Optional[str] = None):
+    """The small-M kernels' plan (tiles and pipeline as qlora_forward_small takes them)."""
+    code = GEMV_PIPELINES[pipeline or GEMV_PIPELINE]
+    (M, K), N, device = x.shape, q.shape[0], x.device
+    with device_guard(device):  # (the plan resolves "auto" for the current device, as the launcher does)
+        splits, tiles, ws_bytes = _C.plan_qlora_gemv(M, N, K, _sm_count(device), tiles or GEMV_TILES, code)
+    return LaunchPlan(x, q, r, False, (splits, tiles, code), ws_bytes)
+
+
+def plan_forward_large(x, q: NF4Weight, r: int, variant: str = "auto", block_m: int = 0, u_by: Optional[str] = None,
+                       fold_lora: Optional[bool] = None):
+    """The tensor-core kernels' plan (variant, block_m, u_by and fold_lora as qlora_forward_large
+    takes them)."""
+    if variant not in MMA_VARIANTS:
+        raise ValueError(f"variant must be one of {sorted(MMA_VARIANTS)}, got {variant!r}")
+    u_by = u_by or default_u_by(x.shape[0])
+    if u_by not in ("cublas", "kernel"):
+        raise ValueError(f"u_by must be 'cublas' or 'kernel', got {u_by!r}")
+    if u_by == "cublas" and not MM_OUT_DTYPE:
+        raise ValueError(f"u_by='cublas' needs torch.mm with out_dtype (torch 2.8+), this is torch {torch.__version__}")
+    (M, K), N, by_cublas = x.shape, q.shape[0], u_by == "cublas"
+    with device_guard(x.device):  # the plan depends on the device (kernel, SM count)
+        ws_bytes = 0 if by_cublas else _C.plan_qlora_mma(M, N, K, r, MMA_VARIANTS[variant], block_m)[3]
+    fold = FOLD_LORA if fold_lora is None else bool(fold_lora)
+    return LaunchPlan(x, q, r, True, (MMA_VARIANTS[variant], block_m), ws_bytes, by_cublas, fold)
+
+
+def run_forward(plan: LaunchPlan, x, x_lora, A, B, scale: float, bias):
+    """(y (M, N) in x's dtype, u (M, r) float32) by ``plan``, made for this call's signature (ops.py
+    keys its cache of plans by it). Inputs validated by ops.py."""
+    keep, y, u, operands = _operands(x, x_lora, A, B, bias, plan.by_cublas)
+    device, ws_bytes = plan.device, plan.ws_bytes
+    with device_guard(device):
+        ws = _workspace(ws_bytes, device)  # split-K partial sums and counters, where the plan splits K
+        ws_ptr = 0 if ws is None else ws.data_ptr()
+        if plan.large:
+            _C.qlora_mma(*operands, plan.fold, ws_ptr, ws_bytes, plan.dtype_code, *plan.state, *plan.dims,
+                         float(scale), *plan.launch, plan.by_cublas, _stream(device))
+        else:
+            _C.qlora_gemv(*operands, ws_ptr, plan.dtype_code, *plan.state, *plan.dims, float(scale), *plan.launch,
+                          _stream(device))
+    return y, u
+
+
+def qlora_forward(x, x_lora, q: NF4Weight, A, B, scale: float, bias):
+    """(y (M, N) in x's dtype, u (M, r) float32): the small-M kernels up to GEMV_MAX_M rows, the
+    tensor-core kernels above. Inputs validated by ops.py; forward_unsupported_reason(x, q) is None."""
+    return run_forward(plan_forward(x, q, A.shape[0]), x, x_lora, A, B, scale, bias)
+
+
+def qlora_forward_small(x, x_lora, q: NF4Weight, A, B, scale: float, bias, tiles: Optional[int] = None,
+                        pipeline: Optional[str] = None):
+    """The small-M kernels (1 <= M <= GEMV_MAX_M; the launcher refuses other M). tiles and pipeline
+    default to GEMV_TILES and GEMV_PIPELINE (a key of GEMV_PIPELINES)."""
+    return run_forward(plan_forward_small(x, q, A.shape[0], tiles, pipeline), x, x_lora, A, B, scale, bias)
+
+
 def qlora_forward_large(x, x_lora, q: NF4Weight, A, B, scale: float, bias, variant: str = "auto",
                         block_m: int = 0, u_by: Optional[str] = None, fold_lora: Optional[bool] = None):
     """The tensor-core kernels (any M >= 1; meant for M > GEMV_MAX_M). u_by: how u = x̃·Aᵀ is
@@ -252,24 +323,8 @@ def qlora_forward_large(x, x_lora, q: NF4Weight, A, B, scale: float, bias, varia
     runs as extra reduction chunks (tf32 MMAs of u and s·B) instead of in the epilogue. One launch
     after cuBLAS's u (u_by="cublas"), two with the u kernel (plus a memset of its split-K counters
     where it splits K)."""
-    if variant not in MMA_VARIANTS:
-        raise ValueError(f"variant must be one of {sorted(MMA_VARIANTS)}, got {variant!r}")
-    u_by = u_by or default_u_by(x.shape[0])
-    if u_by not in ("cublas", "kernel"):
-        raise ValueError(f"u_by must be 'cublas' or 'kernel', got {u_by!r}")
-    if u_by == "cublas" and not MM_OUT_DTYPE:
-        raise ValueError(f"u_by='cublas' needs torch.mm with out_dtype (torch 2.8+), this is torch {torch.__version__}")
-    (M, K), (N, r), device = x.shape, B.shape, x.device
-    by_cublas = u_by == "cublas"
-    keep, y, u, operands, state = _launch_args(x, x_lora, q, A, B, bias, u_by_cublas=by_cublas)
-    fold = FOLD_LORA if fold_lora is None else bool(fold_lora)
-    with device_guard(device):  # the plan depends on the device (kernel, SM count)
-        ws_bytes = 0 if by_cublas else _C.plan_qlora_mma(M, N, K, r, MMA_VARIANTS[variant], block_m)[3]
-        ws = _workspace(ws_bytes, device)  # the u kernel's split-K partial sums and counters
-        _C.qlora_mma(*operands, int(fold), 0 if ws is None else ws.data_ptr(),
-                     ws_bytes, _DTYPE_CODES[x.dtype], *state, M, N, K, r, float(scale), MMA_VARIANTS[variant],
-                     block_m, int(by_cublas), _stream(device))
-    return y, u
+    plan = plan_forward_large(x, q, A.shape[0], variant, block_m, u_by, fold_lora)
+    return run_forward(plan, x, x_lora, A, B, scale, bias)
 
 
 # --- backward dx on sm_90 (csrc/qlora_dx.cu) -------------------------------------------------
@@ -305,17 +360,25 @@ def qlora_dx(g, q: NF4Weight, gB, A, scale: float, add_lora: bool, block_m: int 
     workspace; the LoRA term added by the epilogue), "ws_epilogue" (the ws kernel with the LoRA
     term added by the epilogue as the SS kernel does: for comparison), or "auto" (ws wherever the
     plan does not split; _C.plan_qlora_dx says which)."""
+    return run_dx(plan_dx(g, q, A.shape[0], block_m, variant), g, gB, A, scale, add_lora)
+
+
+def plan_dx(g, q: NF4Weight, r: int, block_m: int = 0, variant: str = "auto") -> LaunchPlan:
+    """qlora_dx's plan for g (M, N) and rank r (block_m and variant as qlora_dx takes them)."""
     if variant not in DX_VARIANTS:
         raise ValueError(f"variant must be one of {sorted(DX_VARIANTS)}, got {variant!r}")
-    (M, N), K, r = g.shape, q.shape[1], A.shape[0]
-    g = _aligned(g)
-    A, gB = _aligned(A), _aligned(gB)
-    packed, state = _nf4_args(q)
-    dx = torch.empty((M, K), device=g.device, dtype=g.dtype)
-    with device_guard(g.device):
-        _C.qlora_dx(dx.data_ptr(), g.data_ptr(), gB.data_ptr() if add_lora else 0, A.data_ptr(),
-                    _DTYPE_CODES[g.dtype], *state, M, N, K, r, float(scale),
-                    block_m, DX_VARIANTS[variant], _stream(g.device))
+    return LaunchPlan(g, q, r, True, (block_m, DX_VARIANTS[variant]))
+
+
+def run_dx(plan: LaunchPlan, g, gB, A, scale: float, add_lora: bool):
+    """qlora_dx by ``plan``, made for this call's signature."""
+    g, A, gB = _aligned(g), _aligned(A), _aligned(gB)
+    device = plan.device
+    M, N, K, r = plan.dims
+    dx = torch.empty((M, K), device=device, dtype=g.dtype)
+    with device_guard(device):
+        _C.qlora_dx(dx.data_ptr(), g.data_ptr(), gB.data_ptr() if add_lora else 0, A.data_ptr(), plan.dtype_code,
+                    *plan.state, M, N, K, r, float(scale), *plan.launch, _stream(device))
     return dx
 
 

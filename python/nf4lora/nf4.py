@@ -129,6 +129,9 @@ class NF4Weight:
         self.nested_absmax = nested_absmax
         self.nested_quant_map = nested_quant_map
         self.nested_offset = None if nested_offset is None else float(nested_offset)
+        # Launch state derived from the fields (ops.py's eager path: checks done and launch plans
+        # worked out, per call signature); dropped whenever validate_cached sees a field change.
+        self.plans: Dict[tuple, object] = {}
         if check:  # check=False only for state already validated (a layer's own buffers)
             self.validate()
 
@@ -173,24 +176,41 @@ class NF4Weight:
 
     # --- checks -----------------------------------------------------------------------
     def _fingerprint(self) -> tuple:
-        """What validate() depends on: the field objects (compared by identity), where their data
-        lives and how much of it there is, and the scalar fields."""
+        """What validate() depends on: (the field objects, a flat tuple of their ids, where their
+        data lives and how much of it there is, and the scalar fields). The first item keeps the
+        objects alive while the fingerprint is held, so their ids cannot be reused."""
         ts = (self.packed, self.absmax, self.quant_map, self.nested_absmax, self.nested_quant_map)
-        where = [(t.data_ptr(), t.numel(), t.is_contiguous()) if isinstance(t, torch.Tensor) else None
-                 for t in ts]
-        return ts, where, (self.shape, self.blocksize, self.dtype, self.nested_offset)
+        key = [self.shape, self.blocksize, self.dtype, self.nested_offset]
+        for t in ts:
+            if isinstance(t, torch.Tensor):
+                key += (id(t), t.data_ptr(), t.numel(), t.is_contiguous())
+            else:
+                key.append(id(t))
+        return ts, tuple(key)
 
     def validate_cached(self) -> None:
         """validate(), skipped when the fields are still the objects that last passed it (same
         storage, size and contiguity, same scalars): for the eager path, which checks every call
-        of a layer whose weight rarely changes. Real (not fake or meta) tensors only."""
+        of a layer whose weight rarely changes. Real (not fake or meta) tensors only. A change drops
+        the derived ``plans``."""
         fp = self._fingerprint()
-        last = getattr(self, "_validated", None)
-        if (last is not None and all(a is b for a, b in zip(fp[0], last[0])) and fp[1] == last[1]
-                and fp[2] == last[2]):
+        last = self.__dict__.get("_validated")
+        if last is not None and last[1] == fp[1]:
             return
         self.validate()
+        self.plans.clear()
         self._validated = fp
+
+    def __getstate__(self):
+        # copies (deepcopy, pickle) start without the derived state: the plans hold raw pointers
+        state = dict(self.__dict__)
+        state.pop("_validated", None)
+        state["plans"] = {}
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.__dict__.setdefault("plans", {})  # (objects pickled before plans existed)
 
     def validate(self) -> None:
         """Raise ValueError/TypeError naming the field whose size, dtype or device is wrong."""

@@ -21,6 +21,7 @@ run the op is an error, never a silent fallback.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import warnings
@@ -39,6 +40,10 @@ _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _IMPLS: Dict[str, Dict[str, Callable]] = {"dequantize": {}, "qlora_linear": {}, "qlora_linear_backward": {}}
 # op name -> backend -> supports(*impl args) -> None or why that kernel does not take the call.
 _SUPPORTS: Dict[str, Dict[str, Callable]] = {op: {} for op in _IMPLS}
+# op name -> backend -> planner(*impl args) -> an implementation with the impl's signature for calls
+# of this signature, with what it can work out once (launch plans) worked out: the eager path keeps
+# it per call signature (_EagerPlan). Backends without one run their implementation as it is.
+_PLANNERS: Dict[str, Dict[str, Callable]] = {op: {} for op in _IMPLS}
 # Backends in order of preference on a CUDA device where the shipped dispatch tables (dispatch.py,
 # written by bench/make_dispatch_table.py from measurements) say nothing about a call; a table's
 # pick goes first where they do.
@@ -65,6 +70,24 @@ def _backend_unavailable_reason(backend: str, op: str, device: torch.device) -> 
     if backend == "cuda":
         return _cuda_ext.unavailable_reason()
     return None
+
+
+# Environment variables as they are set now, for the eager path's per-call keys: os.environ.get costs
+# ~2 µs (a Python mapping that encodes the key on every call); CPython's os.environ keeps its values
+# in a dict of encoded keys, read directly where it has one. (select_backend reads them itself.)
+_ENV_DATA = getattr(os.environ, "_data", None)
+_ENCODE = getattr(os.environ, "encodekey", None)
+_ENV_KEYS = ("NF4LORA_BACKEND", "TRITON_INTERPRET")
+_ENV_RAW_KEYS = tuple(_ENCODE(k) for k in _ENV_KEYS) if _ENCODE is not None and _ENV_DATA is not None else None
+
+
+def _env_now() -> tuple:
+    """The raw values of NF4LORA_BACKEND and TRITON_INTERPRET now (None where unset): compared,
+    never parsed."""
+    if _ENV_RAW_KEYS is None:
+        return tuple(os.environ.get(k) for k in _ENV_KEYS)
+    get = _ENV_DATA.get
+    return get(_ENV_RAW_KEYS[0]), get(_ENV_RAW_KEYS[1])
 
 
 def select_backend(op: str, device: torch.device, args: Optional[tuple] = None) -> str:
@@ -116,15 +139,20 @@ def _default_backend(op: str, device: torch.device, args: Optional[tuple] = None
     return "reference"
 
 
-def register_impl(op: str, backend: str, fn: Callable, supports: Optional[Callable] = None) -> None:
+def register_impl(op: str, backend: str, fn: Callable, supports: Optional[Callable] = None,
+                  planner: Optional[Callable] = None) -> None:
     """Plug a kernel backend's implementation of ``op`` into the dispatcher. ``supports(*args)``
     returns None when ``fn`` takes a call with these arguments, else the reason it does not
-    (a kernel for one regime only, e.g. small M)."""
+    (a kernel for one regime only, e.g. small M). ``planner(*args)`` returns an implementation
+    like ``fn`` for calls of this signature (shapes, dtypes, device, weight), with its launch plan
+    worked out once; the eager path keeps it per signature."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     _IMPLS[op][backend] = fn
     if supports is not None:
         _SUPPORTS[op][backend] = supports
+    if planner is not None:
+        _PLANNERS[op][backend] = planner
 
 
 # --- validation (shared by real and fake implementations) ------------------------------
@@ -217,8 +245,8 @@ def _qlora_linear_op(x: torch.Tensor, x_lora: Optional[torch.Tensor], weight: Li
 
 
 def _forward(x, x_lora, q: NF4Weight, A, B, scale, bias):
-    """The body of nf4lora::qlora_linear (also run directly by the eager path): validate, pick
-    the backend, run it. Returns (y, u)."""
+    """The body of nf4lora::qlora_linear: validate, pick the backend, run it. Returns (y, u). (The
+    eager path does the same checks and choice once per call signature: _EagerPlan.)"""
     check_linear_inputs(x, x_lora, q, A, B, bias)
     args = (x, x_lora, q, A, B, scale, bias)
     backend = select_backend("qlora_linear", q.device, args)
@@ -248,8 +276,8 @@ def _qlora_linear_backward_op(grad_y: torch.Tensor, x_lora: Optional[torch.Tenso
 
 
 def _backward_body(grad_y, x_lora, u, q: NF4Weight, A, B, scale, needs):
-    """The body of nf4lora::qlora_linear_backward (the eager Function's backward picks and runs the
-    same implementations without this re-validation of its own saved state):
+    """The body of nf4lora::qlora_linear_backward (the eager path's _EagerPlan.backward picks and
+    runs the same implementations without this re-validation of its own saved state):
     (dx, dx_lora, dA, dB), None where not needed."""
     _check_backward(grad_y, x_lora, u, q, A, B, needs)
     backend = select_backend("qlora_linear_backward", q.device, (grad_y, x_lora, u, q, A, B, scale, needs))
@@ -376,10 +404,13 @@ def qlora_linear(x: torch.Tensor, weight: NF4Weight, lora_A: torch.Tensor, lora_
                              f"got {tuple(getattr(x_lora, 'shape', ()))}")
         xl2 = x_lora.reshape(-1, x.shape[-1]) if flat else x_lora
     if _eager_ok(x2, xl2, lora_A, lora_B, bias):
-        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x2, xl2, lora_A, lora_B, bias)):
-            y = _EagerQLoRALinear.apply(x2, xl2, lora_A, lora_B, bias, weight, float(scale))
+        plan = _eager_plan(x2, xl2, weight, lora_A, lora_B, scale, bias)
+        if torch.is_grad_enabled() and (x2.requires_grad or lora_A.requires_grad or lora_B.requires_grad
+                                        or (xl2 is not None and xl2.requires_grad)
+                                        or (bias is not None and bias.requires_grad)):
+            y = _EagerQLoRALinear.apply(x2, xl2, lora_A, lora_B, bias, plan, float(scale))
         else:  # nothing to differentiate (inference, generate()): the same body, no autograd node
-            y, _ = _eager_forward(x2, xl2, weight, lora_A, lora_B, float(scale), bias)
+            y, _ = plan.forward(x2, xl2, lora_A, lora_B, float(scale), bias)
     else:
         y, _ = torch.ops.nf4lora.qlora_linear(x2, xl2, _weight_args(weight), list(weight.shape), weight.blocksize,
                                               _offset_arg(weight), lora_A, lora_B, float(scale), bias)
@@ -390,10 +421,13 @@ def qlora_linear(x: torch.Tensor, weight: NF4Weight, lora_A: torch.Tensor, lora_
 # A call through torch.ops costs the dispatcher, the op's Python autograd wrapper and a rebuild
 # and re-validation of the NF4 state: hundreds of µs per layer on a slow host (bench/NOTES.md), more
 # than the kernel itself at decode batch sizes. Outside torch.compile and for plain tensors,
-# qlora_linear runs the same validated forward body (_forward) and the same backward
-# implementations through one autograd.Function instead. torch.compile, tensor subclasses (FakeTensor, DTensor, functorch
-# wrappers) and meta tensors go through the registered ops. EAGER_FAST_PATH = False forces the ops.
+# qlora_linear runs the same checks and implementations through one autograd.Function instead, and
+# does the checks and the backend choice once per call signature: an _EagerPlan, kept on the
+# weight (NF4Weight.plans, dropped whenever its fields change) under a key of everything they read
+# (_signature). torch.compile, tensor subclasses (FakeTensor, DTensor, functorch wrappers) and meta
+# tensors go through the registered ops. EAGER_FAST_PATH = False forces the ops.
 EAGER_FAST_PATH = True
+_MAX_PLANS = 64  # per weight (one call signature per M: varying sequence lengths make many)
 
 
 def _eager_ok(*tensors) -> bool:
@@ -406,36 +440,87 @@ def _eager_ok(*tensors) -> bool:
     return True
 
 
-def _eager_forward(x, x_lora, q: NF4Weight, A, B, scale, bias):
-    """The op's body for the eager path; q's fields may have been reassigned since it was built,
-    so it is checked (once per change of its fields) before any launch."""
+def _signature(x, x_lora, A, B, bias) -> tuple:
+    """Everything the forward's checks and backend choice read besides the weight's fields: the
+    shapes, dtypes and devices of the tensors, NF4LORA_BACKEND and the CUDA launchers' switches.
+    (The dispatch tables are fixed once loaded; the backward's choice reads the same.)"""
+    return (x.shape, x.dtype, x.device, A.shape, A.dtype, A.device, B.shape, B.dtype, B.device,
+            None if x_lora is None else (x_lora.shape, x_lora.dtype, x_lora.device),
+            None if bias is None else (bias.shape, bias.dtype, bias.device),
+            _env_now(), _cuda_ext.switches())
+
+
+def _eager_plan(x, x_lora, q: NF4Weight, A, B, scale, bias) -> "_EagerPlan":
+    """The weight's plan for this call's signature: checked and chosen on the first call of a
+    signature (errors raise here, before any launch), looked up after. q's fields may have been
+    reassigned since it was built: validate_cached checks them first (and drops q's plans when
+    they changed)."""
     q.validate_cached()
-    return _forward(x, x_lora, q, A, B, scale, bias)
+    key = _signature(x, x_lora, A, B, bias)
+    plan = q.plans.get(key)
+    if plan is None:
+        plan = _EagerPlan(x, x_lora, q, A, B, scale, bias)
+        if len(q.plans) >= _MAX_PLANS:
+            q.plans.clear()
+        q.plans[key] = plan
+    return plan
+
+
+def _planned(op: str, backend: str, args: tuple) -> Callable:
+    planner = _PLANNERS[op].get(backend)
+    return _IMPLS[op][backend] if planner is None else planner(*args)
+
+
+class _EagerPlan:
+    """The forward's checks and backend choice for one call signature of one weight, done once, and
+    the implementation that runs such calls (planned where the backend has a planner). The
+    backward's choice is made on the first backward (it reads the same signature: grad_y matches y)
+    and again only if NF4LORA_BACKEND changed in between."""
+    __slots__ = ("q", "backend", "run", "env", "bwd_backend", "bwd_run")
+
+    def __init__(self, x, x_lora, q: NF4Weight, A, B, scale, bias):
+        check_linear_inputs(x, x_lora, q, A, B, bias)
+        args = (x, x_lora, q, A, B, scale, bias)
+        self.q, self.env = q, _env_now()
+        self.backend = select_backend("qlora_linear", q.device, args)
+        self.run = _planned("qlora_linear", self.backend, args)
+        self.bwd_backend = self.bwd_run = None
+
+    def forward(self, x, x_lora, A, B, scale: float, bias):
+        """(y, u) of the op's forward for a call of this plan's signature."""
+        last_path["qlora_linear"] = self.backend
+        return self.run(x, x_lora, self.q, A, B, scale, bias)
+
+    def backward(self, grad_y, x_lora, u, A, B, scale: float, needs: tuple):
+        """(dx, dx_lora, dA, dB) of the op's backward, None where not needed. Not re-validated: the
+        tensors are the forward's own, and the engine hands grad_y matched to y."""
+        args = (grad_y, x_lora, u, self.q, A, B, scale, needs)
+        env = _env_now()
+        if self.bwd_run is None or env != self.env:
+            self.env = env
+            self.bwd_backend = select_backend("qlora_linear_backward", self.q.device, args)
+            self.bwd_run = _planned("qlora_linear_backward", self.bwd_backend, args)
+        last_path["qlora_linear_backward"] = self.bwd_backend
+        return self.bwd_run(*args)
 
 
 class _EagerQLoRALinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, x_lora, A, B, bias, q: NF4Weight, scale: float):
-        y, u = _eager_forward(x, x_lora, q, A, B, scale, bias)
-        ctx.q, ctx.scale = q, scale
+    def forward(ctx, x, x_lora, A, B, bias, plan: _EagerPlan, scale: float):
+        y, u = plan.forward(x, x_lora, A, B, scale, bias)
+        ctx.plan, ctx.scale = plan, scale
         _save(ctx, x, x_lora, A, B, bias, u, [])
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
-        # The op's body without its re-validation: the saved tensors are the forward's own, and
-        # the engine hands grad_y matched to y (shape, dtype, device). Flat on purpose: at small M
-        # the whole step is host time, and every layer of Python on this path showed in it
-        # (bench/results/h200/s20/).
+        # Flat on purpose: at small M the whole step is host time, and every layer of Python on
+        # this path showed in it (bench/results/h200/s20/).
         x_lora, u, A, B = ctx.saved_tensors
         needs = ctx.needs
         dx = dx_lora = dA = dB = None
         if needs[0] or needs[1] or needs[2] or needs[3]:
-            q = ctx.q
-            args = (grad_y.contiguous(), x_lora, u, q, A, B, ctx.scale, tuple(needs))
-            backend = select_backend("qlora_linear_backward", q.device, args)
-            last_path["qlora_linear_backward"] = backend
-            dx, dx_lora, dA, dB = _IMPLS["qlora_linear_backward"][backend](*args)
+            dx, dx_lora, dA, dB = ctx.plan.backward(grad_y.contiguous(), x_lora, u, A, B, ctx.scale, tuple(needs))
         return dx, dx_lora, dA, dB, grad_y.sum(0) if ctx.need_bias else None, None, None
 
 
@@ -487,22 +572,32 @@ def _gB_u_kernel(g, B):  # torch < 2.8 (no out_dtype): the forward's u kernel on
 _GB_FN = _gB_cublas if _cuda_ext.MM_OUT_DTYPE else _gB_u_kernel
 
 
-def _cuda_backward(grad_y, x_lora, u, q, A, B, scale, needs):
+def _cuda_backward(grad_y, x_lora, u, q, A, B, scale, needs, dx_plan=None):
     # Only reached for calls that dx_unsupported_reason accepts (select_backend checked): dx through
-    # the CUDA kernel; g·B (float32) by _GB_FN (cuBLAS: 9-43 µs on the H200 against the u kernel's
+    # the CUDA kernel (by dx_plan where the eager path planned this signature, else planned here);
+    # g·B (float32) by _GB_FN (cuBLAS: 9-43 µs on the H200 against the u kernel's
     # 23-61 on Bᵀ, which also needs a contiguous copy of Bᵀ per call; bench/NOTES.md, fourteenth
     # session); dA and dB as the Triton backend computes them (lora_grads). No Triton kernel runs
     # here, and the CUDA wrappers switch to the tensors' device themselves: no device guard of its
     # own. Flat on purpose: at M <= 1024 this runs host-bound, where every layer of Python counts.
     need_dx, need_dxl, need_dA, need_dB = needs
     gB = _GB_FN(grad_y, B) if (need_dx or need_dxl or need_dA) else None
-    dx = _cuda_ext.qlora_dx(grad_y, q, gB, A, scale, not need_dxl) if need_dx else None
+    dx = None
+    if need_dx:
+        dx = _cuda_ext.run_dx(dx_plan or _cuda_ext.plan_dx(grad_y, q, A.shape[0]), grad_y, gB, A, scale, not need_dxl)
     return (dx,) + lora_grads(grad_y, gB, x_lora, u, A, scale, need_dxl, need_dA, need_dB)
 
 
-def _cuda_forward(x, x_lora, q, A, B, scale, bias):
-    # Only reached for calls that forward_unsupported_reason accepts (select_backend checked).
-    return _cuda_ext.qlora_forward(x, x_lora, q, A, B, scale, bias)
+def _cuda_forward(x, x_lora, q, A, B, scale, bias, plan=None):
+    # Only reached for calls that forward_unsupported_reason accepts (select_backend checked); by
+    # ``plan`` where the eager path planned this signature.
+    return _cuda_ext.run_forward(plan or _cuda_ext.plan_forward(x, q, A.shape[0]), x, x_lora, A, B, scale, bias)
+
+
+def _with_plan(fn: Callable, plan: _cuda_ext.LaunchPlan, key: str) -> Callable:
+    """fn with its launch plan bound, for the eager path to keep (a plan holding a copy of the codes
+    is not kept: LaunchPlan.cacheable)."""
+    return functools.partial(fn, **{key: plan}) if plan.cacheable else fn
 
 
 register_impl("dequantize", "reference", dequantize_nf4)
@@ -511,10 +606,14 @@ register_impl("qlora_linear_backward", "reference", _reference_backward)
 if _cuda_ext.built():
     register_impl("dequantize", "cuda", _cuda_ext.dequantize)
     register_impl("qlora_linear", "cuda", _cuda_forward,
-                  supports=lambda x, x_lora, q, A, B, scale, bias: _cuda_ext.forward_unsupported_reason(x, q))
+                  supports=lambda x, x_lora, q, A, B, scale, bias: _cuda_ext.forward_unsupported_reason(x, q),
+                  planner=lambda x, x_lora, q, A, B, scale, bias: _with_plan(
+                      _cuda_forward, _cuda_ext.plan_forward(x, q, A.shape[0]), "plan"))
 if importlib.util.find_spec("triton") is not None:
     register_impl("qlora_linear", "triton", _triton_forward)
     register_impl("qlora_linear_backward", "triton", _triton_backward)
     if _cuda_ext.built():  # the CUDA backward: its dx and u kernels, dA and dB as qlora_bwd does them
         register_impl("qlora_linear_backward", "cuda", _cuda_backward,
-                      supports=lambda g, x_lora, u, q, A, B, scale, needs: _cuda_ext.dx_unsupported_reason(g, q))
+                      supports=lambda g, x_lora, u, q, A, B, scale, needs: _cuda_ext.dx_unsupported_reason(g, q),
+                      planner=lambda g, x_lora, u, q, A, B, scale, needs: _with_plan(
+                          _cuda_backward, _cuda_ext.plan_dx(g, q, A.shape[0]), "dx_plan"))
