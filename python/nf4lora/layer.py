@@ -143,11 +143,20 @@ class QLoRALinear(nn.Module):
 
     # --- compute -----------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The parameters straight from their dict (each ``self.lora_A`` is a Module.__getattr__
+        # call): at decode sizes a layer's call is host time (bench/results/h200/s21/).
+        params = self._parameters
+        A, B = params["lora_A"], params["lora_B"]
+        bias = params["bias"] if "bias" in params else self.bias  # (bias=False: a plain None attribute)
         in_dtype = x.dtype
-        if in_dtype != self.compute_dtype:
-            x = x.to(self.compute_dtype)
-        x_lora = self.lora_dropout(x) if (self.training and self.dropout > 0) else None
-        y = ops.qlora_linear(x, self.weight, self.lora_A, self.lora_B, self.scaling, self.bias, x_lora)
+        if in_dtype != A.dtype:
+            x = x.to(A.dtype)
+        x_lora = None
+        if self.training:
+            drop = self._modules.get("lora_dropout")
+            if isinstance(drop, nn.Dropout) and drop.p > 0:
+                x_lora = drop(x)
+        y = ops.qlora_linear(x, self.weight, A, B, self.scaling, bias, x_lora)
         return y if in_dtype == y.dtype else y.to(in_dtype)
 
     @torch.no_grad()
