@@ -39,49 +39,53 @@ PYBIND11_MODULE(_C, m) {
       "plan_qlora_gemv",
       [](int64_t M, int64_t N, int64_t K, int sm_count, int tiles, int pipeline) {
         const nf4lora::GemvPlan plan = nf4lora::plan_qlora_gemv(M, N, K, sm_count, tiles, pipeline);
-        return py::make_tuple(plan.splits, plan.tiles, plan.workspace_bytes);
+        return py::make_tuple(plan.splits, plan.tiles, plan.workspace_bytes, plan.counters);
       },
       py::arg("M"), py::arg("N"), py::arg("K"), py::arg("sm_count"), py::arg("tiles") = 2, py::arg("pipeline") = 1,
-      "(splits, tiles, workspace bytes) of the small-M forward for this shape and pipeline (0 = auto, for "
-      "the current device).");
+      "(splits, tiles, workspace bytes, split-K counters) of the small-M forward for this shape and pipeline "
+      "(0 = auto, for the current device).");
   m.def(
       "qlora_gemv",
       [](uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr_t A, uintptr_t B, uintptr_t bias,
          uintptr_t u, uintptr_t workspace, int dtype, uintptr_t packed, uintptr_t absmax,
          uintptr_t quant_map, uintptr_t nested_absmax, uintptr_t nested_quant_map,
          float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r,
-         float scale, int splits, int tiles, int pipeline, uintptr_t stream) {
+         float scale, int splits, int tiles, int pipeline, uintptr_t counters, int64_t n_counters,
+         uintptr_t stream) {
         check(nf4lora::launch_qlora_gemv(y, x, x_lora, A, B, bias, u, workspace, dtype, packed, absmax,
                                          quant_map, nested_absmax, nested_quant_map, nested_offset,
-                                         blocksize, M, N, K, r, scale, splits, tiles, pipeline, stream));
+                                         blocksize, M, N, K, r, scale, splits, tiles, pipeline, counters,
+                                         n_counters, stream));
       },
       "y = x·Wᵀ + scale·u·Bᵀ + bias and u = x_lora·Aᵀ for 1 <= M <= 16; pipeline 0 = auto, 1 = "
-      "cp.async, 2 = TMA, 3 = registers (see launchers.h).");
+      "cp.async, 2 = TMA, 3 = registers; counters = 0: the workspace's split-K counters, zeroed by the "
+      "launcher, else n_counters counters that are zero on entry (see launchers.h).");
   m.def(
       "plan_qlora_mma",
       [](int64_t M, int64_t N, int64_t K, int64_t r, int variant, int block_m) {
         const nf4lora::MmaPlan plan = nf4lora::plan_qlora_mma(M, N, K, r, variant, block_m);
         check(plan.error);
-        return py::make_tuple(plan.splits, plan.k_splits, plan.block_m, plan.workspace_bytes);
+        return py::make_tuple(plan.splits, plan.k_splits, plan.block_m, plan.workspace_bytes, plan.counters);
       },
       py::arg("M"), py::arg("N"), py::arg("K"), py::arg("r"), py::arg("variant") = 0, py::arg("block_m") = 0,
-      "(u K slices, tile K slices, x rows per block, workspace bytes) of the large-M forward on the "
-      "current device.");
+      "(u K slices, tile K slices, x rows per block, workspace bytes, the u kernel's split-K counters) of the "
+      "large-M forward on the current device.");
   m.def(
       "qlora_mma",
       [](uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr_t A, uintptr_t B, uintptr_t bias,
          uintptr_t u, int fold_lora, uintptr_t workspace, int64_t workspace_bytes, int dtype, uintptr_t packed,
          uintptr_t absmax, uintptr_t quant_map, uintptr_t nested_absmax, uintptr_t nested_quant_map,
          float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r, float scale,
-         int variant, int block_m, int u_given, uintptr_t stream) {
+         int variant, int block_m, int u_given, uintptr_t zeroed_counters, int64_t n_zeroed, uintptr_t stream) {
         check(nf4lora::launch_qlora_mma(y, x, x_lora, A, B, bias, u, fold_lora, workspace, workspace_bytes, dtype,
                                         packed, absmax, quant_map, nested_absmax, nested_quant_map,
                                         nested_offset, blocksize, M, N, K, r, scale, variant, block_m,
-                                        u_given, stream));
+                                        u_given, zeroed_counters, n_zeroed, stream));
       },
       "y = x·Wᵀ + scale·u·Bᵀ + bias and u = x_lora·Aᵀ on tensor cores for any M; u_given: u already "
       "holds x_lora·Aᵀ, no u kernel runs; fold_lora: fold the LoRA term into the reduction where the plan "
-      "and the rank allow (see launchers.h).");
+      "and the rank allow; zeroed_counters = 0: the u kernel's split-K counters from the workspace, zeroed by "
+      "the launcher, else n_zeroed counters that are zero on entry (see launchers.h).");
   m.def("lora_fold_chunks", &nf4lora::lora_fold_chunks, py::arg("r"),
         "Extra reduction chunks (32 ranks each) of the folded LoRA term of the large-M forward and of the dx "
         "for rank r; 0: neither folds this rank (r % 8 != 0: their epilogues add the LoRA term).");

@@ -23,6 +23,7 @@ struct GemvPlan {
   int splits;
   int tiles;
   int64_t workspace_bytes;
+  int64_t counters;  // split-K counters the launch uses (0 when K is not split)
 };
 GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tiles, int pipeline);
 
@@ -35,12 +36,18 @@ GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tile
 // whole stages); 3 = W loaded straight into registers, the decode through a 64 KiB byte-pair table
 // (sm_90 only; M <= 8; N·K / blocksize < 2^31; splits and tiles as the plan gives them); 0 = on sm_90 3 up
 // to M = 4 and up to M = 8 where K <= 4096, 2 above, elsewhere 1.
+// Split-K counters: counters = 0 takes them from the workspace and zeroes them (one memset before
+// the kernels); otherwise counters points at n_counters (>= the plan's count) 4-byte counters that
+// are zero on entry, and no memset runs. Either way every kernel leaves the counters it used at
+// zero (the last block of each group resets its own), so one zeroed buffer serves every later
+// launch on the same stream.
 std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr_t A, uintptr_t B,
                               uintptr_t bias, uintptr_t u, uintptr_t workspace, int dtype,
                               uintptr_t packed, uintptr_t absmax, uintptr_t quant_map,
                               uintptr_t nested_absmax, uintptr_t nested_quant_map, float nested_offset,
                               int blocksize, int64_t M, int64_t N, int64_t K, int64_t r, float scale,
-                              int splits, int tiles, int pipeline, uintptr_t stream);
+                              int splits, int tiles, int pipeline, uintptr_t counters, int64_t n_counters,
+                              uintptr_t stream);
 
 // Large-M forward (qlora_mma.cu): the plan of a call on the current device. variant: 0 = on sm_90
 // the warp-specialized kernel (4), or the SS kernel (3) where K is split over a cluster, and the
@@ -58,6 +65,7 @@ struct MmaPlan {
   bool ws = false;                 // ss warp-specialized (a producer warpgroup: TMA + decode)
   bool ws_pair = false;            // ... with the decode shared by clusters of two blocks
   int64_t workspace_bytes = 0;
+  int64_t counters = 0;  // the u kernel's split-K counters (0 when it does not split K)
   std::string error;
 };
 MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int variant, int block_m);
@@ -78,13 +86,16 @@ inline int64_t lora_fold_chunks(int64_t r) { return r % 8 == 0 ? (r + kLoraRanks
 // warp-specialized and lora_fold_chunks(r) > 0 (r % 8 == 0), the LoRA term is folded into the
 // reduction as that many extra chunks of 32 ranks (tf32 MMAs of u's columns and s·B's ranks, both
 // by TMA from u and B: B and u 16-byte aligned); fold_lora = 0, or any other plan: the epilogue adds
-// it. Either way one launch after u (two with the u kernel).
+// it. Either way one launch after u (two with the u kernel). zeroed_counters / n_zeroed: the u
+// kernel's split-K counters as launch_qlora_gemv's counters / n_counters (0: from the workspace,
+// after a memset).
 std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr_t A, uintptr_t B,
                              uintptr_t bias, uintptr_t u, int fold_lora, uintptr_t workspace, int64_t workspace_bytes,
                              int dtype, uintptr_t packed, uintptr_t absmax, uintptr_t quant_map,
                              uintptr_t nested_absmax, uintptr_t nested_quant_map, float nested_offset,
                              int blocksize, int64_t M, int64_t N, int64_t K, int64_t r, float scale,
-                             int variant, int block_m, int u_given, uintptr_t stream);
+                             int variant, int block_m, int u_given, uintptr_t zeroed_counters, int64_t n_zeroed,
+                             uintptr_t stream);
 
 // u (M, r) float32 = x·Aᵀ alone (the forward's u kernel; e.g. g·B for the backward with A = Bᵀ):
 // K a multiple of 64, x, A and the workspace 16-byte aligned, the workspace as

@@ -147,7 +147,10 @@ __device__ __forceinline__ void store_output(const GemvParams& p, int m, int n, 
 __device__ __forceinline__ bool last_of_slices(const GemvParams& p, int* last) {
   __threadfence();
   __syncthreads();
-  if (threadIdx.x == 0) *last = atomicAdd(&p.arrived[blockIdx.x], 1u) == gridDim.y - 1;
+  if (threadIdx.x == 0) {
+    *last = atomicAdd(&p.arrived[blockIdx.x], 1u) == gridDim.y - 1;
+    if (*last) p.arrived[blockIdx.x] = 0;  // every slice has counted: left at zero for the next launch
+  }
   __syncthreads();
   if (!*last) return false;
   __threadfence();
@@ -1003,6 +1006,7 @@ GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tile
     plan.splits = static_cast<int>(S);
     plan.tiles = static_cast<int>(per);
     plan.workspace_bytes = S > 1 ? static_cast<int64_t>(sizeof(float)) * S * M * N + 4 * blocks : 0;
+    plan.counters = S > 1 ? blocks : 0;
     return plan;
   }
   const bool tma = pipeline == 2;
@@ -1024,6 +1028,7 @@ GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tile
   plan.splits = static_cast<int>(splits);
   plan.tiles = tiles;
   plan.workspace_bytes = splits > 1 ? static_cast<int64_t>(sizeof(float)) * splits * M * N + 4 * col_blocks : 0;
+  plan.counters = splits > 1 ? col_blocks : 0;
   return plan;
 }
 
@@ -1031,7 +1036,8 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
                               uintptr_t u, uintptr_t workspace, int dtype, uintptr_t packed, uintptr_t absmax,
                               uintptr_t quant_map, uintptr_t nested_absmax, uintptr_t nested_quant_map,
                               float nested_offset, int blocksize, int64_t M, int64_t N, int64_t K, int64_t r,
-                              float scale, int splits, int tiles, int pipeline, uintptr_t stream) {
+                              float scale, int splits, int tiles, int pipeline, uintptr_t counters,
+                              int64_t n_counters, uintptr_t stream) {
   const int lg = log2_exact(blocksize);
   if (lg < 6 || lg > 12) return "blocksize must be a power of two in [64, 4096]";
   if (M < 1 || M > 16) return "M must be in [1, 16]";
@@ -1082,7 +1088,12 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   p.lora_vec = r % 8 == 0 && B % 16 == 0 && u % 16 == 0;
   p.scale = scale;
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
-  if (splits > 1) {
+  if (splits > 1 && counters != 0) {  // the caller's counters, zero on entry: no memset
+    if (counters % 4 != 0 || n_counters < col_blocks)
+      return "counters must be 4-byte aligned and hold at least " + std::to_string(col_blocks) +
+             " counters (plan_qlora_gemv's count), got " + std::to_string(n_counters);
+    p.arrived = reinterpret_cast<unsigned int*>(counters);
+  } else if (splits > 1) {
     const cudaError_t err = cudaMemsetAsync(p.arrived, 0, 4 * col_blocks, st);
     if (err != cudaSuccess) return std::string("cudaMemsetAsync: ") + cudaGetErrorString(err);
   }

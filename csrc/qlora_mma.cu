@@ -4,7 +4,8 @@
 //   y (M, N) = x·Wᵀ + s·u·Bᵀ + bias,  u (M, r) = x̃·Aᵀ (float32, also returned for dB)
 //
 // Launched back to back by one host call (plus one memset of the u kernel's split-K counters when
-// it splits K). The u kernel runs only when the caller has not computed u itself (launch_qlora_mma's
+// it splits K and the caller gives no counters that are already zero: the u kernel leaves them at
+// zero, so the Python wrapper keeps one zeroed buffer per stream and no memset runs). The u kernel runs only when the caller has not computed u itself (launch_qlora_mma's
 // u_given: the Python wrapper computes u by cuBLAS where torch has a float32-output mm, 1.4-8x less
 // GPU time on the H200, bench/results/h200/s17/):
 //   lora_u_part_kernel  u over S split-K slices: a block owns 128 rows of x̃ and up to 64 ranks
@@ -969,8 +970,11 @@ __global__ void __launch_bounds__(kUWarps * 32) lora_u_part_kernel(const T* __re
   __shared__ bool last;
   __threadfence();
   __syncthreads();
-  if (threadIdx.x == 0)
-    last = atomicAdd(&arrived[blockIdx.z * gridDim.x + blockIdx.x], 1u) == static_cast<unsigned>(S - 1);
+  if (threadIdx.x == 0) {
+    unsigned int* count = &arrived[blockIdx.z * gridDim.x + blockIdx.x];
+    last = atomicAdd(count, 1u) == static_cast<unsigned>(S - 1);
+    if (last) *count = 0;  // every slice has counted: left at zero for the next launch
+  }
   __syncthreads();
   if (!last) return;
   __threadfence();
@@ -1060,6 +1064,7 @@ template <typename T>
 std::string launch_typed(const MmaParams& p, const MmaPlan& plan, bool u_given, const void* x_lora, const void* A,
                          float* u_part, unsigned int* u_arrived, unsigned int* counters, int64_t n_counters,
                          cudaStream_t stream) {
+  // n_counters > 0: the workspace's counters, zeroed here; 0: none, or the caller's (zero on entry)
   cudaError_t err;
   if (!u_given) {
     if (n_counters > 0) {  // the u kernel's split-K counters
@@ -1164,6 +1169,7 @@ MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int variant, 
   if (variant == 0 && major == 9 && plan.k_splits == 1) plan.ws = true;
   const Sections sec = sections(plan, M, r);
   plan.workspace_bytes = sec.counters + 4 * sec.n_counters;
+  plan.counters = sec.n_counters;
   return plan;
 }
 
@@ -1173,7 +1179,7 @@ std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr
                              uintptr_t absmax, uintptr_t quant_map, uintptr_t nested_absmax,
                              uintptr_t nested_quant_map, float nested_offset, int blocksize, int64_t M, int64_t N,
                              int64_t K, int64_t r, float scale, int variant, int block_m, int u_given,
-                             uintptr_t stream) {
+                             uintptr_t zeroed_counters, int64_t n_zeroed, uintptr_t stream) {
   const int lg = log2_exact(blocksize);
   if (lg < 6 || lg > 12) return "blocksize must be a power of two in [64, 4096]";
   if (M < 1 || N < 1 || r < 1 || K < kChunkK || K % blocksize != 0)
@@ -1214,12 +1220,18 @@ std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr
   const void* xl = reinterpret_cast<const void*>(x_lora);
   const void* a = reinterpret_cast<const void*>(A);
   float* u_part = reinterpret_cast<float*>(ws);
+  int64_t to_zero = sec.n_counters;  // the workspace's counters, zeroed by one memset ...
+  if (!u_given && sec.n_counters > 0 && zeroed_counters != 0) {  // ... or the caller's, zero on entry
+    if (zeroed_counters % 4 != 0 || n_zeroed < sec.n_counters)
+      return "zeroed_counters must be 4-byte aligned and hold at least " + std::to_string(sec.n_counters) +
+             " counters (plan_qlora_mma's count), got " + std::to_string(n_zeroed);
+    counters = reinterpret_cast<unsigned int*>(zeroed_counters);
+    to_zero = 0;
+  }
   unsigned int* u_arrived = plan.splits > 1 ? counters : nullptr;
-  if (dtype == 1)
-    return launch_typed<__half>(p, plan, u_given != 0, xl, a, u_part, u_arrived, counters, sec.n_counters, st);
+  if (dtype == 1) return launch_typed<__half>(p, plan, u_given != 0, xl, a, u_part, u_arrived, counters, to_zero, st);
   if (dtype == 2)
-    return launch_typed<__nv_bfloat16>(p, plan, u_given != 0, xl, a, u_part, u_arrived, counters, sec.n_counters,
-                                       st);
+    return launch_typed<__nv_bfloat16>(p, plan, u_given != 0, xl, a, u_part, u_arrived, counters, to_zero, st);
   return "dtype must be 1 (float16) or 2 (bfloat16)";
 }
 

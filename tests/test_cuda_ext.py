@@ -75,29 +75,30 @@ def test_small_m_plan_splits_k_only_for_narrow_w():
     # K is split over blocks only while the column blocks leave the SMs fewer than two blocks each,
     # into at most 8 slices of at least two 64-wide chunks per warp (16 per slice).
     plan = _cuda_ext._C.plan_qlora_gemv
-    assert plan(1, 28672, 8192, 132, 2) == (1, 2, 0)  # 896 column blocks: no split, no workspace
-    assert plan(1, 14336, 4096, 132, 2) == (1, 2, 0)  # 448
-    # 4096 rows: 128 column blocks -> ceil(264 / 128) = 3 slices; workspace = partials + counters
-    assert plan(16, 4096, 14336, 132, 2) == (3, 2, 4 * 3 * 16 * 4096 + 4 * 128)
-    assert plan(1, 4096, 4096, 132, 1) == (2, 1, 4 * 2 * 1 * 4096 + 4 * 256)  # 256 blocks of 16 rows
+    assert plan(1, 28672, 8192, 132, 2) == (1, 2, 0, 0)  # 896 column blocks: no split, no workspace
+    assert plan(1, 14336, 4096, 132, 2) == (1, 2, 0, 0)  # 448
+    # 4096 rows: 128 column blocks -> ceil(264 / 128) = 3 slices; workspace = partials + counters (one
+    # per column block)
+    assert plan(16, 4096, 14336, 132, 2) == (3, 2, 4 * 3 * 16 * 4096 + 4 * 128, 128)
+    assert plan(1, 4096, 4096, 132, 1) == (2, 1, 4 * 2 * 1 * 4096 + 4 * 256, 256)  # 256 blocks of 16 rows
     assert plan(1, 1024, 4096, 132, 2)[0] == 4  # 32 blocks want 9 slices; 64 chunks allow 4
     assert plan(1, 257, 1 << 20, 132, 2)[0] == 8  # never more than 8
     assert plan(3, 1000, 64, 132, 2)[:2] == (1, 2)  # one chunk: nothing to split
     assert plan(1, 4096, 4096, 132, 7)[1] == 2  # a tile count it does not take falls back to 2
     # The TMA pipeline's plan counts its resident blocks per SM (4 at M = 1, 3 at M = 8 where shared
     # memory holds 3, 2 at M > 8): as many slices as one wave of them takes, floor(blocks · SMs / col_blocks).
-    assert plan(1, 28672, 8192, 132, 2, 2) == (1, 2, 0)  # 896 column blocks: more than a wave
-    assert plan(1, 4096, 4096, 132, 2, 2) == (4, 2, 4 * 4 * 1 * 4096 + 4 * 128)  # 528 // 128
+    assert plan(1, 28672, 8192, 132, 2, 2) == (1, 2, 0, 0)  # 896 column blocks: more than a wave
+    assert plan(1, 4096, 4096, 132, 2, 2) == (4, 2, 4 * 4 * 1 * 4096 + 4 * 128, 128)  # 528 // 128
     assert plan(8, 4096, 4096, 132, 2, 2)[0] == 3  # 396 // 128
-    assert plan(16, 4096, 14336, 132, 2, 2) == (2, 2, 4 * 2 * 16 * 4096 + 4 * 128)  # 264 // 128
+    assert plan(16, 4096, 14336, 132, 2, 2) == (2, 2, 4 * 2 * 16 * 4096 + 4 * 128, 128)  # 264 // 128
     assert plan(1, 1024, 4096, 132, 2, 2)[0] == 4  # 32 blocks want 16 slices; 64 chunks allow 4
     # The register pipeline (3): K in slices of 4096 (16 warps of two 128-wide spans), the rows in
     # blocks of whole 16-row tiles (at most 64, fewer above M = 2: the warps' row sums fill shared
     # memory), as many blocks as one wave of one per SM takes.
-    assert plan(1, 28672, 8192, 132, 2, 3) == (2, 28, 4 * 2 * 1 * 28672 + 4 * 64)  # 1792 tiles, 66 blocks wanted
-    assert plan(4, 4096, 14336, 132, 2, 3) == (4, 8, 4 * 4 * 4 * 4096 + 4 * 32)  # 3.5 slices; 33 blocks wanted
+    assert plan(1, 28672, 8192, 132, 2, 3) == (2, 28, 4 * 2 * 1 * 28672 + 4 * 64, 64)  # 1792 tiles, 66 blocks wanted
+    assert plan(4, 4096, 14336, 132, 2, 3) == (4, 8, 4 * 4 * 4 * 4096 + 4 * 32, 32)  # 3.5 slices; 33 blocks wanted
     assert plan(1, 4096, 4160, 132, 2, 3)[0] == 2
-    assert plan(1, 1 << 20, 64, 132, 2, 3) == (1, 64, 0)  # 64 tiles at most: more than a wave
+    assert plan(1, 1 << 20, 64, 132, 2, 3) == (1, 64, 0, 0)  # 64 tiles at most: more than a wave
     assert plan(4, 1 << 20, 64, 132, 2, 3)[1] == 40  # M = 4: 40 (16 warps × 640 rows × 4 × 4 bytes)
     assert plan(8, 1 << 20, 64, 132, 2, 3)[1] == 20  # M = 8: 20
     # 0 (auto) is the launcher's choice for the current device: on sm_90 registers up to M = 4 (M = 8 where

@@ -140,6 +140,49 @@ def test_cuda_forward_is_the_default_at_small_m_and_graph_capturable():
         assert not torch.equal(captured, eager)
 
 
+@pytest.mark.parametrize("M,K,N", [(1, 8192, 1024), (12, 4096, 512), (64, 4096, 1024)])
+def test_split_k_counters_are_left_at_zero(M, K, N, monkeypatch):
+    """The split-K kernels (the small-M kernels' K slices at M = 1 and 12, the u kernel's at M = 64)
+    count their slices in a buffer zeroed once per stream, and the last block of each group resets
+    its counter: calls in a row, on a second stream and replayed from a CUDA graph give the bits of
+    the launcher's own zeroed workspace (one memset per call), and the buffers are zero after."""
+    q = quantize_nf4(torch.randn(N, K, device=DEV), 64)
+    A, B = random_lora(N, K, 16, torch.bfloat16, DEV)
+    x = torch.randn(M, K, device=DEV, dtype=torch.bfloat16)
+    assert _cuda_ext.plan_forward(x, q, 16).counters > 0  # each case splits K
+    with torch.no_grad():
+        with monkeypatch.context() as m:
+            m.setattr(_cuda_ext, "zeroed_counters", lambda *a: (0, 0))  # the launcher's memset instead
+            want = qlora_linear(x, q, A, B, 0.5)
+        runs = [qlora_linear(x, q, A, B, 0.5) for _ in range(3)]
+        assert ops.last_path["qlora_linear"] == "cuda"
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            runs.append(qlora_linear(x, q, A, B, 0.5))
+        torch.cuda.current_stream().wait_stream(s)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            captured = qlora_linear(x, q, A, B, 0.5)
+        for _ in range(2):
+            graph.replay()
+            torch.cuda.synchronize()
+            runs.append(captured.clone())
+    torch.cuda.synchronize()
+    for y in runs:
+        assert torch.equal(y, want)
+    assert _cuda_ext._ZEROED_COUNTERS and all(not buf.any() for buf in _cuda_ext._ZEROED_COUNTERS.values())
+    if M > _cuda_ext.GEMV_MAX_M:  # a buffer shorter than the plan's count is refused before any launch
+        plan = _cuda_ext.plan_forward(x, q, 16)
+        keep, _, _, operands = _cuda_ext._operands(x, None, A, B, None, False)
+        ws = torch.empty(plan.ws_bytes, device=DEV, dtype=torch.uint8)
+        short = torch.zeros(plan.counters - 1 or 1, device=DEV, dtype=torch.int32)
+        with pytest.raises(RuntimeError, match="zeroed_counters must be 4-byte aligned and hold at least"):
+            _cuda_ext._C.qlora_mma(*operands, 1, ws.data_ptr(), plan.ws_bytes, 2, *plan.state, *plan.dims, 0.5,
+                                   *plan.launch, 0, short.data_ptr(), plan.counters - 1,
+                                   torch.cuda.current_stream().cuda_stream)
+
+
 def test_cuda_forward_refuses_what_it_does_not_take(monkeypatch):
     monkeypatch.setenv("NF4LORA_BACKEND", "cuda")
     q = quantize_nf4(torch.randn(64, 256, device=DEV), 64)
@@ -157,18 +200,18 @@ def test_cuda_forward_refuses_what_it_does_not_take(monkeypatch):
                                                None, False)
     _, state = _cuda_ext._nf4_args(q)
     with pytest.raises(RuntimeError, match=r"pipeline must be 0 \(auto\), 1 \(cp.async\), 2 \(TMA\) or 3"):
-        _cuda_ext._C.qlora_gemv(*operands, 0, 2, *state, 2, 64, 256, 4, 1.0, 1, 2, 4, 0)
+        _cuda_ext._C.qlora_gemv(*operands, 0, 2, *state, 2, 64, 256, 4, 1.0, 1, 2, 4, 0, 0, 0)
     with pytest.raises(RuntimeError, match=r"the register pipeline \(3\) needs splits = ceil\(K / 4096\)"):
-        _cuda_ext._C.qlora_gemv(*operands, 0, 2, *state, 2, 64, 256, 4, 1.0, 2, 2, 3, 0)
+        _cuda_ext._C.qlora_gemv(*operands, 0, 2, *state, 2, 64, 256, 4, 1.0, 2, 2, 3, 0, 0, 0)
     with pytest.raises(RuntimeError, match=r"the register pipeline \(3\) needs tiles in \[1, max_tiles\(M\)\]"):
-        _cuda_ext._C.qlora_gemv(*operands, 0, 2, *state, 2, 64, 256, 4, 1.0, 1, 65, 3, 0)
+        _cuda_ext._C.qlora_gemv(*operands, 0, 2, *state, 2, 64, 256, 4, 1.0, 1, 65, 3, 0, 0, 0)
     with pytest.raises(RuntimeError, match=r"the register pipeline \(3\) takes M <= 8, got M = 9"):
         _cuda_ext.qlora_forward_small(torch.randn(9, 256, device=DEV, dtype=torch.bfloat16), None, q, A, B, 1.0,
                                       None, pipeline="rows")
     if torch.cuda.get_device_capability()[0] == 9:  # K = 256: 4 chunks, one TMA stage, so one K slice
         ws = torch.empty(4096, device=DEV, dtype=torch.uint8)
         with pytest.raises(RuntimeError, match=r"the TMA pipeline needs splits <= K / 512 \(rounded up\)"):
-            _cuda_ext._C.qlora_gemv(*operands, ws.data_ptr(), 2, *state, 2, 64, 256, 4, 1.0, 2, 2, 2, 0)
+            _cuda_ext._C.qlora_gemv(*operands, ws.data_ptr(), 2, *state, 2, 64, 256, 4, 1.0, 2, 2, 2, 0, 0, 0)
 
 
 @pytest.mark.skipif(shutil.which("compute-sanitizer") is None, reason="compute-sanitizer not found")

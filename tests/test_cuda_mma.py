@@ -142,7 +142,7 @@ def test_mma_fold_needs_aligned_B_and_u():
     B1 = torch.empty(N * r + 1, device=DEV, dtype=torch.bfloat16)[1:].view(N, r).copy_(B)  # 2 bytes past 16
     _, state = _cuda_ext._nf4_args(q)
     run = lambda b, uu, fold: _C.qlora_mma(y.data_ptr(), x.data_ptr(), x.data_ptr(), A.data_ptr(), b.data_ptr(), 0,
-                                           uu.data_ptr(), fold, 0, 0, 2, *state, M, N, K, r, 1.0, 4, 256, 1,
+                                           uu.data_ptr(), fold, 0, 0, 2, *state, M, N, K, r, 1.0, 4, 256, 1, 0, 0,
                                            torch.cuda.current_stream().cuda_stream)
     for b, uu in ((B1, u), (B, u1)):  # (refused before any launch)
         with pytest.raises(RuntimeError, match="folded LoRA term needs B and u 16-byte aligned"):
@@ -169,8 +169,9 @@ def test_mma_plan_splits_k_only_when_tiles_are_few():
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     # M = 128 on N = 4096: 32 output tiles of 128 × 128, so K is split across the idle SMs, in
     # clusters of at most 8 blocks; the workspace holds only the u kernel's partials (S·M·r).
-    splits, k_splits, block_m, ws = _C.plan_qlora_mma(128, 4096, 14336, 16)
+    splits, k_splits, block_m, ws, counters = _C.plan_qlora_mma(128, 4096, 14336, 16)
     assert block_m == 128 and 1 < k_splits <= min(8, sms // 32) and ws <= 4 * splits * 128 * 16 + 4096
+    assert counters == 1  # the u kernel's: one group of 128 rows and 64 ranks
     # Enough tiles of 256 rows to fill the GPU: the large tile, no K split; at M = 1024 on N = 4096
     # one wave of 256-row tiles (128) beats two of 128-row tiles (256 tiles on 132 SMs).
     assert _C.plan_qlora_mma(4096, 14336, 4096, 16)[1:3] == (1, 256)

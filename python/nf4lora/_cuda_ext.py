@@ -179,6 +179,24 @@ def _workspace(nbytes: int, device) -> Optional[torch.Tensor]:
     return torch.empty(nbytes, device=device, dtype=torch.uint8) if nbytes else None
 
 
+# Split-K counters that are zero between launches, one buffer per (device, stream): the kernels'
+# last block of each group resets the counter it counted on, so a buffer zeroed once serves every
+# later launch on its stream (in stream order), and no memset runs before the kernels. Allocated
+# (zeroed) on the stream that uses it; inside a CUDA graph capture the allocation and its zero fill
+# are captured with the graph's kernels.
+_ZEROED_COUNTERS: dict = {}
+
+
+def zeroed_counters(device: torch.device, stream: int, n: int) -> tuple:
+    """(pointer, length) of at least n 4-byte counters, zero now, for launches on ``stream`` (the
+    current stream of ``device``)."""
+    key = (device_index(device), stream)
+    buf = _ZEROED_COUNTERS.get(key)
+    if buf is None or buf.numel() < n:
+        buf = _ZEROED_COUNTERS[key] = torch.zeros(max(n, 4096), device=device, dtype=torch.int32)
+    return buf.data_ptr(), buf.numel()
+
+
 # csrc/qlora_mma.cu kernel choice: 0 = on sm_90 (H100/H200) wgmma_ws, or wgmma_ss where K is split
 # across a cluster (few tiles), mma.sync elsewhere; 1 = mma.sync; 2 = wgmma with W in the register
 # operand, 3 = wgmma_ss with W in shared memory, 4 = wgmma_ws, 3 warp-specialized: a producer
@@ -235,17 +253,19 @@ class LaunchPlan:
     ``cacheable``: False where the plan holds a copy of the codes (packed not 16-byte aligned), which
     an in-place edit of the weight would leave stale: such a plan serves one call."""
     # large: the tensor-core forward (qlora_mma) rather than the small-M one (unused by dx).
-    __slots__ = ("large", "dims", "dtype_code", "state", "packed", "device", "ws_bytes", "launch", "by_cublas",
-                 "fold", "cacheable")
+    # counters: split-K counters the launch uses (zeroed_counters gives them, no memset).
+    __slots__ = ("large", "dims", "dtype_code", "state", "packed", "device", "ws_bytes", "counters", "launch",
+                 "by_cublas", "fold", "cacheable")
 
     def __init__(self, t: torch.Tensor, q: NF4Weight, r: int, large: bool, launch: tuple, ws_bytes: int = 0,
-                 by_cublas: bool = False, fold: bool = False):
+                 counters: int = 0, by_cublas: bool = False, fold: bool = False):
         # t: the call's x (M, K) or, for dx, g (M, N): its rows, dtype and device
         self.packed, self.state = _nf4_args(q)
         self.cacheable = self.packed is q.packed
         self.large, self.device, self.dtype_code = large, t.device, _DTYPE_CODES[t.dtype]
         self.dims = (t.shape[0], q.shape[0], q.shape[1], r)
-        self.launch, self.ws_bytes, self.by_cublas, self.fold = launch, ws_bytes, int(by_cublas), int(fold)
+        self.launch, self.ws_bytes, self.counters = launch, ws_bytes, counters
+        self.by_cublas, self.fold = int(by_cublas), int(fold)
 
 
 def plan_forward(x, q: NF4Weight, r: int) -> LaunchPlan:
@@ -261,8 +281,8 @@ def plan_forward_small(x, q: NF4Weight, r: int, tiles: Optional[int] = None, pip
     code = GEMV_PIPELINES[pipeline or GEMV_PIPELINE]
     (M, K), N, device = x.shape, q.shape[0], x.device
     with device_guard(device):  # (the plan resolves "auto" for the current device, as the launcher does)
-        splits, tiles, ws_bytes = _C.plan_qlora_gemv(M, N, K, _sm_count(device), tiles or GEMV_TILES, code)
-    return LaunchPlan(x, q, r, False, (splits, tiles, code), ws_bytes)
+        splits, tiles, ws_bytes, counters = _C.plan_qlora_gemv(M, N, K, _sm_count(device), tiles or GEMV_TILES, code)
+    return LaunchPlan(x, q, r, False, (splits, tiles, code), ws_bytes, counters)
 
 
 def plan_forward_large(x, q: NF4Weight, r: int, variant: str = "auto", block_m: int = 0, u_by: Optional[str] = None,
@@ -277,10 +297,12 @@ def plan_forward_large(x, q: NF4Weight, r: int, variant: str = "auto", block_m: 
     if u_by == "cublas" and not MM_OUT_DTYPE:
         raise ValueError(f"u_by='cublas' needs torch.mm with out_dtype (torch 2.8+), this is torch {torch.__version__}")
     (M, K), N, by_cublas = x.shape, q.shape[0], u_by == "cublas"
-    with device_guard(x.device):  # the plan depends on the device (kernel, SM count)
-        ws_bytes = 0 if by_cublas else _C.plan_qlora_mma(M, N, K, r, MMA_VARIANTS[variant], block_m)[3]
+    ws_bytes = counters = 0
+    if not by_cublas:
+        with device_guard(x.device):  # the plan depends on the device (kernel, SM count)
+            ws_bytes, counters = _C.plan_qlora_mma(M, N, K, r, MMA_VARIANTS[variant], block_m)[3:]
     fold = FOLD_LORA if fold_lora is None else bool(fold_lora)
-    return LaunchPlan(x, q, r, True, (MMA_VARIANTS[variant], block_m), ws_bytes, by_cublas, fold)
+    return LaunchPlan(x, q, r, True, (MMA_VARIANTS[variant], block_m), ws_bytes, counters, by_cublas, fold)
 
 
 def run_forward(plan: LaunchPlan, x, x_lora, A, B, scale: float, bias):
@@ -289,14 +311,16 @@ def run_forward(plan: LaunchPlan, x, x_lora, A, B, scale: float, bias):
     keep, y, u, operands = _operands(x, x_lora, A, B, bias, plan.by_cublas)
     device, ws_bytes = plan.device, plan.ws_bytes
     with device_guard(device):
-        ws = _workspace(ws_bytes, device)  # split-K partial sums and counters, where the plan splits K
+        stream = _stream(device)
+        ws = _workspace(ws_bytes, device)  # split-K partial sums, where the plan splits K
         ws_ptr = 0 if ws is None else ws.data_ptr()
+        counters = zeroed_counters(device, stream, plan.counters) if plan.counters else (0, 0)
         if plan.large:
             _C.qlora_mma(*operands, plan.fold, ws_ptr, ws_bytes, plan.dtype_code, *plan.state, *plan.dims,
-                         float(scale), *plan.launch, plan.by_cublas, _stream(device))
+                         float(scale), *plan.launch, plan.by_cublas, *counters, stream)
         else:
             _C.qlora_gemv(*operands, ws_ptr, plan.dtype_code, *plan.state, *plan.dims, float(scale), *plan.launch,
-                          _stream(device))
+                          *counters, stream)
     return y, u
 
 
@@ -317,12 +341,11 @@ def qlora_forward_large(x, x_lora, q: NF4Weight, A, B, scale: float, bias, varia
                         block_m: int = 0, u_by: Optional[str] = None, fold_lora: Optional[bool] = None):
     """The tensor-core kernels (any M >= 1; meant for M > GEMV_MAX_M). u_by: how u = x̃·Aᵀ is
     computed, "cublas" or "kernel" (default default_u_by(M)). Workspace (sized by _C.plan_qlora_mma) when the u
-    kernel runs and splits K: its S·M·r float32 partial sums and counters (the main kernel's K
-    split, with few output tiles, runs in thread-block clusters and needs none). fold_lora (default
-    FOLD_LORA): where the plan is warp-specialized and _C.lora_fold_chunks(r) > 0, the LoRA term
-    runs as extra reduction chunks (tf32 MMAs of u and s·B) instead of in the epilogue. One launch
-    after cuBLAS's u (u_by="cublas"), two with the u kernel (plus a memset of its split-K counters
-    where it splits K)."""
+    kernel runs and splits K: its S·M·r float32 partial sums (its counters: zeroed_counters; the main
+    kernel's K split, with few output tiles, runs in thread-block clusters and needs none).
+    fold_lora (default FOLD_LORA): where the plan is warp-specialized and _C.lora_fold_chunks(r) > 0,
+    the LoRA term runs as extra reduction chunks (tf32 MMAs of u and s·B) instead of in the
+    epilogue. One launch after cuBLAS's u (u_by="cublas"), two with the u kernel."""
     plan = plan_forward_large(x, q, A.shape[0], variant, block_m, u_by, fold_lora)
     return run_forward(plan, x, x_lora, A, B, scale, bias)
 
