@@ -390,3 +390,24 @@ def test_copies_of_a_weight_start_without_plans():
     for other in (copy.deepcopy(q), torch.load(buf, weights_only=False)):
         assert q.plans and not other.plans and "_validated" not in other.__dict__
         assert torch.equal(qlora_linear(x, other, A, B, 1.0), y)
+
+
+def test_plans_do_not_keep_a_weight_alive():
+    """A weight's plans hold nothing that refers back to it: a weight (and its buffers) goes as soon
+    as its last reference does, without waiting for the cycle collector."""
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        q = quantize_nf4(torch.randn(24, 64), 64)
+        A, B = (t.requires_grad_() for t in random_lora(24, 64, 4, torch.float32))
+        y = qlora_linear(torch.randn(3, 64, requires_grad=True), q, A, B, 1.0)
+        y.sum().backward()
+        qlora_linear(torch.randn(2, 64), q, A.detach(), B.detach(), 1.0)
+        assert len(q.plans) == 2
+        ref = weakref.ref(q)
+        del q, y
+        assert ref() is None
+    finally:
+        gc.enable()

@@ -408,9 +408,9 @@ def qlora_linear(x: torch.Tensor, weight: NF4Weight, lora_A: torch.Tensor, lora_
         if torch.is_grad_enabled() and (x2.requires_grad or lora_A.requires_grad or lora_B.requires_grad
                                         or (xl2 is not None and xl2.requires_grad)
                                         or (bias is not None and bias.requires_grad)):
-            y = _EagerQLoRALinear.apply(x2, xl2, lora_A, lora_B, bias, plan, float(scale))
+            y = _EagerQLoRALinear.apply(x2, xl2, lora_A, lora_B, bias, weight, plan, float(scale))
         else:  # nothing to differentiate (inference, generate()): the same body, no autograd node
-            y, _ = plan.forward(x2, xl2, lora_A, lora_B, float(scale), bias)
+            y, _ = plan.forward(weight, x2, xl2, lora_A, lora_B, float(scale), bias)
     else:
         y, _ = torch.ops.nf4lora.qlora_linear(x2, xl2, _weight_args(weight), list(weight.shape), weight.blocksize,
                                               _offset_arg(weight), lora_A, lora_B, float(scale), bias)
@@ -475,30 +475,32 @@ class _EagerPlan:
     """The forward's checks and backend choice for one call signature of one weight, done once, and
     the implementation that runs such calls (planned where the backend has a planner). The
     backward's choice is made on the first backward (it reads the same signature: grad_y matches y)
-    and again only if NF4LORA_BACKEND changed in between."""
-    __slots__ = ("q", "backend", "run", "env", "bwd_backend", "bwd_run")
+    and again only if NF4LORA_BACKEND or TRITON_INTERPRET changed in between. It holds no
+    reference to the weight (the weight holds it: the weight is passed in), so a weight goes with its
+    last reference, not with the cycle collector."""
+    __slots__ = ("backend", "run", "env", "bwd_backend", "bwd_run")
 
     def __init__(self, x, x_lora, q: NF4Weight, A, B, scale, bias):
         check_linear_inputs(x, x_lora, q, A, B, bias)
         args = (x, x_lora, q, A, B, scale, bias)
-        self.q, self.env = q, _env_now()
+        self.env = _env_now()
         self.backend = select_backend("qlora_linear", q.device, args)
         self.run = _planned("qlora_linear", self.backend, args)
         self.bwd_backend = self.bwd_run = None
 
-    def forward(self, x, x_lora, A, B, scale: float, bias):
-        """(y, u) of the op's forward for a call of this plan's signature."""
+    def forward(self, q: NF4Weight, x, x_lora, A, B, scale: float, bias):
+        """(y, u) of the op's forward for a call of this plan's signature on its weight q."""
         last_path["qlora_linear"] = self.backend
-        return self.run(x, x_lora, self.q, A, B, scale, bias)
+        return self.run(x, x_lora, q, A, B, scale, bias)
 
-    def backward(self, grad_y, x_lora, u, A, B, scale: float, needs: tuple):
+    def backward(self, q: NF4Weight, grad_y, x_lora, u, A, B, scale: float, needs: tuple):
         """(dx, dx_lora, dA, dB) of the op's backward, None where not needed. Not re-validated: the
         tensors are the forward's own, and the engine hands grad_y matched to y."""
-        args = (grad_y, x_lora, u, self.q, A, B, scale, needs)
+        args = (grad_y, x_lora, u, q, A, B, scale, needs)
         env = _env_now()
         if self.bwd_run is None or env != self.env:
             self.env = env
-            self.bwd_backend = select_backend("qlora_linear_backward", self.q.device, args)
+            self.bwd_backend = select_backend("qlora_linear_backward", q.device, args)
             self.bwd_run = _planned("qlora_linear_backward", self.bwd_backend, args)
         last_path["qlora_linear_backward"] = self.bwd_backend
         return self.bwd_run(*args)
@@ -506,9 +508,9 @@ class _EagerPlan:
 
 class _EagerQLoRALinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, x_lora, A, B, bias, plan: _EagerPlan, scale: float):
-        y, u = plan.forward(x, x_lora, A, B, scale, bias)
-        ctx.plan, ctx.scale = plan, scale
+    def forward(ctx, x, x_lora, A, B, bias, q: NF4Weight, plan: _EagerPlan, scale: float):
+        y, u = plan.forward(q, x, x_lora, A, B, scale, bias)
+        ctx.q, ctx.plan, ctx.scale = q, plan, scale
         _save(ctx, x, x_lora, A, B, bias, u, [])
         return y
 
@@ -520,8 +522,9 @@ class _EagerQLoRALinear(torch.autograd.Function):
         needs = ctx.needs
         dx = dx_lora = dA = dB = None
         if needs[0] or needs[1] or needs[2] or needs[3]:
-            dx, dx_lora, dA, dB = ctx.plan.backward(grad_y.contiguous(), x_lora, u, A, B, ctx.scale, tuple(needs))
-        return dx, dx_lora, dA, dB, grad_y.sum(0) if ctx.need_bias else None, None, None
+            dx, dx_lora, dA, dB = ctx.plan.backward(ctx.q, grad_y.contiguous(), x_lora, u, A, B, ctx.scale,
+                                                    tuple(needs))
+        return dx, dx_lora, dA, dB, grad_y.sum(0) if ctx.need_bias else None, None, None, None
 
 
 _warned_fallback = set()
