@@ -19,6 +19,8 @@ for (M, N, K) in ((128, 4096, 4096), (128, 14336, 4096), (128, 4096, 14336), (10
     stream = _cuda_ext._stream(dev)
     r = 16
     ws_bytes = _C.plan_qlora_mma(M, N, K, r, 0, 0)[3]
+    # the launcher's split-K counters: a zeroed buffer where the tree's _C takes one (f610568+)
+    extra = _cuda_ext.zeroed_counters(dev, stream, 1) if len(_C.plan_qlora_mma(M, N, K, r, 0, 0)) == 5 else ()
     zero = torch.zeros((), device=dev, dtype=torch.bfloat16)
 
     class Floor(torch.autograd.Function):
@@ -28,7 +30,7 @@ for (M, N, K) in ((128, 4096, 4096), (128, 14336, 4096), (128, 4096, 14336), (10
             u = torch.empty((M, r), device=dev, dtype=torch.float32)
             ws = torch.empty(ws_bytes, device=dev, dtype=torch.uint8)
             _C.qlora_mma(y.data_ptr(), x.data_ptr(), x.data_ptr(), A.data_ptr(), B.data_ptr(), 0, u.data_ptr(), 1,
-                         ws.data_ptr(), ws_bytes, 2, *state, M, N, K, r, s, 0, 0, 0, stream)
+                         ws.data_ptr(), ws_bytes, 2, *state, M, N, K, r, s, 0, 0, 0, *extra, stream)
             ctx.save_for_backward(x, u, A, B)
             return y
 
