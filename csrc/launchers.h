@@ -99,7 +99,8 @@ std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr
 
 // u (M, r) float32 = x·Aᵀ alone (the forward's u kernel; e.g. g·B for the backward with A = Bᵀ):
 // K a multiple of 64, x, A and the workspace 16-byte aligned, the workspace as
-// lora_u_workspace_bytes says for the current device (0 bytes when K is not split).
+// lora_u_workspace_bytes says for the current device (0 bytes when K is not split; its counters are
+// the workspace's, zeroed by a memset before the kernel).
 int64_t lora_u_workspace_bytes(int64_t M, int64_t K, int64_t r);
 std::string launch_lora_u(uintptr_t u, uintptr_t x, uintptr_t A, uintptr_t workspace, int64_t workspace_bytes,
                           int dtype, int64_t M, int64_t K, int64_t r, uintptr_t stream);

@@ -5,9 +5,10 @@
 //
 // Launched back to back by one host call (plus one memset of the u kernel's split-K counters when
 // it splits K and the caller gives no counters that are already zero: the u kernel leaves them at
-// zero, so the Python wrapper keeps one zeroed buffer per stream and no memset runs). The u kernel runs only when the caller has not computed u itself (launch_qlora_mma's
-// u_given: the Python wrapper computes u by cuBLAS where torch has a float32-output mm, 1.4-8x less
-// GPU time on the H200, bench/results/h200/s17/):
+// zero, so the Python wrapper keeps one zeroed buffer per stream and no memset runs). The u kernel
+// runs only when the caller has not computed u itself (launch_qlora_mma's u_given: the Python
+// wrapper computes u by cuBLAS above 128 rows where torch has a float32-output mm, 1.4-8x less GPU
+// time on the H200, bench/results/h200/s17/; at most 128 rows host time decides, s20):
 //   lora_u_part_kernel  u over S split-K slices: a block owns 128 rows of x̃ and up to 64 ranks
 //                       over one K slice (mma, fp32 accumulation; A staged once per chunk in shared
 //                       memory) and writes its partial sums; the last block of each (rows, ranks)
