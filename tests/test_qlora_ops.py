@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import nf4lora
 from nf4lora import QLoRALinear, dequantize_nf4, ops, qlora_linear, quantize_nf4
-from conftest import REL_TOL, qlora_reference_f64, random_lora, rel_err
+from conftest import REL_TOL, TF32_TOL, qlora_reference_f64, random_lora, rel_err
 
 SHAPES = [(1, 64, 32), (5, 96, 40), (123, 160, 72), (33, 256, 48)]  # (M, K, N)
 
@@ -67,6 +67,30 @@ def test_lora_dropout_branch_sees_dropped_x():
     assert rel_err(y, y64) < 1e-5
     assert rel_err(x.grad, dx64 + lora64 * mask.double()) < 1e-5
     assert rel_err(A.grad, dA64) < 1e-5 and rel_err(B.grad, dB64) < 1e-5
+
+
+@pytest.mark.parametrize("eager", [True, False])
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_a_separate_x_lora_without_grad_keeps_the_lora_term_out_of_dx(eager, backend, monkeypatch):
+    """x̃ given apart from x and not requiring grad (e.g. a dropout drawn under no_grad): y depends
+    on x only through the base branch, so dx = g·W, with no LoRA term (it once came back with it)."""
+    if backend == "triton" and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("the Triton backend on CPU tensors needs Triton's interpreter")
+    monkeypatch.setenv("NF4LORA_BACKEND", backend)
+    monkeypatch.setattr(ops, "EAGER_FAST_PATH", eager)
+    M, K, N, r, scale = 5, 128, 40, 4, 0.7
+    q = quantize_nf4(torch.randn(N, K), 64)
+    x = torch.randn(M, K, requires_grad=True)
+    x_lora = torch.randn(M, K)  # needs no gradient
+    A, B = (t.requires_grad_() for t in random_lora(N, K, r, torch.float32))
+    g = torch.randn(M, N)
+    y = qlora_linear(x, q, A, B, scale, x_lora=x_lora)
+    dx, dA, dB = torch.autograd.grad(y, (x, A, B), g)
+    y64, dx64, _, dA64, dB64 = qlora_reference_f64(x.detach(), q, A.detach(), B.detach(), scale,
+                                                   x_lora=x_lora, grad_y=g)
+    tol = REL_TOL[torch.float32] if backend == "reference" else TF32_TOL
+    assert rel_err(y, y64) < tol and rel_err(dx, dx64) < tol
+    assert rel_err(dA, dA64) < tol and rel_err(dB, dB64) < tol
 
 
 def test_only_needed_grads_and_leading_dims():

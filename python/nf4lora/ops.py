@@ -329,7 +329,11 @@ def _save(ctx, x, x_lora, A, B, bias, u, weight):
     """Record what backward needs (one rule for the op's autograd and the eager Function)."""
     need_x, need_A, need_B = x.requires_grad, A.requires_grad, B.requires_grad
     need_xl = x_lora is not None and x_lora.requires_grad
-    ctx.needs = [need_x, need_xl, need_A, need_B]
+    # needs[1] False with needs[0] True tells the backward that x̃ is x (the LoRA term goes into dx).
+    # A separate x̃ that needs no gradient must keep the term out of dx: the backward computes it
+    # apart (needs[1] True) and the caller drops it (xl_grad False).
+    ctx.needs = [need_x, need_xl or (x_lora is not None and need_x), need_A, need_B]
+    ctx.xl_grad = need_xl
     ctx.need_bias = bias is not None and bias.requires_grad
     saved_x = (x if x_lora is None else x_lora) if need_A else None
     ctx.save_for_backward(saved_x, u if need_B else None, A, B, *weight)
@@ -353,7 +357,7 @@ def _backward(ctx, grad_y, grad_u):
         outs = torch.ops.nf4lora.qlora_linear_backward(grad_y, x_lora, u, weight, shape, blocksize,
                                                        nested_offset, A, B, scale, ctx.needs)
         dx, dx_lora, dA, dB = (o if need else None for o, need in zip(outs, ctx.needs))
-    return (dx, dx_lora, [None] * len(weight), None, None, None, dA, dB, None,
+    return (dx, dx_lora if ctx.xl_grad else None, [None] * len(weight), None, None, None, dA, dB, None,
             grad_y.sum(0) if ctx.need_bias else None)
 
 
@@ -524,7 +528,8 @@ class _EagerQLoRALinear(torch.autograd.Function):
         if needs[0] or needs[1] or needs[2] or needs[3]:
             dx, dx_lora, dA, dB = ctx.plan.backward(ctx.q, grad_y.contiguous(), x_lora, u, A, B, ctx.scale,
                                                     tuple(needs))
-        return dx, dx_lora, dA, dB, grad_y.sum(0) if ctx.need_bias else None, None, None, None
+        return (dx, dx_lora if ctx.xl_grad else None, dA, dB, grad_y.sum(0) if ctx.need_bias else None, None, None,
+                None)
 
 
 _warned_fallback = set()
