@@ -435,3 +435,46 @@ def test_plans_do_not_keep_a_weight_alive():
         assert ref() is None
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("eager", [True, False])
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+@pytest.mark.parametrize("x_lora_kind", ["none", "same", "separate"])
+def test_every_grad_subset_matches_float64_autograd(eager, backend, x_lora_kind, monkeypatch):
+    """Every subset of {x, x̃, A, B, bias} requiring grad, x̃ absent, x itself or a separate tensor:
+    the gradients autograd returns are those of the float64 math (the backward's needs protocol
+    in every combination)."""
+    import itertools
+
+    if backend == "triton" and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("the Triton backend on CPU tensors needs Triton's interpreter")
+    monkeypatch.setenv("NF4LORA_BACKEND", backend)
+    monkeypatch.setattr(ops, "EAGER_FAST_PATH", eager)
+    M, K, N, r, scale = 3, 64, 24, 4, 0.6
+    q = quantize_nf4(torch.randn(N, K), 64)
+    w = dequantize_nf4(q, torch.float32).double()
+    x0, xl0, b0 = torch.randn(M, K), torch.randn(M, K), torch.randn(N)
+    A0, B0 = random_lora(N, K, r, torch.float32)
+    g = torch.randn(M, N)
+    tol = REL_TOL[torch.float32] if backend == "reference" else TF32_TOL
+    for mask in itertools.product([False, True], repeat=5):
+        need_x, need_xl, need_A, need_B, need_b = mask
+        if x_lora_kind != "separate" and need_xl:
+            continue  # x̃ is x (or absent): its requires_grad is x's
+        if not any(mask):
+            continue
+        x = x0.clone().requires_grad_(need_x)
+        xl = {"none": None, "same": x, "separate": xl0.clone().requires_grad_(need_xl)}[x_lora_kind]
+        A, B, b = A0.clone().requires_grad_(need_A), B0.clone().requires_grad_(need_B), b0.clone().requires_grad_(need_b)
+        y = qlora_linear(x, q, A, B, scale, b, x_lora=xl)
+        inputs = [t for t in (x, xl if x_lora_kind == "separate" else None, A, B, b) if t is not None and t.requires_grad]
+        got = torch.autograd.grad(y, inputs, g)
+        xd, Ad, Bd, bd = (t.detach().double().requires_grad_(t.requires_grad) for t in (x, A, B, b))
+        xld = xd if x_lora_kind != "separate" else xl.detach().double().requires_grad_(xl.requires_grad)
+        yd = xd @ w.t() + scale * (xld @ Ad.t()) @ Bd.t() + bd
+        refs = [t for t in (xd, xld if x_lora_kind == "separate" else None, Ad, Bd, bd)
+                if t is not None and t.requires_grad]
+        want = torch.autograd.grad(yd, refs, g.double())
+        assert rel_err(y, yd) < tol, mask
+        for a, e in zip(got, want):
+            assert rel_err(a, e) < tol, mask
