@@ -69,15 +69,22 @@ def test_lora_dropout_branch_sees_dropped_x():
     assert rel_err(A.grad, dA64) < 1e-5 and rel_err(B.grad, dB64) < 1e-5
 
 
+def _on_cpu_backend(backend, eager, monkeypatch):
+    """Force ``backend`` (reference, or triton in its interpreter) and the eager path or the ops for
+    CPU float32 tensors; the relative tolerance against float64 for that backend."""
+    if backend == "triton" and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("the Triton backend on CPU tensors needs Triton's interpreter")
+    monkeypatch.setenv("NF4LORA_BACKEND", backend)
+    monkeypatch.setattr(ops, "EAGER_FAST_PATH", eager)
+    return REL_TOL[torch.float32] if backend == "reference" else TF32_TOL
+
+
 @pytest.mark.parametrize("eager", [True, False])
 @pytest.mark.parametrize("backend", ["reference", "triton"])
 def test_a_separate_x_lora_without_grad_keeps_the_lora_term_out_of_dx(eager, backend, monkeypatch):
     """x̃ given apart from x and not requiring grad (e.g. a dropout drawn under no_grad): y depends
     on x only through the base branch, so dx = g·W, with no LoRA term (it once came back with it)."""
-    if backend == "triton" and os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("the Triton backend on CPU tensors needs Triton's interpreter")
-    monkeypatch.setenv("NF4LORA_BACKEND", backend)
-    monkeypatch.setattr(ops, "EAGER_FAST_PATH", eager)
+    tol = _on_cpu_backend(backend, eager, monkeypatch)
     M, K, N, r, scale = 5, 128, 40, 4, 0.7
     q = quantize_nf4(torch.randn(N, K), 64)
     x = torch.randn(M, K, requires_grad=True)
@@ -88,7 +95,6 @@ def test_a_separate_x_lora_without_grad_keeps_the_lora_term_out_of_dx(eager, bac
     dx, dA, dB = torch.autograd.grad(y, (x, A, B), g)
     y64, dx64, _, dA64, dB64 = qlora_reference_f64(x.detach(), q, A.detach(), B.detach(), scale,
                                                    x_lora=x_lora, grad_y=g)
-    tol = REL_TOL[torch.float32] if backend == "reference" else TF32_TOL
     assert rel_err(y, y64) < tol and rel_err(dx, dx64) < tol
     assert rel_err(dA, dA64) < tol and rel_err(dB, dB64) < tol
 
@@ -446,17 +452,13 @@ def test_every_grad_subset_matches_float64_autograd(eager, backend, x_lora_kind,
     in every combination)."""
     import itertools
 
-    if backend == "triton" and os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("the Triton backend on CPU tensors needs Triton's interpreter")
-    monkeypatch.setenv("NF4LORA_BACKEND", backend)
-    monkeypatch.setattr(ops, "EAGER_FAST_PATH", eager)
+    tol = _on_cpu_backend(backend, eager, monkeypatch)
     M, K, N, r, scale = 3, 64, 24, 4, 0.6
     q = quantize_nf4(torch.randn(N, K), 64)
     w = dequantize_nf4(q, torch.float32).double()
     x0, xl0, b0 = torch.randn(M, K), torch.randn(M, K), torch.randn(N)
     A0, B0 = random_lora(N, K, r, torch.float32)
     g = torch.randn(M, N)
-    tol = REL_TOL[torch.float32] if backend == "reference" else TF32_TOL
     for mask in itertools.product([False, True], repeat=5):
         need_x, need_xl, need_A, need_B, need_b = mask
         if x_lora_kind != "separate" and need_xl:
