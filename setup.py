@@ -2,7 +2,8 @@
 
 The Python package lives in python/nf4lora; triton_kernels/ installs as nf4lora.triton_kernels.
 When nvcc is found, csrc/ is compiled through CMake into the extension nf4lora._C
-(NF4LORA_SKIP_CUDA_BUILD=1 skips it; NF4LORA_CUDA_ARCHS sets the targets, default "80;90a").
+(NF4LORA_SKIP_CUDA_BUILD=1 skips it; NF4LORA_CUDA_ARCHS sets the targets, default "80;90a"), and
+csrc/node.cpp by torch's extension builder into nf4lora._node (NF4LORA_SKIP_NODE_BUILD=1 skips it).
 """
 
 import os
@@ -56,9 +57,34 @@ class CMakeBuild(build_ext):
             shutil.move(str(built), str(out))
 
 
+def node_extension():
+    """nf4lora._node (csrc/node.cpp): the eager autograd node in C++, built by torch's extension
+    builder against the installed torch (it launches _C's kernels through _C's launch table)."""
+    try:
+        from torch.utils.cpp_extension import CppExtension
+    except ImportError:
+        return None
+    return CppExtension("nf4lora._node", ["csrc/node.cpp"], extra_compile_args=["-O2"])
+
+
 ext_modules = [CMakeExtension("nf4lora._C")] if find_nvcc() else []
 if not ext_modules:
     print("nf4lora: nvcc not found or NF4LORA_SKIP_CUDA_BUILD=1: building without the CUDA extension")
+elif node_extension() is not None and os.environ.get("NF4LORA_SKIP_NODE_BUILD", "") != "1":
+    ext_modules.append(node_extension())
+
+try:  # torch's builder for nf4lora._node; CMake for nf4lora._C
+    from torch.utils.cpp_extension import BuildExtension as _BaseBuild
+except ImportError:
+    _BaseBuild = build_ext
+
+
+class Build(_BaseBuild):
+    def build_extension(self, ext):
+        if isinstance(ext, CMakeExtension):
+            CMakeBuild.build_extension(self, ext)
+        else:
+            super().build_extension(ext)
 
 setup(
     name="nf4lora",
@@ -68,7 +94,7 @@ setup(
     package_dir={"nf4lora": "python/nf4lora", "nf4lora.triton_kernels": "triton_kernels"},
     package_data={"nf4lora": ["data/*.txt", "data/*.json"]},
     ext_modules=ext_modules,
-    cmdclass={"build_ext": CMakeBuild},
+    cmdclass={"build_ext": Build},
     python_requires=">=3.9",
     install_requires=["torch>=2.4", "numpy", "safetensors", "tqdm"],
     extras_require={"test": ["pytest"], "bench": ["triton", "matplotlib"]},

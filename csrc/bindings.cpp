@@ -1,4 +1,4 @@
-// The only pybind11 module of nf4lora (imported as nf4lora._C). It links no libtorch: Python
+// The CUDA module of nf4lora (imported as nf4lora._C). It links no libtorch: Python
 // passes device pointers, sizes and the CUDA stream as integers. ops.py validates every
 // argument (dtypes, sizes, devices) before calling here; the launchers re-check what a kernel
 // relies on for memory safety (alignment, blocksize) and report CUDA errors as RuntimeError.
@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "launch_table.h"
 #include "launchers.h"
 
 namespace py = pybind11;
@@ -17,9 +18,55 @@ void check(const std::string& err) {
   if (!err.empty()) throw std::runtime_error("nf4lora._C: " + err);
 }
 
+// --- the launch table (launch_table.h) for nf4lora._node ---------------------------------------
+int report(const std::string& msg, char* err, size_t errlen) {
+  if (msg.empty()) return 0;
+  if (err != nullptr && errlen > 0) {
+    const std::string full = "nf4lora._C: " + msg;
+    const size_t n = full.size() < errlen - 1 ? full.size() : errlen - 1;
+    full.copy(err, n);
+    err[n] = '\0';
+  }
+  return 1;
+}
+
+int table_gemv(const Nf4loraGemvCall* c, char* err, size_t errlen) {
+  const Nf4loraState& w = c->w;
+  return report(nf4lora::launch_qlora_gemv(c->y, c->x, c->x_lora, c->A, c->B, c->bias, c->u, c->workspace, c->dtype,
+                                           w.packed, w.absmax, w.quant_map, w.nested_absmax, w.nested_quant_map,
+                                           w.nested_offset, w.blocksize, c->M, c->N, c->K, c->r, c->scale, c->splits,
+                                           c->tiles, c->pipeline, c->counters, c->n_counters, c->stream),
+                err, errlen);
+}
+
+int table_mma(const Nf4loraMmaCall* c, char* err, size_t errlen) {
+  const Nf4loraState& w = c->w;
+  return report(nf4lora::launch_qlora_mma(c->y, c->x, c->x_lora, c->A, c->B, c->bias, c->u, c->fold_lora, c->workspace,
+                                          c->workspace_bytes, c->dtype, w.packed, w.absmax, w.quant_map,
+                                          w.nested_absmax, w.nested_quant_map, w.nested_offset, w.blocksize, c->M,
+                                          c->N, c->K, c->r, c->scale, c->variant, c->block_m, c->u_given, c->counters,
+                                          c->n_counters, c->stream),
+                err, errlen);
+}
+
+int table_dx(const Nf4loraDxCall* c, char* err, size_t errlen) {
+  const Nf4loraState& w = c->w;
+  return report(nf4lora::launch_qlora_dx(c->dx, c->g, c->gB, c->A, c->dtype, w.packed, w.absmax, w.quant_map,
+                                         w.nested_absmax, w.nested_quant_map, w.nested_offset, w.blocksize, c->M,
+                                         c->N, c->K, c->r, c->scale, c->block_m, c->variant, c->stream),
+                err, errlen);
+}
+
+const Nf4loraLaunchTable kLaunchTable = {kNf4loraLaunchTableVersion, table_gemv, table_mma, table_dx};
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
+  m.def(
+      "launch_table",
+      []() { return py::capsule(static_cast<const void*>(&kLaunchTable), "nf4lora._C.launch_table"); },
+      "The launchers as a table of C function pointers (launch_table.h), for nf4lora._node.");
+  m.attr("LAUNCH_TABLE_VERSION") = kNf4loraLaunchTableVersion;
   m.doc() = "nf4lora CUDA kernels (raw pointers + shapes + stream; no libtorch)";
   m.def(
       "dequantize_nf4",

@@ -23,6 +23,18 @@ except ImportError as exc:  # not built (no nvcc at install, or NF4LORA_SKIP_CUD
     _C = None
     _IMPORT_ERROR = str(exc)
 
+# nf4lora._node (csrc/node.cpp): the eager autograd node in C++, launching _C's kernels through the
+# launch table _C exports. Built with _C wherever torch's extension builder is (setup.py).
+_NODE = None
+_NODE_ERROR: Optional[str] = "the CUDA extension nf4lora._C is not built"
+if _C is not None:
+    try:
+        _NODE = importlib.import_module("nf4lora._node")
+        _NODE.set_launch_table(_C.launch_table(), _C.LAUNCH_TABLE_VERSION)
+        _NODE_ERROR = None
+    except (ImportError, RuntimeError) as exc:  # not built, or built against another _C
+        _NODE, _NODE_ERROR = None, str(exc)
+
 # Output dtype codes shared with csrc/bindings.cpp.
 _DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
@@ -303,6 +315,27 @@ def plan_forward_large(x, q: NF4Weight, r: int, variant: str = "auto", block_m: 
             ws_bytes, counters = _C.plan_qlora_mma(M, N, K, r, MMA_VARIANTS[variant], block_m)[3:]
     fold = FOLD_LORA if fold_lora is None else bool(fold_lora)
     return LaunchPlan(x, q, r, True, (MMA_VARIANTS[variant], block_m), ws_bytes, counters, by_cublas, fold)
+
+
+def node_cfg(plan: LaunchPlan, dx_block_m: int = 0, dx_variant: str = "auto") -> list:
+    """The constants csrc/node.cpp takes for ``plan`` (its Cfg order): the forward launch, the dx
+    plan (block_m, variant), the NF4 state's pointers, N, K, r."""
+    launch = tuple(plan.launch) + (0,) * (3 - len(plan.launch))
+    packed, absmax, quant_map, nested_absmax, nested_quant_map, _, blocksize = plan.state
+    M, N, K, r = plan.dims
+    return [int(plan.large), *launch, plan.ws_bytes, plan.by_cublas, plan.fold, dx_block_m, DX_VARIANTS[dx_variant],
+            packed, absmax, quant_map, nested_absmax, nested_quant_map, blocksize, N, K, r]
+
+
+def run_node(plan: LaunchPlan, cfg: list, x, A, B, scale: float, bias):
+    """y (M, N) through the C++ autograd node (nf4lora._node): the forward by ``plan`` and a backward
+    that runs g·B, the dx kernel (the default dx plan) and dA, dB without Python. x (M, K), A, B, bias
+    as qlora_forward takes them, validated by ops.py; no x_lora (dropout off)."""
+    device = plan.device
+    with device_guard(device):
+        stream = _stream(device)
+        counters = zeroed_counters(device, stream, plan.counters) if plan.counters else (0, 0)
+        return _NODE.qlora_apply(x, A, B, bias, float(scale), cfg, plan.state[5], counters[0], counters[1], stream)
 
 
 def run_forward(plan: LaunchPlan, x, x_lora, A, B, scale: float, bias):

@@ -412,7 +412,11 @@ def qlora_linear(x: torch.Tensor, weight: NF4Weight, lora_A: torch.Tensor, lora_
         if torch.is_grad_enabled() and (x2.requires_grad or lora_A.requires_grad or lora_B.requires_grad
                                         or (xl2 is not None and xl2.requires_grad)
                                         or (bias is not None and bias.requires_grad)):
-            y = _EagerQLoRALinear.apply(x2, xl2, lora_A, lora_B, bias, weight, plan, float(scale))
+            if plan.node_cfg is not None:  # the C++ node: forward and backward on the CUDA kernels
+                last_path["qlora_linear"] = last_path["qlora_linear_backward"] = "cuda (C++ node)"
+                y = _cuda_ext.run_node(plan.launch, plan.node_cfg, x2, lora_A, lora_B, float(scale), bias)
+            else:
+                y = _EagerQLoRALinear.apply(x2, xl2, lora_A, lora_B, bias, weight, plan, float(scale))
         else:  # nothing to differentiate (inference, generate()): the same body, no autograd node
             y, _ = plan.forward(weight, x2, xl2, lora_A, lora_B, float(scale), bias)
     else:
@@ -431,6 +435,10 @@ def qlora_linear(x: torch.Tensor, weight: NF4Weight, lora_A: torch.Tensor, lora_
 # (_signature). torch.compile, tensor subclasses (FakeTensor, DTensor, functorch wrappers) and meta
 # tensors go through the registered ops. EAGER_FAST_PATH = False forces the ops.
 EAGER_FAST_PATH = True
+# Where the forward and the backward both run on the CUDA backend, without dropout, with a kept launch
+# plan: the autograd node in C++ (nf4lora._node) instead of _EagerQLoRALinear (no Python in the
+# backward). False: the Python Function everywhere (A/Bs, tests).
+EAGER_NODE = True
 _MAX_PLANS = 64  # per weight (one call signature per M: varying sequence lengths make many)
 
 
@@ -451,7 +459,7 @@ def _signature(x, x_lora, A, B, bias) -> tuple:
     return (x.shape, x.dtype, x.device, A.shape, A.dtype, A.device, B.shape, B.dtype, B.device,
             None if x_lora is None else (x_lora.shape, x_lora.dtype, x_lora.device),
             None if bias is None else (bias.shape, bias.dtype, bias.device),
-            _env_now(), _cuda_ext.switches())
+            _env_now(), _cuda_ext.switches(), EAGER_NODE)
 
 
 def _eager_plan(x, x_lora, q: NF4Weight, A, B, scale, bias) -> "_EagerPlan":
@@ -482,7 +490,7 @@ class _EagerPlan:
     and again only if NF4LORA_BACKEND or TRITON_INTERPRET changed in between. It holds no
     reference to the weight (the weight holds it: the weight is passed in), so a weight goes with its
     last reference, not with the cycle collector."""
-    __slots__ = ("backend", "run", "env", "bwd_backend", "bwd_run")
+    __slots__ = ("backend", "run", "env", "bwd_backend", "bwd_run", "launch", "node_cfg")
 
     def __init__(self, x, x_lora, q: NF4Weight, A, B, scale, bias):
         check_linear_inputs(x, x_lora, q, A, B, bias)
@@ -491,6 +499,16 @@ class _EagerPlan:
         self.backend = select_backend("qlora_linear", q.device, args)
         self.run = _planned("qlora_linear", self.backend, args)
         self.bwd_backend = self.bwd_run = None
+        self.launch = self.node_cfg = None
+        if EAGER_NODE and self.backend == "cuda" and x_lora is None and _cuda_ext._NODE is not None:
+            # the backward's choice for this signature (grad_y is (M, N) in x's dtype): a stand-in
+            # of that shape without storage of that size
+            g = torch.empty_strided((x.shape[0], q.shape[0]), (0, 0), dtype=x.dtype, device=x.device)
+            needs = (True, False, True, True)
+            if select_backend("qlora_linear_backward", q.device, (g, None, None, q, A, B, scale, needs)) == "cuda":
+                launch = _cuda_ext.plan_forward(x, q, A.shape[0])
+                if launch.cacheable:
+                    self.launch, self.node_cfg = launch, _cuda_ext.node_cfg(launch)
 
     def forward(self, q: NF4Weight, x, x_lora, A, B, scale: float, bias):
         """(y, u) of the op's forward for a call of this plan's signature on its weight q."""

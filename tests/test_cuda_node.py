@@ -1,0 +1,84 @@
+"""The eager path's autograd node in C++ (csrc/node.cpp, nf4lora._node): the same kernels as the
+Python Function, called through _C's launch table, with the backward in C++.
+
+GPU (`gpu` marker): outputs and every gradient bit-equal to the Python Function's on the same
+kernels, at small and large M, both absmax forms, bias with and without its gradient, any subset of
+x, A, B requiring grad, float16 and bfloat16; and the float64 reference. CPU: the module builds
+where _C does, takes _C's launch table, and reports a launcher's refusal as a RuntimeError.
+"""
+
+import pytest
+import torch
+
+from nf4lora import _cuda_ext, ops, qlora_linear, quantize_nf4
+from conftest import REL_TOL, qlora_reference_f64, random_lora, rel_err
+
+DEV = "cuda"
+needs_node = pytest.mark.skipif(_cuda_ext._NODE is None, reason=f"nf4lora._node not built: {_cuda_ext._NODE_ERROR}")
+
+
+@needs_node
+def test_node_reports_a_launchers_refusal():
+    # cfg with blocksize 32: _C's launcher refuses it before touching any memory (no GPU needed)
+    x, A, B = torch.zeros(2, 256), torch.zeros(4, 256), torch.zeros(64, 4)
+    cfg = [1, 0, 0, 0, 0, 0, 1, 0, 0, 16, 16, 16, 0, 0, 32, 64, 256, 4]
+    assert len(cfg) == _cuda_ext._NODE.CFG_SIZE
+    with pytest.raises(RuntimeError, match="blocksize must be a power of two in"):
+        _cuda_ext._NODE.qlora_apply(x, A, B, None, 1.0, cfg, 0.0, 0, 0, 0)
+    with pytest.raises(RuntimeError, match="cfg must have 18 entries"):
+        _cuda_ext._NODE.qlora_apply(x, A, B, None, 1.0, cfg[:-1], 0.0, 0, 0, 0)
+
+
+def _grads(x0, q, A0, B0, b0, g, need, scale=0.7):
+    x, A, B, b = (t.detach().clone().requires_grad_(n) for t, n in zip((x0, A0, B0, b0), need))
+    y = qlora_linear(x, q, A, B, scale, b)
+    path = dict(ops.last_path)
+    outs = torch.autograd.grad(y, [t for t in (x, A, B, b) if t.requires_grad], g)
+    return [y.detach(), *outs], path
+
+
+@needs_node
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("M,N,K,r", [(1, 256, 512, 16), (16, 1024, 4096, 8), (64, 512, 1024, 16),
+                                     (128, 4096, 4096, 16), (300, 640, 1024, 64)])
+@pytest.mark.parametrize("nested", [False, True])
+def test_node_matches_the_python_function(dtype, M, N, K, r, nested, monkeypatch):
+    torch.manual_seed(M + N)
+    q = quantize_nf4(torch.randn(N, K, device=DEV) * K**-0.5, 64, double_quant=nested)
+    A, B = random_lora(N, K, r, dtype, DEV)
+    x = torch.randn(M, K, device=DEV, dtype=dtype)
+    b = torch.randn(N, device=DEV, dtype=dtype)
+    g = torch.randn(M, N, device=DEV, dtype=dtype)
+    for need in [(True, True, True, False), (False, True, True, True), (True, False, False, False),
+                 (False, False, True, False)]:
+        node, path = _grads(x, q, A, B, b, g, need)
+        assert path["qlora_linear"] == "cuda (C++ node)"
+        monkeypatch.setattr(ops, "EAGER_NODE", False)
+        py, path = _grads(x, q, A, B, b, g, need)
+        monkeypatch.setattr(ops, "EAGER_NODE", True)
+        assert path["qlora_linear"] == "cuda" and path["qlora_linear_backward"] == "cuda"
+        for a, c in zip(node, py):
+            assert torch.equal(a, c)
+    ref = qlora_reference_f64(x, q, A, B, 0.7, b, grad_y=g)
+    node, _ = _grads(x, q, A, B, b, g, (True, True, True, False))
+    for out, want in zip(node, (ref[0], ref[1], ref[3], ref[4])):
+        assert rel_err(out, want) < 2 * REL_TOL[dtype]
+
+
+@needs_node
+@pytest.mark.gpu
+def test_node_not_taken_where_it_does_not_apply(monkeypatch):
+    """Dropout (x̃ ≠ x), float32, or a backward the CUDA dx kernel does not take (N not a multiple
+    of 64) stay on the Python Function."""
+    q = quantize_nf4(torch.randn(200, 512, device=DEV), 64)
+    A, B = (t.requires_grad_() for t in random_lora(200, 512, 8, torch.bfloat16, DEV))
+    x = torch.randn(32, 512, device=DEV, dtype=torch.bfloat16, requires_grad=True)
+    y = qlora_linear(x, q, A, B, 0.5)
+    assert type(y.grad_fn).__name__ == "_EagerQLoRALinearBackward"  # N = 200: dx kernel needs 64 | N
+    q = quantize_nf4(torch.randn(256, 512, device=DEV), 64)
+    A, B = (t.requires_grad_() for t in random_lora(256, 512, 8, torch.bfloat16, DEV))
+    y = qlora_linear(x, q, A, B, 0.5, x_lora=torch.nn.functional.dropout(x, 0.1))
+    assert type(y.grad_fn).__name__ == "_EagerQLoRALinearBackward"
+    y = qlora_linear(x, q, A, B, 0.5)
+    assert type(y.grad_fn).__name__ != "_EagerQLoRALinearBackward"  # the C++ node
