@@ -71,7 +71,8 @@ struct QLoRANode : public torch::autograd::Function<QLoRANode> {
   // for the backward's dx launch (the engine runs a node's backward on its forward's stream).
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& A, const at::Tensor& B,
                             const c10::optional<at::Tensor>& bias, double scale, const std::vector<int64_t>& cfg,
-                            double nested_offset, int64_t counters, int64_t n_counters, int64_t stream) {
+                            double nested_offset, const std::vector<at::Tensor>& weight, int64_t counters,
+                            int64_t n_counters, int64_t stream) {
     TORCH_CHECK(g_table != nullptr, "nf4lora._node: no launch table (set_launch_table was not called)");
     TORCH_CHECK(static_cast<int64_t>(cfg.size()) == kCfgSize, "nf4lora._node: cfg must have ", kCfgSize, " entries");
     const at::Tensor xa = aligned(x), Aa = aligned(A), Ba = aligned(B);
@@ -113,6 +114,9 @@ struct QLoRANode : public torch::autograd::Function<QLoRANode> {
     ctx->saved_data["nested_offset"] = nested_offset;
     ctx->saved_data["stream"] = stream;
     ctx->saved_data["has_bias"] = bias.has_value();
+    // cfg holds raw pointers to the NF4 state: its tensors stay alive until the backward has run
+    // (the layer may be gone or its buffers replaced by then)
+    ctx->saved_data["weight"] = weight;
     return y;
   }
 
@@ -145,14 +149,15 @@ struct QLoRANode : public torch::autograd::Function<QLoRANode> {
     if (need_dA) dA = at::addmm(zero, gB.to(g.scalar_type()).t(), xs, 0, scale);
     if (need_dB) dB = at::addmm(zero, g.t(), u.to(g.scalar_type()), 0, scale);
     if (need_bias) dbias = g.sum(0);
-    return {dx, dA, dB, dbias, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {dx, dA, dB, dbias, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor()};
   }
 };
 
 at::Tensor qlora_apply(const at::Tensor& x, const at::Tensor& A, const at::Tensor& B, const c10::optional<at::Tensor>& bias,
-                       double scale, const std::vector<int64_t>& cfg, double nested_offset, int64_t counters,
-                       int64_t n_counters, int64_t stream) {
-  return QLoRANode::apply(x, A, B, bias, scale, cfg, nested_offset, counters, n_counters, stream);
+                       double scale, const std::vector<int64_t>& cfg, double nested_offset,
+                       const std::vector<at::Tensor>& weight, int64_t counters, int64_t n_counters, int64_t stream) {
+  return QLoRANode::apply(x, A, B, bias, scale, cfg, nested_offset, weight, counters, n_counters, stream);
 }
 
 void set_launch_table(pybind11::capsule table, int version) {
@@ -168,6 +173,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_launch_table", &set_launch_table, pybind11::arg("table"), pybind11::arg("version"),
         "Take nf4lora._C.launch_table() (a capsule) of the given version.");
   m.def("qlora_apply", &qlora_apply,
-        "y = x·Wᵀ + scale·(x·Aᵀ)·Bᵀ + bias through a C++ autograd node (see node.cpp); cfg: the plan's constants");
+        "y = x·Wᵀ + scale·(x·Aᵀ)·Bᵀ + bias through a C++ autograd node (see node.cpp); cfg: the plan's constants, "
+        "weight: the NF4 state's tensors its pointers point into (kept alive for the backward)");
   m.attr("CFG_SIZE") = static_cast<int64_t>(kCfgSize);
 }

@@ -413,8 +413,9 @@ def qlora_linear(x: torch.Tensor, weight: NF4Weight, lora_A: torch.Tensor, lora_
                                         or (xl2 is not None and xl2.requires_grad)
                                         or (bias is not None and bias.requires_grad)):
             if plan.node_cfg is not None:  # the C++ node: forward and backward on the CUDA kernels
-                last_path["qlora_linear"] = last_path["qlora_linear_backward"] = "cuda (C++ node)"
-                y = _cuda_ext.run_node(plan.launch, plan.node_cfg, x2, lora_A, lora_B, float(scale), bias)
+                last_path["qlora_linear"] = last_path["qlora_linear_backward"] = "cuda"
+                y = _cuda_ext.run_node(plan.launch, plan.node_cfg, plan.node_weight, x2, lora_A, lora_B, float(scale),
+                                       bias)
             else:
                 y = _EagerQLoRALinear.apply(x2, xl2, lora_A, lora_B, bias, weight, plan, float(scale))
         else:  # nothing to differentiate (inference, generate()): the same body, no autograd node
@@ -490,7 +491,7 @@ class _EagerPlan:
     and again only if NF4LORA_BACKEND or TRITON_INTERPRET changed in between. It holds no
     reference to the weight (the weight holds it: the weight is passed in), so a weight goes with its
     last reference, not with the cycle collector."""
-    __slots__ = ("backend", "run", "env", "bwd_backend", "bwd_run", "launch", "node_cfg")
+    __slots__ = ("backend", "run", "env", "bwd_backend", "bwd_run", "launch", "node_cfg", "node_weight")
 
     def __init__(self, x, x_lora, q: NF4Weight, A, B, scale, bias):
         check_linear_inputs(x, x_lora, q, A, B, bias)
@@ -499,7 +500,7 @@ class _EagerPlan:
         self.backend = select_backend("qlora_linear", q.device, args)
         self.run = _planned("qlora_linear", self.backend, args)
         self.bwd_backend = self.bwd_run = None
-        self.launch = self.node_cfg = None
+        self.launch = self.node_cfg = self.node_weight = None
         if EAGER_NODE and self.backend == "cuda" and x_lora is None and _cuda_ext._NODE is not None:
             # the backward's choice for this signature (grad_y is (M, N) in x's dtype): a stand-in
             # of that shape without storage of that size
@@ -507,8 +508,9 @@ class _EagerPlan:
             needs = (True, False, True, True)
             if select_backend("qlora_linear_backward", q.device, (g, None, None, q, A, B, scale, needs)) == "cuda":
                 launch = _cuda_ext.plan_forward(x, q, A.shape[0])
-                if launch.cacheable:
+                if launch.cacheable:  # (the weight's tensors, not the weight: no cycle through q.plans)
                     self.launch, self.node_cfg = launch, _cuda_ext.node_cfg(launch)
+                    self.node_weight = _weight_args(q)
 
     def forward(self, q: NF4Weight, x, x_lora, A, B, scale: float, bias):
         """(y, u) of the op's forward for a call of this plan's signature on its weight q."""
