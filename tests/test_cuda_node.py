@@ -108,3 +108,21 @@ def test_node_not_taken_where_it_does_not_apply(monkeypatch):
     assert type(y.grad_fn).__name__ == "_EagerQLoRALinearBackward"
     y = qlora_linear(x, q, A, B, 0.5)
     assert "QLoRANode" in y.grad_fn.name()
+
+
+@needs_node
+@pytest.mark.gpu
+def test_forced_cuda_backend_refuses_at_the_backward(monkeypatch):
+    """NF4LORA_BACKEND=cuda with a backward the dx kernel does not take (N = 200): the forward runs
+    (the Python Function; no-grad calls too) and the backward, when it runs, names the refusal."""
+    monkeypatch.setenv("NF4LORA_BACKEND", "cuda")
+    q = quantize_nf4(torch.randn(200, 512, device=DEV), 64)
+    A, B = (t.requires_grad_() for t in random_lora(200, 512, 8, torch.bfloat16, DEV))
+    x = torch.randn(32, 512, device=DEV, dtype=torch.bfloat16, requires_grad=True)
+    with torch.no_grad():
+        want = qlora_linear(x, q, A, B, 0.5)
+    y = qlora_linear(x, q, A, B, 0.5)
+    assert type(y.grad_fn).__name__ == "_EagerQLoRALinearBackward"
+    assert torch.equal(y.detach(), want)
+    with pytest.raises(RuntimeError, match="cannot run nf4lora::qlora_linear_backward: the CUDA dx kernel needs N"):
+        y.sum().backward()

@@ -505,8 +505,11 @@ class _EagerPlan:
             # the backward's choice for this signature (grad_y is (M, N) in x's dtype): a stand-in
             # of that shape without storage of that size
             g = torch.empty_strided((x.shape[0], q.shape[0]), (0, 0), dtype=x.dtype, device=x.device)
-            needs = (True, False, True, True)
-            if select_backend("qlora_linear_backward", q.device, (g, None, None, q, A, B, scale, needs)) == "cuda":
+            bwd_args = (g, None, None, q, A, B, scale, (True, False, True, True))
+            # (a backward the CUDA kernels do not take stays on the Python Function, which reports
+            # a forced backend's refusal when a backward runs, not at the forward)
+            if (_call_unsupported_reason("cuda", "qlora_linear_backward", bwd_args) is None
+                    and select_backend("qlora_linear_backward", q.device, bwd_args) == "cuda"):
                 launch = _cuda_ext.plan_forward(x, q, A.shape[0])
                 if launch.cacheable:  # (the weight's tensors, not the weight: no cycle through q.plans)
                     self.launch, self.node_cfg = launch, _cuda_ext.node_cfg(launch)
