@@ -62,7 +62,12 @@ Nf4loraState state_of(const std::vector<int64_t>& cfg, double nested_offset) {
   return w;
 }
 
-void check(int failed, const char* err) { TORCH_CHECK(failed == 0, err); }
+// Every message here is one std::string (std::to_string for numbers), never TORCH_CHECK's several
+// arguments: those are joined by a std::ostringstream in this module's own code, and on the H200
+// machine, whose compiler links libstdc++ into the module statically, the first number written to
+// such a stream crashed the process (bench/results/h200/s22/, run 2: SIGSEGV in
+// ostream::_M_insert<long> inside _node.so) instead of raising.
+void check(bool ok, const char* msg) { TORCH_CHECK(ok, msg); }
 
 struct QLoRANode : public torch::autograd::Function<QLoRANode> {
   // x (M, K), A (r, K), B (N, r), bias (N,) or undefined: validated by ops.py (dtype float16 or
@@ -74,7 +79,11 @@ struct QLoRANode : public torch::autograd::Function<QLoRANode> {
                             double nested_offset, const std::vector<at::Tensor>& weight, int64_t counters,
                             int64_t n_counters, int64_t stream) {
     TORCH_CHECK(g_table != nullptr, "nf4lora._node: no launch table (set_launch_table was not called)");
-    TORCH_CHECK(static_cast<int64_t>(cfg.size()) == kCfgSize, "nf4lora._node: cfg must have ", kCfgSize, " entries");
+    if (static_cast<int64_t>(cfg.size()) != kCfgSize) {
+      const std::string msg = "nf4lora._node: cfg must have " + std::to_string(static_cast<int64_t>(kCfgSize)) +
+                              " entries, got " + std::to_string(cfg.size());
+      check(false, msg.c_str());
+    }
     const at::Tensor xa = aligned(x), Aa = aligned(A), Ba = aligned(B);
     const at::Tensor bc = bias.has_value() ? bias->contiguous() : at::Tensor();
     const int64_t M = xa.size(0), N = cfg[kN], K = cfg[kK], r = cfg[kR];
@@ -95,7 +104,7 @@ struct QLoRANode : public torch::autograd::Function<QLoRANode> {
       c.u_given = by_cublas ? 1 : 0;
       c.counters = static_cast<uintptr_t>(counters), c.n_counters = n_counters;
       c.stream = static_cast<uintptr_t>(stream);
-      check(g_table->qlora_mma(&c, err, sizeof(err)), err);
+      check(g_table->qlora_mma(&c, err, sizeof(err)) == 0, err);
     } else {
       Nf4loraGemvCall c{};
       c.y = ptr(y), c.x = ptr(xa), c.x_lora = ptr(xa), c.A = ptr(Aa), c.B = ptr(Ba), c.bias = ptr(bc), c.u = ptr(u);
@@ -105,7 +114,7 @@ struct QLoRANode : public torch::autograd::Function<QLoRANode> {
       c.pipeline = static_cast<int>(cfg[kLaunch2]);
       c.counters = static_cast<uintptr_t>(counters), c.n_counters = n_counters;
       c.stream = static_cast<uintptr_t>(stream);
-      check(g_table->qlora_gemv(&c, err, sizeof(err)), err);
+      check(g_table->qlora_gemv(&c, err, sizeof(err)) == 0, err);
     }
     // Only what the needed gradients read: x for dA, u for dB, A for dx, B for g·B.
     ctx->save_for_backward({A.requires_grad() ? xa : at::Tensor(), B.requires_grad() ? u : at::Tensor(), Aa, Ba});
@@ -143,7 +152,7 @@ struct QLoRANode : public torch::autograd::Function<QLoRANode> {
       c.block_m = static_cast<int>(cfg[kDxBlockM]), c.variant = static_cast<int>(cfg[kDxVariant]);
       c.stream = static_cast<uintptr_t>(ctx->saved_data["stream"].toInt());
       char err[512] = {0};
-      check(g_table->qlora_dx(&c, err, sizeof(err)), err);
+      check(g_table->qlora_dx(&c, err, sizeof(err)) == 0, err);
     }
     const at::Tensor zero = at::empty({}, g.options());  // beta = 0: never read
     if (need_dA) dA = at::addmm(zero, gB.to(g.scalar_type()).t(), xs, 0, scale);
@@ -161,8 +170,12 @@ at::Tensor qlora_apply(const at::Tensor& x, const at::Tensor& A, const at::Tenso
 }
 
 void set_launch_table(pybind11::capsule table, int version) {
-  TORCH_CHECK(version == kNf4loraLaunchTableVersion, "nf4lora._node: launch table version ", version,
-              " from _C, this module takes ", kNf4loraLaunchTableVersion, " (rebuild both)");
+  if (version != kNf4loraLaunchTableVersion) {
+    const std::string msg = "nf4lora._node: launch table version " + std::to_string(version) +
+                            " from _C, this module takes " + std::to_string(kNf4loraLaunchTableVersion) +
+                            " (rebuild both)";
+    check(false, msg.c_str());
+  }
   g_table = static_cast<const Nf4loraLaunchTable*>(table.get_pointer());
 }
 

@@ -25,8 +25,14 @@ def test_node_reports_a_launchers_refusal():
     assert len(cfg) == _cuda_ext._NODE.CFG_SIZE
     with pytest.raises(RuntimeError, match="blocksize must be a power of two in"):
         _cuda_ext._NODE.qlora_apply(x, A, B, None, 1.0, cfg, 0.0, [], 0, 0, 0)
-    with pytest.raises(RuntimeError, match="cfg must have 18 entries"):
+    # the messages that carry numbers (formatted without iostreams: node.cpp says why)
+    with pytest.raises(RuntimeError, match="cfg must have 18 entries, got 17"):
         _cuda_ext._NODE.qlora_apply(x, A, B, None, 1.0, cfg[:-1], 0.0, [], 0, 0, 0)
+    v = _cuda_ext._C.LAUNCH_TABLE_VERSION
+    with pytest.raises(RuntimeError, match=f"launch table version {v + 1} from _C, this module takes {v} "):
+        _cuda_ext._NODE.set_launch_table(_cuda_ext._C.launch_table(), v + 1)
+    with pytest.raises(TypeError):
+        _cuda_ext._NODE.qlora_apply(x, A, B, None, "1.0", cfg, 0.0, [], 0, 0, 0)
 
 
 def _grads(x0, q, A0, B0, b0, g, need, scale=0.7):
