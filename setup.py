@@ -3,7 +3,7 @@
 The Python package lives in python/nf4lora; triton_kernels/ installs as nf4lora.triton_kernels.
 When nvcc is found, csrc/ is compiled through CMake into the extension nf4lora._C
 (NF4LORA_SKIP_CUDA_BUILD=1 skips it; NF4LORA_CUDA_ARCHS sets the targets, default "80;90a"), and
-csrc/node.cpp by torch's extension builder into nf4lora._node (NF4LORA_SKIP_NODE_BUILD=1 skips it).
+csrc/node.cpp by torch's extension builder into nf4lora._node (torch 2.8+; NF4LORA_SKIP_NODE_BUILD=1 skips it).
 """
 
 import os
@@ -61,8 +61,12 @@ def node_extension():
     """nf4lora._node (csrc/node.cpp): the eager autograd node in C++, built by torch's extension
     builder against the installed torch (it launches _C's kernels through _C's launch table)."""
     try:
+        import torch
         from torch.utils.cpp_extension import CppExtension
     except ImportError:
+        return None
+    if not hasattr(torch.ops.aten.mm, "dtype"):  # the node's g·B and u are at::mm with a float32 output
+        print(f"nf4lora: torch {torch.__version__} has no mm with out_dtype (2.8+): building without nf4lora._node")
         return None
     return CppExtension("nf4lora._node", ["csrc/node.cpp"], extra_compile_args=["-O2"])
 
@@ -70,8 +74,10 @@ def node_extension():
 ext_modules = [CMakeExtension("nf4lora._C")] if find_nvcc() else []
 if not ext_modules:
     print("nf4lora: nvcc not found or NF4LORA_SKIP_CUDA_BUILD=1: building without the CUDA extension")
-elif node_extension() is not None and os.environ.get("NF4LORA_SKIP_NODE_BUILD", "") != "1":
-    ext_modules.append(node_extension())
+elif os.environ.get("NF4LORA_SKIP_NODE_BUILD", "") != "1":
+    node = node_extension()
+    if node is not None:
+        ext_modules.append(node)
 
 try:  # torch's builder for nf4lora._node; CMake for nf4lora._C
     from torch.utils.cpp_extension import BuildExtension as _BaseBuild
