@@ -70,12 +70,12 @@ Nf4loraState state_of(const std::vector<int64_t>& cfg, double nested_offset) {
 void check(bool ok, const char* msg) { TORCH_CHECK(ok, msg); }
 
 struct QLoRANode : public torch::autograd::Function<QLoRANode> {
-  // x (M, K), A (r, K), B (N, r), bias (N,) or undefined: validated by ops.py (dtype float16 or
-  // bfloat16, the devices and shapes of the plan). counters / n_counters: the zeroed split-K
+  // x (M, K), x_lora (M, K) = dropout(x) or undefined (x itself), A (r, K), B (N, r), bias (N,) or
+  // undefined: validated by ops.py (dtype float16 or bfloat16, the devices and shapes of the plan). counters / n_counters: the zeroed split-K
   // counters of this stream (_cuda_ext.zeroed_counters); stream: the current CUDA stream, recorded
   // for the backward's dx launch (the engine runs a node's backward on its forward's stream).
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& A, const at::Tensor& B,
-                            const c10::optional<at::Tensor>& bias, double scale, const std::vector<int64_t>& cfg,
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const c10::optional<at::Tensor>& x_lora,
+                            const at::Tensor& A, const at::Tensor& B, const c10::optional<at::Tensor>& bias, double scale, const std::vector<int64_t>& cfg,
                             double nested_offset, const std::vector<at::Tensor>& weight, int64_t counters,
                             int64_t n_counters, int64_t stream) {
     TORCH_CHECK(g_table != nullptr, "nf4lora._node: no launch table (set_launch_table was not called)");
@@ -85,18 +85,20 @@ struct QLoRANode : public torch::autograd::Function<QLoRANode> {
       check(false, msg.c_str());
     }
     const at::Tensor xa = aligned(x), Aa = aligned(A), Ba = aligned(B);
+    const bool has_xl = x_lora.has_value() && x_lora->defined();
+    const at::Tensor xla = has_xl ? aligned(*x_lora) : xa;  // the LoRA branch's input
     const at::Tensor bc = bias.has_value() ? bias->contiguous() : at::Tensor();
     const int64_t M = xa.size(0), N = cfg[kN], K = cfg[kK], r = cfg[kR];
     at::Tensor y = at::empty({M, N}, xa.options());
     const bool by_cublas = cfg[kByCublas] != 0;
-    at::Tensor u = by_cublas ? at::mm(xa, Aa.t(), at::kFloat) : at::empty({M, r}, xa.options().dtype(at::kFloat));
+    at::Tensor u = by_cublas ? at::mm(xla, Aa.t(), at::kFloat) : at::empty({M, r}, xa.options().dtype(at::kFloat));
     at::Tensor ws;
     if (cfg[kWsBytes] > 0) ws = at::empty({cfg[kWsBytes]}, xa.options().dtype(at::kByte));
     char err[512] = {0};
     const Nf4loraState w = state_of(cfg, nested_offset);
     if (cfg[kLarge]) {
       Nf4loraMmaCall c{};
-      c.y = ptr(y), c.x = ptr(xa), c.x_lora = ptr(xa), c.A = ptr(Aa), c.B = ptr(Ba), c.bias = ptr(bc), c.u = ptr(u);
+      c.y = ptr(y), c.x = ptr(xa), c.x_lora = ptr(xla), c.A = ptr(Aa), c.B = ptr(Ba), c.bias = ptr(bc), c.u = ptr(u);
       c.fold_lora = static_cast<int>(cfg[kFold]);
       c.workspace = ptr(ws), c.workspace_bytes = cfg[kWsBytes], c.dtype = dtype_code(xa), c.w = w;
       c.M = M, c.N = N, c.K = K, c.r = r, c.scale = static_cast<float>(scale);
@@ -107,7 +109,7 @@ struct QLoRANode : public torch::autograd::Function<QLoRANode> {
       check(g_table->qlora_mma(&c, err, sizeof(err)) == 0, err);
     } else {
       Nf4loraGemvCall c{};
-      c.y = ptr(y), c.x = ptr(xa), c.x_lora = ptr(xa), c.A = ptr(Aa), c.B = ptr(Ba), c.bias = ptr(bc), c.u = ptr(u);
+      c.y = ptr(y), c.x = ptr(xa), c.x_lora = ptr(xla), c.A = ptr(Aa), c.B = ptr(Ba), c.bias = ptr(bc), c.u = ptr(u);
       c.workspace = ptr(ws), c.dtype = dtype_code(xa), c.w = w;
       c.M = M, c.N = N, c.K = K, c.r = r, c.scale = static_cast<float>(scale);
       c.splits = static_cast<int>(cfg[kLaunch0]), c.tiles = static_cast<int>(cfg[kLaunch1]);
@@ -116,13 +118,14 @@ struct QLoRANode : public torch::autograd::Function<QLoRANode> {
       c.stream = static_cast<uintptr_t>(stream);
       check(g_table->qlora_gemv(&c, err, sizeof(err)) == 0, err);
     }
-    // Only what the needed gradients read: x for dA, u for dB, A for dx, B for g·B.
-    ctx->save_for_backward({A.requires_grad() ? xa : at::Tensor(), B.requires_grad() ? u : at::Tensor(), Aa, Ba});
+    // Only what the needed gradients read: x̃ for dA, u for dB, A for dx, B for g·B.
+    ctx->save_for_backward({A.requires_grad() ? xla : at::Tensor(), B.requires_grad() ? u : at::Tensor(), Aa, Ba});
     ctx->saved_data["scale"] = scale;
     ctx->saved_data["cfg"] = cfg;
     ctx->saved_data["nested_offset"] = nested_offset;
     ctx->saved_data["stream"] = stream;
-    ctx->saved_data["has_bias"] = bias.has_value();
+    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
+    ctx->saved_data["has_x_lora"] = has_xl;
     // cfg holds raw pointers to the NF4 state: its tensors stay alive until the backward has run
     // (the layer may be gone or its buffers replaced by then)
     ctx->saved_data["weight"] = weight;
@@ -134,19 +137,23 @@ struct QLoRANode : public torch::autograd::Function<QLoRANode> {
     const at::Tensor &xs = saved[0], &u = saved[1], &A = saved[2], &B = saved[3];
     const double scale = ctx->saved_data["scale"].toDouble();
     const std::vector<int64_t> cfg = ctx->saved_data["cfg"].toIntVector();
-    const bool need_dx = ctx->needs_input_grad(0), need_dA = ctx->needs_input_grad(1);
-    // (the edges are the variable inputs: x, A, B and, when given, the bias)
-    const bool need_dB = ctx->needs_input_grad(2);
-    const bool need_bias = ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(3);
+    // The edges are the variable inputs: x, x_lora when given, A, B, and the bias when given.
+    const bool has_xl = ctx->saved_data["has_x_lora"].toBool();
+    const size_t e = has_xl ? 1 : 0;
+    const bool need_dx = ctx->needs_input_grad(0), need_dxl = has_xl && ctx->needs_input_grad(1);
+    const bool need_dA = ctx->needs_input_grad(1 + e), need_dB = ctx->needs_input_grad(2 + e);
+    const bool need_bias = ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(3 + e);
     const at::Tensor g = aligned(grads[0]);
-    at::Tensor dx, dA, dB, dbias;
+    at::Tensor dx, dxl, dA, dB, dbias;
+    // dx = g·W + s·(g·B)·A where x̃ is x; with x̃ = dropout(x) the LoRA term is x̃'s gradient, dx_lora
+    const bool lora_in_dx = need_dx && !has_xl;
     at::Tensor gB;
-    if (need_dx || need_dA) gB = at::mm(g, B, at::kFloat);  // (M, r) float32
+    if (lora_in_dx || need_dxl || need_dA) gB = at::mm(g, B, at::kFloat);  // (M, r) float32
     if (need_dx) {
       const int64_t M = g.size(0), N = cfg[kN], K = cfg[kK], r = cfg[kR];
       dx = at::empty({M, K}, g.options());
       Nf4loraDxCall c{};
-      c.dx = ptr(dx), c.g = ptr(g), c.gB = ptr(gB), c.A = ptr(A), c.dtype = dtype_code(g);
+      c.dx = ptr(dx), c.g = ptr(g), c.gB = lora_in_dx ? ptr(gB) : 0, c.A = ptr(A), c.dtype = dtype_code(g);
       c.w = state_of(cfg, ctx->saved_data["nested_offset"].toDouble());
       c.M = M, c.N = N, c.K = K, c.r = r, c.scale = static_cast<float>(scale);
       c.block_m = static_cast<int>(cfg[kDxBlockM]), c.variant = static_cast<int>(cfg[kDxVariant]);
@@ -155,18 +162,21 @@ struct QLoRANode : public torch::autograd::Function<QLoRANode> {
       check(g_table->qlora_dx(&c, err, sizeof(err)) == 0, err);
     }
     const at::Tensor zero = at::empty({}, g.options());  // beta = 0: never read
-    if (need_dA) dA = at::addmm(zero, gB.to(g.scalar_type()).t(), xs, 0, scale);
+    const at::Tensor gB16 = need_dxl || need_dA ? gB.to(g.scalar_type()) : at::Tensor();
+    if (need_dxl) dxl = at::addmm(zero, gB16, A, 0, scale);
+    if (need_dA) dA = at::addmm(zero, gB16.t(), xs, 0, scale);
     if (need_dB) dB = at::addmm(zero, g.t(), u.to(g.scalar_type()), 0, scale);
     if (need_bias) dbias = g.sum(0);
-    return {dx, dA, dB, dbias, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor()};
+    return {dx,          dxl,         dA,          dB,          dbias,       at::Tensor(),
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
-at::Tensor qlora_apply(const at::Tensor& x, const at::Tensor& A, const at::Tensor& B, const c10::optional<at::Tensor>& bias,
+at::Tensor qlora_apply(const at::Tensor& x, const c10::optional<at::Tensor>& x_lora, const at::Tensor& A,
+                       const at::Tensor& B, const c10::optional<at::Tensor>& bias,
                        double scale, const std::vector<int64_t>& cfg, double nested_offset,
                        const std::vector<at::Tensor>& weight, int64_t counters, int64_t n_counters, int64_t stream) {
-  return QLoRANode::apply(x, A, B, bias, scale, cfg, nested_offset, weight, counters, n_counters, stream);
+  return QLoRANode::apply(x, x_lora, A, B, bias, scale, cfg, nested_offset, weight, counters, n_counters, stream);
 }
 
 void set_launch_table(pybind11::capsule table, int version) {
@@ -186,7 +196,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_launch_table", &set_launch_table, pybind11::arg("table"), pybind11::arg("version"),
         "Take nf4lora._C.launch_table() (a capsule) of the given version.");
   m.def("qlora_apply", &qlora_apply,
-        "y = x·Wᵀ + scale·(x·Aᵀ)·Bᵀ + bias through a C++ autograd node (see node.cpp); cfg: the plan's constants, "
+        "y = x·Wᵀ + scale·(x̃·Aᵀ)·Bᵀ + bias (x̃ = x_lora, or x where None) through a C++ autograd node (see "
+        "node.cpp); cfg: the plan's constants, "
         "weight: the NF4 state's tensors its pointers point into (kept alive for the backward)");
   m.attr("CFG_SIZE") = static_cast<int64_t>(kCfgSize);
 }

@@ -327,17 +327,18 @@ def node_cfg(plan: LaunchPlan, dx_block_m: int = 0, dx_variant: str = "auto") ->
             packed, absmax, quant_map, nested_absmax, nested_quant_map, blocksize, N, K, r]
 
 
-def run_node(plan: LaunchPlan, cfg: list, weight: list, x, A, B, scale: float, bias):
+def run_node(plan: LaunchPlan, cfg: list, weight: list, x, x_lora, A, B, scale: float, bias):
     """y (M, N) through the C++ autograd node (nf4lora._node): the forward by ``plan`` and a backward
-    that runs g·B, the dx kernel (the default dx plan) and dA, dB without Python. x (M, K), A, B, bias
-    as qlora_forward takes them, validated by ops.py; no x_lora (dropout off). weight: the NF4 state's
-    tensors (cfg's pointers point into them; the node keeps them until its backward has run)."""
+    that runs g·B, the dx kernel (the default dx plan), dx_lora, dA and dB without Python. x (M, K),
+    x_lora (dropout(x), or None for x), A, B, bias as qlora_forward takes them, validated by ops.py.
+    weight: the NF4 state's tensors (cfg's pointers point into them; the node keeps them until its
+    backward has run)."""
     device = plan.device
     with device_guard(device):
         stream = _stream(device)
         counters = zeroed_counters(device, stream, plan.counters) if plan.counters else (0, 0)
-        return _NODE.qlora_apply(x, A, B, bias, float(scale), cfg, plan.state[5], weight, counters[0], counters[1],
-                                 stream)
+        return _NODE.qlora_apply(x, x_lora, A, B, bias, float(scale), cfg, plan.state[5], weight, counters[0],
+                                 counters[1], stream)
 
 
 def run_forward(plan: LaunchPlan, x, x_lora, A, B, scale: float, bias):

@@ -414,8 +414,8 @@ def qlora_linear(x: torch.Tensor, weight: NF4Weight, lora_A: torch.Tensor, lora_
                                         or (bias is not None and bias.requires_grad)):
             if plan.node_cfg is not None:  # the C++ node: forward and backward on the CUDA kernels
                 last_path["qlora_linear"] = last_path["qlora_linear_backward"] = "cuda"
-                y = _cuda_ext.run_node(plan.launch, plan.node_cfg, plan.node_weight, x2, lora_A, lora_B, float(scale),
-                                       bias)
+                y = _cuda_ext.run_node(plan.launch, plan.node_cfg, plan.node_weight, x2, xl2, lora_A, lora_B,
+                                       float(scale), bias)
             else:
                 y = _EagerQLoRALinear.apply(x2, xl2, lora_A, lora_B, bias, weight, plan, float(scale))
         else:  # nothing to differentiate (inference, generate()): the same body, no autograd node
@@ -436,9 +436,9 @@ def qlora_linear(x: torch.Tensor, weight: NF4Weight, lora_A: torch.Tensor, lora_
 # (_signature). torch.compile, tensor subclasses (FakeTensor, DTensor, functorch wrappers) and meta
 # tensors go through the registered ops. EAGER_FAST_PATH = False forces the ops.
 EAGER_FAST_PATH = True
-# Where the forward and the backward both run on the CUDA backend, without dropout, with a kept launch
-# plan: the autograd node in C++ (nf4lora._node) instead of _EagerQLoRALinear (no Python in the
-# backward). False: the Python Function everywhere (A/Bs, tests).
+# Where the forward and the backward both run on the CUDA backend, with a kept launch plan (LoRA
+# dropout or not): the autograd node in C++ (nf4lora._node) instead of _EagerQLoRALinear (no Python in
+# the backward). False: the Python Function everywhere (A/Bs, tests).
 EAGER_NODE = True
 _MAX_PLANS = 64  # per weight (one call signature per M: varying sequence lengths make many)
 
@@ -501,11 +501,11 @@ class _EagerPlan:
         self.run = _planned("qlora_linear", self.backend, args)
         self.bwd_backend = self.bwd_run = None
         self.launch = self.node_cfg = self.node_weight = None
-        if EAGER_NODE and self.backend == "cuda" and x_lora is None and _cuda_ext._NODE is not None:
+        if EAGER_NODE and self.backend == "cuda" and _cuda_ext._NODE is not None:
             # the backward's choice for this signature (grad_y is (M, N) in x's dtype): a stand-in
             # of that shape without storage of that size
             g = torch.empty_strided((x.shape[0], q.shape[0]), (0, 0), dtype=x.dtype, device=x.device)
-            bwd_args = (g, None, None, q, A, B, scale, (True, False, True, True))
+            bwd_args = (g, x_lora, None, q, A, B, scale, (True, x_lora is not None, True, True))
             # (a backward the CUDA kernels do not take stays on the Python Function, which reports
             # a forced backend's refusal when a backward runs, not at the forward)
             if (_call_unsupported_reason("cuda", "qlora_linear_backward", bwd_args) is None
