@@ -5,7 +5,8 @@ At M <= 1024 a QLoRA layer's step is host time on the H200's machine, and the ho
 process, with the variants interleaved, say anything. Variants: dense_bf16 (the benchmark's
 provider), nf4lora with the C++ autograd node (ops.EAGER_NODE, where it applies), nf4lora with the
 Python autograd.Function. With --dropout p, both nf4lora variants take x̃ = dropout(x, p) drawn in the
-step (as QLoRALinear does in training) and dense_bf16 applies the same dropout to its LoRA branch. Prints one JSON line per shape: medians of `rounds` blocks of `steps`
+step (as QLoRALinear does in training) and dense_bf16 applies dropout of the same p to its LoRA
+branch. Prints one JSON line per shape: medians of `rounds` blocks of `steps`
 steps (µs) and their ratios to dense. Every variant's gradients are checked against the first
 nf4lora variant's before timing (bit-equal, or the row says not).
 
@@ -81,7 +82,8 @@ def main():
                 torch.cuda.synchronize()
                 res[k].append((time.perf_counter() - t) / args.steps * 1e6)
         med = {k: round(statistics.median(v), 1) for k, v in res.items()}
-        print(json.dumps({"M": M, "N": N, "K": K, "r": args.rank, "dropout": p_drop, "node_ran": node_ran, "grads_equal": same, **med,
+        print(json.dumps({"M": M, "N": N, "K": K, "r": args.rank, "dropout": p_drop, "node_ran": node_ran,
+                          "grads_equal": same, **med,
                           "node/dense": round(med["node"] / med["dense"], 3),
                           "python/dense": round(med["python"] / med["dense"], 3),
                           "node/python": round(med["node"] / med["python"], 3)}), flush=True)

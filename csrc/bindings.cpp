@@ -64,7 +64,7 @@ const Nf4loraLaunchTable kLaunchTable = {kNf4loraLaunchTableVersion, table_gemv,
 PYBIND11_MODULE(_C, m) {
   m.def(
       "launch_table",
-      []() { return py::capsule(static_cast<const void*>(&kLaunchTable), "nf4lora._C.launch_table"); },
+      []() { return py::capsule(static_cast<const void*>(&kLaunchTable), kNf4loraLaunchTableName); },
       "The launchers as a table of C function pointers (launch_table.h), for nf4lora._node.");
   m.attr("LAUNCH_TABLE_VERSION") = kNf4loraLaunchTableVersion;
   m.doc() = "nf4lora CUDA kernels (raw pointers + shapes + stream; no libtorch)";

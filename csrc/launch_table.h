@@ -68,3 +68,4 @@ struct Nf4loraLaunchTable {
 }  // extern "C"
 
 constexpr int kNf4loraLaunchTableVersion = 1;
+constexpr const char* kNf4loraLaunchTableName = "nf4lora._C.launch_table";  // the capsule's name

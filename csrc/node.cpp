@@ -71,13 +71,15 @@ void check(bool ok, const char* msg) { TORCH_CHECK(ok, msg); }
 
 struct QLoRANode : public torch::autograd::Function<QLoRANode> {
   // x (M, K), x_lora (M, K) = dropout(x) or undefined (x itself), A (r, K), B (N, r), bias (N,) or
-  // undefined: validated by ops.py (dtype float16 or bfloat16, the devices and shapes of the plan). counters / n_counters: the zeroed split-K
-  // counters of this stream (_cuda_ext.zeroed_counters); stream: the current CUDA stream, recorded
-  // for the backward's dx launch (the engine runs a node's backward on its forward's stream).
+  // undefined: validated by ops.py (dtype float16 or bfloat16, the devices and shapes of the plan).
+  // counters / n_counters: the zeroed split-K counters of this stream (_cuda_ext.zeroed_counters);
+  // stream: the current CUDA stream, recorded for the backward's dx launch (the engine runs a node's
+  // backward on its forward's stream).
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const c10::optional<at::Tensor>& x_lora,
-                            const at::Tensor& A, const at::Tensor& B, const c10::optional<at::Tensor>& bias, double scale, const std::vector<int64_t>& cfg,
-                            double nested_offset, const std::vector<at::Tensor>& weight, int64_t counters,
-                            int64_t n_counters, int64_t stream) {
+                            const at::Tensor& A, const at::Tensor& B, const c10::optional<at::Tensor>& bias,
+                            double scale, const std::vector<int64_t>& cfg, double nested_offset,
+                            const std::vector<at::Tensor>& weight, int64_t counters, int64_t n_counters,
+                            int64_t stream) {
     TORCH_CHECK(g_table != nullptr, "nf4lora._node: no launch table (set_launch_table was not called)");
     if (static_cast<int64_t>(cfg.size()) != kCfgSize) {
       const std::string msg = "nf4lora._node: cfg must have " + std::to_string(static_cast<int64_t>(kCfgSize)) +
@@ -87,7 +89,8 @@ struct QLoRANode : public torch::autograd::Function<QLoRANode> {
     const at::Tensor xa = aligned(x), Aa = aligned(A), Ba = aligned(B);
     const bool has_xl = x_lora.has_value() && x_lora->defined();
     const at::Tensor xla = has_xl ? aligned(*x_lora) : xa;  // the LoRA branch's input
-    const at::Tensor bc = bias.has_value() ? bias->contiguous() : at::Tensor();
+    const bool has_bias = bias.has_value() && bias->defined();
+    const at::Tensor bc = has_bias ? bias->contiguous() : at::Tensor();
     const int64_t M = xa.size(0), N = cfg[kN], K = cfg[kK], r = cfg[kR];
     at::Tensor y = at::empty({M, N}, xa.options());
     const bool by_cublas = cfg[kByCublas] != 0;
@@ -124,7 +127,7 @@ struct QLoRANode : public torch::autograd::Function<QLoRANode> {
     ctx->saved_data["cfg"] = cfg;
     ctx->saved_data["nested_offset"] = nested_offset;
     ctx->saved_data["stream"] = stream;
-    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
+    ctx->saved_data["has_bias"] = has_bias;
     ctx->saved_data["has_x_lora"] = has_xl;
     // cfg holds raw pointers to the NF4 state: its tensors stay alive until the backward has run
     // (the layer may be gone or its buffers replaced by then)
@@ -180,13 +183,18 @@ at::Tensor qlora_apply(const at::Tensor& x, const c10::optional<at::Tensor>& x_l
 }
 
 void set_launch_table(pybind11::capsule table, int version) {
-  if (version != kNf4loraLaunchTableVersion) {
-    const std::string msg = "nf4lora._node: launch table version " + std::to_string(version) +
-                            " from _C, this module takes " + std::to_string(kNf4loraLaunchTableVersion) +
-                            " (rebuild both)";
+  // only _C's own capsule (checked by its name): any other pointer would be called as launchers
+  check(PyCapsule_IsValid(table.ptr(), kNf4loraLaunchTableName) != 0,
+        "nf4lora._node: set_launch_table takes the capsule of nf4lora._C.launch_table()");
+  const auto* tbl =
+      static_cast<const Nf4loraLaunchTable*>(PyCapsule_GetPointer(table.ptr(), kNf4loraLaunchTableName));
+  if (version != kNf4loraLaunchTableVersion || tbl->version != kNf4loraLaunchTableVersion) {
+    const std::string msg = "nf4lora._node: launch table version " + std::to_string(version) + " from _C (table " +
+                            std::to_string(tbl->version) + "), this module takes " +
+                            std::to_string(kNf4loraLaunchTableVersion) + " (rebuild both)";
     check(false, msg.c_str());
   }
-  g_table = static_cast<const Nf4loraLaunchTable*>(table.get_pointer());
+  g_table = tbl;
 }
 
 }  // namespace
@@ -196,8 +204,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_launch_table", &set_launch_table, pybind11::arg("table"), pybind11::arg("version"),
         "Take nf4lora._C.launch_table() (a capsule) of the given version.");
   m.def("qlora_apply", &qlora_apply,
-        "y = x·Wᵀ + scale·(x̃·Aᵀ)·Bᵀ + bias (x̃ = x_lora, or x where None) through a C++ autograd node (see "
-        "node.cpp); cfg: the plan's constants, "
-        "weight: the NF4 state's tensors its pointers point into (kept alive for the backward)");
+        "y = x·Wᵀ + scale·(x̃·Aᵀ)·Bᵀ + bias (x̃ = x_lora, or x where None) through a C++ autograd node "
+        "(see node.cpp); cfg: the plan's constants, weight: the NF4 state's tensors its pointers point into "
+        "(kept alive for the backward)");
   m.attr("CFG_SIZE") = static_cast<int64_t>(kCfgSize);
 }

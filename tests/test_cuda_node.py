@@ -8,6 +8,8 @@ bfloat16; and the float64 reference. CPU: the module builds
 where _C does, takes _C's launch table, and reports a launcher's refusal as a RuntimeError.
 """
 
+import ctypes
+
 import pytest
 import torch
 
@@ -30,8 +32,19 @@ def test_node_reports_a_launchers_refusal():
     with pytest.raises(RuntimeError, match="cfg must have 18 entries, got 17"):
         _cuda_ext._NODE.qlora_apply(x, None, A, B, None, 1.0, cfg[:-1], 0.0, [], 0, 0, 0)
     v = _cuda_ext._C.LAUNCH_TABLE_VERSION
-    with pytest.raises(RuntimeError, match=f"launch table version {v + 1} from _C, this module takes {v} "):
+    with pytest.raises(RuntimeError, match=rf"launch table version {v + 1} from _C \(table {v}\), this module "
+                                           rf"takes {v} "):
         _cuda_ext._NODE.set_launch_table(_cuda_ext._C.launch_table(), v + 1)
+    # any capsule but _C's own table is refused (its pointer is never read)
+    new_capsule = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(
+        ("PyCapsule_New", ctypes.pythonapi))
+    dummy, name = ctypes.c_int(1), ctypes.create_string_buffer(b"some.other.capsule")
+    foreign = new_capsule(ctypes.addressof(dummy), ctypes.addressof(name), None)
+    with pytest.raises(RuntimeError, match="set_launch_table takes the capsule of nf4lora._C.launch_table"):
+        _cuda_ext._NODE.set_launch_table(foreign, v)
+    # the refusals left _C's table in place
+    with pytest.raises(RuntimeError, match="blocksize must be a power of two in"):
+        _cuda_ext._NODE.qlora_apply(x, None, A, B, None, 1.0, cfg, 0.0, [], 0, 0, 0)
     with pytest.raises(TypeError):
         _cuda_ext._NODE.qlora_apply(x, None, A, B, None, "1.0", cfg, 0.0, [], 0, 0, 0)
 

@@ -488,9 +488,12 @@ class _EagerPlan:
     """The forward's checks and backend choice for one call signature of one weight, done once, and
     the implementation that runs such calls (planned where the backend has a planner). The
     backward's choice is made on the first backward (it reads the same signature: grad_y matches y)
-    and again only if NF4LORA_BACKEND or TRITON_INTERPRET changed in between. It holds no
-    reference to the weight (the weight holds it: the weight is passed in), so a weight goes with its
-    last reference, not with the cycle collector."""
+    and again only if NF4LORA_BACKEND or TRITON_INTERPRET changed in between. Where the C++ node
+    takes the signature (node_cfg set: forward and backward both on the CUDA kernels), both choices
+    are made here, at the first forward, and a later change of NF4LORA_BACKEND reaches the backward
+    of only the calls made after it. It holds no reference to the weight (the weight holds it: the
+    weight is passed in), so a weight goes with its last reference, not with the cycle collector.
+    node_weight holds the weight's tensors (what node_cfg's pointers point into), not the weight."""
     __slots__ = ("backend", "run", "env", "bwd_backend", "bwd_run", "launch", "node_cfg", "node_weight")
 
     def __init__(self, x, x_lora, q: NF4Weight, A, B, scale, bias):
