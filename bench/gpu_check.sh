@@ -20,6 +20,11 @@ set +e
 status=${PIPESTATUS[0]}
 set -e
 "$PY" bench/bench_qlora.py --out "$out" "$@"
+# The host-bound fwd+bwd step (M <= 1024): the C++ autograd node, the Python Function and dense_bf16
+# interleaved in one process (do_bench walls of separate runs drift ±10-30% there), with LoRA
+# dropout off and at 0.1.
+{ "$PY" bench/step_ab.py && "$PY" bench/step_ab.py --dropout 0.1 --shapes 128x4096x4096,1024x4096x4096; } \
+    > "$out/step_ab.jsonl" || echo "bench/step_ab.py failed (see above); $out/step_ab.jsonl is incomplete"
 # Issue 5's dispatch table: the forward on every backend that can run it, side by side (the rows
 # join the summary), then the table of the fastest per shape and M. The package ships a copy
 # (python/nf4lora/data/, checked against its sources by tests/test_dispatch.py).
