@@ -136,6 +136,12 @@ struct QLoRANode : public torch::autograd::Function<QLoRANode> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    // The engine runs a backward with grad mode on exactly when create_graph=True (double backward,
+    // gradient penalties): the kernels' gradients carry no graph, so refuse (ops._NO_DOUBLE_BACKWARD).
+    check(!at::GradMode::is_enabled(),
+          "nf4lora::qlora_linear: a differentiable backward (create_graph=True: double backward, gradient "
+          "penalties) is not supported on the cuda backend, whose gradients are kernel outputs without a graph; "
+          "NF4LORA_BACKEND=reference computes a differentiable one");
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &xs = saved[0], &u = saved[1], &A = saved[2], &B = saved[3];
     const double scale = ctx->saved_data["scale"].toDouble();

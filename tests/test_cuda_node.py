@@ -171,3 +171,21 @@ def test_forced_cuda_backend_refuses_at_the_backward(monkeypatch):
     assert torch.equal(y.detach(), want)
     with pytest.raises(RuntimeError, match="cannot run nf4lora::qlora_linear_backward: the CUDA dx kernel needs N"):
         y.sum().backward()
+
+
+@needs_node
+@pytest.mark.gpu
+@pytest.mark.parametrize("node", [True, False])
+def test_double_backward_is_refused_on_the_cuda_backend(node, monkeypatch):
+    """create_graph=True through the CUDA kernels (C++ node or Python Function) is an error, not a
+    gradient penalty silently dropped."""
+    monkeypatch.setattr(ops, "EAGER_NODE", node)
+    q = quantize_nf4(torch.randn(256, 512, device=DEV), 64)
+    A, B = (t.requires_grad_() for t in random_lora(256, 512, 8, torch.bfloat16, DEV))
+    x = torch.randn(32, 512, device=DEV, dtype=torch.bfloat16, requires_grad=True)
+    y = qlora_linear(x, q, A, B, 0.5)
+    assert ("QLoRANode" in y.grad_fn.name()) == node
+    with pytest.raises(RuntimeError, match=r"differentiable backward \(create_graph=True.*cuda backend"):
+        torch.autograd.grad(y.float().square().sum(), x, create_graph=True)
+    # and the plain backward still runs
+    assert torch.autograd.grad(qlora_linear(x, q, A, B, 0.5).float().sum(), x)[0].isfinite().all()

@@ -79,6 +79,43 @@ def _on_cpu_backend(backend, eager, monkeypatch):
     return REL_TOL[torch.float32] if backend == "reference" else TF32_TOL
 
 
+def _penalty_grads(x, q, A, B, scale):
+    """Grads of A and B of y.sum() + (∂(Σy²)/∂x)², built with create_graph=True (a gradient penalty)."""
+    y = qlora_linear(x, q, A, B, scale)
+    (gx,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+    return torch.autograd.grad(y.sum() + gx.square().sum(), (A, B))
+
+
+def test_double_backward_on_the_reference_eager_path_matches_float64(monkeypatch):
+    """The reference backend's eager backward is torch math: differentiable again, and right."""
+    tol = _on_cpu_backend("reference", True, monkeypatch)
+    M, K, N, r, scale = 5, 128, 40, 4, 0.7
+    q = quantize_nf4(torch.randn(N, K), 64)
+    x = torch.randn(M, K, requires_grad=True)
+    A, B = (t.requires_grad_() for t in random_lora(N, K, r, torch.float32))
+    dA, dB = _penalty_grads(x, q, A, B, scale)
+    w = dequantize_nf4(q, torch.float32).double()
+    x64, A64, B64 = (t.detach().double().requires_grad_() for t in (x, A, B))
+    y64 = x64 @ w.t() + scale * (x64 @ A64.t()) @ B64.t()
+    (gx64,) = torch.autograd.grad(y64.square().sum(), x64, create_graph=True)
+    dA64, dB64 = torch.autograd.grad(y64.sum() + gx64.square().sum(), (A64, B64))
+    assert rel_err(dA, dA64) < tol and rel_err(dB, dB64) < tol
+
+
+def test_double_backward_through_the_kernels_is_refused(monkeypatch):
+    """The Triton backward's gradients are kernel outputs without a graph: with create_graph=True the
+    penalty's terms would be lost silently (they once were, on the eager path); it is an error."""
+    _on_cpu_backend("triton", True, monkeypatch)
+    q = quantize_nf4(torch.randn(40, 128), 64)
+    x = torch.randn(5, 128, requires_grad=True)
+    A, B = (t.requires_grad_() for t in random_lora(40, 128, 4, torch.float32))
+    with pytest.raises(RuntimeError, match=r"differentiable backward \(create_graph=True.*triton backend"):
+        _penalty_grads(x, q, A, B, 0.7)
+    monkeypatch.setattr(ops, "EAGER_FAST_PATH", False)  # the registered ops: torch's own refusal
+    with pytest.raises(RuntimeError, match="no autograd formula was registered"):
+        _penalty_grads(x, q, A, B, 0.7)
+
+
 @pytest.mark.parametrize("eager", [True, False])
 @pytest.mark.parametrize("backend", ["reference", "triton"])
 def test_a_separate_x_lora_without_grad_keeps_the_lora_term_out_of_dx(eager, backend, monkeypatch):

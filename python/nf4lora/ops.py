@@ -484,6 +484,14 @@ def _planned(op: str, backend: str, args: tuple) -> Callable:
     return _IMPLS[op][backend] if planner is None else planner(*args)
 
 
+# A backward run with create_graph=True (double backward, gradient penalties): the kernels' gradients
+# carry no graph, so a loss built from them would silently lose those terms. The reference backend's
+# backward is plain torch math and stays differentiable; the registered ops raise torch's own error.
+_NO_DOUBLE_BACKWARD = ("nf4lora::qlora_linear: a differentiable backward (create_graph=True: double backward, "
+                       "gradient penalties) is not supported on the {backend} backend, whose gradients are kernel "
+                       "outputs without a graph; NF4LORA_BACKEND=reference computes a differentiable one")
+
+
 class _EagerPlan:
     """The forward's checks and backend choice for one call signature of one weight, done once, and
     the implementation that runs such calls (planned where the backend has a planner). The
@@ -533,6 +541,8 @@ class _EagerPlan:
             self.bwd_backend = select_backend("qlora_linear_backward", q.device, args)
             self.bwd_run = _planned("qlora_linear_backward", self.bwd_backend, args)
         last_path["qlora_linear_backward"] = self.bwd_backend
+        if self.bwd_backend != "reference" and torch.is_grad_enabled():
+            raise RuntimeError(_NO_DOUBLE_BACKWARD.format(backend=self.bwd_backend))
         return self.bwd_run(*args)
 
 
