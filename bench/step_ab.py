@@ -3,12 +3,12 @@
 At M <= 1024 a QLoRA layer's step is host time on the H200's machine, and the host's speed moves
 ±10-30% between calls and processes (bench/results/h200/s20, s21): only ratios measured in one
 process, with the variants interleaved, say anything. Variants: dense_bf16 (the benchmark's
-provider), nf4lora with the C++ autograd node (ops.EAGER_NODE, where it applies), nf4lora with the
+provider's math: F.linear on a bf16 W plus the unfused LoRA matmuls), nf4lora with the C++ autograd node (ops.EAGER_NODE, where it applies), nf4lora with the
 Python autograd.Function. With --dropout p, both nf4lora variants take x̃ = dropout(x, p) drawn in the
 step (as QLoRALinear does in training) and dense_bf16 applies dropout of the same p to its LoRA
 branch. Prints one JSON line per shape: medians of `rounds` blocks of `steps`
-steps (µs) and their ratios to dense. Every variant's gradients are checked against the first
-nf4lora variant's before timing (bit-equal, or the row says not).
+steps (µs) and their ratios to dense. The two nf4lora variants' gradients are compared before
+timing (grads_equal: bit-equal or not), and node_ran says whether the C++ node took the call.
 
     python bench/step_ab.py [--shapes 128x4096x4096,...] [--rounds 6] [--steps 100] [--dropout 0.1]
 """
@@ -21,7 +21,6 @@ import statistics
 import time
 
 import torch
-
 import torch.nn.functional as F
 
 from nf4lora import ops
