@@ -317,13 +317,14 @@ def plan_forward_large(x, q: NF4Weight, r: int, variant: str = "auto", block_m: 
     return LaunchPlan(x, q, r, True, (MMA_VARIANTS[variant], block_m), ws_bytes, counters, by_cublas, fold)
 
 
-def node_cfg(plan: LaunchPlan, dx_block_m: int = 0, dx_variant: str = "auto") -> list:
-    """The constants csrc/node.cpp takes for ``plan`` (its Cfg order): the forward launch, the dx
-    plan (block_m, variant), the NF4 state's pointers, N, K, r."""
+def node_cfg(plan: LaunchPlan, dx_plan: LaunchPlan) -> list:
+    """The constants csrc/node.cpp takes (its Cfg order) for the forward ``plan`` and the backward's
+    ``dx_plan`` (plan_dx's): the forward launch, the dx launch (block_m, variant), the NF4 state's
+    pointers, N, K, r."""
     launch = tuple(plan.launch) + (0,) * (3 - len(plan.launch))
     packed, absmax, quant_map, nested_absmax, nested_quant_map, _, blocksize = plan.state
     M, N, K, r = plan.dims
-    return [int(plan.large), *launch, plan.ws_bytes, plan.by_cublas, plan.fold, dx_block_m, DX_VARIANTS[dx_variant],
+    return [int(plan.large), *launch, plan.ws_bytes, plan.by_cublas, plan.fold, *dx_plan.launch,
             packed, absmax, quant_map, nested_absmax, nested_quant_map, blocksize, N, K, r]
 
 

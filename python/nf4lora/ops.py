@@ -523,7 +523,8 @@ class _EagerPlan:
                     and select_backend("qlora_linear_backward", q.device, bwd_args) == "cuda"):
                 launch = _cuda_ext.plan_forward(x, q, A.shape[0])
                 if launch.cacheable:  # (the weight's tensors, not the weight: no cycle through q.plans)
-                    self.launch, self.node_cfg = launch, _cuda_ext.node_cfg(launch)
+                    dx_plan = _cuda_ext.plan_dx(g, q, A.shape[0])  # (the Python backward's planner's)
+                    self.launch, self.node_cfg = launch, _cuda_ext.node_cfg(launch, dx_plan)
                     self.node_weight = _weight_args(q)
 
     def forward(self, q: NF4Weight, x, x_lora, A, B, scale: float, bias):
