@@ -621,7 +621,8 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
 // M = 1, 2 and 4 on the four benchmark shapes: 0.74-0.94x its time (8192×28672, M = 1: 53.4 against
 // 59.0 µs). What bounds it: L1 wavefronts (82% of peak: the lookups, and code loads that touch 8
 // rows each) with issue at 38%; more tiles in flight, L2 prefetch and a register share of the
-// decode were slower (runs 6-9). NT = 1 (sixteenth session run 4) at M = 5 to 8: 0.76-0.82x the
+// decode were slower (runs 6-9); code loads that skip L1 (load_codes) 0.94-0.97x (twenty-third
+// session). NT = 1 (sixteenth session run 4) at M = 5 to 8: 0.76-0.82x the
 // TMA ring's time at K = 4096 (4096×14336: 19.8-19.9 against 24.0-24.8 µs), 1.07-1.11x at
 // 14336×4096 (K split in 4 slices, the last half empty) and 1.10x at 8192×28672 M = 5 (M = 6-8
 // there: max_tiles(M) leaves two waves of blocks), so auto takes it where K <= 4096. Two 8-byte
@@ -649,7 +650,30 @@ constexpr bool rows_smem_fits() {
 }
 static_assert(rows_smem_fits(), "the register pipeline's shared memory fits sm_90 at every M");
 
-template <typename T, int NT>
+// A 16-byte load of packed codes. kStream: codes are read once per forward, so the load skips L1
+// (ld.global.nc.L1::no_allocate), asks L2 to fetch 256 bytes around it and marks the lines
+// evict-first (`policy`, from createpolicy.fractional.L2::evict_first); otherwise a plain
+// ld.global.nc. Measured on the H200 (bench/results/h200/s23, interleaved CUDA graphs of the
+// forward, the same bits): the streaming load takes 0.94-0.97x the plain load's time at M = 1-3 on
+// six shapes and at M = 4-8 on weights under 2^27 elements, but 1.04-1.06x at M = 4 on 8192×28672
+// and 28672×8192 (not understood; rows_stream_loads keeps the plain load there). The L2::256B
+// prefetch alone was neutral (0.97-1.00x): the gain is L1's, whose wavefronts bound this kernel.
+template <bool kStream> __device__ __forceinline__ uint4 load_codes(const uint8_t* ptr, uint64_t policy) {
+  uint4 v;
+  if constexpr (kStream) {
+    asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(ptr), "l"(policy));
+  } else {
+    v = __ldg(reinterpret_cast<const uint4*>(ptr));
+  }
+  return v;
+}
+
+// Whether the register pipeline streams its code loads (load_codes) for this shape: see there.
+constexpr bool rows_stream_loads(int64_t M, int64_t N, int64_t K) { return M <= 3 || N * K < (int64_t{1} << 27); }
+
+template <typename T, int NT, bool kStream>
 __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlora_gemv_rows_kernel(const GemvParams p) {
   using C = GemvRows;
   constexpr int kS = C::kS, kW = C::kW, kD = C::kD, kThr = C::kThreads;
@@ -717,6 +741,8 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
   int sk[kS];  // this lane's scale block within its row, per span
 #pragma unroll
   for (int s = 0; s < kS; ++s) sk[s] = scale_ok[s] ? (k0 + s * kSpan + 64 * (c & 1)) >> p.w.blocksize_log2 : 0;
+  uint64_t policy = 0;  // L2 evict-first for the streamed code loads
+  if constexpr (kStream) asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
   struct Tile {
     uint4 cw[kS][2];  // codes of rows g, g + 8 per span
     uint32_t q[kS];   // raw scales (float32 bits, or the nested code byte)
@@ -729,8 +755,8 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
 #pragma unroll
     for (int s = 0; s < kS; ++s) {
       const int o = code_ok[s] ? code_off + s * (kSpan / 2) : 0;
-      t.cw[s][0] = __ldg(reinterpret_cast<const uint4*>(pa + o));
-      t.cw[s][1] = __ldg(reinterpret_cast<const uint4*>(pb + o));
+      t.cw[s][0] = load_codes<kStream>(pa + o, policy);
+      t.cw[s][1] = load_codes<kStream>(pb + o, policy);
     }
     const int sb = min(row0 + 16 * i + g + srow_off, p.N - 1) * kb;
 #pragma unroll
@@ -954,10 +980,11 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
   if (pipeline == 3) {
     const dim3 grid((p.N + 16 * p.row_tiles - 1) / (16 * p.row_tiles), splits);
     const size_t smem = GemvRows::smem_bytes(p.M, p.row_tiles);
-    return p.M <= GemvRows::kMaxM0 ? launch_dependent(qlora_gemv_rows_kernel<T, 0>, "qlora_gemv_rows_kernel", grid, GemvRows::kThreads,
-                                       smem, dependent, stream, p)
-                    : launch_dependent(qlora_gemv_rows_kernel<T, 1>, "qlora_gemv_rows_kernel", grid, GemvRows::kThreads,
-                                       smem, dependent, stream, p);
+    const bool stream_loads = rows_stream_loads(p.M, p.N, p.K);
+    const auto kernel = p.M <= GemvRows::kMaxM0
+                            ? (stream_loads ? qlora_gemv_rows_kernel<T, 0, true> : qlora_gemv_rows_kernel<T, 0, false>)
+                            : (stream_loads ? qlora_gemv_rows_kernel<T, 1, true> : qlora_gemv_rows_kernel<T, 1, false>);
+    return launch_dependent(kernel, "qlora_gemv_rows_kernel", grid, GemvRows::kThreads, smem, dependent, stream, p);
   }
   return tiles == 1 ? launch_gemv<T, MT, 1>(p, splits, pipeline, dependent, stream)
                     : launch_gemv<T, MT, 2>(p, splits, pipeline, dependent, stream);
