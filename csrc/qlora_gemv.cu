@@ -654,10 +654,13 @@ static_assert(rows_smem_fits(), "the register pipeline's shared memory fits sm_9
 // (ld.global.nc.L1::no_allocate), asks L2 to fetch 256 bytes around it and marks the lines
 // evict-first (`policy`, from createpolicy.fractional.L2::evict_first); otherwise a plain
 // ld.global.nc. Measured on the H200 (bench/results/h200/s23, interleaved CUDA graphs of the
-// forward, the same bits): the streaming load takes 0.94-0.97x the plain load's time at M = 1-3 on
-// six shapes and at M = 4-8 on weights under 2^27 elements, but 1.04-1.06x at M = 4 on 8192×28672
-// and 28672×8192 (not understood; rows_stream_loads keeps the plain load there). The L2::256B
-// prefetch alone was neutral (0.97-1.00x): the gain is L1's, whose wavefronts bound this kernel.
+// forward, the same bits): the streaming load takes 0.94-0.97x the plain load's time at each of
+// the 25 shape / M points (M 1-8) measured where the block's shared memory is at most 161 KiB, and
+// 1.04-1.06x at the two where it is 177-181 KiB (M = 4 on 8192×28672 and 28672×8192: the warps'
+// sum slabs of 28-29 tiles). The shared memory is carved out of the same 256 KiB as L1, so the reading is
+// that a kernel leaving L1 little room loses by skipping it; kRowsStreamMaxSmem is the midpoint
+// of the two measured ends (nothing measured between them). The L2::256B prefetch alone was
+// neutral (0.97-1.00x): the gain is L1's, whose wavefronts bound this kernel.
 template <bool kStream> __device__ __forceinline__ uint4 load_codes(const uint8_t* ptr, uint64_t policy) {
   uint4 v;
   if constexpr (kStream) {
@@ -670,8 +673,9 @@ template <bool kStream> __device__ __forceinline__ uint4 load_codes(const uint8_
   return v;
 }
 
-// Whether the register pipeline streams its code loads (load_codes) for this shape: see there.
-constexpr bool rows_stream_loads(int64_t M, int64_t N, int64_t K) { return M <= 3 || N * K < (int64_t{1} << 27); }
+// The register pipeline streams its code loads (load_codes) where its block's shared memory is at
+// most this (GemvRows::smem_bytes of the plan's M and tiles per block): see load_codes.
+constexpr size_t kRowsStreamMaxSmem = 168 * 1024;
 
 template <typename T, int NT, bool kStream>
 __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlora_gemv_rows_kernel(const GemvParams p) {
@@ -980,7 +984,7 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
   if (pipeline == 3) {
     const dim3 grid((p.N + 16 * p.row_tiles - 1) / (16 * p.row_tiles), splits);
     const size_t smem = GemvRows::smem_bytes(p.M, p.row_tiles);
-    const bool stream_loads = rows_stream_loads(p.M, p.N, p.K);
+    const bool stream_loads = smem <= kRowsStreamMaxSmem;
     const auto kernel = p.M <= GemvRows::kMaxM0
                             ? (stream_loads ? qlora_gemv_rows_kernel<T, 0, true> : qlora_gemv_rows_kernel<T, 0, false>)
                             : (stream_loads ? qlora_gemv_rows_kernel<T, 1, true> : qlora_gemv_rows_kernel<T, 1, false>);
