@@ -657,10 +657,11 @@ static_assert(rows_smem_fits(), "the register pipeline's shared memory fits sm_9
 // forward, the same bits): the streaming load takes 0.94-0.97x the plain load's time at each of
 // the 25 shape / M points (M 1-8) measured where the block's shared memory is at most 161 KiB, and
 // 1.04-1.06x at the two where it is 177-181 KiB (M = 4 on 8192×28672 and 28672×8192: the warps'
-// sum slabs of 28-29 tiles). The shared memory is carved out of the same 256 KiB as L1, so the reading is
-// that a kernel leaving L1 little room loses by skipping it; kRowsStreamMaxSmem is the midpoint
-// of the two measured ends (nothing measured between them). The L2::256B prefetch alone was
-// neutral (0.97-1.00x): the gain is L1's, whose wavefronts bound this kernel.
+// sum slabs of 28-29 tiles). Shared memory is carved out of the same 256 KiB per SM as L1; the
+// reading is that a kernel leaving L1 little room loses by skipping it (not profiled).
+// kRowsStreamMaxSmem is the midpoint of the two measured ends (nothing measured between them).
+// The L2::256B prefetch alone was neutral (0.97-1.00x): the gain is L1's, whose wavefronts bound
+// this kernel.
 template <bool kStream> __device__ __forceinline__ uint4 load_codes(const uint8_t* ptr, uint64_t policy) {
   uint4 v;
   if constexpr (kStream) {

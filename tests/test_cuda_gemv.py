@@ -50,7 +50,8 @@ CASES = [  # M, K, N, r, blocksize, bias, dropout
     (7, 4160, 200, 4, 64, False, True),  # registers at M > 4 (swapped code words): 2 slices, the last half a span
     (6, 64, 70, 2, 64, True, False),  # registers at M > 4: half a span, 15 of 16 warps past K
     (4, 8192, 28672, 16, 64, False, False),  # registers with plain code loads: 28 tiles per block on 132 SMs,
-    #                                          177 KiB of shared memory (> kRowsStreamMaxSmem); M <= 3 streams
+    #                                          177 KiB of shared memory (> kRowsStreamMaxSmem); the M = 3
+    #                                          case on this shape (149 KiB) streams them
 ]
 
 
