@@ -1,8 +1,8 @@
 """More than one GPU: the kernels run on their inputs' device whatever the current device is, on that
 device's current stream, and a model split across devices (device_map-style) trains.
 
-GPU (`gpu` marker) and only with two or more CUDA devices (skipped otherwise). Each backend that can
-run the call (cuda: the C++ node and the Python Function; triton) on cuda:1 while cuda:0 is current:
+GPU (`gpu` marker) and only with two or more CUDA devices (skipped otherwise). Each backend (cuda,
+through the C++ node where it is built; triton) on cuda:1 while cuda:0 is current, x̃ absent or given:
 outputs and dx, dA, dB against the float64 reference, the current device left as it was; a
 non-default stream of cuda:1; two layers on two devices against the same two layers on one device.
 """
