@@ -35,6 +35,8 @@ def _layer_grads(backend, M, dropout_leaf, device, monkeypatch, stream=None):
     g = torch.randn(M, N, device=device, dtype=torch.bfloat16, generator=gen)
     x, A, B = (t.clone().requires_grad_() for t in (x0, A0, B0))
     xl = None if xl0 is None else xl0.clone().requires_grad_()
+    if stream is not None:
+        stream.wait_stream(torch.cuda.current_stream(device))  # the inputs were made on cuda:1's default stream
     with torch.cuda.device(0):
         # (a stream context makes the stream's device current while it is entered)
         with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
