@@ -64,10 +64,15 @@ def _copy_seconds(device, n: int) -> float:
     return _do_bench(lambda: dst.copy_(src)) * 1e-3
 
 
+def copy_bandwidth(device) -> float:
+    """Bytes read + written per second by a 1 GiB float32 copy (freed before returning)."""
+    n = 2**28
+    return 2 * n * 4 / _copy_seconds(device, n)
+
+
 def measure_ceilings(device) -> Dict[str, float]:
     """Copy bandwidth (bytes read + written per second) and the dense bf16 GEMM rate (8192³)."""
-    n = 2**28  # 1 GiB of float32, freed before the GEMM operands are made
-    copy_bw = 2 * n * 4 / _copy_seconds(device, n)
+    copy_bw = copy_bandwidth(device)
     a = torch.randn(8192, 8192, device=device, dtype=DTYPE)
     b = torch.randn(8192, 8192, device=device, dtype=DTYPE)
     t = _do_bench(lambda: a @ b) * 1e-3

@@ -1,0 +1,134 @@
+"""GPU time of the small-M forward against the copy bandwidth (issues 3 and 5), from CUDA graphs.
+
+    python bench/gemv_time.py [--out FILE] [--spec "K,N:M1/M2;K,N:M..."] [--env VAR=v1,v2,...]
+
+Per shape and M: the forward (its u and GEMV kernels, bf16, r = 16, NF4 blocksize 64 with double
+quantization) under no_grad through nf4lora.qlora_linear on the default backend, L calls over n_w
+distinct weights (at least 256 MB of NF4 per pass, so that no call finds its weight in L2) captured
+in one CUDA graph; the graph replayed 12 times, timed by CUDA events; the median per forward and
+its effective bandwidth (nf4lora.benchmark.work's bytes: codes, absmax, x, y, A, B) as a percent
+of a 1 GiB copy's, measured in the same process. Do_bench walls through the layer are host time
+at these sizes (bench/results/h200/s22); these are the kernels' time.
+
+--env VAR=v1,v2: an A/B of variants a launcher reads from the environment at each launch (switches
+that exist on experiment branches only): one graph per value, captured with VAR set to it, the
+graphs replayed alternately; the rows carry each value's time and its ratio to the first's, and
+whether the outputs are the same bits. One JSON line per row (stdout, and FILE with --out).
+"""
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
+
+from nf4lora import ops, quantize_nf4  # noqa: E402
+from nf4lora.benchmark import copy_bandwidth, work  # noqa: E402
+
+# Issue 3's and 5's shapes (K, N) and M; 28672×8192 is the dx-side orientation of the largest one.
+DEFAULT_SPEC = "4096,4096:1/4/8/16;4096,14336:1/4/8/16;14336,4096:1/4/8/16;8192,28672:1/4/8/16;28672,8192:1/16"
+
+
+def parse_spec(spec: str):
+    """{(K, N): (M, ...)} from "K,N:M1/M2;..."."""
+    out = {}
+    for part in spec.split(";"):
+        kn, ms = part.split(":")
+        K, N = (int(v) for v in kn.split(","))
+        out[(K, N)] = tuple(int(m) for m in ms.split("/"))
+    return out
+
+
+def capture(fn):
+    """fn() captured in a CUDA graph after one warm-up call on a side stream; (graph, fn's outputs)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outs = fn()
+    return graph, outs
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", help="also write the JSON lines here")
+    p.add_argument("--spec", default=DEFAULT_SPEC, help='shapes and M: "K,N:M1/M2;K,N:M..."')
+    p.add_argument("--env", help="VAR=v1,v2,...: variants by an environment variable (experiment branches)")
+    p.add_argument("--r", type=int, default=16)
+    p.add_argument("--rounds", type=int, default=12)
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        sys.exit("gemv_time.py needs a CUDA device")
+    var, values = None, [None]
+    if args.env:
+        var, vals = args.env.split("=", 1)
+        values = vals.split(",")
+    sink = open(args.out, "a") if args.out else None
+
+    def emit(row):
+        line = json.dumps(row)
+        print(line, flush=True)
+        if sink:
+            sink.write(line + "\n")
+
+    dev = "cuda"
+    copy_bw = copy_bandwidth(dev)
+    emit({"copy_TBps": round(copy_bw / 1e12, 3), "device": torch.cuda.get_device_name(),
+          "git_sha": os.environ.get("NF4LORA_GIT_SHA", "")})
+    torch.manual_seed(0)
+    for (K, N), Ms in parse_spec(args.spec).items():
+        n_w = min(32, math.ceil(256e6 / (N * K // 2)))
+        qs = [quantize_nf4(torch.randn(N, K, device=dev) * K**-0.5, 64, double_quant=True) for _ in range(n_w)]
+        A = (torch.randn(args.r, K, device=dev) * K**-0.5).bfloat16()
+        B = (torch.randn(N, args.r, device=dev) * args.r**-0.5).bfloat16()
+        for M in Ms:
+            x = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
+            L = max(n_w, 8)
+            graphs, outs = {}, {}
+            with torch.no_grad():
+                for v in values:
+                    if var is not None:
+                        os.environ[var] = v
+                    graphs[v], outs[v] = capture(lambda: [ops.qlora_linear(x, qs[i % n_w], A, B, 2.0) for i in range(L)])
+            if var is not None:
+                os.environ.pop(var, None)
+            path = ops.last_path.get("qlora_linear")
+            events = {v: [] for v in values}
+            for rd in range(args.rounds):
+                for v in (values if rd % 2 == 0 else values[::-1]):
+                    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    s.record()
+                    graphs[v].replay()
+                    e.record()
+                    events[v].append((s, e))
+            torch.cuda.synchronize()
+            nbytes = work(M, K, N, args.r, "fwd")["bytes"]
+            row = {"K": K, "N": N, "M": M, "r": args.r, "weights": n_w, "calls": L, "path": path}
+            for v in values:
+                us = statistics.median(s.elapsed_time(e) for s, e in events[v]) * 1e3 / L
+                key = "" if v is None else f"[{var}={v}]"
+                row["us" + key] = round(us, 2)
+                row["pct_copy" + key] = round(100 * nbytes / (us * 1e-6) / copy_bw, 1)
+            if var is not None:
+                first = values[0]
+                row["same_bits"] = all(torch.equal(a, b) for v in values[1:] for a, b in zip(outs[v], outs[first]))
+                for v in values[1:]:
+                    row[f"ratio[{var}={v}/{first}]"] = round(row[f"us[{var}={v}]"] / row[f"us[{var}={first}]"], 3)
+            emit(row)
+            del graphs, outs
+        del qs
+        torch.cuda.empty_cache()
+    if sink:
+        sink.close()
+
+
+if __name__ == "__main__":
+    main()
