@@ -25,10 +25,8 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
-
-from nf4lora import ops, quantize_nf4  # noqa: E402
-from nf4lora.benchmark import copy_bandwidth, work  # noqa: E402
+from nf4lora import ops, quantize_nf4
+from nf4lora.benchmark import copy_bandwidth, work
 
 # Issue 3's and 5's shapes (K, N) and M; 28672×8192 is the dx-side orientation of the largest one.
 DEFAULT_SPEC = "4096,4096:1/4/8/16;4096,14336:1/4/8/16;14336,4096:1/4/8/16;8192,28672:1/4/8/16;28672,8192:1/16"
