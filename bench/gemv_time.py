@@ -13,7 +13,7 @@ at these sizes (bench/results/h200/s22); these are the kernels' time.
 --env VAR=v1,v2: an A/B of variants a launcher reads from the environment at each launch (switches
 that exist on experiment branches only): one graph per value, captured with VAR set to it, the
 graphs replayed alternately; the rows carry each value's time and its ratio to the first's, and
-whether the outputs are the same bits. One JSON line per row (stdout, and FILE with --out).
+whether the outputs are the same bits. One JSON line per row (stdout, and FILE, rewritten, with --out).
 """
 
 import argparse
@@ -69,7 +69,7 @@ def main(argv=None):
     if args.env:
         var, vals = args.env.split("=", 1)
         values = vals.split(",")
-    sink = open(args.out, "a") if args.out else None
+    sink = open(args.out, "w") if args.out else None
 
     def emit(row):
         line = json.dumps(row)
