@@ -517,3 +517,16 @@ def test_every_grad_subset_matches_float64_autograd(eager, backend, x_lora_kind,
         assert rel_err(y, yd) < tol, mask
         for a, e in zip(got, want):
             assert rel_err(a, e) < tol, mask
+
+
+def test_the_eager_node_takes_the_launch_plan_the_planner_bound():
+    # _EagerPlan hands the C++ node the forward's own launch plan (no second planning): what
+    # _with_plan bound, and nothing where the plan was not kept (it held a copy of the codes)
+    class Plan:
+        def __init__(self, cacheable):
+            self.cacheable = cacheable
+
+    kept, not_kept = Plan(True), Plan(False)
+    assert ops._bound_plan(ops._with_plan(ops._cuda_forward, kept, "plan"), "plan") is kept
+    assert ops._bound_plan(ops._with_plan(ops._cuda_forward, not_kept, "plan"), "plan") is None
+    assert ops._bound_plan(ops._cuda_forward, "plan") is None

@@ -521,8 +521,9 @@ class _EagerPlan:
             # a forced backend's refusal when a backward runs, not at the forward)
             if (_call_unsupported_reason("cuda", "qlora_linear_backward", bwd_args) is None
                     and select_backend("qlora_linear_backward", q.device, bwd_args) == "cuda"):
-                launch = _cuda_ext.plan_forward(x, q, A.shape[0])
-                if launch.cacheable:  # (the weight's tensors, not the weight: no cycle through q.plans)
+                launch = _bound_plan(self.run, "plan")  # the forward's launch plan, as the planner made it
+                if launch is not None:  # (a plan is kept only when cacheable: LaunchPlan)
+                    # (the weight's tensors, not the weight: no cycle through q.plans)
                     dx_plan = _cuda_ext.plan_dx(g, q, A.shape[0])  # (the Python backward's planner's)
                     self.launch, self.node_cfg = launch, _cuda_ext.node_cfg(launch, dx_plan)
                     self.node_weight = _weight_args(q)
@@ -643,6 +644,11 @@ def _with_plan(fn: Callable, plan: _cuda_ext.LaunchPlan, key: str) -> Callable:
     """fn with its launch plan bound, for the eager path to keep (a plan holding a copy of the codes
     is not kept: LaunchPlan.cacheable)."""
     return functools.partial(fn, **{key: plan}) if plan.cacheable else fn
+
+
+def _bound_plan(fn: Callable, key: str) -> Optional[_cuda_ext.LaunchPlan]:
+    """The launch plan _with_plan bound into fn under ``key``, or None where none was kept."""
+    return fn.keywords.get(key) if isinstance(fn, functools.partial) else None
 
 
 register_impl("dequantize", "reference", dequantize_nf4)
