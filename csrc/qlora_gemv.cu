@@ -39,6 +39,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "launchers.h"
 #include "nf4.cuh"
@@ -661,7 +662,11 @@ static_assert(rows_smem_fits(), "the register pipeline's shared memory fits sm_9
 // reading is that a kernel leaving L1 little room loses by skipping it (not profiled).
 // kRowsStreamMaxSmem is the midpoint of the two measured ends (nothing measured between them).
 // The L2::256B prefetch alone was neutral (0.97-1.00x): the gain is L1's, whose wavefronts bound
-// this kernel.
+// this kernel. With the scales of both spans in one load (kMerged) streaming wins at those points
+// too (twenty-fourth session run 3, M = 4): the plain load takes 1.08x / 1.09x the streaming one's
+// time on 8192×28672 / 28672×8192 (177-181 KiB) and 1.10x on 8192×24576 (161 KiB); without kMerged
+// 0.94x / 0.96x and 1.04x in the same call (s23 reproduced). So the merged kernel always streams
+// and the threshold holds for the per-span one.
 template <bool kStream> __device__ __forceinline__ uint4 load_codes(const uint8_t* ptr, uint64_t policy) {
   uint4 v;
   if constexpr (kStream) {
@@ -675,10 +680,26 @@ template <bool kStream> __device__ __forceinline__ uint4 load_codes(const uint8_
 }
 
 // The register pipeline streams its code loads (load_codes) where its block's shared memory is at
-// most this (GemvRows::smem_bytes of the plan's M and tiles per block): see load_codes.
+// most this (GemvRows::smem_bytes of the plan's M and tiles per block), and always with kMerged
+// (rows_merged_scales): see load_codes.
 constexpr size_t kRowsStreamMaxSmem = 168 * 1024;
 
-template <typename T, int NT, bool kStream>
+// Whether the register pipeline can load both spans' raw scales at once (kMerged): blocksize 64,
+// K % 256 == 0 (rows of absmax blocks a multiple of 4), absmax aligned for the 4- or 16-byte load.
+inline bool rows_merged_scales(const GemvParams& p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p.w.absmax);
+  return p.w.blocksize_log2 == 6 && p.K % 256 == 0 && a % (p.w.nested_absmax != nullptr ? 4 : 16) == 0;
+}
+
+// kMerged: one load brings the raw scales of both spans (blocksize 64, K % 256 == 0, absmax aligned:
+// rows_merged_scales): a warp's 256 k of a row are absmax blocks 4j .. 4j + 3, one 4-byte word of
+// nested codes (or one 16-byte float4), and one nested absmax; two loads a tile instead of four.
+// Interleaved CUDA graphs of the forward (bench/results/h200/s24, the same bits): where both forms
+// stream, the merged one takes 0.97-0.99x the per-span one's time at the 10 register-pipeline points
+// of run 2 (M 1-8, five shapes) and 0.91-0.98x at the 6 of run 3 (M 1-4 on 8192×28672 and
+// 28672×8192, M = 4 on 8192×24576 and 14336×4096; M = 1 on 8192×28672: 0.98x in run 2, 0.94x in
+// run 3); with plain loads (M = 4 on 8192×28672) 1.03x, which is why it always streams.
+template <typename T, int NT, bool kStream, bool kMerged>
 __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlora_gemv_rows_kernel(const GemvParams p) {
   using C = GemvRows;
   constexpr int kS = C::kS, kW = C::kW, kD = C::kD, kThr = C::kThreads;
@@ -746,6 +767,7 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
   int sk[kS];  // this lane's scale block within its row, per span
 #pragma unroll
   for (int s = 0; s < kS; ++s) sk[s] = scale_ok[s] ? (k0 + s * kSpan + 64 * (c & 1)) >> p.w.blocksize_log2 : 0;
+  const int kq = k0 < p.K ? k0 >> 6 : 0;  // kMerged: the warp's first absmax block in its row (a warp past K: 0)
   uint64_t policy = 0;  // L2 evict-first for the streamed code loads
   if constexpr (kStream) asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
   struct Tile {
@@ -764,6 +786,22 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
       t.cw[s][1] = load_codes<kStream>(pb + o, policy);
     }
     const int sb = min(row0 + 16 * i + g + srow_off, p.N - 1) * kb;
+    if constexpr (kMerged) {
+      static_assert(kS == 2, "two spans: four absmax blocks of 64");
+      const int b = sb + kq;  // a multiple of 4 (kb and kq are)
+      if (nested) {
+        const uint32_t w4 = __ldg(reinterpret_cast<const uint32_t*>(static_cast<const uint8_t*>(p.w.absmax) + b));
+        t.q[0] = (w4 >> (8 * (c & 1))) & 0xFFu;  // block kq + (c & 1): span 0, half c & 1
+        t.q[1] = (w4 >> (16 + 8 * (c & 1))) & 0xFFu;  // block kq + 2 + (c & 1): span 1
+        t.a2[0] = t.a2[1] = __ldg(p.w.nested_absmax + (b >> kNestedBlockLog2));  // the same for all four
+      } else {
+        const uint4 f4 = __ldg(reinterpret_cast<const uint4*>(static_cast<const uint32_t*>(p.w.absmax) + b));
+        t.q[0] = (c & 1) ? f4.y : f4.x;
+        t.q[1] = (c & 1) ? f4.w : f4.z;
+        t.a2[0] = t.a2[1] = 0.f;
+      }
+      return;
+    }
 #pragma unroll
     for (int s = 0; s < kS; ++s) {
       const int b = sb + sk[s];
@@ -985,10 +1023,14 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
   if (pipeline == 3) {
     const dim3 grid((p.N + 16 * p.row_tiles - 1) / (16 * p.row_tiles), splits);
     const size_t smem = GemvRows::smem_bytes(p.M, p.row_tiles);
-    const bool stream_loads = smem <= kRowsStreamMaxSmem;
-    const auto kernel = p.M <= GemvRows::kMaxM0
-                            ? (stream_loads ? qlora_gemv_rows_kernel<T, 0, true> : qlora_gemv_rows_kernel<T, 0, false>)
-                            : (stream_loads ? qlora_gemv_rows_kernel<T, 1, true> : qlora_gemv_rows_kernel<T, 1, false>);
+    const bool merged = rows_merged_scales(p);
+    const bool stream_loads = merged || smem <= kRowsStreamMaxSmem;  // see load_codes
+    auto pick = [&](auto nt) {
+      constexpr int NT = decltype(nt)::value;
+      return merged ? qlora_gemv_rows_kernel<T, NT, true, true>
+                    : (stream_loads ? qlora_gemv_rows_kernel<T, NT, true, false> : qlora_gemv_rows_kernel<T, NT, false, false>);
+    };
+    const auto kernel = p.M <= GemvRows::kMaxM0 ? pick(std::integral_constant<int, 0>{}) : pick(std::integral_constant<int, 1>{});
     return launch_dependent(kernel, "qlora_gemv_rows_kernel", grid, GemvRows::kThreads, smem, dependent, stream, p);
   }
   return tiles == 1 ? launch_gemv<T, MT, 1>(p, splits, pipeline, dependent, stream)

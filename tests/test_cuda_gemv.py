@@ -49,9 +49,12 @@ CASES = [  # M, K, N, r, blocksize, bias, dropout
     (1, 12288, 4100, 16, 128, False, True),  # registers: 3 slices, row tiles past N in the last block
     (7, 4160, 200, 4, 64, False, True),  # registers at M > 4 (swapped code words): 2 slices, the last half a span
     (6, 64, 70, 2, 64, True, False),  # registers at M > 4: half a span, 15 of 16 warps past K
-    (4, 8192, 28672, 16, 64, False, False),  # registers with plain code loads: 28 tiles per block on 132 SMs,
-    #                                          177 KiB of shared memory (> kRowsStreamMaxSmem); the M = 3
-    #                                          case on this shape (149 KiB) streams them
+    (2, 4352, 300, 8, 64, True, False),  # registers, both spans' scales in one load (K % 256 == 0): 2 slices,
+    #                                      15 of 16 warps of the second past K
+    (4, 8192, 28672, 16, 64, False, False),  # registers, 28 tiles per block on 132 SMs, 177 KiB of shared
+    #                                          memory: merged scales, streamed code loads
+    (4, 8192, 28672, 16, 128, False, False),  # the same plan with per-span scales (blocksize 128): plain code
+    #                                           loads (177 KiB > kRowsStreamMaxSmem)
 ]
 
 
@@ -119,6 +122,30 @@ def test_cuda_forward_uses_the_weights_code_table(monkeypatch):
     A, B = random_lora(256, 512, 4, torch.bfloat16, DEV)
     y = _forward(monkeypatch, x, q, A, B, 1.0)
     assert rel_err(y, qlora_reference_f64(x, q, A, B, 1.0)) < 1e-2
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_cuda_forward_with_an_absmax_off_its_alignment(nested):
+    # The register pipeline loads four absmax entries at once (blocksize 64, K % 256 == 0) only where
+    # absmax is aligned for it (4 bytes of nested codes, 16 of floats); an absmax view starting one
+    # element into its buffer takes the per-span loads and gives the same bits.
+    import copy
+
+    K, N, M = 4096, 520, 2
+    q = quantize_nf4(torch.randn(N, K, device=DEV), 64, double_quant=nested)
+    A, B = random_lora(N, K, 16, torch.bfloat16, DEV)
+    x = torch.randn(M, K, device=DEV, dtype=torch.bfloat16)
+    shifted = copy.copy(q)
+    buf = torch.empty(q.absmax.numel() + 1, dtype=q.absmax.dtype, device=DEV)
+    buf[1:] = q.absmax
+    shifted.absmax = buf[1:]
+    assert shifted.absmax.data_ptr() % (4 if nested else 16) != 0
+    outs = []
+    for w in (q, shifted):
+        poison_next_alloc(M * N, torch.bfloat16)
+        outs.append(_cuda_ext.qlora_forward_small(x, None, w, A, B, 0.5, None, pipeline="rows")[0])
+    assert torch.equal(outs[0], outs[1])
+    assert rel_err(outs[0], qlora_reference_f64(x, q, A, B, 0.5)) < 1e-2
 
 
 def test_cuda_forward_is_the_default_at_small_m_and_graph_capturable():
