@@ -91,6 +91,7 @@ struct GemvParams {
   int M, N, K, r;
   float scale;
   int row_tiles;           // the register pipeline: 16-row tiles of W per block
+  int slice_k;             // the register pipeline: k per K slice (gridDim.y slices; rows_slice_k)
   int lora_vec;            // r % 8 == 0 and B, u 16-byte aligned: lora_dot's 16-byte loads
 };
 
@@ -602,7 +603,7 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
 
 // The register pipeline (pipeline 3, M <= 8, sm_90: its shared memory is sized for 227 KiB per
 // block; the default there up to M = 4, and up to M = 8 where K <= 4096): no shared-memory staging
-// of W. Warp w of block (x, y) owns kS consecutive 128-wide spans of K (from (y·kW + w)·kS·128) and
+// of W. Warp w of block (x, y) owns kS consecutive 128-wide spans of K (from y·slice_k + w·kS·128) and
 // walks the block's rows of W 16 at a time (its row tiles), loading each tile's codes straight into
 // registers with 16-byte loads (lane (g, c): bytes 16c .. 16c + 15 of each span, half c / 2, in rows
 // g and g + 8), kD tiles ahead; x's share of its spans stays in registers for the whole walk. The two
@@ -633,7 +634,14 @@ constexpr int kSpan = 128;  // k per span: 64 code bytes per row of W
 struct GemvRows {
   // spans per warp, warps per block, tiles loaded ahead, resident blocks per SM (128 registers)
   static constexpr int kS = 2, kW = 16, kD = 2, kMinBlocks = 1;
-  static constexpr int kThreads = kW * 32, kSliceK = kW * kS * kSpan;  // k per block
+  static constexpr int kThreads = kW * 32, kSliceK = kW * kS * kSpan;  // k per block, at most
+  // K in S = ceil(K / kSliceK) slices (gridDim.y) of this many k each (the last one shorter): equal
+  // in whole warps' spans (kS·kSpan), so that no block's warps sit idle while others walk a full slice
+  // (14336: 4 slices of 3584, not 3 of 4096 and one of 2048). S - 1 such slices end before K for
+  // every K that is a multiple of 64 (checked up to 2^21 in Python), so every block has a warp in K.
+  __host__ __device__ static constexpr int slice_k(int64_t K, int64_t S) {
+    return static_cast<int>((K + S * kS * kSpan - 1) / (S * kS * kSpan) * (kS * kSpan));
+  }
   static constexpr int kMaxM0 = 4, kMaxM = 8;  // layout NT = 0 up to kMaxM0, NT = 1 above
   // Row tiles per block: at most 64, and the warps' slabs [kW][16·tiles][M] float32 within 160 KiB.
   __host__ __device__ static constexpr int max_tiles(int M) {
@@ -711,7 +719,12 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
   int* last = reinterpret_cast<int*>(code2 + 256);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
   const int row0 = blockIdx.x * R;
-  const int k0 = (blockIdx.y * kW + warp) * kS * kSpan;  // this warp's first span (K < 2^30)
+  // This block's K slice [kbeg, kend) and this warp's first span in it (K < 2^30); warps whose spans
+  // start past the slice (active = false) load nothing and add nothing (the sums read aw slabs).
+  const int kbeg = blockIdx.y * p.slice_k, kend = min(p.K, kbeg + p.slice_k);
+  const int k0 = kbeg + warp * kS * kSpan;
+  const bool active = k0 < kend;
+  const int aw = min(kW, (kend - kbeg + kS * kSpan - 1) / (kS * kSpan));  // active warps (>= 1)
   float* const my_rows = rows + warp * R * M;
 
   stage_code2(p.w, code2, tid, kThr);
@@ -723,8 +736,8 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
   bool code_ok[kS], scale_ok[kS];
 #pragma unroll
   for (int s = 0; s < kS; ++s) {
-    code_ok[s] = k0 + s * kSpan + 64 * (c >> 1) < p.K;
-    scale_ok[s] = k0 + s * kSpan + 64 * (c & 1) < p.K;
+    code_ok[s] = k0 + s * kSpan + 64 * (c >> 1) < kend;
+    scale_ok[s] = k0 + s * kSpan + 64 * (c & 1) < kend;
   }
   // x: words 2·st, 2·st + 1 of bx[s] are the B fragment of mma step st. NT = 0: column g = 2m + h:
   // row m = g / 2 on half h = g % 2, which lanes c = 2h, 2h + 1 hold (their 32 k of each span: k
@@ -751,7 +764,7 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
 #pragma unroll
       for (int v = 0; v < 4; ++v) {
         const int kx = k0 + s * kSpan + 64 * (v / 2) + kb0 + 8 * (v % 2);
-        const bool mine = g < M && k0 + s * kSpan + 64 * (v / 2) < p.K;
+        const bool mine = g < M && k0 + s * kSpan + 64 * (v / 2) < kend;
         const uint4 q = mine ? __ldg(reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + static_cast<int64_t>(g) * p.K + kx))
                              : make_uint4(0, 0, 0, 0);
         bx[s][4 * v] = q.x; bx[s][4 * v + 1] = q.y; bx[s][4 * v + 2] = q.z; bx[s][4 * v + 3] = q.w;
@@ -767,7 +780,7 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
   int sk[kS];  // this lane's scale block within its row, per span
 #pragma unroll
   for (int s = 0; s < kS; ++s) sk[s] = scale_ok[s] ? (k0 + s * kSpan + 64 * (c & 1)) >> p.w.blocksize_log2 : 0;
-  const int kq = k0 < p.K ? k0 >> 6 : 0;  // kMerged: the warp's first absmax block in its row (a warp past K: 0)
+  const int kq = k0 < kend ? k0 >> 6 : 0;  // kMerged: the warp's first absmax block in its row
   uint64_t policy = 0;  // L2 evict-first for the streamed code loads
   if constexpr (kStream) asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
   struct Tile {
@@ -800,28 +813,29 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
         t.q[1] = (c & 1) ? f4.w : f4.z;
         t.a2[0] = t.a2[1] = 0.f;
       }
-      return;
-    }
+    } else {
 #pragma unroll
-    for (int s = 0; s < kS; ++s) {
-      const int b = sb + sk[s];
-      if (nested) {
-        t.q[s] = __ldg(static_cast<const uint8_t*>(p.w.absmax) + b);
-        t.a2[s] = __ldg(p.w.nested_absmax + (b >> kNestedBlockLog2));
-      } else {
-        t.q[s] = __ldg(static_cast<const uint32_t*>(p.w.absmax) + b);
-        t.a2[s] = 0.f;
+      for (int s = 0; s < kS; ++s) {
+        const int b = sb + sk[s];
+        if (nested) {
+          t.q[s] = __ldg(static_cast<const uint8_t*>(p.w.absmax) + b);
+          t.a2[s] = __ldg(p.w.nested_absmax + (b >> kNestedBlockLog2));
+        } else {
+          t.q[s] = __ldg(static_cast<const uint32_t*>(p.w.absmax) + b);
+          t.a2[s] = 0.f;
+        }
       }
     }
   };
   Tile tl[kD];
+  if (active) {
 #pragma unroll
-  for (int d = 0; d < kD; ++d) load(min(d, G - 1), tl[d]);
+    for (int d = 0; d < kD; ++d) load(min(d, G - 1), tl[d]);
+  }
   __syncthreads();  // tables
   const uint32_t tbase = smem_addr(table_base), lane4 = 4 * lane;
-  // (a warp past K walks on valid addresses with zero x and scales: its sums are zeros)
 
-  for (int i0 = 0; i0 < G; i0 += kD) {
+  for (int i0 = 0; active && i0 < G; i0 += kD) {
 #pragma unroll
     for (int d = 0; d < kD; ++d) {
       const int i = i0 + d;
@@ -891,9 +905,9 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
     }
   }
   __syncthreads();
-  for (int idx = tid; idx < R * M; idx += kThr) {  // the warps' sums in a fixed order, into warp 0's slab
+  for (int idx = tid; idx < R * M; idx += kThr) {  // the active warps' sums in a fixed order, into warp 0's slab
     float v = rows[idx];
-    for (int w = 1; w < kW; ++w) v += rows[w * R * M + idx];
+    for (int w = 1; w < aw; ++w) v += rows[w * R * M + idx];
     rows[idx] = v;
   }
   __syncthreads();
@@ -1071,7 +1085,7 @@ GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tile
     pipeline = resolve_pipeline(0, M, K, major);
   }
   if (pipeline == 3) {
-    // K in slices of kSliceK; the rows cut into as many blocks as one wave of resident blocks takes
+    // K in slices (GemvRows::slice_k); the rows cut into as many blocks as one wave of resident blocks takes
     // (whole tiles of 16 rows, at most max_tiles(M) per block).
     const int64_t S = (K + GemvRows::kSliceK - 1) / GemvRows::kSliceK, row_tiles = (N + 15) / 16;
     const int64_t want = std::max<int64_t>(1, int64_t{GemvRows::kMinBlocks} * sm_count / S);
@@ -1159,6 +1173,7 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   p.K = static_cast<int>(K);
   p.r = static_cast<int>(r);
   p.row_tiles = tiles;
+  p.slice_k = GemvRows::slice_k(K, splits);
   p.lora_vec = r % 8 == 0 && B % 16 == 0 && u % 16 == 0;
   p.scale = scale;
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);

@@ -92,11 +92,12 @@ def test_small_m_plan_splits_k_only_for_narrow_w():
     assert plan(8, 4096, 4096, 132, 2, 2)[0] == 3  # 396 // 128
     assert plan(16, 4096, 14336, 132, 2, 2) == (2, 2, 4 * 2 * 16 * 4096 + 4 * 128, 128)  # 264 // 128
     assert plan(1, 1024, 4096, 132, 2, 2)[0] == 4  # 32 blocks want 16 slices; 64 chunks allow 4
-    # The register pipeline (3): K in slices of 4096 (16 warps of two 128-wide spans), the rows in
+    # The register pipeline (3): K in ceil(K / 4096) slices (16 warps of two 128-wide spans at most;
+    # equal in whole 256-k spans, GemvRows::slice_k: 14336 in 4 of 3584), the rows in
     # blocks of whole 16-row tiles (at most 64, fewer above M = 2: the warps' row sums fill shared
     # memory), as many blocks as one wave of one per SM takes.
     assert plan(1, 28672, 8192, 132, 2, 3) == (2, 28, 4 * 2 * 1 * 28672 + 4 * 64, 64)  # 1792 tiles, 66 blocks wanted
-    assert plan(4, 4096, 14336, 132, 2, 3) == (4, 8, 4 * 4 * 4 * 4096 + 4 * 32, 32)  # 3.5 slices; 33 blocks wanted
+    assert plan(4, 4096, 14336, 132, 2, 3) == (4, 8, 4 * 4 * 4 * 4096 + 4 * 32, 32)  # 4 slices; 33 blocks wanted
     assert plan(1, 4096, 4160, 132, 2, 3)[0] == 2
     assert plan(1, 1 << 20, 64, 132, 2, 3) == (1, 64, 0, 0)  # 64 tiles at most: more than a wave
     assert plan(4, 1 << 20, 64, 132, 2, 3)[1] == 40  # M = 4: 40 (16 warps × 640 rows × 4 × 4 bytes)

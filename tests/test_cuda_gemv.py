@@ -49,8 +49,11 @@ CASES = [  # M, K, N, r, blocksize, bias, dropout
     (1, 12288, 4100, 16, 128, False, True),  # registers: 3 slices, row tiles past N in the last block
     (7, 4160, 200, 4, 64, False, True),  # registers at M > 4 (swapped code words): 2 slices, the last half a span
     (6, 64, 70, 2, 64, True, False),  # registers at M > 4: half a span, 15 of 16 warps past K
-    (2, 4352, 300, 8, 64, True, False),  # registers, both spans' scales in one load (K % 256 == 0): 2 slices,
-    #                                      15 of 16 warps of the second past K
+    (2, 4352, 300, 8, 64, True, False),  # registers, both spans' scales in one load (K % 256 == 0): 2 slices
+    #                                      of 2304 and 2048 k (9 and 8 warps in K)
+    (3, 14336, 130, 16, 64, False, True),  # registers: 4 equal slices of 3584 k (14 of 16 warps in K each)
+    (1, 11008, 520, 8, 64, True, False),  # registers: 3 slices of 3840, 3840, 3328 k (the last 13 warps)
+    (4, 2048, 4100, 16, 128, True, False),  # registers: one slice of 2048 k (8 of 16 warps), per-span scales
     (4, 8192, 28672, 16, 64, False, False),  # registers, 28 tiles per block on 132 SMs, 177 KiB of shared
     #                                          memory: merged scales, streamed code loads
     (4, 8192, 28672, 16, 128, False, False),  # the same plan with per-span scales (blocksize 128): plain code
