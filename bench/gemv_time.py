@@ -33,12 +33,12 @@ DEFAULT_SPEC = "4096,4096:1/4/8/16;4096,14336:1/4/8/16;14336,4096:1/4/8/16;8192,
 
 
 def parse_spec(spec: str):
-    """{(K, N): (M, ...)} from "K,N:M1/M2;..."."""
+    """{(K, N): (M, ...)} from "K,N:M1/M2;..." (a shape named twice gets the M of both, in order)."""
     out = {}
     for part in spec.split(";"):
         kn, ms = part.split(":")
         K, N = (int(v) for v in kn.split(","))
-        out[(K, N)] = tuple(int(m) for m in ms.split("/"))
+        out[(K, N)] = tuple(dict.fromkeys(out.get((K, N), ()) + tuple(int(m) for m in ms.split("/"))))
     return out
 
 

@@ -704,9 +704,9 @@ inline bool rows_merged_scales(const GemvParams& p) {
 // nested codes (or one 16-byte float4), and one nested absmax; two loads a tile instead of four.
 // Interleaved CUDA graphs of the forward (bench/results/h200/s24, the same bits): where both forms
 // stream, the merged one takes 0.97-0.99x the per-span one's time at the 10 register-pipeline points
-// of run 2 (M 1-8, five shapes) and 0.91-0.98x at the 6 of run 3 (M 1-4 on 8192×28672 and
-// 28672×8192, M = 4 on 8192×24576 and 14336×4096; M = 1 on 8192×28672: 0.98x in run 2, 0.94x in
-// run 3); with plain loads (M = 4 on 8192×28672) 1.03x, which is why it always streams.
+// of run 2 (M 1-8, five shapes) and 0.91-0.98x at the 6 of run 3 (M 1-3 on 8192×28672, M = 4 on
+// 28672×8192, 8192×24576 and 14336×4096; M = 1 on 8192×28672: 0.98x in run 2, 0.94x in run 3);
+// with plain loads (M = 4 on 8192×28672) 1.03x, which is why it always streams.
 template <typename T, int NT, bool kStream, bool kMerged>
 __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlora_gemv_rows_kernel(const GemvParams p) {
   using C = GemvRows;
