@@ -14,6 +14,11 @@ at these sizes (bench/results/h200/s22); these are the kernels' time.
 that exist on experiment branches only): one graph per value, captured with VAR set to it, the
 graphs replayed alternately; the rows carry each value's time and its ratio to the first's, and
 whether the outputs are the same bits. One JSON line per row (stdout, and FILE, rewritten, with --out).
+
+Each row also carries ``sm_MHz``: the SM clock nvidia-smi reads while the GPU works through ~0.3 s
+more replays of the first graph (null without nvidia-smi). These kernels are bound by the SM, not by
+DRAM, and the same code measured up to ~7% apart in different processes (bench/results/h200/s24):
+compare variants inside one process, and times across processes only at the same clock.
 """
 
 import argparse
@@ -21,6 +26,7 @@ import json
 import math
 import os
 import statistics
+import subprocess
 import sys
 
 import torch
@@ -40,6 +46,28 @@ def parse_spec(spec: str):
         K, N = (int(v) for v in kn.split(","))
         out[(K, N)] = tuple(dict.fromkeys(out.get((K, N), ()) + tuple(int(m) for m in ms.split("/"))))
     return out
+
+
+def sm_clock_mhz():
+    """The current SM clock of this process's GPU by nvidia-smi (MHz), or None where it cannot be read
+    (no nvidia-smi, or CUDA_VISIBLE_DEVICES set, which renumbers the devices)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES"):
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "-i", str(torch.cuda.current_device()), "--query-gpu=clocks.sm",
+                              "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=10)
+        return int(out.stdout.split()[0])
+    except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+        return None
+
+
+def clock_while_busy(graph, seconds_per_replay, busy_s=0.3):
+    """The SM clock read while the GPU replays `graph` for about busy_s seconds (queued first)."""
+    for _ in range(max(1, int(busy_s / max(seconds_per_replay, 1e-6)))):
+        graph.replay()
+    mhz = sm_clock_mhz()
+    torch.cuda.synchronize()
+    return mhz
 
 
 def capture(fn):
@@ -110,6 +138,8 @@ def main(argv=None):
             torch.cuda.synchronize()
             nbytes = work(M, K, N, args.r, "fwd")["bytes"]
             row = {"K": K, "N": N, "M": M, "r": args.r, "weights": n_w, "calls": L, "path": path}
+            first_s = statistics.median(s.elapsed_time(e) for s, e in events[values[0]]) * 1e-3
+            row["sm_MHz"] = clock_while_busy(graphs[values[0]], first_s)
             for v in values:
                 us = statistics.median(s.elapsed_time(e) for s, e in events[v]) * 1e3 / L
                 key = "" if v is None else f"[{var}={v}]"

@@ -1,5 +1,6 @@
-"""A few forwards of the CUDA small-M kernel for Nsight Compute (see bench/NOTES.md):
-    ncu --kernel-name regex:qlora_gemv --launch-skip 2 --launch-count 1 --section SpeedOfLight \
+"""A few forwards of the CUDA small-M kernel for Nsight Compute (see bench/NOTES.md); --clock-control none:
+the device's rules say to leave the clocks alone (ncu's default locks them to base for the profile):
+    ncu --clock-control none --kernel-name regex:qlora_gemv --launch-skip 2 --launch-count 1 --section SpeedOfLight \
         --section WarpStateStats --section SchedulerStats --section Occupancy python bench/ncu_gemv.py [M K N]
 """
 import os

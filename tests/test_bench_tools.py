@@ -26,3 +26,11 @@ def test_gemv_time_spec_keeps_every_m_of_a_shape_named_twice():
 def test_gemv_time_needs_cuda():
     with pytest.raises(SystemExit, match="needs a CUDA device"):
         _load("gemv_time").main([])
+
+
+def test_gemv_time_clock_is_none_without_nvidia_smi(monkeypatch):
+    g = _load("gemv_time")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(g.torch.cuda, "current_device", lambda: 0)
+    assert g.sm_clock_mhz() is None
