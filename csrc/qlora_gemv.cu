@@ -91,7 +91,7 @@ struct GemvParams {
   int M, N, K, r;
   float scale;
   int row_tiles;           // the register pipeline: 16-row tiles of W per block
-  int slice_k;             // the register pipeline: k per K slice (gridDim.y slices; rows_slice_k)
+  int slice_k;             // the register pipeline: k per K slice (gridDim.y slices; GemvRows::slice_k)
   int lora_vec;            // r % 8 == 0 and B, u 16-byte aligned: lora_dot's 16-byte loads
 };
 

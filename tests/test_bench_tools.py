@@ -1,4 +1,5 @@
-"""The benchmark scripts' own logic that runs without a GPU (bench/gemv_time.py's shape list)."""
+"""The benchmark scripts' own logic that runs without a GPU (bench/gemv_time.py: its shape list, the exit
+without CUDA, the SM clock where nvidia-smi is missing)."""
 
 import importlib.util
 import os
