@@ -15,7 +15,8 @@ with a static KV cache and CUDA graphs); and the loss over --loss-steps steps on
 the same byte-tokenized text for every stack (JSON + PNG). Writes results.jsonl and summary.md,
 merged after each stack: `--stacks nf4lora` then `--stacks bnb_peft,lora16` with the same --out give
 one summary (each row keeps the date and git sha that measured it). --profile adds the top kernels
-of one step per stack (profile_<stack>.txt); with --only-decode, of one decode instead
+of one step per stack (profile_<stack>.txt) at micro-batch --profile-batch (default: the largest of
+--batches, where the step is GPU-bound; before 2026-12-01's twenty-fourth session: the first); with --only-decode, of one decode instead
 (profile_decode_<stack>.txt, the compiled one with --decode-compiled), headed by the kernels and
 device time per generated token.
 """
@@ -188,6 +189,7 @@ def profile_step(model, params, batch, seq, vocab, device, path, top=25):
         _sync(device)
     key = "self_cuda_time_total" if torch.device(device).type == "cuda" else "self_cpu_time_total"
     with open(path, "w") as f:
+        f.write(f"# one training step (no checkpointing) at micro-batch {batch}, sequence {seq}\n")
         f.write(prof.key_averages().table(sort_by=key, row_limit=top, max_name_column_width=70) + "\n")
 
 
@@ -332,7 +334,7 @@ def run(args):
                       f"({time.perf_counter() - t0:.0f} s with warm-up)", flush=True)
         if args.profile:
             os.makedirs(args.out, exist_ok=True)
-            profile_step(model, params, args.batches[0], args.seq, vocab, device,
+            profile_step(model, params, args.profile_batch or max(args.batches), args.seq, vocab, device,
                          os.path.join(args.out, f"profile_{stack}.txt"))
         t0 = time.perf_counter()
         row["decode_tokens_per_s"] = decode(model, args.decode_tokens, vocab, device)
@@ -465,6 +467,7 @@ def parse(argv=None):
     p.add_argument("--loss-steps", type=int, default=200)
     p.add_argument("--loss-seq", type=int, default=512)
     p.add_argument("--profile", action="store_true", help="write the top kernels of one step per stack")
+    p.add_argument("--profile-batch", type=int, help="micro-batch of the profiled step (default: the largest of --batches)")
     p.add_argument("--summarize-only", action="store_true",
                    help="rewrite summary.md and loss_curves.png from --out's results.jsonl, measuring nothing")
     p.add_argument("--only-decode", action="store_true",

@@ -19,7 +19,7 @@ def test_bench_e2e_smoke(tmp_path):
     common = ["--out", str(tmp_path), "--config", "tiny", "--device", "cpu", "--batches", "1", "--seq", "32",
               "--steps", "1", "--decode-tokens", "4", "--loss-steps", "3", "--loss-seq", "16"]
     # Two invocations into one --out: the second merges its stacks into the first one's results.
-    rows1, curves1 = mod.main(common + ["--stacks", "nf4lora", "--profile"])
+    rows1, curves1 = mod.main(common + ["--stacks", "nf4lora", "--profile", "--profile-batch", "2"])
     rows2, curves2 = mod.main(common + ["--stacks", "lora16,bnb_peft"])
     assert [r["stack"] for r in rows1] == ["nf4lora"] and [r["stack"] for r in rows2] == ["lora16"]  # bnb: CUDA
     nf4, l16 = rows1[0], rows2[0]
@@ -34,7 +34,8 @@ def test_bench_e2e_smoke(tmp_path):
     assert lines[0]["meta"]["config"] == "tiny"
     assert [r["stack"] for r in lines[1:-1]] == ["nf4lora", "lora16"]
     assert set(lines[-1]["loss_curves"]) == {"nf4lora", "lora16"}
-    assert "Self CPU" in (tmp_path / "profile_nf4lora.txt").read_text()
+    prof = (tmp_path / "profile_nf4lora.txt").read_text()
+    assert "Self CPU" in prof and prof.startswith("# one training step (no checkpointing) at micro-batch 2,")
     # --only-decode updates the decode columns of the existing rows and nothing else.
     rows3, _ = mod.main(common + ["--stacks", "nf4lora", "--only-decode", "--profile"])
     assert "Self CPU" in (tmp_path / "profile_decode_nf4lora.txt").read_text()
