@@ -89,8 +89,8 @@ PYBIND11_MODULE(_C, m) {
         return py::make_tuple(plan.splits, plan.tiles, plan.workspace_bytes, plan.counters);
       },
       py::arg("M"), py::arg("N"), py::arg("K"), py::arg("sm_count"), py::arg("tiles") = 2, py::arg("pipeline") = 1,
-      "(splits, tiles, workspace bytes, split-K counters) of the small-M forward for this shape and pipeline "
-      "(0 = auto, for the current device).");
+      "(splits, tiles, workspace bytes, split-K counters) of the small-M forward for this shape, tiles (1 or 2; "
+      "0 = the planner's choice) and pipeline (0 = auto, for the current device).");
   m.def(
       "qlora_gemv",
       [](uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr_t A, uintptr_t B, uintptr_t bias,

@@ -14,7 +14,9 @@ std::string launch_dequantize_nf4(uintptr_t out, int out_dtype, uintptr_t packed
                                   int blocksize, uintptr_t stream);
 
 // Small-M forward (qlora_gemv.cu): how many K splits a launch uses and the workspace it needs.
-// tiles (1 or 2): 16-row tiles of W per block (16 or 32 rows; its 8 warps split K); pipeline as
+// tiles (1 or 2): 16-row tiles of W per block (16 or 32 rows; its 8 warps split K), 0 for the planner's
+// choice (16 rows for the TMA kernel at M > 8 where 32 would split K into short slices), any other value 2;
+// the plan's tiles say which. pipeline as
 // launch_qlora_gemv takes it (0 = auto, resolved for the current device as the launcher resolves
 // it): 2 counts the TMA kernel's resident blocks per SM; 3 (registers) gives its own tiles (16-row
 // tiles per block, up to 64) and splits (ceil(K / 4096)).

@@ -1066,6 +1066,22 @@ static int tma_blocks_per_sm(int64_t M, int tiles) {
   return static_cast<int>(std::max<int64_t>(1, std::min(by_smem, by_regs)));
 }
 
+// K slices of the cp.async or TMA kernel (tiles 1 or 2). Split K over blocks only where the column blocks leave
+// SMs idle (at most 8 slices, at least two chunks per warp). Measured (bench/NOTES.md, eighth session runs 4-6):
+// splitting the large shapes to fill whole waves of resident blocks was slower (8192×28672, M = 1: 91 µs in 3
+// slices against 85 in one) — a shorter K loop per block costs more than the partial last wave. cp.async: at
+// least two blocks per SM (14336×4096, 128 column blocks: 3 slices, faster than 2). TMA: as many slices as the
+// resident blocks take in one wave, floor(blocks per SM · SMs / column blocks) (twelfth session run 4, 128
+// column blocks: M = 1 4 slices 0.94-0.95x the time of 3; M = 16 2 slices 0.78-0.80x the time of 3, which took
+// 1.45 waves of 2 blocks per SM).
+static int64_t gemv_splits(int64_t M, int64_t N, int64_t K, int sm_count, int tiles, bool tma) {
+  const int64_t col_blocks = (N + tiles * 16 - 1) / (tiles * 16);
+  int64_t splits = (2 * static_cast<int64_t>(sm_count) + col_blocks - 1) / col_blocks;
+  if (tma) splits = static_cast<int64_t>(tma_blocks_per_sm(M, tiles)) * sm_count / col_blocks;
+  const int64_t most = std::min<int64_t>(8, K / kChunk / (2 * kWarps));
+  return std::max<int64_t>(1, std::min(splits, most));
+}
+
 // Pipeline 0 (auto) on a device of compute capability `major`: measured on sm_90 (fifteenth and
 // sixteenth sessions) the register pipeline up to M = 4, and up to M = 8 where K is one K slice
 // (K <= 4096; on longer K the TMA ring was faster at M = 5-8: 1.07-1.11x on 14336×4096, 1.10x on
@@ -1098,21 +1114,19 @@ GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tile
     return plan;
   }
   const bool tma = pipeline == 2;
+  // tiles 0 (auto): 16-row blocks for the TMA kernel at M > 8 where 32-row ones would split K into slices
+  // of at most 3072 k, else 32-row blocks. Measured (bench/results/h200/s25, run 7: M 9-16 on 13 shapes, the
+  // two tile widths in one process): there 16-row blocks over all of K took 0.82-0.98x the time (4096×4096
+  // 0.87-0.90x, 1024 rows at K 4096 0.86x): a block's fixed costs (its pair table, its epilogue) and the
+  // split's partials weigh on short slices; on longer slices 1.02-1.16x (4096 rows, K 8192-14336), and
+  // where 32-row blocks need no split 1.28-1.35x. Other pipelines and M: 32 rows (not measured otherwise).
+  if (tiles == 0) {
+    const int64_t s2 = tma && M > 8 ? gemv_splits(M, N, K, sm_count, 2, true) : 1;
+    tiles = s2 > 1 && K / s2 <= 3072 ? 1 : 2;
+  }
   if (tiles != 1 && tiles != 2) tiles = 2;
   const int64_t col_blocks = (N + tiles * 16 - 1) / (tiles * 16);
-  // Split K over blocks only where the column blocks leave SMs idle (at most 8 slices, at least two
-  // chunks per warp). Measured (bench/NOTES.md, eighth session runs 4-6): splitting the large shapes
-  // to fill whole waves of resident blocks was slower (8192×28672, M = 1: 91 µs in 3 slices against
-  // 85 in one) — a shorter K loop per block costs more than the partial last wave. cp.async: at
-  // least two blocks per SM (14336×4096, 128 column blocks: 3 slices, faster than 2). TMA: as many
-  // slices as the resident blocks take in one wave, floor(blocks per SM · SMs / column blocks)
-  // (twelfth session run 4, 128 column blocks: M = 1 4 slices 0.94-0.95x the time of 3; M = 16 2
-  // slices 0.78-0.80x the time of 3, which took 1.45 waves of 2 blocks per SM).
-  int64_t splits = (2 * static_cast<int64_t>(sm_count) + col_blocks - 1) / col_blocks;
-  if (tma) splits = static_cast<int64_t>(tma_blocks_per_sm(M, tiles)) * sm_count / col_blocks;
-  const int64_t most = std::min<int64_t>(8, K / kChunk / (2 * kWarps));
-  if (splits > most) splits = most;
-  if (splits < 1) splits = 1;
+  const int64_t splits = gemv_splits(M, N, K, sm_count, tiles, tma);
   plan.splits = static_cast<int>(splits);
   plan.tiles = tiles;
   plan.workspace_bytes = splits > 1 ? static_cast<int64_t>(sizeof(float)) * splits * M * N + 4 * col_blocks : 0;

@@ -92,6 +92,16 @@ def test_small_m_plan_splits_k_only_for_narrow_w():
     assert plan(8, 4096, 4096, 132, 2, 2)[0] == 3  # 396 // 128
     assert plan(16, 4096, 14336, 132, 2, 2) == (2, 2, 4 * 2 * 16 * 4096 + 4 * 128, 128)  # 264 // 128
     assert plan(1, 1024, 4096, 132, 2, 2)[0] == 4  # 32 blocks want 16 slices; 64 chunks allow 4
+    # tiles 0, the planner's choice: 16-row blocks for the TMA kernel at M > 8 where 32-row ones would split K
+    # into slices of at most 3072 k (bench/results/h200/s25 run 7), else 32 rows.
+    assert plan(16, 4096, 4096, 132, 0, 2) == (1, 1, 0, 0)  # 32 rows: 2 slices of 2048; 16 rows: 256 blocks, no split
+    assert plan(16, 1024, 4096, 132, 0, 2) == (4, 1, 4 * 4 * 16 * 1024 + 4 * 64, 64)  # 32 rows: 4 slices of 1024
+    assert plan(12, 4096, 6144, 132, 0, 2)[1] == 1  # 2 slices of 3072
+    assert plan(16, 4096, 8192, 132, 0, 2)[:2] == (2, 2)  # 2 slices of 4096: 32 rows
+    assert plan(16, 4096, 14336, 132, 0, 2)[:2] == (2, 2)
+    assert plan(16, 6144, 4096, 132, 0, 2)[:2] == (1, 2)  # 32-row blocks need no split
+    assert plan(8, 4096, 4096, 132, 0, 2)[1] == 2  # M <= 8: 32 rows
+    assert plan(16, 4096, 4096, 132, 0, 1)[1] == 2  # the cp.async pipeline: 32 rows
     # The register pipeline (3): K in ceil(K / 4096) slices (16 warps of two 128-wide spans at most;
     # equal in whole 256-k spans, GemvRows::slice_k: 14336 in 4 of 3584), the rows in
     # blocks of whole 16-row tiles (at most 64, fewer above M = 2: the warps' row sums fill shared

@@ -70,10 +70,9 @@ def test_cuda_forward_matches_reference(monkeypatch, dtype, nested, case):
     assert torch.isfinite(y).all()
     err = rel_err(y, ref)
     assert err < REL_TOL[dtype] and err <= 2 * rel_err(plain, ref) + 1e-6, (err, rel_err(plain, ref))
-    # u = x̃·Aᵀ, returned for dB: fp32 sums of exact products. The other tile width (a different
-    # split-K plan, so a different summation order) and the other pipelines are as accurate.
-    other = 1 if _cuda_ext.GEMV_TILES == 2 else 2
-    for tiles, pipeline in ((other, None), *((None, name) for name in _pipelines(M) if name != "auto")):
+    # u = x̃·Aᵀ, returned for dB: fp32 sums of exact products. Both tile widths (different split-K
+    # plans, so different summation orders) and the other pipelines are as accurate.
+    for tiles, pipeline in ((1, None), (2, None), *((None, name) for name in _pipelines(M) if name != "auto")):
         poison_next_alloc(M * N, dtype)
         y2, u = _cuda_ext.qlora_forward_small(x, xl, q, A, B, 0.7, bias, tiles=tiles, pipeline=pipeline)
         assert rel_err(u, (x if xl is None else xl).double() @ A.double().t()) < 1e-5
@@ -94,11 +93,13 @@ def test_cuda_decode_is_exact_through_identity(monkeypatch, dtype, nested):
         x = torch.zeros(M, K, device=DEV, dtype=dtype)
         x[:, cols] = torch.eye(M, device=DEV, dtype=dtype)
         y = _forward(monkeypatch, x, q, A, B, 0.0)
-        y2, _ = _cuda_ext.qlora_forward_small(x, None, q, A, B, 0.0, None, tiles=1 if _cuda_ext.GEMV_TILES == 2 else 2)
         codes = torch.stack([q.packed >> 4, q.packed & 15], 1).reshape(-1).long()
         table = q.quant_map.to(dtype).float()
         w = (table[codes] * absmax_float(q).repeat_interleave(64)).to(dtype).view(N, K)
-        assert torch.equal(y, w[:, cols].t()) and torch.equal(y2, y)
+        assert torch.equal(y, w[:, cols].t())
+        for tiles in (1, 2):  # both block widths, whichever the plan picks
+            y2, _ = _cuda_ext.qlora_forward_small(x, None, q, A, B, 0.0, None, tiles=tiles)
+            assert torch.equal(y2, y), tiles
         for pipeline in _pipelines():
             rows = M if pipeline in _pipelines(M) else 8  # (the register pipeline: the first 8 rows)
             y3, _ = _cuda_ext.qlora_forward_small(x[:rows], None, q, A, B, 0.0, None, pipeline=pipeline)

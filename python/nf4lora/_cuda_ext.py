@@ -143,8 +143,9 @@ def _props_of(index: int):
 
 
 # Rows of W per block of the small-M kernel in 16-row tiles (1: 16 rows, 2: 32; the block's 8
-# warps split K); bench/diag_fwd.py compares.
-GEMV_TILES = 2
+# warps split K), or 0: the planner's choice (plan_qlora_gemv: 16 rows for the TMA kernel at M > 8 where
+# 32-row blocks would split K into slices of at most 3072 k, else 32); bench/diag_fwd.py compares.
+GEMV_TILES = 0
 # How the small-M kernel streams W and x and decodes it: "rows" (sm_90, M <= 8: the codes loaded straight
 # into registers, warps owning spans of K and walking the rows; the decode through a shared
 # byte-pair table), "tma" (sm_90 only: TMA copies into the block's mbarrier ring, the decode through
