@@ -17,8 +17,8 @@ whether the outputs are the same bits. One JSON line per row (stdout, and FILE, 
 
 Each row also carries ``sm_MHz``: the SM clock nvidia-smi reads while the GPU works through ~0.3 s
 more replays of the first graph (null without nvidia-smi). These kernels are bound by the SM, not by
-DRAM, and the same code measured up to ~7% apart in different processes (bench/results/h200/s24):
-compare variants inside one process, and times across processes only at the same clock.
+DRAM, and the same code measured up to ~7% apart in different processes (bench/results/h200/s24), at
+the same clock too (s25: the slow end at 1980 MHz): compare variants inside one process.
 """
 
 import argparse
