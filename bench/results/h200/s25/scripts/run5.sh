@@ -1,5 +1,6 @@
 #!/bin/bash
 # run 5: (a) main: TMA ring tiles 1 vs 2 at M 9-16; (b) wip-ws-lut: ncu source counters of the ws forward, modes 0 and 3
+# (.s25/ncu_ws.py was bench/results/h200/cuda_dx/s13/ncu_ws.py without its sys.path line)
 export NF4LORA_GIT_SHA=$1
 t0=$(date +%s); mkdir -p /tmp/o
 source bench/device_build.sh > /tmp/o/build_main.txt || exit 1
