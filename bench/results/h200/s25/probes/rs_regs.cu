@@ -37,7 +37,7 @@ __global__ void __launch_bounds__(384, 1) rs_probe(float* out, const float* absm
     const uint4* w0 = reinterpret_cast<const uint4*>(smem + (i % 8) * 4096 + row * 32);
     const uint4* w1 = reinterpret_cast<const uint4*>(smem + (i % 8) * 4096 + (row + 8) * 32);
     const uint4 r0a = w0[0], r0b = w0[1], r1a = w1[0], r1b = w1[1];
-    const uint32_t sel = 0x0040u * 0 + (c | ((c + 4) << 4));
+    const uint32_t sel = c | ((c + 4) << 4);  // byte c of each of two words
     const uint32_t x0 = prmt(prmt(r0a.x, r0a.y, sel), prmt(r0a.z, r0a.w, sel), 0x5410u);
     const uint32_t x1 = prmt(prmt(r0b.x, r0b.y, sel), prmt(r0b.z, r0b.w, sel), 0x5410u);
     const uint32_t y0 = prmt(prmt(r1a.x, r1a.y, sel), prmt(r1a.z, r1a.w, sel), 0x5410u);
