@@ -1037,12 +1037,12 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
   if (pipeline == 3) {
     const dim3 grid((p.N + 16 * p.row_tiles - 1) / (16 * p.row_tiles), splits);
     const size_t smem = GemvRows::smem_bytes(p.M, p.row_tiles);
-    const bool merged = rows_merged_scales(p);
-    const bool stream_loads = merged || smem <= kRowsStreamMaxSmem;  // see load_codes
+    const bool merged = rows_merged_scales(p);  // (the merged kernel always streams its code loads: see load_codes)
     auto pick = [&](auto nt) {
       constexpr int NT = decltype(nt)::value;
       return merged ? qlora_gemv_rows_kernel<T, NT, true, true>
-                    : (stream_loads ? qlora_gemv_rows_kernel<T, NT, true, false> : qlora_gemv_rows_kernel<T, NT, false, false>);
+                    : (smem <= kRowsStreamMaxSmem ? qlora_gemv_rows_kernel<T, NT, true, false>
+                                                  : qlora_gemv_rows_kernel<T, NT, false, false>);
     };
     const auto kernel = p.M <= GemvRows::kMaxM0 ? pick(std::integral_constant<int, 0>{}) : pick(std::integral_constant<int, 1>{});
     return launch_dependent(kernel, "qlora_gemv_rows_kernel", grid, GemvRows::kThreads, smem, dependent, stream, p);
