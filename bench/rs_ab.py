@@ -1,4 +1,4 @@
-"""EXPERIMENT (branch wip-rs-proto): the large-M forward's kernels wgmma_rs (the decode in the consumers' registers)
+"""The large-M forward's kernels wgmma_rs (the decode in the consumers' registers)
 and wgmma_ws (shipped) in one process, from CUDA graphs replayed alternately.
 
     python bench/rs_ab.py [--shapes "M,K,N;..."] [--r 16] [--rounds 10] [--out FILE]
@@ -29,15 +29,19 @@ def main(argv=None):
     p.add_argument("--shapes", default="4096,4096,14336;4096,14336,4096;4096,8192,28672;8192,4096,14336;8192,4096,1024;1024,4096,14336")
     p.add_argument("--r", type=int, default=16)
     p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--weights", type=int, default=0, help="weights per pass (0: >= 256 MB of NF4, none L2-resident)")
+    p.add_argument("--plain", action="store_true", help="float32 absmax (default: nested double quant)")
+    p.add_argument("--no-fold", action="store_true", help="the LoRA term in the epilogue instead of folded")
     p.add_argument("--out")
     args = p.parse_args(argv)
     sink = open(args.out, "w") if args.out else None
-    dev, r, variants = "cuda", args.r, ("wgmma_ws", "wgmma_rs")
+    dev, r = "cuda", args.r
+    variants = ["wgmma_ws", "wgmma_rs"]
     torch.manual_seed(0)
     for part in args.shapes.split(";"):
         M, K, N = (int(v) for v in part.split(","))
-        n_w = max(2, min(8, math.ceil(256e6 / (N * K // 2))))
-        qs = [quantize_nf4(torch.randn(N, K, device=dev) * K**-0.5, 64, double_quant=True) for _ in range(n_w)]
+        n_w = args.weights or max(2, min(8, math.ceil(256e6 / (N * K // 2))))
+        qs = [quantize_nf4(torch.randn(N, K, device=dev) * K**-0.5, 64, double_quant=not args.plain) for _ in range(n_w)]
         A = (torch.randn(r, K, device=dev) * K**-0.5).bfloat16()
         B = (torch.randn(N, r, device=dev) * r**-0.5).bfloat16()
         x = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
@@ -45,7 +49,7 @@ def main(argv=None):
         with torch.no_grad():
             for v in variants:
                 graphs[v], outs[v] = capture(lambda v=v: [_cuda_ext.qlora_forward_large(
-                    x, x, qs[i], A, B, 2.0, None, variant=v, block_m=256, u_by="cublas", fold_lora=True)[0]
+                    x, x, qs[i], A, B, 2.0, None, variant=v, block_m=256, u_by="cublas", fold_lora=not args.no_fold)[0]
                     for i in range(n_w)])
         events = {v: [] for v in variants}
         for rd in range(args.rounds):
@@ -56,7 +60,7 @@ def main(argv=None):
                 e.record()
                 events[v].append((s, e))
         torch.cuda.synchronize()
-        row = {"M": M, "K": K, "N": N, "r": r, "weights": n_w, "git_sha": os.environ.get("NF4LORA_GIT_SHA", "")}
+        row = {"M": M, "K": K, "N": N, "r": r, "weights": n_w, "nested": not args.plain, "fold": not args.no_fold, "git_sha": os.environ.get("NF4LORA_GIT_SHA", "")}
         first_ms = statistics.median(s.elapsed_time(e) for s, e in events[variants[0]])
         row["sm_MHz"] = clock_while_busy(graphs[variants[0]], first_ms * 1e-3)
         for v in variants:

@@ -574,7 +574,7 @@ __device__ __forceinline__ void ws_produce(const NF4State& w, unsigned char* rin
     issue(i, s);
     fetch(i + STAGES - 1);        // into the ring slot chunk i - 1 used
     cp_async_wait<STAGES - 1>();  // chunk i's copies (this thread's) landed
-    uint4 cw[kWords];
+    uint4 cw[kWords > 0 ? kWords : 1];  // (kWords 0: the raw scales alone, wgmma_rs)
 #pragma unroll
     for (int k = 0; k < kWords; ++k) cw[k] = *reinterpret_cast<const uint4*>(ring + ((s * kWords + k) * 128 + ptid) * 16);
     RawScales<1> raw;

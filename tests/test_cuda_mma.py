@@ -184,7 +184,7 @@ def test_mma_plan_splits_k_only_when_tiles_are_few():
     assert _C.plan_qlora_mma(128, 4096, 14336, 16, 5, 0)[1] == 1
     assert _C.plan_qlora_mma(128, 4096, 14336, 16, 6, 0)[1] == 1
     with pytest.raises(RuntimeError, match="variant must be 0"):
-        _C.plan_qlora_mma(128, 4096, 4096, 16, 6, 0)
+        _C.plan_qlora_mma(128, 4096, 4096, 16, 7, 0)
     with pytest.raises(RuntimeError, match="block_m must be 0"):
         _C.plan_qlora_mma(128, 4096, 4096, 16, 0, 64)
 
