@@ -66,6 +66,7 @@ struct MmaPlan {
   bool wgmma = false, ss = false;  // ss: the wgmma kernel with W decoded into shared memory
   bool ws = false;                 // ss warp-specialized (a producer warpgroup: TMA + decode)
   bool ws_pair = false;            // ... with the decode shared by clusters of two blocks
+  bool rs = false;                 // ... with the decode in the consumers' registers (RS wgmmas; EXPERIMENT)
   int64_t workspace_bytes = 0;
   int64_t counters = 0;  // the u kernel's split-K counters (0 when it does not split K)
   std::string error;

@@ -881,6 +881,171 @@ __global__ void __launch_bounds__(WsTile<BM, kPair>::kThreads, 1)
 #endif
 }
 
+// Variant 6 (wgmma_rs; sm_90a; auto on sm_90 wherever no K split): the warp-specialized kernel with the decode in
+// the consumers' registers — W never in shared memory. Producers (warpgroup 0, 40 registers by setmaxnreg): thread
+// 0 copies per chunk the x tile (as wgmma_ws) and the tile's code bytes (128 rows × 32 bytes, rows past N zero) by
+// TMA; thread t builds W row t's scaled table of the chunk (code·absmax rounded once: the shipped bits; its raw
+// scale through ws_produce's cp.async ring) into the stage. Consumers (warpgroups 1, 2; 232 registers):
+// warpgroup 1 + h owns W rows 64h .. + 63 as the A operand of RS wgmmas; thread (warp w, lane 4g + c) decodes
+// rows 16w + g and + 8 of the chunk — byte c of each 4-byte code word: k 2c, 2c + 1, 2c + 8, 2c + 9 of each k16
+// step — with decode4 through the two rows' tables, chunk i + 1 while chunk i's wgmmas run. The folded LoRA term,
+// the epilogue and the tile order are wgmma_ws's (the accumulators have the same layout: the same bits).
+// Measured (s26 runs 3-5, bench/rs_ab.py): 0.85-0.92x wgmma_ws's time on 6 shapes at M 1024-8192 (the consumers
+// building the tables themselves, 267 instructions per warp-chunk, were latency-bound at 1.0x; issuing chunk
+// i + 1's MMAs before waiting for chunk i's: 0.86-0.92x; the producers also laying the codes out per consumer
+// thread: 1.09-1.16x, the producers then the bound).
+template <int BM_> struct RsTile {
+  static constexpr int kProducers = 128, kThreads = kProducers + 256;
+  static constexpr int BN = 128, BM = BM_, STAGES = 5;
+  // Per stage: the x tile (or u's 32 ranks, float32), then the codes (BN × 32 bytes) and the rows' scaled tables
+  // (BN × 32 bytes: Table's 8 words); s·B's ranks there for a LoRA chunk
+  static constexpr int kXBytes = BM * 128, kCBytes = kLoraBBytes<WsTile<BM, false>>, kStageBytes = kXBytes + kCBytes;
+  static constexpr int kTableOffset = kXBytes + BN * 32;
+  static_assert(kCBytes >= BN * 64 && kStageBytes % 1024 == 0, "a stage holds codes and tables; stages 1024-aligned");
+  static constexpr int kPipeBytes = STAGES * kStageBytes + ws_ring_bytes<STAGES, 0>();
+  static constexpr int kOutBytes = BM * (BN + 8) * 2;
+  static constexpr int kBody = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + code_tables_bytes() +
+                               ws_barrier_bytes<STAGES>();
+  static constexpr int kSmem = kBody + 1024;
+  static_assert(kSmem <= 232448, "sm_90's opt-in shared memory per block (227 KiB)");
+  static_assert(kBody % 16 == 0, "the float code tables after the body are read as float4");
+};
+
+template <typename T, int BM>
+__global__ void __launch_bounds__(RsTile<BM>::kThreads, 1)
+    qlora_wgmma_rs_kernel(const MmaParams p, const __grid_constant__ CUtensorMap xmap,
+                          const __grid_constant__ CUtensorMap cmap, const __grid_constant__ CUtensorMap umap,
+                          const __grid_constant__ CUtensorMap bmap) {
+#if NF4LORA_HAS_WGMMA
+  using C = RsTile<BM>;
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  unsigned char* smem = align_smem<1024>(smem_raw);
+  const int tid = threadIdx.x, wg = tid / 128, lane = tid % 32;
+  int bm, bn;
+  tile_of_block(p, static_cast<int>(blockIdx.x), bm, bn);
+  const int m0 = bm * C::BM, n0 = bn * C::BN;
+  const int chunks = p.K / kChunkK;
+  // full: the 128 producers (tables) and thread 0's arrival with the TMA bytes; empty: the 8 consumer warps
+  const WsShared sh = ws_setup<C::STAGES, C::kThreads>(smem + C::kBody, p.w, 8);
+  const float *code2 = sh.code2, *codes = sh.codes;
+  uint64_t *full = sh.full, *empty = sh.empty;
+
+  if (wg == 0) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+    // Thread tid: W row tid's scaled table per chunk (its raw scale through ws_produce's cp.async ring, STAGES - 1
+    // chunks ahead) into the stage after the codes; thread 0 also the TMA copies of x and the codes.
+    const int64_t row_elem = static_cast<int64_t>(min(n0 + tid, p.N - 1)) * p.K;
+    const bool q_tail = nested_q_tail(p.w, min(n0 + tid, p.N - 1), p.K);
+    ws_produce<C::STAGES, 0, false>(
+        p.w, smem + C::STAGES * C::kStageBytes, chunks, tid, full, empty,
+        [&](int i) { return row_elem + static_cast<int64_t>(i) * kChunkK; }, [&](int64_t) { return q_tail; },
+        [&](int i, int s) {
+          if (tid != 0) return;
+          unsigned char* st = smem + s * C::kStageBytes;
+          mbar_arrive_expect_tx(&full[s], C::kXBytes + C::BN * 32);
+          tma_load_2d(st, &xmap, &full[s], i * kChunkK, m0);
+          tma_load_2d(st + C::kXBytes, &cmap, &full[s], i * (kChunkK / 2), n0);
+        },
+        [&](int s, const auto&, const RawScales<1>& raw) {
+          const Table t = scaled_table<T>(codes, scale_of(p.w, code2, raw, 0));
+          uint4* dst = reinterpret_cast<uint4*>(smem + s * C::kStageBytes + C::kTableOffset + tid * 32);
+          dst[0] = make_uint4(t.lo[0], t.lo[1], t.lo[2], t.lo[3]);
+          dst[1] = make_uint4(t.hi[0], t.hi[1], t.hi[2], t.hi[3]);
+        },
+        [](int) {}, p.lora_chunks,
+        [&](int e, int s) {  // the folded LoRA term's chunk e: u's columns 32e.. (float32) and B's ranks
+          if (tid != 0) return;
+          unsigned char* st = smem + s * C::kStageBytes;
+          mbar_arrive_expect_tx(&full[s], C::kXBytes + kLoraBBytes<WsTile<BM, false>>);
+          tma_load_2d(st, &umap, &full[s], kLoraRanks * e, m0);
+          tma_load_2d(st + C::kXBytes, &bmap, &full[s], kLoraRanks * e, n0);
+        });
+    return;
+  }
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+  const int h = wg - 1, g = lane / 4, c = lane % 4;
+  const int rt = h * 64 + (tid / 32 % 4) * 16 + g;  // this thread's tile rows rt and rt + 8
+  // (rows past N: their codes are TMA's zeros, their tables those of row N - 1; no output is stored)
+  float acc[BM / 2];
+#pragma unroll
+  for (int i = 0; i < BM / 2; ++i) acc[i] = 0.f;
+  const uint64_t xdesc0 = sw128_desc(smem_addr(smem));
+  const uint32_t sel = c | ((c + 4) << 4);  // byte c of each of two words
+  // Chunk i's A fragments [k16 step][4] of rows rt, rt + 8 (after its stage landed).
+  auto decode = [&](int i, uint32_t (&frag)[4][4]) {
+    const int s = i % C::STAGES;
+    mbar_wait(&full[s], (i / C::STAGES) & 1);
+    const unsigned char* cb = smem + s * C::kStageBytes + C::kXBytes;
+    const uint4 r0a = *reinterpret_cast<const uint4*>(cb + rt * 32), r0b = *reinterpret_cast<const uint4*>(cb + rt * 32 + 16);
+    const uint4 r1a = *reinterpret_cast<const uint4*>(cb + (rt + 8) * 32),
+                r1b = *reinterpret_cast<const uint4*>(cb + (rt + 8) * 32 + 16);
+    const uint32_t x0 = prmt(prmt(r0a.x, r0a.y, sel), prmt(r0a.z, r0a.w, sel), 0x5410u);  // steps 0, 1 of row rt
+    const uint32_t x1 = prmt(prmt(r0b.x, r0b.y, sel), prmt(r0b.z, r0b.w, sel), 0x5410u);  // steps 2, 3
+    const uint32_t y0 = prmt(prmt(r1a.x, r1a.y, sel), prmt(r1a.z, r1a.w, sel), 0x5410u);  // row rt + 8
+    const uint32_t y1 = prmt(prmt(r1b.x, r1b.y, sel), prmt(r1b.z, r1b.w, sel), 0x5410u);
+    const uint4* tb = reinterpret_cast<const uint4*>(smem + s * C::kStageBytes + C::kTableOffset);
+    const uint4 t0l = tb[2 * rt], t0h = tb[2 * rt + 1], t1l = tb[2 * rt + 16], t1h = tb[2 * rt + 17];
+    const Table t0{{t0l.x, t0l.y, t0l.z, t0l.w}, {t0h.x, t0h.y, t0h.z, t0h.w}};
+    const Table t1{{t1l.x, t1l.y, t1l.z, t1l.w}, {t1h.x, t1h.y, t1h.z, t1h.w}};
+    uint32_t p0[4], p1[4], q0[4], q1[4];
+    decode4(x0, t0, p0);
+    decode4(x1, t0, p1);
+    decode4(y0, t1, q0);
+    decode4(y1, t1, q1);
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {  // (row, k 2c), (row + 8, k 2c), (row, k 2c + 8), (row + 8, k 2c + 8)
+      frag[j][0] = p0[2 * j];
+      frag[j][1] = q0[2 * j];
+      frag[j][2] = p0[2 * j + 1];
+      frag[j][3] = q0[2 * j + 1];
+      frag[2 + j][0] = p1[2 * j];
+      frag[2 + j][1] = q1[2 * j];
+      frag[2 + j][2] = p1[2 * j + 1];
+      frag[2 + j][3] = q1[2 * j + 1];
+    }
+  };
+  auto release = [&](int s) {
+    __syncwarp();
+    if (lane == 0) mbar_arrive(&empty[s]);
+  };
+  auto step = [&](int i, uint32_t (&cur)[4][4], uint32_t (&next)[4][4]) {
+    const int s = i % C::STAGES;
+    const uint64_t xdesc = xdesc0 + static_cast<uint64_t>(s * C::kStageBytes >> 4);
+    wgmma_fence();  // the A registers just written are read by the MMAs
+#pragma unroll
+    for (int k = 0; k < 4; ++k) wgmma_m64k16<T, BM, false>(acc, cur[k], xdesc + 2 * k, 1);
+    wgmma_commit();
+    if (i + 1 < chunks) decode(i + 1, next);  // while chunk i's MMAs run
+    wgmma_wait<0>();
+    pin(acc);
+    release(s);
+  };
+  uint32_t a[2][4][4];
+  decode(0, a[0]);
+  for (int i = 0; i < chunks; i += 2) {  // two chunks a trip: the register buffers indexed statically
+    step(i, a[0], a[1]);
+    if (i + 1 < chunks) step(i + 1, a[1], a[0]);
+  }
+  for (int e = 0; e < p.lora_chunks; ++e) {  // the folded LoRA term (wgmma_ws's MMAs)
+    const int i = chunks + e, s = i % C::STAGES;
+    mbar_wait(&full[s], (i / C::STAGES) & 1);
+    pin(acc);
+    wgmma_fence();
+    lora_tf32_mmas<T, BM>(acc, reinterpret_cast<const T*>(smem + s * C::kStageBytes + C::kXBytes), rt, c, p.scale,
+                          xdesc0 + static_cast<uint64_t>(s * C::kStageBytes >> 4));
+    wgmma_commit();
+    wgmma_wait<0>();
+    pin(acc);
+    release(s);
+  }
+  named_sync(1, 256);  // both consumer warpgroups are done with the stages: the epilogue reuses them
+  store_tile<T, 1, BM / 8, C::BN, C::BM, 256, C::kProducers>(p, reinterpret_cast<float(&)[1][BM / 8][4]>(acc), smem,
+                                                             n0, m0, h * 64 + (tid / 32 % 4) * 16, 0);
+#else
+  __trap();  // launched only on sm_90 (launch_qlora_mma checks the device)
+#endif
+}
+
 // part[split] (M, r) = x̃[:, slice]·A[:, slice]ᵀ: block = kUWarps warps × 16 rows of x̃, up to 64
 // ranks (blockIdx.z picks the group of 64), one K slice (blockIdx.y). Same k order trick as above:
 // lane c owns k 16·c .. + 15 of each 64-wide chunk in both operands. Per chunk the block stages
@@ -1033,6 +1198,32 @@ std::string launch_wgmma_ws(const MmaParams& p, int64_t blocks, bool pair, cudaS
                           : launch_wgmma_ws_bm<T, 128, false>(p, blocks, stream);
 }
 
+template <typename T, int BM>
+std::string launch_wgmma_rs_bm(const MmaParams& p, int64_t blocks, cudaStream_t stream) {
+  using C = RsTile<BM>;
+  CUtensorMap xmap{}, cmap{}, umap{}, bmap{};  // (umap, bmap: only when folding)
+  std::string map_err = rows_tensor_map<T>(&xmap, p.x, p.M, p.K, BM, "x");
+  if (map_err.empty()) {  // the codes as (K / 2 bytes, N rows), boxes of 32 bytes × 128 rows
+    const cuuint64_t dims[2] = {static_cast<cuuint64_t>(p.K / 2), static_cast<cuuint64_t>(p.N)};
+    const cuuint64_t strides[1] = {static_cast<cuuint64_t>(p.K / 2)};
+    const cuuint32_t box[2] = {kChunkK / 2, C::BN};
+    map_err = encode_tensor_map(&cmap, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, p.w.packed, dims, strides, box,
+                                CU_TENSOR_MAP_SWIZZLE_NONE, "codes");
+  }
+  if (map_err.empty() && p.lora_chunks > 0) {
+    map_err = matrix_tensor_map<float>(&umap, p.u, p.M, p.r, kLoraRanks, BM, CU_TENSOR_MAP_SWIZZLE_128B, "u");
+    if (map_err.empty())
+      map_err = matrix_tensor_map<T>(&bmap, p.B, p.N, p.r, kLoraRanks, C::BN, CU_TENSOR_MAP_SWIZZLE_NONE, "B");
+  }
+  if (!map_err.empty()) return map_err;
+  auto kernel = qlora_wgmma_rs_kernel<T, BM>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
+  if (err != cudaSuccess) return std::string("qlora_wgmma_rs_kernel attributes: ") + cudaGetErrorString(err);
+  kernel<<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, stream>>>(p, xmap, cmap, umap, bmap);
+  err = cudaGetLastError();
+  return err == cudaSuccess ? "" : std::string("qlora_wgmma_rs_kernel: ") + cudaGetErrorString(err);
+}
+
 // K slices per tile only with 128 x rows per block (plan_qlora_mma never splits 256-row tiles).
 template <typename T, bool kSS> std::string launch_wgmma(const MmaParams& p, int64_t blocks, cudaStream_t stream) {
   if (p.block_m == 256) return launch_wgmma_bm<T, 256, false, kSS>(p, blocks, stream);
@@ -1077,6 +1268,8 @@ std::string launch_typed(const MmaParams& p, const MmaPlan& plan, bool u_given, 
     if (!u_err.empty()) return u_err;
   }
   const int64_t blocks = static_cast<int64_t>(p.tiles_m) * p.tiles_n * p.k_splits;
+  if (plan.rs)
+    return p.block_m == 256 ? launch_wgmma_rs_bm<T, 256>(p, blocks, stream) : launch_wgmma_rs_bm<T, 128>(p, blocks, stream);
   if (plan.ws)
     return launch_wgmma_ws<T>(p, blocks, plan.ws_pair, stream);
   if (plan.wgmma) return plan.ss ? launch_wgmma<T, true>(p, blocks, stream) : launch_wgmma<T, false>(p, blocks, stream);
@@ -1124,13 +1317,14 @@ MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int variant, 
   MmaPlan plan{};
   int major = 0, sm_count = 1;
   current_device(&major, &sm_count);
-  if (variant < 0 || variant > 5) {
+  if (variant < 0 || variant > 6) {
     plan.error = "variant must be 0 (auto), 1 (mma.sync), 2 (wgmma), 3 (wgmma, W through shared memory), 4 (3 "
-                 "warp-specialized) or 5 (4 with the decode shared by pairs of blocks)";
+                 "warp-specialized), 5 (4 with the decode shared by pairs of blocks) or 6 (4 with the decode in "
+                 "the consumers' registers), got " + std::to_string(variant);
     return plan;
   }
   if (variant >= 2 && major != 9) {
-    plan.error = "variants 2 to 5 (wgmma) need an sm_90 GPU";
+    plan.error = "variants 2 to 6 (wgmma) need an sm_90 GPU";
     return plan;
   }
   if (block_m != 0 && block_m != 128 && block_m != 256) {
@@ -1145,6 +1339,7 @@ MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int variant, 
   plan.ss = variant >= 3 || (variant == 0 && major == 9);
   plan.ws = variant >= 4;
   plan.ws_pair = variant == 5;
+  plan.rs = variant == 6;
   const int64_t chunks = K / kChunkK;
   // u kernel: K slices so that its grid fills the GPU (~4 blocks per SM).
   plan.splits = u_splits(M, K, r, sm_count);
@@ -1164,10 +1359,11 @@ MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int variant, 
       return plan.ss ? resident_clusters<qlora_wgmma_kernel<__nv_bfloat16, 128, true, true>>(SS::kThreads, SS::kSmem, s)
                      : resident_clusters<qlora_wgmma_kernel<__nv_bfloat16, 128, true, false>>(RS::kThreads, RS::kSmem, s);
     });
-  // Auto on sm_90: the warp-specialized kernel wherever the tiles run without a K split (0.78-0.82×
-  // the SS kernel's time at M >= 1024 on the H200, bench/results/h200/cuda_ws/); the split tiles
-  // (clusters) stay on the SS kernel.
-  if (variant == 0 && major == 9 && plan.k_splits == 1) plan.ws = true;
+  // Auto on sm_90: the warp-specialized kernel with the decode in the consumers' registers wherever the
+  // tiles run without a K split (wgmma_ws: 0.78-0.82× the SS kernel's time at M >= 1024 on the H200,
+  // bench/results/h200/cuda_ws/; wgmma_rs: 0.85-0.92× wgmma_ws's, s26); the split tiles (clusters) stay
+  // on the SS kernel.
+  if (variant == 0 && major == 9 && plan.k_splits == 1) plan.ws = plan.rs = true;
   const Sections sec = sections(plan, M, r);
   plan.workspace_bytes = sec.counters + 4 * sec.n_counters;
   plan.counters = sec.n_counters;

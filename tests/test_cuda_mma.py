@@ -69,8 +69,9 @@ def test_mma_forward_matches_reference(monkeypatch, dtype, nested, case):
     # LoRA term folded into the reduction (every r % 8 == 0: 16, 24, 32, 40, 64, 80 here) and in
     # the epilogue.
     for variant, block_m in (("mma_sync", 0), ("wgmma", 128), ("wgmma", 256), ("wgmma_ss", 128), ("wgmma_ss", 256),
-                             ("wgmma_ws", 128), ("wgmma_ws", 256), ("wgmma_ws_pair", 128), ("wgmma_ws_pair", 256)):
-        for fold in (True, False) if variant.startswith("wgmma_ws") else (True,):
+                             ("wgmma_ws", 128), ("wgmma_ws", 256), ("wgmma_ws_pair", 128), ("wgmma_ws_pair", 256),
+                             ("wgmma_rs", 128), ("wgmma_rs", 256)):
+        for fold in (True, False) if variant.startswith(("wgmma_ws", "wgmma_rs")) else (True,):
             poison_next_alloc(M * N, dtype)
             y3, u3 = _cuda_ext.qlora_forward_large(x, xl, q, A, B, 0.7, bias, variant=variant, block_m=block_m,
                                                    fold_lora=fold)
@@ -83,7 +84,8 @@ def test_mma_forward_matches_reference(monkeypatch, dtype, nested, case):
 @pytest.mark.parametrize("nested", [False, True])
 @pytest.mark.parametrize("variant,block_m",
                          [("wgmma", 128), ("wgmma", 256), ("wgmma_ss", 128), ("wgmma_ss", 256), ("wgmma_ws", 128),
-                          ("wgmma_ws", 256), ("wgmma_ws_pair", 128), ("wgmma_ws_pair", 256), ("mma_sync", 0)])
+                          ("wgmma_ws", 256), ("wgmma_ws_pair", 128), ("wgmma_ws_pair", 256), ("wgmma_rs", 128),
+                          ("wgmma_rs", 256), ("mma_sync", 0)])
 def test_mma_decode_is_exact_through_identity(dtype, nested, variant, block_m):
     # y = I·Wᵀ gives W's values exactly. wgmma: the absmax is folded into the decode table, so each
     # value is code·absmax in fp32 rounded once to dtype, bit for bit dequantize_nf4(q).to(dtype).
@@ -108,7 +110,7 @@ def test_mma_decode_is_exact_through_identity(dtype, nested, variant, block_m):
         assert torch.equal(y, w[:, cols].t())
 
 
-@pytest.mark.parametrize("variant", ["wgmma", "wgmma_ss", "wgmma_ws", "wgmma_ws_pair", "mma_sync"])
+@pytest.mark.parametrize("variant", ["wgmma", "wgmma_ss", "wgmma_ws", "wgmma_ws_pair", "wgmma_rs", "mma_sync"])
 def test_mma_forward_uses_the_weights_code_table(variant):
     q = quantize_nf4(torch.randn(256, 512, device=DEV), 64)
     q.quant_map = q.quant_map.flip(0).contiguous()
@@ -180,8 +182,9 @@ def test_mma_plan_splits_k_only_when_tiles_are_few():
     assert _C.plan_qlora_mma(128, 4096, 14336, 16, 1, 0)[1] == 1  # mma.sync never splits K
     assert _C.plan_qlora_mma(128, 4096, 14336, 16, 4, 0)[1] == 1  # nor do the warp-specialized kernels
     assert _C.plan_qlora_mma(128, 4096, 14336, 16, 5, 0)[1] == 1
+    assert _C.plan_qlora_mma(128, 4096, 14336, 16, 6, 0)[1] == 1
     with pytest.raises(RuntimeError, match="variant must be 0"):
-        _C.plan_qlora_mma(128, 4096, 4096, 16, 6, 0)
+        _C.plan_qlora_mma(128, 4096, 4096, 16, 7, 0)
     with pytest.raises(RuntimeError, match="block_m must be 0"):
         _C.plan_qlora_mma(128, 4096, 4096, 16, 0, 64)
 
@@ -202,7 +205,8 @@ def test_mma_forward_is_memcheck_clean(tmp_path):
                     bias = torch.randn(N, device="cuda", dtype=dtype)
                     for variant, block_m in (("wgmma", 128), ("wgmma", 256), ("wgmma_ss", 128), ("wgmma_ss", 256),
                                              ("wgmma_ws", 128), ("wgmma_ws", 256), ("wgmma_ws_pair", 128),
-                                             ("wgmma_ws_pair", 256), ("mma_sync", 0)):
+                                             ("wgmma_ws_pair", 256), ("wgmma_rs", 128), ("wgmma_rs", 256),
+                                             ("mma_sync", 0)):
                         _cuda_ext.qlora_forward_large(x, x, q, A, B, 0.5, bias, variant=variant, block_m=block_m)
                     _cuda_ext.qlora_forward_large(x, x, q, A, B, 0.5, bias, u_by="kernel")
         torch.cuda.synchronize()

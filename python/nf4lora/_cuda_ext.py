@@ -210,14 +210,15 @@ def zeroed_counters(device: torch.device, stream: int, n: int) -> tuple:
     return buf.data_ptr(), buf.numel()
 
 
-# csrc/qlora_mma.cu kernel choice: 0 = on sm_90 (H100/H200) wgmma_ws, or wgmma_ss where K is split
+# csrc/qlora_mma.cu kernel choice: 0 = on sm_90 (H100/H200) wgmma_rs, or wgmma_ss where K is split
 # across a cluster (few tiles), mma.sync elsewhere; 1 = mma.sync; 2 = wgmma with W in the register
 # operand, 3 = wgmma_ss with W in shared memory, 4 = wgmma_ws, 3 warp-specialized: a producer
 # warpgroup (TMA copies of x, the decode), no K split; 5 = wgmma_ws_pair, 4 with each decode shared
-# by a cluster of two blocks (sm_90 only).
+# by a cluster of two blocks; 6 = wgmma_rs, 4 with the decode in the consumer warpgroups' registers (RS
+# wgmmas; the producers build the rows' scaled tables) (sm_90 only).
 # Tests and bench/mma_diag compare them. block_m (wgmma): x rows per block, 128 or 256; 0 lets the
 # launcher choose from the shape.
-MMA_VARIANTS = {"auto": 0, "mma_sync": 1, "wgmma": 2, "wgmma_ss": 3, "wgmma_ws": 4, "wgmma_ws_pair": 5}
+MMA_VARIANTS = {"auto": 0, "mma_sync": 1, "wgmma": 2, "wgmma_ss": 3, "wgmma_ws": 4, "wgmma_ws_pair": 5, "wgmma_rs": 6}
 
 # u = x̃·Aᵀ of the large-M forward: "cublas" (torch.mm with a float32 output, torch 2.8+; the
 # launcher then runs the main kernel alone) or "kernel" (csrc's lora_u_part_kernel, in the same
