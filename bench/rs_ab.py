@@ -5,7 +5,7 @@ and wgmma_ws (shipped) in one process, from CUDA graphs replayed alternately.
 
 Per shape: qlora_forward_large (bf16, r, NF4 blocksize 64 with double quant, u by cuBLAS, the LoRA term folded)
 over distinct weights (>= 256 MB of NF4 per pass, so no call finds W in L2), one CUDA graph per variant and
-block_m 256; median time per call, TFLOP/s of the W product, the ratio rs / ws, and whether the outputs are the
+block_m 256 (--block-m); median time per call, TFLOP/s of the W product, the ratio rs / ws, and whether the outputs are the
 same bits. One JSON line per shape.
 """
 
@@ -29,6 +29,7 @@ def main(argv=None):
     p.add_argument("--shapes", default="4096,4096,14336;4096,14336,4096;4096,8192,28672;8192,4096,14336;8192,4096,1024;1024,4096,14336")
     p.add_argument("--r", type=int, default=16)
     p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--block-m", type=int, default=256, help="x rows per block (0: the plan's choice)")
     p.add_argument("--weights", type=int, default=0, help="weights per pass (0: >= 256 MB of NF4, none L2-resident)")
     p.add_argument("--plain", action="store_true", help="float32 absmax (default: nested double quant)")
     p.add_argument("--no-fold", action="store_true", help="the LoRA term in the epilogue instead of folded")
@@ -49,7 +50,7 @@ def main(argv=None):
         with torch.no_grad():
             for v in variants:
                 graphs[v], outs[v] = capture(lambda v=v: [_cuda_ext.qlora_forward_large(
-                    x, x, qs[i], A, B, 2.0, None, variant=v, block_m=256, u_by="cublas", fold_lora=not args.no_fold)[0]
+                    x, x, qs[i], A, B, 2.0, None, variant=v, block_m=args.block_m, u_by="cublas", fold_lora=not args.no_fold)[0]
                     for i in range(n_w)])
         events = {v: [] for v in variants}
         for rd in range(args.rounds):
