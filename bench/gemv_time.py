@@ -70,6 +70,22 @@ def clock_while_busy(graph, seconds_per_replay, busy_s=0.3):
     return mhz
 
 
+def time_interleaved(graphs, rounds):
+    """Replays the CUDA graphs of dict `graphs` alternately, `rounds` times (the order reversed every other round, so
+    that no graph always runs first); the median milliseconds of one replay per key."""
+    keys = list(graphs)
+    events = {k: [] for k in keys}
+    for rd in range(rounds):
+        for k in (keys if rd % 2 == 0 else keys[::-1]):
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            graphs[k].replay()
+            e.record()
+            events[k].append((s, e))
+    torch.cuda.synchronize()
+    return {k: statistics.median(s.elapsed_time(e) for s, e in events[k]) for k in keys}
+
+
 def capture(fn):
     """fn() captured in a CUDA graph after one warm-up call on a side stream; (graph, fn's outputs)."""
     side = torch.cuda.Stream()
@@ -127,21 +143,13 @@ def main(argv=None):
             if var is not None:
                 os.environ.pop(var, None)
             path = ops.last_path.get("qlora_linear")
-            events = {v: [] for v in values}
-            for rd in range(args.rounds):
-                for v in (values if rd % 2 == 0 else values[::-1]):
-                    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    s.record()
-                    graphs[v].replay()
-                    e.record()
-                    events[v].append((s, e))
-            torch.cuda.synchronize()
+            ms = time_interleaved(graphs, args.rounds)
             nbytes = work(M, K, N, args.r, "fwd")["bytes"]
             row = {"K": K, "N": N, "M": M, "r": args.r, "weights": n_w, "calls": L, "path": path}
-            first_s = statistics.median(s.elapsed_time(e) for s, e in events[values[0]]) * 1e-3
+            first_s = ms[values[0]] * 1e-3
             row["sm_MHz"] = clock_while_busy(graphs[values[0]], first_s)
             for v in values:
-                us = statistics.median(s.elapsed_time(e) for s, e in events[v]) * 1e3 / L
+                us = ms[v] * 1e3 / L
                 key = "" if v is None else f"[{var}={v}]"
                 row["us" + key] = round(us, 2)
                 row["pct_copy" + key] = round(100 * nbytes / (us * 1e-6) / copy_bw, 1)

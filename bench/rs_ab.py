@@ -13,7 +13,6 @@ import argparse
 import json
 import math
 import os
-import statistics
 import sys
 
 import torch
@@ -21,7 +20,7 @@ import torch
 from nf4lora import _cuda_ext, quantize_nf4
 
 sys.path.insert(0, os.path.dirname(__file__))
-from gemv_time import capture, clock_while_busy  # noqa: E402
+from gemv_time import capture, clock_while_busy, time_interleaved  # noqa: E402
 
 
 def main(argv=None):
@@ -52,20 +51,11 @@ def main(argv=None):
                 graphs[v], outs[v] = capture(lambda v=v: [_cuda_ext.qlora_forward_large(
                     x, x, qs[i], A, B, 2.0, None, variant=v, block_m=args.block_m, u_by="cublas", fold_lora=not args.no_fold)[0]
                     for i in range(n_w)])
-        events = {v: [] for v in variants}
-        for rd in range(args.rounds):
-            for v in (variants if rd % 2 == 0 else variants[::-1]):
-                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                s.record()
-                graphs[v].replay()
-                e.record()
-                events[v].append((s, e))
-        torch.cuda.synchronize()
+        ms = time_interleaved(graphs, args.rounds)
         row = {"M": M, "K": K, "N": N, "r": r, "weights": n_w, "nested": not args.plain, "fold": not args.no_fold, "git_sha": os.environ.get("NF4LORA_GIT_SHA", "")}
-        first_ms = statistics.median(s.elapsed_time(e) for s, e in events[variants[0]])
-        row["sm_MHz"] = clock_while_busy(graphs[variants[0]], first_ms * 1e-3)
+        row["sm_MHz"] = clock_while_busy(graphs[variants[0]], ms[variants[0]] * 1e-3)
         for v in variants:
-            us = statistics.median(s.elapsed_time(e) for s, e in events[v]) * 1e3 / n_w
+            us = ms[v] * 1e3 / n_w
             row[f"us[{v}]"] = round(us, 1)
             row[f"tflops[{v}]"] = round(2 * M * N * K / (us * 1e-6) / 1e12, 1)
         row["ratio[rs/ws]"] = round(row["us[wgmma_rs]"] / row["us[wgmma_ws]"], 3)

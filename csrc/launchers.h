@@ -53,15 +53,16 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
 
 // Large-M forward (qlora_mma.cu): the plan of a call on the current device. variant: 0 = on sm_90
 // the warp-specialized kernel with the decode in the consumers' registers (6), or the SS kernel (3)
-// where K is split over a cluster, and the mma.sync kernel elsewhere; 1 = mma.sync, 2 = wgmma with W
-// decoded into the register operand (RS), 3 = wgmma with W decoded into shared memory (SS), 4 = SS
-// warp-specialized (a producer warpgroup: TMA copies of x and the decode), 5 = 4 with each decode
-// shared by a cluster of two blocks, 6 = warp-specialized RS (the producers: TMA copies of x and the
-// codes, each row's scaled table; the consumers decode into their A registers) (2-6: sm_90 only). block_m: x rows per block of the wgmma kernel, 128 or 256 (0 = chosen from the
-// shape). splits: K slices of the u kernel; k_splits: K slices per output tile (wgmma, when the
-// tiles alone leave SMs idle: the blocks of one thread-block cluster, at most 8); workspace: the u
-// kernel's float32 partial sums and counters (0 bytes when it does not split K). error is
-// non-empty for arguments no kernel takes.
+// where K is split over a cluster, and the mma.sync kernel elsewhere; 1 = mma.sync, 2 = wgmma with
+// W decoded into the register operand (RS), 3 = wgmma with W decoded into shared memory (SS), 4 =
+// SS warp-specialized (a producer warpgroup: TMA copies of x and the decode), 5 = 4 with each
+// decode shared by a cluster of two blocks, 6 = warp-specialized RS (the producers: TMA copies of x
+// and the codes, each row's scaled table; the consumers decode into their A registers) (2-6: sm_90
+// only). block_m: x rows per block of the wgmma kernel, 128 or 256 (0 = chosen from the shape).
+// splits: K slices of the u kernel; k_splits: K slices per output tile (wgmma, when the tiles alone
+// leave SMs idle: the blocks of one thread-block cluster, at most 8); workspace: the u kernel's
+// float32 partial sums and counters (0 bytes when it does not split K). error is non-empty for
+// arguments no kernel takes.
 struct MmaPlan {
   int splits = 1, k_splits = 1, block_m = 0, tiles_m = 0, tiles_n = 0;
   bool wgmma = false, ss = false;  // ss: the wgmma kernel with W decoded into shared memory

@@ -499,8 +499,8 @@ template <int kThreads> __device__ __forceinline__ void stage_float_code_tables(
 // --- the shared state of a warp-specialized block (qlora_wgmma_ws_kernel, qlora_dx_ws_kernel) ---
 // At the end of the block's shared-memory body (at `end`): the code tables (code_tables_bytes),
 // then the full and empty barriers of the STAGES stages (ws_barrier_bytes). ws_setup fills the
-// tables, initializes the barriers (full: full_arrivals, by default the 128 producers plus thread 0's TMA
-// arrival; empty: empty_arrivals consumer warps) and syncs the block.
+// tables, initializes the barriers (full: the 128 producers plus thread 0's TMA arrival; empty:
+// empty_arrivals consumer warps) and syncs the block.
 template <int STAGES> constexpr int ws_barrier_bytes() { return 2 * STAGES * 8; }
 struct WsShared {
   float* code2;     // [256]
@@ -509,8 +509,7 @@ struct WsShared {
   uint64_t* empty;  // [STAGES]
 };
 template <int STAGES, int kThreads>
-__device__ __forceinline__ WsShared ws_setup(unsigned char* end, const NF4State& w, uint32_t empty_arrivals,
-                                             uint32_t full_arrivals = 128 + 1) {
+__device__ __forceinline__ WsShared ws_setup(unsigned char* end, const NF4State& w, uint32_t empty_arrivals) {
   WsShared sh;
   sh.code2 = reinterpret_cast<float*>(end - ws_barrier_bytes<STAGES>() - code_tables_bytes());
   sh.codes = sh.code2 + 256;
@@ -519,7 +518,7 @@ __device__ __forceinline__ WsShared ws_setup(unsigned char* end, const NF4State&
   stage_float_code_tables<kThreads>(sh.code2, w);
   if (threadIdx.x == 0) {
     for (int s = 0; s < STAGES; ++s) {
-      mbar_init(&sh.full[s], full_arrivals);
+      mbar_init(&sh.full[s], 128 + 1);
       mbar_init(&sh.empty[s], empty_arrivals);
     }
     mbar_init_fence();
