@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
   auto launch = [&]() {
     const std::string err = nf4lora::launch_qlora_mma(y, x, x, A, B, 0, u, 0, ws, plan.workspace_bytes, 2, packed,
                                                       absmax, qmap, 0, 0, 0.f, 64, M, N, K, r, 1.f, variant,
-                                                      block_m, 0, 0);
+                                                      block_m, /*u_given*/ 0, /*zeroed_counters*/ 0, 0, /*stream*/ 0);
     if (!err.empty()) { fprintf(stderr, "%s\n", err.c_str()); exit(1); }
   };
   const double us = diag_time_us(launch);
