@@ -121,6 +121,7 @@ struct DxPlan {
   int block_m = 0, tiles_m = 0, splits = 1;
   int64_t tiles = 0;
   bool ws = false;
+  bool rs = false;  // qlora_dx_rs_kernel (variant 4; ws is set too: the folded LoRA term)
   std::string error;
 };
 DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int block_m, int variant);

@@ -484,6 +484,198 @@ __global__ void __launch_bounds__(DxWsTile<BM>::kThreads, 1)
 #endif
 }
 
+// qlora_dx_rs_kernel (sm_90a; variant 4, "rs"): the dx as the forward's wgmma_rs — the decode in the
+// consumer warpgroups' registers feeding RS wgmmas, W never in shared memory — computing the
+// transposed tile dxᵀ (128 k × BM tokens) = Wᵀ·gᵀ: W's columns are the wgmma's M, its rows n the
+// reduction, g (TMA, BM tokens × 64 n, as the ws kernel's) the K-major B operand. Producers
+// (warpgroup 0, 40 registers by setmaxnreg): thread 0 copies per chunk the g tile and the codes of W
+// rows n .. n + 63, columns k0 .. k0 + 127 (64 bytes a row, 64-byte swizzle; past K zeros) by TMA;
+// thread t builds the scaled table (code·absmax rounded once: the shipped bits) of W row
+// n + t % 64, columns k0 + 64·(t / 64) .. + 63 (one absmax block at blocksize 64; its raw scale
+// through ws_produce's cp.async ring) into the stage. Consumers (warpgroups 1, 2; 232 registers):
+// warpgroup 1 + h owns columns k0 + 64h .. + 63 as the wgmma's M rows, in pairs: thread (warp w,
+// lane 4g + c) holds rows 16w + g and + 8 of its m64 tile = columns 64h + 16w + 2g and + 1 — both
+// nibbles of byte cb = 32h + 8w + g of each W row (store_out_tile's kPairRows) — and the reduction
+// rows 2c, 2c + 1, 2c + 8, 2c + 9 of each k16 step: per chunk 16 code bytes, each nibble looked up
+// in its row's table (one 16-bit shared load), pairs packed into the A fragments (the 64-byte
+// swizzle of the codes and the tables' slot order make both kinds of load conflict-free); chunk
+// i + 1 decoded while chunk i's wgmmas run. The folded LoRA term: extra chunks of gB's 32 ranks
+// (float32, the B operand, tf32) and A's (from registers: lora_tf32_mmas). Same W values as the ws
+// kernel's, summed in another order.
+template <int BM_> struct DxRsTile {
+  static constexpr int kProducers = 128, kThreads = kProducers + 256;
+  static constexpr int BM = BM_, BK = kDxBK, STAGES = 5;
+  // Per stage: the g tile (gB's ranks, float32, for a LoRA chunk), the codes, the tables ([64 rows ×
+  // 2 column groups] slots of 32 bytes, rdx_table_slot); A's ranks (two 64-k atoms) there for a LoRA chunk
+  static constexpr int kGBytes = BM * 128, kCodeBytes = kChunkN * BK / 2, kTableBytes = kChunkN * (BK / 64) * 32;
+  static constexpr int kCodeOffset = kGBytes, kTableOffset = kGBytes + kCodeBytes;
+  static constexpr int kStageBytes = kGBytes + kCodeBytes + kTableBytes, kLoraAtom = kLoraRanks * 128;
+  static_assert((BK / 64) * kLoraAtom <= kCodeBytes + kTableBytes && kStageBytes % 1024 == 0, "stage layout");
+  static constexpr int kPipeBytes = STAGES * kStageBytes + ws_ring_bytes<STAGES, 0>();
+  static constexpr int kOutBytes = BM * (BK + 8) * 2;
+  static constexpr int kBody = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + code_tables_bytes() +
+                               ws_barrier_bytes<STAGES>();
+  static constexpr int kSmem = kBody + 1024;
+  static_assert(kSmem <= 232448, "sm_90's opt-in shared memory per block (227 KiB)");
+  static_assert(kBody % 16 == 0, "the float code tables after the body are read as float4");
+};
+
+// The table slot of W row n (of the chunk) and column group h: slot (2n + h) with its low two bits
+// XORed by (n / 2) % 4, so that the 4 rows 2c + e (c = 0 .. 3) a warp's lanes read at once fall in
+// 4 different 8-bank groups.
+__device__ __forceinline__ int rdx_table_slot(int n, int h) { return (2 * n + h) ^ ((n >> 1) & 3); }
+
+__device__ __forceinline__ uint32_t lds_u8(uint32_t addr) {
+  uint32_t v;
+  asm volatile("ld.shared.u8 %0, [%1];" : "=r"(v) : "r"(addr));
+  return v;
+}
+__device__ __forceinline__ uint32_t lds_u16(uint32_t addr) {
+  uint32_t v;
+  asm volatile("ld.shared.u16 %0, [%1];" : "=r"(v) : "r"(addr));
+  return v;
+}
+
+template <typename T, int BM>
+__global__ void __launch_bounds__(DxRsTile<BM>::kThreads, 1)
+    qlora_dx_rs_kernel(const DxParams p, const __grid_constant__ CUtensorMap gmap,
+                       const __grid_constant__ CUtensorMap cmap, const __grid_constant__ CUtensorMap bmap,
+                       const __grid_constant__ CUtensorMap amap) {
+#if NF4LORA_HAS_WGMMA
+  using C = DxRsTile<BM>;
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  unsigned char* smem = align_smem<1024>(smem_raw);
+  const int tid = threadIdx.x, wg = tid / 128, lane = tid % 32;
+  const int tile = static_cast<int>(blockIdx.x), bm = tile % p.tiles_m, bk = tile / p.tiles_m;
+  const int m0 = bm * C::BM, k0 = bk * C::BK;
+  const int chunks = p.N / kChunkN;
+  // full: the 128 producers (tables) and thread 0's arrival with the TMA bytes; empty: the 8 consumer warps
+  const WsShared sh = ws_setup<C::STAGES, C::kThreads>(smem + C::kBody, p.w, 8);
+  const float *code2 = sh.code2, *codes = sh.codes;
+  uint64_t *full = sh.full, *empty = sh.empty;
+
+  if (wg == 0) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+    const int tn = tid % 64, th = tid / 64;
+    const int kq = min(k0 + 64 * th, p.K - 64);  // (past K: the last 64 columns' scale; never stored)
+    const int slot = rdx_table_slot(tn, th);
+    ws_produce<C::STAGES, 0, false>(
+        p.w, smem + C::STAGES * C::kStageBytes, chunks, tid, full, empty,
+        [&](int i) { return (static_cast<int64_t>(i) * kChunkN + tn) * p.K + kq; },
+        [&](int64_t b) { return block_q_tail(p.w, b); },
+        [&](int i, int s) {
+          if (tid != 0) return;
+          unsigned char* st = smem + s * C::kStageBytes;
+          mbar_arrive_expect_tx(&full[s], C::kGBytes + C::kCodeBytes);
+          tma_load_2d(st, &gmap, &full[s], i * kChunkN, m0);
+          tma_load_2d(st + C::kCodeOffset, &cmap, &full[s], k0 / 2, i * kChunkN);
+        },
+        [&](int s, const auto&, const RawScales<1>& raw) {
+          const Table t = scaled_table<T>(codes, scale_of(p.w, code2, raw, 0));
+          uint4* dst = reinterpret_cast<uint4*>(smem + s * C::kStageBytes + C::kTableOffset + slot * 32);
+          dst[0] = make_uint4(t.lo[0], t.lo[1], t.lo[2], t.lo[3]);
+          dst[1] = make_uint4(t.hi[0], t.hi[1], t.hi[2], t.hi[3]);
+        },
+        [](int) {}, p.lora_chunks,
+        [&](int e, int s) {  // the folded LoRA term's chunk e: gB's columns 32e.. (float32) and A's rows
+          if (tid != 0) return;
+          unsigned char* st = smem + s * C::kStageBytes;
+          mbar_arrive_expect_tx(&full[s], C::kGBytes + (C::BK / 64) * C::kLoraAtom);
+          tma_load_2d(st, &bmap, &full[s], kLoraRanks * e, m0);
+#pragma unroll
+          for (int d = 0; d < C::BK / 64; ++d)  // (past K: the last 64 columns; never stored)
+            tma_load_2d(st + C::kCodeOffset + d * C::kLoraAtom, &amap, &full[s], min(k0 + 64 * d, p.K - 64),
+                        kLoraRanks * e);
+        });
+    return;
+  }
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+  const int h = wg - 1, w4 = tid / 32 % 4, g = lane / 4, c = lane % 4;
+  float acc[BM / 2];
+#pragma unroll
+  for (int i = 0; i < BM / 2; ++i) acc[i] = 0.f;
+  const uint32_t base = smem_addr(smem);
+  const uint64_t gdesc0 = sw128_desc(base);
+  // This thread's code byte in each W row (64-byte swizzle: 16-byte piece ^= (row / 2) % 4, = c for
+  // every row 2c + e + 8d + 16j it reads) and its two table slots' offsets (e = 0, 1), relative to
+  // row 16j + 8d of the chunk (rows 2c + e of the k16 step's 16 rows)
+  const int cb = 32 * h + 8 * w4 + g;
+  const uint32_t code_off = C::kCodeOffset + 128 * c + (((cb >> 4) ^ c) << 4) + (cb & 15);
+  const uint32_t tab_off[2] = {static_cast<uint32_t>(C::kTableOffset + 32 * rdx_table_slot(2 * c, h)),
+                               static_cast<uint32_t>(C::kTableOffset + 32 * rdx_table_slot(2 * c + 1, h))};
+  // Chunk i's A fragments [k16 step][4] (after its stage landed).
+  auto decode = [&](int i, uint32_t (&frag)[4][4]) {
+    const int s = i % C::STAGES;
+    mbar_wait(&full[s], (i / C::STAGES) & 1);
+    const uint32_t st = base + s * C::kStageBytes, cbase = st + code_off;
+    const uint32_t tb[2] = {st + tab_off[0], st + tab_off[1]};
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int d = 0; d < 2; ++d) {
+        uint32_t hi[2], lo[2];  // rows 16j + 8d + 2c + e: (k 2cb, k 2cb + 1)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const uint32_t row = 16 * j + 8 * d + e;  // (+ 2c in the bases)
+          const uint32_t b = lds_u8(cbase + 64 * row);
+          // (row 2c + row's slot = row 2c + e's + 2·(row - e); tb 32-byte aligned: | = + for the entry's offset)
+          hi[e] = lds_u16((((b >> 3) & 0x1Eu) | tb[e]) + 64 * (row - e));
+          lo[e] = lds_u16((((b << 1) & 0x1Eu) | tb[e]) + 64 * (row - e));
+        }
+        frag[j][2 * d] = prmt(hi[0], hi[1], 0x5410u);
+        frag[j][2 * d + 1] = prmt(lo[0], lo[1], 0x5410u);
+      }
+  };
+  auto release = [&](int s) {
+    __syncwarp();
+    if (lane == 0) mbar_arrive(&empty[s]);
+  };
+  auto step = [&](int i, uint32_t (&cur)[4][4], uint32_t (&next)[4][4]) {
+    const int s = i % C::STAGES;
+    const uint64_t gdesc = gdesc0 + static_cast<uint64_t>(s * C::kStageBytes >> 4);
+    wgmma_fence();  // the A registers just written are read by the MMAs
+#pragma unroll
+    for (int k = 0; k < 4; ++k) wgmma_m64k16<T, BM, false>(acc, cur[k], gdesc + 2 * k, 1);
+    wgmma_commit();
+    if (i + 1 < chunks) decode(i + 1, next);  // while chunk i's MMAs run
+    wgmma_wait<0>();
+    pin(acc);
+    release(s);
+  };
+  uint32_t a[2][4][4];
+  decode(0, a[0]);
+  for (int i = 0; i < chunks; i += 2) {  // two chunks a trip: the register buffers indexed statically
+    step(i, a[0], a[1]);
+    if (i + 1 < chunks) step(i + 1, a[1], a[0]);
+  }
+  for (int e = 0; e < p.lora_chunks; ++e) {  // the folded LoRA term: (s·A's ranks, tf32) · (gB's columns)
+    const int i = chunks + e, s = i % C::STAGES;
+    mbar_wait(&full[s], (i / C::STAGES) & 1);
+    pin(acc);
+    const T* at = reinterpret_cast<const T*>(smem + s * C::kStageBytes + C::kCodeOffset + h * C::kLoraAtom);
+    const int kl = 16 * w4 + 2 * g;  // this thread's first column in the 64-k atom (128-byte swizzled rank rows)
+    wgmma_fence();
+    lora_tf32_mmas<BM>(
+        acc,
+        [at, kl](int h8, int rank) {
+          const int k = kl + h8;
+          return to_float(at[rank * 64 + (((k >> 3) ^ (rank & 7)) << 3) + (k & 7)]);
+        },
+        c, p.scale, gdesc0 + static_cast<uint64_t>(s * C::kStageBytes >> 4));
+    wgmma_commit();
+    wgmma_wait<0>();
+    pin(acc);
+    release(s);
+  }
+  named_sync(1, 256);  // both consumer warpgroups are done with the stages: the epilogue reuses them
+  store_out_tile<T, 1, BM / 8, C::BK, C::BM, 256, C::kProducers, true>(
+      static_cast<T*>(p.dx), nullptr, p.M, p.K, reinterpret_cast<float(&)[1][BM / 8][4]>(acc), smem, k0, m0,
+      h * 64 + w4 * 16, 0);
+#else
+  __trap();  // launched only on sm_90 (launch_qlora_dx checks the device)
+#endif
+}
+
 template <typename T, int BM, bool kSplit>
 std::string launch_dx(const DxParams& p, unsigned blocks, cudaStream_t stream) {
   using C = DxTile<BM>;
@@ -514,9 +706,37 @@ std::string launch_dx_ws(const DxParams& p, unsigned blocks, cudaStream_t stream
   return err == cudaSuccess ? "" : std::string("qlora_dx_ws_kernel: ") + cudaGetErrorString(err);
 }
 
+template <typename T, int BM>
+std::string launch_dx_rs(const DxParams& p, unsigned blocks, cudaStream_t stream) {
+  using C = DxRsTile<BM>;
+  CUtensorMap gmap{}, cmap{}, bmap{}, amap{};  // (bmap (gB), amap: only when folding)
+  std::string map_err = rows_tensor_map<T>(&gmap, p.g, p.M, p.N, BM, "g");
+  if (map_err.empty()) {  // the codes as (K / 2 bytes, N rows), boxes of 64 bytes × 64 rows, 64-byte swizzle
+    const cuuint64_t dims[2] = {static_cast<cuuint64_t>(p.K / 2), static_cast<cuuint64_t>(p.N)};
+    const cuuint64_t strides[1] = {static_cast<cuuint64_t>(p.K / 2)};
+    const cuuint32_t box[2] = {C::BK / 2, kChunkN};
+    map_err = encode_tensor_map(&cmap, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, p.w.packed, dims, strides, box,
+                                CU_TENSOR_MAP_SWIZZLE_64B, "codes");
+  }
+  if (map_err.empty() && p.lora_chunks > 0) {
+    map_err = matrix_tensor_map<float>(&bmap, p.gB, p.M, p.r, kLoraRanks, BM, CU_TENSOR_MAP_SWIZZLE_128B, "gB");
+    if (map_err.empty())
+      map_err = matrix_tensor_map<T>(&amap, p.A, p.r, p.K, 64, kLoraRanks, CU_TENSOR_MAP_SWIZZLE_128B, "A");
+  }
+  if (!map_err.empty()) return map_err;
+  auto kernel = qlora_dx_rs_kernel<T, BM>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
+  if (err != cudaSuccess) return std::string("qlora_dx_rs_kernel attributes: ") + cudaGetErrorString(err);
+  kernel<<<blocks, C::kThreads, C::kSmem, stream>>>(p, gmap, cmap, bmap, amap);
+  err = cudaGetLastError();
+  return err == cudaSuccess ? "" : std::string("qlora_dx_rs_kernel: ") + cudaGetErrorString(err);
+}
+
 template <typename T>
 std::string launch_dx_typed(const DxParams& p, const DxPlan& plan, cudaStream_t stream) {
   const unsigned blocks = static_cast<unsigned>(plan.tiles * plan.splits);
+  if (plan.rs)
+    return plan.block_m == 256 ? launch_dx_rs<T, 256>(p, blocks, stream) : launch_dx_rs<T, 128>(p, blocks, stream);
   if (plan.ws)
     return plan.block_m == 256 ? launch_dx_ws<T, 256>(p, blocks, stream) : launch_dx_ws<T, 128>(p, blocks, stream);
   if (plan.splits > 1) return launch_dx<T, 128, true>(p, blocks, stream);
@@ -531,8 +751,8 @@ DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int block_m, int variant) 
     plan.error = "block_m must be 0 (choose), 128 or 256, got " + std::to_string(block_m);
     return plan;
   }
-  if (variant < 0 || variant > 3) {
-    plan.error = "variant must be 0 (auto), 1 (ss), 2 (ws) or 3 (ws, LoRA in the epilogue), got " +
+  if (variant < 0 || variant > 4) {
+    plan.error = "variant must be 0 (auto), 1 (ss), 2 (ws), 3 (ws, LoRA in the epilogue) or 4 (rs), got " +
                  std::to_string(variant);
     return plan;
   }
@@ -559,6 +779,7 @@ DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int block_m, int variant) 
     });
   // The warp-specialized kernel wherever the reduction is not split (auto), or when asked (never split).
   plan.ws = variant >= 2 || (variant == 0 && plan.splits == 1);
+  plan.rs = variant == 4;
   return plan;
 }
 
@@ -595,6 +816,8 @@ std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A
   p.a_vec = A % 16 == 0;
   p.gb_vec = r % 4 == 0 && gB % 16 == 0;
   p.lora_chunks = plan.ws && gB != 0 && variant != 3 ? static_cast<int>(lora_fold_chunks(r)) : 0;
+  if (plan.rs && gB != 0 && p.lora_chunks == 0)
+    return "the rs dx kernel folds the LoRA term into its reduction: it needs r % 8 == 0, got r = " + std::to_string(r);
   if (p.lora_chunks > 0 && (A % 16 != 0 || gB % 16 != 0))
     return "the ws kernel's folded LoRA term needs A and gB 16-byte aligned";
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);

@@ -228,44 +228,8 @@ __device__ __forceinline__ void store_tile(const MmaParams& p, float (&acc)[AT][
     sync();  // (the staging is free for the next step, or for the output tile)
   }
 
-  // + bias, rounded once to T, staged as [BM][BN + 8] for 16-byte stores.
-  T* out = reinterpret_cast<T*>(smem);
-  const T* bias = static_cast<const T*>(p.bias);
-#pragma unroll
-  for (int i = 0; i < AT; ++i)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int nl = wrow + i * 16 + g + 8 * h;
-      const float bv = bias != nullptr && n0 + nl < N ? to_float(bias[n0 + nl]) : 0.f;
-#pragma unroll
-      for (int j = 0; j < BT; ++j)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int ml = xrow + j * 8 + 2 * c + e;
-          out[ml * (BN + 8) + nl] =
-              static_cast<T>(acc[i][j][2 * h + e] + bv);
-        }
-    }
-  if constexpr (kFirst == 0) {
-    __syncthreads();
-  } else {
-    named_sync(1, kThreads);
-  }
-  T* y = static_cast<T*>(p.y);
-  const bool vec = N % 8 == 0;
-  constexpr int kVecs = BN / 8;
-  for (int idx = tid; idx < BM * kVecs; idx += kThreads) {
-    const int row = idx / kVecs, col = idx % kVecs * 8;
-    const int m = m0 + row, n = n0 + col;
-    if (m >= M || n >= N) continue;
-    const T* src = out + row * (BN + 8) + col;
-    T* dst = y + static_cast<int64_t>(m) * N + n;
-    if (vec) {
-      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
-    } else {
-      for (int e = 0; e < 8 && n + e < N; ++e) dst[e] = src[e];
-    }
-  }
+  store_out_tile<T, AT, BT, BN, BM, kThreads, kFirst>(static_cast<T*>(p.y), static_cast<const T*>(p.bias), M, N, acc,
+                                                      smem, n0, m0, wrow, xrow);
 }
 
 // Grouped tile order: kGroupM row blocks of x × all column blocks of W, then the next group.
@@ -715,35 +679,11 @@ template <int BM_, bool kPair_> struct WsTile {
 // two). The epilogue's split of s·u keeps ~16 bits instead (fold_lora = 0).
 template <typename C> constexpr int kLoraBBytes = C::BN * kLoraRanks * 2;
 
-// The MMAs of one such chunk on one consumer warpgroup: row = this thread's first W row of the tile
-// (the warpgroup's 64, its warp's 16, lane / 4), c = lane % 4, udesc = the x buffer's descriptor.
-// All four steps of 8 ranks run (ranks past r are zeros on both sides); with 128 accumulators
-// (BM = 256) one step at a time, each waited for: more A fragments in flight exceed the kernel's
-// 168 registers and ptxas then serializes every wgmma of the kernel, the main loop's included
-// (C7512; two steps at a time still did).
-template <typename T, int BM>
-__device__ __forceinline__ void lora_tf32_mmas(float (&acc)[BM / 2], const T* bt, int row, int c, float scale,
-                                               uint64_t udesc) {
-  constexpr int kBatches = BM == 256 ? 4 : 1, kSteps = 4 / kBatches;  // batches of kSteps steps of 8 ranks
-#pragma unroll
-  for (int batch = 0; batch < kBatches; ++batch) {
-    uint32_t a[kSteps][4];
-#pragma unroll
-    for (int j = 0; j < kSteps; ++j)
-#pragma unroll
-      for (int q = 0; q < 4; ++q) {  // (row, k), (row + 8, k), (row, k + 4), (row + 8, k + 4); k = 8·step + c
-        const int k = 8 * (batch * kSteps + j) + c + 4 * (q >> 1);
-        a[j][q] = to_tf32(scale * to_float(bt[(row + 8 * (q & 1)) * kLoraRanks + k]));
-      }
-    wgmma_fence();  // the A registers just written are read by the MMAs
-#pragma unroll
-    for (int j = 0; j < kSteps; ++j) wgmma_tf32_m64k8<BM>(acc, a[j], udesc + 2 * (batch * kSteps + j), 1);
-    if (batch + 1 < kBatches) {
-      wgmma_commit();
-      wgmma_wait<0>();
-      pin(acc);
-    }
-  }
+// The folded LoRA chunk's A operand in the forward: B's ranks of the tile's W rows, staged by TMA as
+// [BN rows][kLoraRanks] T; element (row + 8·h8, rank k) for lora_tf32_mmas.
+template <typename T> __device__ __forceinline__ auto b_rows(const unsigned char* stage_b, int row) {
+  const T* bt = reinterpret_cast<const T*>(stage_b);
+  return [bt, row](int h8, int k) { return to_float(bt[(row + 8 * h8) * kLoraRanks + k]); };
 }
 
 template <typename T, int BM, bool kPair>
@@ -863,9 +803,8 @@ __global__ void __launch_bounds__(WsTile<BM, kPair>::kThreads, 1)
 #endif
         },
         [&](int, int s) {  // the folded LoRA term: (s·B's ranks, tf32 from registers) · (u's columns in the x buffer)
-          lora_tf32_mmas<T, BM>(acc, reinterpret_cast<const T*>(smem + s * C::kStageBytes + C::kXBytes),
-                                h * 64 + (tid / 32 % 4) * 16 + lane / 4, lane % 4, p.scale,
-                                xdesc0 + static_cast<uint64_t>(s * C::kStageBytes >> 4));
+          lora_tf32_mmas<BM>(acc, b_rows<T>(smem + s * C::kStageBytes + C::kXBytes, h * 64 + (tid / 32 % 4) * 16 + lane / 4),
+                             lane % 4, p.scale, xdesc0 + static_cast<uint64_t>(s * C::kStageBytes >> 4));
         },
         [&](int sp) {
           mbar_arrive(&empty[sp]);
@@ -1031,8 +970,8 @@ __global__ void __launch_bounds__(RsTile<BM>::kThreads, 1)
     mbar_wait(&full[s], (i / C::STAGES) & 1);
     pin(acc);
     wgmma_fence();
-    lora_tf32_mmas<T, BM>(acc, reinterpret_cast<const T*>(smem + s * C::kStageBytes + C::kXBytes), rt, c, p.scale,
-                          xdesc0 + static_cast<uint64_t>(s * C::kStageBytes >> 4));
+    lora_tf32_mmas<BM>(acc, b_rows<T>(smem + s * C::kStageBytes + C::kXBytes, rt), c, p.scale,
+                       xdesc0 + static_cast<uint64_t>(s * C::kStageBytes >> 4));
     wgmma_commit();
     wgmma_wait<0>();
     pin(acc);

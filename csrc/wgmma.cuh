@@ -628,4 +628,82 @@ __device__ __forceinline__ void ws_consume(int chunks, int extra, uint64_t* full
   named_sync(1, 256);
 }
 
+// The MMAs of one folded LoRA chunk (kLoraRanks ranks) on one consumer warpgroup whose accumulators
+// are the transposed output tile (64 rows of W's output side × BM tokens, acc as the RS/ws wgmmas
+// leave it): acc += (s·L) · Uᵀ, L's ranks tf32 from registers, U (the tokens' float32 ranks: u of
+// the forward, gB of the dx) by descriptor udesc (K-major, 128-byte swizzle). elem(h8, k): L's
+// element (this thread's row + 8·h8, rank k) as float (row = the warpgroup's, its warp's 16 rows,
+// lane / 4), c = lane % 4. All four steps of 8 ranks run (ranks past r are zeros on both sides);
+// with 128 accumulators (BM = 256) one step at a time, each waited for: more A fragments in flight
+// exceed the kernel's 168 registers and ptxas then serializes every wgmma of the kernel, the main
+// loop's included (C7512; two steps at a time still did).
+template <int BM, typename Elem>
+__device__ __forceinline__ void lora_tf32_mmas(float (&acc)[BM / 2], Elem&& elem, int c, float scale, uint64_t udesc) {
+  constexpr int kBatches = BM == 256 ? 4 : 1, kSteps = 4 / kBatches;  // batches of kSteps steps of 8 ranks
+#pragma unroll
+  for (int batch = 0; batch < kBatches; ++batch) {
+    uint32_t a[kSteps][4];
+#pragma unroll
+    for (int j = 0; j < kSteps; ++j)
+#pragma unroll
+      for (int q = 0; q < 4; ++q)  // (row, k), (row + 8, k), (row, k + 4), (row + 8, k + 4); k = 8·step + c
+        a[j][q] = to_tf32(scale * elem(q & 1, 8 * (batch * kSteps + j) + c + 4 * (q >> 1)));
+    wgmma_fence();  // the A registers just written are read by the MMAs
+#pragma unroll
+    for (int j = 0; j < kSteps; ++j) wgmma_tf32_m64k8<BM>(acc, a[j], udesc + 2 * (batch * kSteps + j), 1);
+    if (batch + 1 < kBatches) {
+      wgmma_commit();
+      wgmma_wait<0>();
+      pin(acc);
+    }
+  }
+}
+
+// The output tile of the tensor-core kernels whose accumulators hold it transposed (rows = output
+// columns: W's rows in the forward, k in the dx's RS kernel): acc[i][j][e] is output column
+// n0 + wrow + 16i + g + 8·(e >= 2) (kPairRows: n0 + wrow + 16i + 2g + (e >= 2), the dx RS kernel's
+// order) of output row m0 + xrow + 8j + 2c + (e & 1). + bias (when not null), rounded once to T,
+// staged as [BM][BN + 8] in smem (free: pipeline drained, threads synced) for 16-byte stores into
+// y (M, N) row-major. kFirst: the first of the kThreads threads (when not 0, they sync on named
+// barrier 1).
+template <typename T, int AT, int BT, int BN, int BM, int kThreads, int kFirst = 0, bool kPairRows = false>
+__device__ __forceinline__ void store_out_tile(T* y, const T* bias, int M, int N, float (&acc)[AT][BT][4],
+                                               unsigned char* smem, int n0, int m0, int wrow, int xrow) {
+  const int tid = static_cast<int>(threadIdx.x) - kFirst, lane = tid % 32, g = lane / 4, c = lane % 4;
+  T* out = reinterpret_cast<T*>(smem);
+#pragma unroll
+  for (int i = 0; i < AT; ++i)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int nl = wrow + i * 16 + (kPairRows ? 2 * g + h : g + 8 * h);
+      const float bv = bias != nullptr && n0 + nl < N ? to_float(bias[n0 + nl]) : 0.f;
+#pragma unroll
+      for (int j = 0; j < BT; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int ml = xrow + j * 8 + 2 * c + e;
+          out[ml * (BN + 8) + nl] = static_cast<T>(acc[i][j][2 * h + e] + bv);
+        }
+    }
+  if constexpr (kFirst == 0) {
+    __syncthreads();
+  } else {
+    named_sync(1, kThreads);
+  }
+  const bool vec = N % 8 == 0;
+  constexpr int kVecs = BN / 8;
+  for (int idx = tid; idx < BM * kVecs; idx += kThreads) {
+    const int row = idx / kVecs, col = idx % kVecs * 8;
+    const int m = m0 + row, n = n0 + col;
+    if (m >= M || n >= N) continue;
+    const T* src = out + row * (BN + 8) + col;
+    T* dst = y + static_cast<int64_t>(m) * N + n;
+    if (vec) {
+      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+    } else {
+      for (int e = 0; e < 8 && n + e < N; ++e) dst[e] = src[e];
+    }
+  }
+}
+
 }  // namespace nf4lora

@@ -1,6 +1,7 @@
 """CUDA backward dx (csrc/qlora_dx.cu, sm_90): dx = g·W (+ s·(g·B)·A) with W decoded into shared
 memory for SS wgmma, by the SS kernel (every thread decodes) and the warp-specialized one (a
-producer warpgroup copies g by TMA and decodes W; two consumer warpgroups run the MMAs).
+producer warpgroup copies g by TMA and decodes W; two consumer warpgroups run the MMAs), and by the
+rs kernel (W decoded in the consumers' registers, the transposed tile; its own column order).
 
 GPU only (`gpu` marker, sm_90): the decode and the N-major descriptor bit for bit through an
 identity matrix; dx against float64 on real and odd shapes (M not a multiple of the token tile,
@@ -27,7 +28,7 @@ pytestmark = [pytest.mark.gpu,
 DEV = "cuda"
 
 
-@pytest.mark.parametrize("variant", ["ss", "ws"])
+@pytest.mark.parametrize("variant", ["ss", "ws", "rs"])
 @pytest.mark.parametrize("block_m", [128, 256])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("nested", [False, True])
@@ -67,13 +68,14 @@ def test_dx_plan():
     assert _C.plan_qlora_dx(2048, 14336, 4096, 0) == (256, 1, 8 * 32, True)
     assert _C.plan_qlora_dx(2048, 14336, 4096, 0, 1) == (256, 1, 8 * 32, False)
     assert _C.plan_qlora_dx(2048, 14336, 4096, 128) == (128, 1, 16 * 32, True)
+    assert _C.plan_qlora_dx(1, 4096, 4096, 0, 4) == (128, 1, 32, True)  # rs asked: never split
     assert _C.plan_qlora_dx(1024, 4096, 4096, 0) == (256, 1, 4 * 32, True)  # one wave of 256 beats two of 128
     assert _C.plan_qlora_dx(5, 4096, 256, 0) == (128, 8, 2, False)  # 8 slices: the largest portable cluster
     with pytest.raises(RuntimeError, match="block_m must be 0"):
         _C.plan_qlora_dx(5, 4096, 256, 64)
 
 
-@pytest.mark.parametrize("variant", ["ss", "ws", "ws_epilogue"])
+@pytest.mark.parametrize("variant", ["ss", "ws", "ws_epilogue", "rs"])
 @pytest.mark.parametrize("block_m", [0, 256])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("nested", [False, True])
@@ -87,6 +89,10 @@ def test_dx_matches_reference(dtype, nested, case, block_m, variant):
     w = dequantize_nf4(q, torch.float32).double()
     ref = g.double() @ w + (0.7 * gB.double() @ A.double() if lora else 0)
     plain = g @ dequantize_nf4(q, dtype) + ((0.7 * gB).to(dtype) @ A if lora else 0)
+    if variant == "rs" and lora and r % 8:  # the rs kernel folds the LoRA term: r % 8 == 0 only
+        with pytest.raises(RuntimeError, match=f"needs r % 8 == 0, got r = {r}"):
+            _cuda_ext.qlora_dx(g, q, gB, A, 0.7, lora, block_m, variant)
+        return
     poison_next_alloc(M * K, dtype)
     dx = _cuda_ext.qlora_dx(g, q, gB, A, 0.7, lora, block_m, variant)
     assert torch.isfinite(dx).all()
@@ -94,8 +100,7 @@ def test_dx_matches_reference(dtype, nested, case, block_m, variant):
     assert err < REL_TOL[dtype] and err <= 2 * rel_err(plain, ref) + 1e-6, (err, rel_err(plain, ref))
 
 
-@pytest.mark.parametrize("variant", ["ss", "ws", "ws_epilogue"])
-@pytest.mark.parametrize("r", [16, 13])
+@pytest.mark.parametrize("variant,r", [(v, r) for v in ("ss", "ws", "ws_epilogue") for r in (16, 13)] + [("rs", 16)])
 def test_dx_lora_with_unaligned_A_and_gB(variant, r):
     # A and gB starting 2 / 4 bytes past a 16-byte boundary (the wrapper copies both to aligned
     # starts: the folded term reads them by TMA) give the same dx as the aligned operands, bit for bit.
@@ -194,7 +199,7 @@ def test_dx_is_memcheck_clean(tmp_path):
                     A = torch.randn(r, K, device="cuda", dtype=dtype)
                     gB = torch.randn(M, r, device="cuda")
                     for block_m in (0, 256):  # (5, 640, 1024): reduction split over 4 blocks
-                        for variant in ("ss", "ws", "ws_epilogue"):
+                        for variant in ("ss", "ws", "ws_epilogue") + (("rs",) if r % 8 == 0 else ()):
                             _cuda_ext.qlora_dx(g, q, gB, A, 0.5, True, block_m, variant)
                             # A and gB not 16-byte aligned (the wrapper copies them)
                             gB1 = torch.empty(M * r + 1, device="cuda")[1:].view(M, r).copy_(gB)

@@ -407,7 +407,7 @@ def dx_unsupported_reason(g: torch.Tensor, q: NF4Weight) -> Optional[str]:
     return None
 
 
-DX_VARIANTS = {"auto": 0, "ss": 1, "ws": 2, "ws_epilogue": 3}
+DX_VARIANTS = {"auto": 0, "ss": 1, "ws": 2, "ws_epilogue": 3, "rs": 4}
 
 
 def qlora_dx(g, q: NF4Weight, gB, A, scale: float, add_lora: bool, block_m: int = 0, variant: str = "auto"):
@@ -420,8 +420,10 @@ def qlora_dx(g, q: NF4Weight, gB, A, scale: float, add_lora: bool, block_m: int 
     launch), "ss" (every thread decodes and issues MMAs; with few tiles the reduction over N is
     split over the blocks of a thread-block cluster and summed in a fixed order, without any
     workspace; the LoRA term added by the epilogue), "ws_epilogue" (the ws kernel with the LoRA
-    term added by the epilogue as the SS kernel does: for comparison), or "auto" (ws wherever the
-    plan does not split; _C.plan_qlora_dx says which)."""
+    term added by the epilogue as the SS kernel does: for comparison), "rs" (the decode in the
+    consumer warpgroups' registers feeding register-operand MMAs, W never in shared memory, the
+    LoRA term folded: needs r % 8 == 0 when add_lora, else a RuntimeError), or "auto" (ws wherever
+    the plan does not split; _C.plan_qlora_dx says which)."""
     return run_dx(plan_dx(g, q, A.shape[0], block_m, variant), g, gB, A, scale, add_lora)
 
 
