@@ -571,10 +571,11 @@ __global__ void __launch_bounds__(DxRsTile<BM>::kThreads, 1)
           tma_load_2d(st + C::kCodeOffset, &cmap, &full[s], k0 / 2, i * kChunkN);
         },
         [&](int s, const auto&, const RawScales<1>& raw) {
-          const Table t = scaled_table<T>(codes, scale_of(p.w, code2, raw, 0));
+          uint32_t t[8];  // (the 16 entries in order: the consumers load one 16-bit entry per code)
+          scaled_entries<T>(codes, scale_of(p.w, code2, raw, 0), t);
           uint4* dst = reinterpret_cast<uint4*>(smem + s * C::kStageBytes + C::kTableOffset + slot * 32);
-          dst[0] = make_uint4(t.lo[0], t.lo[1], t.lo[2], t.lo[3]);
-          dst[1] = make_uint4(t.hi[0], t.hi[1], t.hi[2], t.hi[3]);
+          dst[0] = make_uint4(t[0], t[1], t[2], t[3]);
+          dst[1] = make_uint4(t[4], t[5], t[6], t[7]);
         },
         [](int) {}, p.lora_chunks,
         [&](int e, int s) {  // the folded LoRA term's chunk e: gB's columns 32e.. (float32) and A's rows

@@ -128,17 +128,27 @@ __device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) {
          (uint64_t{1} << 62);
 }
 
-// The decode table of one row and chunk: entry e = T(code[e] · absmax) (one rounding); code: the
-// 16 float32 code values in shared memory (16-byte aligned; broadcast reads).
-template <typename T> __device__ __forceinline__ Table scaled_table(const float* code, float am) {
-  Table t;
+// The 16 entries T(code[e] · absmax) (one rounding) of one row and chunk in order, entry e in
+// half e % 2 of word e / 2; code: the 16 float32 code values in shared memory (16-byte aligned;
+// broadcast reads).
+template <typename T> __device__ __forceinline__ void scaled_entries(const float* code, float am, uint32_t (&e)[8]) {
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     const float4 v = *reinterpret_cast<const float4*>(code + 4 * i);
-    const uint32_t p0 = pack2<T>(v.x * am, v.y * am);
-    const uint32_t p1 = pack2<T>(v.z * am, v.w * am);
-    t.lo[i] = prmt(p0, p1, 0x6420u);
-    t.hi[i] = prmt(p0, p1, 0x7531u);
+    e[2 * i] = pack2<T>(v.x * am, v.y * am);
+    e[2 * i + 1] = pack2<T>(v.z * am, v.w * am);
+  }
+}
+
+// The same entries as decode4's table (Table: low and high bytes apart).
+template <typename T> __device__ __forceinline__ Table scaled_table(const float* code, float am) {
+  uint32_t e[8];
+  scaled_entries<T>(code, am, e);
+  Table t;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    t.lo[i] = prmt(e[2 * i], e[2 * i + 1], 0x6420u);
+    t.hi[i] = prmt(e[2 * i], e[2 * i + 1], 0x7531u);
   }
   return t;
 }
