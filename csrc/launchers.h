@@ -113,15 +113,16 @@ std::string launch_lora_u(uintptr_t u, uintptr_t x, uintptr_t A, uintptr_t works
 // dx (M, K) = g·W (+ scale·gB·A when gB != 0; gB (M, r) float32 = g·B) on sm_90 (qlora_dx.cu).
 // Plan of a call: tokens per block (block_m: 0 = choose, 128 or 256), the reduction split over
 // the blocks of a thread-block cluster when few tiles (splits <= 8, 128-token tiles only; no
-// workspace), and the kernel: ws (the warp-specialized one, never split) or the SS one. variant:
-// 0 = auto (ws wherever there is no split), 1 = ss, 2 = ws, 3 = ws with the LoRA term added in
-// the epilogue (as the SS kernel does) instead of folded into the reduction (for comparison). For the
-// current device.
+// workspace), and the kernel: rs (the decode in registers, never split), ws (the warp-specialized
+// one, never split) or the SS one. variant: 0 = auto (rs wherever there is no split, ws where the
+// call's LoRA term cannot be folded: r % 8 != 0), 1 = ss, 2 = ws, 3 = ws with the LoRA term added
+// in the epilogue (as the SS kernel does) instead of folded into the reduction (for comparison),
+// 4 = rs (refused when the call's LoRA term cannot be folded). For the current device.
 struct DxPlan {
   int block_m = 0, tiles_m = 0, splits = 1;
   int64_t tiles = 0;
-  bool ws = false;
-  bool rs = false;  // qlora_dx_rs_kernel (variant 4; ws is set too: the folded LoRA term)
+  bool ws = false;  // a warp-specialized kernel, ws or rs (never split; the LoRA term folded where it can be)
+  bool rs = false;  // qlora_dx_rs_kernel
   std::string error;
 };
 DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int block_m, int variant);

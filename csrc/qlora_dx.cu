@@ -1,7 +1,9 @@
 // nf4lora::qlora_linear_backward's dx on sm_90a:  dx (M, K) = g·W (+ s·gB·A),  gB = g·B (M, r) fp32
 //
-// Two kernels: qlora_dx_ws_kernel (warp-specialized, below; the default wherever the reduction is
-// not split) and qlora_dx_kernel (SS, every thread decodes; it keeps the split plans). Both: a block
+// Three kernels: qlora_dx_rs_kernel (the decode in registers, the transposed tile; the default wherever
+// the reduction is not split, but for a LoRA term it cannot fold: r % 8 != 0; described at the
+// kernel), qlora_dx_ws_kernel (warp-specialized, below) and qlora_dx_kernel (SS, every thread
+// decodes; it keeps the split plans). The last two: a block
 // owns BM (128 or 256) tokens × 128 columns k of dx and walks the reduction over n (W's rows) in
 // chunks of 64, W decoded into shared memory in its stored layout as below, the same MMAs
 // (dx_chunk_mmas) and epilogue (dx_epilogue).
@@ -780,7 +782,9 @@ DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int block_m, int variant) 
     });
   // The warp-specialized kernel wherever the reduction is not split (auto), or when asked (never split).
   plan.ws = variant >= 2 || (variant == 0 && plan.splits == 1);
-  plan.rs = variant == 4;
+  // The rs kernel where the auto plan takes a warp-specialized one (0.90-0.95x the ws kernel's time at M 256-8192,
+  // bench/results/h200/s27), or when asked; launch_qlora_dx keeps ws where it cannot fold the LoRA term.
+  plan.rs = variant == 4 || (variant == 0 && plan.ws);
   return plan;
 }
 
@@ -793,7 +797,7 @@ std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A
   if (lg < 6 || lg > 12) return "blocksize must be a power of two in [64, 4096]";
   if (K % blocksize) return "K must be a multiple of the blocksize";
   if (r < 1 || r > (1 << 16)) return "need 1 <= r <= 65536";
-  const DxPlan plan = plan_qlora_dx(M, N, K, block_m, variant);
+  DxPlan plan = plan_qlora_dx(M, N, K, block_m, variant);
   if (!plan.error.empty()) return plan.error;
   for (uintptr_t ptr : {dx, g, packed})
     if (ptr % 16 != 0) return "dx, g and packed must be 16-byte aligned";
@@ -817,8 +821,12 @@ std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A
   p.a_vec = A % 16 == 0;
   p.gb_vec = r % 4 == 0 && gB % 16 == 0;
   p.lora_chunks = plan.ws && gB != 0 && variant != 3 ? static_cast<int>(lora_fold_chunks(r)) : 0;
-  if (plan.rs && gB != 0 && p.lora_chunks == 0)
-    return "the rs dx kernel folds the LoRA term into its reduction: it needs r % 8 == 0, got r = " + std::to_string(r);
+  if (plan.rs && gB != 0 && p.lora_chunks == 0) {  // (the rs kernel has no epilogue LoRA term)
+    if (variant == 4)
+      return "the rs dx kernel folds the LoRA term into its reduction: it needs r % 8 == 0, got r = " +
+             std::to_string(r);
+    plan.rs = false;  // auto: the ws kernel, its epilogue adding the term
+  }
   if (p.lora_chunks > 0 && (A % 16 != 0 || gB % 16 != 0))
     return "the ws kernel's folded LoRA term needs A and gB 16-byte aligned";
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);

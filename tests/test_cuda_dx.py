@@ -1,7 +1,8 @@
 """CUDA backward dx (csrc/qlora_dx.cu, sm_90): dx = g·W (+ s·(g·B)·A) with W decoded into shared
 memory for SS wgmma, by the SS kernel (every thread decodes) and the warp-specialized one (a
 producer warpgroup copies g by TMA and decodes W; two consumer warpgroups run the MMAs), and by the
-rs kernel (W decoded in the consumers' registers, the transposed tile; its own column order).
+rs kernel (W decoded in the consumers' registers, the transposed tile; its own column order; the
+default wherever the reduction is not split and the LoRA term folds).
 
 GPU only (`gpu` marker, sm_90): the decode and the N-major descriptor bit for bit through an
 identity matrix; dx against float64 on real and odd shapes (M not a multiple of the token tile,
@@ -58,24 +59,25 @@ CASES = [  # M, K, N, r, blocksize, lora (plan on 132 SMs with block_m 0: tokens
 
 
 def test_dx_plan():
-    # (block_m, splits, tiles, ws): the warp-specialized kernel wherever the reduction is not split
-    block_m, splits, tiles, ws = _C.plan_qlora_dx(1, 4096, 4096, 0)
+    # (block_m, splits, tiles, ws, rs): the rs kernel wherever the reduction is not split
+    block_m, splits, tiles, ws, rs = _C.plan_qlora_dx(1, 4096, 4096, 0)
     # 32 tiles: up to 4 slices (132 SMs), fewer when 32 clusters of 4 do not fit the GPCs at once
-    assert block_m == 128 and tiles == 32 and 1 < splits <= 4 and not ws
-    assert _C.plan_qlora_dx(1, 4096, 4096, 0, 2) == (128, 1, 32, True)  # ws asked: never split
+    assert block_m == 128 and tiles == 32 and 1 < splits <= 4 and not ws and not rs
+    assert _C.plan_qlora_dx(1, 4096, 4096, 0, 2) == (128, 1, 32, True, False)  # ws asked: never split
+    assert _C.plan_qlora_dx(1, 4096, 4096, 0, 4) == (128, 1, 32, True, True)  # rs asked: never split
     assert _C.plan_qlora_dx(1, 4096, 4096, 0, 1)[1:2] == (splits,)  # ss asked: the auto split
-    assert _C.plan_qlora_dx(129, 704, 640, 0) == (128, 2, 10, False)
-    assert _C.plan_qlora_dx(2048, 14336, 4096, 0) == (256, 1, 8 * 32, True)
-    assert _C.plan_qlora_dx(2048, 14336, 4096, 0, 1) == (256, 1, 8 * 32, False)
-    assert _C.plan_qlora_dx(2048, 14336, 4096, 128) == (128, 1, 16 * 32, True)
-    assert _C.plan_qlora_dx(1, 4096, 4096, 0, 4) == (128, 1, 32, True)  # rs asked: never split
-    assert _C.plan_qlora_dx(1024, 4096, 4096, 0) == (256, 1, 4 * 32, True)  # one wave of 256 beats two of 128
-    assert _C.plan_qlora_dx(5, 4096, 256, 0) == (128, 8, 2, False)  # 8 slices: the largest portable cluster
+    assert _C.plan_qlora_dx(129, 704, 640, 0) == (128, 2, 10, False, False)
+    assert _C.plan_qlora_dx(2048, 14336, 4096, 0) == (256, 1, 8 * 32, True, True)
+    assert _C.plan_qlora_dx(2048, 14336, 4096, 0, 1) == (256, 1, 8 * 32, False, False)
+    assert _C.plan_qlora_dx(2048, 14336, 4096, 0, 2) == (256, 1, 8 * 32, True, False)
+    assert _C.plan_qlora_dx(2048, 14336, 4096, 128) == (128, 1, 16 * 32, True, True)
+    assert _C.plan_qlora_dx(1024, 4096, 4096, 0) == (256, 1, 4 * 32, True, True)  # one wave of 256 beats two of 128
+    assert _C.plan_qlora_dx(5, 4096, 256, 0) == (128, 8, 2, False, False)  # 8 slices: the largest portable cluster
     with pytest.raises(RuntimeError, match="block_m must be 0"):
         _C.plan_qlora_dx(5, 4096, 256, 64)
 
 
-@pytest.mark.parametrize("variant", ["ss", "ws", "ws_epilogue", "rs"])
+@pytest.mark.parametrize("variant", ["ss", "ws", "ws_epilogue", "rs", "auto"])
 @pytest.mark.parametrize("block_m", [0, 256])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("nested", [False, True])
@@ -118,6 +120,22 @@ def test_dx_lora_with_unaligned_A_and_gB(variant, r):
     assert torch.equal(got, want)
     ref = g.double() @ dequantize_nf4(q, torch.float32).double() + 0.7 * gB.double() @ A.double()
     assert rel_err(got, ref) < REL_TOL[dtype]
+
+
+@pytest.mark.parametrize("r,kernel", [(16, "rs"), (13, "ws")])
+def test_dx_auto_takes_rs_where_it_folds_the_lora_term(r, kernel):
+    # auto = the rs kernel (bit for bit) where the LoRA term folds (r % 8 == 0), else the ws kernel
+    M, K, N, dtype = 300, 1024, 512, torch.bfloat16
+    q = quantize_nf4(torch.randn(N, K, device=DEV) * K**-0.5, 64, double_quant=True)
+    A, B = random_lora(N, K, r, dtype, DEV)
+    g = torch.randn(M, N, device=DEV, dtype=dtype)
+    gB = g.float() @ B.float()
+    assert _C.plan_qlora_dx(M, N, K, 0)[3:] == (True, True)
+    got = _cuda_ext.qlora_dx(g, q, gB, A, 0.7, True)
+    assert torch.equal(got, _cuda_ext.qlora_dx(g, q, gB, A, 0.7, True, 0, kernel))
+    # (rs and ws sum in different orders: the check tells them apart)
+    assert not torch.equal(_cuda_ext.qlora_dx(g, q, gB, A, 0.7, r % 8 == 0, 0, "ws"),
+                           _cuda_ext.qlora_dx(g, q, gB, A, 0.7, r % 8 == 0, 0, "rs"))
 
 
 def test_dx_fold_needs_aligned_A_and_gB():

@@ -38,8 +38,9 @@ def test_launchers_refuse_bad_calls_before_touching_memory():
     with pytest.raises(RuntimeError, match="variant must be 0"):
         C.plan_qlora_mma(5, 256, 256, 4, 9, 0)
     with pytest.raises(RuntimeError,
-                       match=r"variant must be 0 \(auto\), 1 \(ss\), 2 \(ws\) or 3 \(ws, LoRA in the epilogue\), got 4"):
-        C.plan_qlora_dx(5, 4096, 256, 0, 4)
+                       match=r"variant must be 0 \(auto\), 1 \(ss\), 2 \(ws\), 3 \(ws, LoRA in the epilogue\) or 4 "
+                             r"\(rs\), got 5"):
+        C.plan_qlora_dx(5, 4096, 256, 0, 5)
     # dx, g, gB, A, dtype, packed, absmax, quant_map, nested_absmax, nested_quant_map,
     # nested_offset, blocksize, M, N, K, r, scale, block_m, variant, stream
     dx_args = [16, 16, 0, 16, 2, 16, 16, 16, 0, 0, 0.0, 64, 5, 4096, 256, 4, 1.0, 0, 0, 0]
