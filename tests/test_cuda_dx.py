@@ -125,7 +125,8 @@ def test_dx_lora_with_unaligned_A_and_gB(variant, r):
 @pytest.mark.parametrize("r,kernel", [(16, "rs"), (13, "ws")])
 def test_dx_auto_takes_rs_where_it_folds_the_lora_term(r, kernel):
     # auto = the rs kernel (bit for bit) where the LoRA term folds (r % 8 == 0), else the ws kernel
-    M, K, N, dtype = 300, 1024, 512, torch.bfloat16
+    # (a shape the plan does not split: >= 132 tiles)
+    M, K, N, dtype = 1100, 4096, 512, torch.bfloat16
     q = quantize_nf4(torch.randn(N, K, device=DEV) * K**-0.5, 64, double_quant=True)
     A, B = random_lora(N, K, r, dtype, DEV)
     g = torch.randn(M, N, device=DEV, dtype=dtype)
