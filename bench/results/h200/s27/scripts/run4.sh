@@ -1,6 +1,6 @@
 #!/bin/bash
 # s27 run 4 (rs dx the auto dx kernel): full build, full GPU suite, dx_ab (ws vs rs, and auto)
-export NF4LORA_GIT_SHA=$(git rev-parse --short HEAD 2>/dev/null || echo "$SHA")
+export NF4LORA_GIT_SHA=${SHA:?pass SHA=<commit>: the device copy's git HEAD is not the tree's}
 t0=$(date +%s); mkdir -p /tmp/o
 source bench/device_build.sh > /tmp/o/build.txt || { cat /tmp/o/build.txt; exit 1; }
 echo "built at $(( $(date +%s) - t0 )) s"
