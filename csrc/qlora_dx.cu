@@ -594,9 +594,7 @@ __global__ void __launch_bounds__(DxRsTile<BM>::kThreads, 1)
   }
   asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
   const int h = wg - 1, w4 = tid / 32 % 4, g = lane / 4, c = lane % 4;
-  float acc[BM / 2];
-#pragma unroll
-  for (int i = 0; i < BM / 2; ++i) acc[i] = 0.f;
+  float acc[BM / 2];  // (zeroed by rs_consume)
   const uint32_t base = smem_addr(smem);
   const uint64_t gdesc0 = sw128_desc(base);
   // This thread's code byte in each W row (64-byte swizzle: 16-byte piece ^= (row / 2) % 4, = c for
@@ -629,48 +627,14 @@ __global__ void __launch_bounds__(DxRsTile<BM>::kThreads, 1)
         frag[j][2 * d + 1] = prmt(lo[0], lo[1], 0x5410u);
       }
   };
-  auto release = [&](int s) {
-    __syncwarp();
-    if (lane == 0) mbar_arrive(&empty[s]);
-  };
-  auto step = [&](int i, uint32_t (&cur)[4][4], uint32_t (&next)[4][4]) {
-    const int s = i % C::STAGES;
-    const uint64_t gdesc = gdesc0 + static_cast<uint64_t>(s * C::kStageBytes >> 4);
-    wgmma_fence();  // the A registers just written are read by the MMAs
-#pragma unroll
-    for (int k = 0; k < 4; ++k) wgmma_m64k16<T, BM, false>(acc, cur[k], gdesc + 2 * k, 1);
-    wgmma_commit();
-    if (i + 1 < chunks) decode(i + 1, next);  // while chunk i's MMAs run
-    wgmma_wait<0>();
-    pin(acc);
-    release(s);
-  };
-  uint32_t a[2][4][4];
-  decode(0, a[0]);
-  for (int i = 0; i < chunks; i += 2) {  // two chunks a trip: the register buffers indexed statically
-    step(i, a[0], a[1]);
-    if (i + 1 < chunks) step(i + 1, a[1], a[0]);
-  }
-  for (int e = 0; e < p.lora_chunks; ++e) {  // the folded LoRA term: (s·A's ranks, tf32) · (gB's columns)
-    const int i = chunks + e, s = i % C::STAGES;
-    mbar_wait(&full[s], (i / C::STAGES) & 1);
-    pin(acc);
+  const int kl = 16 * w4 + 2 * g;  // this thread's first column in a 64-k atom of A (128-byte swizzled rank rows)
+  rs_consume<T, BM, C::STAGES>(acc, chunks, p.lora_chunks, full, empty, gdesc0, C::kStageBytes, decode, [&](int s) {
     const T* at = reinterpret_cast<const T*>(smem + s * C::kStageBytes + C::kCodeOffset + h * C::kLoraAtom);
-    const int kl = 16 * w4 + 2 * g;  // this thread's first column in the 64-k atom (128-byte swizzled rank rows)
-    wgmma_fence();
-    lora_tf32_mmas<BM>(
-        acc,
-        [at, kl](int h8, int rank) {
-          const int k = kl + h8;
-          return to_float(at[rank * 64 + (((k >> 3) ^ (rank & 7)) << 3) + (k & 7)]);
-        },
-        c, p.scale, gdesc0 + static_cast<uint64_t>(s * C::kStageBytes >> 4));
-    wgmma_commit();
-    wgmma_wait<0>();
-    pin(acc);
-    release(s);
-  }
-  named_sync(1, 256);  // both consumer warpgroups are done with the stages: the epilogue reuses them
+    return [at, kl](int h8, int rank) {  // (s·A's ranks, tf32) · (gB's columns at the stage's start)
+      const int k = kl + h8;
+      return to_float(at[rank * 64 + (((k >> 3) ^ (rank & 7)) << 3) + (k & 7)]);
+    };
+  }, p.scale);
   store_out_tile<T, 1, BM / 8, C::BK, C::BM, 256, C::kProducers, true>(
       static_cast<T*>(p.dx), nullptr, p.M, p.K, reinterpret_cast<float(&)[1][BM / 8][4]>(acc), smem, k0, m0,
       h * 64 + w4 * 16, 0);

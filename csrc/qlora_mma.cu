@@ -905,9 +905,7 @@ __global__ void __launch_bounds__(RsTile<BM>::kThreads, 1)
   const int h = wg - 1, g = lane / 4, c = lane % 4;
   const int rt = h * 64 + (tid / 32 % 4) * 16 + g;  // this thread's tile rows rt and rt + 8
   // (rows past N: their codes are TMA's zeros, their tables those of row N - 1; no output is stored)
-  float acc[BM / 2];
-#pragma unroll
-  for (int i = 0; i < BM / 2; ++i) acc[i] = 0.f;
+  float acc[BM / 2];  // (zeroed by rs_consume)
   const uint64_t xdesc0 = sw128_desc(smem_addr(smem));
   const uint32_t sel = c | ((c + 4) << 4);  // byte c of each of two words
   // Chunk i's A fragments [k16 step][4] of rows rt, rt + 8 (after its stage landed).
@@ -943,41 +941,9 @@ __global__ void __launch_bounds__(RsTile<BM>::kThreads, 1)
       frag[2 + j][3] = q1[2 * j + 1];
     }
   };
-  auto release = [&](int s) {
-    __syncwarp();
-    if (lane == 0) mbar_arrive(&empty[s]);
-  };
-  auto step = [&](int i, uint32_t (&cur)[4][4], uint32_t (&next)[4][4]) {
-    const int s = i % C::STAGES;
-    const uint64_t xdesc = xdesc0 + static_cast<uint64_t>(s * C::kStageBytes >> 4);
-    wgmma_fence();  // the A registers just written are read by the MMAs
-#pragma unroll
-    for (int k = 0; k < 4; ++k) wgmma_m64k16<T, BM, false>(acc, cur[k], xdesc + 2 * k, 1);
-    wgmma_commit();
-    if (i + 1 < chunks) decode(i + 1, next);  // while chunk i's MMAs run
-    wgmma_wait<0>();
-    pin(acc);
-    release(s);
-  };
-  uint32_t a[2][4][4];
-  decode(0, a[0]);
-  for (int i = 0; i < chunks; i += 2) {  // two chunks a trip: the register buffers indexed statically
-    step(i, a[0], a[1]);
-    if (i + 1 < chunks) step(i + 1, a[1], a[0]);
-  }
-  for (int e = 0; e < p.lora_chunks; ++e) {  // the folded LoRA term (wgmma_ws's MMAs)
-    const int i = chunks + e, s = i % C::STAGES;
-    mbar_wait(&full[s], (i / C::STAGES) & 1);
-    pin(acc);
-    wgmma_fence();
-    lora_tf32_mmas<BM>(acc, b_rows<T>(smem + s * C::kStageBytes + C::kXBytes, rt), c, p.scale,
-                       xdesc0 + static_cast<uint64_t>(s * C::kStageBytes >> 4));
-    wgmma_commit();
-    wgmma_wait<0>();
-    pin(acc);
-    release(s);
-  }
-  named_sync(1, 256);  // both consumer warpgroups are done with the stages: the epilogue reuses them
+  rs_consume<T, BM, C::STAGES>(acc, chunks, p.lora_chunks, full, empty, xdesc0, C::kStageBytes, decode, [&](int s) {
+    return b_rows<T>(smem + s * C::kStageBytes + C::kXBytes, rt);  // the folded LoRA term (wgmma_ws's MMAs)
+  }, p.scale);
   store_tile<T, 1, BM / 8, C::BN, C::BM, 256, C::kProducers>(p, reinterpret_cast<float(&)[1][BM / 8][4]>(acc), smem,
                                                              n0, m0, h * 64 + (tid / 32 % 4) * 16, 0);
 #else

@@ -669,6 +669,56 @@ __device__ __forceinline__ void lora_tf32_mmas(float (&acc)[BM / 2], Elem&& elem
   }
 }
 
+// The consumer warpgroups of the RS kernels (qlora_wgmma_rs_kernel, qlora_dx_rs_kernel): acc (64 rows × BM tokens)
+// += the chunks' RS MMAs, A decoded into registers by decode(i, frag) (which waits for chunk i's stage), B the
+// stage's token tile by descriptor desc0 + the stage's offset (stage_bytes apart); chunk i + 1 decoded while chunk
+// i's MMAs run (two chunks a trip: the register buffers indexed statically); each stage released (lane 0 of each
+// warp on empty[s]) once this warpgroup's MMAs of it are done. Then the folded LoRA term's chunks: lora_elem(s) =
+// the A element functor of lora_tf32_mmas for stage s, the tokens' float32 ranks at the stage's start. Ends with
+// both consumer warpgroups synced on barrier 1 (256 threads): the stages are free for the epilogue.
+template <typename T, int BM, int STAGES, typename Decode, typename LoraElem>
+__device__ __forceinline__ void rs_consume(float (&acc)[BM / 2], int chunks, int lora_chunks, uint64_t* full,
+                                           uint64_t* empty, uint64_t desc0, int stage_bytes, Decode&& decode,
+                                           LoraElem&& lora_elem, float scale) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int i = 0; i < BM / 2; ++i) acc[i] = 0.f;
+  auto release = [&](int s) {
+    __syncwarp();
+    if (lane == 0) mbar_arrive(&empty[s]);
+  };
+  auto step = [&](int i, uint32_t (&cur)[4][4], uint32_t (&next)[4][4]) {
+    const int s = i % STAGES;
+    const uint64_t desc = desc0 + static_cast<uint64_t>(s * stage_bytes >> 4);
+    wgmma_fence();  // the A registers just written are read by the MMAs
+#pragma unroll
+    for (int k = 0; k < 4; ++k) wgmma_m64k16<T, BM, false>(acc, cur[k], desc + 2 * k, 1);
+    wgmma_commit();
+    if (i + 1 < chunks) decode(i + 1, next);  // while chunk i's MMAs run
+    wgmma_wait<0>();
+    pin(acc);
+    release(s);
+  };
+  uint32_t a[2][4][4];
+  decode(0, a[0]);
+  for (int i = 0; i < chunks; i += 2) {
+    step(i, a[0], a[1]);
+    if (i + 1 < chunks) step(i + 1, a[1], a[0]);
+  }
+  for (int e = 0; e < lora_chunks; ++e) {
+    const int i = chunks + e, s = i % STAGES;
+    mbar_wait(&full[s], (i / STAGES) & 1);
+    pin(acc);
+    wgmma_fence();
+    lora_tf32_mmas<BM>(acc, lora_elem(s), lane % 4, scale, desc0 + static_cast<uint64_t>(s * stage_bytes >> 4));
+    wgmma_commit();
+    wgmma_wait<0>();
+    pin(acc);
+    release(s);
+  }
+  named_sync(1, 256);
+}
+
 // The output tile of the tensor-core kernels whose accumulators hold it transposed (rows = output
 // columns: W's rows in the forward, k in the dx's RS kernel): acc[i][j][e] is output column
 // n0 + wrow + 16i + g + 8·(e >= 2) (kPairRows: n0 + wrow + 16i + 2g + (e >= 2), the dx RS kernel's
