@@ -492,9 +492,9 @@ __global__ void __launch_bounds__(DxWsTile<BM>::kThreads, 1)
 // reduction, g (TMA, BM tokens × 64 n, as the ws kernel's) the K-major B operand. Producers
 // (warpgroup 0, 40 registers by setmaxnreg): thread 0 copies per chunk the g tile and the codes of W
 // rows n .. n + 63, columns k0 .. k0 + 127 (64 bytes a row, 64-byte swizzle; past K zeros) by TMA;
-// thread t builds the scaled table (code·absmax rounded once: the shipped bits) of W row
-// n + t % 64, columns k0 + 64·(t / 64) .. + 63 (one absmax block at blocksize 64; its raw scale
-// through ws_produce's cp.async ring) into the stage. Consumers (warpgroups 1, 2; 232 registers):
+// thread t builds the scaled table (code·absmax rounded once: the shipped bits) of table slot t —
+// one W row of the chunk × one group of 64 columns (one absmax block at blocksize 64; its raw scale
+// through ws_produce's cp.async ring) — into the stage. Consumers (warpgroups 1, 2; 232 registers):
 // warpgroup 1 + h owns columns k0 + 64h .. + 63 as the wgmma's M rows, in pairs: thread (warp w,
 // lane 4g + c) holds rows 16w + g and + 8 of its m64 tile = columns 64h + 16w + 2g and + 1 — both
 // nibbles of byte cb = 32h + 8w + g of each W row (store_out_tile's kPairRows) — and the reduction
@@ -558,9 +558,13 @@ __global__ void __launch_bounds__(DxRsTile<BM>::kThreads, 1)
 
   if (wg == 0) {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
-    const int tn = tid % 64, th = tid / 64;
+    // Thread tid builds table slot tid: row tn, column group th (rdx_table_slot inverted), so that a warp's table
+    // stores fill 1 KiB contiguously (no bank conflicts) and its 4 lanes of a slot quad fetch two rows' scales of
+    // adjacent absmax blocks.
+    const int quad = tid >> 2, low = (tid & 3) ^ (quad & 3);
+    const int tn = 2 * quad + (low >> 1), th = low & 1;
     const int kq = min(k0 + 64 * th, p.K - 64);  // (past K: the last 64 columns' scale; never stored)
-    const int slot = rdx_table_slot(tn, th);
+    const int slot = rdx_table_slot(tn, th);  // = tid
     ws_produce<C::STAGES, 0, false>(
         p.w, smem + C::STAGES * C::kStageBytes, chunks, tid, full, empty,
         [&](int i) { return (static_cast<int64_t>(i) * kChunkN + tn) * p.K + kq; },
