@@ -639,8 +639,8 @@ __device__ __forceinline__ void ws_consume(int chunks, int extra, uint64_t* full
 }
 
 // The MMAs of one folded LoRA chunk (kLoraRanks ranks) on one consumer warpgroup whose accumulators
-// are the transposed output tile (64 rows of W's output side × BM tokens, acc as the RS/ws wgmmas
-// leave it): acc += (s·L) · Uᵀ, L's ranks tf32 from registers, U (the tokens' float32 ranks: u of
+// are the transposed output tile (64 output columns — W's rows in the forward, W's columns in the dx's
+// rs kernel — × BM tokens, acc as the RS/ws wgmmas leave it): acc += (s·L) · Uᵀ, L's ranks tf32 from registers, U (the tokens' float32 ranks: u of
 // the forward, gB of the dx) by descriptor udesc (K-major, 128-byte swizzle). elem(h8, k): L's
 // element (this thread's row + 8·h8, rank k) as float (row = the warpgroup's, its warp's 16 rows,
 // lane / 4), c = lane % 4. All four steps of 8 ranks run (ranks past r are zeros on both sides);
