@@ -658,16 +658,21 @@ std::string launch_dx(const DxParams& p, unsigned blocks, cudaStream_t stream) {
   return err == cudaSuccess ? "" : std::string("qlora_dx_kernel: ") + cudaGetErrorString(err);
 }
 
+// The folded LoRA term's maps of the warp-specialized dx kernels (when p.lora_chunks > 0; else untouched): gB's
+// 32-rank columns (float32) for BM tokens and A's 32 ranks × 64 columns, both in the 128-byte swizzle.
+template <typename T, int BM>
+std::string dx_lora_maps(const DxParams& p, CUtensorMap* bmap, CUtensorMap* amap) {
+  if (p.lora_chunks == 0) return "";
+  std::string err = matrix_tensor_map<float>(bmap, p.gB, p.M, p.r, kLoraRanks, BM, CU_TENSOR_MAP_SWIZZLE_128B, "gB");
+  return err.empty() ? matrix_tensor_map<T>(amap, p.A, p.r, p.K, 64, kLoraRanks, CU_TENSOR_MAP_SWIZZLE_128B, "A") : err;
+}
+
 template <typename T, int BM>
 std::string launch_dx_ws(const DxParams& p, unsigned blocks, cudaStream_t stream) {
   using C = DxWsTile<BM>;
-  CUtensorMap gmap{}, bmap{}, amap{};  // (bmap (gB), amap: only when folding)
+  CUtensorMap gmap{}, bmap{}, amap{};
   std::string map_err = rows_tensor_map<T>(&gmap, p.g, p.M, p.N, BM, "g");
-  if (map_err.empty() && p.lora_chunks > 0) {
-    map_err = matrix_tensor_map<float>(&bmap, p.gB, p.M, p.r, kLoraRanks, BM, CU_TENSOR_MAP_SWIZZLE_128B, "gB");
-    if (map_err.empty())
-      map_err = matrix_tensor_map<T>(&amap, p.A, p.r, p.K, 64, kLoraRanks, CU_TENSOR_MAP_SWIZZLE_128B, "A");
-  }
+  if (map_err.empty()) map_err = dx_lora_maps<T, BM>(p, &bmap, &amap);
   if (!map_err.empty()) return map_err;
   auto kernel = qlora_dx_ws_kernel<T, BM>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
@@ -680,20 +685,12 @@ std::string launch_dx_ws(const DxParams& p, unsigned blocks, cudaStream_t stream
 template <typename T, int BM>
 std::string launch_dx_rs(const DxParams& p, unsigned blocks, cudaStream_t stream) {
   using C = DxRsTile<BM>;
-  CUtensorMap gmap{}, cmap{}, bmap{}, amap{};  // (bmap (gB), amap: only when folding)
+  CUtensorMap gmap{}, cmap{}, bmap{}, amap{};
   std::string map_err = rows_tensor_map<T>(&gmap, p.g, p.M, p.N, BM, "g");
-  if (map_err.empty()) {  // the codes as (K / 2 bytes, N rows), boxes of 64 bytes × 64 rows, 64-byte swizzle
-    const cuuint64_t dims[2] = {static_cast<cuuint64_t>(p.K / 2), static_cast<cuuint64_t>(p.N)};
-    const cuuint64_t strides[1] = {static_cast<cuuint64_t>(p.K / 2)};
-    const cuuint32_t box[2] = {C::BK / 2, kChunkN};
-    map_err = encode_tensor_map(&cmap, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, p.w.packed, dims, strides, box,
-                                CU_TENSOR_MAP_SWIZZLE_64B, "codes");
-  }
-  if (map_err.empty() && p.lora_chunks > 0) {
-    map_err = matrix_tensor_map<float>(&bmap, p.gB, p.M, p.r, kLoraRanks, BM, CU_TENSOR_MAP_SWIZZLE_128B, "gB");
-    if (map_err.empty())
-      map_err = matrix_tensor_map<T>(&amap, p.A, p.r, p.K, 64, kLoraRanks, CU_TENSOR_MAP_SWIZZLE_128B, "A");
-  }
+  if (map_err.empty())  // the codes, boxes of 64 bytes × 64 rows, 64-byte swizzle
+    map_err = matrix_tensor_map<uint8_t>(&cmap, p.w.packed, p.N, p.K / 2, C::BK / 2, kChunkN,
+                                         CU_TENSOR_MAP_SWIZZLE_64B, "codes");
+  if (map_err.empty()) map_err = dx_lora_maps<T, BM>(p, &bmap, &amap);
   if (!map_err.empty()) return map_err;
   auto kernel = qlora_dx_rs_kernel<T, BM>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);

@@ -1108,13 +1108,9 @@ std::string launch_wgmma_rs_bm(const MmaParams& p, int64_t blocks, cudaStream_t 
   using C = RsTile<BM>;
   CUtensorMap xmap{}, cmap{}, umap{}, bmap{};  // (umap, bmap: only when folding)
   std::string map_err = rows_tensor_map<T>(&xmap, p.x, p.M, p.K, BM, "x");
-  if (map_err.empty()) {  // the codes as (K / 2 bytes, N rows), boxes of 32 bytes × 128 rows
-    const cuuint64_t dims[2] = {static_cast<cuuint64_t>(p.K / 2), static_cast<cuuint64_t>(p.N)};
-    const cuuint64_t strides[1] = {static_cast<cuuint64_t>(p.K / 2)};
-    const cuuint32_t box[2] = {kChunkK / 2, C::BN};
-    map_err = encode_tensor_map(&cmap, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, p.w.packed, dims, strides, box,
-                                CU_TENSOR_MAP_SWIZZLE_NONE, "codes");
-  }
+  if (map_err.empty())  // the codes, boxes of 32 bytes × 128 rows
+    map_err = matrix_tensor_map<uint8_t>(&cmap, p.w.packed, p.N, p.K / 2, kChunkK / 2, C::BN, CU_TENSOR_MAP_SWIZZLE_NONE,
+                                         "codes");
   if (map_err.empty() && p.lora_chunks > 0) {
     map_err = matrix_tensor_map<float>(&umap, p.u, p.M, p.r, kLoraRanks, BM, CU_TENSOR_MAP_SWIZZLE_128B, "u");
     if (map_err.empty())

@@ -52,8 +52,9 @@ inline std::string encode_tensor_map(CUtensorMap* map, CUtensorMapDataType type,
                                  std::to_string(r);
 }
 
-// The map of a row-major (rows, cols) matrix of E (__half, __nv_bfloat16 or float) at base for boxes
-// of box_cols × box_rows; elements past `rows` or `cols` read as zeros.
+// The map of a row-major (rows, cols) matrix of E (__half, __nv_bfloat16, float, or uint8_t: W's packed
+// NF4 codes as (N rows, K / 2 bytes)) at base for boxes of box_cols × box_rows; elements past `rows` or
+// `cols` read as zeros.
 template <typename E>
 std::string matrix_tensor_map(CUtensorMap* map, const void* base, int64_t rows, int64_t cols, int box_cols,
                               int box_rows, CUtensorMapSwizzle swizzle, const char* what) {
@@ -61,7 +62,8 @@ std::string matrix_tensor_map(CUtensorMap* map, const void* base, int64_t rows, 
   const cuuint64_t strides[1] = {static_cast<cuuint64_t>(cols) * sizeof(E)};
   const cuuint32_t box[2] = {static_cast<cuuint32_t>(box_cols), static_cast<cuuint32_t>(box_rows)};
   CUtensorMapDataType type = CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
-  if constexpr (!std::is_same<E, float>::value) type = tensor_map_dtype<E>();
+  if constexpr (std::is_same<E, uint8_t>::value) type = CU_TENSOR_MAP_DATA_TYPE_UINT8;
+  else if constexpr (!std::is_same<E, float>::value) type = tensor_map_dtype<E>();
   return encode_tensor_map(map, type, 2, base, dims, strides, box, swizzle, what);
 }
 
