@@ -3,7 +3,8 @@
 //   y (M, N) = x·Wᵀ + s·u·Bᵀ + bias,  u (M, r) = x̃·Aᵀ (float32, also returned for dB)
 //
 // Two kernels, launched back to back by one host call:
-//   lora_u_kernel      u = x̃·Aᵀ: one block per (LoRA rank j, pair of rows), 16-byte loads, fp32 sums.
+//   lora_u_kernel      u = x̃·Aᵀ: one block per (LoRA rank j, pair of rows) — or per 2^rlog ranks, on the SMs
+//                      the register pipeline leaves idle — 16-byte loads, fp32 sums.
 //   qlora_gemv_rows_kernel (sm_90, M <= 4, and M <= 8 where K <= 4096; `pipeline` 3 up to M = 8) —
 //                      see its comment: warps own spans of K and walk the rows of W, the codes
 //                      loaded straight into registers —
@@ -914,46 +915,52 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
   finish_outputs<T>(p, rows, R * M, row0, last);
 }
 
-// u[m, j] = Σ_k x̃[m, k]·A[j, k]: block (j, rows 2·y, 2·y + 1), 1024 threads, 16-byte loads, kUSteps
-// k steps per thread and loop trip (K <= 16384: one trip); fp32 sums reduced across the block. With
-// only r blocks per row pair the kernel is latency-bound: its time grows with the trips through
-// memory (K = 14336: 5.9 µs with 512 threads, about a fifth of the forward at 14336×4096, M = 1).
+// u[m, j] = Σ_k x̃[m, k]·A[j, k]: block (b, y) of a grid (ceil(r / 2^rlog), ceil(M / 2)) takes rows 2·y, 2·y + 1
+// and the 2^rlog ranks j = b + q·gridDim.x, q = threadIdx.x / G: one group of G = 1024 / 2^rlog threads per
+// rank, 16-byte loads, kUSteps k steps per thread and loop trip, fp32 sums reduced across the group (rlog 0:
+// one rank per block; K <= 16384: one trip). With only r blocks per row pair the kernel is latency-bound: its
+// time grows with the trips through memory (K = 14336: 5.9 µs with 512 threads, about a fifth of the forward
+// at 14336×4096, M = 1).
 constexpr int kUThreads = 1024;
 constexpr int kURows = 2;
 constexpr int kUSteps = 2;
+constexpr int kUMaxRanksLog2 = 3;  // (launch_typed's rule; the kernel takes up to 5: 32 threads a rank)
 
 template <typename T>
 __global__ void __launch_bounds__(kUThreads) lora_u_kernel(const T* __restrict__ xl, const T* __restrict__ A,
-                                                           float* __restrict__ u, int M, int K, int r) {
+                                                           float* __restrict__ u, int M, int K, int r, int rlog) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;");  // the GEMV kernel may start now (it waits for u)
 #endif
   __shared__ float red[kUThreads / 32][kURows];
-  const int j = blockIdx.x, m0 = blockIdx.y * kURows;
+  const int G = kUThreads >> rlog, q = threadIdx.x / G, t = threadIdx.x % G;
+  const int j = blockIdx.x + q * gridDim.x, m0 = blockIdx.y * kURows;
   float part[kURows] = {};
-  for (int k0 = threadIdx.x * 8; k0 < K; k0 += kUThreads * 8 * kUSteps) {
-    uint4 av[kUSteps], xv[kUSteps][kURows];
+  if (j < r) {
+    for (int k0 = t * 8; k0 < K; k0 += G * 8 * kUSteps) {
+      uint4 av[kUSteps], xv[kUSteps][kURows];
 #pragma unroll
-    for (int st = 0; st < kUSteps; ++st) {  // unpredicated loads from valid addresses, so that they issue together
-      const int k = min(k0 + st * kUThreads * 8, K - 8);
-      av[st] = __ldg(reinterpret_cast<const uint4*>(A + static_cast<int64_t>(j) * K + k));
+      for (int st = 0; st < kUSteps; ++st) {  // unpredicated loads from valid addresses, so that they issue together
+        const int k = min(k0 + st * G * 8, K - 8);
+        av[st] = __ldg(reinterpret_cast<const uint4*>(A + static_cast<int64_t>(j) * K + k));
 #pragma unroll
-      for (int m = 0; m < kURows; ++m)
-        xv[st][m] = __ldg(reinterpret_cast<const uint4*>(xl + static_cast<int64_t>(min(m0 + m, M - 1)) * K + k));
-    }
+        for (int m = 0; m < kURows; ++m)
+          xv[st][m] = __ldg(reinterpret_cast<const uint4*>(xl + static_cast<int64_t>(min(m0 + m, M - 1)) * K + k));
+      }
 #pragma unroll
-    for (int st = 0; st < kUSteps; ++st)  // (steps past K and rows past M: zeros)
+      for (int st = 0; st < kUSteps; ++st)  // (steps past K and rows past M: zeros)
 #pragma unroll
-      for (int m = 0; m < kURows; ++m)
-        if (k0 + st * kUThreads * 8 >= K || m0 + m >= M) xv[st][m] = make_uint4(0, 0, 0, 0);
+        for (int m = 0; m < kURows; ++m)
+          if (k0 + st * G * 8 >= K || m0 + m >= M) xv[st][m] = make_uint4(0, 0, 0, 0);
 #pragma unroll
-    for (int st = 0; st < kUSteps; ++st) {
-      const T* a = reinterpret_cast<const T*>(&av[st]);
+      for (int st = 0; st < kUSteps; ++st) {
+        const T* a = reinterpret_cast<const T*>(&av[st]);
 #pragma unroll
-      for (int m = 0; m < kURows; ++m) {
-        const T* xe = reinterpret_cast<const T*>(&xv[st][m]);
+        for (int m = 0; m < kURows; ++m) {
+          const T* xe = reinterpret_cast<const T*>(&xv[st][m]);
 #pragma unroll
-        for (int e = 0; e < 8; ++e) part[m] = fmaf(to_float(xe[e]), to_float(a[e]), part[m]);
+          for (int e = 0; e < 8; ++e) part[m] = fmaf(to_float(xe[e]), to_float(a[e]), part[m]);
+        }
       }
     }
   }
@@ -966,10 +973,13 @@ __global__ void __launch_bounds__(kUThreads) lora_u_kernel(const T* __restrict__
     if (lane == 0) red[warp][m] = v;
   }
   __syncthreads();
-  if (threadIdx.x < kURows && m0 + threadIdx.x < M) {
-    float v = 0.f;
-    for (int w = 0; w < kUThreads / 32; ++w) v += red[w][threadIdx.x];
-    u[(m0 + threadIdx.x) * r + j] = v;
+  if (threadIdx.x < (kURows << rlog)) {  // (rank group qq's sums: its G / 32 warps, in order)
+    const int qq = threadIdx.x / kURows, m = threadIdx.x % kURows, jj = blockIdx.x + qq * gridDim.x;
+    if (jj < r && m0 + m < M) {
+      float v = 0.f;
+      for (int w = qq * (G / 32); w < (qq + 1) * (G / 32); ++w) v += red[w][m];
+      u[(m0 + m) * r + jj] = v;
+    }
   }
 }
 
@@ -1028,10 +1038,21 @@ std::string launch_gemv(const GemvParams& p, int splits, int pipeline, bool depe
 
 template <typename T, int MT>
 std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A, float* u, int splits, int tiles,
-                         int pipeline, bool dependent, cudaStream_t stream) {
-  const dim3 ugrid(p.r, (p.M + kURows - 1) / kURows);
-  lora_u_kernel<T><<<ugrid, kUThreads, 0, stream>>>(static_cast<const T*>(x_lora), static_cast<const T*>(A), u,
-                                                    p.M, p.K, p.r);
+                         int pipeline, bool dependent, int sm_count, cudaStream_t stream) {
+  const int row_pairs = (p.M + kURows - 1) / kURows;
+  // The register pipeline runs one block per SM and plans at most one wave: where its grid leaves SMs idle, the u
+  // kernel's blocks go there, 2^rlog ranks each (at most 8: 128 threads a rank), so that every GEMV block starts
+  // at once rather than after a u block on its SM (s28: 0.95-0.99x the forward's time at M <= 4; with 16 ranks a
+  // block at M = 8, 1.00-1.03x: kUMaxRanksLog2).
+  int rlog = 0;
+  if (pipeline == 3) {
+    const int spare = sm_count - static_cast<int>((p.N + 16 * p.row_tiles - 1) / (16 * p.row_tiles)) * splits;
+    while (rlog < kUMaxRanksLog2 && ((p.r + (1 << rlog) - 1) >> rlog) * row_pairs > spare) ++rlog;
+    if (((p.r + (1 << rlog) - 1) >> rlog) * row_pairs > spare) rlog = 0;  // (no room: one block per rank)
+  }
+  const dim3 ugrid((p.r + (1 << rlog) - 1) >> rlog, row_pairs);
+  lora_u_kernel<T><<<ugrid, kUThreads, 0, stream>>>(static_cast<const T*>(x_lora), static_cast<const T*>(A), u, p.M,
+                                                    p.K, p.r, rlog);
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return std::string("lora_u_kernel: ") + cudaGetErrorString(err);
   if (pipeline == 3) {
@@ -1203,10 +1224,14 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   const void* xl = reinterpret_cast<const void*>(x_lora);
   const void* a = reinterpret_cast<const void*>(A);
   float* uu = reinterpret_cast<float*>(u);
-  if (dtype == 1) return M <= 8 ? launch_typed<__half, 1>(p, xl, a, uu, splits, tiles, pipeline, dependent, st)
-                                : launch_typed<__half, 2>(p, xl, a, uu, splits, tiles, pipeline, dependent, st);
-  if (dtype == 2) return M <= 8 ? launch_typed<__nv_bfloat16, 1>(p, xl, a, uu, splits, tiles, pipeline, dependent, st)
-                                : launch_typed<__nv_bfloat16, 2>(p, xl, a, uu, splits, tiles, pipeline, dependent, st);
+  auto launch = [&](auto t, auto mt) {
+    using T = decltype(t);
+    return launch_typed<T, decltype(mt)::value>(p, xl, a, uu, splits, tiles, pipeline, dependent, sm_count, st);
+  };
+  using One = std::integral_constant<int, 1>;
+  using Two = std::integral_constant<int, 2>;
+  if (dtype == 1) return M <= 8 ? launch(__half{}, One{}) : launch(__half{}, Two{});
+  if (dtype == 2) return M <= 8 ? launch(__nv_bfloat16{}, One{}) : launch(__nv_bfloat16{}, Two{});
   return "dtype must be 1 (float16) or 2 (bfloat16)";
 }
 
