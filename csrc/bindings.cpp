@@ -147,15 +147,15 @@ PYBIND11_MODULE(_C, m) {
       "u (M, r) float32 = x·Aᵀ (see launchers.h).");
   m.def(
       "plan_qlora_dx",
-      [](int64_t M, int64_t N, int64_t K, int block_m, int variant) {
-        const nf4lora::DxPlan plan = nf4lora::plan_qlora_dx(M, N, K, block_m, variant);
+      [](int64_t M, int64_t N, int64_t K, int block_m, int variant, int64_t r) {
+        const nf4lora::DxPlan plan = nf4lora::plan_qlora_dx(M, N, K, r, block_m, variant);
         check(plan.error);
         return py::make_tuple(plan.block_m, plan.splits, plan.tiles, plan.ws, plan.rs);
       },
-      py::arg("M"), py::arg("N"), py::arg("K"), py::arg("block_m"), py::arg("variant") = 0,
+      py::arg("M"), py::arg("N"), py::arg("K"), py::arg("block_m"), py::arg("variant") = 0, py::arg("r") = 0,
       "(block_m, splits, tiles, ws, rs) of qlora_dx for this shape on the current device (variant: 0 auto, "
-      "1 ss, 2 ws, 3 ws with the LoRA term in the epilogue, 4 rs; rs: the rs kernel, which the launch "
-      "replaces by ws under auto where it cannot fold the LoRA term, r % 8 != 0).");
+      "1 ss, 2 ws, 3 ws with the LoRA term in the epilogue, 4 rs; r: the rank of the LoRA term the launch "
+      "adds, 0 for none — the rs kernel folds it only where r % 8 == 0: ws then under auto, variant 4 refused).");
   m.def(
       "qlora_dx",
       [](uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, int dtype, uintptr_t packed,

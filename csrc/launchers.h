@@ -125,7 +125,9 @@ struct DxPlan {
   bool rs = false;  // qlora_dx_rs_kernel
   std::string error;
 };
-DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int block_m, int variant);
+// lora_r: the rank of the LoRA term the launch folds (r where gB is given, else 0): the rs kernel only where
+// it folds that term (r % 8 == 0); under auto the ws kernel otherwise, variant 4 refused.
+DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int64_t lora_r, int block_m, int variant);
 // N and K multiples of 64, K of the blocksize (>= 64); dx, g and packed 16-byte aligned (A and gB
 // too when folding).
 std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A, int dtype, uintptr_t packed,

@@ -713,7 +713,7 @@ std::string launch_dx_typed(const DxParams& p, const DxPlan& plan, cudaStream_t 
 
 }  // namespace
 
-DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int block_m, int variant) {
+DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int64_t lora_r, int block_m, int variant) {
   DxPlan plan;
   if (block_m != 0 && block_m != 128 && block_m != 256) {
     plan.error = "block_m must be 0 (choose), 128 or 256, got " + std::to_string(block_m);
@@ -748,8 +748,16 @@ DxPlan plan_qlora_dx(int64_t M, int64_t N, int64_t K, int block_m, int variant) 
   // The warp-specialized kernel wherever the reduction is not split (auto), or when asked (never split).
   plan.ws = variant >= 2 || (variant == 0 && plan.splits == 1);
   // The rs kernel where the auto plan takes a warp-specialized one (0.90-0.95x the ws kernel's time at M 256-8192,
-  // bench/results/h200/s27), or when asked; launch_qlora_dx keeps ws where it cannot fold the LoRA term.
+  // bench/results/h200/s27), or when asked — but not where it cannot fold the call's LoRA term (below).
   plan.rs = variant == 4 || (variant == 0 && plan.ws);
+  if (plan.rs && lora_r > 0 && lora_fold_chunks(lora_r) == 0) {  // (the rs kernel has no epilogue LoRA term)
+    if (variant == 4) {
+      plan.error = "the rs dx kernel folds the LoRA term into its reduction: it needs r % 8 == 0, got r = " +
+                   std::to_string(lora_r);
+      return plan;
+    }
+    plan.rs = false;  // auto: the ws kernel, its epilogue adding the term
+  }
   return plan;
 }
 
@@ -762,7 +770,7 @@ std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A
   if (lg < 6 || lg > 12) return "blocksize must be a power of two in [64, 4096]";
   if (K % blocksize) return "K must be a multiple of the blocksize";
   if (r < 1 || r > (1 << 16)) return "need 1 <= r <= 65536";
-  DxPlan plan = plan_qlora_dx(M, N, K, block_m, variant);
+  const DxPlan plan = plan_qlora_dx(M, N, K, gB != 0 ? r : 0, block_m, variant);
   if (!plan.error.empty()) return plan.error;
   for (uintptr_t ptr : {dx, g, packed})
     if (ptr % 16 != 0) return "dx, g and packed must be 16-byte aligned";
@@ -786,12 +794,6 @@ std::string launch_qlora_dx(uintptr_t dx, uintptr_t g, uintptr_t gB, uintptr_t A
   p.a_vec = A % 16 == 0;
   p.gb_vec = r % 4 == 0 && gB % 16 == 0;
   p.lora_chunks = plan.ws && gB != 0 && variant != 3 ? static_cast<int>(lora_fold_chunks(r)) : 0;
-  if (plan.rs && gB != 0 && p.lora_chunks == 0) {  // (the rs kernel has no epilogue LoRA term)
-    if (variant == 4)
-      return "the rs dx kernel folds the LoRA term into its reduction: it needs r % 8 == 0, got r = " +
-             std::to_string(r);
-    plan.rs = false;  // auto: the ws kernel, its epilogue adding the term
-  }
   if (p.lora_chunks > 0 && (A % 16 != 0 || gB % 16 != 0))
     return "the ws kernel's folded LoRA term needs A and gB 16-byte aligned";
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);

@@ -72,6 +72,12 @@ def test_dx_plan():
     assert _C.plan_qlora_dx(2048, 14336, 4096, 0, 2) == (256, 1, 8 * 32, True, False)
     assert _C.plan_qlora_dx(2048, 14336, 4096, 128) == (128, 1, 16 * 32, True, True)
     assert _C.plan_qlora_dx(1024, 4096, 4096, 0) == (256, 1, 4 * 32, True, True)  # one wave of 256 beats two of 128
+    # r: the LoRA term the launch folds — rs only where it can (r % 8 == 0), else ws under auto, variant 4 refused
+    assert _C.plan_qlora_dx(2048, 14336, 4096, 0, 0, 16) == (256, 1, 8 * 32, True, True)
+    assert _C.plan_qlora_dx(2048, 14336, 4096, 0, 0, 13) == (256, 1, 8 * 32, True, False)
+    assert _C.plan_qlora_dx(2048, 14336, 4096, 0, 3, 13) == (256, 1, 8 * 32, True, False)
+    with pytest.raises(RuntimeError, match="needs r % 8 == 0, got r = 13"):
+        _C.plan_qlora_dx(2048, 14336, 4096, 0, 4, 13)
     assert _C.plan_qlora_dx(5, 4096, 256, 0) == (128, 8, 2, False, False)  # 8 slices: the largest portable cluster
     with pytest.raises(RuntimeError, match="block_m must be 0"):
         _C.plan_qlora_dx(5, 4096, 256, 64)
@@ -131,7 +137,8 @@ def test_dx_auto_takes_rs_where_it_folds_the_lora_term(r, kernel):
     A, B = random_lora(N, K, r, dtype, DEV)
     g = torch.randn(M, N, device=DEV, dtype=dtype)
     gB = g.float() @ B.float()
-    assert _C.plan_qlora_dx(M, N, K, 0)[3:] == (True, True)
+    assert _C.plan_qlora_dx(M, N, K, 0)[3:] == (True, True)  # (no LoRA term: rs)
+    assert _C.plan_qlora_dx(M, N, K, 0, r=r)[3:] == (True, kernel == "rs")
     got = _cuda_ext.qlora_dx(g, q, gB, A, 0.7, True)
     assert torch.equal(got, _cuda_ext.qlora_dx(g, q, gB, A, 0.7, True, 0, kernel))
     if r % 8 == 0:  # (g·W alone comes out of both with the same bits; their folded LoRA terms differ in the

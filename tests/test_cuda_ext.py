@@ -35,6 +35,8 @@ def test_launchers_refuse_bad_calls_before_touching_memory():
         C.plan_qlora_dx(5, 100, 256, 0)
     with pytest.raises(RuntimeError, match="block_m must be 0 .choose., 128 or 256, got 64"):
         C.plan_qlora_dx(5, 4096, 256, 64)
+    with pytest.raises(RuntimeError, match="rs dx kernel folds the LoRA term .*needs r % 8 == 0, got r = 13"):
+        C.plan_qlora_dx(2048, 14336, 4096, 0, 4, r=13)
     with pytest.raises(RuntimeError, match="variant must be 0"):
         C.plan_qlora_mma(5, 256, 256, 4, 9, 0)
     with pytest.raises(RuntimeError,

@@ -423,7 +423,7 @@ def qlora_dx(g, q: NF4Weight, gB, A, scale: float, add_lora: bool, block_m: int 
     term added by the epilogue as the SS kernel does: for comparison), "rs" (the decode in the
     consumer warpgroups' registers feeding register-operand MMAs, W never in shared memory, the
     LoRA term folded: needs r % 8 == 0 when add_lora, else a RuntimeError), or "auto" (rs wherever
-    the plan does not split, ws there when add_lora and r % 8 != 0; _C.plan_qlora_dx says which)."""
+    the plan does not split, ws there when add_lora and r % 8 != 0; _C.plan_qlora_dx(..., r=r) says which)."""
     return run_dx(plan_dx(g, q, A.shape[0], block_m, variant), g, gB, A, scale, add_lora)
 
 
