@@ -1141,13 +1141,15 @@ GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tile
   // 0.87-0.90x, 1024 rows at K 4096 0.86x): a block's fixed costs (its pair table, its epilogue) and the
   // split's partials weigh on short slices; on longer slices 1.02-1.16x (4096 rows, K 8192-14336), and
   // where 32-row blocks need no split 1.28-1.35x. Other pipelines and M: 32 rows (not measured otherwise).
+  int64_t splits = 0;  // (0: not yet planned)
   if (tiles == 0) {
-    const int64_t s2 = tma && M > 8 ? gemv_splits(M, N, K, sm_count, 2, true) : 1;
+    const int64_t s2 = tma && M > 8 ? gemv_splits(M, N, K, sm_count, 2, true) : 0;
     tiles = s2 > 1 && K / s2 <= 3072 ? 1 : 2;
+    if (tiles == 2) splits = s2;
   }
   if (tiles != 1 && tiles != 2) tiles = 2;
   const int64_t col_blocks = (N + tiles * 16 - 1) / (tiles * 16);
-  const int64_t splits = gemv_splits(M, N, K, sm_count, tiles, tma);
+  if (splits == 0) splits = gemv_splits(M, N, K, sm_count, tiles, tma);
   plan.splits = static_cast<int>(splits);
   plan.tiles = tiles;
   plan.workspace_bytes = splits > 1 ? static_cast<int64_t>(sizeof(float)) * splits * M * N + 4 * col_blocks : 0;

@@ -108,15 +108,21 @@ def test_dx_matches_reference(dtype, nested, case, block_m, variant):
     assert err < REL_TOL[dtype] and err <= 2 * rel_err(plain, ref) + 1e-6, (err, rel_err(plain, ref))
 
 
+def _lora_dx_problem(M, K, N, r, dtype):
+    """A fresh dx problem with a LoRA term: q (NF4 of an N×K weight, nested absmax), A (r, K), g (M, N), gB = g·B
+    (float32)."""
+    q = quantize_nf4(torch.randn(N, K, device=DEV) * K**-0.5, 64, double_quant=True)
+    A, B = random_lora(N, K, r, dtype, DEV)
+    g = torch.randn(M, N, device=DEV, dtype=dtype)
+    return q, A, g, g.float() @ B.float()
+
+
 @pytest.mark.parametrize("variant,r", [(v, r) for v in ("ss", "ws", "ws_epilogue") for r in (16, 13)] + [("rs", 16)])
 def test_dx_lora_with_unaligned_A_and_gB(variant, r):
     # A and gB starting 2 / 4 bytes past a 16-byte boundary (the wrapper copies both to aligned
     # starts: the folded term reads them by TMA) give the same dx as the aligned operands, bit for bit.
     M, K, N, dtype = 300, 1024, 512, torch.bfloat16
-    q = quantize_nf4(torch.randn(N, K, device=DEV) * K**-0.5, 64, double_quant=True)
-    A, B = random_lora(N, K, r, dtype, DEV)
-    g = torch.randn(M, N, device=DEV, dtype=dtype)
-    gB = g.float() @ B.float()
+    q, A, g, gB = _lora_dx_problem(M, K, N, r, dtype)
     gB1 = torch.empty(M * r + 1, device=DEV)[1:].view(M, r).copy_(gB)
     A1 = torch.empty(r * K + 1, device=DEV, dtype=dtype)[1:].view(r, K).copy_(A)
     assert gB1.data_ptr() % 16 and A1.data_ptr() % 16
@@ -132,11 +138,8 @@ def test_dx_lora_with_unaligned_A_and_gB(variant, r):
 def test_dx_auto_takes_rs_where_it_folds_the_lora_term(r, kernel):
     # auto = the rs kernel (bit for bit) where the LoRA term folds (r % 8 == 0), else the ws kernel
     # (a shape the plan does not split: >= 132 tiles)
-    M, K, N, dtype = 1100, 4096, 512, torch.bfloat16
-    q = quantize_nf4(torch.randn(N, K, device=DEV) * K**-0.5, 64, double_quant=True)
-    A, B = random_lora(N, K, r, dtype, DEV)
-    g = torch.randn(M, N, device=DEV, dtype=dtype)
-    gB = g.float() @ B.float()
+    M, K, N = 1100, 4096, 512
+    q, A, g, gB = _lora_dx_problem(M, K, N, r, torch.bfloat16)
     assert _C.plan_qlora_dx(M, N, K, 0)[3:] == (True, True)  # (no LoRA term: rs)
     assert _C.plan_qlora_dx(M, N, K, 0, r=r)[3:] == (True, kernel == "rs")
     got = _cuda_ext.qlora_dx(g, q, gB, A, 0.7, True)
