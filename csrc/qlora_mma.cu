@@ -1069,16 +1069,22 @@ std::string launch_wgmma_bm(const MmaParams& p, int64_t blocks, cudaStream_t str
                            kSplitK ? p.k_splits : 1, stream, p);
   return err == cudaSuccess ? "" : std::string("qlora_wgmma_kernel: ") + cudaGetErrorString(err);
 }
+
+// The folded LoRA term's maps of the warp-specialized forward kernels (ws, rs; when p.lora_chunks > 0, else
+// untouched): u's 32-rank columns (float32, 128-byte swizzle) for BM tokens and B's 32 ranks for BN rows of W.
+template <typename T, int BM, int BN>
+std::string fwd_lora_maps(const MmaParams& p, CUtensorMap* umap, CUtensorMap* bmap) {
+  if (p.lora_chunks == 0) return "";
+  std::string err = matrix_tensor_map<float>(umap, p.u, p.M, p.r, kLoraRanks, BM, CU_TENSOR_MAP_SWIZZLE_128B, "u");
+  return err.empty() ? matrix_tensor_map<T>(bmap, p.B, p.N, p.r, kLoraRanks, BN, CU_TENSOR_MAP_SWIZZLE_NONE, "B") : err;
+}
+
 template <typename T, int BM, bool kPair>
 std::string launch_wgmma_ws_bm(const MmaParams& p, int64_t blocks, cudaStream_t stream) {
   using C = WsTile<BM, kPair>;
-  CUtensorMap xmap{}, umap{}, bmap{};  // (umap, bmap: only when folding)
+  CUtensorMap xmap{}, umap{}, bmap{};
   std::string map_err = rows_tensor_map<T>(&xmap, p.x, p.M, p.K, BM, "x");
-  if (map_err.empty() && p.lora_chunks > 0) {
-    map_err = matrix_tensor_map<float>(&umap, p.u, p.M, p.r, kLoraRanks, BM, CU_TENSOR_MAP_SWIZZLE_128B, "u");
-    if (map_err.empty())
-      map_err = matrix_tensor_map<T>(&bmap, p.B, p.N, p.r, kLoraRanks, C::BN, CU_TENSOR_MAP_SWIZZLE_NONE, "B");
-  }
+  if (map_err.empty()) map_err = fwd_lora_maps<T, BM, C::BN>(p, &umap, &bmap);
   if (!map_err.empty()) return map_err;
   auto kernel = qlora_wgmma_ws_kernel<T, BM, kPair>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
@@ -1106,16 +1112,12 @@ std::string launch_wgmma_ws(const MmaParams& p, int64_t blocks, bool pair, cudaS
 template <typename T, int BM>
 std::string launch_wgmma_rs_bm(const MmaParams& p, int64_t blocks, cudaStream_t stream) {
   using C = RsTile<BM>;
-  CUtensorMap xmap{}, cmap{}, umap{}, bmap{};  // (umap, bmap: only when folding)
+  CUtensorMap xmap{}, cmap{}, umap{}, bmap{};
   std::string map_err = rows_tensor_map<T>(&xmap, p.x, p.M, p.K, BM, "x");
   if (map_err.empty())  // the codes, boxes of 32 bytes × 128 rows
     map_err = matrix_tensor_map<uint8_t>(&cmap, p.w.packed, p.N, p.K / 2, kChunkK / 2, C::BN, CU_TENSOR_MAP_SWIZZLE_NONE,
                                          "codes");
-  if (map_err.empty() && p.lora_chunks > 0) {
-    map_err = matrix_tensor_map<float>(&umap, p.u, p.M, p.r, kLoraRanks, BM, CU_TENSOR_MAP_SWIZZLE_128B, "u");
-    if (map_err.empty())
-      map_err = matrix_tensor_map<T>(&bmap, p.B, p.N, p.r, kLoraRanks, C::BN, CU_TENSOR_MAP_SWIZZLE_NONE, "B");
-  }
+  if (map_err.empty()) map_err = fwd_lora_maps<T, BM, C::BN>(p, &umap, &bmap);
   if (!map_err.empty()) return map_err;
   auto kernel = qlora_wgmma_rs_kernel<T, BM>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
