@@ -121,9 +121,9 @@ __device__ __forceinline__ void lut4(uint32_t w, uint32_t lane_table, uint32_t* 
 // warp-uniform, folds into the load (LDS [R + UR]): 2 instructions per code byte where lut4 takes
 // 3 (measured in the register small-M pipeline, fifteenth session: 152 instructions per KiB of
 // codes against 180, 0.98x the time at 8192×28672, M = 1). The fold needs the loop of lookups to be uniform
-// control flow for ptxas: since e1a21c6 (s24) the register kernel's loop is conditioned on a per-warp `active`
-// and ptxas adds the base with an IMAD before each LDS, 3 instructions again (SASS, twenty-ninth session;
-// branch wip-rows-fold restores it, not yet measured). The upper 128 bytes of each row are unused. 256 threads
+// control flow for ptxas: a loop conditioned on a per-warp value that ptxas cannot prove warp-uniform (as the
+// register kernel's `active` was from e1a21c6, s24, to s30) gets an IMAD before each LDS, 3 instructions again;
+// check the SASS for LDS [R+UR]. The upper 128 bytes of each row are unused. 256 threads
 // build it (thread t: entry t); the caller syncs before use.
 constexpr int kWideTableBytes = 256 * 256;
 template <typename T>
