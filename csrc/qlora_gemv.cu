@@ -1048,13 +1048,14 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
   // kernel's blocks go there, 2^rlog ranks each (at most 8: 128 threads a rank), so that every GEMV block starts
   // at once rather than after a u block on its SM (s28: 0.95-0.99x the forward's time at M <= 4; with 16 ranks a
   // block at M = 8, 1.00-1.03x: kUMaxRanksLog2).
+  auto rank_blocks = [&](int rlog) { return (p.r + (1 << rlog) - 1) >> rlog; };  // u blocks per row pair
   int rlog = 0;
   if (pipeline == 3) {
     const int spare = sm_count - static_cast<int>((p.N + 16 * p.row_tiles - 1) / (16 * p.row_tiles)) * splits;
-    while (rlog < kUMaxRanksLog2 && ((p.r + (1 << rlog) - 1) >> rlog) * row_pairs > spare) ++rlog;
-    if (((p.r + (1 << rlog) - 1) >> rlog) * row_pairs > spare) rlog = 0;  // (no room: one block per rank)
+    while (rlog < kUMaxRanksLog2 && rank_blocks(rlog) * row_pairs > spare) ++rlog;
+    if (rank_blocks(rlog) * row_pairs > spare) rlog = 0;  // (no room: one block per rank)
   }
-  const dim3 ugrid((p.r + (1 << rlog) - 1) >> rlog, row_pairs);
+  const dim3 ugrid(rank_blocks(rlog), row_pairs);
   lora_u_kernel<T><<<ugrid, kUThreads, 0, stream>>>(static_cast<const T*>(x_lora), static_cast<const T*>(A), u, p.M,
                                                     p.K, p.r, rlog);
   const cudaError_t err = cudaGetLastError();
