@@ -702,7 +702,8 @@ inline bool rows_merged_scales(const GemvParams& p) {
 
 // kMerged: one load brings the raw scales of both spans (blocksize 64, K % 256 == 0, absmax aligned:
 // rows_merged_scales): a warp's 256 k of a row are absmax blocks 4j .. 4j + 3, one 4-byte word of
-// nested codes (or one 16-byte float4), and one nested absmax; two loads a tile instead of four.
+// nested codes and one nested absmax: two loads a tile instead of four (float scales: the two this lane
+// uses, two 4-byte loads; since s30 no longer one 16-byte float4 and a select, see load).
 // Interleaved CUDA graphs of the forward (bench/results/h200/s24, the same bits): where both forms
 // stream, the merged one takes 0.97-0.99x the per-span one's time at the 10 register-pipeline points
 // of run 2 (M 1-8, five shapes) and 0.91-0.98x at the 6 of run 3 (M 1-3 on 8192×28672, M = 4 on
@@ -790,7 +791,7 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
   if constexpr (kStream) asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
   struct Tile {
     uint4 cw[kS][2];  // codes of rows g, g + 8 per span
-    uint32_t q[kS];   // raw scales (float32 bits, or the nested code byte)
+    uint32_t q[kS];   // raw scales (float32 bits, or the nested code byte; kMerged nested: q[0] the 4 bytes)
     float a2[kS];
   };
   auto load = [&](int i, Tile& t) {
@@ -807,17 +808,17 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
     if constexpr (kMerged) {
       static_assert(kS == 2, "two spans: four absmax blocks of 64");
       const int b = sb + kq;  // a multiple of 4 (kb and kq are)
-      if (nested) {
-        const uint32_t w4 = __ldg(reinterpret_cast<const uint32_t*>(static_cast<const uint8_t*>(p.w.absmax) + b));
-        t.q[0] = (w4 >> (8 * (c & 1))) & 0xFFu;  // block kq + (c & 1): span 0, half c & 1
-        t.q[1] = (w4 >> (16 + 8 * (c & 1))) & 0xFFu;  // block kq + 2 + (c & 1): span 1
-        t.a2[0] = t.a2[1] = __ldg(p.w.nested_absmax + (b >> kNestedBlockLog2));  // the same for all four
-      } else {
-        const uint4 f4 = __ldg(reinterpret_cast<const uint4*>(static_cast<const uint32_t*>(p.w.absmax) + b));
-        t.q[0] = (c & 1) ? f4.y : f4.x;
-        t.q[1] = (c & 1) ? f4.w : f4.z;
-        t.a2[0] = t.a2[1] = 0.f;
-      }
+      // Nothing here may read a loaded value (not even a move joining the two formats' registers): the
+      // warp would wait for the load, in order, where it should go on with the tiles already loaded (s30
+      // run 4: a shift right after the load held 16-22% of the kernel's stall samples at M = 1; run 5, this
+      // form: 0.917-0.972x the time at M = 1-8, 1.00x at M = 4 on 8192x28672 / 28672x8192). So nested:
+      // q[0] = the 4-byte word of codes, its bytes picked where they are used; float: q[0], q[1] = the two
+      // spans' scales, block kq + (c & 1) and kq + 2 + (c & 1), two 4-byte loads.
+      const uint32_t* f = nested ? reinterpret_cast<const uint32_t*>(static_cast<const uint8_t*>(p.w.absmax) + b)
+                                 : static_cast<const uint32_t*>(p.w.absmax) + b + (c & 1);
+      t.q[0] = __ldg(f);
+      t.q[1] = nested ? 0u : __ldg(f + 2);
+      t.a2[0] = t.a2[1] = nested ? __ldg(p.w.nested_absmax + (b >> kNestedBlockLog2)) : 0.f;  // one for all four
     } else {
 #pragma unroll
       for (int s = 0; s < kS; ++s) {
@@ -850,9 +851,11 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
       float acc[NT == 0 ? 2 : 4] = {};
 #pragma unroll
       for (int s = 0; s < kS; ++s) {
+        // (kMerged nested: byte 2s + (c & 1) of the word, absmax block kq + 2s + (c & 1))
+        const uint32_t q = kMerged && nested ? (tl[d].q[0] >> (16 * s + 8 * (c & 1))) & 0xFFu : tl[d].q[s];
         const float own = !scale_ok[s] ? 0.f
-                          : nested     ? nested_absmax(code2, tl[d].q[s], tl[d].a2[s], p.w.nested_offset)
-                                       : __uint_as_float(tl[d].q[s]);
+                          : nested     ? nested_absmax(code2, q, tl[d].a2[s], p.w.nested_offset)
+                                       : __uint_as_float(q);
         uint32_t cw[2][4];  // the code words of rows g, g + 8 (NT = 1: words 0-1 half 0, 2-3 half 1)
 #pragma unroll
         for (int j = 0; j < 2; ++j) {
