@@ -81,12 +81,15 @@ def test_cuda_forward_matches_reference(monkeypatch, dtype, nested, case):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("nested", [False, True])
-def test_cuda_decode_is_exact_through_identity(monkeypatch, dtype, nested):
+@pytest.mark.parametrize("K,N", [(2048, 520), (320, 261)])
+def test_cuda_decode_is_exact_through_identity(monkeypatch, dtype, nested, K, N):
     # y = I·Wᵀ: each output is 1.0·code (exact) scaled by its absmax in fp32 and rounded once to
-    # dtype; the 16 code values are first rounded to dtype (what the mma consumes).
+    # dtype; the 16 code values are first rounded to dtype (what the mma consumes). 320x261: 1305
+    # absmax blocks, so the nested codes' last 4-byte word runs past the last code byte (the
+    # kernels' tail path, nested_q_tail) for the last row's last block (the last K columns).
     from nf4lora.nf4 import absmax_float
 
-    K, N, M = 2048, 520, 16
+    M = 16
     q = quantize_nf4(torch.randn(N, K, device=DEV), 64, double_quant=nested)
     A, B = random_lora(N, K, 16, dtype, DEV)
     for cols in (slice(0, M), slice(K - M, K)):  # first and last K slice

@@ -86,15 +86,18 @@ def test_mma_forward_matches_reference(monkeypatch, dtype, nested, case):
                          [("wgmma", 128), ("wgmma", 256), ("wgmma_ss", 128), ("wgmma_ss", 256), ("wgmma_ws", 128),
                           ("wgmma_ws", 256), ("wgmma_ws_pair", 128), ("wgmma_ws_pair", 256), ("wgmma_rs", 128),
                           ("wgmma_rs", 256), ("mma_sync", 0)])
-def test_mma_decode_is_exact_through_identity(dtype, nested, variant, block_m):
+@pytest.mark.parametrize("K,N", [(2048, 520), (320, 261)])
+def test_mma_decode_is_exact_through_identity(dtype, nested, variant, block_m, K, N):
     # y = I·Wᵀ gives W's values exactly. wgmma: the absmax is folded into the decode table, so each
     # value is code·absmax in fp32 rounded once to dtype, bit for bit dequantize_nf4(q).to(dtype).
     # mma.sync: the 16 code values are rounded to dtype (what the mma consumes), the fp32 sums are
     # scaled by the absmax, then rounded once. M = 200 rows (two row blocks, the second partial) at
-    # the first and the last K columns; N = 520 (a partial column block).
+    # the first and the last K columns; N = 520 or 261 (a partial column block). 320x261: 1305 absmax
+    # blocks, so the nested codes' last 4-byte word runs past the last code byte (nested_q_tail) for
+    # the last row's last block (the last K columns).
     from nf4lora.nf4 import absmax_float
 
-    K, N, M = 2048, 520, 200
+    M = 200
     q = quantize_nf4(torch.randn(N, K, device=DEV), 64, double_quant=nested)
     A, B = random_lora(N, K, 16, dtype, DEV)
     if variant.startswith("wgmma"):
