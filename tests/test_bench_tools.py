@@ -35,3 +35,27 @@ def test_gemv_time_clock_is_none_without_nvidia_smi(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.setattr(g.torch.cuda, "current_device", lambda: 0)
     assert g.sm_clock_mhz() is None
+
+
+def test_sass_load_use_finds_a_reader_next_to_its_load():
+    s = _load("sass_load_use")
+    sass = """\t\tFunction : _Z6kernelv
+        /*0000*/                   LDG.E.CONSTANT R84, desc[UR10][R84.64] ;   /* 0x0 */
+        /*0010*/                   LDG.E.128 R4, desc[UR10][R2.64+0x10] ;   /* 0x0 */
+        /*0020*/                   IADD3 R9, R10, UR16, RZ ;   /* 0x0 */
+        /*0030*/               @P0 SHF.R.U32.HI R1, RZ, R89, R84 ;   /* 0x0 */
+        /*0040*/                   BRA 0x100 ;   /* 0x0 */
+        /*0050*/                   FADD R3, R7, R1 ;   /* 0x0 */
+\t\tFunction : _Z5otherv
+        /*0000*/                   LDG.E R2, desc[UR10][R6.64] ;   /* 0x0 */
+        /*0010*/                   IMAD R3, R4, UR2, R5 ;   /* 0x0 */
+        /*0020*/                   STS [R8], R2 ;   /* 0x0 */
+""".splitlines()
+    ks = s.kernels(sass)
+    assert list(ks) == ["_Z6kernelv", "_Z5otherv"] and len(ks["_Z6kernelv"]) == 6
+    # R84's shift 3 later (a guard predicate does not hide it); R4-R7 is read only past the branch; UR10 / UR16
+    # are not R10 / R16.
+    found = s.early_reads(ks["_Z6kernelv"])
+    assert [(a, d) for a, d, _, _ in found] == [("0000", 3)]
+    assert [(a, d) for a, d, _, _ in s.early_reads(ks["_Z5otherv"])] == [("0000", 2)]  # a store reads its data
+    assert s.early_reads(ks["_Z5otherv"], within=1) == []
