@@ -17,11 +17,16 @@ using EncodeTiledFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t
                                    const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
                                    CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
 
-// The tensor-map element type of a 16-bit activation type T (__half or __nv_bfloat16).
+// The tensor-map element type of T: an activation type (__half, __nv_bfloat16), float32, or uint8_t (bytes:
+// W's packed NF4 codes).
 template <typename T> constexpr CUtensorMapDataType tensor_map_dtype() {
-  static_assert(std::is_same<T, __half>::value || std::is_same<T, __nv_bfloat16>::value,
-                "T must be __half or __nv_bfloat16");
-  return std::is_same<T, __half>::value ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  static_assert(std::is_same<T, __half>::value || std::is_same<T, __nv_bfloat16>::value ||
+                    std::is_same<T, float>::value || std::is_same<T, uint8_t>::value,
+                "T must be __half, __nv_bfloat16, float or uint8_t");
+  if constexpr (std::is_same<T, __half>::value) return CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  else if constexpr (std::is_same<T, __nv_bfloat16>::value) return CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  else if constexpr (std::is_same<T, float>::value) return CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
+  else return CU_TENSOR_MAP_DATA_TYPE_UINT8;
 }
 
 // A tiled map of `rank` dimensions over global memory at base: dims[i] elements of `type` in
@@ -61,10 +66,7 @@ std::string matrix_tensor_map(CUtensorMap* map, const void* base, int64_t rows, 
   const cuuint64_t dims[2] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(rows)};
   const cuuint64_t strides[1] = {static_cast<cuuint64_t>(cols) * sizeof(E)};
   const cuuint32_t box[2] = {static_cast<cuuint32_t>(box_cols), static_cast<cuuint32_t>(box_rows)};
-  CUtensorMapDataType type = CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
-  if constexpr (std::is_same<E, uint8_t>::value) type = CU_TENSOR_MAP_DATA_TYPE_UINT8;
-  else if constexpr (!std::is_same<E, float>::value) type = tensor_map_dtype<E>();
-  return encode_tensor_map(map, type, 2, base, dims, strides, box, swizzle, what);
+  return encode_tensor_map(map, tensor_map_dtype<E>(), 2, base, dims, strides, box, swizzle, what);
 }
 
 // The map of a row-major (rows, cols) T matrix at base for boxes of 64 columns × box_rows rows in
