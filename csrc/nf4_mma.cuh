@@ -43,18 +43,27 @@ __device__ __forceinline__ void stage_code2(const NF4State& w, float* code2, int
     for (int i = tid; i < 256; i += threads) code2[i] = w.nested_quant_map[i];
 }
 
+// Word tid (< 8) of the register decode table from q = code values 4·(tid % 4) .. +3: their low (tid < 4) or high
+// bytes once rounded to T.
+template <typename T> __device__ __forceinline__ uint32_t reg_table_word(const float* q, int tid) {
+  uint32_t word = 0;
+#pragma unroll
+  for (int b = 0; b < 4; ++b) {
+    const uint16_t v = bits16<T>(q[b]);
+    word |= static_cast<uint32_t>(tid < 4 ? v & 0xFF : v >> 8) << (8 * b);
+  }
+  return word;
+}
+
 // Stage the decode table (8 words: entries rounded to T) and, for a nested absmax, the 256-entry
 // second-level code into shared memory; the caller syncs, then load_table.
 template <typename T>
 __device__ __forceinline__ void stage_code_tables(const NF4State& w, uint32_t* table, float* code2, int tid,
                                                   int threads) {
-  if (tid < 8) {  // word tid: entries 4·(tid % 4) .. +3, low (tid < 4) or high bytes
-    uint32_t word = 0;
-    for (int b = 0; b < 4; ++b) {
-      const uint16_t v = bits16<T>(w.quant_map[4 * (tid % 4) + b]);
-      word |= static_cast<uint32_t>(tid < 4 ? v & 0xFF : v >> 8) << (8 * b);
-    }
-    table[tid] = word;
+  if (tid < 8) {
+    float q[4];
+    for (int b = 0; b < 4; ++b) q[b] = w.quant_map[4 * (tid % 4) + b];
+    table[tid] = reg_table_word<T>(q, tid);
   }
   stage_code2(w, code2, tid, threads);
 }
@@ -99,12 +108,17 @@ template <typename T> __device__ __forceinline__ uint4 pair_entry4(const NF4Stat
                      static_cast<uint32_t>(bits16<T>(w.quant_map[b & 15])) << 16;
   return make_uint4(v, v, v, v);
 }
-template <typename T>
-__device__ __forceinline__ void stage_pair_table(const NF4State& w, uint32_t* table, int tid) {
-  const uint4 v4 = pair_entry4<T>(w, tid);
+// Row `tid` (< 256) of a byte-pair table whose rows are kRowBytes apart (128: stage_pair_table's; 256: the wide
+// table's, whose upper 128 bytes stay unused): entry tid's 32 copies.
+template <int kRowBytes>
+__device__ __forceinline__ void store_pair_row(unsigned char* table, int tid, uint4 v4) {
 #pragma unroll
   for (int j = 0; j < 8; ++j)  // 16-byte pieces in an order rotated by thread: no bank conflicts
-    reinterpret_cast<uint4*>(table + tid * 32)[(j + tid) & 7] = v4;
+    reinterpret_cast<uint4*>(table + tid * kRowBytes)[(j + tid) & 7] = v4;
+}
+template <typename T>
+__device__ __forceinline__ void stage_pair_table(const NF4State& w, uint32_t* table, int tid) {
+  store_pair_row<128>(reinterpret_cast<unsigned char*>(table), tid, pair_entry4<T>(w, tid));
 }
 // 4 packed bytes -> the 4 pairs decode4 gives, by 4 shared-memory loads; lane_table: the shared
 // address of the table plus 4·lane.
@@ -123,15 +137,33 @@ __device__ __forceinline__ void lut4(uint32_t w, uint32_t lane_table, uint32_t* 
 // codes against 180, 0.98x the time at 8192×28672, M = 1). The fold needs the loop of lookups to be uniform
 // control flow for ptxas: a loop conditioned on a per-warp value that ptxas cannot prove warp-uniform (as the
 // register kernel's `active` was from e1a21c6, s24, to s30) gets an IMAD before each LDS, 3 instructions again;
-// check the SASS for LDS [R+UR]. The upper 128 bytes of each row are unused. 256 threads
-// build it (thread t: entry t); the caller syncs before use.
+// check the SASS for LDS [R+UR]. The upper 128 bytes of each row are unused. stage_gemv_tables
+// builds it (thread t: entry t); the caller syncs before use.
 constexpr int kWideTableBytes = 256 * 256;
-template <typename T>
-__device__ __forceinline__ void stage_wide_pair_table(const NF4State& w, unsigned char* table, int tid) {
+
+// A small-M GEMV block's shared decode tables at once (thread tid < 256; the caller syncs): the byte-pair table's row
+// tid (rows kRowBytes apart: 128, or 256 for the wide table), code2[tid] for a nested absmax, and, given reg_table,
+// word tid < 8 of the register table (stage_code_tables'). Every global load is issued before the first shared
+// store, so the block waits for memory once, not once per table (a load after a store to shared memory through a
+// generic pointer stays after it). Where a kernel calls it matters (bench/results/h200/s31): after the TMA
+// GEMV's first scale loads, 0.977-0.999x the time at M 1-16 (with the one wait); in the register GEMV after its
+// first code loads, 1.02-1.10x at M 1-8 (the table loads then wait behind the block's burst of code loads, their
+// stores too), so that kernel stages the tables first.
+template <typename T, int kRowBytes>
+__device__ __forceinline__ void stage_gemv_tables(const NF4State& w, unsigned char* pair, float* code2, uint32_t* reg_table,
+                                                  int tid) {
+  if (tid >= 256) return;
+  const bool nested = w.nested_absmax != nullptr;
+  const float c2 = nested ? w.nested_quant_map[tid] : 0.f;
   const uint4 v4 = pair_entry4<T>(w, tid);
+  float q[4] = {};
+  const bool reg = reg_table != nullptr && tid < 8;
+  if (reg)
 #pragma unroll
-  for (int j = 0; j < 8; ++j)  // 16-byte pieces in an order rotated by thread: no bank conflicts
-    reinterpret_cast<uint4*>(table + tid * 256)[(j + tid) & 7] = v4;
+    for (int b = 0; b < 4; ++b) q[b] = w.quant_map[4 * (tid % 4) + b];
+  if (nested) code2[tid] = c2;
+  store_pair_row<kRowBytes>(pair, tid, v4);
+  if (reg) reg_table[tid] = reg_table_word<T>(q, tid);
 }
 // lut4 from the wide table: lane4 = 4·lane, base = the table's shared address (warp-uniform).
 __device__ __forceinline__ void lut4_wide(uint32_t w, uint32_t lane4, uint32_t base, uint32_t* out) {

@@ -550,19 +550,15 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
     for (int i = 0; i < kRing && i < n_st; ++i) issue(i);
   }
   __shared__ uint32_t reg_table[8];  // MixedDecoder's register table (M > 8)
-  if constexpr (MT == 2) {
-    stage_code_tables<T>(p.w, reg_table, code2, tid, kThreads);
-  } else {
-    stage_code2(p.w, code2, tid, kThreads);
-  }
-  stage_pair_table<T>(p.w, reinterpret_cast<uint32_t*>(table_base), tid);
-
   // Scales: lane L holds the raw words of block row L (rows past N: row N - 1), a stage ahead
-  // (measured: two stages ahead is no faster, eleventh session run 3).
+  // (measured: two stages ahead is no faster, eleventh session run 3). The first stage's are loaded before the
+  // tables are staged, so that the block's wait for the tables' loads overlaps theirs (with the tables' loads in one
+  // wait: 0.977-0.999x the time, thirty-first session run 5).
   const RowScales scales(p.w, min(row0 + lane % kBlockN, p.N - 1), p.K);
   uint32_t q = 0;
   float a2 = 0.f;
   if (nw > 0) scales.load(c0, q, a2);
+  stage_gemv_tables<T, 128>(p.w, table_base, code2, MT == 2 ? reg_table : nullptr, tid);
   float acc[kTiles][MT][4];
   zero_acc(acc);
   __syncthreads();  // the code tables, barriers and counters
@@ -733,8 +729,9 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
   const int aw = min(kW, (kend - kbeg + kS * kSpan - 1) / (kS * kSpan));  // active warps (>= 1)
   float* const my_rows = rows + warp * R * M;
 
-  stage_code2(p.w, code2, tid, kThr);
-  if (tid < 256) stage_wide_pair_table<T>(p.w, table_base, tid);
+  // The tables first (one wait for their loads), then x and the first tiles: staged after the code loads, the
+  // tables' loads wait behind them (thirty-first session runs 3-4: 1.02-1.10x the time at M 1-8).
+  stage_gemv_tables<T, 256>(p.w, table_base, code2, nullptr, tid);
 
   // Which of this lane's 64-k halves exist (K % 128 == 64: a span's second half may not; spans
   // past K: neither). Lane (g, c) reads half c / 2 of each span's codes and owns the scale of row
