@@ -650,12 +650,8 @@ __global__ void __launch_bounds__(DxRsTile<BM>::kThreads, 1)
 template <typename T, int BM, bool kSplit>
 std::string launch_dx(const DxParams& p, unsigned blocks, cudaStream_t stream) {
   using C = DxTile<BM>;
-  cudaError_t err = cudaFuncSetAttribute(qlora_dx_kernel<T, BM, kSplit>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         C::kSmem);
-  if (err != cudaSuccess) return std::string("qlora_dx_kernel attributes: ") + cudaGetErrorString(err);
-  err = launch_in_clusters(qlora_dx_kernel<T, BM, kSplit>, blocks, C::kThreads, C::kSmem, kSplit ? p.splits : 1, stream,
-                           p);
-  return err == cudaSuccess ? "" : std::string("qlora_dx_kernel: ") + cudaGetErrorString(err);
+  return launch_kernel(qlora_dx_kernel<T, BM, kSplit>, "qlora_dx_kernel", dim3(blocks), C::kThreads, C::kSmem, stream,
+                       kSplit ? p.splits : 1, false, p);
 }
 
 // The folded LoRA term's maps of the warp-specialized dx kernels (when p.lora_chunks > 0; else untouched): gB's
@@ -674,12 +670,8 @@ std::string launch_dx_ws(const DxParams& p, unsigned blocks, cudaStream_t stream
   std::string map_err = rows_tensor_map<T>(&gmap, p.g, p.M, p.N, BM, "g");
   if (map_err.empty()) map_err = dx_lora_maps<T, BM>(p, &bmap, &amap);
   if (!map_err.empty()) return map_err;
-  auto kernel = qlora_dx_ws_kernel<T, BM>;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
-  if (err != cudaSuccess) return std::string("qlora_dx_ws_kernel attributes: ") + cudaGetErrorString(err);
-  kernel<<<blocks, C::kThreads, C::kSmem, stream>>>(p, gmap, bmap, amap);
-  err = cudaGetLastError();
-  return err == cudaSuccess ? "" : std::string("qlora_dx_ws_kernel: ") + cudaGetErrorString(err);
+  return launch_kernel(qlora_dx_ws_kernel<T, BM>, "qlora_dx_ws_kernel", dim3(blocks), C::kThreads, C::kSmem, stream, 0,
+                       false, p, gmap, bmap, amap);
 }
 
 template <typename T, int BM>
@@ -692,12 +684,8 @@ std::string launch_dx_rs(const DxParams& p, unsigned blocks, cudaStream_t stream
                                          CU_TENSOR_MAP_SWIZZLE_64B, "codes");
   if (map_err.empty()) map_err = dx_lora_maps<T, BM>(p, &bmap, &amap);
   if (!map_err.empty()) return map_err;
-  auto kernel = qlora_dx_rs_kernel<T, BM>;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
-  if (err != cudaSuccess) return std::string("qlora_dx_rs_kernel attributes: ") + cudaGetErrorString(err);
-  kernel<<<blocks, C::kThreads, C::kSmem, stream>>>(p, gmap, cmap, bmap, amap);
-  err = cudaGetLastError();
-  return err == cudaSuccess ? "" : std::string("qlora_dx_rs_kernel: ") + cudaGetErrorString(err);
+  return launch_kernel(qlora_dx_rs_kernel<T, BM>, "qlora_dx_rs_kernel", dim3(blocks), C::kThreads, C::kSmem, stream, 0,
+                       false, p, gmap, cmap, bmap, amap);
 }
 
 template <typename T>

@@ -987,28 +987,6 @@ __global__ void __launch_bounds__(kUThreads) lora_u_kernel(const T* __restrict__
   }
 }
 
-// Launches kernel (the u kernel's programmatic dependent when `dependent`: sm_90 — it starts
-// streaming W while u is computed and waits for u, griddepcontrol.wait, only before its epilogue).
-template <typename Kernel, typename... Args>
-std::string launch_dependent(Kernel kernel, const char* name, dim3 grid, int threads, size_t smem, bool dependent,
-                             cudaStream_t stream, Args... args) {
-  // Opt in to more than 48 KiB of shared memory (per device, so on every launch: it is cheap).
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-  if (err != cudaSuccess) return std::string(name) + " attributes: " + cudaGetErrorString(err);
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = grid;
-  cfg.blockDim = dim3(threads);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = dependent ? 1 : 0;
-  err = cudaLaunchKernelEx(&cfg, kernel, args...);
-  return err == cudaSuccess ? "" : std::string(name) + ": " + cudaGetErrorString(err);
-}
-
 // The 3-d TMA maps of qlora_gemv_tma_kernel: the codes as (32 bytes of a chunk, N rows, K / 64
 // chunks) in boxes of (32, the block's rows, kWarps chunks); x as (64 k, M rows, K / 64 chunks) in
 // boxes of (64, M, kWarps): each lands as kWarps consecutive per-chunk tiles.
@@ -1031,13 +1009,13 @@ template <typename T, int MT, int kTiles>
 std::string launch_gemv(const GemvParams& p, int splits, int pipeline, bool dependent, cudaStream_t stream) {
   const dim3 grid((p.N + kTiles * 16 - 1) / (kTiles * 16), splits);
   if (pipeline == 1)
-    return launch_dependent(qlora_gemv_kernel<T, MT, kTiles>, "qlora_gemv_kernel", grid, kThreads,
-                            GemvRing<MT, kTiles>::smem_bytes(p.M), dependent, stream, p);
+    return launch_kernel(qlora_gemv_kernel<T, MT, kTiles>, "qlora_gemv_kernel", grid, kThreads,
+                         GemvRing<MT, kTiles>::smem_bytes(p.M), stream, 0, dependent, p);
   CUtensorMap codes_map, x_map;
   const std::string err = gemv_tensor_maps<T, kTiles>(p, &codes_map, &x_map);
   if (!err.empty()) return err;
-  return launch_dependent(qlora_gemv_tma_kernel<T, MT, kTiles>, "qlora_gemv_tma_kernel", grid, kThreads,
-                          GemvTma<MT, kTiles>::smem_bytes(p.M), dependent, stream, p, codes_map, x_map);
+  return launch_kernel(qlora_gemv_tma_kernel<T, MT, kTiles>, "qlora_gemv_tma_kernel", grid, kThreads,
+                       GemvTma<MT, kTiles>::smem_bytes(p.M), stream, 0, dependent, p, codes_map, x_map);
 }
 
 template <typename T, int MT>
@@ -1071,7 +1049,7 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
                                                   : qlora_gemv_rows_kernel<T, NT, false, false>);
     };
     const auto kernel = p.M <= GemvRows::kMaxM0 ? pick(std::integral_constant<int, 0>{}) : pick(std::integral_constant<int, 1>{});
-    return launch_dependent(kernel, "qlora_gemv_rows_kernel", grid, GemvRows::kThreads, smem, dependent, stream, p);
+    return launch_kernel(kernel, "qlora_gemv_rows_kernel", grid, GemvRows::kThreads, smem, stream, 0, dependent, p);
   }
   return tiles == 1 ? launch_gemv<T, MT, 1>(p, splits, pipeline, dependent, stream)
                     : launch_gemv<T, MT, 2>(p, splits, pipeline, dependent, stream);

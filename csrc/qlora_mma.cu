@@ -1062,12 +1062,9 @@ __global__ void __launch_bounds__(kUWarps * 32) lora_u_part_kernel(const T* __re
 template <typename T, int BM, bool kSplitK, bool kSS>
 std::string launch_wgmma_bm(const MmaParams& p, int64_t blocks, cudaStream_t stream) {
   using C = WgTile<BM, kSS>;
-  cudaError_t err = cudaFuncSetAttribute(qlora_wgmma_kernel<T, BM, kSplitK, kSS>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
-  if (err != cudaSuccess) return std::string("qlora_wgmma_kernel attributes: ") + cudaGetErrorString(err);
-  err = launch_in_clusters(qlora_wgmma_kernel<T, BM, kSplitK, kSS>, static_cast<unsigned>(blocks), C::kThreads, C::kSmem,
-                           kSplitK ? p.k_splits : 1, stream, p);
-  return err == cudaSuccess ? "" : std::string("qlora_wgmma_kernel: ") + cudaGetErrorString(err);
+  return launch_kernel(qlora_wgmma_kernel<T, BM, kSplitK, kSS>, "qlora_wgmma_kernel",
+                       dim3(static_cast<unsigned>(blocks)), C::kThreads, C::kSmem, stream, kSplitK ? p.k_splits : 1,
+                       false, p);
 }
 
 // The folded LoRA term's maps of the warp-specialized forward kernels (ws, rs; when p.lora_chunks > 0, else
@@ -1086,19 +1083,14 @@ std::string launch_wgmma_ws_bm(const MmaParams& p, int64_t blocks, cudaStream_t 
   std::string map_err = rows_tensor_map<T>(&xmap, p.x, p.M, p.K, BM, "x");
   if (map_err.empty()) map_err = fwd_lora_maps<T, BM, C::BN>(p, &umap, &bmap);
   if (!map_err.empty()) return map_err;
-  auto kernel = qlora_wgmma_ws_kernel<T, BM, kPair>;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
-  if (err != cudaSuccess) return std::string("qlora_wgmma_ws_kernel attributes: ") + cudaGetErrorString(err);
+  MmaParams q = p;
   if (kPair) {  // pairs of x row tiles: tiles_m counts the pairs, two blocks (one cluster) each
-    MmaParams q = p;
     q.tiles_m = (p.tiles_m + 1) / 2;
-    err = launch_in_clusters(kernel, static_cast<unsigned>(int64_t{2} * q.tiles_m * q.tiles_n), C::kThreads, C::kSmem,
-                             2, stream, q, xmap, umap, bmap);
-  } else {
-    kernel<<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, stream>>>(p, xmap, umap, bmap);
-    err = cudaGetLastError();
+    blocks = int64_t{2} * q.tiles_m * q.tiles_n;
   }
-  return err == cudaSuccess ? "" : std::string("qlora_wgmma_ws_kernel: ") + cudaGetErrorString(err);
+  return launch_kernel(qlora_wgmma_ws_kernel<T, BM, kPair>, "qlora_wgmma_ws_kernel",
+                       dim3(static_cast<unsigned>(blocks)), C::kThreads, C::kSmem, stream, kPair ? 2 : 0, false, q,
+                       xmap, umap, bmap);
 }
 template <typename T>
 std::string launch_wgmma_ws(const MmaParams& p, int64_t blocks, bool pair, cudaStream_t stream) {
@@ -1119,12 +1111,8 @@ std::string launch_wgmma_rs_bm(const MmaParams& p, int64_t blocks, cudaStream_t 
                                          "codes");
   if (map_err.empty()) map_err = fwd_lora_maps<T, BM, C::BN>(p, &umap, &bmap);
   if (!map_err.empty()) return map_err;
-  auto kernel = qlora_wgmma_rs_kernel<T, BM>;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
-  if (err != cudaSuccess) return std::string("qlora_wgmma_rs_kernel attributes: ") + cudaGetErrorString(err);
-  kernel<<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, stream>>>(p, xmap, cmap, umap, bmap);
-  err = cudaGetLastError();
-  return err == cudaSuccess ? "" : std::string("qlora_wgmma_rs_kernel: ") + cudaGetErrorString(err);
+  return launch_kernel(qlora_wgmma_rs_kernel<T, BM>, "qlora_wgmma_rs_kernel", dim3(static_cast<unsigned>(blocks)),
+                       C::kThreads, C::kSmem, stream, 0, false, p, xmap, cmap, umap, bmap);
 }
 
 // K slices per tile only with 128 x rows per block (plan_qlora_mma never splits 256-row tiles).
@@ -1177,11 +1165,8 @@ std::string launch_typed(const MmaParams& p, const MmaPlan& plan, bool u_given, 
     return launch_wgmma_ws<T>(p, blocks, plan.ws_pair, stream);
   if (plan.wgmma) return plan.ss ? launch_wgmma<T, true>(p, blocks, stream) : launch_wgmma<T, false>(p, blocks, stream);
   using C = LargeTile;
-  err = cudaFuncSetAttribute(qlora_mma_kernel<T, C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
-  if (err != cudaSuccess) return std::string("qlora_mma_kernel attributes: ") + cudaGetErrorString(err);
-  qlora_mma_kernel<T, C><<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, stream>>>(p);
-  err = cudaGetLastError();
-  return err == cudaSuccess ? "" : std::string("qlora_mma_kernel: ") + cudaGetErrorString(err);
+  return launch_kernel(qlora_mma_kernel<T, C>, "qlora_mma_kernel", dim3(static_cast<unsigned>(blocks)), C::kThreads,
+                       C::kSmem, stream, 0, false, p);
 }
 
 // The workspace of a plan (the u kernel's K split only): S·M·r float32 partials, then one

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <string>
 #include <type_traits>
 
 #include "nf4_mma.cuh"
@@ -349,14 +350,39 @@ inline cudaLaunchConfig_t cluster_config(cudaLaunchAttribute (&attr)[1], unsigne
   return cfg;
 }
 
-// Host: kernel<<<blocks, threads, smem, stream>>>(params) in clusters of `cluster` consecutive
-// blocks (blocks a multiple of it; 1 = no clusters; at most 8, the portable size).
-template <typename... Params>
-cudaError_t launch_in_clusters(void (*kernel)(Params...), unsigned blocks, unsigned threads, int smem, int cluster,
-                               cudaStream_t stream, const Params&... params) {
-  cudaLaunchAttribute attr[1];
-  const cudaLaunchConfig_t cfg = cluster_config(attr, blocks, threads, smem, cluster, stream);
-  return cudaLaunchKernelEx(&cfg, kernel, params...);
+// Host: one launch of kernel on `grid` blocks of `threads`, with smem bytes of dynamic shared memory (the kernel opted
+// in to them first: per device, so on every launch, which is cheap), in clusters of `cluster` consecutive blocks along
+// x (at most 8, the portable size; grid.x a multiple of it; 0 = no cluster attribute, a plain launch; 1 sets the
+// attribute, as the kernels that take a cluster size at run time are launched), as the programmatic dependent of the
+// stream's previous kernel when `dependent` (sm_90: it may start before that one ends; it waits with
+// griddepcontrol.wait). Returns "" or the CUDA error after the kernel's name ("NAME attributes: ..." when the opt-in
+// failed).
+template <typename... Params, typename... Args>
+std::string launch_kernel(void (*kernel)(Params...), const char* name, dim3 grid, unsigned threads, size_t smem,
+                          cudaStream_t stream, int cluster, bool dependent, const Args&... args) {
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  if (err != cudaSuccess) return std::string(name) + " attributes: " + cudaGetErrorString(err);
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3(threads, 1, 1);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[2];
+  cfg.attrs = attr;
+  if (cluster > 0) {
+    attr[cfg.numAttrs].id = cudaLaunchAttributeClusterDimension;
+    attr[cfg.numAttrs].val.clusterDim.x = static_cast<unsigned>(cluster);
+    attr[cfg.numAttrs].val.clusterDim.y = 1;
+    attr[cfg.numAttrs].val.clusterDim.z = 1;
+    ++cfg.numAttrs;
+  }
+  if (dependent) {
+    attr[cfg.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[cfg.numAttrs].val.programmaticStreamSerializationAllowed = 1;
+    ++cfg.numAttrs;
+  }
+  err = cudaLaunchKernelEx(&cfg, kernel, args...);
+  return err == cudaSuccess ? "" : std::string(name) + ": " + cudaGetErrorString(err);
 }
 
 // Host: how many clusters of `cluster` blocks of the kernel (threads, smem bytes of dynamic shared
