@@ -100,25 +100,13 @@ __device__ __forceinline__ void decode4(uint32_t w, const Table& t, uint32_t* ou
 // integer pipe to shared-memory loads: entry b (a packed byte: two codes) = the pair of T values
 // (code b >> 4 in the low half, b & 15 in the high half, as decode4 orders them), stored 32 times
 // — word b·32 + L for lane L — so a warp's 32 lookups hit 32 different banks whatever the bytes.
-// 256 threads build it (thread t: entry t); the caller syncs before use.
+// stage_gemv_tables builds it (thread t: entry t); the caller syncs before use.
 constexpr int kPairTableWords = 256 * 32;
 // Entry b of the byte-pair tables, four times (one 16-byte store's worth).
 template <typename T> __device__ __forceinline__ uint4 pair_entry4(const NF4State& w, int b) {
   const uint32_t v = static_cast<uint32_t>(bits16<T>(w.quant_map[b >> 4])) |
                      static_cast<uint32_t>(bits16<T>(w.quant_map[b & 15])) << 16;
   return make_uint4(v, v, v, v);
-}
-// Row `tid` (< 256) of a byte-pair table whose rows are kRowBytes apart (128: stage_pair_table's; 256: the wide
-// table's, whose upper 128 bytes stay unused): entry tid's 32 copies.
-template <int kRowBytes>
-__device__ __forceinline__ void store_pair_row(unsigned char* table, int tid, uint4 v4) {
-#pragma unroll
-  for (int j = 0; j < 8; ++j)  // 16-byte pieces in an order rotated by thread: no bank conflicts
-    reinterpret_cast<uint4*>(table + tid * kRowBytes)[(j + tid) & 7] = v4;
-}
-template <typename T>
-__device__ __forceinline__ void stage_pair_table(const NF4State& w, uint32_t* table, int tid) {
-  store_pair_row<128>(reinterpret_cast<unsigned char*>(table), tid, pair_entry4<T>(w, tid));
 }
 // 4 packed bytes -> the 4 pairs decode4 gives, by 4 shared-memory loads; lane_table: the shared
 // address of the table plus 4·lane.
@@ -162,7 +150,9 @@ __device__ __forceinline__ void stage_gemv_tables(const NF4State& w, unsigned ch
 #pragma unroll
     for (int b = 0; b < 4; ++b) q[b] = w.quant_map[4 * (tid % 4) + b];
   if (nested) code2[tid] = c2;
-  store_pair_row<kRowBytes>(pair, tid, v4);
+#pragma unroll
+  for (int j = 0; j < 8; ++j)  // entry tid's 32 copies, 16-byte pieces in an order rotated by thread: no bank conflicts
+    reinterpret_cast<uint4*>(pair + tid * kRowBytes)[(j + tid) & 7] = v4;
   if (reg) reg_table[tid] = reg_table_word<T>(q, tid);
 }
 // lut4 from the wide table: lane4 = 4·lane, base = the table's shared address (warp-uniform).

@@ -997,7 +997,7 @@ std::string gemv_tensor_maps(const GemvParams& p, CUtensorMap* codes_map, CUtens
   const cuuint64_t cdims[3] = {kChunk / 2, static_cast<cuuint64_t>(p.N), chunks};
   const cuuint64_t cstrides[2] = {static_cast<cuuint64_t>(p.K / 2), kChunk / 2};
   const cuuint32_t cbox[3] = {kChunk / 2, kTiles * 16, kWarps};
-  std::string err = encode_tensor_map(codes_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, p.w.packed, cdims, cstrides, cbox,
+  std::string err = encode_tensor_map(codes_map, tensor_map_dtype<uint8_t>(), 3, p.w.packed, cdims, cstrides, cbox,
                                       CU_TENSOR_MAP_SWIZZLE_NONE, "codes");
   if (!err.empty()) return err;
   const cuuint64_t xdims[3] = {kChunk, static_cast<cuuint64_t>(p.M), chunks};

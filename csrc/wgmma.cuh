@@ -332,6 +332,16 @@ __device__ __forceinline__ bool cluster_sum_to_rank0(float (&acc)[N], unsigned c
   return rank == 0;
 }
 
+// Host: the launch attribute of clusters of `cluster` consecutive blocks along x.
+inline cudaLaunchAttribute cluster_attribute(int cluster) {
+  cudaLaunchAttribute a{};
+  a.id = cudaLaunchAttributeClusterDimension;
+  a.val.clusterDim.x = static_cast<unsigned>(cluster);
+  a.val.clusterDim.y = 1;
+  a.val.clusterDim.z = 1;
+  return a;
+}
+
 // Host: the launch configuration of `blocks` blocks in clusters of `cluster` consecutive ones
 // along x; it points at attr, which the caller keeps alive while it uses the configuration.
 inline cudaLaunchConfig_t cluster_config(cudaLaunchAttribute (&attr)[1], unsigned blocks, unsigned threads, int smem,
@@ -341,10 +351,7 @@ inline cudaLaunchConfig_t cluster_config(cudaLaunchAttribute (&attr)[1], unsigne
   cfg.blockDim = dim3(threads, 1, 1);
   cfg.dynamicSmemBytes = static_cast<size_t>(smem);
   cfg.stream = stream;
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = static_cast<unsigned>(cluster);
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
+  attr[0] = cluster_attribute(cluster);
   cfg.attrs = attr;
   cfg.numAttrs = 1;
   return cfg;
@@ -369,13 +376,7 @@ std::string launch_kernel(void (*kernel)(Params...), const char* name, dim3 grid
   cfg.stream = stream;
   cudaLaunchAttribute attr[2];
   cfg.attrs = attr;
-  if (cluster > 0) {
-    attr[cfg.numAttrs].id = cudaLaunchAttributeClusterDimension;
-    attr[cfg.numAttrs].val.clusterDim.x = static_cast<unsigned>(cluster);
-    attr[cfg.numAttrs].val.clusterDim.y = 1;
-    attr[cfg.numAttrs].val.clusterDim.z = 1;
-    ++cfg.numAttrs;
-  }
+  if (cluster > 0) attr[cfg.numAttrs++] = cluster_attribute(cluster);
   if (dependent) {
     attr[cfg.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[cfg.numAttrs].val.programmaticStreamSerializationAllowed = 1;
