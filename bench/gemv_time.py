@@ -4,7 +4,8 @@
 
 Per shape and M: the forward (its u and GEMV kernels, bf16, r = 16, NF4 blocksize 64 with double
 quantization) under no_grad through nf4lora.qlora_linear on the default backend, L calls over n_w
-distinct weights (at least 256 MB of NF4 per pass, so that no call finds its weight in L2) captured
+distinct weights, each with its own A and B (at least 256 MB of NF4 per pass, so that no call finds
+its weight or adapter in L2; until the thirty-second session one A, B served all of them) captured
 in one CUDA graph; the graph replayed 12 times, timed by CUDA events; the median per forward and
 its effective bandwidth (nf4lora.benchmark.work's bytes: codes, absmax, x, y, A, B) as a percent
 of a 1 GiB copy's, measured in the same process. Do_bench walls through the layer are host time
@@ -129,8 +130,11 @@ def main(argv=None):
     for (K, N), Ms in parse_spec(args.spec).items():
         n_w = min(32, math.ceil(256e6 / (N * K // 2)))
         qs = [quantize_nf4(torch.randn(N, K, device=dev) * K**-0.5, 64, double_quant=True) for _ in range(n_w)]
-        A = (torch.randn(args.r, K, device=dev) * K**-0.5).bfloat16()
-        B = (torch.randn(N, args.r, device=dev) * args.r**-0.5).bfloat16()
+        # Each weight its own adapter, as each layer of a model has: one shared A, B would sit in L2 for every call
+        # (the epilogue's B loads hit L2 here and went to DRAM in a model; before the thirty-second session they
+        # were shared).
+        As = [(torch.randn(args.r, K, device=dev) * K**-0.5).bfloat16() for _ in range(n_w)]
+        Bs = [(torch.randn(N, args.r, device=dev) * args.r**-0.5).bfloat16() for _ in range(n_w)]
         for M in Ms:
             x = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
             L = max(n_w, 8)
@@ -139,7 +143,7 @@ def main(argv=None):
                 for v in values:
                     if var is not None:
                         os.environ[var] = v
-                    graphs[v], outs[v] = capture(lambda: [ops.qlora_linear(x, qs[i % n_w], A, B, 2.0) for i in range(L)])
+                    graphs[v], outs[v] = capture(lambda: [ops.qlora_linear(x, qs[i % n_w], As[i % n_w], Bs[i % n_w], 2.0) for i in range(L)])
             if var is not None:
                 os.environ.pop(var, None)
             path = ops.last_path.get("qlora_linear")
@@ -160,7 +164,7 @@ def main(argv=None):
                     row[f"ratio[{var}={v}/{first}]"] = round(row[f"us[{var}={v}]"] / row[f"us[{var}={first}]"], 3)
             emit(row)
             del graphs, outs
-        del qs
+        del qs, As, Bs
         torch.cuda.empty_cache()
     if sink:
         sink.close()
