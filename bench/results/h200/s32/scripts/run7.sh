@@ -1,0 +1,16 @@
+#!/bin/bash
+# s32 run 7: main (SHA=) with the u kernel as a programmatic dependent (46f0aa6), full build; the full GPU suite; the
+# chained-layer check (scripts/chain.py: no sync vs a sync after every call); gemv_time. carry [".whl"].
+export NF4LORA_GIT_SHA=${SHA:?pass SHA=}
+t0=$(date +%s); mkdir -p /tmp/o
+source bench/device_build.sh > /tmp/o/build.txt || { cat /tmp/o/build.txt; exit 1; }
+echo "built at $(( $(date +%s) - t0 )) s"
+timeout 280 python3 -m pytest -q -n 14 -p no:cacheprovider -rs tests/ > /tmp/o/tests.txt 2>&1; echo "tests rc $?"; tail -1 /tmp/o/tests.txt
+grep -E "FAILED|Error" /tmp/o/tests.txt | head -5
+echo "suite done at $(( $(date +%s) - t0 )) s"
+tar -czf $OUT/run7.tgz -C /tmp o
+timeout 100 python3 bench/results/h200/s32/scripts/chain.py > /tmp/o/chain.txt 2>&1; echo "chain rc $?"; tail -1 /tmp/o/chain.txt
+timeout 90 python3 bench/gemv_time.py --out /tmp/o/gemv_time.jsonl > /tmp/o/gemv_time.log 2>&1; echo "gemv_time rc $?"
+cut -c1-220 /tmp/o/gemv_time.jsonl
+echo "done at $(( $(date +%s) - t0 )) s"
+tar -czf $OUT/run7.tgz -C /tmp o
