@@ -10,7 +10,7 @@ grep -E "FAILED|Error" /tmp/o/tests.txt | head -5
 echo "suite done at $(( $(date +%s) - t0 )) s"
 tar -czf $OUT/run7.tgz -C /tmp o
 timeout 100 python3 bench/results/h200/s32/scripts/chain.py > /tmp/o/chain.txt 2>&1; echo "chain rc $?"; tail -1 /tmp/o/chain.txt
-timeout 90 python3 bench/gemv_time.py --out /tmp/o/gemv_time.jsonl > /tmp/o/gemv_time.log 2>&1; echo "gemv_time rc $?"
+timeout 60 python3 bench/gemv_time.py --rounds 8 --spec "4096,14336:1/16;14336,4096:1;8192,28672:1/16" --out /tmp/o/gemv_time.jsonl > /tmp/o/gemv_time.log 2>&1; echo "gemv_time rc $?"
 cut -c1-220 /tmp/o/gemv_time.jsonl
 echo "done at $(( $(date +%s) - t0 )) s"
 tar -czf $OUT/run7.tgz -C /tmp o
