@@ -121,6 +121,34 @@ def test_cuda_forward_is_deterministic(M):
         assert all(torch.equal(runs[0], y) for y in runs[1:]), pipeline
 
 
+@pytest.mark.parametrize("M", [1, 4, 8, 16])
+def test_cuda_forward_chained_without_syncs(M, monkeypatch):
+    # Back-to-back forwards overlap their launches on sm_90 (the u kernel is the previous grid's programmatic dependent
+    # and waits for it before reading x): a chain of layers, each input the previous output, gives the same bits with
+    # no sync as with one after every call (a kernel reading its input early would not).
+    monkeypatch.setenv("NF4LORA_BACKEND", "cuda")
+    K, L = 2048, 8
+    qs = [quantize_nf4(torch.randn(K, K, device=DEV) * K**-0.5, 64, double_quant=True) for _ in range(L)]
+    lora = [random_lora(K, K, 16, torch.bfloat16, DEV) for _ in range(L)]
+    x0 = torch.randn(M, K, device=DEV, dtype=torch.bfloat16)
+
+    def chain(sync):
+        h = x0
+        with torch.no_grad():
+            for i in range(L):
+                h = ops.qlora_linear(h, qs[i], lora[i][0], lora[i][1], 2.0)
+                if i % 3 == 2:  # now and then a PyTorch kernel between two layers
+                    h = h * torch.rsqrt(h.float().pow(2).mean(-1, keepdim=True) + 1e-6).to(h.dtype)
+                if sync:
+                    torch.cuda.synchronize()
+        return h
+
+    ref = chain(True)
+    assert ops.last_path.get("qlora_linear") == "cuda"
+    for _ in range(5):
+        assert torch.equal(chain(False), ref)
+
+
 def test_cuda_forward_uses_the_weights_code_table(monkeypatch):
     # The table is read from quant_map (not assumed): a permuted table changes the result accordingly.
     q = quantize_nf4(torch.randn(256, 512, device=DEV), 64)
