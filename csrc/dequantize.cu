@@ -6,6 +6,7 @@
 // group of 8 elements is done a byte at a time by the first threads.
 #include <cuda_runtime.h>
 
+#include "launch.cuh"
 #include "launchers.h"
 #include "nf4.cuh"
 
@@ -48,11 +49,12 @@ __global__ void dequantize_nf4_kernel(T* __restrict__ out, NF4State s) {
 }
 
 template <typename T>
-void launch(void* out, const NF4State& s, cudaStream_t stream) {
+std::string launch(void* out, const NF4State& s, cudaStream_t stream) {
   const int64_t work = s.n / 8 > 0 ? s.n / 8 : 1;
   const int64_t blocks = (work + kThreads - 1) / kThreads;
-  const int grid = static_cast<int>(blocks < 65535 ? blocks : 65535);
-  dequantize_nf4_kernel<T><<<grid, kThreads, 0, stream>>>(static_cast<T*>(out), s);
+  const unsigned grid = static_cast<unsigned>(blocks < 65535 ? blocks : 65535);
+  return launch_kernel(dequantize_nf4_kernel<T>, "dequantize_nf4_kernel", dim3(grid), kThreads, 0, stream, 0, false,
+                       static_cast<T*>(out), s);
 }
 
 }  // namespace
@@ -71,13 +73,11 @@ std::string launch_dequantize_nf4(uintptr_t out, int out_dtype, uintptr_t packed
   void* dst = reinterpret_cast<void*>(out);
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
   switch (out_dtype) {
-    case 0: launch<float>(dst, s, st); break;
-    case 1: launch<__half>(dst, s, st); break;
-    case 2: launch<__nv_bfloat16>(dst, s, st); break;
+    case 0: return launch<float>(dst, s, st);
+    case 1: return launch<__half>(dst, s, st);
+    case 2: return launch<__nv_bfloat16>(dst, s, st);
     default: return "out_dtype must be 0 (float32), 1 (float16) or 2 (bfloat16)";
   }
-  const cudaError_t err = cudaGetLastError();
-  return err == cudaSuccess ? "" : std::string("dequantize_nf4_kernel: ") + cudaGetErrorString(err);
 }
 
 int cuda_device_count(std::string* error) {

@@ -1137,10 +1137,8 @@ template <typename T>
 std::string launch_u(const void* x_lora, const void* A, float* part, unsigned int* arrived, float* u, int M, int K,
                      int r, int splits, cudaStream_t stream) {
   const dim3 ugrid((M + kUWarps * 16 - 1) / (kUWarps * 16), splits, (r + 63) / 64);
-  lora_u_part_kernel<T><<<ugrid, kUWarps * 32, 0, stream>>>(static_cast<const T*>(x_lora), static_cast<const T*>(A),
-                                                           part, arrived, u, M, K, r);
-  const cudaError_t err = cudaGetLastError();
-  return err == cudaSuccess ? "" : std::string("lora_u_part_kernel: ") + cudaGetErrorString(err);
+  return launch_kernel(lora_u_part_kernel<T>, "lora_u_part_kernel", ugrid, kUWarps * 32, 0, stream, 0, false,
+                       static_cast<const T*>(x_lora), static_cast<const T*>(A), part, arrived, u, M, K, r);
 }
 
 template <typename T>
