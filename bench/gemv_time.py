@@ -1,6 +1,6 @@
 """GPU time of the small-M forward against the copy bandwidth (issues 3 and 5), from CUDA graphs.
 
-    python bench/gemv_time.py [--out FILE] [--spec "K,N:M1/M2;K,N:M..."] [--env VAR=v1,v2,...]
+    python bench/gemv_time.py [--out FILE] [--spec "K,N:M1/M2;K,N:M..."] [--env VAR=v1,v2,...] [--brief]
 
 Per shape and M: the forward (its u and GEMV kernels, bf16, r = 16, NF4 blocksize 64 with double
 quantization) under no_grad through nf4lora.qlora_linear on the default backend, L calls over n_w
@@ -14,7 +14,8 @@ at these sizes (bench/results/h200/s22); these are the kernels' time.
 --env VAR=v1,v2: an A/B of variants a launcher reads from the environment at each launch (switches
 that exist on experiment branches only): one graph per value, captured with VAR set to it, the
 graphs replayed alternately; the rows carry each value's time and its ratio to the first's, and
-whether the outputs are the same bits. One JSON line per row (stdout, and FILE, rewritten, with --out).
+whether the outputs are the same bits. One JSON line per row (stdout, and FILE, rewritten, with --out;
+--brief: stdout gets a short line per row instead, for a run's log).
 
 Each row also carries ``sm_MHz``: the SM clock nvidia-smi reads while the GPU works through ~0.3 s
 more replays of the first graph (null without nvidia-smi). These kernels are bound by the SM, not by
@@ -100,6 +101,20 @@ def capture(fn):
     return graph, outs
 
 
+def brief(row):
+    """One row as a short line for a run's log (the JSON lines keep everything): K N M, then µs per variant, the
+    ratios to the first, same_bits and the SM clock; the first row (copy bandwidth) as it is."""
+    if "M" not in row:
+        return json.dumps(row)
+    parts = [str(row[k]) for k in ("K", "N", "M")]
+    parts += [f"{k[2:]}={v}" if k != "us" else str(v) for k, v in row.items() if k.startswith("us")]
+    parts += [f"{k[5:]}={v}" for k, v in row.items() if k.startswith("ratio")]
+    if "same_bits" in row:
+        parts.append(f"same_bits={row['same_bits']}")
+    parts.append(f"{row.get('sm_MHz')} MHz")
+    return " ".join(parts)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", help="also write the JSON lines here")
@@ -107,6 +122,7 @@ def main(argv=None):
     p.add_argument("--env", help="VAR=v1,v2,...: variants by an environment variable (experiment branches)")
     p.add_argument("--r", type=int, default=16)
     p.add_argument("--rounds", type=int, default=12)
+    p.add_argument("--brief", action="store_true", help="stdout: one short line per row (brief()), not the JSON")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         sys.exit("gemv_time.py needs a CUDA device")
@@ -118,7 +134,7 @@ def main(argv=None):
 
     def emit(row):
         line = json.dumps(row)
-        print(line, flush=True)
+        print(brief(row) if args.brief else line, flush=True)
         if sink:
             sink.write(line + "\n")
 

@@ -24,6 +24,17 @@ def test_gemv_time_spec_keeps_every_m_of_a_shape_named_twice():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU exit")
+def test_gemv_time_brief_line_names_each_variant():
+    g = _load("gemv_time")
+    row = {"K": 4096, "N": 14336, "M": 1, "r": 16, "weights": 9, "calls": 9, "path": "cuda", "sm_MHz": 1980,
+           "us[V=0]": 14.0, "pct_copy[V=0]": 52.3, "us[V=1]": 13.58, "pct_copy[V=1]": 53.9, "same_bits": True,
+           "ratio[V=1/0]": 0.97}
+    assert g.brief(row) == "4096 14336 1 [V=0]=14.0 [V=1]=13.58 [V=1/0]=0.97 same_bits=True 1980 MHz"
+    plain = {"K": 8, "N": 8, "M": 1, "sm_MHz": None, "us": 5.0, "pct_copy": 1.0}
+    assert g.brief(plain) == "8 8 1 5.0 None MHz"
+    assert g.brief({"copy_TBps": 4.2}) == '{"copy_TBps": 4.2}'
+
+
 def test_gemv_time_needs_cuda():
     with pytest.raises(SystemExit, match="needs a CUDA device"):
         _load("gemv_time").main([])
