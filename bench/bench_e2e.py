@@ -5,6 +5,8 @@
 
 Stacks, each built from the same random base weights (bf16, seeded; no download):
   nf4lora   nf4lora.convert, NF4 with double quant, LoRA r=16 on the seven projections
+  nf4lora_fused  nf4lora plus nf4lora.fuse_model_ops: the model's RMSNorms and SwiGLU products by the
+            Triton kernels of triton_kernels/model_ops.py (not in the default --stacks)
   bnb_peft  bitsandbytes Linear4bit (NF4, double quant) + PEFT LoRA r=16 (needs CUDA + bitsandbytes)
   lora16    PEFT LoRA r=16 on the bf16 weights
 For each: tokens/s and peak memory of a full training step (AdamW on the adapters, fused on CUDA as
@@ -75,8 +77,10 @@ def _bnb_quantize(model):
 def make_stack(stack: str, base, r=16):
     """(model, trainable parameters) of one stack, from a private copy of ``base``."""
     model = copy.deepcopy(base)
-    if stack == "nf4lora":
+    if stack in ("nf4lora", "nf4lora_fused"):
         nf4lora.convert(model, list(LLAMA_TARGETS), r=r, alpha=r, double_quant=True, progress=False)
+        if stack == "nf4lora_fused":
+            nf4lora.fuse_model_ops(model)
     else:
         import peft
 

@@ -1,0 +1,170 @@
+"""nf4lora.fused: the RMSNorm and SwiGLU kernels (triton_kernels/model_ops.py) and fuse_model_ops.
+
+CPU (CI): Triton's interpreter (TRITON_INTERPRET=1, set by conftest without a GPU) runs the kernels on CPU tensors,
+fp32 / fp16 (the interpreter converts float32 to bfloat16 by truncation, not round-to-nearest: 1 + 2^-7 - 2^-12
+becomes 1.0, so bf16 runs on the GPU only); outputs and gradients against float64, each low-precision error within
+twice what the same math in PyTorch at that dtype makes. GPU (`gpu` marker): also bf16, real shapes, poisoned
+outputs.
+"""
+
+import copy
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import nf4lora
+from nf4lora import fused
+from conftest import poison_next_alloc, rel_err
+
+ON_GPU = torch.cuda.is_available()
+DEV = "cuda" if ON_GPU else "cpu"
+needs_triton = pytest.mark.skipif(not ON_GPU and os.environ.get("TRITON_INTERPRET") != "1",
+                                  reason="needs a GPU or Triton's interpreter")
+DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if ON_GPU else [])
+
+
+def _budget(err_plain, dtype):
+    # fp32: the kernels' fp32 math is as exact as the reference's; low precision: twice PyTorch's own error at that
+    # dtype, with a floor of a quarter of a rounding step (PyTorch's error can be near zero on a few elements).
+    return 1e-5 if dtype == torch.float32 else max(2 * err_plain, 2.0 ** -10)
+
+
+def _norm_grads(x, w, g, fn):
+    x = x.detach().clone().requires_grad_(True)
+    w = w.detach().clone().requires_grad_(True)
+    y = fn(x, w)
+    y.backward(g.to(y.dtype))
+    return y.detach(), x.grad, w.grad
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 7), (5, 33), (2, 3, 96), (123, 64)])
+def test_rms_norm_matches_float64(dtype, shape):
+    N = shape[-1]
+    x = torch.randn(shape, device=DEV).to(dtype)
+    w = (1 + 0.2 * torch.randn(N, device=DEV)).to(dtype)
+    g = torch.randn(shape, device=DEV)
+    y, dx, dw = _norm_grads(x, w, g, lambda a, b: fused.rms_norm(a, b, 1e-6))
+    assert fused.last_path["rms_norm"] == "triton"
+    y64, dx64, dw64 = _norm_grads(x.double(), w.double(), g.double(),
+                                  lambda a, b: fused.rms_norm_reference(a, b, 1e-6))
+    yp, dxp, dwp = _norm_grads(x, w, g, lambda a, b: fused.rms_norm_reference(a, b, 1e-6))
+    assert y.dtype == dtype and dx.dtype == dtype and dw.dtype == dtype
+    for out, ref, plain in ((y, y64, yp), (dx, dx64, dxp), (dw, dw64, dwp)):
+        assert rel_err(out, ref) <= _budget(rel_err(plain, ref), dtype)
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1,), (1023,), (3, 5, 67), (2, 1025)])
+def test_swiglu_matches_float64(dtype, shape):
+    gate = (2 * torch.randn(shape, device=DEV)).to(dtype)
+    up = torch.randn(shape, device=DEV).to(dtype)
+    dh = torch.randn(shape, device=DEV)
+
+    def run(fn, a, b):
+        a = a.detach().clone().requires_grad_(True)
+        b = b.detach().clone().requires_grad_(True)
+        h = fn(a, b)
+        h.backward(dh.to(h.dtype))
+        return h.detach(), a.grad, b.grad
+
+    out = run(fused.swiglu, gate, up)
+    assert fused.last_path["swiglu"] == "triton"
+    ref = run(lambda a, b: F.silu(a) * b, gate.double(), up.double())
+    plain = run(lambda a, b: F.silu(a) * b, gate, up)
+    for o, r, p in zip(out, ref, plain):
+        assert o.dtype == dtype
+        assert rel_err(o, r) <= _budget(rel_err(p, r), dtype)
+
+
+@needs_triton
+def test_rms_norm_with_a_float32_weight_returns_float32():
+    # weight · x.to(input_dtype) promotes, as in Hugging Face's module
+    x = torch.randn(4, 40, device=DEV).to(torch.float16)
+    w = 1 + 0.2 * torch.randn(40, device=DEV)
+    y = fused.rms_norm(x, w, 1e-5)
+    ref = fused.rms_norm_reference(x, w, 1e-5)
+    assert y.dtype == ref.dtype == torch.float32
+    assert rel_err(y, ref) < 1e-3
+
+
+def test_fused_ops_name_what_is_wrong():
+    with pytest.raises(ValueError, match=r"weight must have shape \(8,\).*got \(7,\)"):
+        fused.rms_norm(torch.randn(2, 8), torch.ones(7), 1e-6)
+    with pytest.raises(ValueError, match="gate and up must match"):
+        fused.swiglu(torch.randn(2, 8), torch.randn(2, 9))
+    with pytest.raises(ValueError, match="gate and up must match"):
+        fused.swiglu(torch.randn(2, 8), torch.randn(2, 8, dtype=torch.float64))
+
+
+def test_cpu_without_the_interpreter_runs_the_same_math_in_torch(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    x, w = torch.randn(3, 16), torch.rand(16) + 0.5
+    assert torch.equal(fused.rms_norm(x, w, 1e-6), fused.rms_norm_reference(x, w, 1e-6))
+    assert fused.last_path["rms_norm"] == "torch"
+    g, u = torch.randn(3, 16), torch.randn(3, 16)
+    assert torch.equal(fused.swiglu(g, u), F.silu(g) * u)
+    assert fused.last_path["swiglu"] == "torch"
+
+
+transformers = pytest.importorskip("transformers")
+SMALL = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=64)
+
+
+@needs_triton
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_fuse_model_ops_keeps_a_converted_model_s_outputs_and_grads(kind, checkpointing):
+    cfg_cls, model_cls = {"llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
+                          "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM)}[kind]
+    torch.manual_seed(0)
+    base = model_cls(cfg_cls(**SMALL)).to(DEV)
+    nf4lora.convert(base, "all-linear", r=4, alpha=8, progress=False)
+    torch.manual_seed(1)
+    for m in base.modules():
+        if isinstance(m, nf4lora.QLoRALinear):
+            torch.nn.init.normal_(m.lora_B, std=0.05)
+    model = copy.deepcopy(base)
+    keys = list(model.state_dict())
+    summary = nf4lora.fuse_model_ops(model)
+    L = SMALL["num_hidden_layers"]
+    assert len(summary["rms_norms"]) == 2 * L + 1 and len(summary["mlps"]) == L and not summary["skipped"]
+    assert list(model.state_dict()) == keys  # the same weights under the same names
+    ids = torch.randint(0, SMALL["vocab_size"], (2, 11), device=DEV)
+    grads = []
+    for m in (base, model):
+        m.train()
+        if checkpointing:
+            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        out = m(input_ids=ids, labels=ids)
+        out.loss.backward()
+        grads.append((out.logits.detach(), {n: p.grad for n, p in m.named_parameters() if p.requires_grad}))
+    assert fused.last_path == {"rms_norm": "triton", "swiglu": "triton"}
+    (ref_logits, ref_grads), (logits, g) = grads
+    assert rel_err(logits, ref_logits) < 1e-5  # fp32 model: the same math up to summation order
+    assert g.keys() == ref_grads.keys() and len(g) == 2 * 7 * L
+    for n in g:
+        assert rel_err(g[n], ref_grads[n]) < 1e-4, n
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_model_ops_at_llama_shapes_write_every_output(dtype):
+    # 8192 tokens of a Llama-3-8B layer (hidden 4096, MLP 14336); outputs land in poisoned (NaN) memory
+    x = torch.randn(8192, 4096, device="cuda").to(dtype)
+    w = (1 + 0.2 * torch.randn(4096, device="cuda")).to(dtype)
+    poison_next_alloc(x.numel(), dtype)
+    y = fused.rms_norm(x, w, 1e-5)
+    ref = fused.rms_norm_reference(x.double(), w.double(), 1e-5)
+    assert rel_err(y, ref) <= 2 * rel_err(fused.rms_norm_reference(x, w, 1e-5), ref) + 2.0 ** -10
+    gate = torch.randn(8192, 14336, device="cuda").to(dtype)
+    up = torch.randn(8192, 14336, device="cuda").to(dtype)
+    poison_next_alloc(gate.numel(), dtype)
+    h = fused.swiglu(gate, up)
+    ref = F.silu(gate.double()) * up.double()
+    assert rel_err(h, ref) <= 2 * rel_err(F.silu(gate) * up, ref) + 2.0 ** -10

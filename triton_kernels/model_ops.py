@@ -1,0 +1,122 @@
+"""Triton kernels for the model's own ops around the QLoRA layers: RMSNorm and the SwiGLU product.
+
+    _rms_norm_fwd   y = w · (x · rsqrt(mean(x²) + eps)),  one program per row, fp32 math
+    _rms_norm_bwd   dx = r · (dy·w − n · mean(dy·w · n)),  n = x · r, r the row's saved rsqrt
+    _swiglu_fwd     h = silu(g) · u                        elementwise
+    _swiglu_bwd     dg = (dh · u) · silu'(g),  du = dh · silu(g)
+
+Each replaces a chain of PyTorch kernels (Hugging Face's LlamaRMSNorm: an fp32 copy, pow, mean, add, rsqrt, two
+muls and a cast, each a pass over the activations, and their backward; act_fn(gate) * up and its backward) by one
+pass that reads its inputs once and writes its outputs once. The roundings follow Hugging Face's modules: the
+normalized row is rounded to x's dtype before the weight multiplies it (LlamaRMSNorm's ``weight *
+hidden.to(input_dtype)``), silu(g) to g's dtype before the product, and the backward's g-branch rounds dh · u to
+the dtype as torch's mul backward does. nf4lora.fused holds the autograd functions and the model patch.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+# The widest row the one-program-per-row norm takes (a Llama-class hidden size is 2048-16384).
+MAX_NORM_COLS = 65536
+
+
+@triton.jit
+def _rms_norm_fwd(x_ptr, w_ptr, y_ptr, rstd_ptr, N, eps, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK)
+    mask = cols < N
+    x = tl.load(x_ptr + row * N + cols, mask=mask, other=0.0).to(tl.float32)
+    r = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / N + eps)
+    n = (x * r).to(x_ptr.dtype.element_ty).to(tl.float32)
+    w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    tl.store(y_ptr + row * N + cols, (w * n).to(y_ptr.dtype.element_ty), mask=mask)
+    tl.store(rstd_ptr + row, r)
+
+
+@triton.jit
+def _rms_norm_bwd(dy_ptr, x_ptr, w_ptr, rstd_ptr, dx_ptr, N, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK)
+    mask = cols < N
+    dy = tl.load(dy_ptr + row * N + cols, mask=mask, other=0.0).to(tl.float32)
+    x = tl.load(x_ptr + row * N + cols, mask=mask, other=0.0).to(tl.float32)
+    w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    r = tl.load(rstd_ptr + row)
+    dn = dy * w
+    n = x * r
+    c = tl.sum(dn * n, axis=0) / N
+    tl.store(dx_ptr + row * N + cols, (r * (dn - n * c)).to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _swiglu_fwd(g_ptr, u_ptr, h_ptr, numel, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < numel
+    g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    u = tl.load(u_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    a = (g / (1.0 + tl.exp(-g))).to(h_ptr.dtype.element_ty).to(tl.float32)
+    tl.store(h_ptr + offs, (a * u).to(h_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _swiglu_bwd(dh_ptr, g_ptr, u_ptr, dg_ptr, du_ptr, numel, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < numel
+    dh = tl.load(dh_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    u = tl.load(u_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    s = 1.0 / (1.0 + tl.exp(-g))
+    a = (g * s).to(du_ptr.dtype.element_ty).to(tl.float32)  # the forward's rounded silu(g)
+    da = (dh * u).to(dg_ptr.dtype.element_ty).to(tl.float32)
+    tl.store(du_ptr + offs, (dh * a).to(du_ptr.dtype.element_ty), mask=mask)
+    tl.store(dg_ptr + offs, (da * (s * (1.0 + g * (1.0 - s)))).to(dg_ptr.dtype.element_ty), mask=mask)
+
+
+def _norm_launch(N: int):
+    block = triton.next_power_of_2(N)
+    return block, min(16, max(1, block // 512))
+
+
+def rms_norm_fwd(x: torch.Tensor, w: torch.Tensor, eps: float, out_dtype: torch.dtype):
+    """x (R, N) contiguous, w (N,): (y (R, N) out_dtype, rstd (R,) float32)."""
+    R, N = x.shape
+    y = torch.empty((R, N), dtype=out_dtype, device=x.device)
+    rstd = torch.empty((R,), dtype=torch.float32, device=x.device)
+    if R:
+        block, warps = _norm_launch(N)
+        _rms_norm_fwd[(R,)](x, w, y, rstd, N, eps, BLOCK=block, num_warps=warps)
+    return y, rstd
+
+
+def rms_norm_bwd(dy: torch.Tensor, x: torch.Tensor, w: torch.Tensor, rstd: torch.Tensor):
+    """dy, x (R, N) contiguous, w (N,), rstd (R,) float32: dx (R, N) in x's dtype."""
+    R, N = x.shape
+    dx = torch.empty_like(x)
+    if R:
+        block, warps = _norm_launch(N)
+        _rms_norm_bwd[(R,)](dy, x, w, rstd, dx, N, BLOCK=block, num_warps=warps)
+    return dx
+
+
+_EW_BLOCK = 1024
+
+
+def swiglu_fwd(g: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """g, u contiguous, same shape and dtype: silu(g) · u."""
+    h = torch.empty_like(g)
+    n = g.numel()
+    if n:
+        _swiglu_fwd[(triton.cdiv(n, _EW_BLOCK),)](g, u, h, n, BLOCK=_EW_BLOCK, num_warps=4)
+    return h
+
+
+def swiglu_bwd(dh: torch.Tensor, g: torch.Tensor, u: torch.Tensor):
+    """dh, g, u contiguous, same shape and dtype: (dg, du)."""
+    dg, du = torch.empty_like(g), torch.empty_like(u)
+    n = g.numel()
+    if n:
+        _swiglu_bwd[(triton.cdiv(n, _EW_BLOCK),)](dh, g, u, dg, du, n, BLOCK=_EW_BLOCK, num_warps=4)
+    return dg, du
