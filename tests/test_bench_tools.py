@@ -1,5 +1,5 @@
-"""The benchmark scripts' own logic that runs without a GPU (bench/gemv_time.py: its shape list, the exit
-without CUDA, the SM clock where nvidia-smi is missing)."""
+"""The benchmark scripts' own logic that runs without a GPU (bench/gemv_time.py: its shape list, its brief lines,
+the exit without CUDA, the SM clock where nvidia-smi is missing; bench/model_ops_time.py's exit without CUDA)."""
 
 import importlib.util
 import os
@@ -23,7 +23,6 @@ def test_gemv_time_spec_keeps_every_m_of_a_shape_named_twice():
     assert list(g.parse_spec(g.DEFAULT_SPEC))[0] == (4096, 4096)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU exit")
 def test_gemv_time_brief_line_names_each_variant():
     g = _load("gemv_time")
     row = {"K": 4096, "N": 14336, "M": 1, "r": 16, "weights": 9, "calls": 9, "path": "cuda", "sm_MHz": 1980,
@@ -35,9 +34,16 @@ def test_gemv_time_brief_line_names_each_variant():
     assert g.brief({"copy_TBps": 4.2}) == '{"copy_TBps": 4.2}'
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU exit")
 def test_gemv_time_needs_cuda():
     with pytest.raises(SystemExit, match="needs a CUDA device"):
         _load("gemv_time").main([])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU exit")
+def test_model_ops_time_needs_cuda():
+    with pytest.raises(SystemExit, match="needs a CUDA device"):
+        _load("model_ops_time").main([])
 
 
 def test_gemv_time_clock_is_none_without_nvidia_smi(monkeypatch):

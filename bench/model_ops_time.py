@@ -1,0 +1,91 @@
+"""GPU time of the fused model ops (nf4lora.fused) against the PyTorch chains they replace, forward + backward.
+
+    python bench/model_ops_time.py [--tokens 8192] [--hidden 4096] [--inter 14336] [--out FILE]
+
+Per op, bf16, at one micro-batch of a Llama-3-8B layer (tokens x hidden for the norm, tokens x intermediate for
+the SwiGLU product): Hugging Face's LlamaRMSNorm module (frozen weight) against nf4lora.FusedRMSNorm sharing its
+weight, and F.silu(g) * u against nf4lora.swiglu; each a forward and a backward (x, g, u require grad), median of
+20 CUDA-event timings after warm-up. Reported: µs, the ratio fused / PyTorch, and the fused pass's effective
+bandwidth (its compulsory bytes: the norm reads x and writes y, reads dy and x and writes dx; SwiGLU reads g, u
+and writes h, reads dh, g, u and writes dg, du) as a percent of a 1 GiB copy's, measured in the same process.
+One JSON line per op (stdout, and FILE with --out).
+"""
+
+import argparse
+import json
+import os
+import statistics
+
+import torch
+import torch.nn.functional as F
+
+import nf4lora
+from nf4lora.benchmark import copy_bandwidth
+
+
+def time_us(fn, reps=20):
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(reps):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        e.synchronize()
+        ts.append(s.elapsed_time(e) * 1e3)
+    return statistics.median(ts)
+
+
+def fwd_bwd(fn, inputs, grad):
+    def run():
+        for t in inputs:
+            t.grad = None
+        fn(*inputs).backward(grad)
+    return run
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tokens", type=int, default=8192)
+    p.add_argument("--hidden", type=int, default=4096)
+    p.add_argument("--inter", type=int, default=14336)
+    p.add_argument("--out")
+    a = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("model_ops_time.py needs a CUDA device")
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    dt, dev = torch.bfloat16, "cuda"
+    copy_bw = copy_bandwidth(dev)
+    rows = [{"copy_TBps": round(copy_bw / 1e12, 3), "git_sha": os.environ.get("NF4LORA_GIT_SHA", "")}]
+    T, H, I = a.tokens, a.hidden, a.inter
+
+    hf = LlamaRMSNorm(H, eps=1e-5).to(dev, dt).requires_grad_(False)
+    torch.nn.init.normal_(hf.weight, 1.0, 0.1)
+    fz = nf4lora.FusedRMSNorm.from_module(hf)
+    x = torch.randn(T, H, device=dev, dtype=dt, requires_grad=True)
+    dy = torch.randn(T, H, device=dev, dtype=dt)
+    base = time_us(fwd_bwd(hf, [x], dy))
+    fused = time_us(fwd_bwd(fz, [x], dy))
+    nbytes = 5 * T * H * 2  # x, y; dy, x, dx
+    rows.append({"op": "rms_norm", "shape": [T, H], "pytorch_us": round(base, 1), "fused_us": round(fused, 1),
+                 "ratio": round(fused / base, 3), "fused_pct_copy": round(100 * nbytes / (fused * 1e-6) / copy_bw, 1)})
+
+    g = torch.randn(T, I, device=dev, dtype=dt, requires_grad=True)
+    u = torch.randn(T, I, device=dev, dtype=dt, requires_grad=True)
+    dh = torch.randn(T, I, device=dev, dtype=dt)
+    base = time_us(fwd_bwd(lambda a_, b_: F.silu(a_) * b_, [g, u], dh))
+    fused = time_us(fwd_bwd(nf4lora.swiglu, [g, u], dh))
+    nbytes = 8 * T * I * 2  # g, u, h; dh, g, u, dg, du
+    rows.append({"op": "swiglu", "shape": [T, I], "pytorch_us": round(base, 1), "fused_us": round(fused, 1),
+                 "ratio": round(fused / base, 3), "fused_pct_copy": round(100 * nbytes / (fused * 1e-6) / copy_bw, 1)})
+    with open(a.out, "w") if a.out else open(os.devnull, "w") as f:
+        for r in rows:
+            print(json.dumps(r), flush=True)
+            f.write(json.dumps(r) + "\n")
+
+
+if __name__ == "__main__":
+    main()
