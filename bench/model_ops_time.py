@@ -4,7 +4,9 @@
 
 Per op, bf16, at one micro-batch of a Llama-3-8B layer (tokens x hidden for the norm, tokens x intermediate for
 the SwiGLU product): Hugging Face's LlamaRMSNorm module (frozen weight) against nf4lora.FusedRMSNorm sharing its
-weight, and F.silu(g) * u against nf4lora.swiglu; each a forward and a backward (x, g, u require grad), median of
+weight, F.silu(g) * u against nf4lora.swiglu, and the rotary embedding of q and k (Llama-3-8B's 32 and 8 heads of
+128, sequences of 2048) against nf4lora.fused.rotary_reference (Hugging Face's math); each a forward and a
+backward (x, g, u, q, k require grad), median of
 20 CUDA-event timings after warm-up. Reported: µs, the ratio fused / PyTorch, and the fused pass's effective
 bandwidth (its compulsory bytes: the norm reads x and writes y, reads dy and x and writes dx; SwiGLU reads g, u
 and writes h, reads dh, g, u and writes dg, du) as a percent of a 1 GiB copy's, measured in the same process.
@@ -81,6 +83,27 @@ def main(argv=None):
     nbytes = 8 * T * I * 2  # g, u, h; dh, g, u, dg, du
     rows.append({"op": "swiglu", "shape": [T, I], "pytorch_us": round(base, 1), "fused_us": round(fused, 1),
                  "ratio": round(fused / base, 3), "fused_pct_copy": round(100 * nbytes / (fused * 1e-6) / copy_bw, 1)})
+    heads, kv_heads, hd = a.hidden // 128, max(1, a.hidden // 512), 128  # Llama-3-8B: 32 / 8 heads of 128
+    B, S = max(1, T // 2048), min(T, 2048)
+    q = torch.randn(B, S, heads, hd, device=dev, dtype=dt).transpose(1, 2).requires_grad_(True)
+    k = torch.randn(B, S, kv_heads, hd, device=dev, dtype=dt).transpose(1, 2).requires_grad_(True)
+    emb = torch.randn(1, S, hd // 2, device=dev).repeat(1, 1, 2)
+    cos, sin = emb.cos().to(dt), emb.sin().to(dt)
+    dq, dk = torch.randn_like(q), torch.randn_like(k)
+
+    def rope(fn):
+        def run():
+            q.grad = k.grad = None
+            qe, ke = fn(q, cos, sin), fn(k, cos, sin)
+            torch.autograd.backward([qe, ke], [dq, dk])
+        return run
+
+    base = time_us(rope(nf4lora.fused.rotary_reference))
+    fused = time_us(rope(nf4lora.rotary))
+    nbytes = 4 * (q.numel() + k.numel()) * 2  # q, k in and out, forward and backward (cos, sin: L2)
+    rows.append({"op": "rotary", "shape": [B, heads, kv_heads, S, hd], "pytorch_us": round(base, 1),
+                 "fused_us": round(fused, 1), "ratio": round(fused / base, 3),
+                 "fused_pct_copy": round(100 * nbytes / (fused * 1e-6) / copy_bw, 1)})
     with open(a.out, "w") if a.out else open(os.devnull, "w") as f:
         for r in rows:
             print(json.dumps(r), flush=True)

@@ -82,6 +82,42 @@ def test_swiglu_matches_float64(dtype, shape):
 
 
 @needs_triton
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B,H,S,D,cos_b,transposed", [(1, 1, 1, 2, 1, False), (2, 3, 37, 8, 1, True),
+                                                      (2, 2, 17, 16, 2, False), (1, 4, 5, 128, 1, True)])
+def test_rotary_matches_float64(dtype, B, H, S, D, cos_b, transposed):
+    # q as Hugging Face's attention hands it over: (B, S, H, D) memory viewed as (B, H, S, D), or contiguous
+    x = torch.randn(B, S, H, D, device=DEV).transpose(1, 2) if transposed else torch.randn(B, H, S, D, device=DEV)
+    x = x.to(dtype)
+    ang = torch.randn(cos_b, S, D // 2, device=DEV)
+    emb = torch.cat([ang, ang + 0.3], dim=-1)  # halves that differ: the kernel reads both
+    cos, sin = emb.cos().to(dtype), emb.sin().to(dtype)
+    g = torch.randn(B, H, S, D, device=DEV)
+
+    def run(fn, x_, c_, s_):
+        x_ = x_.detach().clone().requires_grad_(True) if not transposed else \
+            x_.detach().transpose(1, 2).clone().transpose(1, 2).requires_grad_(True)
+        y = fn(x_, c_, s_)
+        y.backward(g.to(y.dtype))
+        return y.detach(), x_.grad
+
+    y, dx = run(fused.rotary, x, cos, sin)
+    assert fused.last_path["rotary"] == "triton"
+    assert y.stride() == x.stride() and y.dtype == dtype
+    y64, dx64 = run(fused.rotary_reference, x.double(), cos.double(), sin.double())
+    yp, dxp = run(fused.rotary_reference, x, cos, sin)
+    assert rel_err(y, y64) <= _budget(rel_err(yp, y64), dtype)
+    assert rel_err(dx, dx64) <= _budget(rel_err(dxp, dx64), dtype)
+
+
+def test_rotary_runs_the_reference_where_the_kernel_does_not_take_the_call():
+    x = torch.randn(1, 2, 3, 6, device=DEV)  # D / 2 = 3: not a power of two
+    cos, sin = torch.randn(1, 3, 6, device=DEV), torch.randn(1, 3, 6, device=DEV)
+    assert torch.equal(fused.rotary(x, cos, sin), fused.rotary_reference(x, cos, sin))
+    assert fused.last_path["rotary"] == "torch"
+
+
+@needs_triton
 def test_rms_norm_with_a_float32_weight_returns_float32():
     # weight · x.to(input_dtype) promotes, as in Hugging Face's module
     x = torch.randn(4, 40, device=DEV).to(torch.float16)
@@ -131,21 +167,28 @@ def test_fuse_model_ops_keeps_a_converted_model_s_outputs_and_grads(kind, checkp
             torch.nn.init.normal_(m.lora_B, std=0.05)
     model = copy.deepcopy(base)
     keys = list(model.state_dict())
-    summary = nf4lora.fuse_model_ops(model)
-    L = SMALL["num_hidden_layers"]
-    assert len(summary["rms_norms"]) == 2 * L + 1 and len(summary["mlps"]) == L and not summary["skipped"]
-    assert list(model.state_dict()) == keys  # the same weights under the same names
     ids = torch.randint(0, SMALL["vocab_size"], (2, 11), device=DEV)
-    grads = []
-    for m in (base, model):
+
+    def step(m):
         m.train()
         if checkpointing:
             m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         out = m(input_ids=ids, labels=ids)
         out.loss.backward()
-        grads.append((out.logits.detach(), {n: p.grad for n, p in m.named_parameters() if p.requires_grad}))
-    assert fused.last_path == {"rms_norm": "triton", "swiglu": "triton"}
-    (ref_logits, ref_grads), (logits, g) = grads
+        return out.logits.detach(), {n: p.grad for n, p in m.named_parameters() if p.requires_grad}
+
+    ref_logits, ref_grads = step(base)  # before the patch: the rotary function is a module global
+    try:
+        fused.last_path.clear()
+        summary = nf4lora.fuse_model_ops(model)
+        L = SMALL["num_hidden_layers"]
+        assert len(summary["rms_norms"]) == 2 * L + 1 and len(summary["mlps"]) == L and not summary["skipped"]
+        assert summary["rotary"] == [type(model.model.layers[0].self_attn).__module__]
+        assert list(model.state_dict()) == keys  # the same weights under the same names
+        logits, g = step(model)
+        assert fused.last_path == {"rms_norm": "triton", "swiglu": "triton", "rotary": "triton"}
+    finally:
+        assert nf4lora.restore_rotary() == [type(model.model.layers[0].self_attn).__module__]
     assert rel_err(logits, ref_logits) < 1e-5  # fp32 model: the same math up to summation order
     assert g.keys() == ref_grads.keys() and len(g) == 2 * 7 * L
     for n in g:
@@ -168,3 +211,11 @@ def test_model_ops_at_llama_shapes_write_every_output(dtype):
     h = fused.swiglu(gate, up)
     ref = F.silu(gate.double()) * up.double()
     assert rel_err(h, ref) <= 2 * rel_err(F.silu(gate) * up, ref) + 2.0 ** -10
+    q = torch.randn(4, 2048, 32, 128, device="cuda").to(dtype).transpose(1, 2)  # (B, H, S, D) as attention has it
+    emb = torch.randn(1, 2048, 64, device="cuda").repeat(1, 1, 2)
+    cos, sin = emb.cos().to(dtype), emb.sin().to(dtype)
+    poison_next_alloc(q.numel(), dtype)
+    qe = fused.rotary(q, cos, sin)
+    assert fused.last_path["rotary"] == "triton"
+    ref = fused.rotary_reference(q.double(), cos.double(), sin.double())
+    assert rel_err(qe, ref) <= 2 * rel_err(fused.rotary_reference(q, cos, sin), ref) + 2.0 ** -10

@@ -4,13 +4,17 @@
     _rms_norm_bwd   dx = r · (dy·w − n · mean(dy·w · n)),  n = x · r, r the row's saved rsqrt
     _swiglu_fwd     h = silu(g) · u                        elementwise
     _swiglu_bwd     dg = (dh · u) · silu'(g),  du = dh · silu(g)
+    _rotary         rotary position embedding of q or k (B, H, S, D) with cos, sin (B or 1, S, D): halves
+                    x1, x2 -> (x1·c1 − x2·s1, x2·c2 + x1·s2); its backward is the same kernel with the sine
+                    halves swapped and negated
 
 Each replaces a chain of PyTorch kernels (Hugging Face's LlamaRMSNorm: an fp32 copy, pow, mean, add, rsqrt, two
 muls and a cast, each a pass over the activations, and their backward; act_fn(gate) * up and its backward) by one
 pass that reads its inputs once and writes its outputs once. The roundings follow Hugging Face's modules: the
 normalized row is rounded to x's dtype before the weight multiplies it (LlamaRMSNorm's ``weight *
 hidden.to(input_dtype)``), silu(g) to g's dtype before the product, and the backward's g-branch rounds dh · u to
-the dtype as torch's mul backward does. nf4lora.fused holds the autograd functions and the model patch.
+the dtype as torch's mul backward does; the rotary embedding rounds once (Hugging Face's rounds q·cos,
+rotate_half(q)·sin and their sum). nf4lora.fused holds the autograd functions and the model patch.
 """
 
 from __future__ import annotations
@@ -120,3 +124,44 @@ def swiglu_bwd(dh: torch.Tensor, g: torch.Tensor, u: torch.Tensor):
     if n:
         _swiglu_bwd[(triton.cdiv(n, _EW_BLOCK),)](dh, g, u, dg, du, n, BLOCK=_EW_BLOCK, num_warps=4)
     return dg, du
+
+
+@triton.jit
+def _rotary(x_ptr, c_ptr, s_ptr, o_ptr, H, S, sxb, sxh, sxs, scb, scs, sob, soh, sos,
+            HALF: tl.constexpr, BS: tl.constexpr, BWD: tl.constexpr):
+    bh = tl.program_id(0)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    pos = tl.program_id(1) * BS + tl.arange(0, BS)
+    d = tl.arange(0, HALF)
+    mask = (pos < S)[:, None]
+    p64 = pos.to(tl.int64)[:, None]
+    xo = x_ptr + b * sxb + h * sxh + p64 * sxs + d[None, :]
+    co = b * scb + p64 * scs + d[None, :]
+    x1 = tl.load(xo, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(xo + HALF, mask=mask, other=0.0).to(tl.float32)
+    c1 = tl.load(c_ptr + co, mask=mask, other=0.0).to(tl.float32)
+    c2 = tl.load(c_ptr + co + HALF, mask=mask, other=0.0).to(tl.float32)
+    s1 = tl.load(s_ptr + co, mask=mask, other=0.0).to(tl.float32)
+    s2 = tl.load(s_ptr + co + HALF, mask=mask, other=0.0).to(tl.float32)
+    if BWD:  # the transpose: (g1·c1 + g2·s2, g2·c2 − g1·s1)
+        s1, s2 = -s2, -s1
+    oo = o_ptr + b * sob + h * soh + p64 * sos + d[None, :]
+    tl.store(oo, (x1 * c1 - x2 * s1).to(o_ptr.dtype.element_ty), mask=mask)
+    tl.store(oo + HALF, (x2 * c2 + x1 * s2).to(o_ptr.dtype.element_ty), mask=mask)
+
+
+_ROTARY_BS = 16
+
+
+def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, backward: bool = False) -> torch.Tensor:
+    """x (B, H, S, D) with stride 1 along D, D / 2 a power of two; cos, sin (B or 1, S, D) with stride 1 along D and
+    the same strides: the rotated x (or, backward, the gradient through the rotation) in x's layout and dtype."""
+    B, H, S, D = x.shape
+    out = torch.empty_like(x)
+    if x.numel():
+        scb = cos.stride(0) if cos.shape[0] > 1 else 0
+        _rotary[(B * H, triton.cdiv(S, _ROTARY_BS))](
+            x, cos, sin, out, H, S, x.stride(0), x.stride(1), x.stride(2), scb, cos.stride(1),
+            out.stride(0), out.stride(1), out.stride(2), HALF=D // 2, BS=_ROTARY_BS, BWD=backward, num_warps=2)
+    return out

@@ -8,7 +8,12 @@ activations). ``fuse_model_ops(model)`` swaps those for single-pass Triton kerne
   Llama's, Mistral's and Qwen2's) becomes a :class:`FusedRMSNorm` holding the same weight Parameter (state-dict
   keys unchanged);
 - every MLP with ``gate_proj``, ``up_proj``, ``down_proj`` and a SiLU ``act_fn`` computes
-  ``down_proj(swiglu(gate_proj(x), up_proj(x)))`` (an instance ``forward``; ``del mlp.forward`` undoes it).
+  ``down_proj(swiglu(gate_proj(x), up_proj(x)))`` (an instance ``forward``; ``del mlp.forward`` undoes it);
+- with ``rotary=True``, the ``apply_rotary_pos_emb`` of each attention module's modeling module (Hugging Face's
+  Llama, Mistral, Qwen2 ...) becomes one that rotates q and k by :func:`rotary` where the kernel takes the call
+  (q, k of shape (B, H, S, D), cos, sin (B or 1, S, D), no grad into cos / sin, unsqueeze_dim 1) and calls the
+  original otherwise. That function is a module global: every model of that family in the process uses the
+  fused one until :func:`restore_rotary`.
 
 The functions follow the modules' roundings (module docstring of model_ops) and save less for the backward than
 the PyTorch chains (x for the norm, g and u for the product). They run the Triton kernels on CUDA tensors, and on
@@ -19,10 +24,12 @@ PyTorch ops (a frozen model's norms need none).
 
 from __future__ import annotations
 
+import inspect
 import os
+import sys
 import types
 import warnings
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 import torch
 import torch.nn as nn
@@ -116,6 +123,89 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return _SwiGLU.apply(gate, up)
 
 
+def rotary_reference(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x·cos + rotate_half(x)·sin with cos, sin (B or 1, S, D) broadcast over the heads of x (B, H, S, D)."""
+    half = x.shape[-1] // 2
+    rot = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos.unsqueeze(1) + rot * sin.unsqueeze(1)
+
+
+def _rotary_takes(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> bool:
+    """Whether the rotary kernel takes (x, cos, sin) as they are (see rotary)."""
+    if x.dim() != 4 or cos.dim() != 3 or sin.shape != cos.shape or sin.stride() != cos.stride():
+        return False
+    B, H, S, D = x.shape
+    half = D // 2
+    return (D % 2 == 0 and half >= 1 and half & (half - 1) == 0 and cos.shape[1:] == (S, D)
+            and cos.shape[0] in (1, B) and x.stride(-1) == 1 and cos.stride(-1) == 1
+            and x.is_floating_point() and cos.is_floating_point() and cos.device == x.device == sin.device
+            and not (cos.requires_grad or sin.requires_grad) and _triton_runs(x))
+
+
+class _Rotary(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, cos, sin):
+        ctx.save_for_backward(cos, sin)
+        return _kernels().rotary(x, cos, sin)
+
+    @staticmethod
+    def backward(ctx, g):
+        cos, sin = ctx.saved_tensors
+        if g.stride(-1) != 1:
+            g = g.contiguous()
+        return _kernels().rotary(g, cos, sin, backward=True), None, None
+
+
+def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding of x (B, H, S, D) (any strides with D contiguous, D / 2 a power of two) by cos, sin
+    (B or 1, S, D): x·cos + rotate_half(x)·sin, in x's layout and dtype; cos and sin get no gradient. Calls the
+    kernel cannot take (other shapes or layouts, CPU without Triton's interpreter) run rotary_reference."""
+    if not _rotary_takes(x, cos, sin):
+        last_path["rotary"] = "torch"
+        return rotary_reference(x, cos, sin)
+    last_path["rotary"] = "triton"
+    return _Rotary.apply(x, cos, sin)
+
+
+# modeling module name -> its own apply_rotary_pos_emb, while fuse_model_ops has replaced it
+_ROTARY_ORIGINALS: Dict[str, Callable] = {}
+
+
+def _fused_apply_rotary(original: Callable) -> Callable:
+    sig = inspect.signature(original)
+
+    def apply_rotary_pos_emb(q, k, cos, sin, *args, **kwargs):
+        try:
+            extra = dict(sig.bind(q, k, cos, sin, *args, **kwargs).arguments)
+        except TypeError:
+            return original(q, k, cos, sin, *args, **kwargs)
+        for name in list(extra)[:4]:
+            extra.pop(name)
+        if (set(extra) - {"unsqueeze_dim", "position_ids"} or extra.get("unsqueeze_dim", 1) != 1
+                or extra.get("position_ids") is not None
+                or not (_rotary_takes(q, cos, sin) and _rotary_takes(k, cos, sin))):
+            last_path["rotary"] = "torch"
+            return original(q, k, cos, sin, *args, **kwargs)
+        last_path["rotary"] = "triton"
+        return _Rotary.apply(q, cos, sin), _Rotary.apply(k, cos, sin)
+
+    apply_rotary_pos_emb.__wrapped__ = original
+    apply_rotary_pos_emb.__doc__ = "nf4lora.fused's rotary embedding of q and k, else " + (original.__name__)
+    return apply_rotary_pos_emb
+
+
+def restore_rotary() -> List[str]:
+    """Put back the apply_rotary_pos_emb that fuse_model_ops replaced; the modeling modules restored."""
+    restored = []
+    for mod_name, original in list(_ROTARY_ORIGINALS.items()):
+        mod = sys.modules.get(mod_name)
+        if mod is not None:
+            mod.apply_rotary_pos_emb = original
+            restored.append(mod_name)
+        del _ROTARY_ORIGINALS[mod_name]
+    return restored
+
+
 class FusedRMSNorm(nn.Module):
     """Drop-in for an RMSNorm module (LlamaRMSNorm and alikes): the same ``weight`` Parameter and epsilon, the
     forward through :func:`rms_norm`. x (..., N) -> (..., N)."""
@@ -147,11 +237,13 @@ def _fused_mlp_forward(self, x):
     return self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x)))
 
 
-def fuse_model_ops(model: nn.Module) -> Dict[str, List[str]]:
-    """Swap ``model``'s RMSNorm modules for :class:`FusedRMSNorm` and route its SwiGLU MLPs' product through
-    :func:`swiglu`, in place (see the module docstring). Returns the names of the norms and MLPs changed and of
-    the RMSNorm-like modules left as they were (with a warning), e.g. rows wider than the kernel takes."""
-    norms, mlps, skipped = [], [], []
+def fuse_model_ops(model: nn.Module, rotary: bool = True) -> Dict[str, List[str]]:
+    """Swap ``model``'s RMSNorm modules for :class:`FusedRMSNorm`, route its SwiGLU MLPs' product through
+    :func:`swiglu` and, with ``rotary``, its attention modules' rotary embedding through :func:`rotary`, in place
+    (see the module docstring). Returns the names of the norms and MLPs changed, the modeling modules whose
+    apply_rotary_pos_emb now fuses, and the RMSNorm-like modules left as they were (with a warning), e.g. rows
+    wider than the kernel takes."""
+    norms, mlps, skipped, rotary_mods = [], [], [], []
     max_cols = None
     for name, module in list(model.named_modules()):
         if not name:  # the model itself
@@ -171,7 +263,15 @@ def fuse_model_ops(model: nn.Module) -> Dict[str, List[str]]:
                 _is_silu(module.act_fn) and "forward" not in module.__dict__:
             module.forward = types.MethodType(_fused_mlp_forward, module)
             mlps.append(name)
+        if rotary and type(module).__name__.endswith("Attention"):
+            mod_name = type(module).__module__
+            mod = sys.modules.get(mod_name)
+            fn = getattr(mod, "apply_rotary_pos_emb", None)
+            if callable(fn) and mod_name not in _ROTARY_ORIGINALS:
+                _ROTARY_ORIGINALS[mod_name] = fn
+                mod.apply_rotary_pos_emb = _fused_apply_rotary(fn)
+                rotary_mods.append(mod_name)
     if skipped:
         warnings.warn(f"nf4lora.fuse_model_ops: left as they were (no 1-d weight Parameter and epsilon, or rows "
                       f"wider than {max_cols}): {skipped}", stacklevel=2)
-    return {"rms_norms": norms, "mlps": mlps, "skipped": skipped}
+    return {"rms_norms": norms, "mlps": mlps, "rotary": rotary_mods, "skipped": skipped}
