@@ -28,31 +28,36 @@ MAX_NORM_COLS = 65536
 
 
 @triton.jit
+def _row(ptr, row, N, BLOCK: tl.constexpr):
+    """Row `row` of a contiguous (R, N) tensor as float32 (zeros past N)."""
+    cols = tl.arange(0, BLOCK)
+    return tl.load(ptr + row * N + cols, mask=cols < N, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _store_row(ptr, row, N, v, BLOCK: tl.constexpr):
+    cols = tl.arange(0, BLOCK)
+    tl.store(ptr + row * N + cols, v.to(ptr.dtype.element_ty), mask=cols < N)
+
+
+@triton.jit
 def _rms_norm_fwd(x_ptr, w_ptr, y_ptr, rstd_ptr, N, eps, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
-    cols = tl.arange(0, BLOCK)
-    mask = cols < N
-    x = tl.load(x_ptr + row * N + cols, mask=mask, other=0.0).to(tl.float32)
+    x = _row(x_ptr, row, N, BLOCK)
     r = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / N + eps)
     n = (x * r).to(x_ptr.dtype.element_ty).to(tl.float32)
-    w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-    tl.store(y_ptr + row * N + cols, (w * n).to(y_ptr.dtype.element_ty), mask=mask)
+    _store_row(y_ptr, row, N, _row(w_ptr, 0, N, BLOCK) * n, BLOCK)
     tl.store(rstd_ptr + row, r)
 
 
 @triton.jit
 def _rms_norm_bwd(dy_ptr, x_ptr, w_ptr, rstd_ptr, dx_ptr, N, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
-    cols = tl.arange(0, BLOCK)
-    mask = cols < N
-    dy = tl.load(dy_ptr + row * N + cols, mask=mask, other=0.0).to(tl.float32)
-    x = tl.load(x_ptr + row * N + cols, mask=mask, other=0.0).to(tl.float32)
-    w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    dn = _row(dy_ptr, row, N, BLOCK) * _row(w_ptr, 0, N, BLOCK)
     r = tl.load(rstd_ptr + row)
-    dn = dy * w
-    n = x * r
+    n = _row(x_ptr, row, N, BLOCK) * r
     c = tl.sum(dn * n, axis=0) / N
-    tl.store(dx_ptr + row * N + cols, (r * (dn - n * c)).to(dx_ptr.dtype.element_ty), mask=mask)
+    _store_row(dx_ptr, row, N, r * (dn - n * c), BLOCK)
 
 
 @triton.jit
