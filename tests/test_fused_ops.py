@@ -153,11 +153,12 @@ SMALL = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_lay
 
 
 @needs_triton
-@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "mistral"])
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_fuse_model_ops_keeps_a_converted_model_s_outputs_and_grads(kind, checkpointing):
     cfg_cls, model_cls = {"llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
-                          "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM)}[kind]
+                          "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
+                          "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM)}[kind]
     torch.manual_seed(0)
     base = model_cls(cfg_cls(**SMALL)).to(DEV)
     nf4lora.convert(base, "all-linear", r=4, alpha=8, progress=False)
