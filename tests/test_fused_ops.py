@@ -137,6 +137,15 @@ def test_fused_ops_name_what_is_wrong():
         fused.swiglu(torch.randn(2, 8), torch.randn(2, 8, dtype=torch.float64))
 
 
+def test_float64_takes_the_pytorch_path():
+    # the kernels compute in float32: a float64 call keeps float64 math
+    x, w = torch.randn(3, 16, dtype=torch.float64), torch.rand(16, dtype=torch.float64) + 0.5
+    assert torch.equal(fused.rms_norm(x, w, 1e-6), fused.rms_norm_reference(x, w, 1e-6))
+    assert fused.last_path["rms_norm"] == "torch"
+    g, u = torch.randn(3, 16, dtype=torch.float64), torch.randn(3, 16, dtype=torch.float64)
+    assert torch.equal(fused.swiglu(g, u), F.silu(g) * u) and fused.last_path["swiglu"] == "torch"
+
+
 def test_cpu_without_the_interpreter_runs_the_same_math_in_torch(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     x, w = torch.randn(3, 16), torch.rand(16) + 0.5

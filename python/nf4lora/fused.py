@@ -39,8 +39,14 @@ import torch.nn.functional as F
 last_path: Dict[str, str] = {}
 
 
-def _triton_runs(t: torch.Tensor) -> bool:
-    return t.is_cuda or (t.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1")
+# The kernels compute in float32: inputs of these dtypes (others, e.g. float64, take the PyTorch path).
+_KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _triton_runs(*ts: torch.Tensor) -> bool:
+    t = ts[0]
+    return all(u.dtype in _KERNEL_DTYPES for u in ts) and (
+        t.is_cuda or (t.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"))
 
 
 def _kernels():
@@ -81,15 +87,15 @@ class _RMSNorm(torch.autograd.Function):
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm over the last dimension: x (..., N) float16 / bfloat16 / float32, weight (N,) -> (..., N) in the
-    promoted dtype of weight and x, as Hugging Face's LlamaRMSNorm computes it."""
+    """RMSNorm over the last dimension: x (..., N), weight (N,) -> (..., N) in the promoted dtype of weight and x, as
+    Hugging Face's LlamaRMSNorm computes it (the kernel for float16 / bfloat16 / float32; other dtypes in PyTorch)."""
     N = x.shape[-1]
     if weight.shape != (N,):
         raise ValueError(f"rms_norm: weight must have shape ({N},) for x of shape {tuple(x.shape)}, got "
                          f"{tuple(weight.shape)}")
     if weight.device != x.device:
         raise ValueError(f"rms_norm: weight is on {weight.device}, x on {x.device}")
-    if not _triton_runs(x):
+    if not _triton_runs(x, weight):
         last_path["rms_norm"] = "torch"
         return rms_norm_reference(x, weight, eps)
     if N > _kernels().MAX_NORM_COLS:
@@ -116,7 +122,7 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     if gate.shape != up.shape or gate.dtype != up.dtype or gate.device != up.device:
         raise ValueError(f"swiglu: gate and up must match in shape, dtype and device, got {tuple(gate.shape)} "
                          f"{gate.dtype} {gate.device} and {tuple(up.shape)} {up.dtype} {up.device}")
-    if not _triton_runs(gate):
+    if not _triton_runs(gate, up):
         last_path["swiglu"] = "torch"
         return F.silu(gate) * up
     last_path["swiglu"] = "triton"
@@ -138,8 +144,8 @@ def _rotary_takes(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> bool
     half = D // 2
     return (D % 2 == 0 and half >= 1 and half & (half - 1) == 0 and cos.shape[1:] == (S, D)
             and cos.shape[0] in (1, B) and x.stride(-1) == 1 and cos.stride(-1) == 1
-            and x.is_floating_point() and cos.is_floating_point() and cos.device == x.device == sin.device
-            and not (cos.requires_grad or sin.requires_grad) and _triton_runs(x))
+            and cos.device == x.device == sin.device and not (cos.requires_grad or sin.requires_grad)
+            and _triton_runs(x, cos, sin))
 
 
 class _Rotary(torch.autograd.Function):
