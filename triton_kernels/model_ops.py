@@ -1,4 +1,4 @@
-"""Triton kernels for the model's own ops around the QLoRA layers: RMSNorm and the SwiGLU product.
+"""Triton kernels for the model's own ops around the QLoRA layers: RMSNorm, the SwiGLU product, rotary embedding.
 
     _rms_norm_fwd   y = w · (x · rsqrt(mean(x²) + eps)),  one program per row, fp32 math
     _rms_norm_bwd   dx = r · (dy·w − n · mean(dy·w · n)),  n = x · r, r the row's saved rsqrt

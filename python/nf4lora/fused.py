@@ -1,4 +1,4 @@
-"""Fused versions of a Llama-class model's own ops around the QLoRA layers: RMSNorm and the SwiGLU product.
+"""Fused versions of a Llama-class model's own ops around the QLoRA layers: RMSNorm, SwiGLU, rotary embedding.
 
 A training step of a converted Llama spends a large share of its GPU time outside the projections (issue 6's
 profiles: elementwise muls, casts and copies of RMSNorm, SiLU · up and their backward, each a full pass over the
