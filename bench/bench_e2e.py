@@ -301,6 +301,7 @@ def run(args):
     text_ids = torch.tensor(list(text.encode("utf-8")), dtype=torch.long)
     rows, curves = [], {}
     for stack in args.stacks.split(","):
+        nf4lora.restore_rotary()  # nf4lora_fused patches the modeling module's rotary function: no other stack runs it
         if stack == "bnb_peft" and (torch.device(device).type != "cuda" or not _has("bitsandbytes")):
             print(f"skipping {stack}: needs CUDA and bitsandbytes", flush=True)
             continue
@@ -355,6 +356,7 @@ def run(args):
         print(json.dumps(row), flush=True)
         write(args.out, [row], {stack: curves[stack]} if stack in curves else {}, dense_bytes, args)
         _free(device)
+    nf4lora.restore_rotary()
     return rows, curves, dense_bytes
 
 

@@ -24,9 +24,12 @@ def test_bench_e2e_smoke(tmp_path):
     # Two invocations into one --out: the second merges its stacks into the first one's results.
     rows1, curves1 = mod.main(common + ["--stacks", "nf4lora", "--profile", "--profile-batch", "2"])
     # nf4lora with the model's norms and SwiGLU products fused: its own stack and row
-    model, _ = mod.make_stack("nf4lora_fused", mod.build_base("tiny", "cpu", torch.float32))
-    assert sum(isinstance(m, nf4lora.FusedRMSNorm) for m in model.modules()) == 2 * 2 + 1
-    assert all("forward" in m.__dict__ for n, m in model.named_modules() if n.endswith(".mlp"))
+    try:
+        model, _ = mod.make_stack("nf4lora_fused", mod.build_base("tiny", "cpu", torch.float32))
+        assert sum(isinstance(m, nf4lora.FusedRMSNorm) for m in model.modules()) == 2 * 2 + 1
+        assert all("forward" in m.__dict__ for n, m in model.named_modules() if n.endswith(".mlp"))
+    finally:
+        assert len(nf4lora.restore_rotary()) == 1  # (a module global: the other stacks and tests run the original)
     rows2, curves2 = mod.main(common + ["--stacks", "lora16,bnb_peft"])
     assert [r["stack"] for r in rows1] == ["nf4lora"] and [r["stack"] for r in rows2] == ["lora16"]  # bnb: CUDA
     nf4, l16 = rows1[0], rows2[0]
