@@ -5,8 +5,9 @@
 
 Stacks, each built from the same random base weights (bf16, seeded; no download):
   nf4lora   nf4lora.convert, NF4 with double quant, LoRA r=16 on the seven projections
-  nf4lora_fused  nf4lora plus nf4lora.fuse_model_ops: the model's RMSNorms and SwiGLU products by the
-            Triton kernels of triton_kernels/model_ops.py (not in the default --stacks)
+  nf4lora_fused  nf4lora plus nf4lora.fuse_model_ops: the model's RMSNorms, SwiGLU products and rotary
+            embeddings by the Triton kernels of triton_kernels/model_ops.py (not in the default --stacks; its
+            rotary patch is undone before any other stack runs)
   bnb_peft  bitsandbytes Linear4bit (NF4, double quant) + PEFT LoRA r=16 (needs CUDA + bitsandbytes)
   lora16    PEFT LoRA r=16 on the bf16 weights
 For each: tokens/s and peak memory of a full training step (AdamW on the adapters, fused on CUDA as

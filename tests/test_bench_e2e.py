@@ -23,7 +23,7 @@ def test_bench_e2e_smoke(tmp_path):
               "--steps", "1", "--decode-tokens", "4", "--loss-steps", "3", "--loss-seq", "16"]
     # Two invocations into one --out: the second merges its stacks into the first one's results.
     rows1, curves1 = mod.main(common + ["--stacks", "nf4lora", "--profile", "--profile-batch", "2"])
-    # nf4lora with the model's norms and SwiGLU products fused: its own stack and row
+    # nf4lora with the model's norms, SwiGLU products and rotary embeddings fused: its own stack
     try:
         model, _ = mod.make_stack("nf4lora_fused", mod.build_base("tiny", "cpu", torch.float32))
         assert sum(isinstance(m, nf4lora.FusedRMSNorm) for m in model.modules()) == 2 * 2 + 1
