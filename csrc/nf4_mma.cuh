@@ -135,8 +135,8 @@ constexpr int kWideTableBytes = 256 * 256;
 // store, so the block waits for memory once, not once per table (a load after a store to shared memory through a
 // generic pointer stays after it). Where a kernel calls it matters (bench/results/h200/s31): after the TMA
 // GEMV's first scale loads, 0.977-0.999x the time at M 1-16 (with the one wait); in the register GEMV after its
-// first code loads, 1.02-1.10x at M 1-8 (not the tables' load latency: issued before the code loads, the same), so
-// that kernel stages the tables first.
+// first code loads, 1.02-1.10x at M 1-8 (the stores then wait for the code loads, and the block's barrier for its
+// slowest warp: s32 timeline), so that kernel stages the tables first.
 template <typename T, int kRowBytes>
 __device__ __forceinline__ void stage_gemv_tables(const NF4State& w, unsigned char* pair, float* code2, uint32_t* reg_table,
                                                   int tid) {

@@ -745,8 +745,9 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
   float* const my_rows = rows + warp * R * M;
 
   // The tables first (one wait for their loads), then x and the first tiles. Staged after every warp's first loads
-  // are issued, the forward took 1.02-1.10x the time at M 1-8 (thirty-first session runs 3-4), also with the tables'
-  // loads issued first: not their latency; not understood (all warps' requests at once?).
+  // are issued, the forward took 1.02-1.10x the time at M 1-8 (thirty-first session runs 3-4): the tables' stores
+  // then wait for those code loads, and every warp waits at the tables' barrier for the slowest (thirty-second
+  // session timeline: past the barrier at ~4.5 µs instead of 1.3).
   stage_gemv_tables<T, 256>(p.w, table_base, code2, nullptr, tid);
 
   // Which of this lane's 64-k halves exist (K % 128 == 64: a span's second half may not; spans

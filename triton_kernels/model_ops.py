@@ -23,10 +23,6 @@ import torch
 import triton
 import triton.language as tl
 
-# The widest row the one-program-per-row norm takes (a Llama-class hidden size is 2048-16384).
-MAX_NORM_COLS = 65536
-
-
 @triton.jit
 def _row(ptr, row, N, BLOCK: tl.constexpr):
     """Row `row` of a contiguous (R, N) tensor as float32 (zeros past N)."""

@@ -39,6 +39,9 @@ import torch.nn.functional as F
 last_path: Dict[str, str] = {}
 
 
+# The widest row the norm kernel takes: one program a row holds it whole (BLOCK = next power of two of N); a
+# Llama-class hidden size is 2048-16384.
+MAX_NORM_COLS = 65536
 # The kernels compute in float32: inputs of these dtypes (others, e.g. float64, take the PyTorch path).
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -98,8 +101,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     if not _triton_runs(x, weight):
         last_path["rms_norm"] = "torch"
         return rms_norm_reference(x, weight, eps)
-    if N > _kernels().MAX_NORM_COLS:
-        raise ValueError(f"rms_norm: rows of at most {_kernels().MAX_NORM_COLS} elements, got {N}")
+    if N > MAX_NORM_COLS:
+        raise ValueError(f"rms_norm: rows of at most {MAX_NORM_COLS} elements, got {N}")
     last_path["rms_norm"] = "triton"
     return _RMSNorm.apply(x, weight, float(eps))
 
@@ -250,15 +253,12 @@ def fuse_model_ops(model: nn.Module, rotary: bool = True) -> Dict[str, List[str]
     apply_rotary_pos_emb now fuses, and the RMSNorm-like modules left as they were (with a warning), e.g. rows
     wider than the kernel takes."""
     norms, mlps, skipped, rotary_mods = [], [], [], []
-    max_cols = None
     for name, module in list(model.named_modules()):
         if not name:  # the model itself
             continue
         if type(module).__name__.endswith("RMSNorm") and not isinstance(module, FusedRMSNorm):
             w = getattr(module, "weight", None)
-            if max_cols is None:
-                max_cols = _kernels().MAX_NORM_COLS
-            if not isinstance(w, nn.Parameter) or w.dim() != 1 or w.numel() > max_cols or \
+            if not isinstance(w, nn.Parameter) or w.dim() != 1 or w.numel() > MAX_NORM_COLS or \
                     getattr(module, "variance_epsilon", getattr(module, "eps", None)) is None:
                 skipped.append(name)
                 continue
@@ -279,5 +279,5 @@ def fuse_model_ops(model: nn.Module, rotary: bool = True) -> Dict[str, List[str]
                 rotary_mods.append(mod_name)
     if skipped:
         warnings.warn(f"nf4lora.fuse_model_ops: left as they were (no 1-d weight Parameter and epsilon, or rows "
-                      f"wider than {max_cols}): {skipped}", stacklevel=2)
+                      f"wider than {MAX_NORM_COLS}): {skipped}", stacklevel=2)
     return {"rms_norms": norms, "mlps": mlps, "rotary": rotary_mods, "skipped": skipped}
