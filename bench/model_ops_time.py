@@ -1,6 +1,7 @@
 """GPU time of the fused model ops (nf4lora.fused) against the PyTorch chains they replace, forward + backward.
 
     python bench/model_ops_time.py [--tokens 8192] [--hidden 4096] [--inter 14336] [--out FILE]
+    python bench/model_ops_time.py --host [--out FILE]
 
 Per op, bf16, at one micro-batch of a Llama-3-8B layer (tokens x hidden for the norm, tokens x intermediate for
 the SwiGLU product): Hugging Face's LlamaRMSNorm module (frozen weight) against nf4lora.FusedRMSNorm sharing its
@@ -11,6 +12,11 @@ backward (x, g, u, q, k require grad), median of
 bandwidth (its compulsory bytes: the norm reads x and writes y, reads dy and x and writes dx; SwiGLU reads g, u
 and writes h, reads dh, g, u and writes dg, du) as a percent of a 1 GiB copy's, measured in the same process.
 One JSON line per op (stdout, and FILE with --out).
+
+--host measures what eager decode feels instead: the wall time per call of 2000 back-to-back calls without grad at
+one token (batch 1: a (1, 1, hidden) norm, a (1, 1, inter) product, q / k of one position), host-bound as a decode
+step is — HF's LlamaRMSNorm, F.silu(g) * u and HF's apply_rotary_pos_emb against FusedRMSNorm, nf4lora.swiglu and
+the apply_rotary_pos_emb that fuse_model_ops installs, and the bare Triton launches under them (``*_kernel_us``).
 """
 
 import argparse
@@ -40,6 +46,55 @@ def time_us(fn, reps=20):
     return statistics.median(ts)
 
 
+def host_us(fn, n=2000):
+    """Wall µs per call of n back-to-back calls (after warm-up), the device synchronized at both ends."""
+    import time
+    for _ in range(20):
+        fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+@torch.no_grad()
+def host_rows(hidden, inter):
+    """Per-call wall time of each op at one decode token (see the module docstring's --host)."""
+    from transformers.models.llama import modeling_llama as ml
+
+    from nf4lora.triton_kernels import model_ops as k
+
+    dt, dev, rows = torch.bfloat16, "cuda", []
+    hf = ml.LlamaRMSNorm(hidden, eps=1e-5).to(dev, dt)
+    fz = nf4lora.FusedRMSNorm.from_module(hf)
+    x = torch.randn(1, 1, hidden, device=dev, dtype=dt)
+    x2 = x.view(1, hidden)
+    rows.append({"op": "rms_norm", "host": True, "shape": [1, hidden], "pytorch_us": host_us(lambda: hf(x)),
+                 "fused_us": host_us(lambda: fz(x)),
+                 "fused_kernel_us": host_us(lambda: k.rms_norm_fwd(x2, hf.weight, 1e-5, dt))})
+    g, u = (torch.randn(1, 1, inter, device=dev, dtype=dt) for _ in range(2))
+    rows.append({"op": "swiglu", "host": True, "shape": [1, inter], "pytorch_us": host_us(lambda: F.silu(g) * u),
+                 "fused_us": host_us(lambda: nf4lora.swiglu(g, u)),
+                 "fused_kernel_us": host_us(lambda: k.swiglu_fwd(g, u))})
+    heads, kv_heads, hd = hidden // 128, max(1, hidden // 512), 128
+    q = torch.randn(1, 1, heads, hd, device=dev, dtype=dt).transpose(1, 2)
+    kk = torch.randn(1, 1, kv_heads, hd, device=dev, dtype=dt).transpose(1, 2)
+    emb = torch.randn(1, 1, hd // 2, device=dev).repeat(1, 1, 2)
+    cos, sin = emb.cos().to(dt), emb.sin().to(dt)
+    fused_apply = nf4lora.fused._fused_apply_rotary(ml.apply_rotary_pos_emb)
+    rows.append({"op": "rotary", "host": True, "shape": [1, heads, kv_heads, 1, hd],
+                 "pytorch_us": host_us(lambda: ml.apply_rotary_pos_emb(q, kk, cos, sin)),
+                 "fused_us": host_us(lambda: fused_apply(q, kk, cos, sin)),
+                 "fused_kernel_us": host_us(lambda: (k.rotary(q, cos, sin), k.rotary(kk, cos, sin)))})
+    for r in rows:
+        for key in ("pytorch_us", "fused_us", "fused_kernel_us"):
+            r[key] = round(r[key], 1)
+        r["ratio"] = round(r["fused_us"] / r["pytorch_us"], 3)
+    return rows
+
+
 def fwd_bwd(fn, inputs, grad):
     def run():
         for t in inputs:
@@ -53,10 +108,13 @@ def main(argv=None):
     p.add_argument("--tokens", type=int, default=8192)
     p.add_argument("--hidden", type=int, default=4096)
     p.add_argument("--inter", type=int, default=14336)
+    p.add_argument("--host", action="store_true", help="per-call wall time at one decode token instead")
     p.add_argument("--out")
     a = p.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("model_ops_time.py needs a CUDA device")
+    if a.host:
+        return emit([{"git_sha": os.environ.get("NF4LORA_GIT_SHA", "")}] + host_rows(a.hidden, a.inter), a.out)
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
     dt, dev = torch.bfloat16, "cuda"
@@ -104,7 +162,12 @@ def main(argv=None):
     rows.append({"op": "rotary", "shape": [B, heads, kv_heads, S, hd], "pytorch_us": round(base, 1),
                  "fused_us": round(fused, 1), "ratio": round(fused / base, 3),
                  "fused_pct_copy": round(100 * nbytes / (fused * 1e-6) / copy_bw, 1)})
-    with open(a.out, "w") if a.out else open(os.devnull, "w") as f:
+    emit(rows, a.out)
+
+
+def emit(rows, out):
+    """One JSON line per row on stdout, and into the file out (if given)."""
+    with open(out, "w") if out else open(os.devnull, "w") as f:
         for r in rows:
             print(json.dumps(r), flush=True)
             f.write(json.dumps(r) + "\n")

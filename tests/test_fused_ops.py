@@ -110,6 +110,26 @@ def test_rotary_matches_float64(dtype, B, H, S, D, cos_b, transposed):
     assert rel_err(dx, dx64) <= _budget(rel_err(dxp, dx64), dtype)
 
 
+@needs_triton
+def test_calls_autograd_does_not_record_run_the_kernels_without_an_autograd_function():
+    # decode (no grad) skips the autograd Functions' host cost: the same bits, no graph; with grad the Functions
+    x = torch.randn(3, 5, 64, device=DEV, requires_grad=True)
+    w = (1 + 0.2 * torch.randn(64, device=DEV)).requires_grad_(True)
+    gate, up = torch.randn(3, 96, device=DEV, requires_grad=True), torch.randn(3, 96, device=DEV)
+    q = torch.randn(2, 7, 4, 16, device=DEV).transpose(1, 2).requires_grad_(True)
+    emb = torch.randn(1, 7, 16, device=DEV)
+    cos, sin = emb.cos(), emb.sin()
+    calls = [lambda: fused.rms_norm(x, w, 1e-6), lambda: fused.swiglu(gate, up), lambda: fused.rotary(q, cos, sin)]
+    for call, fn_name in zip(calls, ["_RMSNormBackward", "_SwiGLUBackward", "_RotaryBackward"]):
+        with_grad = call()
+        assert type(with_grad.grad_fn).__name__ == fn_name
+        with torch.no_grad():
+            plain = call()
+        assert plain.grad_fn is None and torch.equal(plain, with_grad.detach())
+        assert plain.stride() == with_grad.stride()
+    assert fused.last_path == {"rms_norm": "triton", "swiglu": "triton", "rotary": "triton"}
+
+
 def test_rotary_runs_the_reference_where_the_kernel_does_not_take_the_call():
     x = torch.randn(1, 2, 3, 6, device=DEV)  # D / 2 = 3: not a power of two
     cos, sin = torch.randn(1, 3, 6, device=DEV), torch.randn(1, 3, 6, device=DEV)

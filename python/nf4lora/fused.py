@@ -65,16 +65,26 @@ def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tor
     return weight * h.to(x.dtype)
 
 
+def _needs_graph(*ts: torch.Tensor) -> bool:
+    """Whether autograd records this call (else the kernels run without an autograd Function: decode's host cost)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in ts)
+
+
+def _rms_norm_fwd(x, weight, eps):
+    """(y in x's shape, x as (R, N) contiguous, weight contiguous, rstd (R,))."""
+    x2 = x.reshape(-1, x.shape[-1]).contiguous()
+    w = weight.contiguous()
+    y, rstd = _kernels().rms_norm_fwd(x2, w, eps, torch.promote_types(weight.dtype, x.dtype))
+    return y.view(*x.shape[:-1], y.shape[-1]), x2, w, rstd
+
+
 class _RMSNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, eps):
-        k = _kernels()
-        x2 = x.reshape(-1, x.shape[-1]).contiguous()
-        w = weight.contiguous()
-        y, rstd = k.rms_norm_fwd(x2, w, eps, torch.promote_types(weight.dtype, x.dtype))
+        y, x2, w, rstd = _rms_norm_fwd(x, weight, eps)
         ctx.save_for_backward(x2, w, rstd)
         ctx.x_shape = x.shape
-        return y.view(*x.shape[:-1], y.shape[-1])
+        return y
 
     @staticmethod
     def backward(ctx, dy):
@@ -104,6 +114,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     if N > MAX_NORM_COLS:
         raise ValueError(f"rms_norm: rows of at most {MAX_NORM_COLS} elements, got {N}")
     last_path["rms_norm"] = "triton"
+    if not _needs_graph(x, weight):
+        return _rms_norm_fwd(x, weight, float(eps))[0]
     return _RMSNorm.apply(x, weight, float(eps))
 
 
@@ -129,6 +141,8 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
         last_path["swiglu"] = "torch"
         return F.silu(gate) * up
     last_path["swiglu"] = "triton"
+    if not _needs_graph(gate, up):
+        return _kernels().swiglu_fwd(gate.contiguous(), up.contiguous())
     return _SwiGLU.apply(gate, up)
 
 
@@ -173,7 +187,11 @@ def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
         last_path["rotary"] = "torch"
         return rotary_reference(x, cos, sin)
     last_path["rotary"] = "triton"
-    return _Rotary.apply(x, cos, sin)
+    return _rotary_apply(x, cos, sin)
+
+
+def _rotary_apply(x, cos, sin):
+    return _Rotary.apply(x, cos, sin) if _needs_graph(x) else _kernels().rotary(x, cos, sin)
 
 
 # modeling module name -> its own apply_rotary_pos_emb, while fuse_model_ops has replaced it
@@ -196,7 +214,7 @@ def _fused_apply_rotary(original: Callable) -> Callable:
             last_path["rotary"] = "torch"
             return original(q, k, cos, sin, *args, **kwargs)
         last_path["rotary"] = "triton"
-        return _Rotary.apply(q, cos, sin), _Rotary.apply(k, cos, sin)
+        return _rotary_apply(q, cos, sin), _rotary_apply(k, cos, sin)
 
     apply_rotary_pos_emb.__wrapped__ = original
     apply_rotary_pos_emb.__doc__ = "nf4lora.fused's rotary embedding of q and k, else " + (original.__name__)
