@@ -19,7 +19,14 @@ The functions follow the modules' roundings (module docstring of model_ops) and 
 the PyTorch chains (x for the norm, g and u for the product). They run the Triton kernels on CUDA tensors, and on
 CPU tensors under Triton's interpreter (TRITON_INTERPRET=1, the tests); on CPU otherwise the same math in
 PyTorch ops (``fused.last_path`` says which ran). A norm's weight that requires grad gets its gradient from
-PyTorch ops (a frozen model's norms need none).
+PyTorch ops (a frozen model's norms need none). Calls autograd does not record (no grad, e.g. generate()) run
+the kernels without the autograd Functions.
+
+Measured on the H200 (bench/results/h200/s33/): forward + backward at 8192 tokens of a Llama-3-8B layer the norm
+takes 0.22x, SwiGLU 0.66x and the rotary embedding 0.34x PyTorch's time; a Llama-3-8B-shaped QLoRA training step
+runs at 1.07-1.21x the tokens/s without them (1.19-1.20x at micro-batch 4 in one call). Eager decode at batch 1 is
+host-bound, and there a Triton launch costs about what the PyTorch chain it replaces does (0.90x the unfused
+model's tokens/s in an in-process alternation).
 """
 
 from __future__ import annotations
