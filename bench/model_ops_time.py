@@ -7,10 +7,13 @@ Per op, bf16, at one micro-batch of a Llama-3-8B layer (tokens x hidden for the 
 the SwiGLU product): Hugging Face's LlamaRMSNorm module (frozen weight) against nf4lora.FusedRMSNorm sharing its
 weight, F.silu(g) * u against nf4lora.swiglu, and the rotary embedding of q and k (Llama-3-8B's 32 and 8 heads of
 128, sequences of 2048) against nf4lora.fused.rotary_reference (Hugging Face's math); each a forward and a
-backward (x, g, u, q, k require grad), median of
-20 CUDA-event timings after warm-up. Reported: µs, the ratio fused / PyTorch, and the fused pass's effective
-bandwidth (its compulsory bytes: the norm reads x and writes y, reads dy and x and writes dx; SwiGLU reads g, u
-and writes h, reads dh, g, u and writes dg, du) as a percent of a 1 GiB copy's, measured in the same process.
+backward (x, g, u, q, k require grad). Reported: the median of 20 CUDA-event timings of one forward + backward
+after warm-up (``*_us``: wall, host-bound where the launches and autograd take longer than the kernels, as for the
+norm and the rotary embedding at 8192 tokens; s33 run 1 reported only these), the kernels' GPU time of the same call
+by torch.profiler (``*_gpu_us``, summed over the kernels, L2 flushed before each call), the ratios fused /
+PyTorch, and the fused kernels' effective bandwidth (their compulsory bytes: the norm reads x and writes y, reads dy
+and x and writes dx; SwiGLU reads g, u and writes h, reads dh, g, u and writes dg, du; rotary reads and writes q and
+k both ways) as a percent of a 1 GiB copy's, measured in the same process.
 One JSON line per op (stdout, and FILE with --out).
 
 --host measures what eager decode feels instead: the wall time per call of 2000 back-to-back calls without grad at
@@ -20,15 +23,19 @@ the apply_rotary_pos_emb that fuse_model_ops installs, and the bare Triton launc
 """
 
 import argparse
-import json
+import contextlib
 import os
 import statistics
+import sys
 
 import torch
 import torch.nn.functional as F
 
 import nf4lora
 from nf4lora.benchmark import copy_bandwidth
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from diag_fwd import emit, host_us, kernel_us  # noqa: E402
 
 
 def time_us(fn, reps=20):
@@ -44,19 +51,6 @@ def time_us(fn, reps=20):
         e.synchronize()
         ts.append(s.elapsed_time(e) * 1e3)
     return statistics.median(ts)
-
-
-def host_us(fn, n=2000):
-    """Wall µs per call of n back-to-back calls (after warm-up), the device synchronized at both ends."""
-    import time
-    for _ in range(20):
-        fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / n * 1e6
 
 
 @torch.no_grad()
@@ -90,9 +84,21 @@ def host_rows(hidden, inter):
                  "fused_kernel_us": host_us(lambda: (k.rotary(q, cos, sin), k.rotary(kk, cos, sin)))})
     for r in rows:
         for key in ("pytorch_us", "fused_us", "fused_kernel_us"):
-            r[key] = round(r[key], 1)
+            r[key] = round(r[key][1], 1)  # host_us: (launch side, wall) µs per call
         r["ratio"] = round(r["fused_us"] / r["pytorch_us"], 3)
     return rows
+
+
+def compare(op, shape, base_run, fused_run, nbytes, copy_bw):
+    """One row: event-timed wall per fwd + bwd (host-bound where the launches and autograd outlast the kernels) and
+    the kernels' GPU time (torch.profiler, summed) of the PyTorch chain and the fused ops; the fused kernels'
+    effective bandwidth on their compulsory bytes as a percent of copy."""
+    base, fused = time_us(base_run), time_us(fused_run)
+    base_gpu, fused_gpu = (sum(kernel_us(run).values()) for run in (base_run, fused_run))
+    return {"op": op, "shape": shape, "pytorch_us": round(base, 1), "fused_us": round(fused, 1),
+            "ratio": round(fused / base, 3), "pytorch_gpu_us": round(base_gpu, 1), "fused_gpu_us": round(fused_gpu, 1),
+            "gpu_ratio": round(fused_gpu / base_gpu, 3),
+            "fused_gpu_pct_copy": round(100 * nbytes / (fused_gpu * 1e-6) / copy_bw, 1)}
 
 
 def fwd_bwd(fn, inputs, grad):
@@ -114,7 +120,7 @@ def main(argv=None):
     if not torch.cuda.is_available():
         raise SystemExit("model_ops_time.py needs a CUDA device")
     if a.host:
-        return emit([{"git_sha": os.environ.get("NF4LORA_GIT_SHA", "")}] + host_rows(a.hidden, a.inter), a.out)
+        return write_rows([{"git_sha": os.environ.get("NF4LORA_GIT_SHA", "")}] + host_rows(a.hidden, a.inter), a.out)
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
     dt, dev = torch.bfloat16, "cuda"
@@ -127,20 +133,14 @@ def main(argv=None):
     fz = nf4lora.FusedRMSNorm.from_module(hf)
     x = torch.randn(T, H, device=dev, dtype=dt, requires_grad=True)
     dy = torch.randn(T, H, device=dev, dtype=dt)
-    base = time_us(fwd_bwd(hf, [x], dy))
-    fused = time_us(fwd_bwd(fz, [x], dy))
-    nbytes = 5 * T * H * 2  # x, y; dy, x, dx
-    rows.append({"op": "rms_norm", "shape": [T, H], "pytorch_us": round(base, 1), "fused_us": round(fused, 1),
-                 "ratio": round(fused / base, 3), "fused_pct_copy": round(100 * nbytes / (fused * 1e-6) / copy_bw, 1)})
+    rows.append(compare("rms_norm", [T, H], fwd_bwd(hf, [x], dy), fwd_bwd(fz, [x], dy),
+                        5 * T * H * 2, copy_bw))  # x, y; dy, x, dx
 
     g = torch.randn(T, I, device=dev, dtype=dt, requires_grad=True)
     u = torch.randn(T, I, device=dev, dtype=dt, requires_grad=True)
     dh = torch.randn(T, I, device=dev, dtype=dt)
-    base = time_us(fwd_bwd(lambda a_, b_: F.silu(a_) * b_, [g, u], dh))
-    fused = time_us(fwd_bwd(nf4lora.swiglu, [g, u], dh))
-    nbytes = 8 * T * I * 2  # g, u, h; dh, g, u, dg, du
-    rows.append({"op": "swiglu", "shape": [T, I], "pytorch_us": round(base, 1), "fused_us": round(fused, 1),
-                 "ratio": round(fused / base, 3), "fused_pct_copy": round(100 * nbytes / (fused * 1e-6) / copy_bw, 1)})
+    rows.append(compare("swiglu", [T, I], fwd_bwd(lambda a_, b_: F.silu(a_) * b_, [g, u], dh),
+                        fwd_bwd(nf4lora.swiglu, [g, u], dh), 8 * T * I * 2, copy_bw))  # g, u, h; dh, g, u, dg, du
     heads, kv_heads, hd = a.hidden // 128, max(1, a.hidden // 512), 128  # Llama-3-8B: 32 / 8 heads of 128
     B, S = max(1, T // 2048), min(T, 2048)
     q = torch.randn(B, S, heads, hd, device=dev, dtype=dt).transpose(1, 2).requires_grad_(True)
@@ -156,21 +156,17 @@ def main(argv=None):
             torch.autograd.backward([qe, ke], [dq, dk])
         return run
 
-    base = time_us(rope(nf4lora.fused.rotary_reference))
-    fused = time_us(rope(nf4lora.rotary))
-    nbytes = 4 * (q.numel() + k.numel()) * 2  # q, k in and out, forward and backward (cos, sin: L2)
-    rows.append({"op": "rotary", "shape": [B, heads, kv_heads, S, hd], "pytorch_us": round(base, 1),
-                 "fused_us": round(fused, 1), "ratio": round(fused / base, 3),
-                 "fused_pct_copy": round(100 * nbytes / (fused * 1e-6) / copy_bw, 1)})
-    emit(rows, a.out)
+    rows.append(compare("rotary", [B, heads, kv_heads, S, hd], rope(nf4lora.fused.rotary_reference),
+                        rope(nf4lora.rotary), 4 * (q.numel() + k.numel()) * 2, copy_bw))
+    # (q, k in and out, forward and backward; cos, sin from L2)
+    write_rows(rows, a.out)
 
 
-def emit(rows, out):
+def write_rows(rows, out):
     """One JSON line per row on stdout, and into the file out (if given)."""
-    with open(out, "w") if out else open(os.devnull, "w") as f:
+    with open(out, "w") if out else contextlib.nullcontext() as f:
         for r in rows:
-            print(json.dumps(r), flush=True)
-            f.write(json.dumps(r) + "\n")
+            emit(r, f)
 
 
 if __name__ == "__main__":
