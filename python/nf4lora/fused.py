@@ -23,7 +23,8 @@ PyTorch ops (a frozen model's norms need none). Calls autograd does not record (
 the kernels without the autograd Functions.
 
 Measured on the H200 (bench/results/h200/s33/): forward + backward at 8192 tokens of a Llama-3-8B layer the norm
-takes 0.22x, SwiGLU 0.66x and the rotary embedding 0.34x PyTorch's time; a Llama-3-8B-shaped QLoRA training step
+takes 0.22x, SwiGLU 0.66x and the rotary embedding 0.34x PyTorch's wall time (host-bound for the fused norm and
+rotary: their kernels take less); a Llama-3-8B-shaped QLoRA training step
 runs at 1.07-1.21x the tokens/s without them (1.19-1.20x at micro-batch 4 in one call). Eager decode at batch 1 is
 host-bound, and there a Triton launch costs about what the PyTorch chain it replaces does (0.90x the unfused
 model's tokens/s in an in-process alternation).
