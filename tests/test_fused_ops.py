@@ -225,6 +225,85 @@ def test_fuse_model_ops_keeps_a_converted_model_s_outputs_and_grads(kind, checkp
         assert rel_err(g[n], ref_grads[n]) < 1e-4, n
 
 
+def _op_inputs():
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 64, device=DEV, requires_grad=True)
+    w = (1 + 0.2 * torch.randn(64, device=DEV)).requires_grad_(True)
+    g, u = (torch.randn(3, 96, device=DEV, requires_grad=True) for _ in range(2))
+    q = torch.randn(2, 7, 4, 16, device=DEV).transpose(1, 2).requires_grad_(True)
+    k = torch.randn(2, 7, 2, 16, device=DEV).transpose(1, 2).requires_grad_(True)
+    emb = torch.randn(1, 7, 16, device=DEV)
+    return (x, w, g, u, q, k), emb.cos(), emb.sin()
+
+
+@needs_triton
+@pytest.mark.parametrize("backend", ["recording", "inductor"])
+def test_fused_ops_compile_with_fullgraph_to_the_same_bits(backend):
+    # under torch.compile the launchers are registered ops (nf4lora::rms_norm_fwd ...): one graph, the same kernels
+    from transformers.models.llama import modeling_llama as ml
+
+    inputs, cos, sin = _op_inputs()
+    apply_rotary = fused._fused_apply_rotary(ml.apply_rotary_pos_emb)  # as fuse_model_ops installs it
+
+    def f(x, w, g, u, q, k):
+        return (fused.rms_norm(x, w, 1e-6), fused.swiglu(g, u)) + tuple(apply_rotary(q, k, cos, sin))
+
+    def run(fn):
+        for t in inputs:
+            t.grad = None
+        outs = fn(*inputs)
+        torch.autograd.backward(outs, [torch.full_like(o, 0.5) for o in outs])
+        return [o.detach() for o in outs] + [t.grad.clone() for t in inputs]
+
+    graphs = []
+
+    def recording(gm, example_inputs):
+        graphs.append(gm.print_readable(print_output=False))
+        return gm.forward
+
+    ref = run(f)
+    torch._dynamo.reset()
+    got = run(torch.compile(f, fullgraph=True, backend=recording if backend == "recording" else backend))
+    assert fused.last_path == {"rms_norm": "triton", "swiglu": "triton", "rotary": "triton"}
+    dw = 4 + 1  # the norm weight's gradient: PyTorch ops, which inductor may fuse into another summation order
+    assert all(torch.equal(a, b) for i, (a, b) in enumerate(zip(got, ref)) if i != dw or backend == "recording")
+    assert rel_err(got[dw], ref[dw]) < 1e-6
+    if backend == "recording":
+        for op in ("rms_norm_fwd", "rms_norm_bwd", "swiglu_fwd", "swiglu_bwd", "rotary"):
+            assert f"torch.ops.nf4lora.{op}" in "\n".join(graphs), op
+
+
+@needs_triton
+def test_a_converted_fused_model_compiles_with_fullgraph_to_the_same_bits():
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**SMALL)).to(DEV)
+    nf4lora.convert(model, "all-linear", r=4, alpha=8, progress=False)
+    torch.manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nf4lora.QLoRALinear):
+            torch.nn.init.normal_(m.lora_B, std=0.05)
+    ids = torch.randint(0, SMALL["vocab_size"], (2, 11), device=DEV)
+
+    def step(fn):
+        model.zero_grad(set_to_none=True)
+        out = fn(input_ids=ids, labels=ids)
+        out.loss.backward()
+        return out.logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    try:
+        nf4lora.fuse_model_ops(model)
+        ref_logits, ref_grads = step(model)
+        torch._dynamo.reset()
+        logits, grads = step(torch.compile(model, backend="aot_eager", fullgraph=True))
+        assert fused.last_path == {"rms_norm": "triton", "swiglu": "triton", "rotary": "triton"}
+    finally:
+        nf4lora.restore_rotary()
+    assert grads.keys() == ref_grads.keys() and len(grads) == 2 * 7 * SMALL["num_hidden_layers"]
+    if DEV == "cpu":  # the same kernels and PyTorch ops in the same order
+        assert torch.equal(logits, ref_logits) and all(torch.equal(grads[n], ref_grads[n]) for n in grads)
+    else:  # on CUDA the compiled QLoRA layers run through the registered op, the eager ones through the C++ node
+        assert rel_err(logits, ref_logits) < 1e-5 and all(rel_err(grads[n], ref_grads[n]) < 1e-4 for n in grads)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_model_ops_at_llama_shapes_write_every_output(dtype):

@@ -20,7 +20,9 @@ the PyTorch chains (x for the norm, g and u for the product). They run the Trito
 CPU tensors under Triton's interpreter (TRITON_INTERPRET=1, the tests); on CPU otherwise the same math in
 PyTorch ops (``fused.last_path`` says which ran). A norm's weight that requires grad gets its gradient from
 PyTorch ops (a frozen model's norms need none). Calls autograd does not record (no grad, e.g. generate()) run
-the kernels without the autograd Functions.
+the kernels without the autograd Functions. Under torch.compile the kernel launchers are registered ops
+(``nf4lora::rms_norm_fwd``, ``rms_norm_bwd``, ``swiglu_fwd``, ``swiglu_bwd``, ``rotary``, with fake tensors' shapes),
+so a fused model compiles to one graph (``fullgraph=True``) running the same kernels (tests/test_fused_ops.py).
 
 Measured on the H200 (bench/results/h200/s33/): forward + backward at 8192 tokens of a Llama-3-8B layer the norm
 takes 0.22x, SwiGLU 0.66x and the rotary embedding 0.34x PyTorch's wall time (host-bound for the fused norm and
@@ -37,7 +39,7 @@ import os
 import sys
 import types
 import warnings
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import torch
 import torch.nn as nn
@@ -60,10 +62,73 @@ def _triton_runs(*ts: torch.Tensor) -> bool:
         t.is_cuda or (t.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"))
 
 
-def _kernels():
+def _model_ops():
     from nf4lora.triton_kernels import model_ops  # imported on first use: triton loads slowly
 
     return model_ops
+
+
+def _kernels():
+    """The kernel launchers (triton_kernels/model_ops.py); under torch.compile the same launchers as registered ops
+    (below), which dynamo records as graph nodes instead of tracing into Triton's launcher."""
+    return _COMPILED_KERNELS if torch.compiler.is_compiling() else _model_ops()
+
+
+# --- the launchers as torch ops, for torch.compile ----------------------------------------------------------------
+
+@torch.library.custom_op("nf4lora::rms_norm_fwd", mutates_args=())
+def _rms_norm_fwd_op(x: torch.Tensor, w: torch.Tensor, eps: float,
+                     out_dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+    return _model_ops().rms_norm_fwd(x, w, eps, out_dtype)
+
+
+@_rms_norm_fwd_op.register_fake
+def _(x, w, eps, out_dtype):
+    return x.new_empty(x.shape, dtype=out_dtype), x.new_empty(x.shape[:1], dtype=torch.float32)
+
+
+@torch.library.custom_op("nf4lora::rms_norm_bwd", mutates_args=())
+def _rms_norm_bwd_op(dy: torch.Tensor, x: torch.Tensor, w: torch.Tensor, rstd: torch.Tensor) -> torch.Tensor:
+    return _model_ops().rms_norm_bwd(dy, x, w, rstd)
+
+
+@_rms_norm_bwd_op.register_fake
+def _(dy, x, w, rstd):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("nf4lora::swiglu_fwd", mutates_args=())
+def _swiglu_fwd_op(g: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    return _model_ops().swiglu_fwd(g, u)
+
+
+@_swiglu_fwd_op.register_fake
+def _(g, u):
+    return torch.empty_like(g)
+
+
+@torch.library.custom_op("nf4lora::swiglu_bwd", mutates_args=())
+def _swiglu_bwd_op(dh: torch.Tensor, g: torch.Tensor, u: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    return _model_ops().swiglu_bwd(dh, g, u)
+
+
+@_swiglu_bwd_op.register_fake
+def _(dh, g, u):
+    return torch.empty_like(g), torch.empty_like(u)
+
+
+@torch.library.custom_op("nf4lora::rotary", mutates_args=())
+def _rotary_op(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, backward: bool = False) -> torch.Tensor:
+    return _model_ops().rotary(x, cos, sin, backward=backward)
+
+
+@_rotary_op.register_fake
+def _(x, cos, sin, backward=False):
+    return torch.empty_like(x)  # the launcher's output: x's layout
+
+
+_COMPILED_KERNELS = types.SimpleNamespace(rms_norm_fwd=_rms_norm_fwd_op, rms_norm_bwd=_rms_norm_bwd_op,
+                                          swiglu_fwd=_swiglu_fwd_op, swiglu_bwd=_swiglu_bwd_op, rotary=_rotary_op)
 
 
 def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -207,18 +272,23 @@ _ROTARY_ORIGINALS: Dict[str, Callable] = {}
 
 
 def _fused_apply_rotary(original: Callable) -> Callable:
-    sig = inspect.signature(original)
+    # The call's arguments past (q, k, cos, sin) are named from the original's signature here, once, in plain
+    # Python that torch.compile traces (inspect.Signature.bind is not traceable).
+    params = list(inspect.signature(original).parameters.values())
+    plain = len(params) >= 4 and all(p.kind == p.POSITIONAL_OR_KEYWORD for p in params)
+    names = [p.name for p in params[4:]]
+    unsqueeze_default = next((p.default for p in params[4:] if p.name == "unsqueeze_dim"), 1)
 
     def apply_rotary_pos_emb(q, k, cos, sin, *args, **kwargs):
-        try:
-            extra = dict(sig.bind(q, k, cos, sin, *args, **kwargs).arguments)
-        except TypeError:
-            return original(q, k, cos, sin, *args, **kwargs)
-        for name in list(extra)[:4]:
-            extra.pop(name)
-        if (set(extra) - {"unsqueeze_dim", "position_ids"} or extra.get("unsqueeze_dim", 1) != 1
-                or extra.get("position_ids") is not None
-                or not (_rotary_takes(q, cos, sin) and _rotary_takes(k, cos, sin))):
+        extra = dict(zip(names, args))
+        if (not plain or len(args) > len(names) or any(n in extra or n not in names for n in kwargs)
+                or (set(extra) | set(kwargs)) - {"unsqueeze_dim", "position_ids"}):
+            fuse = False  # arguments the fused path does not take (or a call the original will refuse)
+        else:
+            extra.update(kwargs)
+            fuse = (extra.get("unsqueeze_dim", unsqueeze_default) == 1 and extra.get("position_ids") is None
+                    and _rotary_takes(q, cos, sin) and _rotary_takes(k, cos, sin))
+        if not fuse:
             last_path["rotary"] = "torch"
             return original(q, k, cos, sin, *args, **kwargs)
         last_path["rotary"] = "triton"
