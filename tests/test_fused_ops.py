@@ -130,6 +130,41 @@ def test_calls_autograd_does_not_record_run_the_kernels_without_an_autograd_func
     assert fused.last_path == {"rms_norm": "triton", "swiglu": "triton", "rotary": "triton"}
 
 
+@needs_triton
+def test_the_rotary_patch_fuses_only_the_calls_it_understands():
+    calls = []
+
+    def original(q, k, cos, sin, position_ids=None, unsqueeze_dim=1):  # Hugging Face's older signature
+        calls.append((position_ids, unsqueeze_dim))
+        return fused.rotary_reference(q, cos, sin), fused.rotary_reference(k, cos, sin)
+
+    def star(q, k, cos, sin, *args):
+        calls.append(args)
+        return q, k
+
+    q, k = torch.randn(1, 2, 3, 8, device=DEV), torch.randn(1, 1, 3, 8, device=DEV)
+    ang = torch.randn(1, 3, 8, device=DEV)
+    cos, sin = ang.cos(), ang.sin()
+    patched = fused._fused_apply_rotary(original)
+    for args, kwargs in [((), {}), ((None,), {}), ((None, 1), {}), ((), {"unsqueeze_dim": 1}),
+                         ((None,), {"unsqueeze_dim": 1})]:
+        qe, ke = patched(q, k, cos, sin, *args, **kwargs)
+        assert fused.last_path["rotary"] == "triton" and not calls, (args, kwargs)
+        assert torch.allclose(qe, fused.rotary_reference(q, cos, sin), atol=1e-6)
+        assert torch.allclose(ke, fused.rotary_reference(k, cos, sin), atol=1e-6)
+    for args, kwargs in [((None, 2), {}), ((), {"unsqueeze_dim": 2}), ((torch.arange(3),), {}),
+                         ((), {"position_ids": torch.arange(3)})]:
+        patched(q, k, cos, sin, *args, **kwargs)
+        assert fused.last_path["rotary"] == "torch" and len(calls) == 1, (args, kwargs)
+        calls.clear()
+    for args, kwargs in [((None, 1, 0), {}), ((), {"scale": 2.0}), ((None,), {"position_ids": None})]:
+        with pytest.raises(TypeError):  # the original's own refusal
+            patched(q, k, cos, sin, *args, **kwargs)
+        assert fused.last_path["rotary"] == "torch" and not calls
+    fused._fused_apply_rotary(star)(q, k, cos, sin)  # a signature it cannot name: always the original
+    assert fused.last_path["rotary"] == "torch" and calls == [()]
+
+
 def test_rotary_runs_the_reference_where_the_kernel_does_not_take_the_call():
     x = torch.randn(1, 2, 3, 6, device=DEV)  # D / 2 = 3: not a power of two
     cos, sin = torch.randn(1, 3, 6, device=DEV), torch.randn(1, 3, 6, device=DEV)
