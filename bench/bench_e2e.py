@@ -1,4 +1,4 @@
-"""End-to-end benchmark (issue 6): a Llama-3-8B-shaped model, three fine-tuning stacks, one run.
+"""End-to-end benchmark (issue 6): a Llama-3-8B-shaped model, the fine-tuning stacks below, one run.
 
     python bench/bench_e2e.py --out bench/results/h200/e2e                 # on the H200
     python bench/bench_e2e.py --out /tmp/e2e --config tiny --device cpu    # smoke test
@@ -6,8 +6,8 @@
 Stacks, each built from the same random base weights (bf16, seeded; no download):
   nf4lora   nf4lora.convert, NF4 with double quant, LoRA r=16 on the seven projections
   nf4lora_fused  nf4lora plus nf4lora.fuse_model_ops: the model's RMSNorms, SwiGLU products and rotary
-            embeddings by the Triton kernels of triton_kernels/model_ops.py (not in the default --stacks; its
-            rotary patch is undone before any other stack runs)
+            embeddings by the Triton kernels of triton_kernels/model_ops.py (the configuration issue 6's ratios
+            are measured with, bench/results/h200/s33/; its rotary patch is undone before any other stack runs)
   bnb_peft  bitsandbytes Linear4bit (NF4, double quant) + PEFT LoRA r=16 (needs CUDA + bitsandbytes)
   lora16    PEFT LoRA r=16 on the bf16 weights
 For each: tokens/s and peak memory of a full training step (AdamW on the adapters, fused on CUDA as
@@ -466,7 +466,7 @@ def parse(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--config", default="llama3-8b", choices=sorted(CONFIGS))
     p.add_argument("--device", default="cuda")
-    p.add_argument("--stacks", default="nf4lora,bnb_peft,lora16")
+    p.add_argument("--stacks", default="nf4lora_fused,bnb_peft,lora16,nf4lora")
     p.add_argument("--batches", default="1,4", type=lambda s: [int(b) for b in s.split(",")])
     p.add_argument("--seq", type=int, default=2048)
     p.add_argument("--steps", type=int, default=5, help="timed training steps per setting")
