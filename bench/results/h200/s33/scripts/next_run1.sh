@@ -6,8 +6,7 @@ export NF4LORA_GIT_SHA=${SHA:?pass SHA=}
 t0=$(date +%s); mkdir -p /tmp/o
 source bench/device_build.sh > /tmp/o/build.txt || { cat /tmp/o/build.txt; exit 1; }
 echo "built at $(( $(date +%s) - t0 )) s"
-timeout 280 python3 -m pytest -q -n 14 -p no:cacheprovider -rs tests/ > /tmp/o/tests.txt 2>&1; echo "tests rc $?"; tail -1 /tmp/o/tests.txt
-grep -E "FAILED|Error" /tmp/o/tests.txt | head -8
+bash bench/device_suite.sh /tmp/o
 echo "suite done at $(( $(date +%s) - t0 )) s"
 tar -czf $OUT/next_run1.tgz -C /tmp o
 timeout 90 python3 bench/model_ops_time.py --out /tmp/o/model_ops.jsonl 2>&1 | tail -4; echo "model_ops rc $?"
