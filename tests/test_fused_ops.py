@@ -260,6 +260,37 @@ def test_fuse_model_ops_keeps_a_converted_model_s_outputs_and_grads(kind, checkp
         assert rel_err(g[n], ref_grads[n]) < 1e-4, n
 
 
+@needs_triton
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_a_fused_model_generates_what_the_unfused_one_does(kind):
+    # generate() runs without grad (the kernels without autograd Functions) over a prefill and one-token steps
+    cfg_cls, model_cls = {"llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
+                          "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM)}[kind]
+    torch.manual_seed(0)
+    base = model_cls(cfg_cls(**SMALL)).to(DEV)
+    nf4lora.convert(base, "all-linear", r=4, alpha=8, progress=False)
+    torch.manual_seed(1)
+    for m in base.modules():
+        if isinstance(m, nf4lora.QLoRALinear):
+            torch.nn.init.normal_(m.lora_B, std=0.05)
+    model = copy.deepcopy(base)
+    ids = torch.randint(0, SMALL["vocab_size"], (2, 5), device=DEV)
+    kw = dict(max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0, output_scores=True,
+              return_dict_in_generate=True)
+    ref = base.generate(ids, **kw)
+    try:
+        nf4lora.fuse_model_ops(model)
+        fused.last_path.clear()
+        out = model.generate(ids, **kw)
+        assert fused.last_path == {"rms_norm": "triton", "swiglu": "triton", "rotary": "triton"}
+    finally:
+        nf4lora.restore_rotary()
+    assert torch.equal(out.sequences, ref.sequences)
+    for a, b in zip(out.scores, ref.scores):  # fp32: summation order only; -inf where min_new_tokens bans EOS
+        assert torch.equal(torch.isinf(a), torch.isinf(b))
+        assert rel_err(a.masked_fill(torch.isinf(a), 0), b.masked_fill(torch.isinf(b), 0)) < 1e-5
+
+
 def _op_inputs():
     torch.manual_seed(0)
     x = torch.randn(3, 5, 64, device=DEV, requires_grad=True)
