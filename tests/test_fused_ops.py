@@ -261,6 +261,67 @@ def test_fuse_model_ops_keeps_a_converted_model_s_outputs_and_grads(kind, checkp
 
 
 @needs_triton
+@pytest.mark.parametrize("kind", ["gemma", "cohere"])
+def test_fuse_model_ops_leaves_look_alike_ops_as_they_are(kind):
+    # Gemma's RMSNorm scales by 1 + weight; Cohere's rotary embedding rotates interleaved pairs: fused blindly, both
+    # models' logits came out wrong (rel. error 1.0 and 0.006 before the probes)
+    cfg_cls = getattr(transformers, kind.capitalize() + "Config", None)
+    if cfg_cls is None:
+        pytest.skip(f"this transformers has no {kind}")
+    model_cls = getattr(transformers, kind.capitalize() + "ForCausalLM")
+    torch.manual_seed(0)
+    base = model_cls(cfg_cls(**SMALL, **({"head_dim": 16} if kind == "gemma" else {}))).to(DEV).eval()
+    for m in base.modules():  # weights away from Gemma's zero init, so that 1 + w and w differ everywhere
+        if type(m).__name__.endswith("RMSNorm"):
+            torch.nn.init.normal_(m.weight, 0.5, 0.2)
+    model = copy.deepcopy(base)
+    ids = torch.randint(0, SMALL["vocab_size"], (2, 9), device=DEV)
+    try:
+        with pytest.warns(UserWarning, match="left as"):
+            summary = nf4lora.fuse_model_ops(model)
+        with torch.no_grad():
+            logits, ref = model(ids).logits, base(ids).logits
+    finally:
+        nf4lora.restore_rotary()
+    if kind == "gemma":  # norms left as they were, the standard rotary embedding fused
+        assert not summary["rms_norms"] and len(summary["skipped"]) == 2 * SMALL["num_hidden_layers"] + 1
+        assert summary["rotary"] and not summary["rotary_skipped"]
+    else:  # the SwiGLU MLPs fused, the interleaved rotary embedding left as it was
+        assert len(summary["mlps"]) == SMALL["num_hidden_layers"] and not summary["rotary"]
+        assert summary["rotary_skipped"] == [type(model.model.layers[0].self_attn).__module__]
+    assert rel_err(logits, ref) < 1e-5
+
+
+def test_fuse_model_ops_checks_each_module_s_math():
+    class FooRMSNorm(torch.nn.Module):  # an RMSNorm by name, (1 + w) by math
+        def __init__(self):
+            super().__init__()
+            self.weight, self.variance_epsilon = torch.nn.Parameter(torch.rand(16)), 1e-6
+
+        def forward(self, x):
+            return fused.rms_norm_reference(x, 1 + self.weight, self.variance_epsilon)
+
+    class GatedUpMLP(torch.nn.Module):  # the SwiGLU names, silu on the other projection
+        def __init__(self, dropout):
+            super().__init__()
+            self.gate_proj, self.up_proj = torch.nn.Linear(16, 24), torch.nn.Linear(16, 24)
+            self.down_proj, self.act_fn, self.drop = torch.nn.Linear(24, 16), torch.nn.SiLU(), torch.nn.Dropout(dropout)
+
+        def forward(self, x):
+            return self.down_proj(self.act_fn(self.up_proj(x)) * self.gate_proj(x))
+
+    class SwiGLU(GatedUpMLP):  # the real thing, with a dropout that the probe must not see
+        def forward(self, x):
+            return self.down_proj(self.act_fn(self.gate_proj(self.drop(x))) * self.up_proj(self.drop(x)))
+
+    model = torch.nn.Sequential(FooRMSNorm(), GatedUpMLP(0.0), SwiGLU(0.5)).train()
+    with pytest.warns(UserWarning, match="not LlamaRMSNorm's math"):
+        summary = nf4lora.fuse_model_ops(model, rotary=False)
+    assert summary["skipped"] == ["0"] and summary["mlps"] == ["2"] and model.training and model[2].training
+    assert type(model[0]).__name__ == "FooRMSNorm" and "forward" not in model[1].__dict__
+
+
+@needs_triton
 @pytest.mark.parametrize("kind", ["llama", "qwen2"])
 def test_a_fused_model_generates_what_the_unfused_one_does(kind):
     # generate() runs without grad (the kernels without autograd Functions) over a prefill and one-token steps

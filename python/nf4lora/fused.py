@@ -15,6 +15,11 @@ activations). ``fuse_model_ops(model)`` swaps those for single-pass Triton kerne
   original otherwise. That function is a module global: every model of that family in the process uses the
   fused one until :func:`restore_rotary`.
 
+Each candidate is checked before it is swapped: on a small random input, without grad, the module (or function)
+must give what the fused op's reference math gives (``_probe_close``); look-alikes with other math — Gemma's
+RMSNorm (1 + weight), Cohere's interleaved rotary embedding — are left as they are and reported ("skipped",
+"rotary_skipped", with a warning).
+
 The functions follow the modules' roundings (module docstring of model_ops) and save less for the backward than
 the PyTorch chains (x for the norm, g and u for the product). They run the Triton kernels on CUDA tensors, and on
 CPU tensors under Triton's interpreter (TRITON_INTERPRET=1, the tests); on CPU otherwise the same math in
@@ -342,38 +347,111 @@ def _fused_mlp_forward(self, x):
     return self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x)))
 
 
+# Before fuse_model_ops swaps a module or function, it checks that the original computes what the fused one does: on a
+# small random input, without grad, the original against the reference math of the fused kernels (rms_norm_reference,
+# silu(gate)·up, rotary_reference), within a quarter of a bf16 rounding step relative. A module that only looks
+# alike (Gemma's RMSNorm scales by 1 + weight; Cohere's and DeepSeek's rotary embeddings rotate interleaved pairs)
+# is left as it is, never fused into a wrong answer.
+_PROBE_TOL = 2.0 ** -10
+
+
+def _probe_close(got, want) -> bool:
+    return (isinstance(got, torch.Tensor) and got.shape == want.shape and got.dtype == want.dtype
+            and bool(torch.isfinite(want).all())
+            and float((got.double() - want.double()).norm()) <= _PROBE_TOL * float(want.double().norm()))
+
+
+def _probe_input(n_rows: int, width: int, like: torch.Tensor) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n_rows, width, generator=g).to(device=like.device, dtype=like.dtype)
+
+
+@torch.no_grad()
+def _norm_is_llama_like(module: nn.Module, eps: float) -> bool:
+    w = module.weight
+    if w.is_meta:
+        return False
+    x = _probe_input(2, w.numel(), w)
+    try:
+        return _probe_close(module(x), rms_norm_reference(x, w, eps))
+    except Exception:  # noqa: BLE001 - whatever the module refuses, it is not fused
+        return False
+
+
+@torch.no_grad()
+def _mlp_is_swiglu(module: nn.Module) -> bool:
+    w = next(module.parameters(), None)
+    k = getattr(module.gate_proj, "in_features", None)
+    if w is None or w.is_meta or k is None:
+        return False
+    dtype = getattr(module.gate_proj, "compute_dtype", None) or next(
+        (p.dtype for p in module.parameters() if p.is_floating_point()), w.dtype)
+    x = _probe_input(1, k, w).to(dtype)
+    training = module.training
+    module.eval()  # no LoRA dropout in the probe: both sides see the same projections
+    try:
+        return _probe_close(module(x), module.down_proj(F.silu(module.gate_proj(x)) * module.up_proj(x)))
+    except Exception:  # noqa: BLE001
+        return False
+    finally:
+        module.train(training)
+
+
+@torch.no_grad()
+def _rotary_is_half_split(fn: Callable) -> bool:
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(1, 2, 3, 8, generator=g), torch.randn(1, 1, 3, 8, generator=g)
+    cos, sin = torch.randn(1, 3, 8, generator=g), torch.randn(1, 3, 8, generator=g)
+    try:
+        qe, ke = fn(q, k, cos, sin)
+    except Exception:  # noqa: BLE001
+        return False
+    return _probe_close(qe, rotary_reference(q, cos, sin)) and _probe_close(ke, rotary_reference(k, cos, sin))
+
+
 def fuse_model_ops(model: nn.Module, rotary: bool = True) -> Dict[str, List[str]]:
     """Swap ``model``'s RMSNorm modules for :class:`FusedRMSNorm`, route its SwiGLU MLPs' product through
     :func:`swiglu` and, with ``rotary``, its attention modules' rotary embedding through :func:`rotary`, in place
-    (see the module docstring). Returns the names of the norms and MLPs changed, the modeling modules whose
-    apply_rotary_pos_emb now fuses, and the RMSNorm-like modules left as they were (with a warning), e.g. rows
-    wider than the kernel takes."""
-    norms, mlps, skipped, rotary_mods = [], [], [], []
+    (see the module docstring). Each is checked first on a small random input (a module or function whose math
+    differs, e.g. Gemma's RMSNorm or an interleaved rotary embedding, is left as it is). Returns the names of the
+    norms and MLPs changed and the modeling modules whose apply_rotary_pos_emb now fuses; under "skipped", the
+    RMSNorm-like modules left as they were (no 1-d weight Parameter and epsilon, rows wider than the kernel takes,
+    or other math), and under "rotary_skipped" the modeling modules whose apply_rotary_pos_emb computes something
+    else (both with a warning)."""
+    norms, mlps, skipped, rotary_mods, rotary_skipped = [], [], [], [], []
     for name, module in list(model.named_modules()):
         if not name:  # the model itself
             continue
         if type(module).__name__.endswith("RMSNorm") and not isinstance(module, FusedRMSNorm):
             w = getattr(module, "weight", None)
-            if not isinstance(w, nn.Parameter) or w.dim() != 1 or w.numel() > MAX_NORM_COLS or \
-                    getattr(module, "variance_epsilon", getattr(module, "eps", None)) is None:
+            eps = getattr(module, "variance_epsilon", getattr(module, "eps", None))
+            if not isinstance(w, nn.Parameter) or w.dim() != 1 or w.numel() > MAX_NORM_COLS or eps is None \
+                    or not _norm_is_llama_like(module, eps):
                 skipped.append(name)
                 continue
             parent, _, leaf = name.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, leaf, FusedRMSNorm.from_module(module))
             norms.append(name)
         elif all(hasattr(module, a) for a in ("gate_proj", "up_proj", "down_proj", "act_fn")) and \
-                _is_silu(module.act_fn) and "forward" not in module.__dict__:
+                _is_silu(module.act_fn) and "forward" not in module.__dict__ and _mlp_is_swiglu(module):
             module.forward = types.MethodType(_fused_mlp_forward, module)
             mlps.append(name)
         if rotary and type(module).__name__.endswith("Attention"):
             mod_name = type(module).__module__
             mod = sys.modules.get(mod_name)
             fn = getattr(mod, "apply_rotary_pos_emb", None)
-            if callable(fn) and mod_name not in _ROTARY_ORIGINALS:
-                _ROTARY_ORIGINALS[mod_name] = fn
-                mod.apply_rotary_pos_emb = _fused_apply_rotary(fn)
-                rotary_mods.append(mod_name)
+            if callable(fn) and mod_name not in _ROTARY_ORIGINALS and mod_name not in rotary_skipped:
+                if _rotary_is_half_split(fn):
+                    _ROTARY_ORIGINALS[mod_name] = fn
+                    mod.apply_rotary_pos_emb = _fused_apply_rotary(fn)
+                    rotary_mods.append(mod_name)
+                else:
+                    rotary_skipped.append(mod_name)
     if skipped:
-        warnings.warn(f"nf4lora.fuse_model_ops: left as they were (no 1-d weight Parameter and epsilon, or rows "
-                      f"wider than {MAX_NORM_COLS}): {skipped}", stacklevel=2)
-    return {"rms_norms": norms, "mlps": mlps, "rotary": rotary_mods, "skipped": skipped}
+        warnings.warn(f"nf4lora.fuse_model_ops: left as they were (no 1-d weight Parameter and epsilon, rows wider "
+                      f"than {MAX_NORM_COLS}, or not LlamaRMSNorm's math): {skipped}", stacklevel=2)
+    if rotary_skipped:
+        warnings.warn(f"nf4lora.fuse_model_ops: apply_rotary_pos_emb of {rotary_skipped} is not the half-split "
+                      f"rotation the kernel computes: left as it is", stacklevel=2)
+    return {"rms_norms": norms, "mlps": mlps, "rotary": rotary_mods, "skipped": skipped,
+            "rotary_skipped": rotary_skipped}
