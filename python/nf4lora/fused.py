@@ -361,9 +361,9 @@ def _probe_close(got, want) -> bool:
             and float((got.double() - want.double()).norm()) <= _PROBE_TOL * float(want.double().norm()))
 
 
-def _probe_input(n_rows: int, width: int, like: torch.Tensor) -> torch.Tensor:
+def _probe_input(n_rows: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
-    return torch.randn(n_rows, width, generator=g).to(device=like.device, dtype=like.dtype)
+    return torch.randn(n_rows, width, generator=g).to(device=device, dtype=dtype)
 
 
 @torch.no_grad()
@@ -371,7 +371,7 @@ def _norm_is_llama_like(module: nn.Module, eps: float) -> bool:
     w = module.weight
     if w.is_meta:
         return False
-    x = _probe_input(2, w.numel(), w)
+    x = _probe_input(2, w.numel(), w.device, w.dtype)
     try:
         return _probe_close(module(x), rms_norm_reference(x, w, eps))
     except Exception:  # noqa: BLE001 - whatever the module refuses, it is not fused
@@ -384,9 +384,11 @@ def _mlp_is_swiglu(module: nn.Module) -> bool:
     k = getattr(module.gate_proj, "in_features", None)
     if w is None or w.is_meta or k is None:
         return False
+    # the activations' dtype: a layer's compute dtype, else its first floating-point parameter's (an NF4 or 4-bit
+    # layer's packed weight is not one)
     dtype = getattr(module.gate_proj, "compute_dtype", None) or next(
-        (p.dtype for p in module.parameters() if p.is_floating_point()), w.dtype)
-    x = _probe_input(1, k, w).to(dtype)
+        (p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+    x = _probe_input(1, k, w.device, dtype)
     training = module.training
     module.eval()  # no LoRA dropout in the probe: both sides see the same projections
     try:
