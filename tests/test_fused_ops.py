@@ -216,20 +216,28 @@ SMALL = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_lay
              num_key_value_heads=2, max_position_embeddings=64)
 
 
+KINDS = {"llama": ("LlamaConfig", "LlamaForCausalLM"), "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
+         "mistral": ("MistralConfig", "MistralForCausalLM")}
+
+
+def _converted(kind):
+    """A small random model of ``kind``, converted (r = 4), its LoRA B random so that the adapters count."""
+    cfg_name, model_name = KINDS[kind]
+    torch.manual_seed(0)
+    model = getattr(transformers, model_name)(getattr(transformers, cfg_name)(**SMALL)).to(DEV)
+    nf4lora.convert(model, "all-linear", r=4, alpha=8, progress=False)
+    torch.manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nf4lora.QLoRALinear):
+            torch.nn.init.normal_(m.lora_B, std=0.05)
+    return model
+
+
 @needs_triton
 @pytest.mark.parametrize("kind", ["llama", "qwen2", "mistral"])
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_fuse_model_ops_keeps_a_converted_model_s_outputs_and_grads(kind, checkpointing):
-    cfg_cls, model_cls = {"llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
-                          "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
-                          "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM)}[kind]
-    torch.manual_seed(0)
-    base = model_cls(cfg_cls(**SMALL)).to(DEV)
-    nf4lora.convert(base, "all-linear", r=4, alpha=8, progress=False)
-    torch.manual_seed(1)
-    for m in base.modules():
-        if isinstance(m, nf4lora.QLoRALinear):
-            torch.nn.init.normal_(m.lora_B, std=0.05)
+    base = _converted(kind)
     model = copy.deepcopy(base)
     keys = list(model.state_dict())
     ids = torch.randint(0, SMALL["vocab_size"], (2, 11), device=DEV)
@@ -325,15 +333,7 @@ def test_fuse_model_ops_checks_each_module_s_math():
 @pytest.mark.parametrize("kind", ["llama", "qwen2"])
 def test_a_fused_model_generates_what_the_unfused_one_does(kind):
     # generate() runs without grad (the kernels without autograd Functions) over a prefill and one-token steps
-    cfg_cls, model_cls = {"llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
-                          "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM)}[kind]
-    torch.manual_seed(0)
-    base = model_cls(cfg_cls(**SMALL)).to(DEV)
-    nf4lora.convert(base, "all-linear", r=4, alpha=8, progress=False)
-    torch.manual_seed(1)
-    for m in base.modules():
-        if isinstance(m, nf4lora.QLoRALinear):
-            torch.nn.init.normal_(m.lora_B, std=0.05)
+    base = _converted(kind)
     model = copy.deepcopy(base)
     ids = torch.randint(0, SMALL["vocab_size"], (2, 5), device=DEV)
     kw = dict(max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0, output_scores=True,
@@ -402,12 +402,7 @@ def test_fused_ops_compile_with_fullgraph_to_the_same_bits(backend):
 
 @needs_triton
 def test_a_converted_fused_model_compiles_with_fullgraph_to_the_same_bits():
-    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**SMALL)).to(DEV)
-    nf4lora.convert(model, "all-linear", r=4, alpha=8, progress=False)
-    torch.manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nf4lora.QLoRALinear):
-            torch.nn.init.normal_(m.lora_B, std=0.05)
+    model = _converted("llama")
     ids = torch.randint(0, SMALL["vocab_size"], (2, 11), device=DEV)
 
     def step(fn):
