@@ -322,11 +322,19 @@ def test_fuse_model_ops_checks_each_module_s_math():
         def forward(self, x):
             return self.down_proj(self.act_fn(self.gate_proj(self.drop(x))) * self.up_proj(self.drop(x)))
 
-    model = torch.nn.Sequential(FooRMSNorm(), GatedUpMLP(0.0), SwiGLU(0.5)).train()
+    class BarRMSNorm(FooRMSNorm):  # Llama's math, wrapped by a hook at the instance (as accelerate's device hooks)
+        def forward(self, x):
+            return fused.rms_norm_reference(x, self.weight, self.variance_epsilon)
+
+    hooked, plain = BarRMSNorm(), BarRMSNorm()
+    hooked.forward = lambda x: BarRMSNorm.forward(hooked, x)
+    model = torch.nn.Sequential(FooRMSNorm(), GatedUpMLP(0.0), SwiGLU(0.5), hooked, plain).train()
     with pytest.warns(UserWarning, match="not LlamaRMSNorm's math"):
         summary = nf4lora.fuse_model_ops(model, rotary=False)
-    assert summary["skipped"] == ["0"] and summary["mlps"] == ["2"] and model.training and model[2].training
+    assert summary["skipped"] == ["0", "3"] and summary["rms_norms"] == ["4"] and summary["mlps"] == ["2"]
+    assert model.training and model[2].training
     assert type(model[0]).__name__ == "FooRMSNorm" and "forward" not in model[1].__dict__
+    assert model[3] is hooked and isinstance(model[4], nf4lora.FusedRMSNorm)
 
 
 @needs_triton

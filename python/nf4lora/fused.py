@@ -418,7 +418,7 @@ def fuse_model_ops(model: nn.Module, rotary: bool = True) -> Dict[str, List[str]
     differs, e.g. Gemma's RMSNorm or an interleaved rotary embedding, is left as it is). Returns the names of the
     norms and MLPs changed and the modeling modules whose apply_rotary_pos_emb now fuses; under "skipped", the
     RMSNorm-like modules left as they were (no 1-d weight Parameter and epsilon, rows wider than the kernel takes,
-    or other math), and under "rotary_skipped" the modeling modules whose apply_rotary_pos_emb computes something
+    an instance-level forward (a hook's wrapper) or other math), and under "rotary_skipped" the modeling modules whose apply_rotary_pos_emb computes something
     else (both with a warning)."""
     norms, mlps, skipped, rotary_mods, rotary_skipped = [], [], [], [], []
     for name, module in list(model.named_modules()):
@@ -427,8 +427,9 @@ def fuse_model_ops(model: nn.Module, rotary: bool = True) -> Dict[str, List[str]
         if type(module).__name__.endswith("RMSNorm") and not isinstance(module, FusedRMSNorm):
             w = getattr(module, "weight", None)
             eps = getattr(module, "variance_epsilon", getattr(module, "eps", None))
+            # (an instance-level forward, e.g. accelerate's device hook, would be lost with the module: left too)
             if not isinstance(w, nn.Parameter) or w.dim() != 1 or w.numel() > MAX_NORM_COLS or eps is None \
-                    or not _norm_is_llama_like(module, eps):
+                    or "forward" in module.__dict__ or not _norm_is_llama_like(module, eps):
                 skipped.append(name)
                 continue
             parent, _, leaf = name.rpartition(".")
@@ -451,7 +452,8 @@ def fuse_model_ops(model: nn.Module, rotary: bool = True) -> Dict[str, List[str]
                     rotary_skipped.append(mod_name)
     if skipped:
         warnings.warn(f"nf4lora.fuse_model_ops: left as they were (no 1-d weight Parameter and epsilon, rows wider "
-                      f"than {MAX_NORM_COLS}, or not LlamaRMSNorm's math): {skipped}", stacklevel=2)
+                      f"than {MAX_NORM_COLS}, an instance-level forward, or not LlamaRMSNorm's math): {skipped}",
+                      stacklevel=2)
     if rotary_skipped:
         warnings.warn(f"nf4lora.fuse_model_ops: apply_rotary_pos_emb of {rotary_skipped} is not the half-split "
                       f"rotation the kernel computes: left as it is", stacklevel=2)
