@@ -418,8 +418,8 @@ def fuse_model_ops(model: nn.Module, rotary: bool = True) -> Dict[str, List[str]
     differs, e.g. Gemma's RMSNorm or an interleaved rotary embedding, is left as it is). Returns the names of the
     norms and MLPs changed and the modeling modules whose apply_rotary_pos_emb now fuses; under "skipped", the
     RMSNorm-like modules left as they were (no 1-d weight Parameter and epsilon, rows wider than the kernel takes,
-    an instance-level forward (a hook's wrapper) or other math), and under "rotary_skipped" the modeling modules whose apply_rotary_pos_emb computes something
-    else (both with a warning)."""
+    an instance-level forward (a hook's wrapper) or other math), and under "rotary_skipped" the modeling modules
+    whose apply_rotary_pos_emb computes something else (both with a warning)."""
     norms, mlps, skipped, rotary_mods, rotary_skipped = [], [], [], [], []
     for name, module in list(model.named_modules()):
         if not name:  # the model itself
