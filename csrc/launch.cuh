@@ -1,5 +1,6 @@
-// Host helpers that launch the csrc/ kernels: the cluster launch attribute and one launch_kernel (shared-memory opt-in,
-// cluster and programmatic-dependent attributes, the launch and its error text) for every kernel of the extension.
+// Host helpers that launch the csrc/ kernels: the cluster launch attribute, the launch configuration (cluster and
+// programmatic-dependent attributes; also the occupancy queries') and one launch_kernel (shared-memory opt-in, the
+// launch and its error text) for every kernel of the extension.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -18,27 +19,18 @@ inline cudaLaunchAttribute cluster_attribute(int cluster) {
   return a;
 }
 
-// Host: one launch of kernel on `grid` blocks of `threads`, with smem bytes of dynamic shared memory (where smem > 0
-// the kernel opts in to them first: per device, so on every launch, which is cheap), in clusters of `cluster` consecutive blocks along
-// x (at most 8, the portable size; grid.x a multiple of it; 0 = no cluster attribute, a plain launch; 1 sets the
-// attribute, as the kernels that take a cluster size at run time are launched), as the programmatic dependent of the
-// stream's previous kernel when `dependent` (sm_90: it may start before that one ends; it waits with
-// griddepcontrol.wait). Returns "" or the CUDA error after the kernel's name ("NAME attributes: ..." when the opt-in
-// failed).
-template <typename... Params, typename... Args>
-std::string launch_kernel(void (*kernel)(Params...), const char* name, dim3 grid, unsigned threads, size_t smem,
-                          cudaStream_t stream, int cluster, bool dependent, const Args&... args) {
-  cudaError_t err = cudaSuccess;
-  if (smem > 0) {  // (none: nothing to opt in to, and one host call fewer per launch)
-    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-    if (err != cudaSuccess) return std::string(name) + " attributes: " + cudaGetErrorString(err);
-  }
+// Host: the launch configuration of `grid` blocks of `threads` with smem bytes of dynamic shared memory on `stream`, in
+// clusters of `cluster` consecutive blocks along x (at most 8, the portable size; grid.x a multiple of it; 0 = no
+// cluster attribute; 1 sets it, as the kernels that take a cluster size at run time are launched), as the
+// programmatic dependent of the stream's previous kernel when `dependent` (sm_90: it may start before that one ends;
+// it waits with griddepcontrol.wait). It points at attr, which the caller keeps alive while it uses it.
+inline cudaLaunchConfig_t launch_config(cudaLaunchAttribute (&attr)[2], dim3 grid, unsigned threads, size_t smem,
+                                        cudaStream_t stream, int cluster, bool dependent) {
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = grid;
   cfg.blockDim = dim3(threads, 1, 1);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
-  cudaLaunchAttribute attr[2];
   cfg.attrs = attr;
   if (cluster > 0) attr[cfg.numAttrs++] = cluster_attribute(cluster);
   if (dependent) {
@@ -46,7 +38,23 @@ std::string launch_kernel(void (*kernel)(Params...), const char* name, dim3 grid
     attr[cfg.numAttrs].val.programmaticStreamSerializationAllowed = 1;
     ++cfg.numAttrs;
   }
-  err = cudaLaunchKernelEx(&cfg, kernel, args...);
+  return cfg;
+}
+
+// Host: one launch of kernel as launch_config describes it; where smem > 0 the kernel opts in to that much dynamic
+// shared memory first (per device, so on every launch, which is cheap). Returns "" or the CUDA error after the
+// kernel's name ("NAME attributes: ..." when the opt-in failed).
+template <typename... Params, typename... Args>
+std::string launch_kernel(void (*kernel)(Params...), const char* name, dim3 grid, unsigned threads, size_t smem,
+                          cudaStream_t stream, int cluster, bool dependent, const Args&... args) {
+  if (smem > 0) {  // (none: nothing to opt in to, and one host call fewer per launch)
+    const cudaError_t err =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    if (err != cudaSuccess) return std::string(name) + " attributes: " + cudaGetErrorString(err);
+  }
+  cudaLaunchAttribute attr[2];
+  const cudaLaunchConfig_t cfg = launch_config(attr, grid, threads, smem, stream, cluster, dependent);
+  const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, args...);
   return err == cudaSuccess ? "" : std::string(name) + ": " + cudaGetErrorString(err);
 }
 

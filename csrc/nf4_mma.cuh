@@ -43,8 +43,15 @@ __device__ __forceinline__ void stage_code2(const NF4State& w, float* code2, int
     for (int i = tid; i < 256; i += threads) code2[i] = w.nested_quant_map[i];
 }
 
-// Word tid (< 8) of the register decode table from q = code values 4·(tid % 4) .. +3: their low (tid < 4) or high
-// bytes once rounded to T.
+// The code values word tid (< 8) of the register decode table holds: 4·(tid % 4) .. +3 (loads only: callers issue them
+// before shared-memory stores, see stage_gemv_tables).
+__device__ __forceinline__ void reg_table_codes(const NF4State& w, int tid, float* q) {
+#pragma unroll
+  for (int b = 0; b < 4; ++b) q[b] = w.quant_map[4 * (tid % 4) + b];
+}
+
+// Word tid (< 8) of the register decode table from q = reg_table_codes: their low (tid < 4) or high bytes once rounded
+// to T.
 template <typename T> __device__ __forceinline__ uint32_t reg_table_word(const float* q, int tid) {
   uint32_t word = 0;
 #pragma unroll
@@ -62,7 +69,7 @@ __device__ __forceinline__ void stage_code_tables(const NF4State& w, uint32_t* t
                                                   int threads) {
   if (tid < 8) {
     float q[4];
-    for (int b = 0; b < 4; ++b) q[b] = w.quant_map[4 * (tid % 4) + b];
+    reg_table_codes(w, tid, q);
     table[tid] = reg_table_word<T>(q, tid);
   }
   stage_code2(w, code2, tid, threads);
@@ -146,9 +153,7 @@ __device__ __forceinline__ void stage_gemv_tables(const NF4State& w, unsigned ch
   const uint4 v4 = pair_entry4<T>(w, tid);
   float q[4] = {};
   const bool reg = reg_table != nullptr && tid < 8;
-  if (reg)
-#pragma unroll
-    for (int b = 0; b < 4; ++b) q[b] = w.quant_map[4 * (tid % 4) + b];
+  if (reg) reg_table_codes(w, tid, q);
   if (nested) code2[tid] = c2;
 #pragma unroll
   for (int j = 0; j < 8; ++j)  // entry tid's 32 copies, 16-byte pieces in an order rotated by thread: no bank conflicts

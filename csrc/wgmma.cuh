@@ -333,21 +333,6 @@ __device__ __forceinline__ bool cluster_sum_to_rank0(float (&acc)[N], unsigned c
   return rank == 0;
 }
 
-// Host: the launch configuration of `blocks` blocks in clusters of `cluster` consecutive ones
-// along x; it points at attr, which the caller keeps alive while it uses the configuration.
-inline cudaLaunchConfig_t cluster_config(cudaLaunchAttribute (&attr)[1], unsigned blocks, unsigned threads, int smem,
-                                         int cluster, cudaStream_t stream) {
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(blocks, 1, 1);
-  cfg.blockDim = dim3(threads, 1, 1);
-  cfg.dynamicSmemBytes = static_cast<size_t>(smem);
-  cfg.stream = stream;
-  attr[0] = cluster_attribute(cluster);
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  return cfg;
-}
-
 // Host: how many clusters of `cluster` blocks of the kernel (threads, smem bytes of dynamic shared
 // memory; its attribute set here) fit on the current device at once, cached per device, kernel and
 // cluster size. A cluster lives inside one GPC, so with one block per SM this is below
@@ -361,8 +346,9 @@ int resident_clusters(unsigned threads, int smem, int cluster) {
   int n = 0;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err == cudaSuccess) {
-    cudaLaunchAttribute attr[1];
-    const cudaLaunchConfig_t cfg = cluster_config(attr, static_cast<unsigned>(cluster), threads, smem, cluster, nullptr);
+    cudaLaunchAttribute attr[2];
+    const cudaLaunchConfig_t cfg = launch_config(attr, dim3(static_cast<unsigned>(cluster)), threads,
+                                                 static_cast<size_t>(smem), nullptr, cluster, false);
     err = cudaOccupancyMaxActiveClusters(&n, kernel, &cfg);
   }
   if (err != cudaSuccess) {  // e.g. a GPU without clusters: no split; the next launch must not see it
