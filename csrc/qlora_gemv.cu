@@ -97,6 +97,7 @@ struct GemvParams {
   int row_tiles;           // the register pipeline: 16-row tiles of W per block
   int slice_k;             // the register pipeline: k per K slice (gridDim.y slices; GemvRows::slice_k)
   int lora_vec;            // r % 8 == 0 and B, u 16-byte aligned: lora_dot's 16-byte loads
+  int x_prefetch;          // EXPERIMENT (NF4LORA_ROWS_PASSES=2: 0): the passes' x prefetch into L1
 };
 
 // Waits for the grid launched before this one (lora_u_kernel: u) to complete and flush its
@@ -803,7 +804,7 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
   // kPasses: the next pass's x (M rows of 512 bytes for this warp: lane l < 4M line l % 4 of row l / 4) prefetched
   // into L1 as a pass starts, so that its load between the passes hits L1 rather than waiting on L2.
   auto prefetch_x = [&](int kx0) {
-    if (lane < 4 * M && kx0 < kend)
+    if (p.x_prefetch && lane < 4 * M && kx0 < kend)
       asm volatile("prefetch.global.L1 [%0];" ::"l"(static_cast<const T*>(p.x) + static_cast<int64_t>(lane / 4) * p.K +
                                                    kx0 + 64 * (lane % 4)));
   };
@@ -1284,6 +1285,7 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   p.row_tiles = tiles;
   p.slice_k = GemvRows::slice_k(K, splits);
   p.lora_vec = r % 8 == 0 && B % 16 == 0 && u % 16 == 0;
+  p.x_prefetch = !(getenv("NF4LORA_ROWS_PASSES") != nullptr && getenv("NF4LORA_ROWS_PASSES")[0] == '2');
   p.scale = scale;
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
   if (splits > 1 && counters != 0) {  // the caller's counters, zero on entry: no memset
