@@ -42,7 +42,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <type_traits>
 
 #include "launchers.h"
@@ -97,7 +96,6 @@ struct GemvParams {
   int row_tiles;           // the register pipeline: 16-row tiles of W per block
   int slice_k;             // the register pipeline: k per K slice (gridDim.y slices; GemvRows::slice_k)
   int lora_vec;            // r % 8 == 0 and B, u 16-byte aligned: lora_dot's 16-byte loads
-  int x_prefetch;          // EXPERIMENT (NF4LORA_ROWS_PASSES=2: 0): the passes' x prefetch into L1
 };
 
 // Waits for the grid launched before this one (lora_u_kernel: u) to complete and flush its
@@ -801,14 +799,6 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
     }
   };
   load_x(k0);
-  // kPasses: the next pass's x (M rows of 512 bytes for this warp: lane l < 4M line l % 4 of row l / 4) prefetched
-  // into L1 as a pass starts, so that its load between the passes hits L1 rather than waiting on L2.
-  auto prefetch_x = [&](int kx0) {
-    if (p.x_prefetch && lane < 4 * M && kx0 < kend)
-      asm volatile("prefetch.global.L1 [%0];" ::"l"(static_cast<const T*>(p.x) + static_cast<int64_t>(lane / 4) * p.K +
-                                                   kx0 + 64 * (lane % 4)));
-  };
-  if constexpr (kPasses) prefetch_x(k0 + kPass);
 
   // Tile i's loads: every lane loads from a valid address (rows past N: row N - 1; a missing half
   // or span: the row's first bytes and block, multiplied by x's zeros and a zero scale), so no load
@@ -969,10 +959,7 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
         if (++ci == G) {  // the pass is done: the next one's x
           ci = 0;
           ck += kPass;
-          if (i0 + d + 1 < n_tiles) {
-            load_x(k0 + ck);
-            prefetch_x(k0 + ck + kPass);
-          }
+          if (i0 + d + 1 < n_tiles) load_x(k0 + ck);
         }
       }
     }
@@ -1181,8 +1168,13 @@ GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tile
   }
   if (pipeline == 3) {
     // K in S slices (GemvRows::slice_k); the rows cut into as many blocks as one wave of resident blocks takes
-    // (whole tiles of 16 rows, at most max_tiles(M) per block). S: the fewest slices whose blocks fill as many SMs
-    // as ceil(K / kSliceK) slices' do (a slice longer than kSliceK is walked in passes: K % 256 == 0 only).
+    // (whole tiles of 16 rows, at most max_tiles(M) per block). S = ceil(K / kSliceK), but where the warps' slabs
+    // would leave L1 less than (GemvRows::smem_bytes above kRowsStreamMaxSmem) and K % 256 == 0: the fewest slices
+    // whose blocks fill as many SMs, each walked in passes of kSliceK (more blocks of fewer tiles, smaller slabs).
+    // Measured (bench/results/h200/s34, runs 3-4, interleaved CUDA graphs): M = 4 on 8192×28672 (177 KiB a
+    // block: 2 slices of 28 tiles -> 1 of 14) 0.935-0.938x the time, on 28672×8192 (182 KiB: 7 slices of 29 -> 1
+    // of 4) 0.888-0.896x; where the slabs are smaller, passes took 1.00-1.07x (M 1-3 on those two shapes, M 1-4 on
+    // 14336×4096, M = 1 on 14336×1024; M = 1 on 8192×28672 1.05-1.07x) but for 14336×2048 at M 1-2 (0.98-1.01x).
     const int64_t S0 = (K + GemvRows::kSliceK - 1) / GemvRows::kSliceK, row_tiles = (N + 15) / 16;
     auto tiles_per = [&](int64_t s) {
       const int64_t want = std::max<int64_t>(1, int64_t{GemvRows::kMinBlocks} * sm_count / s);
@@ -1190,8 +1182,8 @@ GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tile
     };
     auto fill = [&](int64_t s) { return (row_tiles + tiles_per(s) - 1) / tiles_per(s) * s; };
     int64_t S = S0;
-    const char* env = getenv("NF4LORA_ROWS_PASSES");  // EXPERIMENT: 0 = ceil(K / kSliceK) slices as before
-    if (K % (GemvRows::kS * kSpan) == 0 && !(env != nullptr && env[0] == '0'))
+    if (K % (GemvRows::kS * kSpan) == 0 &&
+        GemvRows::smem_bytes(static_cast<int>(M), static_cast<int>(tiles_per(S0))) > kRowsStreamMaxSmem)
       for (int64_t s = 1; s < S0; ++s)
         if (fill(s) >= std::min<int64_t>(fill(S0), int64_t{GemvRows::kMinBlocks} * sm_count)) {
           S = s;
@@ -1285,7 +1277,6 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   p.row_tiles = tiles;
   p.slice_k = GemvRows::slice_k(K, splits);
   p.lora_vec = r % 8 == 0 && B % 16 == 0 && u % 16 == 0;
-  p.x_prefetch = !(getenv("NF4LORA_ROWS_PASSES") != nullptr && getenv("NF4LORA_ROWS_PASSES")[0] == '2');
   p.scale = scale;
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
   if (splits > 1 && counters != 0) {  // the caller's counters, zero on entry: no memset
