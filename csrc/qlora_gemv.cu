@@ -629,7 +629,9 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
 // The halves' sums are scaled apart in fp32. The decode reads the wide byte-pair table (lut4_wide,
 // 2 instructions per code byte). Each warp stores its scaled sums of each tile in its own slab of
 // shared memory, summed over the warps in a fixed order at the end (no atomics: the result is the
-// same bits on every call); the K slices (gridDim.y) meet in finish_outputs.
+// same bits on every call); the K slices (gridDim.y) meet in finish_outputs. A slice longer than the
+// warps' one walk (kPasses, plan_qlora_gemv: only where a split plan's slabs would squeeze L1) is walked
+// in passes of kW·kS·kSpan k, x's fragments reloaded between passes.
 // Measured on the H200 (bench/NOTES.md, fifteenth session run 11), NT = 0 against the TMA ring at
 // M = 1, 2 and 4 on the four benchmark shapes: 0.74-0.94x its time (8192×28672, M = 1: 53.4 against
 // 59.0 µs). What bounds it: L1 wavefronts (82% of peak: the lookups, and code loads that touch 8
