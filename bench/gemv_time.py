@@ -11,11 +11,12 @@ its effective bandwidth (nf4lora.benchmark.work's bytes: codes, absmax, x, y, A,
 of a 1 GiB copy's, measured in the same process. Do_bench walls through the layer are host time
 at these sizes (bench/results/h200/s22); these are the kernels' time.
 
---env VAR=v1,v2: an A/B of variants a launcher reads from the environment at each launch (switches
-that exist on experiment branches only): one graph per value, captured with VAR set to it, the
-graphs replayed alternately; the rows carry each value's time and its ratio to the first's, and
-whether the outputs are the same bits. One JSON line per row (stdout, and FILE, rewritten, with --out;
---brief: stdout gets a short line per row instead, for a run's log).
+--env VAR=v1,v2: an A/B of variants a launcher or planner reads from the environment (switches that exist
+on experiment branches only; the weights' cached plans are dropped before each variant's capture): one
+graph per value, captured with VAR set to it, the graphs replayed alternately; the rows carry each
+value's time and its ratio to the first's, and whether the outputs are the same bits. One JSON line per
+row (stdout, and FILE, rewritten, with --out; --brief: stdout gets a short line per row instead, for a
+run's log).
 
 Each row also carries ``sm_MHz``: the SM clock nvidia-smi reads while the GPU works through ~0.3 s
 more replays of the first graph (null without nvidia-smi). These kernels are bound by the SM, not by
@@ -159,6 +160,8 @@ def main(argv=None):
                 for v in values:
                     if var is not None:
                         os.environ[var] = v
+                        for q in qs:  # (a planner's switch too: each variant plans its calls afresh)
+                            q.plans.clear()
                     graphs[v], outs[v] = capture(lambda: [ops.qlora_linear(x, qs[i % n_w], As[i % n_w], Bs[i % n_w], 2.0) for i in range(L)])
             if var is not None:
                 os.environ.pop(var, None)

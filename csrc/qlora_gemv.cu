@@ -629,7 +629,9 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
 // The halves' sums are scaled apart in fp32. The decode reads the wide byte-pair table (lut4_wide,
 // 2 instructions per code byte). Each warp stores its scaled sums of each tile in its own slab of
 // shared memory, summed over the warps in a fixed order at the end (no atomics: the result is the
-// same bits on every call); the K slices (gridDim.y) meet in finish_outputs.
+// same bits on every call); the K slices (gridDim.y) meet in finish_outputs. A slice longer than the
+// warps' one walk (kPasses, plan_qlora_gemv: only where a split plan's slabs would squeeze L1) is walked
+// in passes of kW·kS·kSpan k, x's fragments reloaded between passes.
 // Measured on the H200 (bench/NOTES.md, fifteenth session run 11), NT = 0 against the TMA ring at
 // M = 1, 2 and 4 on the four benchmark shapes: 0.74-0.94x its time (8192×28672, M = 1: 53.4 against
 // 59.0 µs). What bounds it: L1 wavefronts (82% of peak: the lookups, and code loads that touch 8
@@ -719,10 +721,10 @@ inline bool rows_merged_scales(const GemvParams& p) {
 // of run 2 (M 1-8, five shapes) and 0.91-0.98x at the 6 of run 3 (M 1-3 on 8192×28672, M = 4 on
 // 28672×8192, 8192×24576 and 14336×4096; M = 1 on 8192×28672: 0.98x in run 2, 0.94x in run 3);
 // with plain loads (M = 4 on 8192×28672) 1.03x, which is why it always streams.
-template <typename T, int NT, bool kStream, bool kMerged>
+template <typename T, int NT, bool kStream, bool kMerged, bool kPasses>
 __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlora_gemv_rows_kernel(const GemvParams p) {
   using C = GemvRows;
-  constexpr int kS = C::kS, kW = C::kW, kD = C::kD, kThr = C::kThreads;
+  constexpr int kS = C::kS, kW = C::kW, kD = C::kD, kThr = C::kThreads, kPass = C::kSliceK;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   unsigned char* const table_base = align_smem<128>(smem_raw);
   const int M = p.M, G = p.row_tiles, R = 16 * G;
@@ -743,6 +745,12 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
   const bool active = __all_sync(0xffffffffu, k0 < kend);
   const int aw = min(kW, (kend - kbeg + kS * kSpan - 1) / (kS * kSpan));  // active warps (>= 1)
   float* const my_rows = rows + warp * R * M;
+  // kPasses: the slice is longer than one walk of the warps (kPass = kW·kS·kSpan k): warp w walks its row tiles
+  // once per pass j, on k0 + j·kPass (the passes with k0 + j·kPass < kend; the launcher gives K % 256 == 0, so a
+  // pass's spans are whole), its x fragments reloaded between passes and its sums added into its slab. The tile
+  // loads run on across the passes (kD ahead, counters li / lk), so a pass's start is not a pipeline refill.
+  // (Shuffled from lane 0 so that ptxas sees the trip count warp-uniform, as `active`.)
+  const int n_tiles = kPasses ? __shfl_sync(0xffffffffu, active ? (kend - k0 + kPass - 1) / kPass * G : 0, 0) : G;
 
   // The tables first (one wait for their loads), then x and the first tiles. Staged after every warp's first loads
   // are issued, the forward took 1.02-1.10x the time at M 1-8 (thirty-first session runs 3-4): the tables' stores
@@ -764,32 +772,35 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
   // 32c .. 32c + 31); zeros elsewhere. NT = 1: column g is x row g; words 0-7 the 16 k of half 0 the
   // lane holds after the swap (from kb0), words 8-15 those of half 1 (from 64 + kb0).
   uint32_t bx[kS][16];
-  if constexpr (NT == 0) {
+  auto load_x = [&](int kx0) {  // (kx0: k0, or a later pass's k0 + j·kPass, where every span is whole)
+    if constexpr (NT == 0) {
 #pragma unroll
-    for (int s = 0; s < kS; ++s) {
-      const int m = g / 2;
-      const bool mine = m < M && (c >> 1) == (g & 1) && code_ok[s];
-      const uint4* src = reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + static_cast<int64_t>(mine ? m : 0) * p.K +
-                                                        (mine ? k0 + s * kSpan + 32 * c : 0));
+      for (int s = 0; s < kS; ++s) {
+        const int m = g / 2;
+        const bool mine = m < M && (c >> 1) == (g & 1) && code_ok[s];
+        const uint4* src = reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + static_cast<int64_t>(mine ? m : 0) * p.K +
+                                                          (mine ? kx0 + s * kSpan + 32 * c : 0));
 #pragma unroll
-      for (int v = 0; v < 4; ++v) {
-        const uint4 q = mine ? __ldg(src + v) : make_uint4(0, 0, 0, 0);
-        bx[s][4 * v] = q.x; bx[s][4 * v + 1] = q.y; bx[s][4 * v + 2] = q.z; bx[s][4 * v + 3] = q.w;
+        for (int v = 0; v < 4; ++v) {
+          const uint4 q = mine ? __ldg(src + v) : make_uint4(0, 0, 0, 0);
+          bx[s][4 * v] = q.x; bx[s][4 * v + 1] = q.y; bx[s][4 * v + 2] = q.z; bx[s][4 * v + 3] = q.w;
+        }
       }
+    } else {
+      const int kb0 = c < 2 ? 32 * c : 32 * (c - 2) + 16;  // words 0-1 kept (c < 2) or got from lane c - 2
+#pragma unroll
+      for (int s = 0; s < kS; ++s)
+#pragma unroll
+        for (int v = 0; v < 4; ++v) {
+          const int kx = kx0 + s * kSpan + 64 * (v / 2) + kb0 + 8 * (v % 2);
+          const bool mine = g < M && kx0 + s * kSpan + 64 * (v / 2) < kend;
+          const uint4 q = mine ? __ldg(reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + static_cast<int64_t>(g) * p.K + kx))
+                               : make_uint4(0, 0, 0, 0);
+          bx[s][4 * v] = q.x; bx[s][4 * v + 1] = q.y; bx[s][4 * v + 2] = q.z; bx[s][4 * v + 3] = q.w;
+        }
     }
-  } else {
-    const int kb0 = c < 2 ? 32 * c : 32 * (c - 2) + 16;  // words 0-1 kept (c < 2) or got from lane c - 2
-#pragma unroll
-    for (int s = 0; s < kS; ++s)
-#pragma unroll
-      for (int v = 0; v < 4; ++v) {
-        const int kx = k0 + s * kSpan + 64 * (v / 2) + kb0 + 8 * (v % 2);
-        const bool mine = g < M && k0 + s * kSpan + 64 * (v / 2) < kend;
-        const uint4 q = mine ? __ldg(reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + static_cast<int64_t>(g) * p.K + kx))
-                             : make_uint4(0, 0, 0, 0);
-        bx[s][4 * v] = q.x; bx[s][4 * v + 1] = q.y; bx[s][4 * v + 2] = q.z; bx[s][4 * v + 3] = q.w;
-      }
-  }
+  };
+  load_x(k0);
 
   // Tile i's loads: every lane loads from a valid address (rows past N: row N - 1; a missing half
   // or span: the row's first bytes and block, multiplied by x's zeros and a zero scale), so no load
@@ -808,20 +819,20 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
     uint32_t q[kS];   // raw scales (float32 bits, or the nested code byte; kMerged nested: q[0] the 4 bytes)
     float a2[kS];
   };
-  auto load = [&](int i, Tile& t) {
+  auto load = [&](int i, int koff, Tile& t) {  // tile i of the pass at k offset koff (0, or j·kPass: kPasses)
     const int ra = min(row0 + 16 * i + g, p.N - 1), rb = min(row0 + 16 * i + g + 8, p.N - 1);
     const uint8_t* pa = p.w.packed + static_cast<int64_t>(ra) * (p.K / 2);
     const uint8_t* pb = p.w.packed + static_cast<int64_t>(rb) * (p.K / 2);
 #pragma unroll
     for (int s = 0; s < kS; ++s) {
-      const int o = code_ok[s] ? code_off + s * (kSpan / 2) : 0;
+      const int o = code_ok[s] ? code_off + koff / 2 + s * (kSpan / 2) : 0;
       t.cw[s][0] = load_codes<kStream>(pa + o, policy);
       t.cw[s][1] = load_codes<kStream>(pb + o, policy);
     }
     const int sb = min(row0 + 16 * i + g + srow_off, p.N - 1) * kb;
     if constexpr (kMerged) {
       static_assert(kS == 2, "two spans: four absmax blocks of 64");
-      const int b = sb + kq;  // a multiple of 4 (kb and kq are)
+      const int b = sb + kq + (koff >> 6);  // a multiple of 4 (kb, kq and koff / 64 are)
       // Nothing here may read a loaded value (not even a move joining the two formats' registers): the
       // warp would wait for the load, in order, where it should go on with the tiles already loaded (s30
       // run 4: a shift right after the load held 16-22% of the kernel's stall samples at M = 1; run 5, this
@@ -836,7 +847,7 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
     } else {
 #pragma unroll
       for (int s = 0; s < kS; ++s) {
-        const int b = sb + sk[s];
+        const int b = sb + sk[s] + (koff >> p.w.blocksize_log2);
         if (nested) {
           t.q[s] = __ldg(static_cast<const uint8_t*>(p.w.absmax) + b);
           t.a2[s] = __ldg(p.w.nested_absmax + (b >> kNestedBlockLog2));
@@ -848,18 +859,28 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
     }
   };
   Tile tl[kD];
-  if (active) {
+  // kPasses: the next load's tile li and pass offset lk, the computed tile's ci and pass offset ck
+  int li = 0, lk = 0, ci = 0, ck = 0;
+  if constexpr (kPasses) {
 #pragma unroll
-    for (int d = 0; d < kD; ++d) load(min(d, G - 1), tl[d]);
+    for (int d = 0; d < kD; ++d) {
+      if (d < n_tiles) {
+        load(li, lk, tl[d]);
+        if (++li == G) li = 0, lk += kPass;
+      }
+    }
+  } else if (active) {
+#pragma unroll
+    for (int d = 0; d < kD; ++d) load(min(d, G - 1), 0, tl[d]);
   }
   __syncthreads();  // tables
   const uint32_t tbase = smem_addr(table_base), lane4 = 4 * lane;
 
-  for (int i0 = 0; active && i0 < G; i0 += kD) {
+  for (int i0 = 0; (kPasses || active) && i0 < n_tiles; i0 += kD) {
 #pragma unroll
     for (int d = 0; d < kD; ++d) {
-      const int i = i0 + d;
-      if (i >= G) break;
+      const int i = kPasses ? ci : i0 + d;
+      if (i0 + d >= n_tiles) break;
       // NT = 0: acc[0..1] rows g, g + 8 of the tile for x row c (C columns 2c, 2c + 1); NT = 1: the C
       // fragment (rows g, g + 8; x rows 2c, 2c + 1)
       float acc[NT == 0 ? 2 : 4] = {};
@@ -909,20 +930,39 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
             acc[e] = fmaf(part[NT][e], e < 2 ? s_a1 : s_b1, fmaf(part[0][e], e < 2 ? s_a0 : s_b0, acc[e]));
         }
       }
-      if (i + kD < G) load(i + kD, tl[d]);
+      if constexpr (kPasses) {
+        if (i0 + d + kD < n_tiles) {
+          load(li, lk, tl[d]);
+          if (++li == G) li = 0, lk += kPass;
+        }
+      } else if (i + kD < G) {
+        load(i + kD, 0, tl[d]);
+      }
       const int nl = 16 * i + g;
+      const bool add = kPasses && ck > 0;  // a later pass: onto the slab's sums
+      auto put = [&](int idx, float v) {
+        if (add) v += my_rows[idx];
+        my_rows[idx] = v;
+      };
       if constexpr (NT == 0) {
         if (c < M) {
-          my_rows[nl * M + c] = acc[0];
-          my_rows[(nl + 8) * M + c] = acc[1];
+          put(nl * M + c, acc[0]);
+          put((nl + 8) * M + c, acc[1]);
         }
       } else {
 #pragma unroll
         for (int e = 0; e < 2; ++e)
           if (2 * c + e < M) {
-            my_rows[nl * M + 2 * c + e] = acc[e];
-            my_rows[(nl + 8) * M + 2 * c + e] = acc[2 + e];
+            put(nl * M + 2 * c + e, acc[e]);
+            put((nl + 8) * M + 2 * c + e, acc[2 + e]);
           }
+      }
+      if constexpr (kPasses) {
+        if (++ci == G) {  // the pass is done: the next one's x
+          ci = 0;
+          ck += kPass;
+          if (i0 + d + 1 < n_tiles) load_x(k0 + ck);
+        }
       }
     }
   }
@@ -1061,11 +1101,16 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
     const dim3 grid((p.N + 16 * p.row_tiles - 1) / (16 * p.row_tiles), splits);
     const size_t smem = GemvRows::smem_bytes(p.M, p.row_tiles);
     const bool merged = rows_merged_scales(p);  // (the merged kernel always streams its code loads: see load_codes)
+    const bool passes = p.slice_k > GemvRows::kSliceK;  // (plan_qlora_gemv's fewer slices: K % 256 == 0)
     auto pick = [&](auto nt) {
       constexpr int NT = decltype(nt)::value;
-      return merged ? qlora_gemv_rows_kernel<T, NT, true, true>
-                    : (smem <= kRowsStreamMaxSmem ? qlora_gemv_rows_kernel<T, NT, true, false>
-                                                  : qlora_gemv_rows_kernel<T, NT, false, false>);
+      if (passes)
+        return merged ? qlora_gemv_rows_kernel<T, NT, true, true, true>
+                      : (smem <= kRowsStreamMaxSmem ? qlora_gemv_rows_kernel<T, NT, true, false, true>
+                                                    : qlora_gemv_rows_kernel<T, NT, false, false, true>);
+      return merged ? qlora_gemv_rows_kernel<T, NT, true, true, false>
+                    : (smem <= kRowsStreamMaxSmem ? qlora_gemv_rows_kernel<T, NT, true, false, false>
+                                                  : qlora_gemv_rows_kernel<T, NT, false, false, false>);
     };
     const auto kernel = p.M <= GemvRows::kMaxM0 ? pick(std::integral_constant<int, 0>{}) : pick(std::integral_constant<int, 1>{});
     return launch_kernel(kernel, "qlora_gemv_rows_kernel", grid, GemvRows::kThreads, smem, stream, 0, dependent, p);
@@ -1124,11 +1169,29 @@ GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tile
     pipeline = resolve_pipeline(0, M, K, major);
   }
   if (pipeline == 3) {
-    // K in slices (GemvRows::slice_k); the rows cut into as many blocks as one wave of resident blocks takes
-    // (whole tiles of 16 rows, at most max_tiles(M) per block).
-    const int64_t S = (K + GemvRows::kSliceK - 1) / GemvRows::kSliceK, row_tiles = (N + 15) / 16;
-    const int64_t want = std::max<int64_t>(1, int64_t{GemvRows::kMinBlocks} * sm_count / S);
-    const int64_t per = std::min<int64_t>(GemvRows::max_tiles(static_cast<int>(M)), (row_tiles + want - 1) / want);
+    // K in S slices (GemvRows::slice_k); the rows cut into as many blocks as one wave of resident blocks takes
+    // (whole tiles of 16 rows, at most max_tiles(M) per block). S = ceil(K / kSliceK), but where the warps' slabs
+    // would leave L1 less than (GemvRows::smem_bytes above kRowsStreamMaxSmem) and K % 256 == 0: the fewest slices
+    // whose blocks fill as many SMs, each walked in passes of kSliceK (more blocks of fewer tiles, smaller slabs).
+    // Measured (bench/results/h200/s34, runs 3-4, interleaved CUDA graphs): M = 4 on 8192×28672 (177 KiB a
+    // block: 2 slices of 28 tiles -> 1 of 14) 0.935-0.938x the time, on 28672×8192 (182 KiB: 7 slices of 29 -> 1
+    // of 4) 0.888-0.896x; where the slabs are smaller, passes took 1.00-1.07x (M 1-3 on those two shapes, M 1-4 on
+    // 14336×4096, M = 1 on 14336×1024; M = 1 on 8192×28672 1.05-1.07x) but for 14336×2048 at M 1-2 (0.98-1.01x).
+    const int64_t S0 = (K + GemvRows::kSliceK - 1) / GemvRows::kSliceK, row_tiles = (N + 15) / 16;
+    auto tiles_per = [&](int64_t s) {
+      const int64_t want = std::max<int64_t>(1, int64_t{GemvRows::kMinBlocks} * sm_count / s);
+      return std::min<int64_t>(GemvRows::max_tiles(static_cast<int>(M)), (row_tiles + want - 1) / want);
+    };
+    auto fill = [&](int64_t s) { return (row_tiles + tiles_per(s) - 1) / tiles_per(s) * s; };
+    int64_t S = S0;
+    if (K % (GemvRows::kS * kSpan) == 0 &&
+        GemvRows::smem_bytes(static_cast<int>(M), static_cast<int>(tiles_per(S0))) > kRowsStreamMaxSmem)
+      for (int64_t s = 1; s < S0; ++s)
+        if (fill(s) >= std::min<int64_t>(fill(S0), int64_t{GemvRows::kMinBlocks} * sm_count)) {
+          S = s;
+          break;
+        }
+    const int64_t per = tiles_per(S);
     const int64_t blocks = (row_tiles + per - 1) / per;
     plan.splits = static_cast<int>(S);
     plan.tiles = static_cast<int>(per);
@@ -1186,8 +1249,10 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   if (pipeline == 3) {
     if (M > GemvRows::kMaxM) return "the register pipeline (3) takes M <= 8, got M = " + std::to_string(M);
     if (N * K / blocksize >= (int64_t{1} << 31)) return "the register pipeline (3) needs N·K / blocksize < 2^31";
-    if (splits != (K + GemvRows::kSliceK - 1) / GemvRows::kSliceK)
-      return "the register pipeline (3) needs splits = ceil(K / 4096), as plan_qlora_gemv gives";
+    const int64_t most = (K + GemvRows::kSliceK - 1) / GemvRows::kSliceK;
+    if (splits > most || (splits < most && K % (GemvRows::kS * kSpan) != 0))
+      return "the register pipeline (3) needs splits = ceil(K / 4096), or fewer where K % 256 == 0, as plan_qlora_gemv "
+             "gives; got " + std::to_string(splits) + " for K = " + std::to_string(K);
     if (tiles < 1 || tiles > GemvRows::max_tiles(static_cast<int>(M)))
       return "the register pipeline (3) needs tiles in [1, max_tiles(M)] (64 up to M = 2, 40 at M = 4, 20 at M = 8)";
   } else if (tiles != 1 && tiles != 2) {

@@ -54,10 +54,13 @@ CASES = [  # M, K, N, r, blocksize, bias, dropout
     (3, 14336, 130, 16, 64, False, True),  # registers: 4 equal slices of 3584 k (14 of 16 warps in K each)
     (1, 11008, 520, 8, 64, True, False),  # registers: 3 slices of 3840, 3840, 3328 k (the last 13 warps)
     (4, 2048, 4100, 16, 128, True, False),  # registers: one slice of 2048 k (8 of 16 warps), per-span scales
-    (4, 8192, 28672, 16, 64, False, False),  # registers, 28 tiles per block on 132 SMs, 177 KiB of shared
-    #                                          memory: merged scales, streamed code loads
-    (4, 8192, 28672, 16, 128, False, False),  # the same plan with per-span scales (blocksize 128): plain code
-    #                                           loads (177 KiB > kRowsStreamMaxSmem)
+    (4, 8192, 28672, 16, 64, False, False),  # registers: 2 slices of 28 tiles would take 177 KiB of shared memory:
+    #                                          1 slice of 14 in 2 passes; merged scales, streamed code loads
+    (4, 6144, 28672, 16, 128, True, False),  # the same with per-span scales: 2 passes, the second 2048 k (8 warps)
+    (6, 8448, 24000, 16, 64, False, True),  # registers at M > 4 (forced): 3 slices of 26 tiles (two waves, 221
+    #                                         KiB) -> 2 slices of 23 in 2 passes, the second 256 k (one warp)
+    (4, 4096, 71000, 16, 128, False, False),  # registers, 34 tiles per block (201 KiB of shared memory; K one slice)
+    #                                          with per-span scales: plain code loads (> kRowsStreamMaxSmem)
 ]
 
 
