@@ -1187,8 +1187,9 @@ static RowsPlan rows_plan(int64_t M, int64_t N, int64_t K, int sm_count) {
 // Pipeline 0 (auto) on a device of compute capability `major`: measured on sm_90 (fifteenth and
 // sixteenth sessions) the register pipeline up to M = 4, and up to M = 8 where K is one K slice
 // (K <= 4096; on longer K split over blocks the TMA ring was faster at M = 5-8: 1.07-1.11x on 14336×4096,
-// 1.10x on 8192×28672 at M = 5) or where rows_plan walks K in passes (EXPERIMENT, s34), the TMA ring above;
-// cp.async elsewhere.
+// 1.10x on 8192×28672 at M = 5) or where rows_plan walks K in passes (thirty-fourth session run 6, the same
+// process: 0.84-0.86x the TMA ring's time at M 5 / 6 / 8 on 8192×28672, 0.69-0.71x at M 5 / 8 on
+// 28672×8192), the TMA ring above; cp.async elsewhere.
 static int resolve_pipeline(int pipeline, int64_t M, int64_t N, int64_t K, int major, int sm_count) {
   if (pipeline != 0) return pipeline;
   if (major != 9) return 1;
