@@ -1,6 +1,7 @@
 """GPU time of the small-M forward against the copy bandwidth (issues 3 and 5), from CUDA graphs.
 
-    python bench/gemv_time.py [--out FILE] [--spec "K,N:M1/M2;K,N:M..."] [--env VAR=v1,v2,...] [--brief]
+    python bench/gemv_time.py [--out FILE] [--spec "K,N:M1/M2;K,N:M..."] [--env VAR=v1,v2,... |
+                              --attr NAME=v1,v2,...] [--brief]
 
 Per shape and M: the forward (its u and GEMV kernels, bf16, r = 16, NF4 blocksize 64 with double
 quantization) under no_grad through nf4lora.qlora_linear on the default backend, L calls over n_w
@@ -14,7 +15,8 @@ at these sizes (bench/results/h200/s22); these are the kernels' time.
 --env VAR=v1,v2: an A/B of variants a launcher or planner reads from the environment (switches that exist
 on experiment branches only; the weights' cached plans are dropped before each variant's capture): one
 graph per value, captured with VAR set to it, the graphs replayed alternately; the rows carry each
-value's time and its ratio to the first's, and whether the outputs are the same bits. One JSON line per
+value's time and its ratio to the first's, and whether the outputs are the same bits. --attr NAME=v1,v2:
+the same with nf4lora._cuda_ext.NAME set to each value (e.g. GEMV_PIPELINE=tma,auto). One JSON line per
 row (stdout, and FILE, rewritten, with --out; --brief: stdout gets a short line per row instead, for a
 run's log).
 
@@ -121,6 +123,7 @@ def main(argv=None):
     p.add_argument("--out", help="also write the JSON lines here")
     p.add_argument("--spec", default=DEFAULT_SPEC, help='shapes and M: "K,N:M1/M2;K,N:M..."')
     p.add_argument("--env", help="VAR=v1,v2,...: variants by an environment variable (experiment branches)")
+    p.add_argument("--attr", help="NAME=v1,v2,...: variants by an attribute of nf4lora._cuda_ext (e.g. GEMV_PIPELINE)")
     p.add_argument("--r", type=int, default=16)
     p.add_argument("--rounds", type=int, default=12)
     p.add_argument("--brief", action="store_true", help="stdout: one short line per row (brief()), not the JSON")
@@ -128,9 +131,25 @@ def main(argv=None):
     if not torch.cuda.is_available():
         sys.exit("gemv_time.py needs a CUDA device")
     var, values = None, [None]
-    if args.env:
-        var, vals = args.env.split("=", 1)
+    if args.env and args.attr:
+        sys.exit("--env and --attr: one at a time")
+    if args.env or args.attr:
+        var, vals = (args.env or args.attr).split("=", 1)
         values = vals.split(",")
+    if args.attr:
+        from nf4lora import _cuda_ext
+
+        if not hasattr(_cuda_ext, var):
+            sys.exit(f"--attr: nf4lora._cuda_ext has no {var}")
+        attr_before = getattr(_cuda_ext, var)
+
+    def set_variant(v):
+        if args.attr:
+            setattr(_cuda_ext, var, attr_before if v is None else v)
+        elif v is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = v
     sink = open(args.out, "w") if args.out else None
 
     def emit(row):
@@ -159,12 +178,12 @@ def main(argv=None):
             with torch.no_grad():
                 for v in values:
                     if var is not None:
-                        os.environ[var] = v
+                        set_variant(v)
                         for q in qs:  # (a planner's switch too: each variant plans its calls afresh)
                             q.plans.clear()
                     graphs[v], outs[v] = capture(lambda: [ops.qlora_linear(x, qs[i % n_w], As[i % n_w], Bs[i % n_w], 2.0) for i in range(L)])
             if var is not None:
-                os.environ.pop(var, None)
+                set_variant(None)
             path = ops.last_path.get("qlora_linear")
             ms = time_interleaved(graphs, args.rounds)
             nbytes = work(M, K, N, args.r, "fwd")["bytes"]

@@ -1150,15 +1150,54 @@ static int64_t gemv_splits(int64_t M, int64_t N, int64_t K, int sm_count, int ti
   return std::max<int64_t>(1, std::min(splits, most));
 }
 
+// K in S slices (GemvRows::slice_k); the rows cut into as many blocks as one wave of resident blocks takes
+// (whole tiles of 16 rows, at most max_tiles(M) per block). S = ceil(K / kSliceK), but where the warps' slabs
+// would leave L1 less than (GemvRows::smem_bytes above kRowsStreamMaxSmem) and K % 256 == 0: the fewest slices
+// whose blocks use the SMs as well (blocks over the SM slots of the waves they take), each walked in passes of
+// kSliceK (more blocks of fewer tiles, smaller slabs).
+// Measured (bench/results/h200/s34, runs 3-4, interleaved CUDA graphs): M = 4 on 8192×28672 (177 KiB a
+// block: 2 slices of 28 tiles -> 1 of 14) 0.935-0.938x the time, on 28672×8192 (182 KiB: 7 slices of 29 -> 1
+// of 4) 0.888-0.896x; where the slabs are smaller, passes took 1.00-1.07x (M 1-3 on those two shapes, M 1-4 on
+// 14336×4096, M = 1 on 14336×1024; M = 1 on 8192×28672 1.05-1.07x) but for 14336×2048 at M 1-2 (0.98-1.01x).
+struct RowsPlan {
+  int64_t slices, tiles;  // K slices (gridDim.y), row tiles per block
+};
+static RowsPlan rows_plan(int64_t M, int64_t N, int64_t K, int sm_count) {
+  const int64_t S0 = (K + GemvRows::kSliceK - 1) / GemvRows::kSliceK, row_tiles = (N + 15) / 16;
+  const int64_t sms = int64_t{GemvRows::kMinBlocks} * sm_count;
+  auto tiles_per = [&](int64_t s) {
+    const int64_t want = std::max<int64_t>(1, sms / s);
+    return std::min<int64_t>(GemvRows::max_tiles(static_cast<int>(M)), (row_tiles + want - 1) / want);
+  };
+  auto use = [&](int64_t s) {  // blocks over the SM slots of the waves they take
+    const int64_t blocks = (row_tiles + tiles_per(s) - 1) / tiles_per(s) * s;
+    return static_cast<double>(blocks) / static_cast<double>((blocks + sms - 1) / sms * sms);
+  };
+  int64_t S = S0;
+  if (K % (GemvRows::kS * kSpan) == 0 &&
+      GemvRows::smem_bytes(static_cast<int>(M), static_cast<int>(tiles_per(S0))) > kRowsStreamMaxSmem)
+    for (int64_t s = 1; s < S0; ++s)
+      if (use(s) >= use(S0)) {
+        S = s;
+        break;
+      }
+  return {S, tiles_per(S)};
+}
+
 // Pipeline 0 (auto) on a device of compute capability `major`: measured on sm_90 (fifteenth and
 // sixteenth sessions) the register pipeline up to M = 4, and up to M = 8 where K is one K slice
-// (K <= 4096; on longer K the TMA ring was faster at M = 5-8: 1.07-1.11x on 14336×4096, 1.10x on
-// 8192×28672 at M = 5), the TMA ring above;
-// cp.async elsewhere.
-static int resolve_pipeline(int pipeline, int64_t M, int64_t K, int major) {
+// (K <= 4096; on longer K split over blocks the TMA ring was faster at M = 5-8: 1.07-1.11x on 14336×4096,
+// 1.10x on 8192×28672 at M = 5) or where rows_plan walks K in passes (thirty-fourth session run 6, the same
+// process: 0.84-0.86x the TMA ring's time at M 5 / 6 / 8 on 8192×28672, 0.69-0.71x at M 5 / 8 on
+// 28672×8192), the TMA ring above; cp.async elsewhere.
+static int resolve_pipeline(int pipeline, int64_t M, int64_t N, int64_t K, int major, int sm_count) {
   if (pipeline != 0) return pipeline;
   if (major != 9) return 1;
-  return M <= GemvRows::kMaxM0 || (M <= GemvRows::kMaxM && K <= GemvRows::kSliceK) ? 3 : 2;
+  if (M <= GemvRows::kMaxM0) return 3;
+  if (M > GemvRows::kMaxM) return 2;
+  return K <= GemvRows::kSliceK || rows_plan(M, N, K, sm_count).slices < (K + GemvRows::kSliceK - 1) / GemvRows::kSliceK
+             ? 3
+             : 2;
 }
 
 GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tiles, int pipeline) {
@@ -1166,32 +1205,11 @@ GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tile
   if (pipeline == 0) {
     int major = 0, sms = 0;
     current_device(&major, &sms);
-    pipeline = resolve_pipeline(0, M, K, major);
+    pipeline = resolve_pipeline(0, M, N, K, major, sm_count);
   }
   if (pipeline == 3) {
-    // K in S slices (GemvRows::slice_k); the rows cut into as many blocks as one wave of resident blocks takes
-    // (whole tiles of 16 rows, at most max_tiles(M) per block). S = ceil(K / kSliceK), but where the warps' slabs
-    // would leave L1 less than (GemvRows::smem_bytes above kRowsStreamMaxSmem) and K % 256 == 0: the fewest slices
-    // whose blocks fill as many SMs, each walked in passes of kSliceK (more blocks of fewer tiles, smaller slabs).
-    // Measured (bench/results/h200/s34, runs 3-4, interleaved CUDA graphs): M = 4 on 8192×28672 (177 KiB a
-    // block: 2 slices of 28 tiles -> 1 of 14) 0.935-0.938x the time, on 28672×8192 (182 KiB: 7 slices of 29 -> 1
-    // of 4) 0.888-0.896x; where the slabs are smaller, passes took 1.00-1.07x (M 1-3 on those two shapes, M 1-4 on
-    // 14336×4096, M = 1 on 14336×1024; M = 1 on 8192×28672 1.05-1.07x) but for 14336×2048 at M 1-2 (0.98-1.01x).
-    const int64_t S0 = (K + GemvRows::kSliceK - 1) / GemvRows::kSliceK, row_tiles = (N + 15) / 16;
-    auto tiles_per = [&](int64_t s) {
-      const int64_t want = std::max<int64_t>(1, int64_t{GemvRows::kMinBlocks} * sm_count / s);
-      return std::min<int64_t>(GemvRows::max_tiles(static_cast<int>(M)), (row_tiles + want - 1) / want);
-    };
-    auto fill = [&](int64_t s) { return (row_tiles + tiles_per(s) - 1) / tiles_per(s) * s; };
-    int64_t S = S0;
-    if (K % (GemvRows::kS * kSpan) == 0 &&
-        GemvRows::smem_bytes(static_cast<int>(M), static_cast<int>(tiles_per(S0))) > kRowsStreamMaxSmem)
-      for (int64_t s = 1; s < S0; ++s)
-        if (fill(s) >= std::min<int64_t>(fill(S0), int64_t{GemvRows::kMinBlocks} * sm_count)) {
-          S = s;
-          break;
-        }
-    const int64_t per = tiles_per(S);
+    const RowsPlan rp = rows_plan(M, N, K, sm_count);
+    const int64_t S = rp.slices, per = rp.tiles, row_tiles = (N + 15) / 16;
     const int64_t blocks = (row_tiles + per - 1) / per;
     plan.splits = static_cast<int>(S);
     plan.tiles = static_cast<int>(per);
@@ -1245,7 +1263,7 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   current_device(&major, &sm_count);
   if (pipeline == 2 && major != 9) return "pipeline 2 (TMA) runs on sm_90 only";
   if (pipeline == 3 && major != 9) return "pipeline 3 (registers) runs on sm_90 only (its shared memory is sized for it)";
-  pipeline = resolve_pipeline(pipeline, M, K, major);
+  pipeline = resolve_pipeline(pipeline, M, N, K, major, sm_count);
   if (pipeline == 3) {
     if (M > GemvRows::kMaxM) return "the register pipeline (3) takes M <= 8, got M = " + std::to_string(M);
     if (N * K / blocksize >= (int64_t{1} << 31)) return "the register pipeline (3) needs N·K / blocksize < 2^31";

@@ -125,8 +125,11 @@ def test_small_m_plan_splits_k_only_for_narrow_w():
     # K <= 4096), TMA above.
     sm90 = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
     assert plan(1, 28672, 8192, 132, 2, 0) == plan(1, 28672, 8192, 132, 2, 3 if sm90 else 1)
-    assert plan(8, 28672, 8192, 132, 2, 0) == plan(8, 28672, 8192, 132, 2, 2 if sm90 else 1)
-    # M 5-8: registers where K is one slice (K <= 4096), TMA on longer K
+    # M 5-8: registers where K is one slice (K <= 4096) or walked in passes (8192: 2 slices of 20 tiles would take
+    # two waves and 229 KiB a block; 1 of 14 in passes), TMA on longer K split over blocks
+    assert plan(8, 28672, 8192, 132, 2, 3) == (1, 14, 0, 0)
+    assert plan(8, 28672, 8192, 132, 2, 0) == plan(8, 28672, 8192, 132, 2, 3 if sm90 else 1)
+    assert plan(8, 4096, 8192, 132, 2, 0) == plan(8, 4096, 8192, 132, 2, 2 if sm90 else 1)  # 2 slices of 4 tiles
     assert plan(8, 14336, 4096, 132, 2, 0) == plan(8, 14336, 4096, 132, 2, 3 if sm90 else 1)
     assert plan(5, 4096, 4160, 132, 2, 0) == plan(5, 4096, 4160, 132, 2, 2 if sm90 else 1)
     assert plan(9, 4096, 4096, 132, 2, 0) == plan(9, 4096, 4096, 132, 2, 2 if sm90 else 1)

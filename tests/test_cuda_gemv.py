@@ -57,8 +57,8 @@ CASES = [  # M, K, N, r, blocksize, bias, dropout
     (4, 8192, 28672, 16, 64, False, False),  # registers: 2 slices of 28 tiles would take 177 KiB of shared memory:
     #                                          1 slice of 14 in 2 passes; merged scales, streamed code loads
     (4, 6144, 28672, 16, 128, True, False),  # the same with per-span scales: 2 passes, the second 2048 k (8 warps)
-    (6, 8448, 24000, 16, 64, False, True),  # registers at M > 4 (forced): 3 slices of 26 tiles (two waves, 221
-    #                                         KiB) -> 2 slices of 23 in 2 passes, the second 256 k (one warp)
+    (6, 8448, 24000, 16, 64, False, True),  # registers at M > 4: 3 slices of 26 tiles (two waves, 221 KiB) -> 1
+    #                                         slice of 12 in 3 passes, the last 256 k (one warp)
     (4, 4096, 71000, 16, 128, False, False),  # registers, 34 tiles per block (201 KiB of shared memory; K one slice)
     #                                          with per-span scales: plain code loads (> kRowsStreamMaxSmem)
 ]
