@@ -151,7 +151,8 @@ GEMV_TILES = 0
 # byte-pair table), "tma" (sm_90 only: TMA copies into the block's mbarrier ring, the decode through
 # a shared byte-pair table), "cp_async" (any GPU: cp.async rings, the byte-permute decode in
 # registers), "auto" (the launcher's choice from measurements: on sm_90 rows up to M = 4 and up to
-# M = 8 where K <= 4096, tma above; cp_async elsewhere). Tests and bench/diag_fwd.py compare.
+# M = 8 where K <= 4096 or where its plan walks K in passes (csrc/qlora_gemv.cu, rows_plan), tma above;
+# cp_async elsewhere). Tests and bench/diag_fwd.py compare.
 GEMV_PIPELINES = {"auto": 0, "cp_async": 1, "tma": 2, "rows": 3}
 GEMV_PIPELINE = "auto"
 
