@@ -109,13 +109,13 @@ def test_small_m_plan_splits_k_only_for_narrow_w():
     # equal in whole 256-k spans, GemvRows::slice_k: 14336 in 4 of 3584), the rows in
     # blocks of whole 16-row tiles (at most 64, fewer above M = 2: the warps' row sums fill shared
     # memory), as many blocks as one wave of one per SM takes. Where those blocks' shared memory passes
-    # kRowsStreamMaxSmem (168 KiB) and K % 256 == 0: the fewest slices whose blocks fill as many SMs, walked
-    # in passes of 4096 k.
+    # kRowsStreamMaxSmem (168 KiB) and K % 256 == 0: the fewest slices whose blocks use the SMs as well (blocks over
+    # the SM slots of the waves they take), walked in passes of 4096 k.
     assert plan(1, 28672, 8192, 132, 2, 3) == (2, 28, 4 * 2 * 1 * 28672 + 4 * 64, 64)  # 1792 tiles, 66 blocks wanted
     assert plan(4, 4096, 14336, 132, 2, 3) == (4, 8, 4 * 4 * 4 * 4096 + 4 * 32, 32)  # 4 slices; 33 blocks wanted
     assert plan(4, 28672, 8192, 132, 2, 3) == (1, 14, 0, 0)  # 2 slices of 28 tiles: 177 KiB; 1 of 14 (2 passes)
     assert plan(4, 8192, 28672, 132, 2, 3) == (1, 4, 0, 0)  # 7 slices of 29 tiles: 182 KiB; 1 of 4 (7 passes)
-    assert plan(4, 28000, 8192, 132, 2, 3)[:2] == (2, 27)  # one slice would fill 125 SMs, not 130: no passes
+    assert plan(4, 28000, 8192, 132, 2, 3)[:2] == (2, 27)  # one slice's 125 blocks use fewer SMs than two slices' 130
     assert plan(4, 28672, 8320, 132, 2, 3)[0] == 3  # K % 256 != 0: no passes
     assert plan(1, 4096, 4160, 132, 2, 3)[0] == 2
     assert plan(1, 1 << 20, 64, 132, 2, 3) == (1, 64, 0, 0)  # 64 tiles at most: more than a wave
