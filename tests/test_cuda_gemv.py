@@ -273,6 +273,14 @@ def test_cuda_forward_refuses_what_it_does_not_take(monkeypatch):
         _cuda_ext._C.qlora_gemv(*operands, 0, 2, *state, 2, 64, 256, 4, 1.0, 2, 2, 3, 0, 0, 0)
     with pytest.raises(RuntimeError, match=r"the register pipeline \(3\) needs tiles in \[1, max_tiles\(M\)\]"):
         _cuda_ext._C.qlora_gemv(*operands, 0, 2, *state, 2, 64, 256, 4, 1.0, 1, 65, 3, 0, 0, 0)
+    # Fewer slices than ceil(K / 4096) (K walked in passes) only where K % 256 == 0 (4160: a pass would end mid-span)
+    q2 = quantize_nf4(torch.randn(64, 4160, device=DEV), 64)
+    A2, B2 = random_lora(64, 4160, 4, torch.bfloat16, DEV)
+    keep2, _, _, operands2 = _cuda_ext._operands(torch.randn(2, 4160, device=DEV, dtype=torch.bfloat16), None, A2, B2,
+                                                 None, False)
+    with pytest.raises(RuntimeError, match=r"needs splits = ceil\(K / 4096\), or fewer where K % 256 == 0, .* got 1 "
+                                           r"for K = 4160"):
+        _cuda_ext._C.qlora_gemv(*operands2, 0, 2, *_cuda_ext._nf4_args(q2)[1], 2, 64, 4160, 4, 1.0, 1, 2, 3, 0, 0, 0)
     with pytest.raises(RuntimeError, match=r"the register pipeline \(3\) takes M <= 8, got M = 9"):
         _cuda_ext.qlora_forward_small(torch.randn(9, 256, device=DEV, dtype=torch.bfloat16), None, q, A, B, 1.0,
                                       None, pipeline="rows")
