@@ -310,3 +310,32 @@ def test_cuda_forward_is_memcheck_clean(tmp_path):
         torch.cuda.synchronize()
         print("done")
     """)
+
+
+@pytest.mark.parametrize("M,K,N", [(1, 2048, 4096), (3, 4096, 1000), (6, 8192, 2048)])
+def test_register_gemv_computes_u_in_its_own_grid(monkeypatch, M, K, N):
+    # Where the register GEMV's blocks and u's fit one wave (one block per SM), u = x̃·Aᵀ is computed by extra blocks
+    # of the GEMV's grid (one launch a forward, no lora_u_kernel); NF4LORA_FUSE_U=0 keeps the u kernel. Both within
+    # the reference's tolerance, u to fp32 summation order.
+    if torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("the register pipeline runs on sm_90 only")
+    q = quantize_nf4(torch.randn(N, K, device=DEV) * K**-0.5, 64, double_quant=True)
+    A, B = random_lora(N, K, 16, torch.bfloat16, DEV)
+    x = torch.randn(M, K, device=DEV, dtype=torch.bfloat16)
+    xl = torch.randn(M, K, device=DEV, dtype=torch.bfloat16)  # a dropout's x̃: u reads it, the GEMV x
+    bias = torch.randn(N, device=DEV, dtype=torch.bfloat16)
+    outs, kernels = {}, {}
+    for fuse in ("1", "0"):
+        monkeypatch.setenv("NF4LORA_FUSE_U", fuse)
+        poison_next_alloc(M * N, torch.bfloat16)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            outs[fuse] = _cuda_ext.qlora_forward_small(x, xl, q, A, B, 0.7, bias, pipeline="rows")
+            torch.cuda.synchronize()
+        kernels[fuse] = [e.name for e in prof.events() if "kernel" in e.name]
+    assert not any("lora_u_kernel" in k for k in kernels["1"]), kernels["1"]
+    assert any("lora_u_kernel" in k for k in kernels["0"]), kernels["0"]
+    u_ref = xl.double() @ A.double().t()
+    for fuse, (y, u) in outs.items():
+        assert torch.isfinite(y).all()
+        assert rel_err(u, u_ref) < 1e-5, fuse
+    assert rel_err(outs["1"][0], outs["0"][0]) < 1e-3  # (the LoRA term's u differs by fp32 summation order only)
