@@ -767,7 +767,15 @@ inline bool rows_merged_scales(const GemvParams& p) {
 // of run 2 (M 1-8, five shapes) and 0.91-0.98x at the 6 of run 3 (M 1-3 on 8192×28672, M = 4 on
 // 28672×8192, 8192×24576 and 14336×4096; M = 1 on 8192×28672: 0.98x in run 2, 0.94x in run 3);
 // with plain loads (M = 4 on 8192×28672) 1.03x, which is why it always streams.
-template <typename T, int kThr>
+// 16 bytes of x. kCoherent (x read after griddepcontrol.wait, where the previous kernel may have written it):
+// ld.global.cg — a read-only (.nc) load may legally be scheduled above the wait by ptxas, and was (wip-fuse-u's first
+// build, s35 run 8: two of load_x's LDG.E.128.CONSTANT above the ACQBULK; the chained-forward test caught it).
+template <bool kCoherent> __device__ __forceinline__ uint4 load_x16(const uint4* p) {
+  if constexpr (kCoherent) return __ldcg(p);
+  return __ldg(p);
+}
+
+template <typename T, int kThr, bool kCgX = false>
 __device__ __forceinline__ void lora_u_block(const T* __restrict__ xl, const T* __restrict__ A, float* __restrict__ u,
                                              int M, int K, int r, int rlog, int bx, int by, int gx, float* red);
 
@@ -794,7 +802,7 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
       // of this grid touches them only after this wait)
       wait_for_prior_grid();
       if (id < p.u_blocks) {
-        lora_u_block<T, kThr>(static_cast<const T*>(p.x_lora), static_cast<const T*>(p.A), p.u_out, p.M, p.K, p.r,
+        lora_u_block<T, kThr, true>(static_cast<const T*>(p.x_lora), static_cast<const T*>(p.A), p.u_out, p.M, p.K, p.r,
                               p.u_rlog, id % p.u_rank_blocks, id / p.u_rank_blocks, p.u_rank_blocks,
                               reinterpret_cast<float*>(table_base));
         __threadfence();  // this thread's u before the count
@@ -853,7 +861,7 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
                                                           (mine ? kx0 + s * kSpan + 32 * c : 0));
 #pragma unroll
         for (int v = 0; v < 4; ++v) {
-          const uint4 q = mine ? __ldg(src + v) : make_uint4(0, 0, 0, 0);
+          const uint4 q = mine ? load_x16<kFusedU>(src + v) : make_uint4(0, 0, 0, 0);
           bx[s][4 * v] = q.x; bx[s][4 * v + 1] = q.y; bx[s][4 * v + 2] = q.z; bx[s][4 * v + 3] = q.w;
         }
       }
@@ -865,7 +873,7 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
         for (int v = 0; v < 4; ++v) {
           const int kx = kx0 + s * kSpan + 64 * (v / 2) + kb0 + 8 * (v % 2);
           const bool mine = g < M && kx0 + s * kSpan + 64 * (v / 2) < kend;
-          const uint4 q = mine ? __ldg(reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + static_cast<int64_t>(g) * p.K + kx))
+          const uint4 q = mine ? load_x16<kFusedU>(reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + static_cast<int64_t>(g) * p.K + kx))
                                : make_uint4(0, 0, 0, 0);
           bx[s][4 * v] = q.x; bx[s][4 * v + 1] = q.y; bx[s][4 * v + 2] = q.z; bx[s][4 * v + 3] = q.w;
         }
@@ -1065,7 +1073,7 @@ constexpr int kUMaxRanksLog2 = 3;  // (launch_typed's rule; the kernel takes up 
 
 // One block of u = x̃·Aᵀ (kThr threads): rank block bx of gx, row pair by (lora_u_kernel's blockIdx.x, gridDim.x and
 // blockIdx.y), its warps' sums in red (kThr / 32 · kURows floats of shared memory). Every thread calls it.
-template <typename T, int kThr>
+template <typename T, int kThr, bool kCgX>
 __device__ __forceinline__ void lora_u_block(const T* __restrict__ xl, const T* __restrict__ A, float* __restrict__ u,
                                              int M, int K, int r, int rlog, int bx, int by, int gx, float* red) {
   const int G = kThr >> rlog, q = threadIdx.x / G, t = threadIdx.x % G;
@@ -1080,7 +1088,7 @@ __device__ __forceinline__ void lora_u_block(const T* __restrict__ xl, const T* 
         av[st] = __ldg(reinterpret_cast<const uint4*>(A + static_cast<int64_t>(j) * K + k));
 #pragma unroll
         for (int m = 0; m < kURows; ++m)
-          xv[st][m] = __ldg(reinterpret_cast<const uint4*>(xl + static_cast<int64_t>(min(m0 + m, M - 1)) * K + k));
+          xv[st][m] = load_x16<kCgX>(reinterpret_cast<const uint4*>(xl + static_cast<int64_t>(min(m0 + m, M - 1)) * K + k));
       }
 #pragma unroll
       for (int st = 0; st < kUSteps; ++st)  // (steps past K and rows past M: zeros)
@@ -1184,7 +1192,9 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
     while (rlog < kUMaxRanksLog2 && rank_blocks(rlog) * row_pairs > spare) ++rlog;
     if (rank_blocks(rlog) * row_pairs > spare) rlog = 0;  // (no room: one block per rank)
   }
-  if (pipeline == 3 && p.u_sync != nullptr && rows_merged_scales(p) && fuse_u_enabled()) {
+  // (M <= 2, one row pair: s35 run 8 measured 0.958-0.984x the forward's time at M = 1 on the issue shapes, but
+  // 1.01-1.28x at M 4-8, where the u blocks' dependent loads queue behind the row blocks' streaming from the start)
+  if (pipeline == 3 && row_pairs == 1 && p.u_sync != nullptr && rows_merged_scales(p) && fuse_u_enabled()) {
     // u fused into the register GEMV's grid (kFusedU): extra columns of u blocks (512 threads, 2^rlog ranks each,
     // at least a warp a rank) where the row blocks and they fit one wave of one block per SM, so that the row
     // blocks' wait for the u blocks cannot wait for a block that is not resident.
