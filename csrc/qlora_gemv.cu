@@ -1435,7 +1435,7 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   const int64_t split_counters = splits > 1 ? col_blocks : 0;
   if (pipeline == 3 && counters != 0 && counters % 4 == 0 && n_counters >= split_counters + 2)
     p.u_sync = reinterpret_cast<unsigned int*>(counters) + split_counters;
-  if (pipeline == 3 && counters == 0 && workspace != 0) {
+  if (pipeline == 3 && counters == 0 && workspace != 0 && splits > 1) {  // (the plan sizes these 8 bytes only there)
     p.u_sync = reinterpret_cast<unsigned int*>(workspace + (splits > 1 ? sizeof(float) * splits * M * N : 0)) + split_counters;
     const cudaError_t err = cudaMemsetAsync(p.u_sync, 0, 8, reinterpret_cast<cudaStream_t>(stream));
     if (err != cudaSuccess) return std::string("cudaMemsetAsync: ") + cudaGetErrorString(err);
