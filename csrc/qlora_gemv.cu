@@ -698,6 +698,8 @@ struct GemvRows {
   // in whole warps' spans (kS·kSpan), so that no block's warps sit idle while others walk a full slice
   // (14336: 4 slices of 3584, not 3 of 4096 and one of 2048). S - 1 such slices end before K for
   // every K that is a multiple of 64 (checked up to 2^21 in Python), so every block has a warp in K.
+  // The slices of the split plan, ceil(K / kSliceK) (rows_plan may take fewer, walked in passes).
+  __host__ __device__ static constexpr int64_t max_slices(int64_t K) { return (K + kSliceK - 1) / kSliceK; }
   __host__ __device__ static constexpr int slice_k(int64_t K, int64_t S) {
     return static_cast<int>((K + S * kS * kSpan - 1) / (S * kS * kSpan) * (kS * kSpan));
   }
@@ -1292,7 +1294,7 @@ struct RowsPlan {
   int64_t slices, tiles;  // K slices (gridDim.y), row tiles per block
 };
 static RowsPlan rows_plan(int64_t M, int64_t N, int64_t K, int sm_count) {
-  const int64_t S0 = (K + GemvRows::kSliceK - 1) / GemvRows::kSliceK, row_tiles = (N + 15) / 16;
+  const int64_t S0 = GemvRows::max_slices(K), row_tiles = (N + 15) / 16;
   const int64_t sms = int64_t{GemvRows::kMinBlocks} * sm_count;
   auto tiles_per = [&](int64_t s) {
     const int64_t want = std::max<int64_t>(1, sms / s);
@@ -1324,9 +1326,7 @@ static int resolve_pipeline(int pipeline, int64_t M, int64_t N, int64_t K, int m
   if (major != 9) return 1;
   if (M <= GemvRows::kMaxM0) return 3;
   if (M > GemvRows::kMaxM) return 2;
-  return K <= GemvRows::kSliceK || rows_plan(M, N, K, sm_count).slices < (K + GemvRows::kSliceK - 1) / GemvRows::kSliceK
-             ? 3
-             : 2;
+  return K <= GemvRows::kSliceK || rows_plan(M, N, K, sm_count).slices < GemvRows::max_slices(K) ? 3 : 2;
 }
 
 GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tiles, int pipeline) {
@@ -1398,7 +1398,7 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   if (pipeline == 3) {
     if (M > GemvRows::kMaxM) return "the register pipeline (3) takes M <= 8, got M = " + std::to_string(M);
     if (N * K / blocksize >= (int64_t{1} << 31)) return "the register pipeline (3) needs N·K / blocksize < 2^31";
-    const int64_t most = (K + GemvRows::kSliceK - 1) / GemvRows::kSliceK;
+    const int64_t most = GemvRows::max_slices(K);
     if (splits > most || (splits < most && K % (GemvRows::kS * kSpan) != 0))
       return "the register pipeline (3) needs splits = ceil(K / 4096), or fewer where K % 256 == 0, as plan_qlora_gemv "
              "gives; got " + std::to_string(splits) + " for K = " + std::to_string(K);
