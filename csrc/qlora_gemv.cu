@@ -171,12 +171,12 @@ __device__ __forceinline__ void store_output(const GemvParams& p, int m, int n, 
 // Split K (gridDim.y slices), once this block has published its partial sums: whether it is the
 // last block of its column (or row) block to do so, and then reduces the slices; the others exit.
 // Every thread of the block calls it; last: a shared int.
-__device__ __forceinline__ bool last_of_slices(const GemvParams& p, int* last) {
+__device__ __forceinline__ bool last_of_slices(const GemvParams& p, int* last, unsigned col_block) {
   __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) {
-    *last = atomicAdd(&p.arrived[blockIdx.x], 1u) == gridDim.y - 1;
-    if (*last) p.arrived[blockIdx.x] = 0;  // every slice has counted: left at zero for the next launch
+    *last = atomicAdd(&p.arrived[col_block], 1u) == gridDim.y - 1;
+    if (*last) p.arrived[col_block] = 0;  // every slice has counted: left at zero for the next launch
   }
   __syncthreads();
   if (!*last) return false;
@@ -256,18 +256,20 @@ __device__ __forceinline__ void add_scaled(float (&acc)[kTiles][MT][4], const fl
 // The register kernel's end: sums[idx] (shared memory, idx = (n - row0)·M + m, items of them) holds
 // this block's sums over its K slice; the K slices meet through global partials (the block that
 // finishes a row block last reduces them), then y = sum + s·u·Bᵀ + bias in exact fp32 with one
-// rounding to T. Every thread of the block calls it.
+// rounding to T. Every thread of the block calls it; col_block and split: the block's place in the grid
+// (qlora_gemv_rows_kernel's colb, kslice).
 // kFusedU: u comes from this grid's u blocks (wait_for_u) rather than the prior grid.
 __device__ __forceinline__ void wait_for_u(const GemvParams& p);
 template <typename T, bool kFusedU = false>
-__device__ __forceinline__ void finish_outputs(const GemvParams& p, float* sums, int items, int row0, int* last) {
-  const int M = p.M, S = gridDim.y, split = blockIdx.y, tid = threadIdx.x, nthr = blockDim.x;
+__device__ __forceinline__ void finish_outputs(const GemvParams& p, float* sums, int items, int row0, int* last,
+                                               unsigned col_block, int split) {
+  const int M = p.M, S = gridDim.y, tid = threadIdx.x, nthr = blockDim.x;
   if (S > 1) {  // publish the partials; the last block of this row block reduces all of them
     for (int idx = tid; idx < items; idx += nthr) {
       const int n = row0 + idx / M, m = idx % M;
       if (n < p.N) p.partial[(static_cast<int64_t>(split) * M + m) * p.N + n] = sums[idx];
     }
-    if (!last_of_slices(p, last)) return;
+    if (!last_of_slices(p, last, col_block)) return;
     for (int idx = tid; idx < items; idx += nthr) {  // (each thread its own idx, here and below)
       const int n = row0 + idx / M, m = idx % M;
       float v = 0.f;
@@ -353,7 +355,7 @@ __device__ __forceinline__ void gemv_epilogue(const GemvParams& p, const float (
       const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
       if (m < M && n < p.N) p.partial[(static_cast<int64_t>(split) * M + m) * p.N + n] = v[e];
     }
-    if (!last_of_slices(p, last)) return;
+    if (!last_of_slices(p, last, blockIdx.x)) return;
 #pragma unroll
     for (int e = 0; e < kItems; ++e) {
       const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
@@ -795,11 +797,19 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
   float* code2 = rows + kW * R * M;                                     // [256]
   int* last = reinterpret_cast<int*>(code2 + 256);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
-  const int row0 = blockIdx.x * R;
+  // This block's column block (16·G rows from row0) and K slice. kFusedU: the grid's first (gridDim.x - row_blocks)·
+  // gridDim.y blocks in linear order are the u blocks, the rest the row blocks in the unfused grid's order. A row
+  // block waits (wait_for_u) only for blocks before it, which the hardware starts no later (the forward-progress
+  // assumption of a decoupled look-back): no hang where the grid is not resident all at once (SMs held by another
+  // stream's kernel, an SM-limited context).
+  unsigned colb = blockIdx.x, kslice = blockIdx.y;
+  int row0 = colb * R;
   allow_next_launch();
   if constexpr (kFusedU) {
-    if (static_cast<int>(blockIdx.x) >= p.row_blocks) {  // a u block (or a spare one)
-      const int id = (static_cast<int>(blockIdx.x) - p.row_blocks) * static_cast<int>(gridDim.y) + blockIdx.y;
+    const int lin = static_cast<int>(blockIdx.y * gridDim.x + blockIdx.x);
+    const int u_slots = (static_cast<int>(gridDim.x) - p.row_blocks) * static_cast<int>(gridDim.y);
+    if (lin < u_slots) {  // a u block (or a spare one)
+      const int id = lin;
       // x_lora may be the previous kernel's output, and a previous fused grid may still use the counters (every block
       // of this grid touches them only after this wait)
       wait_for_prior_grid();
@@ -814,6 +824,9 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
       fused_block_done(p);
       return;
     }
+    colb = (lin - u_slots) % p.row_blocks;
+    kslice = (lin - u_slots) / p.row_blocks;
+    row0 = colb * R;
   }
   // This block's K slice [kbeg, kend) and this warp's first span in it (K < 2^30); warps whose spans
   // start past the slice (active = false) load nothing and add nothing (the sums read aw slabs).
@@ -821,7 +834,7 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
   // it stays uniform control flow and the pair table's base folds into its LDS [R + UR] (128 a kernel
   // instead of an IMAD before each; s30 run 2: 0.96-0.98x the time on the large shapes, 0.99-1.01x
   // elsewhere, the same bits). Every lane of the block is here: the full mask is right.
-  const int kbeg = blockIdx.y * p.slice_k, kend = min(p.K, kbeg + p.slice_k);
+  const int kbeg = kslice * p.slice_k, kend = min(p.K, kbeg + p.slice_k);
   const int k0 = kbeg + warp * kS * kSpan;
   const bool active = __all_sync(0xffffffffu, k0 < kend);
   const int aw = min(kW, (kend - kbeg + kS * kSpan - 1) / (kS * kSpan));  // active warps (>= 1)
@@ -1058,7 +1071,7 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
     rows[idx] = v;
   }
   __syncthreads();
-  finish_outputs<T, kFusedU>(p, rows, R * M, row0, last);
+  finish_outputs<T, kFusedU>(p, rows, R * M, row0, last, colb, kslice);
   if constexpr (kFusedU) fused_block_done(p);
 }
 
@@ -1172,8 +1185,9 @@ std::string launch_gemv(const GemvParams& p, int splits, int pipeline, bool depe
                        GemvTma<MT, kTiles>::smem_bytes(p.M), stream, 0, dependent, p, codes_map, x_map);
 }
 
-// wip (branch wip-fuse-u): NF4LORA_FUSE_U=0 keeps the u kernel; anything else fuses u into the register GEMV's
-// grid where it fits (launch_typed).
+// NF4LORA_FUSE_U=0 keeps the u kernel (lora_u_kernel) where the register GEMV would compute u in its own grid
+// (launch_typed): a switch for A/B timing (bench/gemv_time.py --env) and for ruling the fused grid out; read at
+// every launch.
 static bool fuse_u_enabled() {
   const char* e = std::getenv("NF4LORA_FUSE_U");
   return e == nullptr || e[0] != '0';
@@ -1197,9 +1211,9 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
   // (M <= 2, one row pair: s35 run 8 measured 0.958-0.984x the forward's time at M = 1 on the issue shapes, but
   // 1.01-1.28x at M 4-8, where the u blocks' dependent loads queue behind the row blocks' streaming from the start)
   if (pipeline == 3 && row_pairs == 1 && p.u_sync != nullptr && rows_merged_scales(p) && fuse_u_enabled()) {
-    // u fused into the register GEMV's grid (kFusedU): extra columns of u blocks (512 threads, 2^rlog ranks each,
-    // at least a warp a rank) where the row blocks and they fit one wave of one block per SM, so that the row
-    // blocks' wait for the u blocks cannot wait for a block that is not resident.
+    // u fused into the register GEMV's grid (kFusedU): extra columns' worth of u blocks (512 threads, 2^rlog ranks
+    // each, at least a warp a rank; first in the grid's linear order, so a row block never waits for a block that
+    // cannot start) where the row blocks and they fit one wave of one block per SM (u then runs beside the rows).
     const int row_blocks = static_cast<int>((p.N + 16 * p.row_tiles - 1) / (16 * p.row_tiles));
     for (int fl = 0; fl <= 4; ++fl) {
       const int n_u = rank_blocks(fl) * row_pairs, extra = (n_u + splits - 1) / splits;

@@ -340,3 +340,64 @@ def test_register_gemv_computes_u_in_its_own_grid(monkeypatch, M, K, N):
         assert torch.isfinite(y).all()
         assert rel_err(u, u_ref) < 1e-5, fuse
     assert rel_err(outs["1"][0], outs["0"][0]) < 1e-3  # (the LoRA term's u differs by fp32 summation order only)
+
+
+def test_register_gemv_with_u_in_its_grid_needs_no_whole_wave(tmp_path):
+    # The fused grid's row blocks wait for its u blocks (wait_for_u), so the u blocks come first in the grid's linear
+    # order: a row block then waits only for blocks started before it. Here the grid, sized for the device's SMs, runs
+    # in a green context of 16 of them (as under an SM-limited context, or beside another stream's kernels): it must
+    # finish, with the bits it gives on the whole GPU (with the u blocks last, the first resident blocks are row blocks
+    # waiting for u blocks that cannot start, and the process hangs). In a child process, killed if it hangs.
+    import subprocess
+    import sys
+    import textwrap
+
+    if torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("the register pipeline runs on sm_90 only")
+    try:
+        from torch.cuda import green_contexts
+    except ImportError:
+        pytest.skip("this torch has no torch.cuda.green_contexts")
+    del green_contexts
+    script = tmp_path / "green.py"
+    script.write_text(textwrap.dedent("""
+        import torch
+        from torch.cuda.green_contexts import GreenContext
+        from torch.profiler import ProfilerActivity, profile
+        from nf4lora import _cuda_ext, quantize_nf4
+        torch.manual_seed(0)
+        K, N, r = 4096, 14336, 16
+        q = quantize_nf4(torch.randn(N, K, device="cuda") * K**-0.5, 64, double_quant=True)
+        A = torch.randn(r, K, device="cuda", dtype=torch.bfloat16) * K**-0.5
+        B = torch.randn(N, r, device="cuda", dtype=torch.bfloat16) * 0.1
+        x = torch.randn(1, K, device="cuda", dtype=torch.bfloat16)
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            want = _cuda_ext.qlora_forward_small(x, None, q, A, B, 0.5, None, pipeline="rows")[0]
+            torch.cuda.synchronize()
+        names = [e.name for e in prof.events() if "kernel" in e.name]
+        assert not any("lora_u_kernel" in n for n in names), names  # (the fused grid)
+        try:
+            gc = GreenContext.create(num_sms=16, device_id=0)
+        except Exception as e:  # (a driver without green contexts)
+            print("skip:", type(e).__name__, e)
+            raise SystemExit(0)
+        if hasattr(gc, "Stream"):
+            stream = gc.Stream()
+            enter, leave = (lambda: None), (lambda: None)
+        else:
+            stream, enter, leave = None, gc.set_context, gc.pop_context
+        enter()
+        with torch.cuda.stream(stream or torch.cuda.current_stream()):
+            ys = [_cuda_ext.qlora_forward_small(x, None, q, A, B, 0.5, None, pipeline="rows")[0] for _ in range(20)]
+        torch.cuda.synchronize()
+        leave()
+        assert all(torch.equal(y, want) for y in ys)
+        print("done")
+    """))
+    try:
+        res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the fused register GEMV hung in a green context of 16 SMs (killed after 60 s)")
+    if res.returncode == 0 and "skip:" in res.stdout:
+        pytest.skip(res.stdout.strip())
+    assert res.returncode == 0 and "done" in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]
