@@ -97,10 +97,11 @@ struct GemvParams {
   int row_tiles;           // the register pipeline: 16-row tiles of W per block
   int slice_k;             // the register pipeline: k per K slice (gridDim.y slices; GemvRows::slice_k)
   int lora_vec;            // r % 8 == 0 and B, u 16-byte aligned: lora_dot's 16-byte loads
-  // The register pipeline with u fused into its grid (qlora_gemv_rows_kernel's kFusedU): blocks x >= row_blocks
-  // compute u = x_lora·Aᵀ as lora_u_kernel's blocks would (u_blocks of them: u_rank_blocks per row pair, 2^u_rlog
-  // ranks each), then count themselves in u_sync[0]; the row blocks wait for that count before the LoRA term; every
-  // block counts its end in u_sync[1], and the last resets both (two zeroed counters).
+  // The register pipeline with u fused into its grid (qlora_gemv_rows_kernel's kFusedU): the grid's first
+  // (gridDim.x - row_blocks)·gridDim.y blocks in linear order compute u = x_lora·Aᵀ as lora_u_kernel's blocks would
+  // (u_blocks of them, the rest idle: u_rank_blocks per row pair, 2^u_rlog ranks each), then count themselves in
+  // u_sync[0]; the row blocks wait for that count before the LoRA term; every block counts its end in u_sync[1], and
+  // the last resets both (two zeroed counters).
   const void* x_lora;      // (M, K) T
   const void* A;           // (r, K) T
   float* u_out;            // u (the same memory as `u`), written by the u blocks
