@@ -42,6 +42,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <type_traits>
 
 #include "launchers.h"
@@ -96,6 +97,16 @@ struct GemvParams {
   int row_tiles;           // the register pipeline: 16-row tiles of W per block
   int slice_k;             // the register pipeline: k per K slice (gridDim.y slices; GemvRows::slice_k)
   int lora_vec;            // r % 8 == 0 and B, u 16-byte aligned: lora_dot's 16-byte loads
+  // The register pipeline with u fused into its grid (qlora_gemv_rows_kernel's kFusedU): the grid's first
+  // (gridDim.x - row_blocks)·gridDim.y blocks in linear order compute u = x_lora·Aᵀ as lora_u_kernel's blocks would
+  // (u_blocks of them, the rest idle: u_rank_blocks per row pair, 2^u_rlog ranks each), then count themselves in
+  // u_sync[0]; the row blocks wait for that count before the LoRA term; every block counts its end in u_sync[1], and
+  // the last resets both (two zeroed counters).
+  const void* x_lora;      // (M, K) T
+  const void* A;           // (r, K) T
+  float* u_out;            // u (the same memory as `u`), written by the u blocks
+  unsigned int* u_sync;
+  int row_blocks, u_blocks, u_rank_blocks, u_rlog;
 };
 
 // Waits for the grid launched before this one (lora_u_kernel: u) to complete and flush its
@@ -122,7 +133,7 @@ __device__ __forceinline__ void allow_next_launch() {
 // rank each) made the LoRA term most of the small-M forward at r = 64 (sixteenth session: M = 16,
 // 4096×14336, 30 µs at r = 16, 97 µs at r = 64). u is read with plain loads: the u kernel, the
 // grid this one may overlap (programmatic launch), writes it.
-template <typename T>
+template <typename T, bool kCgU = false>
 __device__ __forceinline__ float lora_dot(const GemvParams& p, int m, int n) {
   const T* brow = static_cast<const T*>(p.B) + static_cast<int64_t>(n) * p.r;
   const float* urow = p.u + static_cast<int64_t>(m) * p.r;
@@ -131,8 +142,10 @@ __device__ __forceinline__ float lora_dot(const GemvParams& p, int m, int n) {
 #pragma unroll 4
     for (int j = 0; j < p.r; j += 8) {
       const uint4 bw = __ldg(reinterpret_cast<const uint4*>(brow + j));
-      const float4 u0 = *reinterpret_cast<const float4*>(urow + j);
-      const float4 u1 = *reinterpret_cast<const float4*>(urow + j + 4);
+      // (kCgU: u written by this grid's u blocks, read from L2)
+      const float4 u0 = kCgU ? __ldcg(reinterpret_cast<const float4*>(urow + j)) : *reinterpret_cast<const float4*>(urow + j);
+      const float4 u1 =
+          kCgU ? __ldcg(reinterpret_cast<const float4*>(urow + j + 4)) : *reinterpret_cast<const float4*>(urow + j + 4);
       const uint32_t words[4] = {bw.x, bw.y, bw.z, bw.w};
       const float uv[8] = {u0.x, u0.y, u0.z, u0.w, u1.x, u1.y, u1.z, u1.w};
 #pragma unroll
@@ -142,16 +155,16 @@ __device__ __forceinline__ float lora_dot(const GemvParams& p, int m, int n) {
       }
     }
   } else {
-    for (int j = 0; j < p.r; ++j) acc = fmaf(urow[j], to_float(brow[j]), acc);
+    for (int j = 0; j < p.r; ++j) acc = fmaf(kCgU ? __ldcg(urow + j) : urow[j], to_float(brow[j]), acc);
   }
   return acc;
 }
 
 // y[m, n] = sum + s·u·Bᵀ + bias in exact fp32, rounded once to T (both small-M epilogues; sum by
 // reference, read after the LoRA term as the epilogues always did: the same PTX).
-template <typename T>
+template <typename T, bool kCgU = false>
 __device__ __forceinline__ void store_output(const GemvParams& p, int m, int n, const float& sum) {
-  const float lora = lora_dot<T>(p, m, n);
+  const float lora = lora_dot<T, kCgU>(p, m, n);
   const float bias = p.bias ? to_float(static_cast<const T*>(p.bias)[n]) : 0.f;
   static_cast<T*>(p.y)[static_cast<int64_t>(m) * p.N + n] = static_cast<T>(sum + p.scale * lora + bias);
 }
@@ -159,12 +172,12 @@ __device__ __forceinline__ void store_output(const GemvParams& p, int m, int n, 
 // Split K (gridDim.y slices), once this block has published its partial sums: whether it is the
 // last block of its column (or row) block to do so, and then reduces the slices; the others exit.
 // Every thread of the block calls it; last: a shared int.
-__device__ __forceinline__ bool last_of_slices(const GemvParams& p, int* last) {
+__device__ __forceinline__ bool last_of_slices(const GemvParams& p, int* last, unsigned col_block) {
   __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) {
-    *last = atomicAdd(&p.arrived[blockIdx.x], 1u) == gridDim.y - 1;
-    if (*last) p.arrived[blockIdx.x] = 0;  // every slice has counted: left at zero for the next launch
+    *last = atomicAdd(&p.arrived[col_block], 1u) == gridDim.y - 1;
+    if (*last) p.arrived[col_block] = 0;  // every slice has counted: left at zero for the next launch
   }
   __syncthreads();
   if (!*last) return false;
@@ -244,16 +257,20 @@ __device__ __forceinline__ void add_scaled(float (&acc)[kTiles][MT][4], const fl
 // The register kernel's end: sums[idx] (shared memory, idx = (n - row0)·M + m, items of them) holds
 // this block's sums over its K slice; the K slices meet through global partials (the block that
 // finishes a row block last reduces them), then y = sum + s·u·Bᵀ + bias in exact fp32 with one
-// rounding to T. Every thread of the block calls it.
-template <typename T>
-__device__ __forceinline__ void finish_outputs(const GemvParams& p, float* sums, int items, int row0, int* last) {
-  const int M = p.M, S = gridDim.y, split = blockIdx.y, tid = threadIdx.x, nthr = blockDim.x;
+// rounding to T. Every thread of the block calls it; col_block and split: the block's place in the grid
+// (qlora_gemv_rows_kernel's colb, kslice).
+// kFusedU: u comes from this grid's u blocks (wait_for_u) rather than the prior grid.
+__device__ __forceinline__ void wait_for_u(const GemvParams& p);
+template <typename T, bool kFusedU = false>
+__device__ __forceinline__ void finish_outputs(const GemvParams& p, float* sums, int items, int row0, int* last,
+                                               unsigned col_block, int split) {
+  const int M = p.M, S = gridDim.y, tid = threadIdx.x, nthr = blockDim.x;
   if (S > 1) {  // publish the partials; the last block of this row block reduces all of them
     for (int idx = tid; idx < items; idx += nthr) {
       const int n = row0 + idx / M, m = idx % M;
       if (n < p.N) p.partial[(static_cast<int64_t>(split) * M + m) * p.N + n] = sums[idx];
     }
-    if (!last_of_slices(p, last)) return;
+    if (!last_of_slices(p, last, col_block)) return;
     for (int idx = tid; idx < items; idx += nthr) {  // (each thread its own idx, here and below)
       const int n = row0 + idx / M, m = idx % M;
       float v = 0.f;
@@ -262,11 +279,43 @@ __device__ __forceinline__ void finish_outputs(const GemvParams& p, float* sums,
       sums[idx] = v;
     }
   }
-  wait_for_prior_grid();  // u
+  if constexpr (kFusedU) {
+    wait_for_u(p);
+  } else {
+    wait_for_prior_grid();  // u
+  }
   for (int idx = tid; idx < items; idx += nthr) {
     const int n = row0 + idx / M, m = idx % M;
     if (n >= p.N) continue;
-    store_output<T>(p, m, n, sums[idx]);
+    store_output<T, kFusedU>(p, m, n, sums[idx]);
+  }
+}
+
+// The fused grid's hand-off of u (kFusedU): the u blocks' count reaching u_blocks (acquire at gpu scope by thread 0,
+// then the block's barrier); u is then read from L2 (store_output's kCgU).
+__device__ __forceinline__ void wait_for_u(const GemvParams& p) {
+  if (threadIdx.x == 0) {
+    unsigned int v = 0;
+    while (true) {
+      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p.u_sync) : "memory");
+      if (v >= static_cast<unsigned int>(p.u_blocks)) break;
+      __nanosleep(64);
+    }
+  }
+  __syncthreads();
+}
+
+// Every block of the fused grid at its end (every thread calls it): the last one leaves both counters at zero for
+// the next launch (every row block has read the u count by then, every u block has added to it).
+__device__ __forceinline__ void fused_block_done(const GemvParams& p) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    const unsigned int total = gridDim.x * gridDim.y;
+    if (atomicAdd(p.u_sync + 1, 1u) == total - 1) {
+      p.u_sync[0] = 0;
+      p.u_sync[1] = 0;
+    }
   }
 }
 
@@ -307,7 +356,7 @@ __device__ __forceinline__ void gemv_epilogue(const GemvParams& p, const float (
       const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
       if (m < M && n < p.N) p.partial[(static_cast<int64_t>(split) * M + m) * p.N + n] = v[e];
     }
-    if (!last_of_slices(p, last)) return;
+    if (!last_of_slices(p, last, blockIdx.x)) return;
 #pragma unroll
     for (int e = 0; e < kItems; ++e) {
       const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
@@ -723,7 +772,22 @@ inline bool rows_merged_scales(const GemvParams& p) {
 // of run 2 (M 1-8, five shapes) and 0.91-0.98x at the 6 of run 3 (M 1-3 on 8192×28672, M = 4 on
 // 28672×8192, 8192×24576 and 14336×4096; M = 1 on 8192×28672: 0.98x in run 2, 0.94x in run 3);
 // with plain loads (M = 4 on 8192×28672) 1.03x, which is why it always streams.
-template <typename T, int NT, bool kStream, bool kMerged, bool kPasses>
+// 16 bytes of x. kCoherent (x read after griddepcontrol.wait, where the previous kernel may have written it):
+// ld.global.cg — a read-only (.nc) load may legally be scheduled above the wait by ptxas, and was (wip-fuse-u's first
+// build, s35 run 8: two of load_x's LDG.E.128.CONSTANT above the ACQBULK; the chained-forward test caught it).
+template <bool kCoherent> __device__ __forceinline__ uint4 load_x16(const uint4* p) {
+  if constexpr (kCoherent) return __ldcg(p);
+  return __ldg(p);
+}
+
+template <typename T, int kThr, bool kCgX = false>
+__device__ __forceinline__ void lora_u_block(const T* __restrict__ xl, const T* __restrict__ A, float* __restrict__ u,
+                                             int M, int K, int r, int rlog, int bx, int by, int gx, float* red);
+
+// kFusedU: the grid also holds the u blocks (GemvParams' x_lora .. u_rlog): one launch a forward, launched as the
+// previous kernel's programmatic dependent; the row blocks stage their tables and issue their first tiles' loads
+// before they wait for it, then load x.
+template <typename T, int NT, bool kStream, bool kMerged, bool kPasses, bool kFusedU = false>
 __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlora_gemv_rows_kernel(const GemvParams p) {
   using C = GemvRows;
   constexpr int kS = C::kS, kW = C::kW, kD = C::kD, kThr = C::kThreads, kPass = C::kSliceK;
@@ -734,15 +798,44 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
   float* code2 = rows + kW * R * M;                                     // [256]
   int* last = reinterpret_cast<int*>(code2 + 256);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
-  const int row0 = blockIdx.x * R;
+  // This block's column block (16·G rows from row0) and K slice. kFusedU: the grid's first (gridDim.x - row_blocks)·
+  // gridDim.y blocks in linear order are the u blocks, the rest the row blocks in the unfused grid's order. A row
+  // block waits (wait_for_u) only for blocks before it, which the hardware starts no later (the forward-progress
+  // assumption of a decoupled look-back): no hang where the grid is not resident all at once (SMs held by another
+  // stream's kernel, an SM-limited context).
+  unsigned colb = blockIdx.x, kslice = blockIdx.y;
+  int row0 = colb * R;
   allow_next_launch();
+  if constexpr (kFusedU) {
+    const int lin = static_cast<int>(blockIdx.y * gridDim.x + blockIdx.x);
+    const int u_slots = (static_cast<int>(gridDim.x) - p.row_blocks) * static_cast<int>(gridDim.y);
+    if (lin < u_slots) {  // a u block (or a spare one)
+      const int id = lin;
+      // x_lora may be the previous kernel's output, and a previous fused grid may still use the counters (every block
+      // of this grid touches them only after this wait)
+      wait_for_prior_grid();
+      if (id < p.u_blocks) {
+        lora_u_block<T, kThr, true>(static_cast<const T*>(p.x_lora), static_cast<const T*>(p.A), p.u_out, p.M, p.K, p.r,
+                              p.u_rlog, id % p.u_rank_blocks, id / p.u_rank_blocks, p.u_rank_blocks,
+                              reinterpret_cast<float*>(table_base));
+        __threadfence();  // this thread's u before the count
+        __syncthreads();
+        if (tid == 0) atomicAdd(p.u_sync, 1u);
+      }
+      fused_block_done(p);
+      return;
+    }
+    colb = (lin - u_slots) % p.row_blocks;
+    kslice = (lin - u_slots) / p.row_blocks;
+    row0 = colb * R;
+  }
   // This block's K slice [kbeg, kend) and this warp's first span in it (K < 2^30); warps whose spans
   // start past the slice (active = false) load nothing and add nothing (the sums read aw slabs).
   // `active` goes through a vote so that ptxas sees it warp-uniform (VOTEU): the loop conditioned on
   // it stays uniform control flow and the pair table's base folds into its LDS [R + UR] (128 a kernel
   // instead of an IMAD before each; s30 run 2: 0.96-0.98x the time on the large shapes, 0.99-1.01x
   // elsewhere, the same bits). Every lane of the block is here: the full mask is right.
-  const int kbeg = blockIdx.y * p.slice_k, kend = min(p.K, kbeg + p.slice_k);
+  const int kbeg = kslice * p.slice_k, kend = min(p.K, kbeg + p.slice_k);
   const int k0 = kbeg + warp * kS * kSpan;
   const bool active = __all_sync(0xffffffffu, k0 < kend);
   const int aw = min(kW, (kend - kbeg + kS * kSpan - 1) / (kS * kSpan));  // active warps (>= 1)
@@ -784,7 +877,7 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
                                                           (mine ? kx0 + s * kSpan + 32 * c : 0));
 #pragma unroll
         for (int v = 0; v < 4; ++v) {
-          const uint4 q = mine ? __ldg(src + v) : make_uint4(0, 0, 0, 0);
+          const uint4 q = mine ? load_x16<kFusedU>(src + v) : make_uint4(0, 0, 0, 0);
           bx[s][4 * v] = q.x; bx[s][4 * v + 1] = q.y; bx[s][4 * v + 2] = q.z; bx[s][4 * v + 3] = q.w;
         }
       }
@@ -796,13 +889,13 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
         for (int v = 0; v < 4; ++v) {
           const int kx = kx0 + s * kSpan + 64 * (v / 2) + kb0 + 8 * (v % 2);
           const bool mine = g < M && kx0 + s * kSpan + 64 * (v / 2) < kend;
-          const uint4 q = mine ? __ldg(reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + static_cast<int64_t>(g) * p.K + kx))
+          const uint4 q = mine ? load_x16<kFusedU>(reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + static_cast<int64_t>(g) * p.K + kx))
                                : make_uint4(0, 0, 0, 0);
           bx[s][4 * v] = q.x; bx[s][4 * v + 1] = q.y; bx[s][4 * v + 2] = q.z; bx[s][4 * v + 3] = q.w;
         }
     }
   };
-  load_x(k0);
+  if constexpr (!kFusedU) load_x(k0);  // (kFusedU: after the wait for the prior grid, below)
 
   // Tile i's loads: every lane loads from a valid address (rows past N: row N - 1; a missing half
   // or span: the row's first bytes and block, multiplied by x's zeros and a zero scale), so no load
@@ -874,6 +967,10 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
   } else if (active) {
 #pragma unroll
     for (int d = 0; d < kD; ++d) load(min(d, G - 1), 0, tl[d]);
+  }
+  if constexpr (kFusedU) {  // x may be the previous kernel's output: only once that grid is complete
+    wait_for_prior_grid();
+    load_x(k0);
   }
   __syncthreads();  // tables
   const uint32_t tbase = smem_addr(table_base), lane4 = 4 * lane;
@@ -975,7 +1072,8 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
     rows[idx] = v;
   }
   __syncthreads();
-  finish_outputs<T>(p, rows, R * M, row0, last);
+  finish_outputs<T, kFusedU>(p, rows, R * M, row0, last, colb, kslice);
+  if constexpr (kFusedU) fused_block_done(p);
 }
 
 // u[m, j] = Σ_k x̃[m, k]·A[j, k]: block (b, y) of a grid (ceil(r / 2^rlog), ceil(M / 2)) takes rows 2·y, 2·y + 1
@@ -989,17 +1087,13 @@ constexpr int kURows = 2;
 constexpr int kUSteps = 2;
 constexpr int kUMaxRanksLog2 = 3;  // (launch_typed's rule; the kernel takes up to 5: 32 threads a rank)
 
-template <typename T>
-__global__ void __launch_bounds__(kUThreads) lora_u_kernel(const T* __restrict__ xl, const T* __restrict__ A,
-                                                           float* __restrict__ u, int M, int K, int r, int rlog) {
-  // Launched as the previous grid's programmatic dependent (sm_90), this kernel may start while that grid runs: nothing
-  // is read or written before it is complete and its memory visible (x may be its output, u's memory its input), and
-  // the GEMV (which reads x before it waits for u) may start only then.
-  wait_for_prior_grid();
-  allow_next_launch();  // the GEMV kernel may start now (it waits for u)
-  __shared__ float red[kUThreads / 32][kURows];
-  const int G = kUThreads >> rlog, q = threadIdx.x / G, t = threadIdx.x % G;
-  const int j = blockIdx.x + q * gridDim.x, m0 = blockIdx.y * kURows;
+// One block of u = x̃·Aᵀ (kThr threads): rank block bx of gx, row pair by (lora_u_kernel's blockIdx.x, gridDim.x and
+// blockIdx.y), its warps' sums in red (kThr / 32 · kURows floats of shared memory). Every thread calls it.
+template <typename T, int kThr, bool kCgX>
+__device__ __forceinline__ void lora_u_block(const T* __restrict__ xl, const T* __restrict__ A, float* __restrict__ u,
+                                             int M, int K, int r, int rlog, int bx, int by, int gx, float* red) {
+  const int G = kThr >> rlog, q = threadIdx.x / G, t = threadIdx.x % G;
+  const int j = bx + q * gx, m0 = by * kURows;
   float part[kURows] = {};
   if (j < r) {
     for (int k0 = t * 8; k0 < K; k0 += G * 8 * kUSteps) {
@@ -1010,7 +1104,7 @@ __global__ void __launch_bounds__(kUThreads) lora_u_kernel(const T* __restrict__
         av[st] = __ldg(reinterpret_cast<const uint4*>(A + static_cast<int64_t>(j) * K + k));
 #pragma unroll
         for (int m = 0; m < kURows; ++m)
-          xv[st][m] = __ldg(reinterpret_cast<const uint4*>(xl + static_cast<int64_t>(min(m0 + m, M - 1)) * K + k));
+          xv[st][m] = load_x16<kCgX>(reinterpret_cast<const uint4*>(xl + static_cast<int64_t>(min(m0 + m, M - 1)) * K + k));
       }
 #pragma unroll
       for (int st = 0; st < kUSteps; ++st)  // (steps past K and rows past M: zeros)
@@ -1035,17 +1129,30 @@ __global__ void __launch_bounds__(kUThreads) lora_u_kernel(const T* __restrict__
     float v = part[m];
 #pragma unroll
     for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
-    if (lane == 0) red[warp][m] = v;
+    if (lane == 0) red[warp * kURows + m] = v;
   }
   __syncthreads();
   if (threadIdx.x < (kURows << rlog)) {  // (rank group qq's sums: its G / 32 warps, in order)
-    const int qq = threadIdx.x / kURows, m = threadIdx.x % kURows, jj = blockIdx.x + qq * gridDim.x;
+    const int qq = threadIdx.x / kURows, m = threadIdx.x % kURows, jj = bx + qq * gx;
     if (jj < r && m0 + m < M) {
       float v = 0.f;
-      for (int w = qq * (G / 32); w < (qq + 1) * (G / 32); ++w) v += red[w][m];
+      for (int w = qq * (G / 32); w < (qq + 1) * (G / 32); ++w) v += red[w * kURows + m];
       u[(m0 + m) * r + jj] = v;
     }
   }
+}
+
+
+template <typename T>
+__global__ void __launch_bounds__(kUThreads) lora_u_kernel(const T* __restrict__ xl, const T* __restrict__ A,
+                                                           float* __restrict__ u, int M, int K, int r, int rlog) {
+  // Launched as the previous grid's programmatic dependent (sm_90), this kernel may start while that grid runs: nothing
+  // is read or written before it is complete and its memory visible (x may be its output, u's memory its input), and
+  // the GEMV (which reads x before it waits for u) may start only then.
+  wait_for_prior_grid();
+  allow_next_launch();  // the GEMV kernel may start now (it waits for u)
+  __shared__ float red[kUThreads / 32 * kURows];
+  lora_u_block<T, kUThreads>(xl, A, u, M, K, r, rlog, blockIdx.x, blockIdx.y, gridDim.x, red);
 }
 
 // The 3-d TMA maps of qlora_gemv_tma_kernel: the codes as (32 bytes of a chunk, N rows, K / 64
@@ -1079,6 +1186,14 @@ std::string launch_gemv(const GemvParams& p, int splits, int pipeline, bool depe
                        GemvTma<MT, kTiles>::smem_bytes(p.M), stream, 0, dependent, p, codes_map, x_map);
 }
 
+// NF4LORA_FUSE_U=0 keeps the u kernel (lora_u_kernel) where the register GEMV would compute u in its own grid
+// (launch_typed): a switch for A/B timing (bench/gemv_time.py --env) and for ruling the fused grid out; read at
+// every launch.
+static bool fuse_u_enabled() {
+  const char* e = std::getenv("NF4LORA_FUSE_U");
+  return e == nullptr || e[0] != '0';
+}
+
 template <typename T, int MT>
 std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A, float* u, int splits, int tiles,
                          int pipeline, bool dependent, int sm_count, cudaStream_t stream) {
@@ -1093,6 +1208,36 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
     const int spare = sm_count - static_cast<int>((p.N + 16 * p.row_tiles - 1) / (16 * p.row_tiles)) * splits;
     while (rlog < kUMaxRanksLog2 && rank_blocks(rlog) * row_pairs > spare) ++rlog;
     if (rank_blocks(rlog) * row_pairs > spare) rlog = 0;  // (no room: one block per rank)
+  }
+  // (M = 1 only. s36 run 2, the u blocks first: 0.969-0.988x the forward's time at M = 1 on the issue shapes
+  // (4096x4096 1.009x); 0.977-1.021x at M = 2; s35 run 8 (u blocks last): 1.01-1.28x at M 4-8, where the u blocks'
+  // dependent loads queue behind the row blocks' streaming from the start)
+  if (pipeline == 3 && p.M == 1 && p.u_sync != nullptr && rows_merged_scales(p) && fuse_u_enabled()) {
+    // u fused into the register GEMV's grid (kFusedU): extra columns' worth of u blocks (512 threads, 2^rlog ranks
+    // each, at least a warp a rank; first in the grid's linear order, so a row block never waits for a block that
+    // cannot start) where the row blocks and they fit one wave of one block per SM (u then runs beside the rows).
+    const int row_blocks = static_cast<int>((p.N + 16 * p.row_tiles - 1) / (16 * p.row_tiles));
+    for (int fl = 0; fl <= 4; ++fl) {
+      const int n_u = rank_blocks(fl) * row_pairs, extra = (n_u + splits - 1) / splits;
+      if ((row_blocks + extra) * splits > sm_count) continue;
+      GemvParams q = p;
+      q.row_blocks = row_blocks;
+      q.u_blocks = n_u;
+      q.u_rank_blocks = rank_blocks(fl);
+      q.u_rlog = fl;
+      q.x_lora = x_lora;
+      q.A = A;
+      q.u_out = u;
+      const dim3 grid(row_blocks + extra, splits);
+      const bool passes = p.slice_k > GemvRows::kSliceK;
+      const auto kernel = p.M <= GemvRows::kMaxM0
+                              ? (passes ? qlora_gemv_rows_kernel<T, 0, true, true, true, true>
+                                        : qlora_gemv_rows_kernel<T, 0, true, true, false, true>)
+                              : (passes ? qlora_gemv_rows_kernel<T, 1, true, true, true, true>
+                                        : qlora_gemv_rows_kernel<T, 1, true, true, false, true>);
+      return launch_kernel(kernel, "qlora_gemv_rows_kernel", grid, GemvRows::kThreads,
+                           GemvRows::smem_bytes(p.M, p.row_tiles), stream, 0, dependent, q);
+    }
   }
   const dim3 ugrid(rank_blocks(rlog), row_pairs);
   // (dependent, sm_90: the u kernel too is a programmatic dependent, of whatever grid precedes it; see allow_next_launch)
@@ -1213,8 +1358,10 @@ GemvPlan plan_qlora_gemv(int64_t M, int64_t N, int64_t K, int sm_count, int tile
     const int64_t blocks = (row_tiles + per - 1) / per;
     plan.splits = static_cast<int>(S);
     plan.tiles = static_cast<int>(per);
-    plan.workspace_bytes = S > 1 ? static_cast<int64_t>(sizeof(float)) * S * M * N + 4 * blocks : 0;
-    plan.counters = S > 1 ? blocks : 0;
+    // (+ 2 counters: the fused u's, launch_typed; where K is split, in the workspace too, for a launch without the
+    // caller's counters: without either, u runs as its own kernel)
+    plan.workspace_bytes = S > 1 ? static_cast<int64_t>(sizeof(float)) * S * M * N + 4 * blocks + 8 : 0;
+    plan.counters = (S > 1 ? blocks : 0) + 2;
     return plan;
   }
   const bool tma = pipeline == 2;
@@ -1299,6 +1446,16 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   p.lora_vec = r % 8 == 0 && B % 16 == 0 && u % 16 == 0;
   p.scale = scale;
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
+  // The register pipeline's fused u (launch_typed): two more zeroed counters after the split-K ones, the caller's or the
+  // workspace's (plan_qlora_gemv sizes both; zeroed below with the split-K ones).
+  const int64_t split_counters = splits > 1 ? col_blocks : 0;
+  if (pipeline == 3 && counters != 0 && counters % 4 == 0 && n_counters >= split_counters + 2)
+    p.u_sync = reinterpret_cast<unsigned int*>(counters) + split_counters;
+  if (pipeline == 3 && counters == 0 && workspace != 0 && splits > 1) {  // (the plan sizes these 8 bytes only there)
+    p.u_sync = reinterpret_cast<unsigned int*>(workspace + (splits > 1 ? sizeof(float) * splits * M * N : 0)) + split_counters;
+    const cudaError_t err = cudaMemsetAsync(p.u_sync, 0, 8, reinterpret_cast<cudaStream_t>(stream));
+    if (err != cudaSuccess) return std::string("cudaMemsetAsync: ") + cudaGetErrorString(err);
+  }
   if (splits > 1 && counters != 0) {  // the caller's counters, zero on entry: no memset
     if (counters % 4 != 0 || n_counters < col_blocks)
       return "counters must be 4-byte aligned and hold at least " + std::to_string(col_blocks) +

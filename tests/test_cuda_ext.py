@@ -105,20 +105,22 @@ def test_small_m_plan_splits_k_only_for_narrow_w():
     assert plan(16, 6144, 4096, 132, 0, 2)[:2] == (1, 2)  # 32-row blocks need no split
     assert plan(8, 4096, 4096, 132, 0, 2)[1] == 2  # M <= 8: 32 rows
     assert plan(16, 4096, 4096, 132, 0, 1)[1] == 2  # the cp.async pipeline: 32 rows
-    # The register pipeline (3): K in ceil(K / 4096) slices (16 warps of two 128-wide spans;
+    # The register pipeline (3): its counters are the split-K ones (one per row block, where K is split) and two more
+    # for u computed in its own grid (launch_typed's fused u), where K is split in the workspace too (8 bytes after the
+    # split-K ones). K in ceil(K / 4096) slices (16 warps of two 128-wide spans;
     # equal in whole 256-k spans, GemvRows::slice_k: 14336 in 4 of 3584), the rows in
     # blocks of whole 16-row tiles (at most 64, fewer above M = 2: the warps' row sums fill shared
     # memory), as many blocks as one wave of one per SM takes. Where those blocks' shared memory passes
     # kRowsStreamMaxSmem (168 KiB) and K % 256 == 0: the fewest slices whose blocks use the SMs as well (blocks over
     # the SM slots of the waves they take), walked in passes of 4096 k.
-    assert plan(1, 28672, 8192, 132, 2, 3) == (2, 28, 4 * 2 * 1 * 28672 + 4 * 64, 64)  # 1792 tiles, 66 blocks wanted
-    assert plan(4, 4096, 14336, 132, 2, 3) == (4, 8, 4 * 4 * 4 * 4096 + 4 * 32, 32)  # 4 slices; 33 blocks wanted
-    assert plan(4, 28672, 8192, 132, 2, 3) == (1, 14, 0, 0)  # 2 slices of 28 tiles: 177 KiB; 1 of 14 (2 passes)
-    assert plan(4, 8192, 28672, 132, 2, 3) == (1, 4, 0, 0)  # 7 slices of 29 tiles: 182 KiB; 1 of 4 (7 passes)
+    assert plan(1, 28672, 8192, 132, 2, 3) == (2, 28, 4 * 2 * 1 * 28672 + 4 * 64 + 8, 64 + 2)  # 1792 tiles, 66 blocks wanted
+    assert plan(4, 4096, 14336, 132, 2, 3) == (4, 8, 4 * 4 * 4 * 4096 + 4 * 32 + 8, 32 + 2)  # 4 slices; 33 blocks wanted
+    assert plan(4, 28672, 8192, 132, 2, 3) == (1, 14, 0, 2)  # 2 slices of 28 tiles: 177 KiB; 1 of 14 (2 passes)
+    assert plan(4, 8192, 28672, 132, 2, 3) == (1, 4, 0, 2)  # 7 slices of 29 tiles: 182 KiB; 1 of 4 (7 passes)
     assert plan(4, 28000, 8192, 132, 2, 3)[:2] == (2, 27)  # one slice's 125 blocks use fewer SMs than two slices' 130
     assert plan(4, 28672, 8320, 132, 2, 3)[0] == 3  # K % 256 != 0: no passes
     assert plan(1, 4096, 4160, 132, 2, 3)[0] == 2
-    assert plan(1, 1 << 20, 64, 132, 2, 3) == (1, 64, 0, 0)  # 64 tiles at most: more than a wave
+    assert plan(1, 1 << 20, 64, 132, 2, 3) == (1, 64, 0, 2)  # 64 tiles at most: more than a wave
     assert plan(4, 1 << 20, 64, 132, 2, 3)[1] == 40  # M = 4: 40 (16 warps × 640 rows × 4 × 4 bytes)
     assert plan(8, 1 << 20, 64, 132, 2, 3)[1] == 20  # M = 8: 20
     # 0 (auto) is the launcher's choice for the current device: on sm_90 registers up to M = 4 (M = 8 where
@@ -127,7 +129,7 @@ def test_small_m_plan_splits_k_only_for_narrow_w():
     assert plan(1, 28672, 8192, 132, 2, 0) == plan(1, 28672, 8192, 132, 2, 3 if sm90 else 1)
     # M 5-8: registers where K is one slice (K <= 4096) or walked in passes (8192: 2 slices of 20 tiles would take
     # two waves and 229 KiB a block; 1 of 14 in passes), TMA on longer K split over blocks
-    assert plan(8, 28672, 8192, 132, 2, 3) == (1, 14, 0, 0)
+    assert plan(8, 28672, 8192, 132, 2, 3) == (1, 14, 0, 2)
     assert plan(8, 28672, 8192, 132, 2, 0) == plan(8, 28672, 8192, 132, 2, 3 if sm90 else 1)
     assert plan(8, 4096, 8192, 132, 2, 0) == plan(8, 4096, 8192, 132, 2, 2 if sm90 else 1)  # 2 slices of 4 tiles
     assert plan(8, 14336, 4096, 132, 2, 0) == plan(8, 14336, 4096, 132, 2, 3 if sm90 else 1)

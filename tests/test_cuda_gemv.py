@@ -310,3 +310,94 @@ def test_cuda_forward_is_memcheck_clean(tmp_path):
         torch.cuda.synchronize()
         print("done")
     """)
+
+
+@pytest.mark.parametrize("M,K,N", [(1, 2048, 4096), (1, 4096, 1000), (2, 4096, 1000), (1, 8192, 2048)])
+def test_register_gemv_computes_u_in_its_own_grid(monkeypatch, M, K, N):
+    # At M = 1, where the register GEMV's blocks and u's fit one wave (one block per SM), u = x̃·Aᵀ is computed by
+    # extra blocks of the GEMV's grid (one launch a forward, no lora_u_kernel); NF4LORA_FUSE_U=0 keeps the u kernel,
+    # as M = 2 always does. Both within the reference's tolerance, u to fp32 summation order. (8192: two K slices,
+    # the u blocks spread over both.)
+    if torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("the register pipeline runs on sm_90 only")
+    q = quantize_nf4(torch.randn(N, K, device=DEV) * K**-0.5, 64, double_quant=True)
+    A, B = random_lora(N, K, 16, torch.bfloat16, DEV)
+    x = torch.randn(M, K, device=DEV, dtype=torch.bfloat16)
+    xl = torch.randn(M, K, device=DEV, dtype=torch.bfloat16)  # a dropout's x̃: u reads it, the GEMV x
+    bias = torch.randn(N, device=DEV, dtype=torch.bfloat16)
+    outs, kernels = {}, {}
+    for fuse in ("1", "0"):
+        monkeypatch.setenv("NF4LORA_FUSE_U", fuse)
+        poison_next_alloc(M * N, torch.bfloat16)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            outs[fuse] = _cuda_ext.qlora_forward_small(x, xl, q, A, B, 0.7, bias, pipeline="rows")
+            torch.cuda.synchronize()
+        kernels[fuse] = [e.name for e in prof.events() if "kernel" in e.name]
+    assert any("lora_u_kernel" in k for k in kernels["1"]) == (M > 1), kernels["1"]
+    assert any("lora_u_kernel" in k for k in kernels["0"]), kernels["0"]
+    u_ref = xl.double() @ A.double().t()
+    for fuse, (y, u) in outs.items():
+        assert torch.isfinite(y).all()
+        assert rel_err(u, u_ref) < 1e-5, fuse
+    assert rel_err(outs["1"][0], outs["0"][0]) < 1e-3  # (the LoRA term's u differs by fp32 summation order only)
+
+
+def test_register_gemv_with_u_in_its_grid_needs_no_whole_wave(tmp_path):
+    # The fused grid's row blocks wait for its u blocks (wait_for_u), so the u blocks come first in the grid's linear
+    # order: a row block then waits only for blocks started before it. Here the grid, sized for the device's SMs, runs
+    # in a green context of 16 of them (as under an SM-limited context, or beside another stream's kernels): it must
+    # finish, with the bits it gives on the whole GPU (with the u blocks last, the first resident blocks are row blocks
+    # waiting for u blocks that cannot start, and the process hangs). In a child process, killed if it hangs.
+    import subprocess
+    import sys
+    import textwrap
+
+    if torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("the register pipeline runs on sm_90 only")
+    try:
+        from torch.cuda import green_contexts
+    except ImportError:
+        pytest.skip("this torch has no torch.cuda.green_contexts")
+    del green_contexts
+    script = tmp_path / "green.py"
+    script.write_text(textwrap.dedent("""
+        import torch
+        from torch.cuda.green_contexts import GreenContext
+        from torch.profiler import ProfilerActivity, profile
+        from nf4lora import _cuda_ext, quantize_nf4
+        torch.manual_seed(0)
+        K, N, r = 4096, 14336, 16
+        q = quantize_nf4(torch.randn(N, K, device="cuda") * K**-0.5, 64, double_quant=True)
+        A = torch.randn(r, K, device="cuda", dtype=torch.bfloat16) * K**-0.5
+        B = torch.randn(N, r, device="cuda", dtype=torch.bfloat16) * 0.1
+        x = torch.randn(1, K, device="cuda", dtype=torch.bfloat16)
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            want = _cuda_ext.qlora_forward_small(x, None, q, A, B, 0.5, None, pipeline="rows")[0]
+            torch.cuda.synchronize()
+        names = [e.name for e in prof.events() if "kernel" in e.name]
+        assert not any("lora_u_kernel" in n for n in names), names  # (the fused grid)
+        try:
+            gc = GreenContext.create(num_sms=16, device_id=0)
+        except Exception as e:  # (a driver without green contexts)
+            print("skip:", type(e).__name__, e)
+            raise SystemExit(0)
+        if hasattr(gc, "Stream"):
+            stream = gc.Stream()
+            enter, leave = (lambda: None), (lambda: None)
+        else:
+            stream, enter, leave = None, gc.set_context, gc.pop_context
+        enter()
+        with torch.cuda.stream(stream or torch.cuda.current_stream()):
+            ys = [_cuda_ext.qlora_forward_small(x, None, q, A, B, 0.5, None, pipeline="rows")[0] for _ in range(20)]
+        torch.cuda.synchronize()
+        leave()
+        assert all(torch.equal(y, want) for y in ys)
+        print("done")
+    """))
+    try:
+        res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the fused register GEMV hung in a green context of 16 SMs (killed after 60 s)")
+    if res.returncode == 0 and "skip:" in res.stdout:
+        pytest.skip(res.stdout.strip())
+    assert res.returncode == 0 and "done" in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]
