@@ -1216,9 +1216,9 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
     while (rlog < kUMaxRanksLog2 && rank_blocks(rlog) * row_pairs > spare) ++rlog;
     if (rank_blocks(rlog) * row_pairs > spare) rlog = 0;  // (no room: one block per rank)
   }
-  // (M = 1 only. s36 run 2, the u blocks first: 0.969-0.988x the forward's time at M = 1 on the issue shapes
-  // (4096x4096 1.009x); 0.977-1.021x at M = 2; s35 run 8 (u blocks last): 1.01-1.28x at M 4-8, where the u blocks'
-  // dependent loads queue behind the row blocks' streaming from the start)
+  // (M = 1 only. s36 run 5: 0.947-0.979x the forward's time at M = 1 on the issue shapes, 0.962x on 4096x4096; run 2
+  // (before the end count lost its fence): 0.977-1.021x at M = 2; s35 run 8 (u blocks last): 1.01-1.28x at M 4-8,
+  // where the u blocks' dependent loads queue behind the row blocks' streaming from the start)
   if (pipeline == 3 && p.M == 1 && p.u_sync != nullptr && rows_merged_scales(p) && fuse_u_enabled()) {
     // u fused into the register GEMV's grid (kFusedU): extra columns' worth of u blocks (512 threads, 2^rlog ranks
     // each, at least a warp a rank; first in the grid's linear order, so a row block never waits for a block that
