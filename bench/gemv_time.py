@@ -157,6 +157,7 @@ def main(argv=None):
         print(brief(row) if args.brief else line, flush=True)
         if sink:
             sink.write(line + "\n")
+            sink.flush()  # (rows kept where a timeout kills the run: s36 run 4 lost its file)
 
     dev = "cuda"
     copy_bw = copy_bandwidth(dev)

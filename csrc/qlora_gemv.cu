@@ -306,13 +306,20 @@ __device__ __forceinline__ void wait_for_u(const GemvParams& p) {
 }
 
 // Every block of the fused grid at its end (every thread calls it): the last one leaves both counters at zero for
-// the next launch (every row block has read the u count by then, every u block has added to it).
+// the next launch (every row block has read the u count by then, every u block has added to it). kUBlock: a fence
+// first, so that its count of u (u_sync[0]) is performed before this one (a release pattern, met by the acquiring
+// count of the block that resets). A row block's read of u_sync[0] (wait_for_u's acquire) is ordered before this
+// count already; a fence there would wait for the block's y stores (s36 run 4: 0.939x the time without it at
+// 4096x4096, M = 1).
+template <bool kUBlock>
 __device__ __forceinline__ void fused_block_done(const GemvParams& p) {
   __syncthreads();
   if (threadIdx.x == 0) {
-    __threadfence();
+    if constexpr (kUBlock) __threadfence();
     const unsigned int total = gridDim.x * gridDim.y;
-    if (atomicAdd(p.u_sync + 1, 1u) == total - 1) {
+    unsigned int before;
+    asm volatile("atom.acquire.gpu.global.add.u32 %0, [%1], 1;" : "=r"(before) : "l"(p.u_sync + 1) : "memory");
+    if (before == total - 1) {
       p.u_sync[0] = 0;
       p.u_sync[1] = 0;
     }
@@ -822,7 +829,7 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
         __syncthreads();
         if (tid == 0) atomicAdd(p.u_sync, 1u);
       }
-      fused_block_done(p);
+      fused_block_done<true>(p);
       return;
     }
     colb = (lin - u_slots) % p.row_blocks;
@@ -1073,7 +1080,7 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
   }
   __syncthreads();
   finish_outputs<T, kFusedU>(p, rows, R * M, row0, last, colb, kslice);
-  if constexpr (kFusedU) fused_block_done(p);
+  if constexpr (kFusedU) fused_block_done<false>(p);
 }
 
 // u[m, j] = Σ_k x̃[m, k]·A[j, k]: block (b, y) of a grid (ceil(r / 2^rlog), ceil(M / 2)) takes rows 2·y, 2·y + 1
@@ -1209,9 +1216,9 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
     while (rlog < kUMaxRanksLog2 && rank_blocks(rlog) * row_pairs > spare) ++rlog;
     if (rank_blocks(rlog) * row_pairs > spare) rlog = 0;  // (no room: one block per rank)
   }
-  // (M = 1 only. s36 run 2, the u blocks first: 0.969-0.988x the forward's time at M = 1 on the issue shapes
-  // (4096x4096 1.009x); 0.977-1.021x at M = 2; s35 run 8 (u blocks last): 1.01-1.28x at M 4-8, where the u blocks'
-  // dependent loads queue behind the row blocks' streaming from the start)
+  // (M = 1 only. s36 run 5: 0.947-0.979x the forward's time at M = 1 on the issue shapes, 0.962x on 4096x4096; run 2
+  // (before the end count lost its fence): 0.977-1.021x at M = 2; s35 run 8 (u blocks last): 1.01-1.28x at M 4-8,
+  // where the u blocks' dependent loads queue behind the row blocks' streaming from the start)
   if (pipeline == 3 && p.M == 1 && p.u_sync != nullptr && rows_merged_scales(p) && fuse_u_enabled()) {
     // u fused into the register GEMV's grid (kFusedU): extra columns' worth of u blocks (512 threads, 2^rlog ranks
     // each, at least a warp a rank; first in the grid's linear order, so a row block never waits for a block that
