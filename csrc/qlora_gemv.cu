@@ -1453,8 +1453,9 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   p.lora_vec = r % 8 == 0 && B % 16 == 0 && u % 16 == 0;
   p.scale = scale;
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
-  // The register pipeline's fused u (launch_typed): two more zeroed counters after the split-K ones, the caller's or the
-  // workspace's (plan_qlora_gemv sizes both; zeroed below with the split-K ones).
+  // The register pipeline's fused u (launch_typed): two more zeroed counters after the split-K ones, in the caller's
+  // buffer (zero on entry, like them) or, where K is split, the workspace's 8 bytes after them (zeroed here); without
+  // either u runs as its own kernel (plan_qlora_gemv sizes both).
   const int64_t split_counters = splits > 1 ? col_blocks : 0;
   if (pipeline == 3 && counters != 0 && counters % 4 == 0 && n_counters >= split_counters + 2)
     p.u_sync = reinterpret_cast<unsigned int*>(counters) + split_counters;
