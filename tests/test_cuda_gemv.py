@@ -6,6 +6,7 @@ identity matrix; CUDA-graph capture; clear errors for calls it does not take; co
 CPU (CI): the extension builds and the dispatcher rules are tested in test_qlora_ops.py.
 """
 
+import os
 import shutil
 
 import pytest
@@ -403,4 +404,62 @@ def test_register_gemv_with_u_in_its_grid_needs_no_whole_wave(tmp_path):
         pytest.fail("the fused register GEMV hung in a green context of 16 SMs (killed after 60 s)")
     if res.returncode == 0 and "skip:" in res.stdout:
         pytest.skip(res.stdout.strip())
+    assert res.returncode == 0 and "done" in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]
+
+
+def test_graphs_captured_on_one_stream_replay_at_once(tmp_path):
+    # Two CUDA graphs captured on torch.cuda.graph's default capture stream, each a chain of forwards with split-K
+    # counters (M = 1 on 14336x4096: 4 K slices) and the fused u's wait (M = 1), replayed at once on two streams:
+    # each capture has its own counters (zeroed_counters by capture id), so every replay gives the bits of a
+    # replay alone. (With one buffer per stream they shared them: sums and u counts of one graph's blocks mixed into
+    # the other's, wrong results or a wait that never ends.) In a child process, killed if it hangs.
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "graphs.py"
+    script.write_text(textwrap.dedent("""
+        import torch
+        from nf4lora import quantize_nf4, qlora_linear
+        torch.manual_seed(0)
+        K, N, r, L = 14336, 4096, 16, 6
+        qs = [quantize_nf4(torch.randn(N, K, device="cuda") * K**-0.5, 64, double_quant=True) for _ in range(2)]
+        A = torch.randn(r, K, device="cuda", dtype=torch.bfloat16) * K**-0.5
+        B = torch.randn(N, r, device="cuda", dtype=torch.bfloat16) * 0.1
+        xs = [torch.randn(1, K, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
+
+        def chain(i):
+            with torch.no_grad():
+                return [qlora_linear(xs[i], qs[i], A, B, 0.5 + i) for _ in range(L)]
+
+        for i in range(2):
+            chain(i)  # (plans and buffers made outside the capture)
+        torch.cuda.synchronize()
+        graphs, outs = [torch.cuda.CUDAGraph() for _ in range(2)], [None, None]
+        for i in range(2):
+            with torch.cuda.graph(graphs[i]):
+                outs[i] = chain(i)
+        want = []
+        for i in range(2):
+            graphs[i].replay()
+            torch.cuda.synchronize()
+            want.append([y.clone() for y in outs[i]])
+        streams = [torch.cuda.Stream() for _ in range(2)]
+        for _ in range(200):
+            for i in range(2):
+                streams[i].wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(streams[i]):
+                    graphs[i].replay()
+            for s in streams:
+                torch.cuda.current_stream().wait_stream(s)
+            torch.cuda.synchronize()
+            for i in range(2):
+                assert all(torch.equal(y, w) for y, w in zip(outs[i], want[i])), i
+        print("done")
+    """))
+    try:
+        res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                             env=dict(os.environ, NF4LORA_BACKEND="cuda"))
+    except subprocess.TimeoutExpired:
+        pytest.fail("two graphs replayed at once hung (killed after 120 s)")
     assert res.returncode == 0 and "done" in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]
