@@ -17,7 +17,7 @@ sed -i 's/^    capture = _C.capture_id(stream)$/    capture = 0  # (s36 next_run
 grep -c "the old keying" /tmp/st/nf4lora/_cuda_ext.py
 timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_gemv.py -k replay_at_once > /tmp/o/tests_old_keying.txt 2>&1
 echo "old keying rc $? (1 expected)"; tail -1 /tmp/o/tests_old_keying.txt
-cp /tmp/st/nf4lora/_cuda_ext.py /tmp/cuda_ext_old.py
+cp /tmp/cuda_ext_new.py /tmp/st/nf4lora/_cuda_ext.py  # (back to the new keying for the host-cost A/B)
 python3 - <<'P' > /tmp/o/host_cost.txt 2>&1
 import importlib, time, torch, nf4lora._cuda_ext as ce
 from nf4lora import quantize_nf4, qlora_linear
