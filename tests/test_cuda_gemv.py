@@ -6,14 +6,14 @@ identity matrix; CUDA-graph capture; clear errors for calls it does not take; co
 CPU (CI): the extension builds and the dispatcher rules are tested in test_qlora_ops.py.
 """
 
-import os
 import shutil
 
 import pytest
 import torch
 
 from nf4lora import _cuda_ext, ops, qlora_linear, quantize_nf4
-from conftest import REL_TOL, forward_case, forward_cases, poison_next_alloc, qlora_reference_f64, random_lora, rel_err, run_memcheck
+from conftest import (REL_TOL, forward_case, forward_cases, poison_next_alloc, qlora_reference_f64, random_lora, rel_err,
+                      run_child, run_memcheck)
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not _cuda_ext.built(), reason="the CUDA extension is not built")]
@@ -352,10 +352,6 @@ def test_register_gemv_with_u_in_its_grid_needs_no_whole_wave(tmp_path):
     # in a green context of 16 of them (as under an SM-limited context, or beside another stream's kernels): it must
     # finish, with the bits it gives on the whole GPU (with the u blocks last, the first resident blocks are row blocks
     # waiting for u blocks that cannot start, and the process hangs). In a child process, killed if it hangs.
-    import subprocess
-    import sys
-    import textwrap
-
     if torch.cuda.get_device_capability()[0] != 9:
         pytest.skip("the register pipeline runs on sm_90 only")
     try:
@@ -363,8 +359,7 @@ def test_register_gemv_with_u_in_its_grid_needs_no_whole_wave(tmp_path):
     except ImportError:
         pytest.skip("this torch has no torch.cuda.green_contexts")
     del green_contexts
-    script = tmp_path / "green.py"
-    script.write_text(textwrap.dedent("""
+    out = run_child(tmp_path, """
         import torch
         from torch.cuda.green_contexts import GreenContext
         from torch.profiler import ProfilerActivity, profile
@@ -383,7 +378,7 @@ def test_register_gemv_with_u_in_its_grid_needs_no_whole_wave(tmp_path):
         try:
             gc = GreenContext.create(num_sms=16, device_id=0)
         except Exception as e:  # (a driver without green contexts)
-            print("skip:", type(e).__name__, e)
+            print("skip:", type(e).__name__, e, "done")
             raise SystemExit(0)
         if hasattr(gc, "Stream"):
             stream = gc.Stream()
@@ -397,14 +392,9 @@ def test_register_gemv_with_u_in_its_grid_needs_no_whole_wave(tmp_path):
         leave()
         assert all(torch.equal(y, want) for y in ys)
         print("done")
-    """))
-    try:
-        res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the fused register GEMV hung in a green context of 16 SMs (killed after 60 s)")
-    if res.returncode == 0 and "skip:" in res.stdout:
-        pytest.skip(res.stdout.strip())
-    assert res.returncode == 0 and "done" in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]
+    """, 60, hang="the fused register GEMV hung in a green context of 16 SMs")
+    if out.startswith("skip:"):
+        pytest.skip(out.strip())
 
 
 def test_graphs_captured_on_one_stream_replay_at_once(tmp_path):
@@ -413,12 +403,7 @@ def test_graphs_captured_on_one_stream_replay_at_once(tmp_path):
     # each capture has its own counters (zeroed_counters by capture id), so every replay gives the bits of a
     # replay alone. (With one buffer per stream they shared them: sums and u counts of one graph's blocks mixed into
     # the other's, wrong results or a wait that never ends.) In a child process, killed if it hangs.
-    import subprocess
-    import sys
-    import textwrap
-
-    script = tmp_path / "graphs.py"
-    script.write_text(textwrap.dedent("""
+    run_child(tmp_path, """
         import torch
         from nf4lora import quantize_nf4, qlora_linear
         torch.manual_seed(0)
@@ -456,10 +441,4 @@ def test_graphs_captured_on_one_stream_replay_at_once(tmp_path):
             for i in range(2):
                 assert all(torch.equal(y, w) for y, w in zip(outs[i], want[i])), i
         print("done")
-    """))
-    try:
-        res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
-                             env=dict(os.environ, NF4LORA_BACKEND="cuda"))
-    except subprocess.TimeoutExpired:
-        pytest.fail("two graphs replayed at once hung (killed after 120 s)")
-    assert res.returncode == 0 and "done" in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]
+    """, 120, env={"NF4LORA_BACKEND": "cuda"}, hang="two graphs replayed at once hung")
