@@ -816,14 +816,13 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
   if constexpr (kFusedU) {
     const int lin = static_cast<int>(blockIdx.y * gridDim.x + blockIdx.x);
     const int u_slots = (static_cast<int>(gridDim.x) - p.row_blocks) * static_cast<int>(gridDim.y);
-    if (lin < u_slots) {  // a u block (or a spare one)
-      const int id = lin;
+    if (lin < u_slots) {  // a u block (or a spare one): u block lin
       // x_lora may be the previous kernel's output, and a previous fused grid may still use the counters (every block
       // of this grid touches them only after this wait)
       wait_for_prior_grid();
-      if (id < p.u_blocks) {
+      if (lin < p.u_blocks) {
         lora_u_block<T, kThr, true>(static_cast<const T*>(p.x_lora), static_cast<const T*>(p.A), p.u_out, p.M, p.K, p.r,
-                              p.u_rlog, id % p.u_rank_blocks, id / p.u_rank_blocks, p.u_rank_blocks,
+                              p.u_rlog, lin % p.u_rank_blocks, lin / p.u_rank_blocks, p.u_rank_blocks,
                               reinterpret_cast<float*>(table_base));
         __threadfence();  // this thread's u before the count
         __syncthreads();
@@ -1210,9 +1209,11 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
   // at once rather than after a u block on its SM (s28: 0.95-0.99x the forward's time at M <= 4; with 16 ranks a
   // block at M = 8, 1.00-1.03x: kUMaxRanksLog2).
   auto rank_blocks = [&](int rlog) { return (p.r + (1 << rlog) - 1) >> rlog; };  // u blocks per row pair
+  // (the register pipeline's column blocks: its grid's x)
+  const int row_blocks = pipeline == 3 ? static_cast<int>((p.N + 16 * p.row_tiles - 1) / (16 * p.row_tiles)) : 0;
   int rlog = 0;
   if (pipeline == 3) {
-    const int spare = sm_count - static_cast<int>((p.N + 16 * p.row_tiles - 1) / (16 * p.row_tiles)) * splits;
+    const int spare = sm_count - row_blocks * splits;
     while (rlog < kUMaxRanksLog2 && rank_blocks(rlog) * row_pairs > spare) ++rlog;
     if (rank_blocks(rlog) * row_pairs > spare) rlog = 0;  // (no room: one block per rank)
   }
@@ -1223,7 +1224,6 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
     // u fused into the register GEMV's grid (kFusedU): extra columns' worth of u blocks (512 threads, 2^rlog ranks
     // each, at least a warp a rank; first in the grid's linear order, so a row block never waits for a block that
     // cannot start) where the row blocks and they fit one wave of one block per SM (u then runs beside the rows).
-    const int row_blocks = static_cast<int>((p.N + 16 * p.row_tiles - 1) / (16 * p.row_tiles));
     for (int fl = 0; fl <= 4; ++fl) {
       const int n_u = rank_blocks(fl) * row_pairs, extra = (n_u + splits - 1) / splits;
       if ((row_blocks + extra) * splits > sm_count) continue;
@@ -1236,12 +1236,9 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
       q.A = A;
       q.u_out = u;
       const dim3 grid(row_blocks + extra, splits);
-      const bool passes = p.slice_k > GemvRows::kSliceK;
-      const auto kernel = p.M <= GemvRows::kMaxM0
-                              ? (passes ? qlora_gemv_rows_kernel<T, 0, true, true, true, true>
-                                        : qlora_gemv_rows_kernel<T, 0, true, true, false, true>)
-                              : (passes ? qlora_gemv_rows_kernel<T, 1, true, true, true, true>
-                                        : qlora_gemv_rows_kernel<T, 1, true, true, false, true>);
+      const auto kernel = p.slice_k > GemvRows::kSliceK  // (M = 1: layout NT = 0, merged scales, streamed codes)
+                              ? qlora_gemv_rows_kernel<T, 0, true, true, true, true>
+                              : qlora_gemv_rows_kernel<T, 0, true, true, false, true>;
       return launch_kernel(kernel, "qlora_gemv_rows_kernel", grid, GemvRows::kThreads,
                            GemvRows::smem_bytes(p.M, p.row_tiles), stream, 0, dependent, q);
     }
@@ -1252,7 +1249,7 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
                                          static_cast<const T*>(x_lora), static_cast<const T*>(A), u, p.M, p.K, p.r, rlog);
   if (!uerr.empty()) return uerr;
   if (pipeline == 3) {
-    const dim3 grid((p.N + 16 * p.row_tiles - 1) / (16 * p.row_tiles), splits);
+    const dim3 grid(row_blocks, splits);
     const size_t smem = GemvRows::smem_bytes(p.M, p.row_tiles);
     const bool merged = rows_merged_scales(p);  // (the merged kernel always streams its code loads: see load_codes)
     const bool passes = p.slice_k > GemvRows::kSliceK;  // (plan_qlora_gemv's fewer slices: K % 256 == 0)
