@@ -240,7 +240,7 @@ def test_split_k_counters_are_left_at_zero(M, K, N, monkeypatch):
     torch.cuda.synchronize()
     for y in runs:
         assert torch.equal(y, want)
-    assert _cuda_ext._ZEROED_COUNTERS and all(not buf.any() for buf in _cuda_ext._ZEROED_COUNTERS.values())
+    assert _cuda_ext._ZEROED_COUNTERS and all(not buf.any() for buf, _ in _cuda_ext._ZEROED_COUNTERS.values())
     if M > _cuda_ext.GEMV_MAX_M:  # a buffer shorter than the plan's count is refused before any launch
         plan = _cuda_ext.plan_forward(x, q, 16)
         keep, _, _, operands = _cuda_ext._operands(x, None, A, B, None, False)

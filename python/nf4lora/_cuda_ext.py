@@ -208,13 +208,14 @@ def zeroed_counters(device: torch.device, stream: int, n: int) -> tuple:
     current stream of ``device``; within a graph capture, this capture's own)."""
     capture = _C.capture_id(stream)
     key = (device_index(device), stream, capture)
-    buf = _ZEROED_COUNTERS.get(key)
-    if buf is None or buf.numel() < n:
+    entry = _ZEROED_COUNTERS.get(key)  # (the buffer, (its pointer, its length)): no tensor calls per launch
+    if entry is None or entry[1][1] < n:
         if capture:  # (the stream's earlier captures' buffers: their graphs hold them)
             for old in [k for k in _ZEROED_COUNTERS if k[:2] == key[:2] and k[2] not in (0, capture)]:
                 del _ZEROED_COUNTERS[old]
-        buf = _ZEROED_COUNTERS[key] = torch.zeros(max(n, 4096), device=device, dtype=torch.int32)
-    return buf.data_ptr(), buf.numel()
+        buf = torch.zeros(max(n, 4096), device=device, dtype=torch.int32)
+        entry = _ZEROED_COUNTERS[key] = (buf, (buf.data_ptr(), buf.numel()))
+    return entry[1]
 
 
 # csrc/qlora_mma.cu kernel choice: 0 = on sm_90 (H100/H200) wgmma_rs, or wgmma_ss where K is split
