@@ -2,6 +2,7 @@
 // passes device pointers, sizes and the CUDA stream as integers. ops.py validates every
 // argument (dtypes, sizes, devices) before calling here; the launchers re-check what a kernel
 // relies on for memory safety (alignment, blocksize) and report CUDA errors as RuntimeError.
+#include <cuda_runtime.h>
 #include <pybind11/pybind11.h>
 
 #include <stdexcept>
@@ -67,6 +68,19 @@ PYBIND11_MODULE(_C, m) {
       []() { return py::capsule(static_cast<const void*>(&kLaunchTable), kNf4loraLaunchTableName); },
       "The launchers as a table of C function pointers (launch_table.h), for nf4lora._node.");
   m.attr("LAUNCH_TABLE_VERSION") = kNf4loraLaunchTableVersion;
+  m.def(
+      "capture_id",
+      [](uintptr_t stream) -> unsigned long long {
+        cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+        unsigned long long id = 0;
+        if (cudaStreamGetCaptureInfo(reinterpret_cast<cudaStream_t>(stream), &status, &id) != cudaSuccess) {
+          cudaGetLastError();  // (no device, or a stream it does not know: not capturing)
+          return 0;
+        }
+        return status == cudaStreamCaptureStatusActive ? id : 0;
+      },
+      py::arg("stream"),
+      "The id of the CUDA graph capture under way on stream (a cudaStream_t as an integer), 0 where none is.");
   m.doc() = "nf4lora CUDA kernels (raw pointers + shapes + stream; no libtorch)";
   m.def(
       "dequantize_nf4",

@@ -107,17 +107,29 @@ def forward_cases(cases):
     return mark
 
 
-def run_memcheck(tmp_path, body: str) -> None:
-    """Run ``body`` (Python source; it must print "done" at its end) under compute-sanitizer's
-    memcheck in a fresh process without the caching allocator, and assert it is clean. Callers skip
-    when compute-sanitizer is not installed."""
+def run_child(tmp_path, body: str, timeout: float, *, prefix=(), env=None, hang: str = ""):
+    """Run ``body`` (Python source; it must print "done" at its end) in a fresh Python process (after
+    ``prefix``, a wrapping command), with os.environ updated by ``env``; assert it exited 0 having
+    printed "done", and return its stdout. A child that runs past ``timeout`` s is killed and the test
+    fails with ``hang`` (a kernel that never ends cannot take the test process with it)."""
     import subprocess
     import sys
     import textwrap
 
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(body))
-    env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1")
-    res = subprocess.run(["compute-sanitizer", "--tool", "memcheck", "--error-exitcode", "3", sys.executable,
-                          str(script)], capture_output=True, text=True, env=env, timeout=600)
+    try:
+        res = subprocess.run([*prefix, sys.executable, str(script)], capture_output=True, text=True,
+                             env=dict(os.environ, **(env or {})), timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{hang or 'the child process'} (killed after {timeout} s)")
     assert res.returncode == 0 and "done" in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]
+    return res.stdout
+
+
+def run_memcheck(tmp_path, body: str) -> None:
+    """Run ``body`` (as run_child takes it) under compute-sanitizer's memcheck in a fresh process
+    without the caching allocator, and assert it is clean. Callers skip when compute-sanitizer is not
+    installed."""
+    run_child(tmp_path, body, 600, prefix=("compute-sanitizer", "--tool", "memcheck", "--error-exitcode", "3"),
+              env={"PYTORCH_NO_CUDA_MEMORY_CACHING": "1"})

@@ -27,6 +27,19 @@ def test_no_gpu_gives_a_clear_reason_and_reference_backend():
 
 
 @pytest.mark.skipif(not _cuda_ext.built(), reason="the CUDA extension is not built")
+def test_capture_id_is_zero_outside_a_capture():
+    # zeroed_counters keys its buffers by it; with no GPU (or no capture) it returns 0, not an error.
+    assert _cuda_ext._C.capture_id(0) == 0
+    if torch.cuda.is_available():
+        assert _cuda_ext._C.capture_id(torch.cuda.current_stream().cuda_stream) == 0
+        graph, stream = torch.cuda.CUDAGraph(), torch.cuda.Stream()
+        with torch.cuda.graph(graph, stream=stream):
+            inside = _cuda_ext._C.capture_id(stream.cuda_stream)
+            torch.ones(1, device="cuda").add_(1)
+        assert inside != 0 and _cuda_ext._C.capture_id(stream.cuda_stream) == 0
+
+
+@pytest.mark.skipif(not _cuda_ext.built(), reason="the CUDA extension is not built")
 def test_launchers_refuse_bad_calls_before_touching_memory():
     # Plans and launchers check their arguments first and report what is wrong (no GPU needed:
     # no pointer below is ever dereferenced).

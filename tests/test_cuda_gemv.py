@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from nf4lora import _cuda_ext, ops, qlora_linear, quantize_nf4
-from conftest import REL_TOL, forward_case, forward_cases, poison_next_alloc, qlora_reference_f64, random_lora, rel_err, run_memcheck
+from conftest import (REL_TOL, forward_case, forward_cases, poison_next_alloc, qlora_reference_f64, random_lora, rel_err,
+                      run_child, run_memcheck)
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not _cuda_ext.built(), reason="the CUDA extension is not built")]
@@ -239,7 +240,7 @@ def test_split_k_counters_are_left_at_zero(M, K, N, monkeypatch):
     torch.cuda.synchronize()
     for y in runs:
         assert torch.equal(y, want)
-    assert _cuda_ext._ZEROED_COUNTERS and all(not buf.any() for buf in _cuda_ext._ZEROED_COUNTERS.values())
+    assert _cuda_ext._ZEROED_COUNTERS and all(not buf.any() for buf, _ in _cuda_ext._ZEROED_COUNTERS.values())
     if M > _cuda_ext.GEMV_MAX_M:  # a buffer shorter than the plan's count is refused before any launch
         plan = _cuda_ext.plan_forward(x, q, 16)
         keep, _, _, operands = _cuda_ext._operands(x, None, A, B, None, False)
@@ -351,10 +352,6 @@ def test_register_gemv_with_u_in_its_grid_needs_no_whole_wave(tmp_path):
     # in a green context of 16 of them (as under an SM-limited context, or beside another stream's kernels): it must
     # finish, with the bits it gives on the whole GPU (with the u blocks last, the first resident blocks are row blocks
     # waiting for u blocks that cannot start, and the process hangs). In a child process, killed if it hangs.
-    import subprocess
-    import sys
-    import textwrap
-
     if torch.cuda.get_device_capability()[0] != 9:
         pytest.skip("the register pipeline runs on sm_90 only")
     try:
@@ -362,8 +359,7 @@ def test_register_gemv_with_u_in_its_grid_needs_no_whole_wave(tmp_path):
     except ImportError:
         pytest.skip("this torch has no torch.cuda.green_contexts")
     del green_contexts
-    script = tmp_path / "green.py"
-    script.write_text(textwrap.dedent("""
+    out = run_child(tmp_path, """
         import torch
         from torch.cuda.green_contexts import GreenContext
         from torch.profiler import ProfilerActivity, profile
@@ -382,7 +378,7 @@ def test_register_gemv_with_u_in_its_grid_needs_no_whole_wave(tmp_path):
         try:
             gc = GreenContext.create(num_sms=16, device_id=0)
         except Exception as e:  # (a driver without green contexts)
-            print("skip:", type(e).__name__, e)
+            print("skip:", type(e).__name__, e, "done")
             raise SystemExit(0)
         if hasattr(gc, "Stream"):
             stream = gc.Stream()
@@ -396,11 +392,53 @@ def test_register_gemv_with_u_in_its_grid_needs_no_whole_wave(tmp_path):
         leave()
         assert all(torch.equal(y, want) for y in ys)
         print("done")
-    """))
-    try:
-        res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the fused register GEMV hung in a green context of 16 SMs (killed after 60 s)")
-    if res.returncode == 0 and "skip:" in res.stdout:
-        pytest.skip(res.stdout.strip())
-    assert res.returncode == 0 and "done" in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]
+    """, 60, hang="the fused register GEMV hung in a green context of 16 SMs")
+    if out.startswith("skip:"):
+        pytest.skip(out.strip())
+
+
+def test_graphs_captured_on_one_stream_replay_at_once(tmp_path):
+    # Two CUDA graphs captured on torch.cuda.graph's default capture stream, each a chain of forwards with split-K
+    # counters (M = 1 on 14336x4096: 4 K slices) and the fused u's wait (M = 1), replayed at once on two streams:
+    # each capture has its own counters (zeroed_counters by capture id), so every replay gives the bits of a
+    # replay alone. (With one buffer per stream they shared them: sums and u counts of one graph's blocks mixed into
+    # the other's, wrong results or a wait that never ends.) In a child process, killed if it hangs.
+    run_child(tmp_path, """
+        import torch
+        from nf4lora import quantize_nf4, qlora_linear
+        torch.manual_seed(0)
+        K, N, r, L = 14336, 4096, 16, 6
+        qs = [quantize_nf4(torch.randn(N, K, device="cuda") * K**-0.5, 64, double_quant=True) for _ in range(2)]
+        A = torch.randn(r, K, device="cuda", dtype=torch.bfloat16) * K**-0.5
+        B = torch.randn(N, r, device="cuda", dtype=torch.bfloat16) * 0.1
+        xs = [torch.randn(1, K, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
+
+        def chain(i):
+            with torch.no_grad():
+                return [qlora_linear(xs[i], qs[i], A, B, 0.5 + i) for _ in range(L)]
+
+        for i in range(2):
+            chain(i)  # (plans and buffers made outside the capture)
+        torch.cuda.synchronize()
+        graphs, outs = [torch.cuda.CUDAGraph() for _ in range(2)], [None, None]
+        for i in range(2):
+            with torch.cuda.graph(graphs[i]):
+                outs[i] = chain(i)
+        want = []
+        for i in range(2):
+            graphs[i].replay()
+            torch.cuda.synchronize()
+            want.append([y.clone() for y in outs[i]])
+        streams = [torch.cuda.Stream() for _ in range(2)]
+        for _ in range(200):
+            for i in range(2):
+                streams[i].wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(streams[i]):
+                    graphs[i].replay()
+            for s in streams:
+                torch.cuda.current_stream().wait_stream(s)
+            torch.cuda.synchronize()
+            for i in range(2):
+                assert all(torch.equal(y, w) for y, w in zip(outs[i], want[i])), i
+        print("done")
+    """, 120, env={"NF4LORA_BACKEND": "cuda"}, hang="two graphs replayed at once hung")

@@ -193,22 +193,29 @@ def _workspace(nbytes: int, device) -> Optional[torch.Tensor]:
     return torch.empty(nbytes, device=device, dtype=torch.uint8) if nbytes else None
 
 
-# Split-K counters that are zero between launches, one buffer per (device, stream): the kernels'
-# last block of each group resets the counter it counted on, so a buffer zeroed once serves every
-# later launch on its stream (in stream order), and no memset runs before the kernels. Allocated
-# (zeroed) on the stream that uses it; inside a CUDA graph capture the allocation and its zero fill
-# are captured with the graph's kernels.
+# Counters that are zero between launches (the split-K ones, the fused u's), one buffer per (device, stream) and,
+# inside a CUDA graph capture, per capture: the kernels' last block of each group resets what it counted on, so a
+# buffer zeroed once serves every later launch on its stream (in stream order), and no memset runs before the
+# kernels. Allocated (zeroed) on the stream that uses it. A capture gets its own buffer, its allocation and zero
+# fill captured with the graph's kernels (one fill per replay), so graphs captured on one stream
+# (torch.cuda.graph's default capture stream) may be replayed at once on different streams. The dict drops a
+# capture's buffer at the stream's next capture; the graph keeps its memory in its private pool.
 _ZEROED_COUNTERS: dict = {}
 
 
 def zeroed_counters(device: torch.device, stream: int, n: int) -> tuple:
     """(pointer, length) of at least n 4-byte counters, zero now, for launches on ``stream`` (the
-    current stream of ``device``)."""
-    key = (device_index(device), stream)
-    buf = _ZEROED_COUNTERS.get(key)
-    if buf is None or buf.numel() < n:
-        buf = _ZEROED_COUNTERS[key] = torch.zeros(max(n, 4096), device=device, dtype=torch.int32)
-    return buf.data_ptr(), buf.numel()
+    current stream of ``device``; within a graph capture, this capture's own)."""
+    capture = _C.capture_id(stream)
+    key = (device_index(device), stream, capture)
+    entry = _ZEROED_COUNTERS.get(key)  # (the buffer, (its pointer, its length)): no tensor calls per launch
+    if entry is None or entry[1][1] < n:
+        if capture:  # (the stream's earlier captures' buffers: their graphs hold them)
+            for old in [k for k in _ZEROED_COUNTERS if k[:2] == key[:2] and k[2] not in (0, capture)]:
+                del _ZEROED_COUNTERS[old]
+        buf = torch.zeros(max(n, 4096), device=device, dtype=torch.int32)
+        entry = _ZEROED_COUNTERS[key] = (buf, (buf.data_ptr(), buf.numel()))
+    return entry[1]
 
 
 # csrc/qlora_mma.cu kernel choice: 0 = on sm_90 (H100/H200) wgmma_rs, or wgmma_ss where K is split
