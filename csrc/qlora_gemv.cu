@@ -1451,23 +1451,19 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   p.scale = scale;
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
   // The register pipeline's fused u (launch_typed): two more zeroed counters after the split-K ones, in the caller's
-  // buffer (zero on entry, like them) or, where K is split, the workspace's 8 bytes after them (zeroed here); without
-  // either u runs as its own kernel (plan_qlora_gemv sizes both).
+  // buffer (zero on entry, like them) or, where K is split, in the workspace right after its split-K counters (both
+  // zeroed here by one memset); without either u runs as its own kernel (plan_qlora_gemv sizes both).
   const int64_t split_counters = splits > 1 ? col_blocks : 0;
   if (pipeline == 3 && counters != 0 && counters % 4 == 0 && n_counters >= split_counters + 2)
     p.u_sync = reinterpret_cast<unsigned int*>(counters) + split_counters;
-  if (pipeline == 3 && counters == 0 && workspace != 0 && splits > 1) {  // (the plan sizes these 8 bytes only there)
-    p.u_sync = reinterpret_cast<unsigned int*>(workspace + (splits > 1 ? sizeof(float) * splits * M * N : 0)) + split_counters;
-    const cudaError_t err = cudaMemsetAsync(p.u_sync, 0, 8, reinterpret_cast<cudaStream_t>(stream));
-    if (err != cudaSuccess) return std::string("cudaMemsetAsync: ") + cudaGetErrorString(err);
-  }
   if (splits > 1 && counters != 0) {  // the caller's counters, zero on entry: no memset
     if (counters % 4 != 0 || n_counters < col_blocks)
       return "counters must be 4-byte aligned and hold at least " + std::to_string(col_blocks) +
              " counters (plan_qlora_gemv's count), got " + std::to_string(n_counters);
     p.arrived = reinterpret_cast<unsigned int*>(counters);
   } else if (splits > 1) {
-    const cudaError_t err = cudaMemsetAsync(p.arrived, 0, 4 * col_blocks, st);
+    if (pipeline == 3) p.u_sync = p.arrived + col_blocks;  // (the plan sizes these 8 bytes only where K is split)
+    const cudaError_t err = cudaMemsetAsync(p.arrived, 0, 4 * (col_blocks + (pipeline == 3 ? 2 : 0)), st);
     if (err != cudaSuccess) return std::string("cudaMemsetAsync: ") + cudaGetErrorString(err);
   }
   const void* xl = reinterpret_cast<const void*>(x_lora);
