@@ -12,6 +12,11 @@ its effective bandwidth (nf4lora.benchmark.work's bytes: codes, absmax, x, y, A,
 of a 1 GiB copy's, measured in the same process. Do_bench walls through the layer are host time
 at these sizes (bench/results/h200/s22); these are the kernels' time.
 
+--roof: per shape also the time of a bare read of each weight's packed codes (a Triton kernel: 16-byte loads, one
+int32 sum per program), captured and replayed the same way: ``read_us`` and ``read_pct_copy`` (the codes' bytes over
+that time, a percent of the copy bandwidth) are what any kernel reading that many bytes per call reaches here (its
+launch, ramp and tail included), and ``pct_of_read`` = pct_copy / read_pct_copy.
+
 --env VAR=v1,v2: an A/B of variants a launcher or planner reads from the environment (switches that exist
 on experiment branches only; the weights' cached plans are dropped before each variant's capture): one
 graph per value, captured with VAR set to it, the graphs replayed alternately; the rows carry each
@@ -104,6 +109,26 @@ def capture(fn):
     return graph, outs
 
 
+def read_kernel():
+    """A Triton kernel reading BLOCK int32 of src per program and storing their sum in out[program]: a bare read
+    of the bytes (the sums keep the loads), for --roof. Imported on first use (Triton only on a CUDA machine)."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _read(src, out, n, BLOCK: tl.constexpr):
+        pid = tl.program_id(0)
+        offs = pid * BLOCK + tl.arange(0, BLOCK)
+        v = tl.load(src + offs, mask=offs < n, other=0)
+        tl.store(out + pid, tl.sum(v, axis=0))
+
+    def run(src, out, block=8192):
+        n = src.numel()
+        _read[(triton.cdiv(n, block),)](src, out, n, BLOCK=block, num_warps=8)
+        return out
+    return run
+
+
 def brief(row):
     """One row as a short line for a run's log (the JSON lines keep everything): K N M, then µs per variant, the
     ratios to the first, same_bits and the SM clock; the first row (copy bandwidth) as it is."""
@@ -114,6 +139,8 @@ def brief(row):
     parts += [f"{k[5:]}={v}" for k, v in row.items() if k.startswith("ratio")]
     if "same_bits" in row:
         parts.append(f"same_bits={row['same_bits']}")
+    if "read_us" in row:
+        parts.append(f"read={row['read_us']}us ({row['read_pct_copy']}% of copy; this {row['pct_of_read']}% of it)")
     parts.append(f"{row.get('sm_MHz')} MHz")
     return " ".join(parts)
 
@@ -127,6 +154,7 @@ def main(argv=None):
     p.add_argument("--r", type=int, default=16)
     p.add_argument("--rounds", type=int, default=12)
     p.add_argument("--brief", action="store_true", help="stdout: one short line per row (brief()), not the JSON")
+    p.add_argument("--roof", action="store_true", help="also time a bare read of the codes (read_us, read_pct_copy)")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         sys.exit("gemv_time.py needs a CUDA device")
@@ -172,6 +200,21 @@ def main(argv=None):
         # were shared).
         As = [(torch.randn(args.r, K, device=dev) * K**-0.5).bfloat16() for _ in range(n_w)]
         Bs = [(torch.randn(N, args.r, device=dev) * args.r**-0.5).bfloat16() for _ in range(n_w)]
+        read = None
+        if args.roof:  # (the weights' own code buffers, the same n_w and L as the forwards below)
+            words = [q.packed[: q.packed.numel() // 4 * 4].view(torch.int32) for q in qs]
+            sums = torch.empty((words[0].numel() + 8191) // 8192, device=dev, dtype=torch.int32)
+            run = read_kernel()
+            L = max(n_w, 8)
+            graph, _ = capture(lambda: [run(words[i % n_w], sums) for i in range(L)])
+            want = int(words[0].sum())  # (the kernel's sums checked once, modulo 2^32: its int32 sums wrap)
+            run(words[0], sums)
+            if (int(sums.sum()) - want) % 2**32:
+                sys.exit("--roof: the read kernel's sums are wrong")
+            read_us = time_interleaved({0: graph}, args.rounds)[0] * 1e3 / L
+            code_bytes = words[0].numel() * 4
+            read = {"read_us": round(read_us, 2), "read_pct_copy": round(100 * code_bytes / (read_us * 1e-6) / copy_bw, 1)}
+            del graph
         for M in Ms:
             x = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
             L = max(n_w, 8)
@@ -196,6 +239,10 @@ def main(argv=None):
                 key = "" if v is None else f"[{var}={v}]"
                 row["us" + key] = round(us, 2)
                 row["pct_copy" + key] = round(100 * nbytes / (us * 1e-6) / copy_bw, 1)
+            if read is not None:
+                row.update(read)
+                row["pct_of_read"] = round(100 * row["pct_copy" + ("" if var is None else f"[{var}={values[0]}]")]
+                                           / read["read_pct_copy"], 1)
             if var is not None:
                 first = values[0]
                 row["same_bits"] = all(torch.equal(a, b) for v in values[1:] for a, b in zip(outs[v], outs[first]))

@@ -1,5 +1,5 @@
 """The benchmark scripts' own logic that runs without a GPU (bench/gemv_time.py: its shape list, its brief lines,
-the exit without CUDA, the SM clock where nvidia-smi is missing; bench/model_ops_time.py's exit without CUDA)."""
+the exit without CUDA, the SM clock where nvidia-smi is missing, --roof's read kernel; bench/model_ops_time.py's exit without CUDA)."""
 
 import importlib.util
 import os
@@ -32,6 +32,24 @@ def test_gemv_time_brief_line_names_each_variant():
     plain = {"K": 8, "N": 8, "M": 1, "sm_MHz": None, "us": 5.0, "pct_copy": 1.0}
     assert g.brief(plain) == "8 8 1 5.0 None MHz"
     assert g.brief({"copy_TBps": 4.2}) == '{"copy_TBps": 4.2}'
+
+
+def test_gemv_time_brief_line_reports_the_read_roof():
+    g = _load("gemv_time")
+    row = {"K": 4096, "N": 14336, "M": 1, "sm_MHz": 1980, "us": 13.5, "pct_copy": 53.8, "read_us": 9.0,
+           "read_pct_copy": 77.0, "pct_of_read": 69.9}
+    assert g.brief(row) == "4096 14336 1 13.5 read=9.0us (77.0% of copy; this 69.9% of it) 1980 MHz"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the Triton interpreter on CPU tensors")
+def test_gemv_time_read_kernel_sums_every_word():
+    # --roof's read kernel: one int32 sum per program of 8192 words (the last program masked), wrapping like int32
+    run = _load("gemv_time").read_kernel()
+    src = torch.randint(-2**31, 2**31 - 1, (20001,), dtype=torch.int32)
+    out = torch.full((3,), 7, dtype=torch.int32)
+    run(src, out)
+    for i in range(3):
+        assert (int(out[i]) - int(src[8192 * i: 8192 * (i + 1)].sum())) % 2**32 == 0
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU exit")
