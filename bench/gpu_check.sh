@@ -27,7 +27,7 @@ set -e
     > "$out/step_ab.jsonl" || echo "bench/step_ab.py failed (see above); $out/step_ab.jsonl is incomplete"
 # The small-M forward's GPU time against the copy bandwidth (issues 3 and 5), from CUDA graphs over
 # distinct weights: the kernels' time, where the grid's do_bench walls are host time.
-"$PY" bench/gemv_time.py --out "$out/gemv_time.jsonl" > /dev/null \
+"$PY" bench/gemv_time.py --roof --out "$out/gemv_time.jsonl" > /dev/null \
     || echo "bench/gemv_time.py failed (see above); $out/gemv_time.jsonl is incomplete"
 # Issue 5's dispatch table: the forward on every backend that can run it, side by side (the rows
 # join the summary), then the table of the fastest per shape and M. The package ships a copy
