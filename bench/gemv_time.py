@@ -178,6 +178,8 @@ def main(argv=None):
             os.environ.pop(var, None)
         else:
             os.environ[var] = v
+    def variant_key(v):  # (a row's key suffix for variant v: "" without variants)
+        return "" if v is None else f"[{var}={v}]"
     sink = open(args.out, "w") if args.out else None
 
     def emit(row):
@@ -200,12 +202,11 @@ def main(argv=None):
         # were shared).
         As = [(torch.randn(args.r, K, device=dev) * K**-0.5).bfloat16() for _ in range(n_w)]
         Bs = [(torch.randn(N, args.r, device=dev) * args.r**-0.5).bfloat16() for _ in range(n_w)]
-        read = None
+        L, read = max(n_w, 8), None  # (calls per graph: the forwards' and the read's)
         if args.roof:  # (the weights' own code buffers, the same n_w and L as the forwards below)
             words = [q.packed[: q.packed.numel() // 4 * 4].view(torch.int32) for q in qs]
             sums = torch.empty((words[0].numel() + 8191) // 8192, device=dev, dtype=torch.int32)
             run = read_kernel()
-            L = max(n_w, 8)
             graph, _ = capture(lambda: [run(words[i % n_w], sums) for i in range(L)])
             want = int(words[0].sum())  # (the kernel's sums checked once, modulo 2^32: its int32 sums wrap)
             run(words[0], sums)
@@ -217,7 +218,6 @@ def main(argv=None):
             del graph
         for M in Ms:
             x = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
-            L = max(n_w, 8)
             graphs, outs = {}, {}
             with torch.no_grad():
                 for v in values:
@@ -236,18 +236,16 @@ def main(argv=None):
             row["sm_MHz"] = clock_while_busy(graphs[values[0]], first_s)
             for v in values:
                 us = ms[v] * 1e3 / L
-                key = "" if v is None else f"[{var}={v}]"
-                row["us" + key] = round(us, 2)
-                row["pct_copy" + key] = round(100 * nbytes / (us * 1e-6) / copy_bw, 1)
-            if read is not None:
+                row["us" + variant_key(v)] = round(us, 2)
+                row["pct_copy" + variant_key(v)] = round(100 * nbytes / (us * 1e-6) / copy_bw, 1)
+            if read is not None:  # (against the first variant's time)
                 row.update(read)
-                row["pct_of_read"] = round(100 * row["pct_copy" + ("" if var is None else f"[{var}={values[0]}]")]
-                                           / read["read_pct_copy"], 1)
+                row["pct_of_read"] = round(100 * row["pct_copy" + variant_key(values[0])] / read["read_pct_copy"], 1)
             if var is not None:
                 first = values[0]
                 row["same_bits"] = all(torch.equal(a, b) for v in values[1:] for a, b in zip(outs[v], outs[first]))
                 for v in values[1:]:
-                    row[f"ratio[{var}={v}/{first}]"] = round(row[f"us[{var}={v}]"] / row[f"us[{var}={first}]"], 3)
+                    row[f"ratio[{var}={v}/{first}]"] = round(row["us" + variant_key(v)] / row["us" + variant_key(first)], 3)
             emit(row)
             del graphs, outs
         del qs, As, Bs
