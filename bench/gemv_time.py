@@ -172,8 +172,8 @@ def main(argv=None):
         attr_before = getattr(_cuda_ext, var)
 
     def set_variant(v):
-        if args.attr:
-            setattr(_cuda_ext, var, attr_before if v is None else v)
+        if args.attr:  # (values of an int attribute, e.g. GEMV_TILES, as ints)
+            setattr(_cuda_ext, var, attr_before if v is None else type(attr_before)(v) if isinstance(attr_before, int) else v)
         elif v is None:
             os.environ.pop(var, None)
         else:
