@@ -253,15 +253,31 @@ __device__ __forceinline__ float scale_of(const NF4State& w, const float* code2,
   return w.nested_absmax != nullptr ? nested_absmax(code2, r.q[i], r.a2[i], w.nested_offset) : __uint_as_float(r.q[i]);
 }
 
-// This block's slice [first, end) of `units` units of K (chunks, or stages of chunks), split
-// S = gridDim.y ways: slice blockIdx.y.
+// Slice `split` [first, end) of `units` units of K (chunks, or stages of chunks) split S ways; by
+// default this block's, S = gridDim.y ways: slice blockIdx.y.
 struct KSlice {
   int first, end;
 };
-__device__ __forceinline__ KSlice k_slice(int units) {
-  const int S = gridDim.y, split = blockIdx.y;
+__device__ __forceinline__ KSlice k_slice(int units, int split, int S) {
   return {static_cast<int>(static_cast<int64_t>(split) * units / S),
           static_cast<int>(static_cast<int64_t>(split + 1) * units / S)};
+}
+__device__ __forceinline__ KSlice k_slice(int units) { return k_slice(units, blockIdx.y, gridDim.y); }
+
+// Split K through global partials: after this block's stores of its partial sums (every thread calls it; last: a
+// shared int), whether it is the last of n blocks to count on *count, and then every other one's stores are visible
+// to it. The last one leaves the count at zero for the next launch.
+__device__ __forceinline__ bool last_to_arrive(unsigned int* count, int n, int* last) {
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    *last = atomicAdd(count, 1u) == static_cast<unsigned>(n - 1);
+    if (*last) *count = 0;  // every block has counted: left at zero for the next launch
+  }
+  __syncthreads();
+  if (!*last) return false;
+  __threadfence();
+  return true;
 }
 
 // The shared-state-space address of a pointer into shared memory.

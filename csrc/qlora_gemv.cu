@@ -173,16 +173,7 @@ __device__ __forceinline__ void store_output(const GemvParams& p, int m, int n, 
 // last block of its column (or row) block to do so, and then reduces the slices; the others exit.
 // Every thread of the block calls it; last: a shared int.
 __device__ __forceinline__ bool last_of_slices(const GemvParams& p, int* last, unsigned col_block) {
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    *last = atomicAdd(&p.arrived[col_block], 1u) == gridDim.y - 1;
-    if (*last) p.arrived[col_block] = 0;  // every slice has counted: left at zero for the next launch
-  }
-  __syncthreads();
-  if (!*last) return false;
-  __threadfence();
-  return true;
+  return last_to_arrive(&p.arrived[col_block], gridDim.y, last);
 }
 
 // One warp, one 64-wide chunk: part = W (the kTiles 16-row tiles) · x over the chunk's k, unscaled.

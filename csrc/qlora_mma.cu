@@ -11,10 +11,14 @@
 // time on the H200, bench/results/h200/s17/; at most 128 rows host time decides, s20):
 //   lora_u_part_kernel  u over S split-K slices: a block owns 128 rows of x̃ and up to 64 ranks
 //                       over one K slice (mma, fp32 accumulation; A staged once per chunk in shared
-//                       memory) and writes its partial sums; the last block of each (rows, ranks)
-//                       group to finish adds the S partials in slice order and writes u
-//                       (deterministic, no float atomics). S is chosen so that the grid fills the
-//                       GPU in one wave.
+//                       memory). On sm_90 the slices of a (rows, ranks) group run in clusters of
+//                       up to 8 blocks whose sums meet in distributed shared memory, each block
+//                       adding 1/8 of the group's outputs; with more than one cluster per group
+//                       the clusters' sums go to a workspace and the last cluster to finish adds
+//                       them (per stripe of 16 rows, in parallel). Elsewhere every block writes
+//                       its partial sums and the last block of the group adds the S partials.
+//                       Fixed orders (deterministic, no float atomics). S is chosen so that the
+//                       grid fills the GPU in one wave.
 //   qlora_wgmma_kernel  sm_90: two warpgroups, 128 W rows × 128 or 256 x rows per block, wgmma
 //                       with x as a shared-memory operand and W decoded either into shared memory
 //                       too (SS, the default) or into the register operand (RS); with few output
@@ -966,15 +970,79 @@ __device__ __forceinline__ void words8(const uint4& lo, const uint4& hi, uint32_
   w[4] = hi.x; w[5] = hi.y; w[6] = hi.z; w[7] = hi.w;
 }
 
-template <typename T>
+// lora_u_part_kernel's reduction on sm_90 (kCluster, S > 1; every thread calls it after the main loop): the C blocks
+// of a cluster hold consecutive K slices of one group (128 rows, up to 64 ranks). Each publishes its sums in its own
+// shared memory (red: [warp][rank tile][lane] float4s, 32 KiB), and block b of the cluster adds the 16-row stripes of
+// warps b, b + C, ... over the cluster's blocks in rank order (distributed shared memory). With one cluster per group
+// (S == C) it writes u; otherwise it stores its stripes' cluster sums in `part`, and per (group, b) the last cluster
+// to count adds the S / C of them in cluster order. The same order on every call: the same bits.
+// m0, r0: the group's first row and rank; tiles: its rank tiles of 8.
+__device__ __forceinline__ void u_cluster_sum(const float (&acc)[8][4], float4* red, float* part, unsigned int* arrived,
+                                              float* u, int M, int r, int S, int group, int tiles, int m0, int r0) {
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+#pragma unroll
+  for (int t = 0; t < 8; ++t)
+    if (t < tiles) red[(warp * 8 + t) * 32 + lane] = make_float4(acc[t][0], acc[t][1], acc[t][2], acc[t][3]);
+  cluster_sync();
+  const uint2 cl = cluster_rank_and_blocks();
+  const int b = static_cast<int>(cl.x), C = static_cast<int>(cl.y), n_cl = S / C, cl_idx = blockIdx.x / C;
+  const int t = tid / 32, ln = tid % 32, groups = gridDim.y * gridDim.z;
+  // this thread's float4 of stripe w: rank tile t of lane ln of warp w (rows g, g + 8 and ranks 2c, 2c + 1 of it)
+  auto slot = [&](int cluster, int w) {
+    return reinterpret_cast<float4*>(part) + ((static_cast<int64_t>(cluster) * groups + group) * kUWarps + w) * 256 + tid;
+  };
+  auto store_u = [&](int w, const float4& v) {
+    const int g = ln / 4, c = ln % 4;
+    const float e4[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int m = m0 + w * 16 + g + 8 * (e >> 1), j = r0 + t * 8 + 2 * c + (e & 1);
+      if (m < M && j < r) u[static_cast<int64_t>(m) * r + j] = e4[e];
+    }
+  };
+  for (int w = b; w < kUWarps; w += C) {
+    if (t >= tiles) continue;
+    const uint32_t addr = smem_addr(red + (w * 8 + t) * 32 + ln);
+    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int s = 0; s < C; ++s) {
+      const float4 d = load_cluster_f4(addr, static_cast<uint32_t>(s));
+      v.x += d.x; v.y += d.y; v.z += d.z; v.w += d.w;
+    }
+    if (n_cl == 1) {
+      store_u(w, v);
+    } else {
+      __stcg(slot(cl_idx, w), v);
+    }
+  }
+  cluster_sync();  // (every block's shared memory read: it may exit)
+  if (n_cl == 1) return;
+  __shared__ int last;
+  if (!last_to_arrive(&arrived[group * C + b], n_cl, &last)) return;
+  for (int w = b; w < kUWarps; w += C) {
+    if (t >= tiles) continue;
+    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int k = 0; k < n_cl; ++k) {
+      const float4 d = __ldcg(slot(k, w));
+      v.x += d.x; v.y += d.y; v.z += d.z; v.w += d.w;
+    }
+    store_u(w, v);
+  }
+}
+
+// kCluster (sm_90): the grid's S slices of a group come in clusters of C = min(8, S) consecutive blocks along x,
+// whose partials meet in distributed shared memory (u_cluster_sum); otherwise through global partials, the last block
+// of the S adding them all.
+template <typename T, bool kCluster>
 __global__ void __launch_bounds__(kUWarps * 32) lora_u_part_kernel(const T* __restrict__ xl, const T* __restrict__ A,
                                                                  float* __restrict__ part, unsigned int* arrived,
                                                                  float* __restrict__ u, int M, int K, int r) {
-  __shared__ __align__(16) unsigned char as[2][64 * kUARow];
+  constexpr int kStageBytes = 2 * 64 * kUARow, kRedBytes = kUWarps * 8 * 32 * 16;  // (red: kCluster, after the loop)
+  __shared__ __align__(16) unsigned char smem[kCluster && kRedBytes > kStageBytes ? kRedBytes : kStageBytes];
+  auto as = reinterpret_cast<unsigned char (*)[64 * kUARow]>(smem);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
-  const int mb = blockIdx.x * kUWarps * 16 + warp * 16, r0 = blockIdx.z * 64;
-  const int S = gridDim.y, split = blockIdx.y;
-  const KSlice ks = k_slice(K / kChunkK);
+  const int mb = blockIdx.y * kUWarps * 16 + warp * 16, r0 = blockIdx.z * 64;
+  const int S = gridDim.x, split = blockIdx.x, group = blockIdx.z * gridDim.y + blockIdx.y;
+  const KSlice ks = k_slice(K / kChunkK, split, S);
   const int c0 = ks.first, c1 = ks.end;
   const int tiles = min(8, (r - r0 + 7) / 8);  // rank tiles of 8 in this block
   const bool ok0 = mb + g < M, ok1 = mb + g + 8 < M;
@@ -1026,6 +1094,14 @@ __global__ void __launch_bounds__(kUWarps * 32) lora_u_part_kernel(const T* __re
     __syncthreads();  // buffer b is refilled (chunk ch + 2) in the next iteration
   }
   cp_async_wait<0>();
+  if constexpr (kCluster) {
+    if (S > 1) {
+      __syncthreads();  // (every warp's last reads of the A stages: red reuses them)
+      u_cluster_sum(acc, reinterpret_cast<float4*>(smem), part, arrived, u, M, r, S, group, tiles,
+                    blockIdx.y * kUWarps * 16, r0);
+      return;
+    }
+  }
   float* dst = S == 1 ? u : part + static_cast<int64_t>(split) * M * r;
 #pragma unroll
   for (int t = 0; t < 8; ++t) {
@@ -1038,18 +1114,9 @@ __global__ void __launch_bounds__(kUWarps * 32) lora_u_part_kernel(const T* __re
   }
   if (S == 1) return;
   // The last of the S blocks of this (rows, ranks) group sums the partials in slice order.
-  __shared__ bool last;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    unsigned int* count = &arrived[blockIdx.z * gridDim.x + blockIdx.x];
-    last = atomicAdd(count, 1u) == static_cast<unsigned>(S - 1);
-    if (last) *count = 0;  // every slice has counted: left at zero for the next launch
-  }
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  const int m_first = blockIdx.x * kUWarps * 16, ranks = min(64, r - r0);
+  __shared__ int last;
+  if (!last_to_arrive(&arrived[group], S, &last)) return;
+  const int m_first = blockIdx.y * kUWarps * 16, ranks = min(64, r - r0);
   for (int i = threadIdx.x; i < kUWarps * 16 * ranks; i += kUWarps * 32) {
     const int m = m_first + i / ranks, j = r0 + i % ranks;
     if (m >= M) break;
@@ -1125,20 +1192,53 @@ template <typename T, bool kSS> std::string launch_wgmma(const MmaParams& p, int
 int64_t u_groups(int64_t M, int64_t r) { return (M + kUWarps * 16 - 1) / (kUWarps * 16) * ((r + 63) / 64); }
 
 // K slices of the u kernel: as many blocks as fit the GPU at once (2 per SM: 16 warps; rounded down,
-// so that they run in one wave), at most K / 64 and 64.
+// so that they run in one wave), at most K / 64 and 64; above 8 a multiple of 8 (whole clusters: u_cluster).
 int u_splits(int64_t M, int64_t K, int64_t r, int sm_count) {
   const int64_t groups = u_groups(M, r);
-  const int64_t splits = 2 * static_cast<int64_t>(sm_count) / groups;
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({splits, K / kChunkK, 64})));
+  const int64_t splits = std::max<int64_t>(1, std::min<int64_t>({2 * static_cast<int64_t>(sm_count) / groups,
+                                                                 K / kChunkK, 64}));
+  return static_cast<int>(splits > 8 ? splits / 8 * 8 : splits);
 }
 
-// u (M, r) = x̃·Aᵀ: the u kernel over `splits` K slices (part and arrived: the split-K workspace).
+// The u kernel's cluster size for S slices on the current device: min(8, S) on sm_90, where the slices' partials meet
+// in distributed shared memory (u_cluster_sum); 0 elsewhere or without a split (global partials, the last block adding
+// all S). Measured (bench/results/h200/s38, run 3): the last block's sum of S = 64 partials made the kernel 15-18 µs
+// at M = 128, r = 16 and 50-56 µs at r = 64 (K 4096-14336), 36-62% of the forward's time on 4096×4096.
+int u_cluster(int S) {
+  int major = 0, sm_count = 0;
+  current_device(&major, &sm_count);
+  return major == 9 && S > 1 ? std::min(8, S) : 0;
+}
+
+// The u kernel's split-K workspace for S slices: float32 partials (bytes, a multiple of 16), then counters, zero on
+// entry (the kernel leaves them at zero). Clusters (u_cluster): one 32 KiB set of stripe sums per cluster and group
+// where a group has more than one cluster, and a counter per group and cluster rank; otherwise S·M·r partials and a
+// counter per group.
+struct UWork {
+  int64_t part_bytes, n_counters;
+};
+UWork u_work(int64_t M, int64_t r, int S) {
+  if (S <= 1) return UWork{0, 0};
+  const int C = u_cluster(S);
+  const int64_t groups = u_groups(M, r);
+  if (C == 0) return UWork{(4 * S * M * r + 15) / 16 * 16, groups};
+  const int64_t clusters = S / C;
+  if (clusters == 1) return UWork{0, 0};
+  return UWork{clusters * groups * kUWarps * 256 * 16, groups * C};
+}
+
+// u (M, r) = x̃·Aᵀ: the u kernel over `splits` K slices (part and arrived: the split-K workspace, u_work's).
 template <typename T>
 std::string launch_u(const void* x_lora, const void* A, float* part, unsigned int* arrived, float* u, int M, int K,
                      int r, int splits, cudaStream_t stream) {
-  const dim3 ugrid((M + kUWarps * 16 - 1) / (kUWarps * 16), splits, (r + 63) / 64);
-  return launch_kernel(lora_u_part_kernel<T>, "lora_u_part_kernel", ugrid, kUWarps * 32, 0, stream, 0, false,
-                       static_cast<const T*>(x_lora), static_cast<const T*>(A), part, arrived, u, M, K, r);
+  const dim3 ugrid(splits, (M + kUWarps * 16 - 1) / (kUWarps * 16), (r + 63) / 64);
+  const int cluster = u_cluster(splits);
+  const auto args = [&](auto kernel, const char* name) {
+    return launch_kernel(kernel, name, ugrid, kUWarps * 32, 0, stream, cluster, false, static_cast<const T*>(x_lora),
+                         static_cast<const T*>(A), part, arrived, u, M, K, r);
+  };
+  return cluster > 0 ? args(lora_u_part_kernel<T, true>, "lora_u_part_kernel") :
+                       args(lora_u_part_kernel<T, false>, "lora_u_part_kernel");
 }
 
 template <typename T>
@@ -1167,14 +1267,13 @@ std::string launch_typed(const MmaParams& p, const MmaPlan& plan, bool u_given, 
                        C::kSmem, stream, 0, false, p);
 }
 
-// The workspace of a plan (the u kernel's K split only): S·M·r float32 partials, then one
-// counter per group of rows and ranks. Bytes to the counters and their number.
+// The workspace of a plan (the u kernel's K split only, u_work): bytes to the counters and their number.
 struct Sections {
   int64_t counters, n_counters;
 };
 Sections sections(const MmaPlan& plan, int64_t M, int64_t r) {
-  if (plan.splits == 1) return Sections{0, 0};
-  return Sections{(4 * plan.splits * M * r + 15) / 16 * 16, u_groups(M, r)};
+  const UWork w = u_work(M, r, plan.splits);
+  return Sections{w.part_bytes, w.n_counters};
 }
 
 }  // namespace
@@ -1311,7 +1410,7 @@ std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr
     counters = reinterpret_cast<unsigned int*>(zeroed_counters);
     to_zero = 0;
   }
-  unsigned int* u_arrived = plan.splits > 1 ? counters : nullptr;
+  unsigned int* u_arrived = sec.n_counters > 0 ? counters : nullptr;
   if (dtype == 1) return launch_typed<__half>(p, plan, u_given != 0, xl, a, u_part, u_arrived, counters, to_zero, st);
   if (dtype == 2)
     return launch_typed<__nv_bfloat16>(p, plan, u_given != 0, xl, a, u_part, u_arrived, counters, to_zero, st);
@@ -1321,8 +1420,8 @@ std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr
 int64_t lora_u_workspace_bytes(int64_t M, int64_t K, int64_t r) {
   int major = 0, sm_count = 1;
   current_device(&major, &sm_count);
-  const int splits = u_splits(M, K, r, sm_count);
-  return splits > 1 ? 4 * (splits * M * r + u_groups(M, r)) : 0;
+  const UWork w = u_work(M, r, u_splits(M, K, r, sm_count));
+  return w.part_bytes + 4 * w.n_counters;
 }
 
 std::string launch_lora_u(uintptr_t u, uintptr_t x, uintptr_t A, uintptr_t workspace, int64_t workspace_bytes,
@@ -1334,14 +1433,15 @@ std::string launch_lora_u(uintptr_t u, uintptr_t x, uintptr_t A, uintptr_t works
   int major = 0, sm_count = 1;
   current_device(&major, &sm_count);
   const int splits = u_splits(M, K, r, sm_count);
-  const int64_t need = splits > 1 ? 4 * (splits * M * r + u_groups(M, r)) : 0;
+  const UWork w = u_work(M, r, splits);
+  const int64_t need = w.part_bytes + 4 * w.n_counters;
   if (workspace_bytes < need || (need > 0 && workspace == 0))
     return "the workspace is smaller than lora_u_workspace_bytes says (" + std::to_string(need) + " bytes)";
   float* part = reinterpret_cast<float*>(workspace);
-  unsigned int* arrived = splits > 1 ? reinterpret_cast<unsigned int*>(part + splits * M * r) : nullptr;
+  unsigned int* arrived = w.n_counters > 0 ? reinterpret_cast<unsigned int*>(workspace + w.part_bytes) : nullptr;
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
-  if (splits > 1) {
-    const cudaError_t err = cudaMemsetAsync(arrived, 0, sizeof(unsigned int) * u_groups(M, r), st);
+  if (w.n_counters > 0) {
+    const cudaError_t err = cudaMemsetAsync(arrived, 0, sizeof(unsigned int) * w.n_counters, st);
     if (err != cudaSuccess) return std::string("cudaMemsetAsync: ") + cudaGetErrorString(err);
   }
   float* out = reinterpret_cast<float*>(u);

@@ -174,13 +174,19 @@ def test_dx_fold_needs_aligned_A_and_gB():
         assert rel_err(dx, ref) < REL_TOL[torch.bfloat16], variant
 
 
-@pytest.mark.parametrize("M,N,r", [(1, 4096, 16), (2048, 14336, 16), (130, 640, 80)])
+# The u kernel's K splits S on the H200 (132 SMs; groups of 128 rows x 64 ranks, u_splits): (1, 4096, 16) and
+# (128, 4096, 64) 64 slices, 8 clusters of 8 per group (the clusters' sums through the workspace); (2048, 14336, 16)
+# 16 (2 clusters); (130, 640, 80) 8 (one cluster: straight to u); (77, 192, 24) 3 and (5000, 512, 13) 6 (clusters of
+# fewer than 8 blocks: a block adds several 16-row stripes; r = 13 a partial rank tile).
+@pytest.mark.parametrize("M,N,r", [(1, 4096, 16), (128, 4096, 64), (2048, 14336, 16), (130, 640, 80), (77, 192, 24),
+                                   (5000, 512, 13)])
 def test_lora_u_alone_is_g_times_B(M, N, r):
     g = torch.randn(M, N, device=DEV, dtype=torch.bfloat16)
     B = torch.randn(N, r, device=DEV, dtype=torch.bfloat16)
     poison_next_alloc(M * r, torch.float32)
     gB = _cuda_ext.lora_u(g, B.t())
     assert rel_err(gB, g.double() @ B.double()) < 1e-5
+    assert torch.equal(_cuda_ext.lora_u(g, B.t()), gB)  # fixed summation orders: the same bits every call
 
 
 @pytest.mark.parametrize("gb", ["_gB_cublas", "_gB_u_kernel"])
