@@ -1203,13 +1203,12 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
   // (the register pipeline's column blocks: its grid's x)
   const int row_blocks = pipeline == 3 ? static_cast<int>((p.N + 16 * p.row_tiles - 1) / (16 * p.row_tiles)) : 0;
   int rlog = 0;
-  // The other pipelines: one rank a block, or 2^rlog where the grid would take more blocks than SMs (rank_blocks x
-  // row_pairs), as few as bring it down to that, as long as each thread's k still take one trip through K (K <= 16384
-  // >> rlog) and at most 4. Measured (bench/results/h200/s38, runs 5-6, M = 9 and 16 on the TMA ring): r = 64 0.90-0.94x
-  // the forward's time at K = 4096 (4 ranks), 0.976x on 8192×28672 (2 ranks); 4 ranks with 4 trips 1.07x on
-  // 14336×4096; at r = 16 (128 blocks or fewer: one rank) 4 ranks took 0.98-1.02x.
+  // The other pipelines: 2^rlog ranks a block, as many as keep each thread's k to one trip through K (K <= 16384 >>
+  // rlog), at most 4. Measured (bench/results/h200/s38, runs 5-6, M = 9 and 16 on the TMA ring, against one rank a
+  // block): r = 64 0.90-0.94x the forward's time at K = 4096 (4 ranks), 0.976x on 8192×28672 (2 ranks; 4 ranks with 4
+  // trips: 1.07x on 14336×4096); r = 16 0.98-1.02x (where one rank a block needs no more blocks than SMs).
   if (pipeline != 3)
-    while (rlog < 2 && rank_blocks(rlog) * row_pairs > sm_count && p.K <= (16384 >> (rlog + 1))) ++rlog;
+    while (rlog < 2 && p.K <= (16384 >> (rlog + 1))) ++rlog;
   if (pipeline == 3) {
     const int spare = sm_count - row_blocks * splits;
     while (rlog < kUMaxRanksLog2 && rank_blocks(rlog) * row_pairs > spare) ++rlog;
