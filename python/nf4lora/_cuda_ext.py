@@ -244,7 +244,9 @@ U_BY = "cublas" if MM_OUT_DTYPE else "kernel"
 # shapes), but the forward alone 1.00-1.15x at M = 512 and 1024 on five shapes (run 7: GPU time) and
 # 0.79-1.13x at M = 128. 128 keeps the step's gain where the forward alone is mixed. The backward's
 # g·B stays on cuBLAS (by the u kernel it needs a copy of Bᵀ per call: 0.78-1.00, not consistently
-# better).
+# better). With its split-K sum in clusters (s38 run 4) the u kernel takes 7.0-15.0 µs at M 17-128 on K 4096 /
+# 14336, r 16 / 64: 1.18-1.89x cuBLAS's GPU time (5.8-8.0 µs) for one launch fewer; the step's balance at 128 was
+# not re-measured.
 U_KERNEL_MAX_M = 128
 
 
