@@ -171,9 +171,14 @@ def main(argv=None):
             sys.exit(f"--attr: nf4lora._cuda_ext has no {var}")
         attr_before = getattr(_cuda_ext, var)
 
+    def typed(v):  # (an --attr value as the attribute's type: bool "1"/"true"/"0"/"false", int, else the string)
+        if isinstance(attr_before, bool):
+            return v.lower() in ("1", "true")
+        return int(v) if isinstance(attr_before, int) else v
+
     def set_variant(v):
-        if args.attr:  # (values of an int attribute, e.g. GEMV_TILES, as ints)
-            setattr(_cuda_ext, var, attr_before if v is None else type(attr_before)(v) if isinstance(attr_before, int) else v)
+        if args.attr:  # (the values of a bool or int attribute, e.g. FOLD_LORA or GEMV_TILES, as such)
+            setattr(_cuda_ext, var, attr_before if v is None else typed(v))
         elif v is None:
             os.environ.pop(var, None)
         else:
