@@ -169,13 +169,6 @@ __device__ __forceinline__ void store_output(const GemvParams& p, int m, int n, 
   static_cast<T*>(p.y)[static_cast<int64_t>(m) * p.N + n] = static_cast<T>(sum + p.scale * lora + bias);
 }
 
-// Split K (gridDim.y slices), once this block has published its partial sums: whether it is the
-// last block of its column (or row) block to do so, and then reduces the slices; the others exit.
-// Every thread of the block calls it; last: a shared int.
-__device__ __forceinline__ bool last_of_slices(const GemvParams& p, int* last, unsigned col_block) {
-  return last_to_arrive(&p.arrived[col_block], gridDim.y, last);
-}
-
 // One warp, one 64-wide chunk: part = W (the kTiles 16-row tiles) · x over the chunk's k, unscaled.
 // codes: the chunk's tile 0, code_row bytes per row of W (32 bytes of the chunk at the start of
 // each; tile i at 16·code_row); xs: the chunk's 64 k of x row 0, x_row bytes per row of x.
@@ -261,7 +254,7 @@ __device__ __forceinline__ void finish_outputs(const GemvParams& p, float* sums,
       const int n = row0 + idx / M, m = idx % M;
       if (n < p.N) p.partial[(static_cast<int64_t>(split) * M + m) * p.N + n] = sums[idx];
     }
-    if (!last_of_slices(p, last, col_block)) return;
+    if (!last_to_arrive(&p.arrived[col_block], S, last)) return;  // (the last of the S slices reduces)
     for (int idx = tid; idx < items; idx += nthr) {  // (each thread its own idx, here and below)
       const int n = row0 + idx / M, m = idx % M;
       float v = 0.f;
@@ -354,7 +347,7 @@ __device__ __forceinline__ void gemv_epilogue(const GemvParams& p, const float (
       const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
       if (m < M && n < p.N) p.partial[(static_cast<int64_t>(split) * M + m) * p.N + n] = v[e];
     }
-    if (!last_of_slices(p, last, blockIdx.x)) return;
+    if (!last_to_arrive(&p.arrived[blockIdx.x], S, last)) return;  // (the last of the S slices reduces)
 #pragma unroll
     for (int e = 0; e < kItems; ++e) {
       const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
