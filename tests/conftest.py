@@ -110,8 +110,9 @@ def forward_cases(cases):
 def run_child(tmp_path, body: str, timeout: float, *, prefix=(), env=None, hang: str = ""):
     """Run ``body`` (Python source; it must print "done" at its end) in a fresh Python process (after
     ``prefix``, a wrapping command), with os.environ updated by ``env``; assert it exited 0 having
-    printed "done", and return its stdout. A child that runs past ``timeout`` s is killed and the test
-    fails with ``hang`` (a kernel that never ends cannot take the test process with it)."""
+    printed "done", and return its stdout. A child that exits 0 with stdout starting "skip:" (what it
+    cannot check here) skips the test with that line. A child that runs past ``timeout`` s is killed and
+    the test fails with ``hang`` (a kernel that never ends cannot take the test process with it)."""
     import subprocess
     import sys
     import textwrap
@@ -123,6 +124,8 @@ def run_child(tmp_path, body: str, timeout: float, *, prefix=(), env=None, hang:
                              env=dict(os.environ, **(env or {})), timeout=timeout)
     except subprocess.TimeoutExpired:
         pytest.fail(f"{hang or 'the child process'} (killed after {timeout} s)")
+    if res.returncode == 0 and res.stdout.startswith("skip:"):
+        pytest.skip(res.stdout.strip())
     assert res.returncode == 0 and "done" in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]
     return res.stdout
 

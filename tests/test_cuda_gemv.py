@@ -359,7 +359,7 @@ def test_register_gemv_with_u_in_its_grid_needs_no_whole_wave(tmp_path):
     except ImportError:
         pytest.skip("this torch has no torch.cuda.green_contexts")
     del green_contexts
-    out = run_child(tmp_path, """
+    run_child(tmp_path, """
         import torch
         from torch.cuda.green_contexts import GreenContext
         from torch.profiler import ProfilerActivity, profile
@@ -378,7 +378,7 @@ def test_register_gemv_with_u_in_its_grid_needs_no_whole_wave(tmp_path):
         try:
             gc = GreenContext.create(num_sms=16, device_id=0)
         except Exception as e:  # (a driver without green contexts)
-            print("skip:", type(e).__name__, e, "done")
+            print("skip:", type(e).__name__, e)
             raise SystemExit(0)
         if hasattr(gc, "Stream"):
             stream = gc.Stream()
@@ -393,8 +393,6 @@ def test_register_gemv_with_u_in_its_grid_needs_no_whole_wave(tmp_path):
         assert all(torch.equal(y, want) for y in ys)
         print("done")
     """, 60, hang="the fused register GEMV hung in a green context of 16 SMs")
-    if out.startswith("skip:"):
-        pytest.skip(out.strip())
 
 
 def test_graphs_captured_on_one_stream_replay_at_once(tmp_path):
