@@ -107,6 +107,7 @@ struct GemvParams {
   float* u_out;            // u (the same memory as `u`), written by the u blocks
   unsigned int* u_sync;
   int row_blocks, u_blocks, u_rank_blocks, u_rlog;
+  int epi;  // EXPERIMENT (NF4LORA_GEMV_EPI): 0 lora_dot, 1 lora_dots, 2 lora_dots + B rows prefetched to L2, 3 no LoRA term
 };
 
 // Waits for the grid launched before this one (lora_u_kernel: u) to complete and flush its
@@ -158,6 +159,62 @@ __device__ __forceinline__ float lora_dot(const GemvParams& p, int m, int n) {
     for (int j = 0; j < p.r; ++j) acc = fmaf(kCgU ? __ldcg(urow + j) : urow[j], to_float(brow[j]), acc);
   }
   return acc;
+}
+
+// Σ_j u[m_i, j]·B[n, j] for kN rows m_i of u and one row n of B, j in order (lora_dot's sums, the same bits): the
+// B row loaded once for all kN, 64 ranks of it (8 16-byte loads) issued before the first FMA, u after (u is
+// every block's: L1 hits after the first).
+template <typename T, bool kCgU, int kN>
+__device__ __forceinline__ void lora_dots(const GemvParams& p, const int (&m)[kN], int n, float (&acc)[kN]) {
+  const T* brow = static_cast<const T*>(p.B) + static_cast<int64_t>(n) * p.r;
+#pragma unroll
+  for (int i = 0; i < kN; ++i) acc[i] = 0.f;
+  if (!p.lora_vec) {
+#pragma unroll
+    for (int i = 0; i < kN; ++i) {
+      const float* urow = p.u + static_cast<int64_t>(m[i]) * p.r;
+      for (int j = 0; j < p.r; ++j) acc[i] = fmaf(kCgU ? __ldcg(urow + j) : urow[j], to_float(brow[j]), acc[i]);
+    }
+    return;
+  }
+  for (int j0 = 0; j0 < p.r; j0 += 64) {
+    uint4 bw[8];
+#pragma unroll
+    for (int t = 0; t < 8; ++t)
+      bw[t] = j0 + 8 * t < p.r ? __ldg(reinterpret_cast<const uint4*>(brow + j0 + 8 * t)) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int i = 0; i < kN; ++i) {
+      const float* urow = p.u + static_cast<int64_t>(m[i]) * p.r + j0;
+#pragma unroll
+      for (int t = 0; t < 8; ++t) {
+        if (j0 + 8 * t < p.r) {
+          const float4 u0 = kCgU ? __ldcg(reinterpret_cast<const float4*>(urow + 8 * t))
+                                 : *reinterpret_cast<const float4*>(urow + 8 * t);
+          const float4 u1 = kCgU ? __ldcg(reinterpret_cast<const float4*>(urow + 8 * t + 4))
+                                 : *reinterpret_cast<const float4*>(urow + 8 * t + 4);
+          const uint32_t words[4] = {bw[t].x, bw[t].y, bw[t].z, bw[t].w};
+          const float uv[8] = {u0.x, u0.y, u0.z, u0.w, u1.x, u1.y, u1.z, u1.w};
+#pragma unroll
+          for (int e = 0; e < 8; ++e) {
+            const uint16_t bits = static_cast<uint16_t>(words[e / 2] >> (16 * (e % 2)));
+            acc[i] = fmaf(uv[e], to_float(*reinterpret_cast<const T*>(&bits)), acc[i]);
+          }
+        }
+      }
+    }
+  }
+}
+
+// EXPERIMENT (p.epi == 2): this block's rows [row0, row0 + rows) of B into L2 (evict-last), one 128-byte line a
+// thread, at the kernel's start: the epilogue's B loads then hit L2.
+__device__ __forceinline__ void prefetch_b_rows(const GemvParams& p, int row0, int rows, int elem_bytes) {
+  if (p.epi != 2) return;
+  const int64_t n1 = min(row0 + rows, p.N);
+  if (row0 >= n1) return;
+  const char* base = static_cast<const char*>(p.B);
+  const int64_t beg = static_cast<int64_t>(row0) * p.r * elem_bytes, end = n1 * p.r * elem_bytes;
+  for (int64_t off = (beg & ~int64_t{127}) + 128 * static_cast<int64_t>(threadIdx.x); off < end; off += 128 * static_cast<int64_t>(blockDim.x))
+    asm volatile("prefetch.global.L2::evict_last [%0];" ::"l"(base + off));
 }
 
 // y[m, n] = sum + s·u·Bᵀ + bias in exact fp32, rounded once to T (both small-M epilogues; sum by
@@ -268,10 +325,22 @@ __device__ __forceinline__ void finish_outputs(const GemvParams& p, float* sums,
   } else {
     wait_for_prior_grid();  // u
   }
+  if (p.epi == 0) {
+    for (int idx = tid; idx < items; idx += nthr) {
+      const int n = row0 + idx / M, m = idx % M;
+      if (n >= p.N) continue;
+      store_output<T, kFusedU>(p, m, n, sums[idx]);
+    }
+    return;
+  }
   for (int idx = tid; idx < items; idx += nthr) {
-    const int n = row0 + idx / M, m = idx % M;
+    const int n = row0 + idx / M;
+    const int m[1] = {idx % M};
     if (n >= p.N) continue;
-    store_output<T, kFusedU>(p, m, n, sums[idx]);
+    float lora[1] = {0.f};
+    if (p.epi != 3) lora_dots<T, kFusedU, 1>(p, m, n, lora);
+    const float bias = p.bias ? to_float(static_cast<const T*>(p.bias)[n]) : 0.f;
+    static_cast<T*>(p.y)[static_cast<int64_t>(m[0]) * p.N + n] = static_cast<T>(sums[idx] + p.scale * lora[0] + bias);
   }
 }
 
@@ -357,11 +426,29 @@ __device__ __forceinline__ void gemv_epilogue(const GemvParams& p, const float (
     }
   }
   wait_for_prior_grid();  // u
+  if (p.epi == 0) {
+#pragma unroll
+    for (int e = 0; e < kItems; ++e) {
+      const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
+      if (m >= M || n >= p.N) continue;
+      store_output<T>(p, m, n, v[e]);
+    }
+    return;
+  }
+  // (kThreads is a multiple of kBlockN: a thread's outputs share their n, one row of B)
+  static_assert(kThreads % kBlockN == 0, "one n per thread");
+  const int n = row0 + tid % kBlockN;
+  if (n >= p.N) return;
+  int ms[kItems];
+#pragma unroll
+  for (int e = 0; e < kItems; ++e) ms[e] = min((tid + kThreads * e) / kBlockN, M - 1);
+  float lora[kItems] = {};
+  if (p.epi != 3) lora_dots<T, false, kItems>(p, ms, n, lora);
+  const float bias = p.bias ? to_float(static_cast<const T*>(p.bias)[n]) : 0.f;
 #pragma unroll
   for (int e = 0; e < kItems; ++e) {
-    const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
-    if (m >= M || n >= p.N) continue;
-    store_output<T>(p, m, n, v[e]);
+    const int m = (tid + kThreads * e) / kBlockN;
+    if (m < M) static_cast<T*>(p.y)[static_cast<int64_t>(m) * p.N + n] = static_cast<T>(v[e] + p.scale * lora[e] + bias);
   }
 }
 
@@ -397,6 +484,7 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv
   // decodes rows g and g + 8 of each tile (rows past N read row N - 1).
   const int row0 = blockIdx.x * kBlockN;
   allow_next_launch();
+  prefetch_b_rows(p, row0, kBlockN, sizeof(T));
   const bool nested = p.w.nested_absmax != nullptr;
   const int64_t k0 = static_cast<int64_t>(c0) * kChunk;
   const uint8_t* codes[kTiles];
@@ -582,6 +670,7 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
   const int nw = n_st - (c0 + kWarps * (n_st - 1) >= chunks ? 1 : 0);
   const int row0 = blockIdx.x * kBlockN;
   allow_next_launch();
+  prefetch_b_rows(p, row0, kBlockN, sizeof(T));
   const uint32_t tx_bytes = static_cast<uint32_t>(stage_bytes);
   // One thread: stage i of the block into slot i % kRing (rows past N and k past K read as zeros).
   auto issue = [&](int i) {
@@ -819,6 +908,7 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
     kslice = (lin - u_slots) / p.row_blocks;
     row0 = colb * R;
   }
+  prefetch_b_rows(p, row0, R, sizeof(T));
   // This block's K slice [kbeg, kend) and this warp's first span in it (K < 2^30); warps whose spans
   // start past the slice (active = false) load nothing and add nothing (the sums read aw slabs).
   // `active` goes through a vote so that ptxas sees it warp-uniform (VOTEU): the loop conditioned on
@@ -1179,9 +1269,9 @@ std::string launch_gemv(const GemvParams& p, int splits, int pipeline, bool depe
 // NF4LORA_FUSE_U=0 keeps the u kernel (lora_u_kernel) where the register GEMV would compute u in its own grid
 // (launch_typed): a switch for A/B timing (bench/gemv_time.py --env) and for ruling the fused grid out; read at
 // every launch.
-static bool fuse_u_enabled() {
+static int fuse_u_mode() {  // EXPERIMENT: 2 = fuse without the work rule
   const char* e = std::getenv("NF4LORA_FUSE_U");
-  return e == nullptr || e[0] != '0';
+  return e == nullptr ? 1 : std::atoi(e);
 }
 
 template <typename T, int MT>
@@ -1210,13 +1300,17 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
   // (M = 1 only. s36 run 5: 0.947-0.979x the forward's time at M = 1 on the issue shapes, 0.962x on 4096x4096; run 2
   // (before the end count lost its fence): 0.977-1.021x at M = 2; s35 run 8 (u blocks last): 1.01-1.28x at M 4-8,
   // where the u blocks' dependent loads queue behind the row blocks' streaming from the start)
-  if (pipeline == 3 && p.M == 1 && p.u_sync != nullptr && rows_merged_scales(p) && fuse_u_enabled()) {
+  const int fuse_mode = fuse_u_mode();
+  if (pipeline == 3 && p.M == 1 && p.u_sync != nullptr && rows_merged_scales(p) && fuse_mode != 0) {
     // u fused into the register GEMV's grid (kFusedU): extra columns' worth of u blocks (512 threads, 2^rlog ranks
     // each, at least a warp a rank; first in the grid's linear order, so a row block never waits for a block that
     // cannot start) where the row blocks and they fit one wave of one block per SM (u then runs beside the rows).
     for (int fl = 0; fl <= 4; ++fl) {
       const int n_u = rank_blocks(fl) * row_pairs, extra = (n_u + splits - 1) / splits;
       if ((row_blocks + extra) * splits > sm_count) continue;
+      // A u block walks 2^fl ranks over all of K; where that is more than a quarter of a row block's W elements
+      // (16·row_tiles rows x slice_k), the row blocks would wait for u: the u kernel instead.
+      if (fuse_mode == 1 && (int64_t{4} << fl) * p.K > int64_t{16} * p.row_tiles * p.slice_k) break;
       GemvParams q = p;
       q.row_blocks = row_blocks;
       q.u_blocks = n_u;
@@ -1439,6 +1533,10 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   p.slice_k = GemvRows::slice_k(K, splits);
   p.lora_vec = r % 8 == 0 && B % 16 == 0 && u % 16 == 0;
   p.scale = scale;
+  {  // EXPERIMENT
+    const char* e = std::getenv("NF4LORA_GEMV_EPI");
+    p.epi = e != nullptr ? std::atoi(e) : 0;
+  }
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
   // The register pipeline's fused u (launch_typed): two more zeroed counters after the split-K ones, in the caller's
   // buffer (zero on entry, like them) or, where K is split, in the workspace right after its split-K counters (both
