@@ -107,7 +107,8 @@ struct GemvParams {
   float* u_out;            // u (the same memory as `u`), written by the u blocks
   unsigned int* u_sync;
   int row_blocks, u_blocks, u_rank_blocks, u_rlog;
-  int epi;  // EXPERIMENT (NF4LORA_GEMV_EPI): 0 lora_dot, 1 lora_dots, 2 lora_dots + B rows prefetched to L2, 3 no LoRA term
+  int epi;  // EXPERIMENT (NF4LORA_GEMV_EPI): 0 lora_dot, 1 lora_dots, 2 lora_dots + B rows prefetched to L2, 3 no LoRA
+            // term, 4 as 0 without allow_next_launch, 5 lora_dots without B loads, 6 lora_dots without u loads
 };
 
 // Waits for the grid launched before this one (lora_u_kernel: u) to complete and flush its
@@ -181,17 +182,21 @@ __device__ __forceinline__ void lora_dots(const GemvParams& p, const int (&m)[kN
     uint4 bw[8];
 #pragma unroll
     for (int t = 0; t < 8; ++t)
-      bw[t] = j0 + 8 * t < p.r ? __ldg(reinterpret_cast<const uint4*>(brow + j0 + 8 * t)) : make_uint4(0, 0, 0, 0);
+      bw[t] = p.epi == 5              ? make_uint4(0x3F803F80u, 0x3F803F80u, 0x3F803F80u, 0x3F803F80u)
+              : j0 + 8 * t < p.r ? __ldg(reinterpret_cast<const uint4*>(brow + j0 + 8 * t))
+                                 : make_uint4(0, 0, 0, 0);
 #pragma unroll
     for (int i = 0; i < kN; ++i) {
       const float* urow = p.u + static_cast<int64_t>(m[i]) * p.r + j0;
 #pragma unroll
       for (int t = 0; t < 8; ++t) {
         if (j0 + 8 * t < p.r) {
-          const float4 u0 = kCgU ? __ldcg(reinterpret_cast<const float4*>(urow + 8 * t))
-                                 : *reinterpret_cast<const float4*>(urow + 8 * t);
-          const float4 u1 = kCgU ? __ldcg(reinterpret_cast<const float4*>(urow + 8 * t + 4))
-                                 : *reinterpret_cast<const float4*>(urow + 8 * t + 4);
+          const float4 u0 = p.epi == 6 ? make_float4(1.f, 2.f, 3.f, 4.f)
+                            : kCgU      ? __ldcg(reinterpret_cast<const float4*>(urow + 8 * t))
+                                        : *reinterpret_cast<const float4*>(urow + 8 * t);
+          const float4 u1 = p.epi == 6 ? make_float4(1.f, 2.f, 3.f, 4.f)
+                            : kCgU      ? __ldcg(reinterpret_cast<const float4*>(urow + 8 * t + 4))
+                                        : *reinterpret_cast<const float4*>(urow + 8 * t + 4);
           const uint32_t words[4] = {bw[t].x, bw[t].y, bw[t].z, bw[t].w};
           const float uv[8] = {u0.x, u0.y, u0.z, u0.w, u1.x, u1.y, u1.z, u1.w};
 #pragma unroll
@@ -325,7 +330,7 @@ __device__ __forceinline__ void finish_outputs(const GemvParams& p, float* sums,
   } else {
     wait_for_prior_grid();  // u
   }
-  if (p.epi == 0) {
+  if (p.epi == 0 || p.epi == 4) {
     for (int idx = tid; idx < items; idx += nthr) {
       const int n = row0 + idx / M, m = idx % M;
       if (n >= p.N) continue;
@@ -426,7 +431,7 @@ __device__ __forceinline__ void gemv_epilogue(const GemvParams& p, const float (
     }
   }
   wait_for_prior_grid();  // u
-  if (p.epi == 0) {
+  if (p.epi == 0 || p.epi == 4) {
 #pragma unroll
     for (int e = 0; e < kItems; ++e) {
       const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
@@ -483,7 +488,7 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv
   // row L (kTiles·16 rows; lanes past them duplicate row L % 16 of tile 0 and copy nothing). It
   // decodes rows g and g + 8 of each tile (rows past N read row N - 1).
   const int row0 = blockIdx.x * kBlockN;
-  allow_next_launch();
+  if (p.epi != 4) allow_next_launch();
   prefetch_b_rows(p, row0, kBlockN, sizeof(T));
   const bool nested = p.w.nested_absmax != nullptr;
   const int64_t k0 = static_cast<int64_t>(c0) * kChunk;
@@ -669,7 +674,7 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
   const int c0 = s0 * kWarps + warp;  // this warp's chunk of stage i: c0 + kWarps·i
   const int nw = n_st - (c0 + kWarps * (n_st - 1) >= chunks ? 1 : 0);
   const int row0 = blockIdx.x * kBlockN;
-  allow_next_launch();
+  if (p.epi != 4) allow_next_launch();
   prefetch_b_rows(p, row0, kBlockN, sizeof(T));
   const uint32_t tx_bytes = static_cast<uint32_t>(stage_bytes);
   // One thread: stage i of the block into slot i % kRing (rows past N and k past K read as zeros).
@@ -885,7 +890,7 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
   // stream's kernel, an SM-limited context).
   unsigned colb = blockIdx.x, kslice = blockIdx.y;
   int row0 = colb * R;
-  allow_next_launch();
+  if (p.epi != 4) allow_next_launch();
   if constexpr (kFusedU) {
     const int lin = static_cast<int>(blockIdx.y * gridDim.x + blockIdx.x);
     const int u_slots = (static_cast<int>(gridDim.x) - p.row_blocks) * static_cast<int>(gridDim.y);
