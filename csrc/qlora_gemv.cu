@@ -107,8 +107,7 @@ struct GemvParams {
   float* u_out;            // u (the same memory as `u`), written by the u blocks
   unsigned int* u_sync;
   int row_blocks, u_blocks, u_rank_blocks, u_rlog;
-  int epi;  // EXPERIMENT (NF4LORA_GEMV_EPI): 0 lora_dot, 1 lora_dots, 2 lora_dots + B rows prefetched to L2, 3 no LoRA
-            // term, 4 as 0 without allow_next_launch, 5 lora_dots without B loads, 6 lora_dots without u loads
+  int epi;  // EXPERIMENT (NF4LORA_GEMV_EPI): 0 store_output (global u and B), 1 stage_lora (u and B rows), 2 (u only)
 };
 
 // Waits for the grid launched before this one (lora_u_kernel: u) to complete and flush its
@@ -162,71 +161,71 @@ __device__ __forceinline__ float lora_dot(const GemvParams& p, int m, int n) {
   return acc;
 }
 
-// Σ_j u[m_i, j]·B[n, j] for kN rows m_i of u and one row n of B, j in order (lora_dot's sums, the same bits): the
-// B row loaded once for all kN, 64 ranks of it (8 16-byte loads) issued before the first FMA, u after (u is
-// every block's: L1 hits after the first).
-template <typename T, bool kCgU, int kN>
-__device__ __forceinline__ void lora_dots(const GemvParams& p, const int (&m)[kN], int n, float (&acc)[kN]) {
-  const T* brow = static_cast<const T*>(p.B) + static_cast<int64_t>(n) * p.r;
+// The epilogues' LoRA term with u and B's rows in shared memory. Each output's lora_dot reads its B row and u row
+// from global memory: at M 8-16 every thread of every block reads all of u (M x r) and each B row is read by every
+// warp of its block, and at r = 64 that made the LoRA term a quarter to a third of the forward (bench/results/h200/
+// s39 run 3: without it, 0.67-0.88x the time at M 8-16; without u's loads alone 0.77x at M = 8 on 4096x14336,
+// without B's 0.84x at M = 16). stage_lora copies u and, where `area` holds them too, the rows [n0, n0 + rows) of
+// B once per block, 16 bytes a thread per copy; dot() then sums from shared memory in lora_dot's order (the same
+// bits). Without p.lora_vec (r % 8 != 0 or misaligned B, u), or where u alone does not fit, dot() is lora_dot.
+template <typename T, bool kCgU>
+struct LoraTerm {
+  const float* us = nullptr;  // u (M x r) in shared memory, or nullptr
+  const T* bs = nullptr;      // B's rows n0 .. in shared memory (row stride r + 8), or nullptr
+  int n0 = 0;
+  __device__ __forceinline__ float dot(const GemvParams& p, int m, int n) const {
+    if (us == nullptr) return lora_dot<T, kCgU>(p, m, n);
+    const float* urow = us + m * p.r;
+    const T* brow = bs != nullptr ? bs + (n - n0) * (p.r + 8) : static_cast<const T*>(p.B) + static_cast<int64_t>(n) * p.r;
+    float acc = 0.f;
+#pragma unroll 4
+    for (int j = 0; j < p.r; j += 8) {
+      const uint4 bw = bs != nullptr ? *reinterpret_cast<const uint4*>(brow + j) : __ldg(reinterpret_cast<const uint4*>(brow + j));
+      const float4 u0 = *reinterpret_cast<const float4*>(urow + j), u1 = *reinterpret_cast<const float4*>(urow + j + 4);
+      const uint32_t words[4] = {bw.x, bw.y, bw.z, bw.w};
+      const float uv[8] = {u0.x, u0.y, u0.z, u0.w, u1.x, u1.y, u1.z, u1.w};
 #pragma unroll
-  for (int i = 0; i < kN; ++i) acc[i] = 0.f;
-  if (!p.lora_vec) {
-#pragma unroll
-    for (int i = 0; i < kN; ++i) {
-      const float* urow = p.u + static_cast<int64_t>(m[i]) * p.r;
-      for (int j = 0; j < p.r; ++j) acc[i] = fmaf(kCgU ? __ldcg(urow + j) : urow[j], to_float(brow[j]), acc[i]);
-    }
-    return;
-  }
-  for (int j0 = 0; j0 < p.r; j0 += 64) {
-    uint4 bw[8];
-#pragma unroll
-    for (int t = 0; t < 8; ++t)
-      bw[t] = p.epi == 5              ? make_uint4(0x3F803F80u, 0x3F803F80u, 0x3F803F80u, 0x3F803F80u)
-              : j0 + 8 * t < p.r ? __ldg(reinterpret_cast<const uint4*>(brow + j0 + 8 * t))
-                                 : make_uint4(0, 0, 0, 0);
-#pragma unroll
-    for (int i = 0; i < kN; ++i) {
-      const float* urow = p.u + static_cast<int64_t>(m[i]) * p.r + j0;
-#pragma unroll
-      for (int t = 0; t < 8; ++t) {
-        if (j0 + 8 * t < p.r) {
-          const float4 u0 = p.epi == 6 ? make_float4(1.f, 2.f, 3.f, 4.f)
-                            : kCgU      ? __ldcg(reinterpret_cast<const float4*>(urow + 8 * t))
-                                        : *reinterpret_cast<const float4*>(urow + 8 * t);
-          const float4 u1 = p.epi == 6 ? make_float4(1.f, 2.f, 3.f, 4.f)
-                            : kCgU      ? __ldcg(reinterpret_cast<const float4*>(urow + 8 * t + 4))
-                                        : *reinterpret_cast<const float4*>(urow + 8 * t + 4);
-          const uint32_t words[4] = {bw[t].x, bw[t].y, bw[t].z, bw[t].w};
-          const float uv[8] = {u0.x, u0.y, u0.z, u0.w, u1.x, u1.y, u1.z, u1.w};
-#pragma unroll
-          for (int e = 0; e < 8; ++e) {
-            const uint16_t bits = static_cast<uint16_t>(words[e / 2] >> (16 * (e % 2)));
-            acc[i] = fmaf(uv[e], to_float(*reinterpret_cast<const T*>(&bits)), acc[i]);
-          }
-        }
+      for (int e = 0; e < 8; ++e) {
+        const uint16_t bits = static_cast<uint16_t>(words[e / 2] >> (16 * (e % 2)));
+        acc = fmaf(uv[e], to_float(*reinterpret_cast<const T*>(&bits)), acc);
       }
     }
+    return acc;
   }
-}
+};
 
-// EXPERIMENT (p.epi == 2): this block's rows [row0, row0 + rows) of B into L2 (evict-last), one 128-byte line a
-// thread, at the kernel's start: the epilogue's B loads then hit L2.
-__device__ __forceinline__ void prefetch_b_rows(const GemvParams& p, int row0, int rows, int elem_bytes) {
-  if (p.epi != 2) return;
-  const int64_t n1 = min(row0 + rows, p.N);
-  if (row0 >= n1) return;
-  const char* base = static_cast<const char*>(p.B);
-  const int64_t beg = static_cast<int64_t>(row0) * p.r * elem_bytes, end = n1 * p.r * elem_bytes;
-  for (int64_t off = (beg & ~int64_t{127}) + 128 * static_cast<int64_t>(threadIdx.x); off < end; off += 128 * static_cast<int64_t>(blockDim.x))
-    asm volatile("prefetch.global.L2::evict_last [%0];" ::"l"(base + off));
+// Every thread of the block calls it once the block is done with `area` (area_bytes, 16-byte aligned) and u is
+// complete (after the wait for it); it returns with the block synced.
+template <typename T, bool kCgU>
+__device__ __forceinline__ LoraTerm<T, kCgU> stage_lora(const GemvParams& p, void* area, int area_bytes, int n0, int rows) {
+  LoraTerm<T, kCgU> t;
+  t.n0 = n0;
+  const int u_bytes = p.M * p.r * 4;  // (a multiple of 32 with lora_vec)
+  if (p.epi == 0 || !p.lora_vec || u_bytes > area_bytes) return t;
+  const int nrows = min(rows, p.N - n0), per_row = p.r / 8, bstride = p.r + 8;
+  const bool with_b = p.epi == 1 && u_bytes + static_cast<int64_t>(rows) * bstride * sizeof(T) <= area_bytes;
+  __syncthreads();  // (every thread is done with area's old contents)
+  float4* us = static_cast<float4*>(area);
+  const float4* ug = reinterpret_cast<const float4*>(p.u);
+  for (int i = threadIdx.x; i < u_bytes / 16; i += blockDim.x) us[i] = kCgU ? __ldcg(ug + i) : ug[i];
+  T* bs = reinterpret_cast<T*>(static_cast<unsigned char*>(area) + u_bytes);
+  if (with_b) {
+    const uint4* bg = static_cast<const uint4*>(p.B) + static_cast<int64_t>(n0) * per_row;
+    for (int i = threadIdx.x; i < nrows * per_row; i += blockDim.x)
+      *reinterpret_cast<uint4*>(bs + (i / per_row) * bstride + 8 * (i % per_row)) = __ldg(bg + i);
+  }
+  __syncthreads();
+  t.us = reinterpret_cast<const float*>(us);
+  t.bs = with_b ? bs : nullptr;
+  return t;
 }
 
 // y[m, n] = sum + s·u·Bᵀ + bias in exact fp32, rounded once to T (both small-M epilogues; sum by
 // reference, read after the LoRA term as the epilogues always did: the same PTX).
-template <typename T, bool kCgU = false>
-__device__ __forceinline__ void store_output(const GemvParams& p, int m, int n, const float& sum) {
-  const float lora = lora_dot<T, kCgU>(p, m, n);
+template <typename T, bool kCgU>
+__device__ __forceinline__ void store_output(const GemvParams& p, int m, int n, const float& sum,
+                                             const LoraTerm<T, kCgU>& term) {
+  const float lora = term.dot(p, m, n);
   const float bias = p.bias ? to_float(static_cast<const T*>(p.bias)[n]) : 0.f;
   static_cast<T*>(p.y)[static_cast<int64_t>(m) * p.N + n] = static_cast<T>(sum + p.scale * lora + bias);
 }
@@ -309,7 +308,7 @@ __device__ __forceinline__ void add_scaled(float (&acc)[kTiles][MT][4], const fl
 __device__ __forceinline__ void wait_for_u(const GemvParams& p);
 template <typename T, bool kFusedU = false>
 __device__ __forceinline__ void finish_outputs(const GemvParams& p, float* sums, int items, int row0, int* last,
-                                               unsigned col_block, int split) {
+                                               unsigned col_block, int split, void* area, int area_bytes) {
   const int M = p.M, S = gridDim.y, tid = threadIdx.x, nthr = blockDim.x;
   if (S > 1) {  // publish the partials; the last block of this row block reduces all of them
     for (int idx = tid; idx < items; idx += nthr) {
@@ -330,22 +329,11 @@ __device__ __forceinline__ void finish_outputs(const GemvParams& p, float* sums,
   } else {
     wait_for_prior_grid();  // u
   }
-  if (p.epi == 0 || p.epi == 4) {
-    for (int idx = tid; idx < items; idx += nthr) {
-      const int n = row0 + idx / M, m = idx % M;
-      if (n >= p.N) continue;
-      store_output<T, kFusedU>(p, m, n, sums[idx]);
-    }
-    return;
-  }
+  const LoraTerm<T, kFusedU> lora = stage_lora<T, kFusedU>(p, area, area_bytes, row0, items / M);
   for (int idx = tid; idx < items; idx += nthr) {
-    const int n = row0 + idx / M;
-    const int m[1] = {idx % M};
+    const int n = row0 + idx / M, m = idx % M;
     if (n >= p.N) continue;
-    float lora[1] = {0.f};
-    if (p.epi != 3) lora_dots<T, kFusedU, 1>(p, m, n, lora);
-    const float bias = p.bias ? to_float(static_cast<const T*>(p.bias)[n]) : 0.f;
-    static_cast<T*>(p.y)[static_cast<int64_t>(m[0]) * p.N + n] = static_cast<T>(sums[idx] + p.scale * lora[0] + bias);
+    store_output(p, m, n, sums[idx], lora);
   }
 }
 
@@ -390,7 +378,7 @@ __device__ __forceinline__ void fused_block_done(const GemvParams& p) {
 // rounding to T.
 template <typename T, int MT, int kTiles>
 __device__ __forceinline__ void gemv_epilogue(const GemvParams& p, const float (&acc)[kTiles][MT][4], float* red,
-                                              int* last) {
+                                              int area_bytes, int* last) {
   constexpr int kBlockN = kTiles * 16, kRows = MT * 8;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
   const int M = p.M, S = gridDim.y, split = blockIdx.y, row0 = blockIdx.x * kBlockN;
@@ -431,29 +419,12 @@ __device__ __forceinline__ void gemv_epilogue(const GemvParams& p, const float (
     }
   }
   wait_for_prior_grid();  // u
-  if (p.epi == 0 || p.epi == 4) {
-#pragma unroll
-    for (int e = 0; e < kItems; ++e) {
-      const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
-      if (m >= M || n >= p.N) continue;
-      store_output<T>(p, m, n, v[e]);
-    }
-    return;
-  }
-  // (kThreads is a multiple of kBlockN: a thread's outputs share their n, one row of B)
-  static_assert(kThreads % kBlockN == 0, "one n per thread");
-  const int n = row0 + tid % kBlockN;
-  if (n >= p.N) return;
-  int ms[kItems];
-#pragma unroll
-  for (int e = 0; e < kItems; ++e) ms[e] = min((tid + kThreads * e) / kBlockN, M - 1);
-  float lora[kItems] = {};
-  if (p.epi != 3) lora_dots<T, false, kItems>(p, ms, n, lora);
-  const float bias = p.bias ? to_float(static_cast<const T*>(p.bias)[n]) : 0.f;
+  const LoraTerm<T, false> lora = stage_lora<T, false>(p, red, area_bytes, row0, kBlockN);
 #pragma unroll
   for (int e = 0; e < kItems; ++e) {
-    const int m = (tid + kThreads * e) / kBlockN;
-    if (m < M) static_cast<T*>(p.y)[static_cast<int64_t>(m) * p.N + n] = static_cast<T>(v[e] + p.scale * lora[e] + bias);
+    const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
+    if (m >= M || n >= p.N) continue;
+    store_output(p, m, n, v[e], lora);
   }
 }
 
@@ -488,8 +459,7 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv
   // row L (kTiles·16 rows; lanes past them duplicate row L % 16 of tile 0 and copy nothing). It
   // decodes rows g and g + 8 of each tile (rows past N read row N - 1).
   const int row0 = blockIdx.x * kBlockN;
-  if (p.epi != 4) allow_next_launch();
-  prefetch_b_rows(p, row0, kBlockN, sizeof(T));
+  allow_next_launch();
   const bool nested = p.w.nested_absmax != nullptr;
   const int64_t k0 = static_cast<int64_t>(c0) * kChunk;
   const uint8_t* codes[kTiles];
@@ -565,7 +535,7 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv
   }
   cp_async_wait<0>();
   __syncthreads();  // every warp is done with its ring: it becomes the partial sums
-  gemv_epilogue<T, MT, kTiles>(p, acc, reinterpret_cast<float*>(smem), last);
+  gemv_epilogue<T, MT, kTiles>(p, acc, reinterpret_cast<float*>(smem), static_cast<int>(body), last);
 }
 
 // The absmax of one row of W, chunk by chunk, for the TMA kernel (lane L of a warp: block row L).
@@ -674,8 +644,7 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
   const int c0 = s0 * kWarps + warp;  // this warp's chunk of stage i: c0 + kWarps·i
   const int nw = n_st - (c0 + kWarps * (n_st - 1) >= chunks ? 1 : 0);
   const int row0 = blockIdx.x * kBlockN;
-  if (p.epi != 4) allow_next_launch();
-  prefetch_b_rows(p, row0, kBlockN, sizeof(T));
+  allow_next_launch();
   const uint32_t tx_bytes = static_cast<uint32_t>(stage_bytes);
   // One thread: stage i of the block into slot i % kRing (rows past N and k past K read as zeros).
   auto issue = [&](int i) {
@@ -740,7 +709,7 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
     a2 = a2n;
   }
   __syncthreads();  // every warp is done with the ring (all its copies were waited for)
-  gemv_epilogue<T, MT, kTiles>(p, acc, reinterpret_cast<float*>(smem), last);
+  gemv_epilogue<T, MT, kTiles>(p, acc, reinterpret_cast<float*>(smem), R::body(M), last);
 #else
   __trap();  // the launcher runs this kernel on sm_90 only
 #endif
@@ -890,7 +859,7 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
   // stream's kernel, an SM-limited context).
   unsigned colb = blockIdx.x, kslice = blockIdx.y;
   int row0 = colb * R;
-  if (p.epi != 4) allow_next_launch();
+  allow_next_launch();
   if constexpr (kFusedU) {
     const int lin = static_cast<int>(blockIdx.y * gridDim.x + blockIdx.x);
     const int u_slots = (static_cast<int>(gridDim.x) - p.row_blocks) * static_cast<int>(gridDim.y);
@@ -913,7 +882,6 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
     kslice = (lin - u_slots) / p.row_blocks;
     row0 = colb * R;
   }
-  prefetch_b_rows(p, row0, R, sizeof(T));
   // This block's K slice [kbeg, kend) and this warp's first span in it (K < 2^30); warps whose spans
   // start past the slice (active = false) load nothing and add nothing (the sums read aw slabs).
   // `active` goes through a vote so that ptxas sees it warp-uniform (VOTEU): the loop conditioned on
@@ -1157,7 +1125,8 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
     rows[idx] = v;
   }
   __syncthreads();
-  finish_outputs<T, kFusedU>(p, rows, R * M, row0, last, colb, kslice);
+  // (the slabs of warps 1 .. kW - 1 are free now: the LoRA term's staging area)
+  finish_outputs<T, kFusedU>(p, rows, R * M, row0, last, colb, kslice, rows + R * M, (kW - 1) * R * M * 4);
   if constexpr (kFusedU) fused_block_done<false>(p);
 }
 
@@ -1274,9 +1243,9 @@ std::string launch_gemv(const GemvParams& p, int splits, int pipeline, bool depe
 // NF4LORA_FUSE_U=0 keeps the u kernel (lora_u_kernel) where the register GEMV would compute u in its own grid
 // (launch_typed): a switch for A/B timing (bench/gemv_time.py --env) and for ruling the fused grid out; read at
 // every launch.
-static int fuse_u_mode() {  // EXPERIMENT: 2 = fuse without the work rule
+static bool fuse_u_enabled() {
   const char* e = std::getenv("NF4LORA_FUSE_U");
-  return e == nullptr ? 1 : std::atoi(e);
+  return e == nullptr || e[0] != '0';
 }
 
 template <typename T, int MT>
@@ -1305,17 +1274,18 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
   // (M = 1 only. s36 run 5: 0.947-0.979x the forward's time at M = 1 on the issue shapes, 0.962x on 4096x4096; run 2
   // (before the end count lost its fence): 0.977-1.021x at M = 2; s35 run 8 (u blocks last): 1.01-1.28x at M 4-8,
   // where the u blocks' dependent loads queue behind the row blocks' streaming from the start)
-  const int fuse_mode = fuse_u_mode();
-  if (pipeline == 3 && p.M == 1 && p.u_sync != nullptr && rows_merged_scales(p) && fuse_mode != 0) {
+  if (pipeline == 3 && p.M == 1 && p.u_sync != nullptr && rows_merged_scales(p) && fuse_u_enabled()) {
     // u fused into the register GEMV's grid (kFusedU): extra columns' worth of u blocks (512 threads, 2^rlog ranks
     // each, at least a warp a rank; first in the grid's linear order, so a row block never waits for a block that
     // cannot start) where the row blocks and they fit one wave of one block per SM (u then runs beside the rows).
     for (int fl = 0; fl <= 4; ++fl) {
       const int n_u = rank_blocks(fl) * row_pairs, extra = (n_u + splits - 1) / splits;
       if ((row_blocks + extra) * splits > sm_count) continue;
-      // A u block walks 2^fl ranks over all of K; where that is more than a quarter of a row block's W elements
-      // (16·row_tiles rows x slice_k), the row blocks would wait for u: the u kernel instead.
-      if (fuse_mode == 1 && (int64_t{4} << fl) * p.K > int64_t{16} * p.row_tiles * p.slice_k) break;
+      // A u block walks 2^fl ranks over all of K. Where that is more than a quarter of a row block's W elements
+      // (16·row_tiles rows x slice_k), the row blocks would wait for u: the u kernel instead (bench/results/h200/s39
+      // run 2, r = 64 at M = 1: 0.76x the fused grid's time on 4096x4096 and 8192x2048, 0.83x on 14336x4096; the
+      // fused grid kept where the rule keeps it, 0.997-1.005x; r = 16 fused on all six shapes as before).
+      if ((int64_t{4} << fl) * p.K > int64_t{16} * p.row_tiles * p.slice_k) break;
       GemvParams q = p;
       q.row_blocks = row_blocks;
       q.u_blocks = n_u;
