@@ -316,9 +316,10 @@ def test_cuda_forward_is_memcheck_clean(tmp_path):
 @pytest.mark.parametrize("r", [64, 1032, 2056])
 @pytest.mark.parametrize("M", [1, 8, 16])
 def test_lora_term_staged_or_not(M, r):
-    # The epilogues stage u (M x r) and the block's rows of B in shared memory where they fit its free area
-    # (stage_lora): at r = 64 both; at r = 1032 B's rows do not fit the TMA ring's (M = 16: u from shared memory, B
-    # from global memory); at r = 2056 u alone does not (both from global memory). Every pipeline, against float64.
+    # Where r > 32 the TMA ring's epilogue stages u (M x r) and the block's rows of B in shared memory where they fit
+    # its free area (stage_lora), the register GEMV u from its own u blocks (M = 1 here at r = 64): at r = 64 both;
+    # at r = 1032 B's rows do not fit (u from shared memory, B from global memory); at r = 2056 u alone does not
+    # (both from global memory). Every pipeline, against float64.
     K, N = 2048, 1000
     c = forward_case(M, K, N, r, 64, True, True, torch.bfloat16, True)
     for pipeline in _pipelines(M):
