@@ -1516,11 +1516,7 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   p.slice_k = GemvRows::slice_k(K, splits);
   p.lora_vec = r % 8 == 0 && B % 16 == 0 && u % 16 == 0;
   p.scale = scale;
-  p.lora_stage = p.lora_vec && r > 32;
-  {  // EXPERIMENT (s39 run 5): NF4LORA_GEMV_EPI=0 turns the staging off
-    const char* e = std::getenv("NF4LORA_GEMV_EPI");
-    if (e != nullptr && e[0] == '0') p.lora_stage = 0;
-  }
+  p.lora_stage = p.lora_vec && r > 32;  // (stage_lora)
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
   // The register pipeline's fused u (launch_typed): two more zeroed counters after the split-K ones, in the caller's
   // buffer (zero on entry, like them) or, where K is split, in the workspace right after its split-K counters (both
