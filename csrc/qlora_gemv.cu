@@ -107,6 +107,7 @@ struct GemvParams {
   float* u_out;            // u (the same memory as `u`), written by the u blocks
   unsigned int* u_sync;
   int row_blocks, u_blocks, u_rank_blocks, u_rlog;
+  int lora_stage;          // the epilogues stage u (and B's rows) in shared memory: lora_vec and r > 32 (stage_lora)
 };
 
 // Waits for the grid launched before this one (lora_u_kernel: u) to complete and flush its
@@ -160,11 +161,77 @@ __device__ __forceinline__ float lora_dot(const GemvParams& p, int m, int n) {
   return acc;
 }
 
+// The epilogues' LoRA term with u and B's rows in shared memory (p.lora_stage: lora_vec and r > 32). Each output's
+// lora_dot reads its B row and u row from global memory, 32 ranks a round trip. At M 8-16 every thread of a block
+// reads all of u (M x r) and each B row is read by every warp of the block; at r = 64 that made the LoRA term a
+// quarter to a third of the TMA ring's time (bench/results/h200/s39 run 3: without the term 0.67-0.88x the time at
+// M 8-16, without B's loads 0.84x, without u's 0.88x at M = 16 on 4096x14336). stage_lora copies u and, where
+// `area` holds them too, the rows [n0, n0 + rows) of B once per block, 16 bytes a thread per copy; dot() then sums
+// from shared memory in lora_dot's order (the same bits). Measured (run 4, the same bits): r = 64, TMA ring
+// 0.83-0.93x the forward's time at M = 16, 0.94x at M = 8 on 14336x4096; but 1.00-1.02x at r = 16 (one round trip
+// an output there), so only r > 32 stages. The register pipeline stages nothing from the u kernel (its blocks:
+// 1.02-1.11x at r = 64, M 1-8) and u alone from its own u blocks (read from L2: 0.947 / 0.983x at M = 1 on
+// 8192x28672 / 4096x14336). The cp.async pipeline (not run on sm_90 by default) stages nothing: not measured.
+// Without lora_vec (r % 8 != 0 or B, u misaligned), or where u alone does not fit, dot() is lora_dot.
+template <typename T, bool kCgU>
+struct LoraTerm {
+  const float* us = nullptr;  // u (M x r) in shared memory, or nullptr
+  const T* bs = nullptr;      // B's rows n0 .. in shared memory (row stride r + 8), or nullptr
+  int n0 = 0;
+  __device__ __forceinline__ float dot(const GemvParams& p, int m, int n) const {
+    if (us == nullptr) return lora_dot<T, kCgU>(p, m, n);
+    const float* urow = us + m * p.r;
+    const T* brow = bs != nullptr ? bs + (n - n0) * (p.r + 8) : static_cast<const T*>(p.B) + static_cast<int64_t>(n) * p.r;
+    float acc = 0.f;
+#pragma unroll 4
+    for (int j = 0; j < p.r; j += 8) {
+      const uint4 bw = bs != nullptr ? *reinterpret_cast<const uint4*>(brow + j) : __ldg(reinterpret_cast<const uint4*>(brow + j));
+      const float4 u0 = *reinterpret_cast<const float4*>(urow + j), u1 = *reinterpret_cast<const float4*>(urow + j + 4);
+      const uint32_t words[4] = {bw.x, bw.y, bw.z, bw.w};
+      const float uv[8] = {u0.x, u0.y, u0.z, u0.w, u1.x, u1.y, u1.z, u1.w};
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const uint16_t bits = static_cast<uint16_t>(words[e / 2] >> (16 * (e % 2)));
+        acc = fmaf(uv[e], to_float(*reinterpret_cast<const T*>(&bits)), acc);
+      }
+    }
+    return acc;
+  }
+};
+
+// Every thread of the block calls it once the block is done with `area` (area_bytes, 16-byte aligned) and u is
+// complete (after the wait for it); it returns with the block synced.
+template <typename T, bool kCgU>
+__device__ __forceinline__ LoraTerm<T, kCgU> stage_lora(const GemvParams& p, void* area, int area_bytes, int n0, int rows,
+                                                        bool want_b) {
+  LoraTerm<T, kCgU> t;
+  t.n0 = n0;
+  const int u_bytes = p.M * p.r * 4;  // (a multiple of 32 with lora_vec)
+  if (!p.lora_stage || u_bytes > area_bytes) return t;
+  const int nrows = min(rows, p.N - n0), per_row = p.r / 8, bstride = p.r + 8;
+  const bool with_b = want_b && u_bytes + static_cast<int64_t>(rows) * bstride * sizeof(T) <= area_bytes;
+  __syncthreads();  // (every thread is done with area's old contents)
+  float4* us = static_cast<float4*>(area);
+  const float4* ug = reinterpret_cast<const float4*>(p.u);
+  for (int i = threadIdx.x; i < u_bytes / 16; i += blockDim.x) us[i] = kCgU ? __ldcg(ug + i) : ug[i];
+  T* bs = reinterpret_cast<T*>(static_cast<unsigned char*>(area) + u_bytes);
+  if (with_b) {
+    const uint4* bg = static_cast<const uint4*>(p.B) + static_cast<int64_t>(n0) * per_row;
+    for (int i = threadIdx.x; i < nrows * per_row; i += blockDim.x)
+      *reinterpret_cast<uint4*>(bs + (i / per_row) * bstride + 8 * (i % per_row)) = __ldg(bg + i);
+  }
+  __syncthreads();
+  t.us = reinterpret_cast<const float*>(us);
+  t.bs = with_b ? bs : nullptr;
+  return t;
+}
+
 // y[m, n] = sum + s·u·Bᵀ + bias in exact fp32, rounded once to T (both small-M epilogues; sum by
 // reference, read after the LoRA term as the epilogues always did: the same PTX).
-template <typename T, bool kCgU = false>
-__device__ __forceinline__ void store_output(const GemvParams& p, int m, int n, const float& sum) {
-  const float lora = lora_dot<T, kCgU>(p, m, n);
+template <typename T, bool kCgU>
+__device__ __forceinline__ void store_output(const GemvParams& p, int m, int n, const float& sum,
+                                             const LoraTerm<T, kCgU>& term) {
+  const float lora = term.dot(p, m, n);
   const float bias = p.bias ? to_float(static_cast<const T*>(p.bias)[n]) : 0.f;
   static_cast<T*>(p.y)[static_cast<int64_t>(m) * p.N + n] = static_cast<T>(sum + p.scale * lora + bias);
 }
@@ -247,7 +314,7 @@ __device__ __forceinline__ void add_scaled(float (&acc)[kTiles][MT][4], const fl
 __device__ __forceinline__ void wait_for_u(const GemvParams& p);
 template <typename T, bool kFusedU = false>
 __device__ __forceinline__ void finish_outputs(const GemvParams& p, float* sums, int items, int row0, int* last,
-                                               unsigned col_block, int split) {
+                                               unsigned col_block, int split, void* area, int area_bytes) {
   const int M = p.M, S = gridDim.y, tid = threadIdx.x, nthr = blockDim.x;
   if (S > 1) {  // publish the partials; the last block of this row block reduces all of them
     for (int idx = tid; idx < items; idx += nthr) {
@@ -268,10 +335,13 @@ __device__ __forceinline__ void finish_outputs(const GemvParams& p, float* sums,
   } else {
     wait_for_prior_grid();  // u
   }
+  // (u staged only where it comes from this grid's u blocks, from L2: s39 run 4)
+  const LoraTerm<T, kFusedU> lora = kFusedU ? stage_lora<T, kFusedU>(p, area, area_bytes, row0, items / M, false)
+                                            : LoraTerm<T, kFusedU>{};
   for (int idx = tid; idx < items; idx += nthr) {
     const int n = row0 + idx / M, m = idx % M;
     if (n >= p.N) continue;
-    store_output<T, kFusedU>(p, m, n, sums[idx]);
+    store_output(p, m, n, sums[idx], lora);
   }
 }
 
@@ -314,9 +384,9 @@ __device__ __forceinline__ void fused_block_done(const GemvParams& p) {
 // shared memory (red, reusing the rings), the K slices through global partials (the block that
 // finishes a column block last reduces them), then y = sum + s·u·Bᵀ + bias in exact fp32 with one
 // rounding to T.
-template <typename T, int MT, int kTiles>
+template <typename T, int MT, int kTiles, bool kStage>
 __device__ __forceinline__ void gemv_epilogue(const GemvParams& p, const float (&acc)[kTiles][MT][4], float* red,
-                                              int* last) {
+                                              int area_bytes, int* last) {
   constexpr int kBlockN = kTiles * 16, kRows = MT * 8;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
   const int M = p.M, S = gridDim.y, split = blockIdx.y, row0 = blockIdx.x * kBlockN;
@@ -357,11 +427,12 @@ __device__ __forceinline__ void gemv_epilogue(const GemvParams& p, const float (
     }
   }
   wait_for_prior_grid();  // u
+  const LoraTerm<T, false> lora = kStage ? stage_lora<T, false>(p, red, area_bytes, row0, kBlockN, true) : LoraTerm<T, false>{};
 #pragma unroll
   for (int e = 0; e < kItems; ++e) {
     const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
     if (m >= M || n >= p.N) continue;
-    store_output<T>(p, m, n, v[e]);
+    store_output(p, m, n, v[e], lora);
   }
 }
 
@@ -472,7 +543,7 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv
   }
   cp_async_wait<0>();
   __syncthreads();  // every warp is done with its ring: it becomes the partial sums
-  gemv_epilogue<T, MT, kTiles>(p, acc, reinterpret_cast<float*>(smem), last);
+  gemv_epilogue<T, MT, kTiles, false>(p, acc, reinterpret_cast<float*>(smem), 0, last);
 }
 
 // The absmax of one row of W, chunk by chunk, for the TMA kernel (lane L of a warp: block row L).
@@ -646,7 +717,7 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
     a2 = a2n;
   }
   __syncthreads();  // every warp is done with the ring (all its copies were waited for)
-  gemv_epilogue<T, MT, kTiles>(p, acc, reinterpret_cast<float*>(smem), last);
+  gemv_epilogue<T, MT, kTiles, true>(p, acc, reinterpret_cast<float*>(smem), R::body(M), last);
 #else
   __trap();  // the launcher runs this kernel on sm_90 only
 #endif
@@ -1062,7 +1133,8 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
     rows[idx] = v;
   }
   __syncthreads();
-  finish_outputs<T, kFusedU>(p, rows, R * M, row0, last, colb, kslice);
+  // (the slabs of warps 1 .. kW - 1 are free now: the LoRA term's staging area)
+  finish_outputs<T, kFusedU>(p, rows, R * M, row0, last, colb, kslice, rows + R * M, (kW - 1) * R * M * 4);
   if constexpr (kFusedU) fused_block_done<false>(p);
 }
 
@@ -1217,6 +1289,11 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
     for (int fl = 0; fl <= 4; ++fl) {
       const int n_u = rank_blocks(fl) * row_pairs, extra = (n_u + splits - 1) / splits;
       if ((row_blocks + extra) * splits > sm_count) continue;
+      // A u block walks 2^fl ranks over all of K. Where that is more than a quarter of a row block's W elements
+      // (16·row_tiles rows x slice_k), the row blocks would wait for u: the u kernel instead (bench/results/h200/s39
+      // run 2, r = 64 at M = 1: 0.76x the fused grid's time on 4096x4096 and 8192x2048, 0.83x on 14336x4096; the
+      // fused grid kept where the rule keeps it, 0.997-1.005x; r = 16 fused on all six shapes as before).
+      if ((int64_t{4} << fl) * p.K > int64_t{16} * p.row_tiles * p.slice_k) break;
       GemvParams q = p;
       q.row_blocks = row_blocks;
       q.u_blocks = n_u;
@@ -1439,6 +1516,7 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   p.slice_k = GemvRows::slice_k(K, splits);
   p.lora_vec = r % 8 == 0 && B % 16 == 0 && u % 16 == 0;
   p.scale = scale;
+  p.lora_stage = p.lora_vec && r > 32;  // (stage_lora)
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
   // The register pipeline's fused u (launch_typed): two more zeroed counters after the split-K ones, in the caller's
   // buffer (zero on entry, like them) or, where K is split, in the workspace right after its split-K counters (both

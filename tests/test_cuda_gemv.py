@@ -313,6 +313,23 @@ def test_cuda_forward_is_memcheck_clean(tmp_path):
     """)
 
 
+@pytest.mark.parametrize("r", [64, 1032, 2056])
+@pytest.mark.parametrize("M", [1, 8, 16])
+def test_lora_term_staged_or_not(M, r):
+    # Where r > 32 the TMA ring's epilogue stages u (M x r) and the block's rows of B in shared memory where they fit
+    # its free area (stage_lora), the register GEMV u from its own u blocks (M = 1 here at r = 64): at r = 64 both;
+    # at r = 1032 B's rows do not fit (u from shared memory, B from global memory); at r = 2056 u alone does not
+    # (both from global memory). Every pipeline, against float64.
+    K, N = 2048, 1000
+    c = forward_case(M, K, N, r, 64, True, True, torch.bfloat16, True)
+    for pipeline in _pipelines(M):
+        poison_next_alloc(M * N, torch.bfloat16)
+        y, u = _cuda_ext.qlora_forward_small(c["x"], c["x_lora"], c["q"], c["A"], c["B"], 0.7, c["bias"],
+                                             pipeline=pipeline)
+        err = rel_err(y, c["ref"])
+        assert err < REL_TOL[torch.bfloat16] and err <= 2 * rel_err(c["plain"], c["ref"]) + 1e-6, (pipeline, err)
+
+
 @pytest.mark.parametrize("M,K,N", [(1, 2048, 4096), (1, 4096, 1000), (2, 4096, 1000), (1, 8192, 2048)])
 def test_register_gemv_computes_u_in_its_own_grid(monkeypatch, M, K, N):
     # At M = 1, where the register GEMV's blocks and u's fit one wave (one block per SM), u = x̃·Aᵀ is computed by
