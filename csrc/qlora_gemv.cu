@@ -128,6 +128,19 @@ __device__ __forceinline__ void allow_next_launch() {
 #endif
 }
 
+// acc + Σ_e u_e·b_e over 8 ranks in order: b the 8 T of bw, u those of u0 then u1 (one step of the LoRA term's sums).
+template <typename T>
+__device__ __forceinline__ float fma8(const uint4& bw, const float4& u0, const float4& u1, float acc) {
+  const uint32_t words[4] = {bw.x, bw.y, bw.z, bw.w};
+  const float uv[8] = {u0.x, u0.y, u0.z, u0.w, u1.x, u1.y, u1.z, u1.w};
+#pragma unroll
+  for (int e = 0; e < 8; ++e) {
+    const uint16_t bits = static_cast<uint16_t>(words[e / 2] >> (16 * (e % 2)));
+    acc = fmaf(uv[e], to_float(*reinterpret_cast<const T*>(&bits)), acc);
+  }
+  return acc;
+}
+
 // Σ_j u[m, j]·B[n, j] in fp32, j in order (the epilogues' LoRA term before the scale s). With
 // p.lora_vec, 8 ranks per 16-byte load of B (and two of u), 4 such steps in flight: one lane per
 // output reads its own row of B, so each load instruction touches 32 rows, and scalar loads (one
@@ -147,13 +160,7 @@ __device__ __forceinline__ float lora_dot(const GemvParams& p, int m, int n) {
       const float4 u0 = kCgU ? __ldcg(reinterpret_cast<const float4*>(urow + j)) : *reinterpret_cast<const float4*>(urow + j);
       const float4 u1 =
           kCgU ? __ldcg(reinterpret_cast<const float4*>(urow + j + 4)) : *reinterpret_cast<const float4*>(urow + j + 4);
-      const uint32_t words[4] = {bw.x, bw.y, bw.z, bw.w};
-      const float uv[8] = {u0.x, u0.y, u0.z, u0.w, u1.x, u1.y, u1.z, u1.w};
-#pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        const uint16_t bits = static_cast<uint16_t>(words[e / 2] >> (16 * (e % 2)));
-        acc = fmaf(uv[e], to_float(*reinterpret_cast<const T*>(&bits)), acc);
-      }
+      acc = fma8<T>(bw, u0, u1, acc);
     }
   } else {
     for (int j = 0; j < p.r; ++j) acc = fmaf(kCgU ? __ldcg(urow + j) : urow[j], to_float(brow[j]), acc);
@@ -187,13 +194,7 @@ struct LoraTerm {
     for (int j = 0; j < p.r; j += 8) {
       const uint4 bw = bs != nullptr ? *reinterpret_cast<const uint4*>(brow + j) : __ldg(reinterpret_cast<const uint4*>(brow + j));
       const float4 u0 = *reinterpret_cast<const float4*>(urow + j), u1 = *reinterpret_cast<const float4*>(urow + j + 4);
-      const uint32_t words[4] = {bw.x, bw.y, bw.z, bw.w};
-      const float uv[8] = {u0.x, u0.y, u0.z, u0.w, u1.x, u1.y, u1.z, u1.w};
-#pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        const uint16_t bits = static_cast<uint16_t>(words[e / 2] >> (16 * (e % 2)));
-        acc = fmaf(uv[e], to_float(*reinterpret_cast<const T*>(&bits)), acc);
-      }
+      acc = fma8<T>(bw, u0, u1, acc);
     }
     return acc;
   }
