@@ -107,7 +107,6 @@ struct GemvParams {
   float* u_out;            // u (the same memory as `u`), written by the u blocks
   unsigned int* u_sync;
   int row_blocks, u_blocks, u_rank_blocks, u_rlog;
-  int lora_stage;          // the epilogues stage u (and B's rows) in shared memory: lora_vec and r > 32 (stage_lora)
 };
 
 // Waits for the grid launched before this one (lora_u_kernel: u) to complete and flush its
@@ -168,7 +167,7 @@ __device__ __forceinline__ float lora_dot(const GemvParams& p, int m, int n) {
   return acc;
 }
 
-// The epilogues' LoRA term with u and B's rows in shared memory (p.lora_stage: lora_vec and r > 32). Each output's
+// The epilogues' LoRA term with u and B's rows in shared memory (lora_vec and r > kLoraStageMinRank). Each output's
 // lora_dot reads its B row and u row from global memory, 32 ranks a round trip. At M 8-16 every thread of a block
 // reads all of u (M x r) and each B row is read by every warp of the block; at r = 64 that made the LoRA term a
 // quarter to a third of the TMA ring's time (bench/results/h200/s39 run 3: without the term 0.67-0.88x the time at
@@ -180,6 +179,7 @@ __device__ __forceinline__ float lora_dot(const GemvParams& p, int m, int n) {
 // 1.02-1.11x at r = 64, M 1-8) and u alone from its own u blocks (read from L2: 0.947 / 0.983x at M = 1 on
 // 8192x28672 / 4096x14336). The cp.async pipeline (not run on sm_90 by default) stages nothing: not measured.
 // Without lora_vec (r % 8 != 0 or B, u misaligned), or where u alone does not fit, dot() is lora_dot.
+constexpr int kLoraStageMinRank = 32;
 template <typename T, bool kCgU>
 struct LoraTerm {
   const float* us = nullptr;  // u (M x r) in shared memory, or nullptr
@@ -200,15 +200,15 @@ struct LoraTerm {
   }
 };
 
-// Every thread of the block calls it once the block is done with `area` (area_bytes, 16-byte aligned) and u is
-// complete (after the wait for it); it returns with the block synced.
+// Every thread of the block calls it once the block is done with `area` (area_bytes, 16-byte aligned; 0: nothing
+// staged) and u is complete (after the wait for it); it returns with the block synced.
 template <typename T, bool kCgU>
 __device__ __forceinline__ LoraTerm<T, kCgU> stage_lora(const GemvParams& p, void* area, int area_bytes, int n0, int rows,
                                                         bool want_b) {
   LoraTerm<T, kCgU> t;
   t.n0 = n0;
   const int u_bytes = p.M * p.r * 4;  // (a multiple of 32 with lora_vec)
-  if (!p.lora_stage || u_bytes > area_bytes) return t;
+  if (!p.lora_vec || p.r <= kLoraStageMinRank || u_bytes > area_bytes) return t;
   const int nrows = min(rows, p.N - n0), per_row = p.r / 8, bstride = p.r + 8;
   const bool with_b = want_b && u_bytes + static_cast<int64_t>(rows) * bstride * sizeof(T) <= area_bytes;
   __syncthreads();  // (every thread is done with area's old contents)
@@ -385,7 +385,7 @@ __device__ __forceinline__ void fused_block_done(const GemvParams& p) {
 // shared memory (red, reusing the rings), the K slices through global partials (the block that
 // finishes a column block last reduces them), then y = sum + s·u·Bᵀ + bias in exact fp32 with one
 // rounding to T.
-template <typename T, int MT, int kTiles, bool kStage>
+template <typename T, int MT, int kTiles>
 __device__ __forceinline__ void gemv_epilogue(const GemvParams& p, const float (&acc)[kTiles][MT][4], float* red,
                                               int area_bytes, int* last) {
   constexpr int kBlockN = kTiles * 16, kRows = MT * 8;
@@ -428,7 +428,7 @@ __device__ __forceinline__ void gemv_epilogue(const GemvParams& p, const float (
     }
   }
   wait_for_prior_grid();  // u
-  const LoraTerm<T, false> lora = kStage ? stage_lora<T, false>(p, red, area_bytes, row0, kBlockN, true) : LoraTerm<T, false>{};
+  const LoraTerm<T, false> lora = stage_lora<T, false>(p, red, area_bytes, row0, kBlockN, true);
 #pragma unroll
   for (int e = 0; e < kItems; ++e) {
     const int idx = tid + kThreads * e, m = idx / kBlockN, n = row0 + idx % kBlockN;
@@ -544,7 +544,7 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 5 - kTiles : 2) qlora_gemv
   }
   cp_async_wait<0>();
   __syncthreads();  // every warp is done with its ring: it becomes the partial sums
-  gemv_epilogue<T, MT, kTiles, false>(p, acc, reinterpret_cast<float*>(smem), 0, last);
+  gemv_epilogue<T, MT, kTiles>(p, acc, reinterpret_cast<float*>(smem), 0, last);  // (0: not staged, not measured)
 }
 
 // The absmax of one row of W, chunk by chunk, for the TMA kernel (lane L of a warp: block row L).
@@ -718,7 +718,7 @@ __global__ void __launch_bounds__(kThreads, GemvTma<MT, kTiles>::kMinBlocks)
     a2 = a2n;
   }
   __syncthreads();  // every warp is done with the ring (all its copies were waited for)
-  gemv_epilogue<T, MT, kTiles, true>(p, acc, reinterpret_cast<float*>(smem), R::body(M), last);
+  gemv_epilogue<T, MT, kTiles>(p, acc, reinterpret_cast<float*>(smem), R::body(M), last);
 #else
   __trap();  // the launcher runs this kernel on sm_90 only
 #endif
@@ -1517,7 +1517,6 @@ std::string launch_qlora_gemv(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintpt
   p.slice_k = GemvRows::slice_k(K, splits);
   p.lora_vec = r % 8 == 0 && B % 16 == 0 && u % 16 == 0;
   p.scale = scale;
-  p.lora_stage = p.lora_vec && r > 32;  // (stage_lora)
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
   // The register pipeline's fused u (launch_typed): two more zeroed counters after the split-K ones, in the caller's
   // buffer (zero on entry, like them) or, where K is split, in the workspace right after its split-K counters (both

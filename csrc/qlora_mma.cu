@@ -1215,7 +1215,8 @@ int u_cluster(int S) {
 // where a group has more than one cluster, and a counter per group and cluster rank; otherwise S·M·r partials and a
 // counter per group.
 struct UWork {
-  int64_t part_bytes, n_counters;
+  int64_t part_bytes, n_counters;  // (the counters start at part_bytes)
+  int64_t bytes() const { return part_bytes + 4 * n_counters; }
 };
 UWork u_work(int64_t M, int64_t r, int S) {
   if (S <= 1) return UWork{0, 0};
@@ -1265,15 +1266,6 @@ std::string launch_typed(const MmaParams& p, const MmaPlan& plan, bool u_given, 
   using C = LargeTile;
   return launch_kernel(qlora_mma_kernel<T, C>, "qlora_mma_kernel", dim3(static_cast<unsigned>(blocks)), C::kThreads,
                        C::kSmem, stream, 0, false, p);
-}
-
-// The workspace of a plan (the u kernel's K split only, u_work): bytes to the counters and their number.
-struct Sections {
-  int64_t counters, n_counters;
-};
-Sections sections(const MmaPlan& plan, int64_t M, int64_t r) {
-  const UWork w = u_work(M, r, plan.splits);
-  return Sections{w.part_bytes, w.n_counters};
 }
 
 }  // namespace
@@ -1349,8 +1341,8 @@ MmaPlan plan_qlora_mma(int64_t M, int64_t N, int64_t K, int64_t r, int variant, 
   // bench/results/h200/cuda_ws/; wgmma_rs: 0.85-0.92× wgmma_ws's, s26); the split tiles (clusters) stay
   // on the SS kernel.
   if (variant == 0 && major == 9 && plan.k_splits == 1) plan.ws = plan.rs = true;
-  const Sections sec = sections(plan, M, r);
-  plan.workspace_bytes = sec.counters + 4 * sec.n_counters;
+  const UWork sec = u_work(M, r, plan.splits);  // (the workspace: the u kernel's K split only)
+  plan.workspace_bytes = sec.bytes();
   plan.counters = sec.n_counters;
   return plan;
 }
@@ -1375,9 +1367,9 @@ std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr
   if (!plan.error.empty()) return plan.error;
   if (!u_given && (workspace_bytes < plan.workspace_bytes || (plan.workspace_bytes > 0 && workspace == 0)))
     return "the workspace is smaller than plan_qlora_mma says (" + std::to_string(plan.workspace_bytes) + " bytes)";
-  const Sections sec = sections(plan, M, r);
+  const UWork sec = u_work(M, r, plan.splits);
   unsigned char* ws = reinterpret_cast<unsigned char*>(workspace);
-  unsigned int* counters = reinterpret_cast<unsigned int*>(ws + sec.counters);
+  unsigned int* counters = reinterpret_cast<unsigned int*>(ws + sec.part_bytes);
   MmaParams p{};
   p.y = reinterpret_cast<void*>(y);
   p.x = reinterpret_cast<const void*>(x);
@@ -1420,8 +1412,7 @@ std::string launch_qlora_mma(uintptr_t y, uintptr_t x, uintptr_t x_lora, uintptr
 int64_t lora_u_workspace_bytes(int64_t M, int64_t K, int64_t r) {
   int major = 0, sm_count = 1;
   current_device(&major, &sm_count);
-  const UWork w = u_work(M, r, u_splits(M, K, r, sm_count));
-  return w.part_bytes + 4 * w.n_counters;
+  return u_work(M, r, u_splits(M, K, r, sm_count)).bytes();
 }
 
 std::string launch_lora_u(uintptr_t u, uintptr_t x, uintptr_t A, uintptr_t workspace, int64_t workspace_bytes,
@@ -1434,7 +1425,7 @@ std::string launch_lora_u(uintptr_t u, uintptr_t x, uintptr_t A, uintptr_t works
   current_device(&major, &sm_count);
   const int splits = u_splits(M, K, r, sm_count);
   const UWork w = u_work(M, r, splits);
-  const int64_t need = w.part_bytes + 4 * w.n_counters;
+  const int64_t need = w.bytes();
   if (workspace_bytes < need || (need > 0 && workspace == 0))
     return "the workspace is smaller than lora_u_workspace_bytes says (" + std::to_string(need) + " bytes)";
   float* part = reinterpret_cast<float*>(workspace);
