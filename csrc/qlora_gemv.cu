@@ -167,27 +167,37 @@ __device__ __forceinline__ float lora_dot(const GemvParams& p, int m, int n) {
   return acc;
 }
 
-// The epilogues' LoRA term with u and B's rows in shared memory (lora_vec and r > kLoraStageMinRank). Each output's
-// lora_dot reads its B row and u row from global memory, 32 ranks a round trip. At M 8-16 every thread of a block
-// reads all of u (M x r) and each B row is read by every warp of the block; at r = 64 that made the LoRA term a
-// quarter to a third of the TMA ring's time (bench/results/h200/s39 run 3: without the term 0.67-0.88x the time at
-// M 8-16, without B's loads 0.84x, without u's 0.88x at M = 16 on 4096x14336). stage_lora copies u and, where
-// `area` holds them too, the rows [n0, n0 + rows) of B once per block, 16 bytes a thread per copy; dot() then sums
-// from shared memory in lora_dot's order (the same bits). Measured (run 4, the same bits): r = 64, TMA ring
-// 0.83-0.93x the forward's time at M = 16, 0.94x at M = 8 on 14336x4096; but 1.00-1.02x at r = 16 (one round trip
-// an output there), so only r > 32 stages. The register pipeline stages nothing from the u kernel (its blocks:
-// 1.02-1.11x at r = 64, M 1-8) and u alone from its own u blocks (read from L2: 0.947 / 0.983x at M = 1 on
-// 8192x28672 / 4096x14336). The cp.async pipeline (not run on sm_90 by default) stages nothing: not measured.
-// Without lora_vec (r % 8 != 0 or B, u misaligned), or where u alone does not fit, dot() is lora_dot.
-constexpr int kLoraStageMinRank = 32;
+// The epilogues' LoRA term with u and B's rows in shared memory. Each output's lora_dot reads its B row and u row from
+// global memory, 32 ranks a round trip. At M 8-16 every thread of a block reads all of u (M x r) and each B row is
+// read by every warp of the block; at r = 64 that made the LoRA term a quarter to a third of the TMA ring's time
+// (bench/results/h200/s39 run 3: without the term 0.67-0.88x the time at M 8-16, without B's loads 0.84x, without
+// u's 0.88x at M = 16 on 4096x14336). stage_lora copies u and, where `area` holds them too, the rows [n0, n0 + rows)
+// of B once per block, 16 bytes a thread per copy; dot() then sums from shared memory in lora_dot's order (the same
+// bits). u's staged rows are r + kUPad floats apart: the register GEMV's lanes read M rows of u at one k (m = idx %
+// M), and rows r floats apart put them all in the same banks (an 8-way conflict at M = 8, which made its staging lose
+// in s39 run 4: 1.02-1.11x). Where it pays (lora_stage_pays; every point measured had the same bits):
+//  - u and B from global memory (both pipelines' u from the u kernel): r >= 32 and M·r >= 192. s40 runs 1-2 against
+//    lora_dot: r = 64 register GEMV M = 8 0.884 / 0.791x (4096x4096 / 4096x14336), M = 5-6 0.88-0.99x, M = 4
+//    0.964-0.985x, M = 3 0.985-1.001x, but M = 2 1.011-1.105x; r = 32 M = 8 0.953 / 0.861 / 1.014 / 0.914x (4096x4096
+//    / 4096x14336 / 14336x4096 / 8192x28672), M = 16 0.975-1.005x, M = 4 0.979-1.026x; r = 16 1.00-1.04x at M 4-16
+//    (one round trip an output). The TMA ring at r = 64, M = 16: 0.83-0.93x (s39 run 4).
+//  - u alone from this grid's own u blocks (the register GEMV's kFusedU, M = 1, read from L2): r > 32 (s39 run 4:
+//    0.947 / 0.983x on 8192x28672 / 4096x14336; from the u kernel at M = 1 it lost).
+// The cp.async pipeline (not run on sm_90 by default) stages nothing: not measured. Without lora_vec (r % 8 != 0 or
+// B, u misaligned), or where u alone does not fit, dot() is lora_dot.
+constexpr int kUPad = 4;
+template <bool kFromL2>
+__device__ __forceinline__ bool lora_stage_pays(const GemvParams& p) {
+  return p.lora_vec && (kFromL2 ? p.r > 32 : p.r >= 32 && p.M * p.r >= 192);
+}
 template <typename T, bool kCgU>
 struct LoraTerm {
-  const float* us = nullptr;  // u (M x r) in shared memory, or nullptr
+  const float* us = nullptr;  // u (M x r) in shared memory (row stride r + kUPad), or nullptr
   const T* bs = nullptr;      // B's rows n0 .. in shared memory (row stride r + 8), or nullptr
   int n0 = 0;
   __device__ __forceinline__ float dot(const GemvParams& p, int m, int n) const {
     if (us == nullptr) return lora_dot<T, kCgU>(p, m, n);
-    const float* urow = us + m * p.r;
+    const float* urow = us + m * (p.r + kUPad);
     const T* brow = bs != nullptr ? bs + (n - n0) * (p.r + 8) : static_cast<const T*>(p.B) + static_cast<int64_t>(n) * p.r;
     float acc = 0.f;
 #pragma unroll 4
@@ -201,20 +211,23 @@ struct LoraTerm {
 };
 
 // Every thread of the block calls it once the block is done with `area` (area_bytes, 16-byte aligned; 0: nothing
-// staged) and u is complete (after the wait for it); it returns with the block synced.
+// staged) and u is complete (after the wait for it); it returns with the block synced. kCgU: u from this grid's own
+// u blocks (u alone staged; want_b is for the others).
 template <typename T, bool kCgU>
 __device__ __forceinline__ LoraTerm<T, kCgU> stage_lora(const GemvParams& p, void* area, int area_bytes, int n0, int rows,
                                                         bool want_b) {
   LoraTerm<T, kCgU> t;
   t.n0 = n0;
-  const int u_bytes = p.M * p.r * 4;  // (a multiple of 32 with lora_vec)
-  if (!p.lora_vec || p.r <= kLoraStageMinRank || u_bytes > area_bytes) return t;
+  const int u_bytes = p.M * (p.r + kUPad) * 4;  // (a multiple of 16 with lora_vec)
+  if (!lora_stage_pays<kCgU>(p) || u_bytes > area_bytes) return t;
   const int nrows = min(rows, p.N - n0), per_row = p.r / 8, bstride = p.r + 8;
   const bool with_b = want_b && u_bytes + static_cast<int64_t>(rows) * bstride * sizeof(T) <= area_bytes;
   __syncthreads();  // (every thread is done with area's old contents)
   float4* us = static_cast<float4*>(area);
   const float4* ug = reinterpret_cast<const float4*>(p.u);
-  for (int i = threadIdx.x; i < u_bytes / 16; i += blockDim.x) us[i] = kCgU ? __ldcg(ug + i) : ug[i];
+  const int u_row = p.r / 4, u_srow = (p.r + kUPad) / 4;  // float4s a row: global, staged
+  for (int i = threadIdx.x; i < p.M * u_row; i += blockDim.x)
+    us[(i / u_row) * u_srow + i % u_row] = kCgU ? __ldcg(ug + i) : ug[i];
   T* bs = reinterpret_cast<T*>(static_cast<unsigned char*>(area) + u_bytes);
   if (with_b) {
     const uint4* bg = static_cast<const uint4*>(p.B) + static_cast<int64_t>(n0) * per_row;
@@ -336,9 +349,7 @@ __device__ __forceinline__ void finish_outputs(const GemvParams& p, float* sums,
   } else {
     wait_for_prior_grid();  // u
   }
-  // (u staged only where it comes from this grid's u blocks, from L2: s39 run 4)
-  const LoraTerm<T, kFusedU> lora = kFusedU ? stage_lora<T, kFusedU>(p, area, area_bytes, row0, items / M, false)
-                                            : LoraTerm<T, kFusedU>{};
+  const LoraTerm<T, kFusedU> lora = stage_lora<T, kFusedU>(p, area, area_bytes, row0, items / M, !kFusedU);
   for (int idx = tid; idx < items; idx += nthr) {
     const int n = row0 + idx / M, m = idx % M;
     if (n >= p.N) continue;

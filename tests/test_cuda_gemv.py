@@ -313,13 +313,14 @@ def test_cuda_forward_is_memcheck_clean(tmp_path):
     """)
 
 
-@pytest.mark.parametrize("r", [64, 1032, 2056])
-@pytest.mark.parametrize("M", [1, 8, 16])
+@pytest.mark.parametrize("r", [32, 64, 1032, 2056])
+@pytest.mark.parametrize("M", [1, 4, 6, 8, 16])
 def test_lora_term_staged_or_not(M, r):
-    # Where r > 32 the TMA ring's epilogue stages u (M x r) and the block's rows of B in shared memory where they fit
-    # its free area (stage_lora), the register GEMV u from its own u blocks (M = 1 here at r = 64): at r = 64 both;
-    # at r = 1032 B's rows do not fit (u from shared memory, B from global memory); at r = 2056 u alone does not
-    # (both from global memory). Every pipeline, against float64.
+    # Where r >= 32 and M·r >= 192 the epilogues (TMA ring, register GEMV) stage u (M x r, rows r + 4 floats apart) and
+    # the block's rows of B in shared memory where they fit its free area (stage_lora), and at M = 1 with r > 32 the
+    # register GEMV u alone from its own u blocks: at r = 32 M 6-16 (M 1-4 not staged), at r = 64 every M (M = 1: u
+    # alone); at r = 1032 and 2056 B's rows, or u too, do not fit the area (u from shared memory and B from global
+    # memory, or both from global memory; which one depends on the pipeline's area). Every pipeline, against float64.
     K, N = 2048, 1000
     c = forward_case(M, K, N, r, 64, True, True, torch.bfloat16, True)
     for pipeline in _pipelines(M):
