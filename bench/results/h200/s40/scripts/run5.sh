@@ -15,5 +15,4 @@ for r in 64 16; do
   timeout 75 python3 bench/gemv_time.py --brief --r $r --env NF4LORA_FUSE_U=1,3,0 --spec "$SPEC" --out /tmp/o/co_r$r.jsonl 2>&1 | tail -11
   echo "co r$r at $(( $(date +%s) - t0 )) s"; tar -czf $OUT/run5.tgz -C /tmp o
 done
-timeout 40 python3 bench/gemv_time.py --brief --r 16 --env NF4LORA_FUSE_U=1,3,0 --spec "4096,14336:4;14336,4096:4" --out /tmp/o/co_m4.jsonl 2>&1 | tail -3
 tar -czf $OUT/run5.tgz -C /tmp o
