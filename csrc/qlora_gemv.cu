@@ -5,6 +5,9 @@
 // Two kernels, launched back to back by one host call:
 //   lora_u_kernel      u = x̃·Aᵀ: one block per (LoRA rank j, pair of rows) — or per 2^rlog ranks, on the SMs
 //                      the register pipeline leaves idle — 16-byte loads, fp32 sums.
+//                      (Beside the register pipeline at r >= 64, M·r <= SMs: lora_u_small_kernel, 128 threads a
+//                      (rank, row), one block beside each capped GEMV block; at M = 1 u may instead be computed
+//                      in the GEMV's own grid: launch_typed.)
 //   qlora_gemv_rows_kernel (sm_90, M <= 4, and M <= 8 where K <= 4096; `pipeline` 3 up to M = 8) —
 //                      see its comment: warps own spans of K and walk the rows of W, the codes
 //                      loaded straight into registers —
@@ -108,6 +111,12 @@ struct GemvParams {
   unsigned int* u_sync;
   int row_blocks, u_blocks, u_rank_blocks, u_rlog;
 };
+
+constexpr int kURows = 2;
+constexpr int kUSteps = 2;
+template <typename T, int kThr, bool kCgX = false, int kRows = kURows, int kSteps = kUSteps>
+__device__ __forceinline__ void lora_u_block(const T* __restrict__ xl, const T* __restrict__ A, float* __restrict__ u,
+                                             int M, int K, int r, int rlog, int bx, int by, int gx, float* red);
 
 // Waits for the grid launched before this one (lora_u_kernel: u) to complete and flush its
 // memory, when this grid was launched as its programmatic dependent (sm_90); a no-op otherwise.
@@ -854,15 +863,11 @@ template <bool kCoherent> __device__ __forceinline__ uint4 load_x16(const uint4*
   return __ldg(p);
 }
 
-template <typename T, int kThr, bool kCgX = false>
-__device__ __forceinline__ void lora_u_block(const T* __restrict__ xl, const T* __restrict__ A, float* __restrict__ u,
-                                             int M, int K, int r, int rlog, int bx, int by, int gx, float* red);
-
 // kFusedU: the grid also holds the u blocks (GemvParams' x_lora .. u_rlog): one launch a forward, launched as the
 // previous kernel's programmatic dependent; the row blocks stage their tables and issue their first tiles' loads
 // before they wait for it, then load x.
 template <typename T, int NT, bool kStream, bool kMerged, bool kPasses, bool kFusedU = false>
-__global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlora_gemv_rows_kernel(const GemvParams p) {
+__device__ __forceinline__ void gemv_rows_body(const GemvParams& p) {
   using C = GemvRows;
   constexpr int kS = C::kS, kW = C::kW, kD = C::kD, kThr = C::kThreads, kPass = C::kSliceK;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -1149,6 +1154,17 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
   finish_outputs<T, kFusedU>(p, rows, R * M, row0, last, colb, kslice, rows + R * M, (kW - 1) * R * M * 4);
   if constexpr (kFusedU) fused_block_done<false>(p);
 }
+template <typename T, int NT, bool kStream, bool kMerged, bool kPasses, bool kFusedU = false>
+__global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlora_gemv_rows_kernel(const GemvParams p) {
+  gemv_rows_body<T, NT, kStream, kMerged, kPasses, kFusedU>(p);
+}
+// The register pipeline beside lora_u_small_kernel: at most 120 registers a thread, so that a 128-thread u block of 32
+// registers fits beside the block on its SM (a quarter of the SM's registers: 4 warps x 120 + 1 warp x 32, x 32 lanes
+// = 16384; with __launch_bounds__ of more than 512 threads ptxas allots 5 warps a quarter and caps at 96 registers).
+template <typename T, int NT, bool kStream, bool kMerged, bool kPasses>
+__global__ void __maxnreg__(120) qlora_gemv_rows_co_kernel(const GemvParams p) {
+  gemv_rows_body<T, NT, kStream, kMerged, kPasses, false>(p);
+}
 
 // u[m, j] = Σ_k x̃[m, k]·A[j, k]: block (b, y) of a grid (ceil(r / 2^rlog), ceil(M / 2)) takes rows 2·y, 2·y + 1
 // and the 2^rlog ranks j = b + q·gridDim.x, q = threadIdx.x / G: one group of G = 1024 / 2^rlog threads per
@@ -1157,39 +1173,38 @@ __global__ void __launch_bounds__(GemvRows::kThreads, GemvRows::kMinBlocks) qlor
 // time grows with the trips through memory (K = 14336: 5.9 µs with 512 threads, about a fifth of the forward
 // at 14336×4096, M = 1).
 constexpr int kUThreads = 1024;
-constexpr int kURows = 2;
-constexpr int kUSteps = 2;
 constexpr int kUMaxRanksLog2 = 3;  // (launch_typed's rule; the kernel takes up to 5: 32 threads a rank)
 
-// One block of u = x̃·Aᵀ (kThr threads): rank block bx of gx, row pair by (lora_u_kernel's blockIdx.x, gridDim.x and
-// blockIdx.y), its warps' sums in red (kThr / 32 · kURows floats of shared memory). Every thread calls it.
-template <typename T, int kThr, bool kCgX>
+// One block of u = x̃·Aᵀ (kThr threads): rank block bx of gx, row group by (lora_u_kernel's blockIdx.x, gridDim.x and
+// blockIdx.y: rows kRows·by ..), its warps' sums in red (kThr / 32 · kRows floats of shared memory), kSteps 16-byte
+// loads of A a thread per trip. Every thread calls it.
+template <typename T, int kThr, bool kCgX, int kRows, int kSteps>
 __device__ __forceinline__ void lora_u_block(const T* __restrict__ xl, const T* __restrict__ A, float* __restrict__ u,
                                              int M, int K, int r, int rlog, int bx, int by, int gx, float* red) {
   const int G = kThr >> rlog, q = threadIdx.x / G, t = threadIdx.x % G;
-  const int j = bx + q * gx, m0 = by * kURows;
-  float part[kURows] = {};
+  const int j = bx + q * gx, m0 = by * kRows;
+  float part[kRows] = {};
   if (j < r) {
-    for (int k0 = t * 8; k0 < K; k0 += G * 8 * kUSteps) {
-      uint4 av[kUSteps], xv[kUSteps][kURows];
+    for (int k0 = t * 8; k0 < K; k0 += G * 8 * kSteps) {
+      uint4 av[kSteps], xv[kSteps][kRows];
 #pragma unroll
-      for (int st = 0; st < kUSteps; ++st) {  // unpredicated loads from valid addresses, so that they issue together
+      for (int st = 0; st < kSteps; ++st) {  // unpredicated loads from valid addresses, so that they issue together
         const int k = min(k0 + st * G * 8, K - 8);
         av[st] = __ldg(reinterpret_cast<const uint4*>(A + static_cast<int64_t>(j) * K + k));
 #pragma unroll
-        for (int m = 0; m < kURows; ++m)
+        for (int m = 0; m < kRows; ++m)
           xv[st][m] = load_x16<kCgX>(reinterpret_cast<const uint4*>(xl + static_cast<int64_t>(min(m0 + m, M - 1)) * K + k));
       }
 #pragma unroll
-      for (int st = 0; st < kUSteps; ++st)  // (steps past K and rows past M: zeros)
+      for (int st = 0; st < kSteps; ++st)  // (steps past K and rows past M: zeros)
 #pragma unroll
-        for (int m = 0; m < kURows; ++m)
+        for (int m = 0; m < kRows; ++m)
           if (k0 + st * G * 8 >= K || m0 + m >= M) xv[st][m] = make_uint4(0, 0, 0, 0);
 #pragma unroll
-      for (int st = 0; st < kUSteps; ++st) {
+      for (int st = 0; st < kSteps; ++st) {
         const T* a = reinterpret_cast<const T*>(&av[st]);
 #pragma unroll
-        for (int m = 0; m < kURows; ++m) {
+        for (int m = 0; m < kRows; ++m) {
           const T* xe = reinterpret_cast<const T*>(&xv[st][m]);
 #pragma unroll
           for (int e = 0; e < 8; ++e) part[m] = fmaf(to_float(xe[e]), to_float(a[e]), part[m]);
@@ -1199,18 +1214,18 @@ __device__ __forceinline__ void lora_u_block(const T* __restrict__ xl, const T* 
   }
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 #pragma unroll
-  for (int m = 0; m < kURows; ++m) {
+  for (int m = 0; m < kRows; ++m) {
     float v = part[m];
 #pragma unroll
     for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
-    if (lane == 0) red[warp * kURows + m] = v;
+    if (lane == 0) red[warp * kRows + m] = v;
   }
   __syncthreads();
-  if (threadIdx.x < (kURows << rlog)) {  // (rank group qq's sums: its G / 32 warps, in order)
-    const int qq = threadIdx.x / kURows, m = threadIdx.x % kURows, jj = bx + qq * gx;
+  if (threadIdx.x < (kRows << rlog)) {  // (rank group qq's sums: its G / 32 warps, in order)
+    const int qq = threadIdx.x / kRows, m = threadIdx.x % kRows, jj = bx + qq * gx;
     if (jj < r && m0 + m < M) {
       float v = 0.f;
-      for (int w = qq * (G / 32); w < (qq + 1) * (G / 32); ++w) v += red[w * kURows + m];
+      for (int w = qq * (G / 32); w < (qq + 1) * (G / 32); ++w) v += red[w * kRows + m];
       u[(m0 + m) * r + jj] = v;
     }
   }
@@ -1227,6 +1242,21 @@ __global__ void __launch_bounds__(kUThreads) lora_u_kernel(const T* __restrict__
   allow_next_launch();  // the GEMV kernel may start now (it waits for u)
   __shared__ float red[kUThreads / 32 * kURows];
   lora_u_block<T, kUThreads>(xl, A, u, M, K, r, rlog, blockIdx.x, blockIdx.y, gridDim.x, red);
+}
+
+// u by blocks of 128 threads and at most 32 registers, one rank and one row each (grid (r, M)): one fits on an SM
+// beside a qlora_gemv_rows_co_kernel block (120 registers x 512 threads), so that u runs beside the GEMV's blocks.
+// lora_u_kernel's blocks (1024 threads) take an SM each before the GEMV's block there can start: at r = 64 that held
+// 64 of the GEMV's SMs back (launch_typed's rule).
+constexpr int kUSmallThreads = 128;
+template <typename T>
+__global__ void __launch_bounds__(kUSmallThreads, 16) lora_u_small_kernel(const T* __restrict__ xl,
+                                                                          const T* __restrict__ A, float* __restrict__ u,
+                                                                          int M, int K, int r) {
+  wait_for_prior_grid();
+  allow_next_launch();
+  __shared__ float red[kUSmallThreads / 32];
+  lora_u_block<T, kUSmallThreads, false, 1, 2>(xl, A, u, M, K, r, 0, blockIdx.x, blockIdx.y, gridDim.x, red);
 }
 
 // The 3-d TMA maps of qlora_gemv_tma_kernel: the codes as (32 bytes of a chunk, N rows, K / 64
@@ -1321,6 +1351,29 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
       return launch_kernel(kernel, "qlora_gemv_rows_kernel", grid, GemvRows::kThreads,
                            GemvRows::smem_bytes(p.M, p.row_tiles), stream, 0, dependent, q);
     }
+  }
+  // Where the u kernel would run beside the register pipeline with r >= 64 and one u block per SM is enough (M·r <=
+  // SMs): lora_u_small_kernel beside the capped GEMV blocks (NF4LORA_FUSE_U=0: the u kernel). Measured (bench/results/
+  // h200/s40 run 5, against the u kernel or main's fused grid, same process): r = 64 M = 1 0.913 / 0.940 / 0.899 /
+  // 0.975x on 14336x4096 / 28672x8192 / 8192x2048 / 4096x4096 (where the fused grid declines), M = 2 0.931-0.982x on
+  // four shapes; where the fused grid runs (4096x14336, 8192x28672) it stays faster (the small blocks 1.019 / 1.027x);
+  // r = 16 no gain (against the u kernel, whose 16 blocks hold 16 SMs: 1.003-1.027x).
+  const bool co = pipeline == 3 && p.M <= GemvRows::kMaxM0 && p.r >= 64 && p.M * p.r <= sm_count && fuse_u_enabled();
+  if (co) {
+    const std::string e = launch_kernel(lora_u_small_kernel<T>, "lora_u_small_kernel", dim3(p.r, p.M), kUSmallThreads, 0,
+                                        stream, 0, dependent, static_cast<const T*>(x_lora), static_cast<const T*>(A), u,
+                                        p.M, p.K, p.r);
+    if (!e.empty()) return e;
+    const dim3 grid(row_blocks, splits);
+    const size_t smem = GemvRows::smem_bytes(p.M, p.row_tiles);
+    const bool merged = rows_merged_scales(p);
+    const bool passes = p.slice_k > GemvRows::kSliceK;
+    const auto kernel =
+        merged ? (passes ? qlora_gemv_rows_co_kernel<T, 0, true, true, true>
+                         : qlora_gemv_rows_co_kernel<T, 0, true, true, false>)
+               : (passes ? qlora_gemv_rows_co_kernel<T, 0, true, false, true>
+                         : qlora_gemv_rows_co_kernel<T, 0, true, false, false>);
+    return launch_kernel(kernel, "qlora_gemv_rows_co_kernel", grid, GemvRows::kThreads, smem, stream, 0, dependent, p);
   }
   const dim3 ugrid(rank_blocks(rlog), row_pairs);
   // (dependent, sm_90: the u kernel too is a programmatic dependent, of whatever grid precedes it; see allow_next_launch)
