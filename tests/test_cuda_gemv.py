@@ -331,51 +331,11 @@ def test_lora_term_staged_or_not(M, r):
         assert err < REL_TOL[torch.bfloat16] and err <= 2 * rel_err(c["plain"], c["ref"]) + 1e-6, (pipeline, err)
 
 
-@pytest.mark.parametrize("M,K,N,blocksize", [(1, 8192, 2048, 64), (2, 4096, 1000, 64), (2, 4096, 1000, 128),
-                                             (1, 14336, 520, 64)])
-def test_u_beside_the_register_gemv_at_rank_64(monkeypatch, M, K, N, blocksize):
-    # With r >= 64 and M·r <= SMs, where u is not computed in the GEMV's own grid (M = 2; at M = 1 where a u block's
-    # work would pass a quarter of a row block's: 8192x2048), u runs as lora_u_small_kernel's 128-thread blocks beside
-    # the register GEMV's blocks (capped at 120 registers); NF4LORA_FUSE_U=0 keeps lora_u_kernel. Both against float64
-    # (y) and u to fp32 summation order. (blocksize 128: the per-span scale loads; 14336: K split in slices.)
-    if torch.cuda.get_device_capability()[0] != 9:
-        pytest.skip("the register pipeline runs on sm_90 only")
-    r = 64
-    if M * r > torch.cuda.get_device_properties(0).multi_processor_count:
-        pytest.skip("one u block per SM needs M·r SMs")
+def _rows_forward_by_fuse_u(monkeypatch, M, K, N, r, blocksize=64):
+    """The register pipeline's forward with NF4LORA_FUSE_U 1 (the launcher's choice) and 0 (lora_u_kernel), x̃ != x:
+    ({fuse: (y, u)}, {fuse: the CUDA kernels' names}, u's and y's float64 references); y poisoned before each."""
     q = quantize_nf4(torch.randn(N, K, device=DEV) * K**-0.5, blocksize, double_quant=True)
     A, B = random_lora(N, K, r, torch.bfloat16, DEV)
-    x = torch.randn(M, K, device=DEV, dtype=torch.bfloat16)
-    xl = torch.randn(M, K, device=DEV, dtype=torch.bfloat16)
-    bias = torch.randn(N, device=DEV, dtype=torch.bfloat16)
-    outs, kernels = {}, {}
-    for fuse in ("1", "0"):
-        monkeypatch.setenv("NF4LORA_FUSE_U", fuse)
-        poison_next_alloc(M * N, torch.bfloat16)
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-            outs[fuse] = _cuda_ext.qlora_forward_small(x, xl, q, A, B, 0.7, bias, pipeline="rows")
-            torch.cuda.synchronize()
-        kernels[fuse] = [e.name for e in prof.events() if "kernel" in e.name]
-    assert any("lora_u_small_kernel" in k for k in kernels["1"]), kernels["1"]
-    assert any("qlora_gemv_rows_co_kernel" in k for k in kernels["1"]), kernels["1"]
-    assert not any("lora_u_small_kernel" in k for k in kernels["0"]), kernels["0"]
-    u_ref = xl.double() @ A.double().t()
-    y_ref = qlora_reference_f64(x, q, A, B, 0.7, bias, xl)
-    for fuse, (y, u) in outs.items():
-        assert rel_err(u, u_ref) < 1e-5, fuse
-        assert rel_err(y, y_ref) < REL_TOL[torch.bfloat16], fuse
-
-
-@pytest.mark.parametrize("M,K,N", [(1, 2048, 4096), (1, 4096, 1000), (2, 4096, 1000), (1, 8192, 2048)])
-def test_register_gemv_computes_u_in_its_own_grid(monkeypatch, M, K, N):
-    # At M = 1, where the register GEMV's blocks and u's fit one wave (one block per SM), u = x̃·Aᵀ is computed by
-    # extra blocks of the GEMV's grid (one launch a forward, no lora_u_kernel); NF4LORA_FUSE_U=0 keeps the u kernel,
-    # as M = 2 always does. Both within the reference's tolerance, u to fp32 summation order. (8192: two K slices,
-    # the u blocks spread over both.)
-    if torch.cuda.get_device_capability()[0] != 9:
-        pytest.skip("the register pipeline runs on sm_90 only")
-    q = quantize_nf4(torch.randn(N, K, device=DEV) * K**-0.5, 64, double_quant=True)
-    A, B = random_lora(N, K, 16, torch.bfloat16, DEV)
     x = torch.randn(M, K, device=DEV, dtype=torch.bfloat16)
     xl = torch.randn(M, K, device=DEV, dtype=torch.bfloat16)  # a dropout's x̃: u reads it, the GEMV x
     bias = torch.randn(N, device=DEV, dtype=torch.bfloat16)
@@ -387,13 +347,44 @@ def test_register_gemv_computes_u_in_its_own_grid(monkeypatch, M, K, N):
             outs[fuse] = _cuda_ext.qlora_forward_small(x, xl, q, A, B, 0.7, bias, pipeline="rows")
             torch.cuda.synchronize()
         kernels[fuse] = [e.name for e in prof.events() if "kernel" in e.name]
-    assert any("lora_u_kernel" in k for k in kernels["1"]) == (M > 1), kernels["1"]
-    assert any("lora_u_kernel" in k for k in kernels["0"]), kernels["0"]
     u_ref = xl.double() @ A.double().t()
     y_ref = qlora_reference_f64(x, q, A, B, 0.7, bias, xl)
     for fuse, (y, u) in outs.items():
         assert rel_err(u, u_ref) < 1e-5, fuse
         assert rel_err(y, y_ref) < REL_TOL[torch.bfloat16], fuse  # (inf where an output was left NaN)
+    return outs, kernels, y_ref
+
+
+@pytest.mark.parametrize("M,K,N,blocksize", [(1, 8192, 2048, 64), (2, 4096, 1000, 64), (2, 4096, 1000, 128),
+                                             (1, 14336, 520, 64)])
+def test_u_beside_the_register_gemv_at_rank_64(monkeypatch, M, K, N, blocksize):
+    # With r >= 64 and M·r <= SMs, where u is not computed in the GEMV's own grid (M = 2; at M = 1 where a u block's
+    # work would pass a quarter of a row block's: 8192x2048, or where no SM is spare: 14336x520), u runs as
+    # lora_u_small_kernel's 128-thread blocks beside the register GEMV's blocks (capped at 120 registers);
+    # NF4LORA_FUSE_U=0 keeps lora_u_kernel. Both against float64 (y) and u to fp32 summation order. (blocksize 128:
+    # the per-span scale loads; 14336: K split in slices.)
+    if torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("the register pipeline runs on sm_90 only")
+    if M * 64 > torch.cuda.get_device_properties(0).multi_processor_count:
+        pytest.skip("one u block per SM needs M·r SMs")
+    outs, kernels, _ = _rows_forward_by_fuse_u(monkeypatch, M, K, N, 64, blocksize)
+    assert any("lora_u_small_kernel" in k for k in kernels["1"]), kernels["1"]
+    assert any("qlora_gemv_rows_co_kernel" in k for k in kernels["1"]), kernels["1"]
+    assert not any("lora_u_small_kernel" in k for k in kernels["0"]), kernels["0"]
+    assert rel_err(outs["1"][0], outs["0"][0]) < 1e-3  # (u by another summation order; the GEMV's code the same)
+
+
+@pytest.mark.parametrize("M,K,N", [(1, 2048, 4096), (1, 4096, 1000), (2, 4096, 1000), (1, 8192, 2048)])
+def test_register_gemv_computes_u_in_its_own_grid(monkeypatch, M, K, N):
+    # At M = 1, where the register GEMV's blocks and u's fit one wave (one block per SM), u = x̃·Aᵀ is computed by
+    # extra blocks of the GEMV's grid (one launch a forward, no lora_u_kernel); NF4LORA_FUSE_U=0 keeps the u kernel,
+    # as M = 2 always does. Both within the reference's tolerance, u to fp32 summation order. (8192: two K slices,
+    # the u blocks spread over both.)
+    if torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("the register pipeline runs on sm_90 only")
+    outs, kernels, y_ref = _rows_forward_by_fuse_u(monkeypatch, M, K, N, 16)
+    assert any("lora_u_kernel" in k for k in kernels["1"]) == (M > 1), kernels["1"]
+    assert any("lora_u_kernel" in k for k in kernels["0"]), kernels["0"]
     # (the LoRA term's u differs by fp32 summation order only)
     assert rel_err(outs["1"][0], y_ref) <= 2 * rel_err(outs["0"][0], y_ref) + 1e-6
     assert rel_err(outs["1"][0], outs["0"][0]) < 1e-3
