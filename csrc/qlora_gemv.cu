@@ -1165,6 +1165,12 @@ template <typename T, int NT, bool kStream, bool kMerged, bool kPasses>
 __global__ void __maxnreg__(120) qlora_gemv_rows_co_kernel(const GemvParams p) {
   gemv_rows_body<T, NT, kStream, kMerged, kPasses, false>(p);
 }
+// The register pipeline's kernel without u in its grid: capped (kCo, beside lora_u_small_kernel) or not.
+template <typename T, int NT, bool kStream, bool kMerged, bool kPasses, bool kCo>
+constexpr void (*rows_kernel())(GemvParams) {
+  if constexpr (kCo) return qlora_gemv_rows_co_kernel<T, NT, kStream, kMerged, kPasses>;
+  else return qlora_gemv_rows_kernel<T, NT, kStream, kMerged, kPasses>;
+}
 
 // u[m, j] = Σ_k x̃[m, k]·A[j, k]: block (b, y) of a grid (ceil(r / 2^rlog), ceil(M / 2)) takes rows 2·y, 2·y + 1
 // and the 2^rlog ranks j = b + q·gridDim.x, q = threadIdx.x / G: one group of G = 1024 / 2^rlog threads per
@@ -1324,7 +1330,8 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
   // (M = 1 only. s36 run 5: 0.947-0.979x the forward's time at M = 1 on the issue shapes, 0.962x on 4096x4096; run 2
   // (before the end count lost its fence): 0.977-1.021x at M = 2; s35 run 8 (u blocks last): 1.01-1.28x at M 4-8,
   // where the u blocks' dependent loads queue behind the row blocks' streaming from the start)
-  if (pipeline == 3 && p.M == 1 && p.u_sync != nullptr && rows_merged_scales(p) && fuse_u_enabled()) {
+  const bool fuse_u = fuse_u_enabled();
+  if (pipeline == 3 && p.M == 1 && p.u_sync != nullptr && rows_merged_scales(p) && fuse_u) {
     // u fused into the register GEMV's grid (kFusedU): extra columns' worth of u blocks (512 threads, 2^rlog ranks
     // each, at least a warp a rank; first in the grid's linear order, so a row block never waits for a block that
     // cannot start) where the row blocks and they fit one wave of one block per SM (u then runs beside the rows).
@@ -1358,45 +1365,37 @@ std::string launch_typed(const GemvParams& p, const void* x_lora, const void* A,
   // 0.975x on 14336x4096 / 28672x8192 / 8192x2048 / 4096x4096 (where the fused grid declines), M = 2 0.931-0.982x on
   // four shapes; where the fused grid runs (4096x14336, 8192x28672) it stays faster (the small blocks 1.019 / 1.027x);
   // r = 16 no gain (against the u kernel, whose 16 blocks hold 16 SMs: 1.003-1.027x).
-  const bool co = pipeline == 3 && p.M <= GemvRows::kMaxM0 && p.r >= 64 && p.M * p.r <= sm_count && fuse_u_enabled();
-  if (co) {
-    const std::string e = launch_kernel(lora_u_small_kernel<T>, "lora_u_small_kernel", dim3(p.r, p.M), kUSmallThreads, 0,
-                                        stream, 0, dependent, static_cast<const T*>(x_lora), static_cast<const T*>(A), u,
-                                        p.M, p.K, p.r);
-    if (!e.empty()) return e;
-    const dim3 grid(row_blocks, splits);
-    const size_t smem = GemvRows::smem_bytes(p.M, p.row_tiles);
-    const bool merged = rows_merged_scales(p);
-    const bool passes = p.slice_k > GemvRows::kSliceK;
-    const auto kernel =
-        merged ? (passes ? qlora_gemv_rows_co_kernel<T, 0, true, true, true>
-                         : qlora_gemv_rows_co_kernel<T, 0, true, true, false>)
-               : (passes ? qlora_gemv_rows_co_kernel<T, 0, true, false, true>
-                         : qlora_gemv_rows_co_kernel<T, 0, true, false, false>);
-    return launch_kernel(kernel, "qlora_gemv_rows_co_kernel", grid, GemvRows::kThreads, smem, stream, 0, dependent, p);
-  }
-  const dim3 ugrid(rank_blocks(rlog), row_pairs);
+  const bool co = pipeline == 3 && p.M <= GemvRows::kMaxM0 && p.r >= 64 && p.M * p.r <= sm_count && fuse_u;
   // (dependent, sm_90: the u kernel too is a programmatic dependent, of whatever grid precedes it; see allow_next_launch)
-  const std::string uerr = launch_kernel(lora_u_kernel<T>, "lora_u_kernel", ugrid, kUThreads, 0, stream, 0, dependent,
-                                         static_cast<const T*>(x_lora), static_cast<const T*>(A), u, p.M, p.K, p.r, rlog);
+  const std::string uerr =
+      co ? launch_kernel(lora_u_small_kernel<T>, "lora_u_small_kernel", dim3(p.r, p.M), kUSmallThreads, 0, stream, 0,
+                         dependent, static_cast<const T*>(x_lora), static_cast<const T*>(A), u, p.M, p.K, p.r)
+         : launch_kernel(lora_u_kernel<T>, "lora_u_kernel", dim3(rank_blocks(rlog), row_pairs), kUThreads, 0, stream, 0,
+                         dependent, static_cast<const T*>(x_lora), static_cast<const T*>(A), u, p.M, p.K, p.r, rlog);
   if (!uerr.empty()) return uerr;
   if (pipeline == 3) {
     const dim3 grid(row_blocks, splits);
     const size_t smem = GemvRows::smem_bytes(p.M, p.row_tiles);
     const bool merged = rows_merged_scales(p);  // (the merged kernel always streams its code loads: see load_codes)
     const bool passes = p.slice_k > GemvRows::kSliceK;  // (plan_qlora_gemv's fewer slices: K % 256 == 0)
-    auto pick = [&](auto nt) {
+    auto pick = [&](auto nt, auto capped) {
       constexpr int NT = decltype(nt)::value;
+      constexpr bool kCo = decltype(capped)::value;
       if (passes)
-        return merged ? qlora_gemv_rows_kernel<T, NT, true, true, true>
-                      : (smem <= kRowsStreamMaxSmem ? qlora_gemv_rows_kernel<T, NT, true, false, true>
-                                                    : qlora_gemv_rows_kernel<T, NT, false, false, true>);
-      return merged ? qlora_gemv_rows_kernel<T, NT, true, true, false>
-                    : (smem <= kRowsStreamMaxSmem ? qlora_gemv_rows_kernel<T, NT, true, false, false>
-                                                  : qlora_gemv_rows_kernel<T, NT, false, false, false>);
+        return merged ? rows_kernel<T, NT, true, true, true, kCo>()
+                      : (smem <= kRowsStreamMaxSmem ? rows_kernel<T, NT, true, false, true, kCo>()
+                                                    : rows_kernel<T, NT, false, false, true, kCo>());
+      return merged ? rows_kernel<T, NT, true, true, false, kCo>()
+                    : (smem <= kRowsStreamMaxSmem ? rows_kernel<T, NT, true, false, false, kCo>()
+                                                  : rows_kernel<T, NT, false, false, false, kCo>());
     };
-    const auto kernel = p.M <= GemvRows::kMaxM0 ? pick(std::integral_constant<int, 0>{}) : pick(std::integral_constant<int, 1>{});
-    return launch_kernel(kernel, "qlora_gemv_rows_kernel", grid, GemvRows::kThreads, smem, stream, 0, dependent, p);
+    using Nt0 = std::integral_constant<int, 0>;
+    using Nt1 = std::integral_constant<int, 1>;
+    using Co = std::true_type;
+    using NoCo = std::false_type;
+    const auto kernel = co ? pick(Nt0{}, Co{}) : p.M <= GemvRows::kMaxM0 ? pick(Nt0{}, NoCo{}) : pick(Nt1{}, NoCo{});
+    return launch_kernel(kernel, co ? "qlora_gemv_rows_co_kernel" : "qlora_gemv_rows_kernel", grid, GemvRows::kThreads,
+                         smem, stream, 0, dependent, p);
   }
   return tiles == 1 ? launch_gemv<T, MT, 1>(p, splits, pipeline, dependent, stream)
                     : launch_gemv<T, MT, 2>(p, splits, pipeline, dependent, stream);
